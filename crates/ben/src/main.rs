@@ -1,0 +1,36 @@
+//! `ben`: runs Ben's components. Each subcommand lives in its own module.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ben", version, about = "Runs Ben's components")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole system in one process (not built yet: see issue "ben up").
+    Up {
+        /// Also deploy examples/shop and run the demo app.
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Up { .. } => {
+            eprintln!(
+                "ben up: the embedded runtime is not built yet.\n\
+                 Today you can build, test and evaluate a bundle offline:\n  \
+                 cargo run -p ben-benctl -- build examples/shop\n  \
+                 cargo run -p ben-benctl -- eval examples/shop --input examples/shop/records.jsonl --contract shop_web"
+            );
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Bitspec (being written).
