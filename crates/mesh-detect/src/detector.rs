@@ -1,0 +1,721 @@
+//! The pipeline: windows of flows → three engines → ensemble → anomalies.
+
+use crate::error::DetectError;
+use crate::flow::{Endpoints, FlowRecord, FlowTable};
+use crate::lgbm::{LgbmModel, Objective};
+use crate::math::{Baseline, MathConfig, MathEngine};
+use crate::ratelimit::TokenBucket;
+use crate::rules::{RuleHit, RuleSet};
+use crate::window::{FlowColumns, SourceStats};
+use crate::wire::{AnomalyEvent, Contribution, Endpoint, EngineVote, EvidenceEvent, EvidenceFlow};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Ensemble weights (DESIGN §2: ML 0.5 · rules 0.3 · math 0.2).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    /// LightGBM engine.
+    pub ml: f64,
+    /// Rules engine.
+    pub rules: f64,
+    /// Math engine.
+    pub math: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            ml: 0.5,
+            rules: 0.3,
+            math: 0.2,
+        }
+    }
+}
+
+/// Detector settings. Every limit is named here.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Publish when the ensemble confidence is strictly above this.
+    pub threshold: f64,
+    /// Ensemble weights.
+    pub weights: Weights,
+    /// Aggregation window (seconds); also the window of per-source stats.
+    pub window_secs: f64,
+    /// Published anomalies per second (token bucket rate).
+    pub rate_per_sec: f64,
+    /// Token bucket burst.
+    pub rate_burst: f64,
+    /// Flow ids listed inside an anomaly (the rest go to evidence only).
+    pub max_anomaly_flow_ids: usize,
+    /// Flows listed in one evidence message.
+    pub max_evidence_flows: usize,
+    /// Saabas contributions and z-scores listed per anomaly (each).
+    pub top_features: usize,
+    /// Math engine settings.
+    pub math: MathConfig,
+    /// Seed mixed into anomaly ids (injected randomness, invariant 12).
+    pub id_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            threshold: 0.70,
+            weights: Weights::default(),
+            window_secs: 10.0,
+            rate_per_sec: 100.0,
+            rate_burst: 100.0,
+            max_anomaly_flow_ids: 32,
+            max_evidence_flows: 2000,
+            top_features: 5,
+            math: MathConfig::default(),
+            id_seed: 0,
+        }
+    }
+}
+
+/// The verdict on one flow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowVerdict {
+    /// Class index; 0 (benign) when the flow was not flagged.
+    pub class: usize,
+    /// Best attack-class ensemble confidence (flagged or not).
+    pub confidence: f64,
+    /// The LightGBM engine's own arg-max class.
+    pub ml_class: usize,
+}
+
+/// An aggregated detection: the anomaly, its evidence, and whether the rate
+/// limiter let it through.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    /// The anomaly (`ai.anomalies.v1`).
+    pub event: AnomalyEvent,
+    /// Its flows (`ai.evidence.v1`).
+    pub evidence: EvidenceEvent,
+    /// False when the rate limiter held it back (counted in the report).
+    pub published: bool,
+}
+
+/// Totals of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Flows processed.
+    pub flows: u64,
+    /// Flows flagged (confidence above threshold).
+    pub flagged_flows: u64,
+    /// Windows processed.
+    pub windows: u64,
+    /// Anomalies produced (published + rate limited).
+    pub anomalies: u64,
+    /// Anomalies published.
+    pub published: u64,
+    /// Anomalies held back by the rate limiter.
+    pub rate_limited: u64,
+}
+
+/// Output of [`Detector::run`].
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// One verdict per input flow, in input order.
+    pub verdicts: Vec<FlowVerdict>,
+    /// Detections in window order.
+    pub detections: Vec<Detection>,
+    /// Totals.
+    pub summary: Summary,
+}
+
+/// The CyberMesh detector bound to one flow feature layout.
+pub struct Detector {
+    cfg: Config,
+    classes: Vec<String>,
+    feature_names: Vec<String>,
+    model: LgbmModel,
+    model_version: String,
+    /// For each model column, the flow-table column feeding it.
+    model_columns: Vec<usize>,
+    rules: RuleSet,
+    math: MathEngine,
+    cols: FlowColumns,
+    bucket: TokenBucket,
+    summary: Summary,
+    row: Vec<f64>,
+    probs: Vec<f64>,
+    hits: Vec<RuleHit>,
+}
+
+struct Scored {
+    flow: usize,
+    class: usize,
+    confidence: f64,
+    ml: f64,
+    ml_class: usize,
+    rules: Option<f64>,
+    math: Option<f64>,
+}
+
+impl Detector {
+    /// Builds a detector from the three engines' inputs and the feature
+    /// names of the flows it will see (normalised).
+    pub fn new(
+        cfg: Config,
+        model: LgbmModel,
+        model_version: impl Into<String>,
+        baseline: &Baseline,
+        rules_text: &str,
+        feature_names: &[String],
+    ) -> Result<Self, DetectError> {
+        let w = cfg.weights;
+        if !(cfg.threshold >= 0.0 && cfg.threshold < 1.0) {
+            return Err(DetectError::Setting {
+                name: "threshold",
+                message: format!("{} is not in [0, 1)", cfg.threshold),
+            });
+        }
+        if !(w.ml > 0.0 && w.rules >= 0.0 && w.math >= 0.0) {
+            return Err(DetectError::Setting {
+                name: "weights",
+                message: "ml must be > 0, rules and math ≥ 0".into(),
+            });
+        }
+        if !(cfg.window_secs > 0.0 && cfg.window_secs.is_finite()) {
+            return Err(DetectError::Setting {
+                name: "window_secs",
+                message: format!("{} is not a positive number", cfg.window_secs),
+            });
+        }
+        let classes = baseline.classes.clone();
+        let outputs_ok = match model.objective() {
+            Objective::Binary { .. } => classes.len() == 2,
+            _ => model.num_outputs() == classes.len(),
+        };
+        if !outputs_ok {
+            return Err(DetectError::Setting {
+                name: "model",
+                message: format!(
+                    "the model has {} outputs but the baseline names {} classes",
+                    model.num_outputs(),
+                    classes.len()
+                ),
+            });
+        }
+        let model_columns = model
+            .feature_names()
+            .iter()
+            .map(|name| {
+                let n = crate::flow::normalize_name(name);
+                feature_names.iter().position(|f| *f == n).ok_or_else(|| {
+                    DetectError::MissingFeature {
+                        name: n,
+                        have: feature_names
+                            .iter()
+                            .take(8)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rules = RuleSet::parse(rules_text, &classes, feature_names)?;
+        let math = MathEngine::new(cfg.math.clone(), baseline, feature_names)?;
+        let table = FlowTable {
+            feature_names: feature_names.to_vec(),
+            flows: vec![],
+        };
+        let cols = FlowColumns::resolve(&table);
+        let bucket = TokenBucket::new(cfg.rate_per_sec, cfg.rate_burst);
+        let n_out = model.num_outputs();
+        Ok(Self {
+            row: vec![0.0; model_columns.len()],
+            probs: vec![0.0; classes.len().max(n_out)],
+            hits: Vec::new(),
+            cfg,
+            classes,
+            feature_names: feature_names.to_vec(),
+            model,
+            model_version: model_version.into(),
+            model_columns,
+            rules,
+            math,
+            cols,
+            bucket,
+            summary: Summary::default(),
+        })
+    }
+
+    /// Class names (index 0 is benign).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The compiled rules.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Totals so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Class probabilities of the LightGBM engine for one flow.
+    pub fn ml_probabilities(&mut self, flow: &FlowRecord) -> Vec<f64> {
+        self.predict_ml(flow);
+        self.probs[..self.classes.len()].to_vec()
+    }
+
+    fn predict_ml(&mut self, flow: &FlowRecord) {
+        for (slot, &c) in self.row.iter_mut().zip(&self.model_columns) {
+            *slot = flow.features.get(c).copied().unwrap_or(f64::NAN);
+        }
+        match self.model.objective() {
+            Objective::Binary { .. } => {
+                let mut raw = [0.0];
+                self.model.predict_raw_into(&self.row, &mut raw);
+                self.model.transform(&mut raw);
+                self.probs[0] = 1.0 - raw[0];
+                self.probs[1] = raw[0];
+            }
+            _ => {
+                let n = self.model.num_outputs();
+                self.model.predict_raw_into(&self.row, &mut self.probs[..n]);
+                self.model.transform(&mut self.probs[..n]);
+            }
+        }
+    }
+
+    /// Runs every flow of `table` (sorted by start time internally) through
+    /// the pipeline, window by window. Time comes from the flows themselves
+    /// (capture time), so a replay is deterministic.
+    pub fn run(&mut self, table: &FlowTable) -> RunReport {
+        let mut order: Vec<usize> = (0..table.flows.len()).collect();
+        order.sort_by_key(|&i| table.flows[i].start_us);
+        let window_us = (self.cfg.window_secs * 1e6).round().max(1.0) as i64;
+        let mut verdicts = vec![
+            FlowVerdict {
+                class: 0,
+                confidence: 0.0,
+                ml_class: 0,
+            };
+            table.flows.len()
+        ];
+        let mut detections = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let w = table.flows[order[start]].start_us.div_euclid(window_us);
+            let mut end = start;
+            while end < order.len() && table.flows[order[end]].start_us.div_euclid(window_us) == w {
+                end += 1;
+            }
+            let window: Vec<&FlowRecord> =
+                order[start..end].iter().map(|&i| &table.flows[i]).collect();
+            let (v, d) = self.process_window(&window, w * window_us, window_us);
+            for (k, verdict) in v.into_iter().enumerate() {
+                verdicts[order[start + k]] = verdict;
+            }
+            detections.extend(d);
+            start = end;
+        }
+        RunReport {
+            verdicts,
+            detections,
+            summary: self.summary.clone(),
+        }
+    }
+
+    /// Processes one window of flows starting at `window_start_us`. Returns
+    /// a verdict per flow (same order) and the window's detections; the rate
+    /// limiter is charged at the window's end time.
+    pub fn process_window(
+        &mut self,
+        flows: &[&FlowRecord],
+        window_start_us: i64,
+        window_us: i64,
+    ) -> (Vec<FlowVerdict>, Vec<Detection>) {
+        let stats = SourceStats::by_source(
+            flows.iter().copied(),
+            &self.cols,
+            window_us as f64 / 1e6,
+            &self.rules.auth_ports,
+        );
+        let source_scores: HashMap<IpAddr, crate::math::SourceScore> = stats
+            .iter()
+            .map(|(ip, s)| (*ip, self.math.source_score(ip, s)))
+            .collect();
+        let nc = self.classes.len();
+        let w = self.cfg.weights;
+        let vote_min = self.cfg.math.vote_min;
+        let mut verdicts = Vec::with_capacity(flows.len());
+        let mut flagged: Vec<Scored> = Vec::new();
+        let mut rule_scores = vec![0.0f64; nc];
+        let mut math_scores = vec![0.0f64; nc];
+        let empty = SourceStats::default();
+        for (fi, flow) in flows.iter().enumerate() {
+            self.predict_ml(flow);
+            let ml_class = argmax(&self.probs[..nc]);
+            let src = &flow.endpoints.src_ip;
+            let st = stats.get(src).unwrap_or(&empty);
+            self.hits.clear();
+            self.rules.evaluate(flow, st, &mut self.hits);
+            rule_scores.iter_mut().for_each(|x| *x = 0.0);
+            for h in &self.hits {
+                rule_scores[h.class] = rule_scores[h.class].max(h.score);
+            }
+            let rules_vote = !self.hits.is_empty();
+            let flow_math = self.math.flow_score(flow);
+            let mut math_best: f64 = 0.0;
+            for (c, m) in math_scores.iter_mut().enumerate().skip(1) {
+                let src_s = source_scores.get(src).map_or(0.0, |s| s.per_class[c]);
+                *m = flow_math.max(src_s);
+                math_best = math_best.max(*m);
+            }
+            let math_vote = math_best >= vote_min;
+            // Weighted vote over the engines that voted; LightGBM always votes.
+            let denom = w.ml
+                + if rules_vote { w.rules } else { 0.0 }
+                + if math_vote { w.math } else { 0.0 };
+            let mut best = (0usize, 0.0f64);
+            for c in 1..nc {
+                let mut s = w.ml * self.probs[c];
+                if rules_vote {
+                    s += w.rules * rule_scores[c];
+                }
+                if math_vote {
+                    s += w.math * math_scores[c];
+                }
+                let conf = s / denom;
+                if conf > best.1 {
+                    best = (c, conf);
+                }
+            }
+            let is_flagged = best.1 > self.cfg.threshold;
+            verdicts.push(FlowVerdict {
+                class: if is_flagged { best.0 } else { 0 },
+                confidence: best.1,
+                ml_class,
+            });
+            if is_flagged {
+                flagged.push(Scored {
+                    flow: fi,
+                    class: best.0,
+                    confidence: best.1,
+                    ml: self.probs[best.0],
+                    ml_class,
+                    rules: rules_vote.then_some(rule_scores[best.0]),
+                    math: math_vote.then_some(math_scores[best.0]),
+                });
+            }
+        }
+        self.summary.flows += flows.len() as u64;
+        self.summary.flagged_flows += flagged.len() as u64;
+        self.summary.windows += 1;
+
+        // Aggregate per (source, class); keep first-seen order.
+        let mut groups: Vec<((IpAddr, usize), Vec<Scored>)> = Vec::new();
+        for s in flagged {
+            let key = (flows[s.flow].endpoints.src_ip, s.class);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(s),
+                None => groups.push((key, vec![s])),
+            }
+        }
+        let window_end_us = window_start_us + window_us;
+        let mut detections = Vec::with_capacity(groups.len());
+        let mut flagged_sources: Vec<IpAddr> = Vec::new();
+        for ((src, class), members) in groups {
+            flagged_sources.push(src);
+            let d = self.build_detection(
+                flows,
+                src,
+                class,
+                &members,
+                &stats,
+                source_scores.get(&src),
+                window_start_us,
+                window_end_us,
+            );
+            let published = self.bucket.try_take(window_end_us);
+            self.summary.anomalies += 1;
+            if published {
+                self.summary.published += 1;
+            } else {
+                self.summary.rate_limited += 1;
+            }
+            detections.push(Detection {
+                event: d.0,
+                evidence: d.1,
+                published,
+            });
+        }
+        // Flagged sources do not teach the baseline their traffic.
+        let mut srcs: Vec<&IpAddr> = stats.keys().collect();
+        srcs.sort();
+        for src in srcs {
+            if !flagged_sources.contains(src) {
+                if let Some(s) = stats.get(src) {
+                    self.math.update(*src, s);
+                }
+            }
+        }
+        (verdicts, detections)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_detection(
+        &self,
+        flows: &[&FlowRecord],
+        src: IpAddr,
+        class: usize,
+        members: &[Scored],
+        stats: &HashMap<IpAddr, SourceStats>,
+        source_score: Option<&crate::math::SourceScore>,
+        window_start_us: i64,
+        window_end_us: i64,
+    ) -> (AnomalyEvent, EvidenceEvent) {
+        let class_name = self.classes[class].clone();
+        // Representative: the most confident flow (first on ties).
+        let rep = members.iter().fold(
+            &members[0],
+            |a, b| if b.confidence > a.confidence { b } else { a },
+        );
+        let rep_flow = flows[rep.flow];
+        let mut targets: HashMap<(IpAddr, u16, u8), u64> = HashMap::new();
+        for m in members {
+            let e = &flows[m.flow].endpoints;
+            *targets
+                .entry((e.dst_ip, e.dst_port, e.protocol))
+                .or_default() += 1;
+        }
+        let target = targets
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(k, _)| *k)
+            .unwrap_or((
+                rep_flow.endpoints.dst_ip,
+                rep_flow.endpoints.dst_port,
+                rep_flow.endpoints.protocol,
+            ));
+        let src_port = {
+            let first = flows[members[0].flow].endpoints.src_port;
+            if members
+                .iter()
+                .all(|m| flows[m.flow].endpoints.src_port == first)
+            {
+                first
+            } else {
+                0
+            }
+        };
+        let first_seen = members
+            .iter()
+            .map(|m| flows[m.flow].start_us)
+            .min()
+            .unwrap_or(window_start_us);
+        let last_seen = members
+            .iter()
+            .map(|m| flows[m.flow].start_us)
+            .max()
+            .unwrap_or(window_start_us);
+        let id = anomaly_id(self.cfg.id_seed, &src, window_start_us, &class_name);
+        let w = self.cfg.weights;
+        let name_of = |c: usize| self.classes.get(c).cloned().unwrap_or_default();
+        let votes = vec![
+            EngineVote {
+                engine: "ml".into(),
+                abstained: false,
+                class: name_of(rep.ml_class),
+                score: rep.ml,
+                weight: w.ml,
+            },
+            EngineVote {
+                engine: "rules".into(),
+                abstained: rep.rules.is_none(),
+                class: if rep.rules.is_some() {
+                    class_name.clone()
+                } else {
+                    String::new()
+                },
+                score: rep.rules.unwrap_or(0.0),
+                weight: w.rules,
+            },
+            EngineVote {
+                engine: "math".into(),
+                abstained: rep.math.is_none(),
+                class: if rep.math.is_some() {
+                    class_name.clone()
+                } else {
+                    String::new()
+                },
+                score: rep.math.unwrap_or(0.0),
+                weight: w.math,
+            },
+        ];
+        let mut top = Vec::new();
+        // Rule hits on the representative flow.
+        let mut hits = Vec::new();
+        if let Some(st) = stats.get(&src) {
+            self.rules.evaluate(rep_flow, st, &mut hits);
+        }
+        for h in &hits {
+            if let Some(r) = self.rules.rules.get(h.rule) {
+                top.push(Contribution {
+                    kind: "rule".into(),
+                    name: r.name.clone(),
+                    value: h.score,
+                    weight: h.score,
+                });
+            }
+        }
+        // Source metrics far from the source's history.
+        if let Some(s) = source_score {
+            for (m, v, z) in s.zs.iter().filter(|(_, _, z)| *z >= self.cfg.math.z_low) {
+                top.push(Contribution {
+                    kind: "source_zscore".into(),
+                    name: format!("src.{}", m.name()),
+                    value: *v,
+                    weight: *z,
+                });
+            }
+        }
+        // Saabas attribution for the class (one raw score per class; binary
+        // models have one output for the attack class).
+        let mut row = vec![0.0; self.model_columns.len()];
+        for (slot, &c) in row.iter_mut().zip(&self.model_columns) {
+            *slot = rep_flow.features.get(c).copied().unwrap_or(f64::NAN);
+        }
+        let out = match self.model.objective() {
+            Objective::Binary { .. } => 0,
+            _ => class,
+        };
+        let contrib = self.model.contributions(&row, out);
+        let mut saabas: Vec<(usize, f64)> = contrib[..contrib.len() - 1]
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, v)| *v != 0.0)
+            .collect();
+        saabas.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        for (i, v) in saabas.into_iter().take(self.cfg.top_features) {
+            top.push(Contribution {
+                kind: "saabas".into(),
+                name: self.model.feature_names()[i].clone(),
+                value: row[i],
+                weight: v,
+            });
+        }
+        let mut zs = self.math.flow_zscores(rep_flow);
+        zs.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        for (i, z) in zs.into_iter().take(self.cfg.top_features) {
+            top.push(Contribution {
+                kind: "zscore".into(),
+                name: self.feature_names[i].clone(),
+                value: rep_flow.features.get(i).copied().unwrap_or(f64::NAN),
+                weight: z,
+            });
+        }
+        let ids: Vec<String> = members
+            .iter()
+            .take(self.cfg.max_anomaly_flow_ids)
+            .map(|m| flows[m.flow].id.clone())
+            .collect();
+        let event = AnomalyEvent {
+            id: id.clone(),
+            class: class_name.clone(),
+            confidence: rep.confidence,
+            source: Some(Endpoint {
+                ip: src.to_string(),
+                port: u32::from(src_port),
+            }),
+            target: Some(Endpoint {
+                ip: target.0.to_string(),
+                port: u32::from(target.1),
+            }),
+            protocol: u32::from(target.2),
+            window_start_us,
+            window_end_us,
+            first_seen_us: first_seen,
+            last_seen_us: last_seen,
+            flow_count: members.len() as u64,
+            distinct_targets: targets.len() as u32,
+            votes,
+            top_features: top,
+            evidence_truncated: (members.len() - ids.len()) as u64,
+            evidence_flow_ids: ids,
+            model_version: self.model_version.clone(),
+            rules_version: self.rules.version,
+            threshold: self.cfg.threshold,
+        };
+        let ev_flows: Vec<EvidenceFlow> = members
+            .iter()
+            .take(self.cfg.max_evidence_flows)
+            .map(|m| {
+                let f = flows[m.flow];
+                evidence_flow(f, &f.endpoints, m.confidence, &class_name)
+            })
+            .collect();
+        let evidence = EvidenceEvent {
+            anomaly_id: id,
+            truncated: (members.len() - ev_flows.len()) as u64,
+            flows: ev_flows,
+        };
+        (event, evidence)
+    }
+}
+
+fn evidence_flow(f: &FlowRecord, e: &Endpoints, confidence: f64, class: &str) -> EvidenceFlow {
+    EvidenceFlow {
+        id: f.id.clone(),
+        source: Some(Endpoint {
+            ip: e.src_ip.to_string(),
+            port: u32::from(e.src_port),
+        }),
+        target: Some(Endpoint {
+            ip: e.dst_ip.to_string(),
+            port: u32::from(e.dst_port),
+        }),
+        protocol: u32::from(e.protocol),
+        start_us: f.start_us,
+        confidence,
+        class: class.to_owned(),
+    }
+}
+
+fn argmax(v: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Deterministic anomaly id: FNV-1a (two lanes, 128 bits) over the seed,
+/// source, window and class.
+fn anomaly_id(seed: u64, src: &IpAddr, window_start_us: i64, class: &str) -> String {
+    let mut data = Vec::with_capacity(64);
+    data.extend_from_slice(&seed.to_le_bytes());
+    data.extend_from_slice(src.to_string().as_bytes());
+    data.push(0);
+    data.extend_from_slice(&window_start_us.to_le_bytes());
+    data.extend_from_slice(class.as_bytes());
+    let lane = |basis: u64| {
+        data.iter().fold(basis, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        lane(0xcbf2_9ce4_8422_2325),
+        lane(0x6c62_272e_07bb_0142)
+    )
+}
