@@ -1,1 +1,280 @@
-fn main() {}
+//! `benctl`: the operator's CLI. Today: `build`, `test`, `eval` (offline,
+//! no server). `stage`, `deploy`, `status`, `history` and `rollback` arrive
+//! with the runtime (`ben up`).
+//!
+//! Exit codes: 0 success, 1 the bundle or its tests failed, 2 usage or I/O
+//! error.
+
+use anyhow::{Context, Result};
+use ben_intent::{Bundle, Evaluator};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "benctl", version, about = "Build, test and evaluate Ben intent bundles")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile and validate a bundle, write ben.lock, print its digest.
+    Build {
+        /// The bundle directory (holds ben.toml).
+        dir: PathBuf,
+        /// Diagnostics format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// Fail instead of writing ben.lock when it would change (for CI).
+        #[arg(long)]
+        locked: bool,
+    },
+    /// Run the bundle's `test` blocks.
+    Test {
+        dir: PathBuf,
+    },
+    /// Evaluate JSON records (one per line) through the spine pipeline.
+    Eval {
+        dir: PathBuf,
+        /// A JSONL file, or - for standard input.
+        #[arg(long)]
+        input: String,
+        /// Records are app records translated by this contract.
+        #[arg(long, conflicts_with = "schema")]
+        contract: Option<String>,
+        /// Records are already in this schema's form (NAME or NAME@vN).
+        #[arg(long)]
+        schema: Option<String>,
+        /// Data directory (holds blot.key when BEN_BLOT_KEY is unset).
+        #[arg(long, default_value = ".ben")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Build { dir, format, locked } => build(&dir, format, locked),
+        Cmd::Test { dir } => test(&dir),
+        Cmd::Eval {
+            dir,
+            input,
+            contract,
+            schema,
+            data_dir,
+        } => eval(&dir, &input, contract.as_deref(), schema.as_deref(), &data_dir),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads and builds; on diagnostics prints them and returns `None`.
+fn load_built(dir: &Path, format: Format) -> Result<Option<ben_intent::Built>> {
+    let bundle = Bundle::load(dir).with_context(|| format!("reading bundle {}", dir.display()))?;
+    match bundle.build() {
+        Ok(b) => {
+            if !b.warnings.is_empty() {
+                eprint!("{}", ben_bitspec::diag::render_all(&b.warnings, &b.map));
+            }
+            Ok(Some(b))
+        }
+        Err(failed) => {
+            match format {
+                Format::Human => {
+                    eprint!("{}", failed.render());
+                    let n = failed.diagnostics.iter().filter(|d| d.is_error()).count();
+                    eprintln!("error: bundle {} has {n} error{}", dir.display(), if n == 1 { "" } else { "s" });
+                }
+                Format::Json => {
+                    let all: Vec<_> = failed.diagnostics.iter().map(|d| d.to_json(&failed.map)).collect();
+                    println!("{}", serde_json::json!({ "ok": false, "diagnostics": all }));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn build(dir: &Path, format: Format, locked: bool) -> Result<ExitCode> {
+    let Some(b) = load_built(dir, format)? else { return Ok(ExitCode::from(1)) };
+    let lock_path = dir.join("ben.lock");
+    if b.lock_changed {
+        if locked {
+            eprintln!("error: ben.lock is out of date (flags were added or removed); run `benctl build {}` and commit ben.lock", dir.display());
+            return Ok(ExitCode::from(1));
+        }
+        std::fs::write(&lock_path, &b.lock_text).with_context(|| format!("writing {}", lock_path.display()))?;
+    }
+    let p = &b.program;
+    match format {
+        Format::Json => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ok": true,
+                    "bundle": b.name,
+                    "version": b.version,
+                    "digest": b.digest.to_hex().to_string(),
+                    "artifacts": b.artifacts.iter().map(|a| serde_json::json!({"name": a.name, "blake3": a.hash.to_hex().to_string(), "bytes": a.bytes.len()})).collect::<Vec<_>>(),
+                    "lock_written": b.lock_changed,
+                })
+            );
+        }
+        Format::Human => {
+            println!("bundle   {}", b.name);
+            println!("version  {}", b.version);
+            println!("digest   blake3:{}", b.digest.to_hex());
+            println!(
+                "contents {} schema(s), {} contract(s), {} pack(s), {} playbook(s), {} migration(s), {} test(s)",
+                p.schemas.len(),
+                p.contracts.len(),
+                p.packs.len(),
+                p.playbooks.len(),
+                p.migrations.len(),
+                p.tests.len()
+            );
+            for pk in &p.packs {
+                println!(
+                    "pack     {} on {}: {} flag(s), {} meta, {} redaction(s), {} route(s), cost {} per record",
+                    pk.name,
+                    p.schemas[pk.schema].id(),
+                    pk.flags.len(),
+                    pk.metas.len(),
+                    pk.redactions.len(),
+                    pk.routes.len(),
+                    pk.cost
+                );
+            }
+            for (pack, flag, bit) in &b.changes.added {
+                println!("lock     + {pack}.{flag} = bit {bit}");
+            }
+            for (pack, flag, bit) in &b.changes.retired {
+                println!("lock     - {pack}.{flag} retires bit {bit}");
+            }
+            println!("artifacts {}", b.artifacts.len());
+            if b.lock_changed {
+                println!("wrote    {}", lock_path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(dir: &Path) -> Result<ExitCode> {
+    let Some(b) = load_built(dir, Format::Human)? else { return Ok(ExitCode::from(1)) };
+    let results = ben_intent::run_tests(&b);
+    let mut failed = 0;
+    for r in &results {
+        if r.passed() {
+            println!("test {} ... ok", r.name);
+        } else {
+            failed += 1;
+            println!("test {} ... FAILED ({})", r.name, r.location);
+            for f in &r.failures {
+                println!("    {f}");
+            }
+        }
+    }
+    println!("\n{} passed, {} failed", results.len() - failed, failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The hmac key: `env:VAR` / `file:PATH` from ben.toml; for the default
+/// `env:BEN_BLOT_KEY` when unset, `DATA_DIR/blot.key`, created with fresh
+/// random bytes on first use.
+fn blot_key(b: &ben_intent::Built, bundle_dir: &Path, data_dir: &Path) -> Result<ben_blot::BlotKey> {
+    let spec = &b.manifest.blot.key;
+    let material: Vec<u8> = if let Some(var) = spec.strip_prefix("env:") {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v.into_bytes(),
+            _ if var == "BEN_BLOT_KEY" => {
+                let path = data_dir.join("blot.key");
+                if !path.exists() {
+                    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                    let mut bytes = [0u8; 32];
+                    std::fs::File::open("/dev/urandom")
+                        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                        .context("reading /dev/urandom for a new blot key")?;
+                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    write_private(&path, hex.as_bytes())?;
+                    eprintln!("note: BEN_BLOT_KEY is not set; created a new hmac key in {}", path.display());
+                }
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+            }
+            _ => anyhow::bail!("ben.toml sets [blot] key = \"{spec}\", but ${var} is not set"),
+        }
+    } else if let Some(p) = spec.strip_prefix("file:") {
+        let path = bundle_dir.join(p);
+        std::fs::read(&path).with_context(|| format!("reading the blot key file {} ([blot] key in ben.toml)", path.display()))?
+    } else {
+        anyhow::bail!("[blot] key = \"{spec}\" must start with env: or file:");
+    };
+    let material: Vec<u8> = String::from_utf8_lossy(&material).trim().as_bytes().to_vec();
+    ben_blot::BlotKey::from_material(&material).map_err(|e| anyhow::anyhow!("blot key ({spec}): {e}"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn eval(dir: &Path, input: &str, contract: Option<&str>, schema: Option<&str>, data_dir: &Path) -> Result<ExitCode> {
+    let Some(b) = load_built(dir, Format::Human)? else { return Ok(ExitCode::from(1)) };
+    let key = blot_key(&b, dir, data_dir)?;
+    let ev = Evaluator::new(&b, Some(key));
+    let kind = ev.input_kind(contract, schema).map_err(|e| anyhow::anyhow!(e))?;
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(input).with_context(|| format!("opening {input}"))?))
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (mut ok, mut bad) = (0usize, 0usize);
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("reading {input}"))?;
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let res = match serde_json::from_str::<serde_json::Value>(&text) {
+            Err(e) => Err(format!("line is not JSON: {e}")),
+            Ok(j) => ev.eval_line(kind, &j).map_err(|e| e.to_string()),
+        };
+        match res {
+            Ok(j) => {
+                ok += 1;
+                writeln!(out, "{j}")?;
+            }
+            Err(e) => {
+                bad += 1;
+                writeln!(out, "{}", serde_json::json!({ "error": e, "line": n }))?;
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!("evaluated {ok} record(s), {bad} error(s), intent {}", b.version);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,453 @@
+//! The spine pipeline on JSON records, with no server: translate (contract
+//! or schema form, migrating old versions) → evaluate every pack on the
+//! schema (flags, bits, meta, route) → redact with Blot → one output line.
+//!
+//! Redaction fails closed (DESIGN.md §4, invariant 5): if any field cannot
+//! be redacted the whole record is an error, and no part of it is output.
+
+use crate::Built;
+use ben_bitspec::compile::{CompiledPack, Scratch};
+use ben_bitspec::interp::{self, RecordError};
+use ben_bitspec::ir::{ExpectOp, ExpectTarget, RedactAction, RouteTarget, Test};
+use ben_bitspec::Value;
+use ben_blot::{Action, BlotKey, Limits, Redactor};
+use serde_json::{Map, Value as J};
+use std::cell::RefCell;
+
+/// How input records are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// App records, translated by this contract (index into the program).
+    Contract(usize),
+    /// Records already in this schema's JSON form.
+    Schema(usize),
+}
+
+struct PackRun {
+    pack: usize,
+    compiled: CompiledPack,
+    scratch: RefCell<Scratch>,
+}
+
+/// Evaluates records against a built bundle.
+pub struct Evaluator<'b> {
+    built: &'b Built,
+    packs: Vec<PackRun>,
+    redactor: Redactor,
+    scan_undeclared: bool,
+}
+
+fn action(a: RedactAction) -> Action {
+    match a {
+        RedactAction::Hmac => Action::Hmac,
+        RedactAction::Mask { keep_last } => Action::Mask { keep_last: keep_last as usize },
+        RedactAction::Hash => Action::Hash,
+        RedactAction::Drop => Action::Drop,
+        RedactAction::Scan => Action::Scan,
+    }
+}
+
+/// One evaluated record before it is rendered.
+pub struct Evaluated {
+    pub schema: usize,
+    pub flags: Vec<(u32, String)>,
+    pub bits: Vec<(String, Vec<u64>)>,
+    pub metas: Map<String, J>,
+    pub meta_values: Vec<(String, Value)>,
+    pub route: RouteTarget,
+    pub record: J,
+}
+
+fn hex_bits(words: &[u64]) -> String {
+    let mut s = String::new();
+    for w in words.iter().rev() {
+        if s.is_empty() {
+            if *w != 0 {
+                s = format!("{w:x}");
+            }
+        } else {
+            s.push_str(&format!("{w:016x}"));
+        }
+    }
+    if s.is_empty() {
+        s.push('0');
+    }
+    format!("0x{s}")
+}
+
+fn set_path(obj: &mut Map<String, J>, path: &str, v: J) {
+    let mut cur = obj;
+    let mut segs = path.split('.').peekable();
+    while let Some(seg) = segs.next() {
+        if segs.peek().is_none() {
+            cur.insert(seg.to_string(), v);
+            return;
+        }
+        let entry = cur.entry(seg.to_string()).or_insert_with(|| J::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = J::Object(Map::new());
+        }
+        let J::Object(next) = entry else { return };
+        cur = next;
+    }
+}
+
+impl<'b> Evaluator<'b> {
+    /// `key` is the hmac key; without one, `hmac` redaction fails closed.
+    pub fn new(built: &'b Built, key: Option<BlotKey>) -> Self {
+        let packs = built
+            .program
+            .packs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let compiled = CompiledPack::new(p);
+                let scratch = RefCell::new(compiled.scratch());
+                PackRun { pack: i, compiled, scratch }
+            })
+            .collect();
+        let b = &built.manifest.blot;
+        Evaluator {
+            built,
+            packs,
+            redactor: Redactor::new(
+                key,
+                Limits {
+                    max_field_bytes: b.max_field_bytes,
+                    max_record_bytes: b.max_record_bytes,
+                },
+            ),
+            scan_undeclared: b.scan_undeclared,
+        }
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        self.redactor.key_id()
+    }
+
+    /// Resolves `--contract NAME` or `--schema NAME[@vN]`.
+    pub fn input_kind(&self, contract: Option<&str>, schema: Option<&str>) -> Result<InputKind, String> {
+        let p = &self.built.program;
+        if let Some(c) = contract {
+            return p.contract(c).map(InputKind::Contract).ok_or_else(|| {
+                let names: Vec<&str> = p.contracts.iter().map(|c| c.name.as_str()).collect();
+                let hint = ben_bitspec::diag::did_you_mean(c, names.iter().copied()).unwrap_or_else(|| format!("contracts in this bundle: {}", names.join(", ")));
+                format!("no contract `{c}`; {hint}")
+            });
+        }
+        if let Some(s) = schema {
+            let (name, version) = match s.split_once('@') {
+                Some((n, v)) => {
+                    let v = v.trim_start_matches('v').parse::<u32>().map_err(|_| format!("`{s}`: write the version as NAME@v2"))?;
+                    (n, Some(v))
+                }
+                None => (s, None),
+            };
+            return p.schema(name, version).map(InputKind::Schema).ok_or_else(|| {
+                let names: Vec<String> = p.schemas.iter().map(|s| format!("{}@v{}", s.name, s.version)).collect();
+                format!("no schema `{s}`; schemas in this bundle: {}", names.join(", "))
+            });
+        }
+        Err("say how records are shaped: --contract NAME (app records) or --schema NAME (records in schema form)".into())
+    }
+
+    /// Schema index after following declared migrations to a schema that
+    /// packs evaluate (or the last one reachable).
+    fn migrate_chain(&self, mut schema: usize, mut rec: Vec<Value>) -> Result<(usize, Vec<Value>), RecordError> {
+        let p = &self.built.program;
+        for _ in 0..p.schemas.len() {
+            if p.packs_on(schema).next().is_some() {
+                break;
+            }
+            let Some(m) = p.migrations.iter().filter(|m| m.from == schema).max_by_key(|m| p.schemas[m.to].version) else { break };
+            rec = interp::migrate(p, m, &rec)?;
+            schema = m.to;
+        }
+        Ok((schema, rec))
+    }
+
+    /// Translates one input record to a schema record.
+    pub fn translate(&self, kind: InputKind, input: &J) -> Result<(usize, Vec<Value>), RecordError> {
+        let p = &self.built.program;
+        let (schema, rec) = match kind {
+            InputKind::Contract(c) => {
+                if !input.is_object() {
+                    return Err(RecordError {
+                        field: "(record)".into(),
+                        reason: format!("expected a JSON object, found {}", interp::json_kind(input)),
+                    });
+                }
+                (p.contracts[c].schema, interp::translate(p, &p.contracts[c], input)?)
+            }
+            InputKind::Schema(s) => (s, interp::from_json(&p.schemas[s], input)?),
+        };
+        self.migrate_chain(schema, rec)
+    }
+
+    /// Evaluates packs and redacts. `undeclared`: the input object, whose
+    /// fields the schema does not declare are scanned or dropped.
+    pub fn evaluate(&self, schema: usize, rec: &[Value], undeclared: Option<&J>) -> Result<Evaluated, RecordError> {
+        let p = &self.built.program;
+        let s = &p.schemas[schema];
+        let mut flags = Vec::new();
+        let mut bits = Vec::new();
+        let mut metas = Map::new();
+        let mut meta_values = Vec::new();
+        let mut route = RouteTarget::Spine;
+        let mut redactions: Vec<Option<RedactAction>> = vec![None; s.fields.len()];
+        for run in self.packs.iter().filter(|r| p.packs[r.pack].schema == schema) {
+            let pack = &p.packs[run.pack];
+            let mut scratch = run.scratch.borrow_mut();
+            if run.compiled.eval(rec, &mut scratch) == RouteTarget::Lucius {
+                route = RouteTarget::Lucius;
+            }
+            for f in &pack.flags {
+                if scratch.bits.get(f.bit as usize / 64).is_some_and(|w| w & (1 << (f.bit % 64)) != 0) {
+                    flags.push((f.bit, f.name.clone()));
+                }
+            }
+            bits.push((pack.name.clone(), scratch.bits.clone()));
+            for (m, v) in pack.metas.iter().zip(scratch.metas.iter()) {
+                metas.insert(m.name.clone(), v.to_json());
+                meta_values.push((m.name.clone(), v.clone()));
+            }
+            for (slot, a) in &pack.redactions {
+                if redactions[*slot].is_none() {
+                    redactions[*slot] = Some(*a);
+                }
+            }
+        }
+        flags.sort();
+        // Fail closed: a PII field that no pack redacts never leaves.
+        for (slot, f) in s.fields.iter().enumerate() {
+            if f.pii.is_some() && redactions[slot].is_none() && !rec[slot].is_null() {
+                return Err(RecordError {
+                    field: f.path.clone(),
+                    reason: format!("declared pii({}) but no pack on {} redacts it; the record is not forwarded", f.pii.as_deref().unwrap_or(""), s.id()),
+                });
+            }
+        }
+        let mut out = Map::new();
+        let mut total = 0usize;
+        for (slot, f) in s.fields.iter().enumerate() {
+            let v = &rec[slot];
+            let j = match (redactions[slot], v) {
+                (_, Value::Null) => J::Null,
+                (Some(a), v) => {
+                    let text = interp::text_of(v);
+                    total += text.len();
+                    match self.redactor.apply(action(a), &text) {
+                        Ok(Some(r)) => J::String(r.into_owned()),
+                        Ok(None) => J::Null,
+                        Err(e) => {
+                            return Err(RecordError {
+                                field: f.path.clone(),
+                                reason: format!("redaction ({}) failed: {e}; the record is not forwarded", a.name()),
+                            })
+                        }
+                    }
+                }
+                (None, v) => {
+                    if let Value::Str(x) = v {
+                        total += x.len();
+                    }
+                    v.to_json()
+                }
+            };
+            set_path(&mut out, &f.path, j);
+        }
+        if let Some(J::Object(input)) = undeclared {
+            let mut extra = Map::new();
+            self.undeclared(input, "", s, &mut extra, &mut total)?;
+            for (k, v) in extra {
+                set_path(&mut out, &k, v);
+            }
+        }
+        let limit = self.redactor.limits().max_record_bytes;
+        if total > limit {
+            return Err(RecordError {
+                field: "(record)".into(),
+                reason: format!("record is {total} bytes of text, over max_record_bytes = {limit}; raise [blot] max_record_bytes or split the record"),
+            });
+        }
+        Ok(Evaluated {
+            schema,
+            flags: flags.into_iter().map(|(b, n)| (b, n)).collect(),
+            bits,
+            metas,
+            meta_values,
+            route,
+            record: J::Object(out),
+        })
+    }
+
+    /// Fields of a schema-form input that the schema does not declare:
+    /// strings are scanned (or everything is dropped when
+    /// `scan_undeclared = false`).
+    fn undeclared(&self, obj: &Map<String, J>, prefix: &str, s: &ben_bitspec::ir::Schema, out: &mut Map<String, J>, total: &mut usize) -> Result<(), RecordError> {
+        for (k, v) in obj {
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if s.slot(&path).is_some() {
+                continue;
+            }
+            let is_prefix = s.fields.iter().any(|f| f.path.starts_with(&format!("{path}.")));
+            if let (J::Object(inner), true) = (v, is_prefix) {
+                self.undeclared(inner, &path, s, out, total)?;
+                continue;
+            }
+            if !self.scan_undeclared {
+                continue;
+            }
+            out.insert(path.clone(), self.scan_json(v, &path, total)?);
+        }
+        Ok(())
+    }
+
+    fn scan_json(&self, v: &J, path: &str, total: &mut usize) -> Result<J, RecordError> {
+        Ok(match v {
+            J::String(x) => {
+                *total += x.len();
+                let r = self.redactor.apply(Action::Scan, x).map_err(|e| RecordError {
+                    field: path.to_string(),
+                    reason: format!("undeclared field could not be scanned: {e}; the record is not forwarded"),
+                })?;
+                J::String(r.map(|c| c.into_owned()).unwrap_or_default())
+            }
+            J::Array(a) => J::Array(a.iter().map(|x| self.scan_json(x, path, total)).collect::<Result<_, _>>()?),
+            J::Object(o) => {
+                let mut m = Map::new();
+                for (k, x) in o {
+                    m.insert(k.clone(), self.scan_json(x, &format!("{path}.{k}"), total)?);
+                }
+                J::Object(m)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// The `benctl eval` output line for one input record.
+    pub fn eval_line(&self, kind: InputKind, input: &J) -> Result<J, RecordError> {
+        let (schema, rec) = self.translate(kind, input)?;
+        let undeclared = matches!(kind, InputKind::Schema(_)).then_some(input);
+        let ev = self.evaluate(schema, &rec, undeclared)?;
+        Ok(self.render(&ev))
+    }
+
+    pub fn render(&self, ev: &Evaluated) -> J {
+        let bits = match ev.bits.as_slice() {
+            [] => J::String("0x0".into()),
+            [(_, w)] => J::String(hex_bits(w)),
+            many => J::Object(many.iter().map(|(n, w)| (n.clone(), J::String(hex_bits(w)))).collect()),
+        };
+        serde_json::json!({
+            "flags": ev.flags.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+            "bits": bits,
+            "meta": ev.metas,
+            "route": ev.route.name(),
+            "record": ev.record,
+            "intent": self.built.version,
+        })
+    }
+
+    /// Runs one test block; returns its failures (empty: passed).
+    pub fn check_test(&self, t: &Test) -> Vec<String> {
+        let ev = match self.evaluate(t.schema, &t.record, None) {
+            Ok(ev) => ev,
+            Err(e) => return vec![format!("the record could not be processed: {e}")],
+        };
+        let s = &self.built.program.schemas[t.schema];
+        let mut fails = Vec::new();
+        for ex in &t.expects {
+            let (actual, ok) = match &ex.target {
+                ExpectTarget::Flags => {
+                    let mut got: Vec<String> = ev.flags.iter().map(|(_, n)| n.clone()).collect();
+                    got.sort();
+                    let shown = format!("[{}]", got.join(", "));
+                    let ok = match (&ex.op, &ex.value) {
+                        (ExpectOp::Contains, Value::Str(n)) => got.contains(n),
+                        (op, Value::List(want)) => {
+                            let mut w: Vec<String> = want.iter().filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None }).collect();
+                            w.sort();
+                            (w == got) == (*op == ExpectOp::Eq)
+                        }
+                        _ => false,
+                    };
+                    (shown, ok)
+                }
+                ExpectTarget::Route => {
+                    let got = ev.route.name().to_string();
+                    let ok = match &ex.value {
+                        Value::Str(w) => (*w == got) == (ex.op == ExpectOp::Eq),
+                        _ => false,
+                    };
+                    (got, ok)
+                }
+                ExpectTarget::Bits => {
+                    let got = ev.bits.first().map(|(_, w)| hex_bits(w)).unwrap_or_else(|| "0x0".into());
+                    let want = match &ex.value {
+                        Value::Int(i) => Some(hex_bits(&[*i as u64])),
+                        Value::Str(s) => Some(s.to_lowercase()),
+                        _ => None,
+                    };
+                    let ok = want.is_some_and(|w| (w == got) == (ex.op == ExpectOp::Eq));
+                    (got, ok)
+                }
+                ExpectTarget::Meta(name) => {
+                    let got = ev.meta_values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+                    let ok = compare(&got, ex.op, &ex.value);
+                    (got.to_string(), ok)
+                }
+                ExpectTarget::Field(slot) => {
+                    let path = &s.fields[*slot].path;
+                    let mut cur = Some(&ev.record);
+                    for seg in path.split('.') {
+                        cur = cur.and_then(|j| j.get(seg));
+                    }
+                    let got_j = cur.cloned().unwrap_or(J::Null);
+                    let got = interp::json_to_value(&got_j).unwrap_or(Value::Null);
+                    // Compare in output (JSON) form: times, IPs are strings there.
+                    let want = match ex.value.to_json() {
+                        J::String(x) => Value::Str(x),
+                        j => interp::json_to_value(&j).unwrap_or(Value::Null),
+                    };
+                    let ok = compare(&got, ex.op, &want);
+                    (got_j.to_string(), ok)
+                }
+            };
+            if !ok {
+                let op = match ex.op {
+                    ExpectOp::Eq => "==",
+                    ExpectOp::Ne => "!=",
+                    ExpectOp::Contains => "contains",
+                };
+                fails.push(format!("{}\n      expected: {op} {}\n      actual:   {actual}", ex.text.trim_end_matches(" …"), ex.value));
+            }
+        }
+        fails
+    }
+}
+
+fn compare(got: &Value, op: ExpectOp, want: &Value) -> bool {
+    let eq = if got.is_null() || want.is_null() { got.is_null() && want.is_null() } else { got.bs_eq(want) };
+    match op {
+        ExpectOp::Eq => eq,
+        ExpectOp::Ne => !eq,
+        ExpectOp::Contains => match (got, want) {
+            (Value::Str(a), Value::Str(b)) => a.contains(b.as_str()),
+            (Value::List(a), b) => a.iter().any(|x| x.bs_eq(b)),
+            _ => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex_bits;
+
+    #[test]
+    fn bits_render_as_minimal_hex() {
+        assert_eq!(hex_bits(&[0]), "0x0");
+        assert_eq!(hex_bits(&[0b101]), "0x5");
+        assert_eq!(hex_bits(&[1, 1]), "0x10000000000000001");
+    }
+}
