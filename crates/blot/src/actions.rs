@@ -2,7 +2,6 @@
 
 use crate::{BlotError, Limits, Scanner};
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 /// One redaction action, as declared in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +48,8 @@ pub enum KeyError {
         "key material is {0} bytes; at least 16 bytes are needed (32 random bytes recommended)"
     )]
     TooShort(usize),
+    #[error("two keys in one keyring share the id {0}; remove one of them")]
+    DuplicateId(String),
 }
 
 impl BlotKey {
@@ -70,34 +71,136 @@ impl BlotKey {
     }
 }
 
-/// Applies actions to values. Cheap to share; holds the key, the scanner and
-/// the limits.
+/// The hmac keys of a deployment: the current key, which makes every new
+/// pseudonym, and previous keys kept during a rotation so that pseudonyms
+/// made before it can still be recognised and re-keyed for joins.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    current: BlotKey,
+    previous: Vec<BlotKey>,
+}
+
+impl Keyring {
+    /// A keyring with one key.
+    pub fn new(current: BlotKey) -> Self {
+        Keyring {
+            current,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Adds a previous key (newest first). Two keys with the same id are
+    /// refused: a pseudonym's key id must name exactly one key.
+    pub fn with_previous(mut self, key: BlotKey) -> Result<Self, KeyError> {
+        if self.key(key.id()).is_some() {
+            return Err(KeyError::DuplicateId(key.id().to_string()));
+        }
+        self.previous.push(key);
+        Ok(self)
+    }
+
+    /// The key that makes new pseudonyms.
+    pub fn current(&self) -> &BlotKey {
+        &self.current
+    }
+
+    /// The key with this id, current or previous.
+    pub fn key(&self, id: &str) -> Option<&BlotKey> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id() == id)
+    }
+
+    /// Every key, current first.
+    pub fn keys(&self) -> impl Iterator<Item = &BlotKey> {
+        std::iter::once(&self.current).chain(&self.previous)
+    }
+}
+
+impl From<BlotKey> for Keyring {
+    fn from(k: BlotKey) -> Self {
+        Keyring::new(k)
+    }
+}
+
+/// Tracks the bytes redacted so far in one record against
+/// [`Limits::max_record_bytes`]. Make one per record with
+/// [`Redactor::record_budget`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordBudget {
+    used: usize,
+    limit: usize,
+}
+
+impl RecordBudget {
+    /// Counts `bytes` more; errors once the record total passes the limit.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), BlotError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(BlotError::RecordTooLarge {
+                size: self.used,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes counted so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// Applies actions to values. Cheap to share; holds the keys, the scanner
+/// and the limits.
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    key: Option<BlotKey>,
+    keys: Option<Keyring>,
     scanner: Scanner,
     limits: Limits,
 }
 
 impl Redactor {
+    /// A redactor with one hmac key (or none: `hmac` then fails closed).
     pub fn new(key: Option<BlotKey>, limits: Limits) -> Self {
+        Redactor::with_keyring(key.map(Keyring::new), limits)
+    }
+
+    /// A redactor with a keyring, for key rotation.
+    pub fn with_keyring(keys: Option<Keyring>, limits: Limits) -> Self {
         Redactor {
-            key,
+            keys,
             scanner: Scanner::new(),
             limits,
         }
     }
 
+    /// The limits this redactor enforces.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// The id of the current hmac key (the key epoch), if there is a key.
     pub fn key_id(&self) -> Option<&str> {
-        self.key.as_ref().map(BlotKey::id)
+        self.keys.as_ref().map(|k| k.current().id())
     }
 
+    /// The keyring, if any.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keys.as_ref()
+    }
+
+    /// The free-text scanner.
     pub fn scanner(&self) -> &Scanner {
         &self.scanner
+    }
+
+    /// A fresh per-record byte budget.
+    pub fn record_budget(&self) -> RecordBudget {
+        RecordBudget {
+            used: 0,
+            limit: self.limits.max_record_bytes,
+        }
     }
 
     /// Applies `action` to one string value. `Ok(None)` means the field is
@@ -117,6 +220,26 @@ impl Redactor {
         })
     }
 
+    /// [`Redactor::apply`] that also charges the value to a record budget.
+    pub fn apply_in<'a>(
+        &self,
+        budget: &mut RecordBudget,
+        action: Action,
+        value: &'a str,
+    ) -> Result<Option<Cow<'a, str>>, BlotError> {
+        self.check_field(value)?;
+        budget.charge(value.len())?;
+        self.apply(action, value)
+    }
+
+    /// Scans one string field (a declared `pii(text)` field, or an undeclared
+    /// one under `scan_undeclared`), enforcing the field limit. Borrows when
+    /// nothing was found.
+    pub fn scan_field<'a>(&self, value: &'a str) -> Result<Cow<'a, str>, BlotError> {
+        self.check_field(value)?;
+        self.scanner.redact(value)
+    }
+
     /// Checks the field-size limit.
     pub fn check_field(&self, value: &str) -> Result<(), BlotError> {
         if value.len() > self.limits.max_field_bytes {
@@ -128,22 +251,57 @@ impl Redactor {
         Ok(())
     }
 
-    /// Keyed pseudonym: `hmac:<key id>:<32 hex>`; same value + same key →
-    /// same token.
+    /// Keyed pseudonym under the current key: `hmac:<key id>:<32 hex>`;
+    /// same value + same key → same token.
     pub fn hmac(&self, value: &str) -> Result<String, BlotError> {
-        let key = self.key.as_ref().ok_or(BlotError::NoKey)?;
-        let h = blake3::keyed_hash(&key.bytes, value.as_bytes());
-        let mut out = String::with_capacity(6 + key.id.len() + 33);
-        out.push_str("hmac:");
-        out.push_str(&key.id);
-        out.push(':');
-        out.push_str(&hex(&h.as_bytes()[..16]));
-        Ok(out)
+        let keys = self.keys.as_ref().ok_or(BlotError::NoKey)?;
+        Ok(pseudonym(keys.current(), value))
     }
+
+    /// The pseudonym of `value` under every key, current first: during a
+    /// rotation, a join matches a stored pseudonym against all of them.
+    pub fn hmac_all(&self, value: &str) -> Result<Vec<String>, BlotError> {
+        let keys = self.keys.as_ref().ok_or(BlotError::NoKey)?;
+        Ok(keys.keys().map(|k| pseudonym(k, value)).collect())
+    }
+
+    /// Whether `token` is the pseudonym of `value` under the key its id
+    /// names. `Ok(false)` for a well-formed token of another value;
+    /// `UnknownKey` for a key id this keyring does not hold.
+    pub fn hmac_matches(&self, value: &str, token: &str) -> Result<bool, BlotError> {
+        let keys = self.keys.as_ref().ok_or(BlotError::NoKey)?;
+        let id = token
+            .strip_prefix("hmac:")
+            .and_then(|r| r.split_once(':'))
+            .map(|(id, _)| id)
+            .ok_or(BlotError::NotAPseudonym)?;
+        let key = keys
+            .key(id)
+            .ok_or_else(|| BlotError::UnknownKey { id: id.to_string() })?;
+        Ok(pseudonym(key, value) == token)
+    }
+}
+
+fn pseudonym(key: &BlotKey, value: &str) -> String {
+    let h = blake3::keyed_hash(&key.bytes, value.as_bytes());
+    let mut out = String::with_capacity(6 + key.id.len() + 32);
+    out.push_str("hmac:");
+    out.push_str(&key.id);
+    out.push(':');
+    push_hex(&mut out, &h.as_bytes()[..16]);
+    out
 }
 
 /// Replaces every character except the last `keep_last` with `*`.
 pub fn mask(value: &str, keep_last: usize) -> String {
+    if value.is_ascii() {
+        // Fast path: one byte per char.
+        let keep_from = value.len().saturating_sub(keep_last);
+        let mut out = String::with_capacity(value.len());
+        out.extend(std::iter::repeat_n('*', keep_from));
+        out.push_str(&value[keep_from..]);
+        return out;
+    }
     let n = value.chars().count();
     let keep_from = n.saturating_sub(keep_last);
     value
@@ -156,14 +314,23 @@ pub fn mask(value: &str, keep_last: usize) -> String {
 /// Unkeyed BLAKE3 digest: `blake3:<64 hex>`.
 pub fn hash(value: &str) -> String {
     let h = blake3::hash(value.as_bytes());
-    format!("blake3:{}", h.to_hex())
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("blake3:");
+    push_hex(&mut out, h.as_bytes());
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
+    push_hex(&mut s, bytes);
     s
 }
 

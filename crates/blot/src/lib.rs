@@ -17,10 +17,17 @@
 //! that gets an error must not forward the record (DESIGN.md §4, invariant 5).
 
 mod actions;
+mod recognize;
 pub mod scan;
 
-pub use actions::{Action, BlotKey, KeyError, Redactor};
+pub use actions::{hash, mask, Action, BlotKey, KeyError, Keyring, RecordBudget, Redactor};
 pub use scan::{Kind, Scanner, Span};
+
+/// The format checks the recognizers use, for callers that validate a
+/// declared field (`pii(card)`) rather than scan free text.
+pub mod validate {
+    pub use crate::recognize::validators::{iban_length, iban_mod97, luhn, ssn_valid};
+}
 
 /// Named limits; exceeding one is an error, never a truncation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,4 +58,10 @@ pub enum BlotError {
     NoKey,
     #[error("free-text scan is not available: {0}")]
     ScanUnavailable(&'static str),
+    #[error("the value is not a Blot pseudonym (expected hmac:<key id>:<hex>)")]
+    NotAPseudonym,
+    #[error("no key with id {id} in the keyring; add the retired key as a previous key to match its pseudonyms")]
+    UnknownKey { id: String },
+    #[error("redaction failed inside Blot ({0}); the record was not forwarded — this is a Blot bug, please report it")]
+    Internal(&'static str),
 }
