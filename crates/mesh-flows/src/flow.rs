@@ -302,11 +302,18 @@ impl FlowState {
     /// connection.
     #[inline]
     pub(crate) fn expired_by(&self, ts: u64, p: &Packet, cfg: &Config) -> Option<EndReason> {
-        if ts.saturating_sub(self.first_ns) > cfg.flow_timeout_ns {
-            return Some(EndReason::FlowTimeout);
-        }
-        if ts.saturating_sub(self.last_ns) > cfg.idle_timeout_ns {
-            return Some(EndReason::IdleTimeout);
+        let by_flow = ts.saturating_sub(self.first_ns) > cfg.flow_timeout_ns;
+        let by_idle = ts.saturating_sub(self.last_ns) > cfg.idle_timeout_ns;
+        if by_flow || by_idle {
+            // Past both limits: whichever deadline came first (idle on a
+            // tie), the same rule as `FlowTable::sweep`.
+            let idle_first = self.last_ns.saturating_add(cfg.idle_timeout_ns)
+                <= self.first_ns.saturating_add(cfg.flow_timeout_ns);
+            return Some(if by_idle && (idle_first || !by_flow) {
+                EndReason::IdleTimeout
+            } else {
+                EndReason::FlowTimeout
+            });
         }
         if self.fwd.fin
             && self.bwd.fin

@@ -257,13 +257,14 @@ impl FlowTable {
         for (_, f) in self.flows.extract_if(|_, f| {
             now.saturating_sub(f.first_ns) > flow_to || now.saturating_sub(f.last_ns) > idle_to
         }) {
-            // A flow past both limits ends by whichever came first.
+            // A flow past both limits ends by whichever came first (idle
+            // on a tie: the flow had gone quiet).
             let by_flow = f.first_ns.saturating_add(flow_to);
             let by_idle = f.last_ns.saturating_add(idle_to);
-            let reason = if by_flow <= by_idle {
-                EndReason::FlowTimeout
-            } else {
+            let reason = if by_idle <= by_flow {
                 EndReason::IdleTimeout
+            } else {
+                EndReason::FlowTimeout
             };
             self.counters.flows += 1;
             self.finished.push(f.finish(reason));
