@@ -4,7 +4,7 @@
 # network namespaces this script creates. Run as root.
 #
 #   scripts/mesh/gen-data.sh [OUT_DIR] [ROUNDS] [ROUND_SECONDS]
-#   (defaults: data/mesh 3 100; a round lasts ROUND_SECONDS or as long as its
+#   (defaults: data/mesh 5 150; a round lasts ROUND_SECONDS or as long as its
 #   attacks, whichever is longer, with benign traffic throughout)
 #
 # Output, per round r (rounds run one after another, so a temporal split is
@@ -20,8 +20,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="${1:-$root/data/mesh}"
-rounds="${2:-3}"
-round_secs="${3:-100}"
+rounds="${2:-5}"
+round_secs="${3:-150}"
 [ "$(id -u)" = 0 ] || { echo "gen-data.sh: run as root (needs ip netns)" >&2; exit 1; }
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -37,7 +37,7 @@ NET=10.77.0
 SRV=$NET.10
 HUB=mesh-hub
 # benign clients and attackers (one attacker address per class)
-BENIGN_HOSTS="c1:$NET.21 c2:$NET.22 c3:$NET.23 c4:$NET.24 c5:$NET.25"
+BENIGN_HOSTS="c1:$NET.21 c2:$NET.22 c3:$NET.23 c4:$NET.24 c5:$NET.25 c6:$NET.26 c7:$NET.27 c8:$NET.28"
 ATTACK_HOSTS="a1:$NET.101 a2:$NET.102 a3:$NET.103 a4:$NET.104"
 USER_NAME=meshuser
 USER_PW='Correct-Horse-7'
@@ -129,6 +129,8 @@ ns srv socat -u "TCP-LISTEN:9000,fork,reuseaddr,bind=$SRV" OPEN:/dev/null >/dev/
 ns srv socat -u "TCP-LISTEN:8443,fork,reuseaddr,bind=$SRV" OPEN:/dev/null >/dev/null 2>&1 &
 sleep 2
 
+cd "$work" # hydra writes hydra.restore into the working directory
+
 # password list for the guessing scenario: wrong guesses, the right one late
 for i in $(seq 1 400); do echo "guess$i$RANDOM"; done > "$work/words.txt"
 { head -n 60 "$work/words.txt"; } > "$work/words-short.txt"
@@ -172,24 +174,25 @@ poller() { # host deadline
 }
 
 # ---- attacks ---------------------------------------------------------------
+# Every round runs every variant (so training sees each tool), with a
+# round-dependent port range and order.
 attack_scan() { # round host ip
   local t0; t0=$(now)
-  case $(( ($1 + RANDOM) % 3 )) in
-    0) ns "$2" nmap -sS -T4 -n -Pn --max-retries 1 -p 1-3000 "$SRV" >/dev/null ;;
-    1) ns "$2" nmap -sT -T4 -n -Pn --max-retries 1 --top-ports 1500 "$SRV" >/dev/null ;;
-    2) ns "$2" nmap -sS -T3 -n -Pn --max-retries 1 -p 1-1200 "$SRV" >/dev/null
-       ns "$2" nmap -sF -T4 -n -Pn --max-retries 0 -p 1-600 "$SRV" >/dev/null ;;
-  esac
+  local base=$(( (RANDOM % 20) * 100 + 1 ))
+  ns "$2" nmap -sS -T4 -n -Pn --max-retries 1 -p "$base-$((base + 999))" "$SRV" >/dev/null
+  sleep 1
+  ns "$2" nmap -sT -T4 -n -Pn --max-retries 1 --top-ports $((RANDOM % 400 + 500)) "$SRV" >/dev/null
+  sleep 1
+  ns "$2" nmap -sF -T3 -n -Pn --max-retries 0 -p "1-$((RANDOM % 300 + 300))" "$SRV" >/dev/null
+  ns "$2" nmap -sU -T5 -n -Pn --max-retries 0 -p "1-$((RANDOM % 100 + 100))" "$SRV" >/dev/null 2>&1 || true
   label "$1" "$3" portscan "$t0" "$(now)"
 }
 attack_flood() { # round host ip
   local t0; t0=$(now)
-  case $(( ($1 + RANDOM) % 3 )) in
-    0) ns "$2" timeout 30 hping3 -q -S -p 80 -i u400 -c 12000 "$SRV" >/dev/null 2>&1 || true ;;
-    1) ns "$2" timeout 30 hping3 -q --udp -p 53 -d 8 -i u400 -c 12000 "$SRV" >/dev/null 2>&1 || true ;;
-    2) ns "$2" timeout 30 hping3 -q -S -p 22 -i u500 -c 9000 "$SRV" >/dev/null 2>&1 || true
-       ns "$2" timeout 30 hping3 -q -A -p 80 -i u500 -c 3000 "$SRV" >/dev/null 2>&1 || true ;;
-  esac
+  ns "$2" timeout 30 hping3 -q -S -p 80 -i u400 -c $((RANDOM % 1000 + 1500)) "$SRV" >/dev/null 2>&1 || true
+  ns "$2" timeout 30 hping3 -q --udp -p 53 -d 8 -i u400 -c $((RANDOM % 1000 + 1500)) "$SRV" >/dev/null 2>&1 || true
+  ns "$2" timeout 30 hping3 -q -S -p 22 -i u500 -c $((RANDOM % 500 + 1000)) "$SRV" >/dev/null 2>&1 || true
+  ns "$2" timeout 30 hping3 -q -A -p 80 -i u500 -c $((RANDOM % 500 + 500)) "$SRV" >/dev/null 2>&1 || true
   label "$1" "$3" flood "$t0" "$(now)"
 }
 attack_brute() { # round host ip
@@ -201,10 +204,16 @@ attack_brute() { # round host ip
 }
 attack_exfil() { # round host ip
   local t0; t0=$(now)
+  # staged bulk uploads: a few large ones, then many mid-sized chunks
   for k in $(seq 1 $((RANDOM % 3 + 2))); do
     local port=$([ $((RANDOM % 2)) = 0 ] && echo 9000 || echo 8443)
     head -c $(( (RANDOM % 20 + 15) * 1000000 )) /dev/urandom | ns "$2" timeout 30 nc -N "$SRV" "$port" || true
-    sleep 1
+    sleep 0.5
+  done
+  for k in $(seq 1 $((RANDOM % 10 + 15))); do
+    local port=$([ $((RANDOM % 2)) = 0 ] && echo 9000 || echo 8443)
+    head -c $(( (RANDOM % 6 + 2) * 1000000 )) /dev/urandom | ns "$2" timeout 30 nc -N "$SRV" "$port" || true
+    sleep 0.$((RANDOM % 9))
   done
   label "$1" "$3" exfiltration "$t0" "$(now)"
 }

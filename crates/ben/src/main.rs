@@ -1,5 +1,7 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
+mod detect;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -18,6 +20,9 @@ enum Cmd {
         #[arg(long)]
         demo: bool,
     },
+    /// CyberMesh: run the three detection engines over flows or a capture
+    /// and print anomalies as JSON lines (summary on stderr).
+    Detect(detect::DetectArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +37,12 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Cmd::Detect(args) => match detect::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben detect: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }

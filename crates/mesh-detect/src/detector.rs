@@ -6,7 +6,7 @@ use crate::lgbm::{LgbmModel, Objective};
 use crate::math::{Baseline, MathConfig, MathEngine};
 use crate::ratelimit::TokenBucket;
 use crate::rules::{RuleHit, RuleSet};
-use crate::window::{FlowColumns, SourceStats};
+use crate::window::{FlowColumns, SourceMetric, SourceStats};
 use crate::wire::{AnomalyEvent, Contribution, Endpoint, EngineVote, EvidenceEvent, EvidenceFlow};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -135,8 +135,8 @@ pub struct Detector {
     feature_names: Vec<String>,
     model: LgbmModel,
     model_version: String,
-    /// For each model column, the flow-table column feeding it.
-    model_columns: Vec<usize>,
+    /// For each model column, what feeds it.
+    model_columns: Vec<ModelInput>,
     rules: RuleSet,
     math: MathEngine,
     cols: FlowColumns,
@@ -145,6 +145,23 @@ pub struct Detector {
     row: Vec<f64>,
     probs: Vec<f64>,
     hits: Vec<RuleHit>,
+}
+
+/// Where a model column's value comes from: a flow feature, or a metric of
+/// the flow's source over the current window (model feature `src_<metric>`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ModelInput {
+    Flow(usize),
+    Source(SourceMetric),
+}
+
+fn fill_row(row: &mut [f64], inputs: &[ModelInput], flow: &FlowRecord, stats: &SourceStats) {
+    for (slot, input) in row.iter_mut().zip(inputs) {
+        *slot = match *input {
+            ModelInput::Flow(c) => flow.features.get(c).copied().unwrap_or(f64::NAN),
+            ModelInput::Source(m) => stats.get(m),
+        };
+    }
 }
 
 struct Scored {
@@ -207,8 +224,14 @@ impl Detector {
             .iter()
             .map(|name| {
                 let n = crate::flow::normalize_name(name);
-                feature_names.iter().position(|f| *f == n).ok_or_else(|| {
-                    DetectError::MissingFeature {
+                if let Some(m) = n.strip_prefix("src_").and_then(SourceMetric::from_name) {
+                    return Ok(ModelInput::Source(m));
+                }
+                feature_names
+                    .iter()
+                    .position(|f| *f == n)
+                    .map(ModelInput::Flow)
+                    .ok_or_else(|| DetectError::MissingFeature {
                         name: n,
                         have: feature_names
                             .iter()
@@ -216,8 +239,7 @@ impl Detector {
                             .cloned()
                             .collect::<Vec<_>>()
                             .join(", "),
-                    }
-                })
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let rules = RuleSet::parse(rules_text, &classes, feature_names)?;
@@ -267,16 +289,15 @@ impl Detector {
         &self.summary
     }
 
-    /// Class probabilities of the LightGBM engine for one flow.
-    pub fn ml_probabilities(&mut self, flow: &FlowRecord) -> Vec<f64> {
-        self.predict_ml(flow);
+    /// Class probabilities of the LightGBM engine for one flow whose source
+    /// has `stats` in the current window.
+    pub fn ml_probabilities(&mut self, flow: &FlowRecord, stats: &SourceStats) -> Vec<f64> {
+        self.predict_ml(flow, stats);
         self.probs[..self.classes.len()].to_vec()
     }
 
-    fn predict_ml(&mut self, flow: &FlowRecord) {
-        for (slot, &c) in self.row.iter_mut().zip(&self.model_columns) {
-            *slot = flow.features.get(c).copied().unwrap_or(f64::NAN);
-        }
+    fn predict_ml(&mut self, flow: &FlowRecord, stats: &SourceStats) {
+        fill_row(&mut self.row, &self.model_columns, flow, stats);
         match self.model.objective() {
             Objective::Binary { .. } => {
                 let mut raw = [0.0];
@@ -360,10 +381,10 @@ impl Detector {
         let mut math_scores = vec![0.0f64; nc];
         let empty = SourceStats::default();
         for (fi, flow) in flows.iter().enumerate() {
-            self.predict_ml(flow);
-            let ml_class = argmax(&self.probs[..nc]);
             let src = &flow.endpoints.src_ip;
             let st = stats.get(src).unwrap_or(&empty);
+            self.predict_ml(flow, st);
+            let ml_class = argmax(&self.probs[..nc]);
             self.hits.clear();
             self.rules.evaluate(flow, st, &mut self.hits);
             rule_scores.iter_mut().for_each(|x| *x = 0.0);
@@ -589,9 +610,13 @@ impl Detector {
         // Saabas attribution for the class (one raw score per class; binary
         // models have one output for the attack class).
         let mut row = vec![0.0; self.model_columns.len()];
-        for (slot, &c) in row.iter_mut().zip(&self.model_columns) {
-            *slot = rep_flow.features.get(c).copied().unwrap_or(f64::NAN);
-        }
+        let empty = SourceStats::default();
+        fill_row(
+            &mut row,
+            &self.model_columns,
+            rep_flow,
+            stats.get(&src).unwrap_or(&empty),
+        );
         let out = match self.model.objective() {
             Objective::Binary { .. } => 0,
             _ => class,
