@@ -22,6 +22,9 @@ pub enum Tok {
     Ip(IpAddr),
     Cidr(Cidr),
     Regex(String),
+    /// A literal that failed to lex (already reported); parses as an
+    /// expression so one mistake gives one message.
+    Bad,
     LBrace,
     RBrace,
     LParen,
@@ -60,6 +63,7 @@ impl Tok {
             Tok::Ip(_) => "an IP address".into(),
             Tok::Cidr(_) => "a CIDR".into(),
             Tok::Regex(_) => "a regex".into(),
+            Tok::Bad => "an invalid literal".into(),
             Tok::Eof => "end of file".into(),
             t => format!("`{}`", t.symbol()),
         }
@@ -222,6 +226,10 @@ impl Lexer<'_> {
                         .label("the line ends inside this string")
                         .help("close the string with `\"` before the end of the line, or write `\\n`"),
                     );
+                    self.out.push(Token {
+                        tok: Tok::Str(s),
+                        span: Span::new(self.file, start, self.i - 1),
+                    });
                     return;
                 }
                 '\\' => {
@@ -306,11 +314,13 @@ impl Lexer<'_> {
             let text = &self.src[start..j];
             match parse_time(text) {
                 Some(t) => self.push(Tok::Time(t), start),
-                None => self.diags.push(
-                    Diagnostic::error(codes::BAD_LITERAL, self.span(start), format!("invalid time `{text}`"))
+                None => {
+                    let d = Diagnostic::error(codes::BAD_LITERAL, self.span(start), format!("invalid time `{text}`"))
                         .label("not an RFC 3339 time")
-                        .help("write times like 2026-01-01T00:00:00Z or 2026-01-01T00:00:00.5+02:00"),
-                ),
+                        .help("write times like 2026-01-01T00:00:00Z or 2026-01-01T00:00:00.5+02:00");
+                    self.diags.push(d);
+                    self.push(Tok::Bad, start);
+                }
             }
             return;
         }
@@ -412,6 +422,7 @@ impl Lexer<'_> {
     }
 
     fn bad_literal(&mut self, start: usize, what: &str, help: &str) {
+        self.push(Tok::Bad, start);
         let text = self.src[start..self.i].to_string();
         self.diags.push(
             Diagnostic::error(codes::BAD_NUMBER, self.span(start), format!("invalid {what} `{text}`"))
@@ -430,6 +441,16 @@ impl Lexer<'_> {
             (Tok::EqEq, 2)
         } else if two(b'!', b'=') {
             (Tok::Ne, 2)
+        } else if two(b'&', b'&') || two(b'|', b'|') {
+            let (word, bad) = if self.b[self.i] == b'&' { ("and", "&&") } else { ("or", "||") };
+            self.i += 2;
+            self.diags.push(
+                Diagnostic::error(codes::LEX, self.span(start), format!("`{bad}` is not a Bitspec operator"))
+                    .label(format!("write `{word}`"))
+                    .help(format!("Bitspec spells logic in words: `and`, `or`, `not`; write `{word}` here")),
+            );
+            self.push(Tok::Ident(word.into()), start);
+            return;
         } else if two(b'<', b'=') {
             (Tok::Le, 2)
         } else if two(b'>', b'=') {
@@ -527,6 +548,6 @@ mod tests {
     #[test]
     fn errors_are_collected() {
         let (_, d) = lex(FileId(0), "a && b \"open\n 300.1.1.1 5x");
-        assert_eq!(d.len(), 5, "{d:?}");
+        assert_eq!(d.len(), 4, "{d:?}");
     }
 }
