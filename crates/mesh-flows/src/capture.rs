@@ -12,7 +12,7 @@ use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 use std::io::Read;
 
 /// Initial read buffer.
-const BUFFER_BYTES: usize = 1 << 20;
+const BUFFER_BYTES: usize = 256 << 10;
 /// Largest record the reader accepts; anything larger is a corrupt capture.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
