@@ -51,17 +51,22 @@ pub(super) fn at_sign(text: &[u8], at_pos: usize, dom: usize) -> Option<Span> {
         while label_byte(at(text, j)) && j - ls <= 63 {
             j += 1;
         }
-        let label = &text[ls..j];
-        if label.is_empty()
-            || label.len() > 63
-            || label[0] == b'-'
-            || label[label.len() - 1] == b'-'
-        {
+        // A dash right after the address (`a@b.com- next`) is punctuation,
+        // not the end of a label: the label stops before it.
+        let mut le = j;
+        while le > ls && text[le - 1] == b'-' {
+            le -= 1;
+        }
+        let label = &text[ls..le];
+        if label.is_empty() || label.len() > 63 || label[0] == b'-' {
             break;
         }
         labels += 1;
         if labels >= 2 && label.len() >= 2 && label.iter().all(u8::is_ascii_alphabetic) {
-            best_end = Some(j);
+            best_end = Some(le);
+        }
+        if le < j {
+            break;
         }
         if at(text, j) == b'.' && label_byte(at(text, j + 1)) {
             j += 1;

@@ -334,7 +334,7 @@ pub(super) fn nanp(text: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     j += 4;
-    if !(n_digit(area) && n_digit(exch)) || !right_ok(text, j) {
+    if !(n_digit(area) && n_digit(exch) && right_ok(text, j)) {
         return None;
     }
     if sep2 == b' ' && is_digit(c(j + 1)) && c(j) == b' ' {
