@@ -62,8 +62,14 @@ pub(super) fn at_sign(text: &[u8], at_pos: usize, dom: usize) -> Option<Span> {
             break;
         }
         labels += 1;
-        if labels >= 2 && label.len() >= 2 && label.iter().all(u8::is_ascii_alphabetic) {
-            best_end = Some(le);
+        if labels >= 2 {
+            let alpha = label.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+            if alpha == label.len() && alpha >= 2 {
+                best_end = Some(le);
+            } else if alpha >= 2 && label[alpha] == b'-' {
+                // `a@b.com-0`: a dash glued to the TLD ends the address.
+                best_end = Some(ls + alpha);
+            }
         }
         if le < j {
             break;

@@ -119,42 +119,61 @@ fn span(start: usize, end: usize, kind: Kind) -> Span {
 }
 
 /// Scans `text`, appending every PII span in order.
+///
+/// After a span, scanning restarts on the text *after* it, which the
+/// recognizers see as starting at a boundary. That is exactly what a second
+/// scan of the redacted output sees (the `[kind]` placeholder ends in `]`, a
+/// boundary byte), so the bytes after a span are judged the same way in both:
+/// nothing is left that a re-scan of the output would still call PII.
 pub(crate) fn scan(text: &[u8], out: &mut Vec<Span>) {
-    let n = text.len();
+    let mut base = 0;
+    let mut t = text;
     let mut i = 0;
-    while i < n {
-        let b = text[i];
-        match CLASS[b as usize] {
-            0 => i += 1,
+    while i < t.len() {
+        let b = t[i];
+        let found = match CLASS[b as usize] {
+            0 => {
+                i += 1;
+                continue;
+            }
             W => {
-                let p = prev(text, i);
-                if !is_word(p) {
-                    if let Some(s) = word_start(text, i) {
-                        let end = s.end;
-                        push(out, s);
-                        i = end.max(i + 1);
+                let found = if is_word(prev(t, i)) {
+                    None
+                } else {
+                    word_start(t, i)
+                };
+                if found.is_none() {
+                    // `\n4111…`: the escape letter is not part of the next token.
+                    if matches!(b, b'n' | b't' | b'r') && i > 0 && t[i - 1] == b'\\' {
+                        i += 1;
                         continue;
                     }
-                }
-                // `\n4111…`: the escape letter is not part of the next token.
-                if matches!(b, b'n' | b't' | b'r') && i > 0 && text[i - 1] == b'\\' {
                     i += 1;
+                    while i < t.len() && is_word(t[i]) {
+                        i += 1;
+                    }
                     continue;
                 }
-                i += 1;
-                while i < n && is_word(text[i]) {
-                    i += 1;
-                }
+                found
             }
-            _ => {
-                if let Some(s) = trigger(text, i) {
-                    let end = s.end;
-                    push(out, s);
-                    i = end.max(i + 1);
-                } else {
-                    i += 1;
-                }
+            _ => trigger(t, i),
+        };
+        match found {
+            Some(s) if s.end > s.start && s.end <= t.len() => {
+                let end = base + s.end;
+                push(
+                    out,
+                    Span {
+                        start: base + s.start,
+                        end,
+                        kind: s.kind,
+                    },
+                );
+                base = end;
+                t = &text[base..];
+                i = 0;
             }
+            _ => i += 1,
         }
     }
 }
