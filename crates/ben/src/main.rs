@@ -1,6 +1,7 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
 mod detect;
+mod flows;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,9 @@ enum Cmd {
     /// CyberMesh: run the three detection engines over flows or a capture
     /// and print anomalies as JSON lines (summary on stderr).
     Detect(detect::DetectArgs),
+    /// CyberMesh sensor: read a pcap/pcapng file and print one CIC-style
+    /// feature row per bidirectional flow (summary on stderr).
+    Flows(flows::FlowsArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,13 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Cmd::Flows(args) => match flows::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben flows: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Detect(args) => match detect::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

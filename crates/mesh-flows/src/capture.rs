@@ -127,8 +127,7 @@ where
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         match interfaces.get(epb.if_id as usize) {
                             Some(ifc) if ifc.resolution > 0 => {
-                                let units =
-                                    (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                                 let ts = to_ns(units, ifc.resolution, ifc.offset_s);
                                 stats.packets += 1;
                                 if epb.caplen < epb.origlen {

@@ -362,8 +362,7 @@ impl FlowState {
             (&mut self.bwd, &mut self.fwd)
         };
         if side.len.count() > 0 {
-            side.iat
-                .push(ts.saturating_sub(side.last_ns) as f64 / 1e3);
+            side.iat.push(ts.saturating_sub(side.last_ns) as f64 / 1e3);
         }
         if ts > side.last_ns || side.len.count() == 0 {
             side.last_ns = ts;

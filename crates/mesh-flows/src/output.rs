@@ -121,7 +121,12 @@ pub fn write_jsonl_row<W: Write>(w: &mut W, r: &FlowRecord, label: &str) -> io::
 }
 
 /// Writes one flow in `format` (no header).
-pub fn write_row<W: Write>(w: &mut W, format: Format, r: &FlowRecord, label: &str) -> io::Result<()> {
+pub fn write_row<W: Write>(
+    w: &mut W,
+    format: Format,
+    r: &FlowRecord,
+    label: &str,
+) -> io::Result<()> {
     match format {
         Format::Csv => write_csv_row(w, r, label),
         Format::Jsonl => write_jsonl_row(w, r, label),

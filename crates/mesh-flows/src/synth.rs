@@ -103,7 +103,10 @@ fn ipv4(out: &mut Vec<u8>, src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: usi
     // Header checksum, so other tools accept the frames.
     let mut sum = 0u32;
     for pair in out[start..start + 20].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
+        sum += u32::from(u16::from_be_bytes([
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+        ]));
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -119,7 +122,11 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded (0 is replaced by a fixed non-zero seed).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
@@ -167,7 +174,16 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
             eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::SYN, 64240, 0);
             push(t, &frame);
             t += rtt;
-            eth_ipv4_tcp(&mut frame, server, client, dport, sport, tf::SYN | tf::ACK, 65160, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                server,
+                client,
+                dport,
+                sport,
+                tf::SYN | tf::ACK,
+                65160,
+                0,
+            );
             push(t, &frame);
             t += rtt / 2;
             eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::ACK, 502, 0);
@@ -175,12 +191,25 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
             let exchanges = 1 + rng.below(4);
             for _ in 0..exchanges {
                 let req = 40 + rng.below(600) as usize;
-                eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::PSH | tf::ACK, 502, req);
+                eth_ipv4_tcp(
+                    &mut frame,
+                    client,
+                    server,
+                    sport,
+                    dport,
+                    tf::PSH | tf::ACK,
+                    502,
+                    req,
+                );
                 push(t, &frame);
                 t += rtt;
                 let segs = 1 + rng.below(12);
                 for s in 0..segs {
-                    let len = if s + 1 == segs { 1 + rng.below(1460) as usize } else { 1460 };
+                    let len = if s + 1 == segs {
+                        1 + rng.below(1460) as usize
+                    } else {
+                        1460
+                    };
                     eth_ipv4_tcp(&mut frame, server, client, dport, sport, tf::ACK, 509, len);
                     push(t, &frame);
                     t += 5 + rng.below(30);
@@ -189,10 +218,28 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
                 push(t, &frame);
                 t += rng.below(5000);
             }
-            eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::FIN | tf::ACK, 502, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                client,
+                server,
+                sport,
+                dport,
+                tf::FIN | tf::ACK,
+                502,
+                0,
+            );
             push(t, &frame);
             t += rtt;
-            eth_ipv4_tcp(&mut frame, server, client, dport, sport, tf::FIN | tf::ACK, 509, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                server,
+                client,
+                dport,
+                sport,
+                tf::FIN | tf::ACK,
+                509,
+                0,
+            );
             push(t, &frame);
             t += rtt / 2;
             eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::ACK, 502, 0);
@@ -203,7 +250,14 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
             eth_ipv4_udp(&mut frame, client, server, sport, 53, q);
             push(t, &frame);
             t += 200 + rng.below(20_000);
-            eth_ipv4_udp(&mut frame, server, client, 53, sport, q + 16 + rng.below(400) as usize);
+            eth_ipv4_udp(
+                &mut frame,
+                server,
+                client,
+                53,
+                sport,
+                q + 16 + rng.below(400) as usize,
+            );
             push(t, &frame);
         } else {
             // Scan probe answered by RST.
@@ -211,7 +265,16 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
             eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::SYN, 1024, 0);
             push(t, &frame);
             t += 50 + rng.below(500);
-            eth_ipv4_tcp(&mut frame, server, client, dport, sport, tf::RST | tf::ACK, 0, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                server,
+                client,
+                dport,
+                sport,
+                tf::RST | tf::ACK,
+                0,
+                0,
+            );
             push(t, &frame);
         }
     }

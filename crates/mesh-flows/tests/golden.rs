@@ -67,7 +67,10 @@ fn tcp_handshake_data_and_fin_in_both_directions() {
         cap.add(T0_US + t, &f);
     }
     // A later packet of the same 5-tuple after the teardown starts a new flow.
-    cap.add(T0_US + 20_000, &v4_tcp(C4, S4, 40000, 80, SYN, 64240, 40, 0));
+    cap.add(
+        T0_US + 20_000,
+        &v4_tcp(C4, S4, 40000, 80, SYN, 64240, 40, 0),
+    );
     let (flows, table) = run(&cap.0, Config::default());
     assert_eq!(flows.len(), 2, "teardown must not leak into extra flows");
     let r = &flows[0];
@@ -308,7 +311,10 @@ fn icmp_echo_sessions_and_errors() {
     let (flows, _) = run(&cap.0, Config::default());
     assert_eq!(flows.len(), 2);
     let ping = &flows[0];
-    assert_eq!((ping.protocol, ping.src_port, ping.dst_port), (1, 0x1234, 0x1234));
+    assert_eq!(
+        (ping.protocol, ping.src_port, ping.dst_port),
+        (1, 0x1234, 0x1234)
+    );
     let mut e = Expect::new();
     e.set(F::DestinationPort, 4660.)
         .set(F::FlowDuration, 1_000_250.)
@@ -370,16 +376,24 @@ fn flow_timeout_cuts_at_120_s_and_sweeps_emit_early() {
     let mut table = FlowTable::new(Config::default());
     let f = v4_udp(C4, S4, 1000, 2000, 10);
     for t in [0u64, 60, 119, 121] {
-        table.push((T0_US + t * 1_000_000) * 1000, LinkType::ETHERNET, &f).unwrap();
+        table
+            .push((T0_US + t * 1_000_000) * 1000, LinkType::ETHERNET, &f)
+            .unwrap();
     }
     let done: Vec<_> = table.drain_finished().collect();
-    assert_eq!(done.len(), 1, "the 120 s cut is emitted as soon as it happens");
+    assert_eq!(
+        done.len(),
+        1,
+        "the 120 s cut is emitted as soon as it happens"
+    );
     assert_eq!(done[0].end_reason, EndReason::FlowTimeout);
     assert_eq!(done[0].features.get(F::TotalFwdPackets), 3.);
     assert_eq!(done[0].features.get(F::FlowDuration), 119e6);
     // An unrelated packet 200 s later sweeps the second flow out (idle).
     let other = v4_udp([10, 9, 9, 9], S4, 7, 7, 1);
-    table.push((T0_US + 400_000_000) * 1000, LinkType::ETHERNET, &other).unwrap();
+    table
+        .push((T0_US + 400_000_000) * 1000, LinkType::ETHERNET, &other)
+        .unwrap();
     let done: Vec<_> = table.drain_finished().collect();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].end_reason, EndReason::IdleTimeout);
@@ -396,7 +410,12 @@ fn qinq_vlan_ipv6_with_extension_header_and_rst() {
         let t = tcp(sport, dport, flags, win, 20, pl);
         let hbh = [6u8, 0, 1, 4, 0, 0, 0, 0];
         let l = t.len() + hbh.len();
-        cat(&[&eth(&[(0x88a8, 100), (0x8100, 200)], 0x86dd), &ipv6(src, dst, 0, l), &hbh, &t])
+        cat(&[
+            &eth(&[(0x88a8, 100), (0x8100, 200)], 0x86dd),
+            &ipv6(src, dst, 0, l),
+            &hbh,
+            &t,
+        ])
     };
     let mut cap = Pcap::new(1);
     cap.add(T0_US, &v6(c6, s6, 50000, 443, SYN | ECE | CWR, 1000, 0));
@@ -539,6 +558,7 @@ fn other_link_types_and_pcapng() {
 
 #[test]
 fn not_a_capture_is_a_clear_error() {
-    let err = read_capture(&b"hello, this is not a pcap file at all"[..], |_, _, _| {}).unwrap_err();
+    let err =
+        read_capture(&b"hello, this is not a pcap file at all"[..], |_, _, _| {}).unwrap_err();
     assert!(err.to_string().contains("not a pcap or pcapng"), "{err}");
 }

@@ -28,7 +28,10 @@ fn schema_has_78_unique_cicids2017_columns_in_order() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), FEATURE_COUNT);
-    assert_eq!(Feature::from_name(" Flow IAT Min"), Some(Feature::FlowIatMin));
+    assert_eq!(
+        Feature::from_name(" Flow IAT Min"),
+        Some(Feature::FlowIatMin)
+    );
     assert_eq!(Feature::from_name("nope"), None);
     for (i, n) in FEATURE_NAMES.iter().enumerate() {
         assert_eq!(Feature::from_name(n).map(|f| f as usize), Some(i));
@@ -39,7 +42,10 @@ fn schema_has_78_unique_cicids2017_columns_in_order() {
 fn csv_rows_match_the_header_and_round_trip_values() {
     let fs = flows(&[
         (T0_US, v4_udp([10, 0, 0, 1], [10, 0, 0, 2], 1000, 53, 33)),
-        (T0_US + 333, v4_udp([10, 0, 0, 2], [10, 0, 0, 1], 53, 1000, 100)),
+        (
+            T0_US + 333,
+            v4_udp([10, 0, 0, 2], [10, 0, 0, 1], 53, 1000, 100),
+        ),
     ]);
     let mut out = Vec::new();
     write_csv_header(&mut out).unwrap();
@@ -85,9 +91,15 @@ fn label_file_rules_prefer_the_initiator_and_respect_time() {
     let other = [10, 77, 0, 9];
     let fs = flows(&[
         // attacker → benign host inside the window: the attack label.
-        (T0_US + 1_000_000, v4_tcp(attacker, host, 1, 22, SYN, 1, 20, 0)),
+        (
+            T0_US + 1_000_000,
+            v4_tcp(attacker, host, 1, 22, SYN, 1, 20, 0),
+        ),
         // the same, before the window opens: the responder rule applies.
-        (T0_US + 100_000, v4_tcp(attacker, host, 2, 22, SYN, 1, 20, 0)),
+        (
+            T0_US + 100_000,
+            v4_tcp(attacker, host, 2, 22, SYN, 1, 20, 0),
+        ),
         // unrelated hosts: default.
         (T0_US + 1_000_000, v4_udp(other, [10, 77, 0, 10], 3, 3, 1)),
         // after the window: benign host as initiator.
@@ -103,7 +115,10 @@ fn label_file_rules_prefer_the_initiator_and_respect_time() {
 #[test]
 fn label_file_errors_name_the_line() {
     let e = Labeler::from_csv("ip,label\n10.0.0.1,x\nnot-an-ip,y\n", "B").unwrap_err();
-    assert_eq!(e.to_string(), "label file line 3: \"not-an-ip\" is not an IP address");
+    assert_eq!(
+        e.to_string(),
+        "label file line 3: \"not-an-ip\" is not an IP address"
+    );
     let e = Labeler::from_csv("a,b\n1,2\n", "B").unwrap_err();
     assert!(e.to_string().contains("host column"), "{e}");
     let e = Labeler::from_csv("ip,label,start\n10.0.0.1,x,yesterday\n", "B").unwrap_err();

@@ -26,7 +26,11 @@ fn valid_frames() -> Vec<Vec<u8>> {
     vec![
         v4_tcp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2, SYN | ACK, 9, 40, 10),
         v4_udp([1, 2, 3, 4], [5, 6, 7, 8], 1, 2, 10),
-        cat(&[&eth(&[(0x8100, 1), (0x8100, 2)], 0x86dd), &ipv6(c6, c6, 6, t.len()), &t]),
+        cat(&[
+            &eth(&[(0x8100, 1), (0x8100, 2)], 0x86dd),
+            &ipv6(c6, c6, 6, t.len()),
+            &t,
+        ]),
     ]
 }
 
@@ -102,7 +106,10 @@ proptest! {
 fn output_does_not_depend_on_the_hash_seed() {
     let cap = synth::mixed_capture_pcap(3000, 42);
     let run = |seed| {
-        let mut t = FlowTable::new(Config { hash_seed: seed, ..Config::default() });
+        let mut t = FlowTable::new(Config {
+            hash_seed: seed,
+            ..Config::default()
+        });
         read_capture(&cap[..], |ts, l, f| {
             let _ = t.push(ts, l, f);
         })
@@ -117,10 +124,20 @@ fn output_does_not_depend_on_the_hash_seed() {
 
 #[test]
 fn eviction_keeps_the_table_bounded_and_counts() {
-    let mut t = FlowTable::new(Config { max_flows: 100, ..Config::default() });
+    let mut t = FlowTable::new(Config {
+        max_flows: 100,
+        ..Config::default()
+    });
     let mut f = Vec::new();
     for i in 0..1000u32 {
-        synth::eth_ipv4_udp(&mut f, [10, 0, (i >> 8) as u8, i as u8], [10, 1, 1, 1], 5, 5, 1);
+        synth::eth_ipv4_udp(
+            &mut f,
+            [10, 0, (i >> 8) as u8, i as u8],
+            [10, 1, 1, 1],
+            5,
+            5,
+            1,
+        );
         t.push(u64::from(i) * 1000, LinkType::ETHERNET, &f).unwrap();
         assert!(t.open_flows() <= 100);
     }

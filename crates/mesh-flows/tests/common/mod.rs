@@ -50,7 +50,14 @@ pub fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, payload_len: usize) -> Vec<u
 }
 
 /// TCP header of `hdr_len` bytes (20 + NOP options) and `payload` bytes.
-pub fn tcp(sport: u16, dport: u16, flags: u8, window: u16, hdr_len: usize, payload: usize) -> Vec<u8> {
+pub fn tcp(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    window: u16,
+    hdr_len: usize,
+    payload: usize,
+) -> Vec<u8> {
     assert!(hdr_len >= 20 && hdr_len % 4 == 0 && hdr_len <= 60);
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
@@ -122,10 +129,14 @@ impl Pcap {
         Pcap(b)
     }
     pub fn add(&mut self, ts_us: u64, frame: &[u8]) {
-        self.0.extend_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
-        self.0.extend_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
-        self.0.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.0
+            .extend_from_slice(&((ts_us / 1_000_000) as u32).to_le_bytes());
+        self.0
+            .extend_from_slice(&((ts_us % 1_000_000) as u32).to_le_bytes());
+        self.0
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.0
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
         self.0.extend_from_slice(frame);
     }
 }
