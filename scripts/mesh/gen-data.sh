@@ -14,7 +14,8 @@
 #
 # Safety: every address is in 10.77.0.0/24 on veth links joined by a bridge
 # in a namespace of its own; nothing is routed to the host or beyond, and
-# every loop is bounded by a deadline. Set MESH_SKIP_APT=1 to skip apt-get.
+# every loop is bounded by a deadline. Set MESH_SKIP_APT=1 to skip apt-get;
+# MESH_FIRST_ROUND=K appends rounds K..ROUNDS to an existing OUT_DIR.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -219,7 +220,7 @@ attack_exfil() { # round host ip
 }
 
 # ---- rounds --------------------------------------------------------------
-for r in $(seq 1 "$rounds"); do
+for r in $(seq "${MESH_FIRST_ROUND:-1}" "$rounds"); do
   pcap="$out/round-$r.pcap"
   ip netns exec "$HUB" tcpdump -Z root -q -n -i br0 -s 0 -B 32768 -w "$pcap" >/dev/null 2>&1 &
   dump=$!

@@ -84,9 +84,11 @@ def epoch_us(text):
         int(text.split(".")[0]) * 1_000_000 + int((text.split(".") + ["0"])[1].ljust(6, "0")[:6]))
 
 
-def source_stats(rows, col, auth_ports):
+def source_stats(rows, col, auth_ports, offset_us=0):
     """Per (source, window) metrics, mirroring window::SourceStats in Rust.
-    Returns one dict of metrics per row (the row's source in its window)."""
+    Returns one dict of metrics per row (the row's source in its window).
+    `offset_us` shifts the window grid (training augmentation only: the
+    detector's windows start at multiples of the window length)."""
     def num(row, name):
         v = float(row[col[name]]) if row[col[name]] != "" else 0.0
         return v if math.isfinite(v) else 0.0
@@ -94,7 +96,7 @@ def source_stats(rows, col, auth_ports):
     keys = []
     acc = {}
     for row in rows:
-        key = (row[col["source_ip"]], epoch_us(row[col["timestamp"]]) // win_us)
+        key = (row[col["source_ip"]], (epoch_us(row[col["timestamp"]]) - offset_us) // win_us)
         keys.append(key)
         a = acc.setdefault(key, {"flows": 0.0, "ports": set(), "ips": set(), "empty": 0.0,
                                  "syn_only": 0.0, "fwd_pkts": 0.0, "per_port": {}, "auth": 0.0,
@@ -177,29 +179,34 @@ def main():
     col = {h: i for i, h in enumerate(header)}
     feat_names = [header[i] for i in feat_idx] + ["src_" + m for m in MODEL_SOURCE_METRICS]
 
-    def matrix(rounds_rows):
+    def matrix(rounds_rows, offsets=(0,)):
         """Rows of several rounds -> X, y, kept rows, per-window source stats.
         Window stats are computed per round over all its flows (labelled or
-        not), as the detector sees them."""
+        not), as the detector sees them. Several window offsets give the
+        model several views of the same traffic (attacks cut at different
+        points by window edges)."""
         X, y, keep, windows = [], [], [], []
         for rows in rounds_rows:
-            per_row, stats = source_stats(rows, col, auth_ports)
-            windows.append(stats)
-            for row, st in zip(rows, per_row):
-                lab = row[label_col].strip().lower()
-                if lab not in CLASSES:
-                    continue  # unlabeled traffic (e.g. server-initiated) is left out
-                X.append([float(row[i]) if row[i] != "" else math.nan for i in feat_idx]
-                         + [st[m] for m in MODEL_SOURCE_METRICS])
-                y.append(CLASSES.index(lab))
-                keep.append(row)
+            for off in offsets:
+                per_row, stats = source_stats(rows, col, auth_ports, off)
+                if off == 0:
+                    windows.append(stats)
+                for row, st in zip(rows, per_row):
+                    lab = row[label_col].strip().lower()
+                    if lab not in CLASSES:
+                        continue  # unlabeled traffic (e.g. server-initiated) is left out
+                    X.append([float(row[i]) if row[i] != "" else math.nan for i in feat_idx]
+                             + [st[m] for m in MODEL_SOURCE_METRICS])
+                    y.append(CLASSES.index(lab))
+                    keep.append(row)
         return np.array(X, dtype=np.float64), np.array(y), keep, windows
 
     order = [r for r, _ in rounds]
     test_r = order[-args.test_rounds:]
     valid_r = [order[-args.test_rounds - 1]]
     train_r = order[: -args.test_rounds - 1]
-    split = {name: matrix([data[r] for r in rs])
+    augment = tuple(int(k * WINDOW_SECS * 1e6 / 4) for k in range(4))
+    split = {name: matrix([data[r] for r in rs], augment if name == "train" else (0,))
              for name, rs in (("train", train_r), ("valid", valid_r), ("test", test_r))}
     for name, (X, y, _, _) in split.items():
         counts = {CLASSES[c]: int((y == c).sum()) for c in range(len(CLASSES))}

@@ -73,6 +73,7 @@ pub struct FlowTable {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Column {
     Id,
+    FlowId,
     SrcIp,
     SrcPort,
     DstIp,
@@ -86,7 +87,8 @@ enum Column {
 
 fn classify(name: &str) -> Option<Column> {
     Some(match name {
-        "flow_id" | "id" => Column::Id,
+        "id" => Column::Id,
+        "flow_id" => Column::FlowId,
         "src_ip" | "source_ip" | "saddr" | "src_addr" | "src" => Column::SrcIp,
         "src_port" | "source_port" | "sport" => Column::SrcPort,
         "dst_ip" | "destination_ip" | "daddr" | "dst_addr" | "dst" => Column::DstIp,
@@ -95,7 +97,8 @@ fn classify(name: &str) -> Option<Column> {
         "timestamp" | "ts" | "start" | "start_time" | "first_seen" | "start_us"
         | "timestamp_us" | "start_ts" => Column::Time,
         "label" | "class" => Column::Label,
-        "end_time" | "last_seen" | "end_us" | "end_ts" | "direction" | "flow_key" => Column::Ignore,
+        "end_time" | "last_seen" | "end_us" | "end_ts" | "direction" | "flow_key" | "schema"
+        | "end_reason" | "start_ns" | "end_ns" => Column::Ignore,
         _ => return None,
     })
 }
@@ -220,6 +223,7 @@ fn parse_value(v: &str, line: usize, name: &str) -> Result<f64, DetectError> {
 
 struct RowBuilder {
     id: Option<String>,
+    flow_id: Option<String>,
     src_ip: Option<IpAddr>,
     src_port: u16,
     dst_ip: Option<IpAddr>,
@@ -233,6 +237,7 @@ impl RowBuilder {
     fn new() -> Self {
         Self {
             id: None,
+            flow_id: None,
             src_ip: None,
             src_port: 0,
             dst_ip: None,
@@ -246,6 +251,7 @@ impl RowBuilder {
     fn set(&mut self, col: Column, v: &str, line: usize) -> Result<(), DetectError> {
         match col {
             Column::Id => self.id = Some(v.trim().to_owned()),
+            Column::FlowId => self.flow_id = Some(v.trim().to_owned()),
             Column::SrcIp => self.src_ip = Some(parse_ip(v, line)?),
             Column::SrcPort => self.src_port = parse_port(v, line)?,
             Column::DstIp => self.dst_ip = Some(parse_ip(v, line)?),
@@ -279,7 +285,10 @@ impl RowBuilder {
             .time
             .ok_or_else(|| flow_err(line, "no timestamp column".into()))?;
         Ok(FlowRecord {
-            id: self.id.unwrap_or_else(|| format!("line:{line}")),
+            id: self
+                .id
+                .or(self.flow_id)
+                .unwrap_or_else(|| format!("line:{line}")),
             endpoints: Endpoints {
                 src_ip,
                 src_port: self.src_port,
@@ -507,6 +516,21 @@ mod tests {
         assert_eq!(t.feature_names, vec!["flow_duration", "syn_flag_count"]);
         assert!(t.flows[0].features[1].is_nan());
         assert_eq!(t.flows[1].features, vec![4.0, 1.0]);
+    }
+
+    #[test]
+    fn sensor_jsonl_reads() {
+        // The shape `ben flows --format jsonl` writes.
+        let t = FlowTable::from_jsonl(
+            r#"{"schema":"cic78/1","id":7,"flow_id":"10.0.0.1-10.0.0.2-1-80-6","src_ip":"10.0.0.1","src_port":1,"dst_ip":"10.0.0.2","dst_port":80,"protocol":6,"timestamp":1700000000.25,"start_ns":1700000000250000000,"end_ns":1700000000350000000,"end_reason":"fin","features":{"Destination Port":80,"Flow Duration":100000,"SYN Flag Count":1},"label":"BENIGN"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.feature_names, vec!["flow_duration", "syn_flag_count"]);
+        let f = &t.flows[0];
+        assert_eq!(f.id, "7");
+        assert_eq!(f.start_us, 1_700_000_000_250_000);
+        assert_eq!(f.endpoints.dst_port, 80);
+        assert_eq!(f.label.as_deref(), Some("BENIGN"));
     }
 
     #[test]

@@ -166,7 +166,9 @@ impl MathEngine {
         baseline: &Baseline,
         features: &[String],
     ) -> Result<Self, DetectError> {
-        if !(cfg.z_high > cfg.z_low) || cfg.kth == 0 || !(cfg.alpha > 0.0 && cfg.alpha <= 1.0) {
+        let ordered = cfg.z_high > cfg.z_low;
+        let alpha_ok = cfg.alpha > 0.0 && cfg.alpha <= 1.0;
+        if !ordered || cfg.kth == 0 || !alpha_ok {
             return Err(DetectError::Setting {
                 name: "math",
                 message: "need z_high > z_low, kth ≥ 1 and 0 < alpha ≤ 1".into(),

@@ -186,6 +186,16 @@ impl RuleSet {
                         decl.name, c.metric
                     )));
                 };
+                if [c.ge, c.gt, c.le, c.lt]
+                    .iter()
+                    .flatten()
+                    .any(|b| b.is_nan())
+                {
+                    return Err(rules_err(format!(
+                        "rule `{}`: condition on `{}` has a NaN bound",
+                        decl.name, c.metric
+                    )));
+                }
                 if c.ge.is_none() && c.gt.is_none() && c.le.is_none() && c.lt.is_none() {
                     return Err(rules_err(format!(
                         "rule `{}`: condition on `{}` has no bound (ge, gt, le, lt)",

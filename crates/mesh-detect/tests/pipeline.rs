@@ -1,0 +1,196 @@
+//! The pipeline end to end on the committed model: aggregation, signing,
+//! rate limiting, determinism, and bad input never panicking.
+
+mod common;
+
+use ben_mesh_detect::wire::{self, MessageSigner, ANOMALY_KIND, EVIDENCE_KIND};
+use ben_mesh_detect::{defaults, Config, FlowTable, LgbmModel};
+use prost::Message;
+
+fn flood_of(n: usize) -> FlowTable {
+    let split = common::test_split();
+    let template: Vec<_> = split
+        .flows
+        .iter()
+        .filter(|f| f.label.as_deref() == Some("flood"))
+        .take(50)
+        .cloned()
+        .collect();
+    assert!(!template.is_empty(), "the test split has flood flows");
+    let t0 = 1_800_000_000_000_000i64;
+    let flows = (0..n)
+        .map(|i| {
+            let mut f = template[i % template.len()].clone();
+            f.id = format!("flood-{i}");
+            f.endpoints.src_port = 1024 + (i % 60000) as u16;
+            // 20,000 flows over 15 s: two windows
+            f.start_us = t0 + (i as i64) * 15_000_000 / n as i64;
+            f
+        })
+        .collect();
+    FlowTable {
+        feature_names: split.feature_names.clone(),
+        flows,
+    }
+}
+
+#[test]
+fn a_flood_of_20000_flows_is_a_few_anomalies() {
+    let table = flood_of(20_000);
+    let mut det = common::detector(Config::default(), &table);
+    let report = det.run(&table);
+    let s = &report.summary;
+    println!(
+        "flood: {} flagged flows → {} anomalies",
+        s.flagged_flows, s.anomalies
+    );
+    assert!(s.flagged_flows >= 19_000, "flagged {}", s.flagged_flows);
+    assert!(
+        s.anomalies >= 1 && s.anomalies <= 4,
+        "{} anomalies",
+        s.anomalies
+    );
+    for d in &report.detections {
+        assert_eq!(d.event.class, "flood");
+        assert!(d.event.confidence > 0.7);
+        assert!(d.event.flow_count > 1000);
+        assert_eq!(
+            d.event.evidence_flow_ids.len(),
+            Config::default().max_anomaly_flow_ids
+        );
+        assert_eq!(
+            d.evidence.flows.len() as u64 + d.evidence.truncated,
+            d.event.flow_count
+        );
+        assert_eq!(d.event.votes.len(), 3);
+        assert!(d.event.top_features.iter().any(|c| c.kind == "saabas"));
+    }
+}
+
+#[test]
+fn anomalies_are_signed_with_domain_separation() {
+    let table = common::test_split();
+    let mut det = common::detector(Config::default(), &table);
+    let report = det.run(&table);
+    assert!(!report.detections.is_empty());
+    let signer = MessageSigner::from_seed([42; 32]);
+    for d in report.detections.iter().take(20) {
+        let m = signer.sign_anomaly(&d.event);
+        let back = wire::SignedMessage::decode(m.encode_to_vec().as_slice()).expect("decodes");
+        let payload = wire::verify(&back, ANOMALY_KIND).expect("verifies");
+        assert_eq!(
+            wire::AnomalyEvent::decode(payload).expect("payload"),
+            d.event
+        );
+        let e = signer.sign_evidence(&d.evidence);
+        assert!(wire::verify(&e, EVIDENCE_KIND).is_ok());
+        assert!(wire::verify(&e, ANOMALY_KIND).is_err());
+        let mut bad = m.clone();
+        bad.payload.push(0);
+        assert!(wire::verify(&bad, ANOMALY_KIND).is_err());
+    }
+}
+
+#[test]
+fn rate_limited_anomalies_are_counted_not_dropped() {
+    let table = common::test_split();
+    let cfg = Config {
+        rate_per_sec: 0.01,
+        rate_burst: 1.0,
+        ..Config::default()
+    };
+    let mut det = common::detector(cfg, &table);
+    let report = det.run(&table);
+    let s = &report.summary;
+    assert!(
+        s.anomalies >= 2,
+        "need several anomalies, got {}",
+        s.anomalies
+    );
+    assert!(s.rate_limited > 0);
+    assert_eq!(s.published + s.rate_limited, s.anomalies);
+    assert_eq!(report.detections.len() as u64, s.anomalies);
+    assert_eq!(
+        report.detections.iter().filter(|d| !d.published).count() as u64,
+        s.rate_limited
+    );
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let table = common::test_split();
+    let a = common::detector(Config::default(), &table).run(&table);
+    let b = common::detector(Config::default(), &table).run(&table);
+    assert_eq!(a.verdicts, b.verdicts);
+    assert_eq!(a.detections, b.detections);
+    let c = common::detector(
+        Config {
+            id_seed: 9,
+            ..Config::default()
+        },
+        &table,
+    )
+    .run(&table);
+    assert_ne!(a.detections[0].event.id, c.detections[0].event.id);
+}
+
+/// A small deterministic generator for mutation testing (no extra crates).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn mutated_inputs_give_errors_not_panics() {
+    let mut rng = Lcg(1);
+    let model = defaults::MODEL.as_bytes();
+    let flows = "Flow ID,Source IP,Source Port,Destination IP,Protocol,Timestamp,Destination Port,Flow Duration,Label\n\
+                 a,10.0.0.1,1,10.0.0.2,6,1.5,80,12,benign\n";
+    for round in 0..120 {
+        // Model: flip, delete or duplicate a few bytes.
+        let mut m = model[..model.len().min(20_000)].to_vec();
+        for _ in 0..4 {
+            let i = (rng.next() as usize) % m.len();
+            match rng.next() % 3 {
+                0 => m[i] = b"0123456789-=.\n e"[(rng.next() % 16) as usize],
+                1 => {
+                    m.remove(i);
+                }
+                _ => m.insert(i, m[i]),
+            }
+        }
+        if let Ok(parsed) = LgbmModel::parse(&String::from_utf8_lossy(&m)) {
+            let x = vec![f64::NAN; parsed.feature_names().len()];
+            let _ = parsed.predict(&x);
+            let _ = parsed.contributions(&x, 0);
+        }
+        let mut f = flows.as_bytes().to_vec();
+        for _ in 0..3 {
+            let i = (rng.next() as usize) % f.len();
+            f[i] = b",.:x0-\n\"{9"[(rng.next() % 10) as usize];
+        }
+        let _ = FlowTable::parse(&String::from_utf8_lossy(&f));
+        let (from, to) = [
+            ("ge = ", "ge = \"x\" #"),
+            ("le = ", "le = nan #"),
+            ("version = ", "version = -"),
+            ("class = \"", "class = 7 #\""),
+        ][round % 4];
+        assert!(defaults::RULES.contains(from));
+        let rules = defaults::RULES.replacen(from, to, 1);
+        let table = FlowTable::parse(flows).expect("valid sample");
+        let baseline = ben_mesh_detect::Baseline::parse(defaults::BASELINE).expect("baseline");
+        assert!(ben_mesh_detect::rules::RuleSet::parse(
+            &rules,
+            &baseline.classes,
+            &table.feature_names
+        )
+        .is_err());
+    }
+}
