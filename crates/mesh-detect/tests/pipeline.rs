@@ -70,8 +70,8 @@ fn a_flood_of_20000_flows_is_a_few_anomalies() {
 #[test]
 fn anomalies_are_signed_with_domain_separation() {
     let table = common::test_split();
-    let mut det = common::detector(Config::default(), &table);
-    let report = det.run(&table);
+    let mut det = common::detector(Config::default(), table);
+    let report = det.run(table);
     assert!(!report.detections.is_empty());
     let signer = MessageSigner::from_seed([42; 32]);
     for d in report.detections.iter().take(20) {
@@ -99,8 +99,8 @@ fn rate_limited_anomalies_are_counted_not_dropped() {
         rate_burst: 1.0,
         ..Config::default()
     };
-    let mut det = common::detector(cfg, &table);
-    let report = det.run(&table);
+    let mut det = common::detector(cfg, table);
+    let report = det.run(table);
     let s = &report.summary;
     assert!(
         s.anomalies >= 2,
@@ -119,8 +119,8 @@ fn rate_limited_anomalies_are_counted_not_dropped() {
 #[test]
 fn runs_are_deterministic() {
     let table = common::test_split();
-    let a = common::detector(Config::default(), &table).run(&table);
-    let b = common::detector(Config::default(), &table).run(&table);
+    let a = common::detector(Config::default(), table).run(table);
+    let b = common::detector(Config::default(), table).run(table);
     assert_eq!(a.verdicts, b.verdicts);
     assert_eq!(a.detections, b.detections);
     let c = common::detector(
@@ -128,9 +128,9 @@ fn runs_are_deterministic() {
             id_seed: 9,
             ..Config::default()
         },
-        &table,
+        table,
     )
-    .run(&table);
+    .run(table);
     assert_ne!(a.detections[0].event.id, c.detections[0].event.id);
 }
 

@@ -10,9 +10,9 @@ use ben_mesh_detect::Config;
 #[test]
 fn temporal_split_meets_the_quality_targets() {
     let table = common::test_split();
-    let mut det = common::detector(Config::default(), &table);
+    let mut det = common::detector(Config::default(), table);
     let classes = det.classes().to_vec();
-    let report = det.run(&table);
+    let report = det.run(table);
     let mut conf = Confusion::new(&classes);
     let mut ml_conf = Confusion::new(&classes);
     for (flow, v) in table.flows.iter().zip(&report.verdicts) {
