@@ -322,9 +322,16 @@ pub fn hash(value: &str) -> String {
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (k, &b) in chunk.iter().enumerate() {
+            buf[2 * k] = HEX[usize::from(b >> 4)];
+            buf[2 * k + 1] = HEX[usize::from(b & 15)];
+        }
+        // Only ASCII hex digits were written, so this never fails.
+        if let Ok(s) = std::str::from_utf8(&buf[..2 * chunk.len()]) {
+            out.push_str(s);
+        }
     }
 }
 
@@ -404,5 +411,84 @@ mod tests {
             Err(BlotError::FieldTooLarge { size: 4, limit: 3 })
         );
         assert_eq!(r.apply(Action::Drop, "abc"), Ok(None));
+    }
+    #[test]
+    fn hash_is_blake3_hex() {
+        let h = hash("abc");
+        assert_eq!(h.len(), 7 + 64);
+        assert_eq!(h, format!("blake3:{}", blake3::hash(b"abc").to_hex()));
+    }
+
+    #[test]
+    fn keyring_rotation_keeps_old_pseudonyms_matchable() {
+        let old = BlotKey::from_material(b"the 2025 key material!").unwrap();
+        let new = BlotKey::from_material(b"the 2026 key material!").unwrap();
+        let before = Redactor::new(Some(old.clone()), Limits::default());
+        let token_2025 = before.hmac("ann@example.com").unwrap();
+
+        let ring = Keyring::new(new.clone())
+            .with_previous(old.clone())
+            .unwrap();
+        let after = Redactor::with_keyring(Some(ring), Limits::default());
+        let token_2026 = after.hmac("ann@example.com").unwrap();
+        assert_ne!(token_2025, token_2026);
+        assert_eq!(after.key_id(), Some(new.id()));
+        assert!(token_2026.contains(new.id()));
+        assert_eq!(
+            after.hmac_all("ann@example.com").unwrap(),
+            vec![token_2026.clone(), token_2025.clone()]
+        );
+        assert_eq!(after.hmac_matches("ann@example.com", &token_2025), Ok(true));
+        assert_eq!(
+            after.hmac_matches("bob@example.com", &token_2025),
+            Ok(false)
+        );
+        assert_eq!(
+            after.hmac_matches("ann@example.com", "blake3:00"),
+            Err(BlotError::NotAPseudonym)
+        );
+        let stranger = BlotKey::from_material(b"some unrelated key material").unwrap();
+        let t = Redactor::new(Some(stranger.clone()), Limits::default())
+            .hmac("x")
+            .unwrap();
+        assert_eq!(
+            after.hmac_matches("x", &t),
+            Err(BlotError::UnknownKey {
+                id: stranger.id().to_string()
+            })
+        );
+        assert!(matches!(
+            Keyring::new(new.clone()).with_previous(new),
+            Err(KeyError::DuplicateId(_))
+        ));
+    }
+
+    #[test]
+    fn record_budget_is_enforced_across_fields() {
+        let r = Redactor::new(
+            None,
+            Limits {
+                max_field_bytes: 10,
+                max_record_bytes: 12,
+            },
+        );
+        let mut b = r.record_budget();
+        assert!(r.apply_in(&mut b, Action::Drop, "123456").is_ok());
+        assert!(r.apply_in(&mut b, Action::Hash, "123456").is_ok());
+        assert_eq!(
+            r.apply_in(&mut b, Action::Scan, "1"),
+            Err(BlotError::RecordTooLarge {
+                size: 13,
+                limit: 12
+            })
+        );
+        assert_eq!(
+            r.scan_field("mail ann@example.com"),
+            Err(BlotError::FieldTooLarge {
+                size: 20,
+                limit: 10
+            })
+        );
+        assert_eq!(r.scan_field("a@b.co").unwrap(), "[email]");
     }
 }

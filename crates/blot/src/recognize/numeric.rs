@@ -86,8 +86,15 @@ pub(super) fn right_ok(text: &[u8], end: usize) -> bool {
     !(c == b'.' && is_digit(at(text, end + 1)))
 }
 
-/// Everything that can start at a digit that starts a word.
+/// Everything that can start at a digit that starts a word. The length of
+/// the leading digit run decides which parsers can possibly match, so most
+/// numbers in logs (dates, times, counters) are rejected after a few bytes.
 pub(super) fn at_digit(text: &[u8], i: usize) -> Option<Span> {
+    let mut run = 0;
+    while run < 20 && is_digit(at(text, i + run)) {
+        run += 1;
+    }
+    let next = at(text, i + run);
     let mut best: Option<Span> = None;
     let mut offer = |s: Option<Span>| {
         if let Some(s) = s {
@@ -96,25 +103,30 @@ pub(super) fn at_digit(text: &[u8], i: usize) -> Option<Span> {
             }
         }
     };
-    // Cheap look-ahead decides which address parsers are worth running.
-    let window = &text[i..text.len().min(i + 5)];
-    if window.contains(&b':') {
+    if run <= 4 && (next == b':' || (next.is_ascii_hexdigit() && !is_digit(next))) {
         if let Some(end) = net::ipv6_at_word(text, i) {
             offer(Some(span(i, end, Kind::Ipv6)));
         }
     }
-    if window.contains(&b'.') {
+    if run <= 3 && next == b'.' {
         if let Some(end) = net::ipv4_at(text, i) {
             offer(Some(span(i, end, Kind::Ipv4)));
         }
     }
-    if left_ok(text, i) {
+    if !left_ok(text, i) {
+        return best;
+    }
+    if run == 3 || run == 9 {
         offer(ssn(text, i).map(|e| span(i, e, Kind::UsSsn)));
+    }
+    if run == 4 || (13..=19).contains(&run) {
         offer(card(text, i).map(|e| span(i, e, Kind::Card)));
+    }
+    if run == 3 || (run == 1 && text[i] == b'1') {
         offer(nanp(text, i).map(|e| span(i, e, Kind::Phone)));
-        if text[i] == b'0' {
-            offer(national(text, i).map(|e| span(i, e, Kind::Phone)));
-        }
+    }
+    if text[i] == b'0' && (2..=5).contains(&run) {
+        offer(national(text, i).map(|e| span(i, e, Kind::Phone)));
     }
     best
 }

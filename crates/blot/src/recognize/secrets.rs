@@ -213,6 +213,19 @@ const VENDORS: &[Vendor] = &[
 ];
 
 fn vendor_token(text: &[u8], i: usize) -> Option<usize> {
+    // Every prefix's first two bytes, checked before any full comparison:
+    // most words starting with `s`, `r`, `g`, … fail here.
+    let (b0, b1) = (at(text, i), at(text, i + 1));
+    if !matches!(
+        (b0, b1),
+        (b'g', b'h' | b'i' | b'l')
+            | (b'x', b'o')
+            | (b's' | b'r', b'k')
+            | (b'A', b'I')
+            | (b'n', b'p')
+    ) {
+        return None;
+    }
     for v in VENDORS {
         if text.get(i..i + v.prefix.len()) != Some(v.prefix) {
             continue;
@@ -352,7 +365,9 @@ pub(super) fn keyword_value(text: &[u8], sep: usize) -> Option<Span> {
     {
         k -= 1;
     }
-    if k == key_end {
+    // Every key class ends in `…token`, `…secret`, `…key` (case-insensitive):
+    // reject the rest (`10:22`, `status=`) before normalizing.
+    if k == key_end || !matches!(text[key_end - 1] | 0x20, b'n' | b't' | b'y') {
         return None;
     }
     let mut norm = [0u8; 64];
