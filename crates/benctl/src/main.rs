@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "benctl", version, about = "Build, test and evaluate Ben intent bundles")]
+#[command(
+    name = "benctl",
+    version,
+    about = "Build, test and evaluate Ben intent bundles"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -39,9 +43,7 @@ enum Cmd {
         locked: bool,
     },
     /// Run the bundle's `test` blocks.
-    Test {
-        dir: PathBuf,
-    },
+    Test { dir: PathBuf },
     /// Evaluate JSON records (one per line) through the spine pipeline.
     Eval {
         dir: PathBuf,
@@ -63,7 +65,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Build { dir, format, locked } => build(&dir, format, locked),
+        Cmd::Build {
+            dir,
+            format,
+            locked,
+        } => build(&dir, format, locked),
         Cmd::Test { dir } => test(&dir),
         Cmd::Eval {
             dir,
@@ -71,7 +77,13 @@ fn main() -> ExitCode {
             contract,
             schema,
             data_dir,
-        } => eval(&dir, &input, contract.as_deref(), schema.as_deref(), &data_dir),
+        } => eval(
+            &dir,
+            &input,
+            contract.as_deref(),
+            schema.as_deref(),
+            &data_dir,
+        ),
     };
     match r {
         Ok(code) => code,
@@ -97,10 +109,18 @@ fn load_built(dir: &Path, format: Format) -> Result<Option<ben_intent::Built>> {
                 Format::Human => {
                     eprint!("{}", failed.render());
                     let n = failed.diagnostics.iter().filter(|d| d.is_error()).count();
-                    eprintln!("error: bundle {} has {n} error{}", dir.display(), if n == 1 { "" } else { "s" });
+                    eprintln!(
+                        "error: bundle {} has {n} error{}",
+                        dir.display(),
+                        if n == 1 { "" } else { "s" }
+                    );
                 }
                 Format::Json => {
-                    let all: Vec<_> = failed.diagnostics.iter().map(|d| d.to_json(&failed.map)).collect();
+                    let all: Vec<_> = failed
+                        .diagnostics
+                        .iter()
+                        .map(|d| d.to_json(&failed.map))
+                        .collect();
                     println!("{}", serde_json::json!({ "ok": false, "diagnostics": all }));
                 }
             }
@@ -110,14 +130,17 @@ fn load_built(dir: &Path, format: Format) -> Result<Option<ben_intent::Built>> {
 }
 
 fn build(dir: &Path, format: Format, locked: bool) -> Result<ExitCode> {
-    let Some(b) = load_built(dir, format)? else { return Ok(ExitCode::from(1)) };
+    let Some(b) = load_built(dir, format)? else {
+        return Ok(ExitCode::from(1));
+    };
     let lock_path = dir.join("ben.lock");
     if b.lock_changed {
         if locked {
             eprintln!("error: ben.lock is out of date (flags were added or removed); run `benctl build {}` and commit ben.lock", dir.display());
             return Ok(ExitCode::from(1));
         }
-        std::fs::write(&lock_path, &b.lock_text).with_context(|| format!("writing {}", lock_path.display()))?;
+        std::fs::write(&lock_path, &b.lock_text)
+            .with_context(|| format!("writing {}", lock_path.display()))?;
     }
     let p = &b.program;
     match format {
@@ -175,7 +198,9 @@ fn build(dir: &Path, format: Format, locked: bool) -> Result<ExitCode> {
 }
 
 fn test(dir: &Path) -> Result<ExitCode> {
-    let Some(b) = load_built(dir, Format::Human)? else { return Ok(ExitCode::from(1)) };
+    let Some(b) = load_built(dir, Format::Human)? else {
+        return Ok(ExitCode::from(1));
+    };
     let results = ben_intent::run_tests(&b);
     let mut failed = 0;
     for r in &results {
@@ -190,13 +215,21 @@ fn test(dir: &Path) -> Result<ExitCode> {
         }
     }
     println!("\n{} passed, {} failed", results.len() - failed, failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The hmac key: `env:VAR` / `file:PATH` from ben.toml; for the default
 /// `env:BEN_BLOT_KEY` when unset, `DATA_DIR/blot.key`, created with fresh
 /// random bytes on first use.
-fn blot_key(b: &ben_intent::Built, bundle_dir: &Path, data_dir: &Path) -> Result<ben_blot::BlotKey> {
+fn blot_key(
+    b: &ben_intent::Built,
+    bundle_dir: &Path,
+    data_dir: &Path,
+) -> Result<ben_blot::BlotKey> {
     let spec = &b.manifest.blot.key;
     let material: Vec<u8> = if let Some(var) = spec.strip_prefix("env:") {
         match std::env::var(var) {
@@ -204,14 +237,18 @@ fn blot_key(b: &ben_intent::Built, bundle_dir: &Path, data_dir: &Path) -> Result
             _ if var == "BEN_BLOT_KEY" => {
                 let path = data_dir.join("blot.key");
                 if !path.exists() {
-                    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+                    std::fs::create_dir_all(data_dir)
+                        .with_context(|| format!("creating {}", data_dir.display()))?;
                     let mut bytes = [0u8; 32];
                     std::fs::File::open("/dev/urandom")
                         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
                         .context("reading /dev/urandom for a new blot key")?;
                     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                     write_private(&path, hex.as_bytes())?;
-                    eprintln!("note: BEN_BLOT_KEY is not set; created a new hmac key in {}", path.display());
+                    eprintln!(
+                        "note: BEN_BLOT_KEY is not set; created a new hmac key in {}",
+                        path.display()
+                    );
                 }
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
             }
@@ -219,12 +256,21 @@ fn blot_key(b: &ben_intent::Built, bundle_dir: &Path, data_dir: &Path) -> Result
         }
     } else if let Some(p) = spec.strip_prefix("file:") {
         let path = bundle_dir.join(p);
-        std::fs::read(&path).with_context(|| format!("reading the blot key file {} ([blot] key in ben.toml)", path.display()))?
+        std::fs::read(&path).with_context(|| {
+            format!(
+                "reading the blot key file {} ([blot] key in ben.toml)",
+                path.display()
+            )
+        })?
     } else {
         anyhow::bail!("[blot] key = \"{spec}\" must start with env: or file:");
     };
-    let material: Vec<u8> = String::from_utf8_lossy(&material).trim().as_bytes().to_vec();
-    ben_blot::BlotKey::from_material(&material).map_err(|e| anyhow::anyhow!("blot key ({spec}): {e}"))
+    let material: Vec<u8> = String::from_utf8_lossy(&material)
+        .trim()
+        .as_bytes()
+        .to_vec();
+    ben_blot::BlotKey::from_material(&material)
+        .map_err(|e| anyhow::anyhow!("blot key ({spec}): {e}"))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -235,19 +281,32 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
-fn eval(dir: &Path, input: &str, contract: Option<&str>, schema: Option<&str>, data_dir: &Path) -> Result<ExitCode> {
-    let Some(b) = load_built(dir, Format::Human)? else { return Ok(ExitCode::from(1)) };
+fn eval(
+    dir: &Path,
+    input: &str,
+    contract: Option<&str>,
+    schema: Option<&str>,
+    data_dir: &Path,
+) -> Result<ExitCode> {
+    let Some(b) = load_built(dir, Format::Human)? else {
+        return Ok(ExitCode::from(1));
+    };
     let key = blot_key(&b, dir, data_dir)?;
     let ev = Evaluator::new(&b, Some(key));
-    let kind = ev.input_kind(contract, schema).map_err(|e| anyhow::anyhow!(e))?;
+    let kind = ev
+        .input_kind(contract, schema)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let reader: Box<dyn BufRead> = if input == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(input).with_context(|| format!("opening {input}"))?))
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(input).with_context(|| format!("opening {input}"))?,
+        ))
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -275,6 +334,9 @@ fn eval(dir: &Path, input: &str, contract: Option<&str>, schema: Option<&str>, d
         }
     }
     out.flush()?;
-    eprintln!("evaluated {ok} record(s), {bad} error(s), intent {}", b.version);
+    eprintln!(
+        "evaluated {ok} record(s), {bad} error(s), intent {}",
+        b.version
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -266,12 +266,27 @@ impl BinOp {
     }
 
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+        )
     }
 }
 
 /// Words that cannot name a field, flag or meta.
 pub const RESERVED: &[&str] = &[
-    "and", "or", "not", "in", "if", "then", "else", "true", "false", "null", "starts_with",
-    "ends_with", "contains", "matches",
+    "and",
+    "or",
+    "not",
+    "in",
+    "if",
+    "then",
+    "else",
+    "true",
+    "false",
+    "null",
+    "starts_with",
+    "ends_with",
+    "contains",
+    "matches",
 ];

@@ -37,7 +37,9 @@ pub fn expr(e: &TExpr) -> J {
         TKind::And(a, b) => json!({ "and": kids(&[a, b]) }),
         TKind::Or(a, b) => json!({ "or": kids(&[a, b]) }),
         TKind::Bin(op, a, b) => json!({ "op": op.symbol(), "args": kids(&[a, b]) }),
-        TKind::Call(f, xs) => json!({ "call": f.name(), "args": xs.iter().map(expr).collect::<Vec<_>>() }),
+        TKind::Call(f, xs) => {
+            json!({ "call": f.name(), "args": xs.iter().map(expr).collect::<Vec<_>>() })
+        }
         TKind::If(c, a, b) => json!({ "if": kids(&[c, a, b]) }),
         TKind::List(xs) => json!({ "list": xs.iter().map(expr).collect::<Vec<_>>() }),
         TKind::Matches(a, re) => json!({ "matches": re.as_str(), "args": kids(&[a]) }),

@@ -13,9 +13,25 @@ use std::sync::Arc;
 
 /// PII kinds a schema field may declare with `pii(KIND)`.
 pub const PII_KINDS: &[&str] = &[
-    "email", "card", "iban", "us_ssn", "phone", "ip", "ipv4", "ipv6", "jwt", "bearer_token",
-    "aws_access_key", "aws_secret_key", "private_key", "text", "name", "address", "birthdate",
-    "secret", "other",
+    "email",
+    "card",
+    "iban",
+    "us_ssn",
+    "phone",
+    "ip",
+    "ipv4",
+    "ipv6",
+    "jwt",
+    "bearer_token",
+    "aws_access_key",
+    "aws_secret_key",
+    "private_key",
+    "text",
+    "name",
+    "address",
+    "birthdate",
+    "secret",
+    "other",
 ];
 
 /// Limits the checker enforces; named settings, not magic numbers.
@@ -27,7 +43,9 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { max_pack_cost: 100_000 }
+        CheckOptions {
+            max_pack_cost: 100_000,
+        }
     }
 }
 
@@ -119,12 +137,23 @@ fn unify(a: &Type, b: &Type) -> Option<Type> {
 
 /// Converts a string constant to the type it is compared with, at build time.
 fn coerce_const(e: &mut TExpr, want: &Type) -> Result<(), String> {
-    let TKind::Const(Value::Str(s)) = &e.kind else { return Ok(()) };
+    let TKind::Const(Value::Str(s)) = &e.kind else {
+        return Ok(());
+    };
     let v = match want.base() {
-        Type::Ip => s.parse().map(Value::Ip).map_err(|_| format!("\"{s}\" is not an IP address"))?,
-        Type::Cidr => Cidr::parse(s).map(Value::Cidr).ok_or_else(|| format!("\"{s}\" is not a CIDR like 10.0.0.0/8 or 2001:db8::/32"))?,
-        Type::Time => parse_time(s).map(Value::Time).ok_or_else(|| format!("\"{s}\" is not an RFC 3339 time"))?,
-        Type::Duration => parse_duration(s).map(Value::Duration).ok_or_else(|| format!("\"{s}\" is not a duration like 60s"))?,
+        Type::Ip => s
+            .parse()
+            .map(Value::Ip)
+            .map_err(|_| format!("\"{s}\" is not an IP address"))?,
+        Type::Cidr => Cidr::parse(s)
+            .map(Value::Cidr)
+            .ok_or_else(|| format!("\"{s}\" is not a CIDR like 10.0.0.0/8 or 2001:db8::/32"))?,
+        Type::Time => parse_time(s)
+            .map(Value::Time)
+            .ok_or_else(|| format!("\"{s}\" is not an RFC 3339 time"))?,
+        Type::Duration => parse_duration(s)
+            .map(Value::Duration)
+            .ok_or_else(|| format!("\"{s}\" is not a duration like 60s"))?,
         _ => return Ok(()),
     };
     e.ty = want.base().clone();
@@ -150,9 +179,18 @@ impl Checker {
             .collect();
         let d = if versions.is_empty() {
             let names: Vec<&str> = self.prog.schemas.iter().map(|s| s.name.as_str()).collect();
-            Diagnostic::error(codes::UNKNOWN_SCHEMA, r.span, format!("unknown schema `{}`", r.name.text))
-                .label("no schema has this name")
-                .help(did_you_mean(&r.name.text, names).unwrap_or_else(|| format!("declare it: `schema {} v{} {{ … }}`", r.name.text, r.version)))
+            Diagnostic::error(
+                codes::UNKNOWN_SCHEMA,
+                r.span,
+                format!("unknown schema `{}`", r.name.text),
+            )
+            .label("no schema has this name")
+            .help(did_you_mean(&r.name.text, names).unwrap_or_else(|| {
+                format!(
+                    "declare it: `schema {} v{} {{ … }}`",
+                    r.name.text, r.version
+                )
+            }))
         } else {
             Diagnostic::error(
                 codes::UNKNOWN_SCHEMA,
@@ -170,18 +208,26 @@ impl Checker {
         for seg in n.text.split('.') {
             if RESERVED.contains(&seg) || (what != "field" && seg.contains('.')) {
                 self.error(
-                    Diagnostic::error(codes::RESERVED, n.span, format!("`{seg}` is a reserved word and cannot name a {what}"))
-                        .label("reserved")
-                        .help(format!("pick another name, e.g. `{seg}_`")),
+                    Diagnostic::error(
+                        codes::RESERVED,
+                        n.span,
+                        format!("`{seg}` is a reserved word and cannot name a {what}"),
+                    )
+                    .label("reserved")
+                    .help(format!("pick another name, e.g. `{seg}_`")),
                 );
                 return;
             }
         }
         if what != "field" && n.text.contains('.') {
             self.error(
-                Diagnostic::error(codes::RESERVED, n.span, format!("a {what} name cannot contain `.`"))
-                    .label("dotted name")
-                    .help(format!("use `_`: `{}`", n.text.replace('.', "_"))),
+                Diagnostic::error(
+                    codes::RESERVED,
+                    n.span,
+                    format!("a {what} name cannot contain `.`"),
+                )
+                .label("dotted name")
+                .help(format!("use `_`: `{}`", n.text.replace('.', "_"))),
             );
         }
     }
@@ -193,9 +239,17 @@ impl Checker {
                 Some(t) => t,
                 None => {
                     self.error(
-                        Diagnostic::error(codes::UNKNOWN_TYPE, n.span, format!("unknown type `{}`", n.text))
-                            .label("not a type")
-                            .help(did_you_mean(&n.text, Type::NAMES).unwrap_or_else(|| format!("types are: {}", Type::NAMES.join(", ")))),
+                        Diagnostic::error(
+                            codes::UNKNOWN_TYPE,
+                            n.span,
+                            format!("unknown type `{}`", n.text),
+                        )
+                        .label("not a type")
+                        .help(
+                            did_you_mean(&n.text, Type::NAMES).unwrap_or_else(|| {
+                                format!("types are: {}", Type::NAMES.join(", "))
+                            }),
+                        ),
                     );
                     Type::Dyn
                 }
@@ -211,9 +265,13 @@ impl Checker {
     fn schema(&mut self, s: &ast::SchemaDecl) {
         if self.prog.schema(&s.name.text, Some(s.version)).is_some() {
             self.error(
-                Diagnostic::error(codes::DUPLICATE, s.name.span, format!("schema `{} v{}` is declared twice", s.name.text, s.version))
-                    .label("second declaration")
-                    .help("give the new shape a new version, e.g. `v2`, and add a `migrate` block"),
+                Diagnostic::error(
+                    codes::DUPLICATE,
+                    s.name.span,
+                    format!("schema `{} v{}` is declared twice", s.name.text, s.version),
+                )
+                .label("second declaration")
+                .help("give the new shape a new version, e.g. `v2`, and add a `migrate` block"),
             );
             return;
         }
@@ -222,13 +280,18 @@ impl Checker {
             self.check_name(&f.path, "field");
             if fields.iter().any(|x| x.path == f.path.text) {
                 self.error(
-                    Diagnostic::error(codes::DUPLICATE, f.path.span, format!("field `{}` is declared twice", f.path.text))
-                        .label("second declaration"),
+                    Diagnostic::error(
+                        codes::DUPLICATE,
+                        f.path.span,
+                        format!("field `{}` is declared twice", f.path.text),
+                    )
+                    .label("second declaration"),
                 );
                 continue;
             }
             if let Some(other) = fields.iter().find(|x| {
-                x.path.starts_with(&format!("{}.", f.path.text)) || f.path.text.starts_with(&format!("{}.", x.path))
+                x.path.starts_with(&format!("{}.", f.path.text))
+                    || f.path.text.starts_with(&format!("{}.", x.path))
             }) {
                 self.error(
                     Diagnostic::error(
@@ -243,18 +306,29 @@ impl Checker {
             }
             if f.path.text.split('.').next() == Some("meta") {
                 self.error(
-                    Diagnostic::error(codes::RESERVED, f.path.span, "a field cannot start with `meta.`")
-                        .label("`meta.` names a pack's metadata")
-                        .help("rename the field"),
+                    Diagnostic::error(
+                        codes::RESERVED,
+                        f.path.span,
+                        "a field cannot start with `meta.`",
+                    )
+                    .label("`meta.` names a pack's metadata")
+                    .help("rename the field"),
                 );
             }
             let ty = self.type_expr(&f.ty);
             let pii = f.pii.as_ref().map(|k| {
                 if !PII_KINDS.contains(&k.text.as_str()) {
                     self.error(
-                        Diagnostic::error(codes::UNKNOWN_PII, k.span, format!("unknown PII kind `{}`", k.text))
-                            .label("not a PII kind")
-                            .help(did_you_mean(&k.text, PII_KINDS.iter().copied()).unwrap_or_else(|| format!("kinds: {}", PII_KINDS.join(", ")))),
+                        Diagnostic::error(
+                            codes::UNKNOWN_PII,
+                            k.span,
+                            format!("unknown PII kind `{}`", k.text),
+                        )
+                        .label("not a PII kind")
+                        .help(
+                            did_you_mean(&k.text, PII_KINDS.iter().copied())
+                                .unwrap_or_else(|| format!("kinds: {}", PII_KINDS.join(", "))),
+                        ),
                     );
                 }
                 k.text.clone()
@@ -277,9 +351,16 @@ impl Checker {
             return Some(i);
         }
         self.error(
-            Diagnostic::error(codes::UNKNOWN_FIELD, n.span, format!("unknown field `{}` in schema {}", n.text, schema.id()))
-                .label(format!("not a field of {}", schema.id()))
-                .help_opt(did_you_mean(&n.text, schema.fields.iter().map(|f| f.path.as_str()))),
+            Diagnostic::error(
+                codes::UNKNOWN_FIELD,
+                n.span,
+                format!("unknown field `{}` in schema {}", n.text, schema.id()),
+            )
+            .label(format!("not a field of {}", schema.id()))
+            .help_opt(did_you_mean(
+                &n.text,
+                schema.fields.iter().map(|f| f.path.as_str()),
+            )),
         );
         None
     }
@@ -287,7 +368,10 @@ impl Checker {
     /// Checks a value assigned to a field, converting string constants.
     fn assignable(&mut self, field: &Field, e: &mut TExpr, span: Span) {
         if let Err(msg) = coerce_const(e, &field.ty) {
-            self.error(Diagnostic::error(codes::TYPE_MISMATCH, span, msg).label(format!("expected {}", field.ty)));
+            self.error(
+                Diagnostic::error(codes::TYPE_MISMATCH, span, msg)
+                    .label(format!("expected {}", field.ty)),
+            );
             return;
         }
         let ok = match (field.ty.base(), e.ty.base()) {
@@ -301,7 +385,10 @@ impl Checker {
                 Diagnostic::error(
                     codes::TYPE_MISMATCH,
                     span,
-                    format!("field `{}` is {}, but this expression is {}", field.path, field.ty, e.ty),
+                    format!(
+                        "field `{}` is {}, but this expression is {}",
+                        field.path, field.ty, e.ty
+                    ),
                 )
                 .label(format!("expected {}", field.ty))
                 .help_opt(conversion_help(&field.ty, &e.ty)),
@@ -313,12 +400,18 @@ impl Checker {
         self.check_name(&x.name, "contract");
         if self.prog.contract(&x.name.text).is_some() {
             self.error(
-                Diagnostic::error(codes::DUPLICATE, x.name.span, format!("contract `{}` is declared twice", x.name.text))
-                    .label("second declaration"),
+                Diagnostic::error(
+                    codes::DUPLICATE,
+                    x.name.span,
+                    format!("contract `{}` is declared twice", x.name.text),
+                )
+                .label("second declaration"),
             );
             return;
         }
-        let Some(si) = self.schema_ref(&x.target) else { return };
+        let Some(si) = self.schema_ref(&x.target) else {
+            return;
+        };
         let schema = self.prog.schemas[si].clone();
         let mut assigns: Vec<(usize, TExpr)> = Vec::new();
         for a in &x.assigns {
@@ -327,8 +420,12 @@ impl Checker {
             };
             if assigns.iter().any(|(s, _)| *s == slot) {
                 self.error(
-                    Diagnostic::error(codes::DUPLICATE, a.target.span, format!("field `{}` is assigned twice", a.target.text))
-                        .label("second assignment"),
+                    Diagnostic::error(
+                        codes::DUPLICATE,
+                        a.target.span,
+                        format!("field `{}` is assigned twice", a.target.text),
+                    )
+                    .label("second assignment"),
                 );
                 continue;
             }
@@ -348,10 +445,22 @@ impl Checker {
                 Diagnostic::error(
                     codes::MISSING_FIELD,
                     x.name.span,
-                    format!("contract `{}` does not fill required field{} {}", x.name.text, if missing.len() > 1 { "s" } else { "" }, missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "contract `{}` does not fill required field{} {}",
+                        x.name.text,
+                        if missing.len() > 1 { "s" } else { "" },
+                        missing
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 )
                 .label("incomplete contract")
-                .help(format!("add `{} = in.…` (or make the field optional with `?` in the schema)", missing[0])),
+                .help(format!(
+                    "add `{} = in.…` (or make the field optional with `?` in the schema)",
+                    missing[0]
+                )),
             );
         }
         self.prog.contracts.push(Contract {
@@ -365,12 +474,18 @@ impl Checker {
         self.check_name(&x.name, "pack");
         if self.prog.packs.iter().any(|p| p.name == x.name.text) {
             self.error(
-                Diagnostic::error(codes::DUPLICATE, x.name.span, format!("pack `{}` is declared twice", x.name.text))
-                    .label("second declaration"),
+                Diagnostic::error(
+                    codes::DUPLICATE,
+                    x.name.span,
+                    format!("pack `{}` is declared twice", x.name.text),
+                )
+                .label("second declaration"),
             );
             return;
         }
-        let Some(si) = self.schema_ref(&x.target) else { return };
+        let Some(si) = self.schema_ref(&x.target) else {
+            return;
+        };
         let schema = self.prog.schemas[si].clone();
         // Names first, so definitions may refer to later ones.
         let mut flags: HashMap<String, usize> = HashMap::new();
@@ -384,8 +499,15 @@ impl Checker {
                 _ => continue,
             };
             if map.contains_key(&name.text) {
-                let d = Diagnostic::error(codes::DUPLICATE, name.span, format!("{what} `{}` is declared twice in pack `{}`", name.text, x.name.text))
-                    .label("second declaration");
+                let d = Diagnostic::error(
+                    codes::DUPLICATE,
+                    name.span,
+                    format!(
+                        "{what} `{}` is declared twice in pack `{}`",
+                        name.text, x.name.text
+                    ),
+                )
+                .label("second declaration");
                 self.diags.push(d);
                 continue;
             }
@@ -398,9 +520,17 @@ impl Checker {
         for n in &flag_spans {
             if schema.slot(&n.text).is_some() {
                 self.error(
-                    Diagnostic::error(codes::AMBIGUOUS, n.span, format!("flag `{}` has the same name as a field of {}", n.text, schema.id()))
-                        .label("ambiguous name")
-                        .help("rename the flag, e.g. with an `is_` prefix"),
+                    Diagnostic::error(
+                        codes::AMBIGUOUS,
+                        n.span,
+                        format!(
+                            "flag `{}` has the same name as a field of {}",
+                            n.text,
+                            schema.id()
+                        ),
+                    )
+                    .label("ambiguous name")
+                    .help("rename the flag, e.g. with an `is_` prefix"),
                 );
             }
         }
@@ -421,9 +551,18 @@ impl Checker {
                     let deps = std::mem::take(&mut self.deps);
                     if !is_bool(&e.ty) {
                         self.error(
-                            Diagnostic::error(codes::TYPE_MISMATCH, expr.span, format!("flag `{}` must be a condition (bool), but this is {}", name.text, e.ty))
-                                .label("expected bool")
-                                .help("compare it, e.g. `status >= 500`, or declare it as `meta` instead"),
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                expr.span,
+                                format!(
+                                    "flag `{}` must be a condition (bool), but this is {}",
+                                    name.text, e.ty
+                                ),
+                            )
+                            .label("expected bool")
+                            .help(
+                                "compare it, e.g. `status >= 500`, or declare it as `meta` instead",
+                            ),
                         );
                     }
                     if let Some(&i) = flags.get(&name.text) {
@@ -458,13 +597,21 @@ impl Checker {
                     }
                 }
                 ast::PackStmt::Redact { field, action } => {
-                    let Some(slot) = self.field_slot(&schema, field) else { continue };
-                    let Some(act) = self.action(action) else { continue };
+                    let Some(slot) = self.field_slot(&schema, field) else {
+                        continue;
+                    };
+                    let Some(act) = self.action(action) else {
+                        continue;
+                    };
                     if redactions.iter().any(|(s, _)| *s == slot) {
                         self.error(
-                            Diagnostic::error(codes::DUPLICATE, field.span, format!("field `{}` is redacted twice", field.text))
-                                .label("second redaction")
-                                .help("keep one `redact` clause per field"),
+                            Diagnostic::error(
+                                codes::DUPLICATE,
+                                field.span,
+                                format!("field `{}` is redacted twice", field.text),
+                            )
+                            .label("second redaction")
+                            .help("keep one `redact` clause per field"),
                         );
                         continue;
                     }
@@ -476,9 +623,13 @@ impl Checker {
                         "spine" => Some(RouteTarget::Spine),
                         _ => {
                             self.error(
-                                Diagnostic::error(codes::UNKNOWN_ROUTE, target.span, format!("unknown route target `{}`", target.text))
-                                    .label("expected `lucius` or `spine`")
-                                    .help_opt(did_you_mean(&target.text, ["lucius", "spine"])),
+                                Diagnostic::error(
+                                    codes::UNKNOWN_ROUTE,
+                                    target.span,
+                                    format!("unknown route target `{}`", target.text),
+                                )
+                                .label("expected `lucius` or `spine`")
+                                .help_opt(did_you_mean(&target.text, ["lucius", "spine"])),
                             );
                             None
                         }
@@ -488,8 +639,12 @@ impl Checker {
                     self.deps.clear();
                     if !is_bool(&e.ty) {
                         self.error(
-                            Diagnostic::error(codes::TYPE_MISMATCH, when.span, format!("a route condition must be bool, but this is {}", e.ty))
-                                .label("expected bool"),
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                when.span,
+                                format!("a route condition must be bool, but this is {}", e.ty),
+                            )
+                            .label("expected bool"),
                         );
                     }
                     if let Some(target) = t {
@@ -504,10 +659,19 @@ impl Checker {
                     Diagnostic::error(
                         codes::NOT_REDACTED,
                         x.name.span,
-                        format!("pack `{}` does not redact `{}`, which {} declares pii({})", x.name.text, f.path, schema.id(), f.pii.as_deref().unwrap_or("")),
+                        format!(
+                            "pack `{}` does not redact `{}`, which {} declares pii({})",
+                            x.name.text,
+                            f.path,
+                            schema.id(),
+                            f.pii.as_deref().unwrap_or("")
+                        ),
                     )
                     .label("PII would leave the spine unredacted")
-                    .help(format!("add `redact {} hmac` (or mask / hash / drop / scan)", f.path)),
+                    .help(format!(
+                        "add `redact {} hmac` (or mask / hash / drop / scan)",
+                        f.path
+                    )),
                 );
             }
         }
@@ -530,9 +694,16 @@ impl Checker {
             + routes.iter().map(|r| r.when.cost()).sum::<u64>();
         if cost > opts.max_pack_cost {
             self.error(
-                Diagnostic::error(codes::COST, x.name.span, format!("pack `{}` costs {cost} units per record, over the limit of {}", x.name.text, opts.max_pack_cost))
-                    .label("too expensive")
-                    .help("split it into several packs or raise [limits] max_pack_cost in ben.toml"),
+                Diagnostic::error(
+                    codes::COST,
+                    x.name.span,
+                    format!(
+                        "pack `{}` costs {cost} units per record, over the limit of {}",
+                        x.name.text, opts.max_pack_cost
+                    ),
+                )
+                .label("too expensive")
+                .help("split it into several packs or raise [limits] max_pack_cost in ben.toml"),
             );
         }
         self.prog.packs.push(Pack {
@@ -560,7 +731,10 @@ impl Checker {
             Active,
             Done,
         }
-        let nodes: Vec<Def> = (0..flags.len()).map(Def::Flag).chain((0..metas.len()).map(Def::Meta)).collect();
+        let nodes: Vec<Def> = (0..flags.len())
+            .map(Def::Flag)
+            .chain((0..metas.len()).map(Def::Meta))
+            .collect();
         let idx = |d: Def| match d {
             Def::Flag(i) => i,
             Def::Meta(i) => flags.len() + i,
@@ -573,8 +747,16 @@ impl Checker {
         };
         let name_of = |d: Def| -> (String, Span) {
             match d {
-                Def::Flag(i) => flags[i].as_ref().map_or((String::new(), Span::default()), |x| (x.0.name.clone(), x.2)),
-                Def::Meta(i) => metas[i].as_ref().map_or((String::new(), Span::default()), |x| (format!("meta.{}", x.0.name), x.2)),
+                Def::Flag(i) => flags[i]
+                    .as_ref()
+                    .map_or((String::new(), Span::default()), |x| {
+                        (x.0.name.clone(), x.2)
+                    }),
+                Def::Meta(i) => metas[i]
+                    .as_ref()
+                    .map_or((String::new(), Span::default()), |x| {
+                        (format!("meta.{}", x.0.name), x.2)
+                    }),
             }
         };
         let mut mark = vec![Mark::New; nodes.len()];
@@ -600,7 +782,8 @@ impl Checker {
                         Mark::Active if !reported => {
                             reported = true;
                             let pos = stack.iter().position(|(n, _)| *n == d).unwrap_or(0);
-                            let mut path: Vec<String> = stack[pos..].iter().map(|(n, _)| name_of(*n).0).collect();
+                            let mut path: Vec<String> =
+                                stack[pos..].iter().map(|(n, _)| name_of(*n).0).collect();
                             path.push(name_of(d).0);
                             let (_, span) = name_of(d);
                             self.error(
@@ -636,7 +819,9 @@ impl Checker {
         let mut pi = 0;
         for it in items {
             let Item::Pack(x) = it else { continue };
-            let Some(p) = self.prog.packs.get(pi) else { break };
+            let Some(p) = self.prog.packs.get(pi) else {
+                break;
+            };
             if p.name != x.name.text {
                 continue;
             }
@@ -675,18 +860,28 @@ impl Checker {
                 for (k, v) in &a.args {
                     if k.text != "keep_last" {
                         self.error(
-                            Diagnostic::error(codes::BAD_REDACT, k.span, format!("`mask` has no argument `{}`", k.text))
-                                .label("unknown argument")
-                                .help("write `mask(keep_last: 4)`"),
+                            Diagnostic::error(
+                                codes::BAD_REDACT,
+                                k.span,
+                                format!("`mask` has no argument `{}`", k.text),
+                            )
+                            .label("unknown argument")
+                            .help("write `mask(keep_last: 4)`"),
                         );
                         return None;
                     }
                     match &v.kind {
-                        ExprKind::Lit(Lit::Int(n)) if (0..=1024).contains(n) => keep = Some(*n as u32),
+                        ExprKind::Lit(Lit::Int(n)) if (0..=1024).contains(n) => {
+                            keep = Some(*n as u32)
+                        }
                         _ => {
                             self.error(
-                                Diagnostic::error(codes::BAD_REDACT, v.span, "`keep_last` must be a whole number from 0 to 1024")
-                                    .label("expected a number"),
+                                Diagnostic::error(
+                                    codes::BAD_REDACT,
+                                    v.span,
+                                    "`keep_last` must be a whole number from 0 to 1024",
+                                )
+                                .label("expected a number"),
                             );
                             return None;
                         }
@@ -696,9 +891,15 @@ impl Checker {
                     Some(keep_last) => RedactAction::Mask { keep_last },
                     None => {
                         self.error(
-                            Diagnostic::error(codes::BAD_REDACT, a.span, "`mask` needs `keep_last`")
-                                .label("how many trailing characters stay visible?")
-                                .help("write `mask(keep_last: 4)`; `mask(keep_last: 0)` hides everything"),
+                            Diagnostic::error(
+                                codes::BAD_REDACT,
+                                a.span,
+                                "`mask` needs `keep_last`",
+                            )
+                            .label("how many trailing characters stay visible?")
+                            .help(
+                                "write `mask(keep_last: 4)`; `mask(keep_last: 0)` hides everything",
+                            ),
                         );
                         return None;
                     }
@@ -706,17 +907,27 @@ impl Checker {
             }
             _ => {
                 self.error(
-                    Diagnostic::error(codes::UNKNOWN_ACTION, a.name.span, format!("unknown redaction action `{}`", a.name.text))
-                        .label("not a redaction action")
-                        .help(did_you_mean(&a.name.text, ACTIONS).unwrap_or_else(|| "actions: hmac, mask(keep_last: n), hash, drop, scan".into())),
+                    Diagnostic::error(
+                        codes::UNKNOWN_ACTION,
+                        a.name.span,
+                        format!("unknown redaction action `{}`", a.name.text),
+                    )
+                    .label("not a redaction action")
+                    .help(did_you_mean(&a.name.text, ACTIONS).unwrap_or_else(|| {
+                        "actions: hmac, mask(keep_last: n), hash, drop, scan".into()
+                    })),
                 );
                 return None;
             }
         };
         if !matches!(act, RedactAction::Mask { .. }) && !a.args.is_empty() {
             self.error(
-                Diagnostic::error(codes::BAD_REDACT, a.span, format!("`{}` takes no arguments", a.name.text))
-                    .label("unexpected arguments"),
+                Diagnostic::error(
+                    codes::BAD_REDACT,
+                    a.span,
+                    format!("`{}` takes no arguments", a.name.text),
+                )
+                .label("unexpected arguments"),
             );
             return None;
         }
@@ -726,14 +937,31 @@ impl Checker {
     fn playbook(&mut self, x: &ast::PlaybookDecl) {
         self.check_name(&x.name, "playbook");
         if self.prog.playbooks.iter().any(|p| p.name == x.name.text) {
-            self.error(Diagnostic::error(codes::DUPLICATE, x.name.span, format!("playbook `{}` is declared twice", x.name.text)).label("second declaration"));
+            self.error(
+                Diagnostic::error(
+                    codes::DUPLICATE,
+                    x.name.span,
+                    format!("playbook `{}` is declared twice", x.name.text),
+                )
+                .label("second declaration"),
+            );
             return;
         }
-        let Some(si) = self.schema_ref(&x.target) else { return };
+        let Some(si) = self.schema_ref(&x.target) else {
+            return;
+        };
         let schema = self.prog.schemas[si].clone();
-        let flag_names: Vec<String> = self.prog.packs_on(si).flat_map(|(_, p)| p.flags.iter().map(|f| f.name.clone())).collect();
+        let flag_names: Vec<String> = self
+            .prog
+            .packs_on(si)
+            .flat_map(|(_, p)| p.flags.iter().map(|f| f.name.clone()))
+            .collect();
         let (Some(c), Some(sig)) = (&x.when, &x.signal) else {
-            let what = if x.when.is_none() { "a `when` condition" } else { "a `signal`" };
+            let what = if x.when.is_none() {
+                "a `when` condition"
+            } else {
+                "a `signal`"
+            };
             self.error(
                 Diagnostic::error(codes::BAD_PLAYBOOK, x.name.span, format!("playbook `{}` needs {what}", x.name.text))
                     .label("incomplete playbook")
@@ -749,28 +977,60 @@ impl Checker {
             "max" => Aggregate::Max,
             _ => {
                 self.error(
-                    Diagnostic::error(codes::BAD_PLAYBOOK, c.agg.span, format!("unknown aggregate `{}`", c.agg.text))
-                        .label("not an aggregate")
-                        .help(did_you_mean(&c.agg.text, ["count", "sum", "distinct", "min", "max"]).unwrap_or_else(|| "aggregates: count, sum, distinct, min, max".into())),
+                    Diagnostic::error(
+                        codes::BAD_PLAYBOOK,
+                        c.agg.span,
+                        format!("unknown aggregate `{}`", c.agg.text),
+                    )
+                    .label("not an aggregate")
+                    .help(
+                        did_you_mean(&c.agg.text, ["count", "sum", "distinct", "min", "max"])
+                            .unwrap_or_else(|| "aggregates: count, sum, distinct, min, max".into()),
+                    ),
                 );
                 return;
             }
         };
-        let scope = Scope::Playbook { schema: &schema, flags: &flag_names };
+        let scope = Scope::Playbook {
+            schema: &schema,
+            flags: &flag_names,
+        };
         let arg = c.arg.as_ref().map(|a| (self.expr(a, &scope), a.span));
         self.deps.clear();
         match (&agg, &arg) {
             (Aggregate::Count, Some((e, sp))) if !is_bool(&e.ty) => self.error(
-                Diagnostic::error(codes::TYPE_MISMATCH, *sp, format!("count(…) takes a condition (a flag or a bool expression), but this is {}", e.ty))
-                    .label("expected bool")
-                    .help("to count distinct values use distinct(…)"),
+                Diagnostic::error(
+                    codes::TYPE_MISMATCH,
+                    *sp,
+                    format!(
+                        "count(…) takes a condition (a flag or a bool expression), but this is {}",
+                        e.ty
+                    ),
+                )
+                .label("expected bool")
+                .help("to count distinct values use distinct(…)"),
             ),
-            (Aggregate::Sum | Aggregate::Min | Aggregate::Max, Some((e, sp))) if !e.ty.is_numeric() && e.ty.base() != &Type::Dyn => self.error(
-                Diagnostic::error(codes::TYPE_MISMATCH, *sp, format!("{}(…) needs a number, but this is {}", c.agg.text, e.ty)).label("expected int or float"),
-            ),
-            (Aggregate::Sum | Aggregate::Min | Aggregate::Max | Aggregate::Distinct, None) => self.error(
-                Diagnostic::error(codes::BAD_PLAYBOOK, c.agg.span, format!("{}(…) needs an argument", c.agg.text)).label("missing argument"),
-            ),
+            (Aggregate::Sum | Aggregate::Min | Aggregate::Max, Some((e, sp)))
+                if !e.ty.is_numeric() && e.ty.base() != &Type::Dyn =>
+            {
+                self.error(
+                    Diagnostic::error(
+                        codes::TYPE_MISMATCH,
+                        *sp,
+                        format!("{}(…) needs a number, but this is {}", c.agg.text, e.ty),
+                    )
+                    .label("expected int or float"),
+                )
+            }
+            (Aggregate::Sum | Aggregate::Min | Aggregate::Max | Aggregate::Distinct, None) => self
+                .error(
+                    Diagnostic::error(
+                        codes::BAD_PLAYBOOK,
+                        c.agg.span,
+                        format!("{}(…) needs an argument", c.agg.text),
+                    )
+                    .label("missing argument"),
+                ),
             _ => {}
         }
         let mut by = Vec::new();
@@ -783,8 +1043,12 @@ impl Checker {
             ExprKind::Lit(Lit::Duration(d)) if *d > 0 => *d,
             _ => {
                 self.error(
-                    Diagnostic::error(codes::BAD_PLAYBOOK, c.within.span, "the window must be a positive duration")
-                        .label("expected a duration like 60s or 5m"),
+                    Diagnostic::error(
+                        codes::BAD_PLAYBOOK,
+                        c.within.span,
+                        "the window must be a positive duration",
+                    )
+                    .label("expected a duration like 60s or 5m"),
                 );
                 return;
             }
@@ -793,7 +1057,14 @@ impl Checker {
             ExprKind::Lit(Lit::Int(n)) => *n as f64,
             ExprKind::Lit(Lit::Float(f)) => *f,
             _ => {
-                self.error(Diagnostic::error(codes::BAD_PLAYBOOK, c.threshold.span, "the threshold must be a number").label("expected a number"));
+                self.error(
+                    Diagnostic::error(
+                        codes::BAD_PLAYBOOK,
+                        c.threshold.span,
+                        "the threshold must be a number",
+                    )
+                    .label("expected a number"),
+                );
                 return;
             }
         };
@@ -804,15 +1075,25 @@ impl Checker {
             "critical" => Severity::Critical,
             _ => {
                 self.error(
-                    Diagnostic::error(codes::BAD_PLAYBOOK, sig.severity.span, format!("unknown severity `{}`", sig.severity.text))
-                        .label("expected low, medium, high or critical")
-                        .help_opt(did_you_mean(&sig.severity.text, ["low", "medium", "high", "critical"])),
+                    Diagnostic::error(
+                        codes::BAD_PLAYBOOK,
+                        sig.severity.span,
+                        format!("unknown severity `{}`", sig.severity.text),
+                    )
+                    .label("expected low, medium, high or critical")
+                    .help_opt(did_you_mean(
+                        &sig.severity.text,
+                        ["low", "medium", "high", "critical"],
+                    )),
                 );
                 return;
             }
         };
         if sig.name.is_empty() {
-            self.error(Diagnostic::error(codes::BAD_PLAYBOOK, sig.name_span, "a signal needs a name").label("empty name"));
+            self.error(
+                Diagnostic::error(codes::BAD_PLAYBOOK, sig.name_span, "a signal needs a name")
+                    .label("empty name"),
+            );
             return;
         }
         self.prog.playbooks.push(Playbook {
@@ -831,18 +1112,43 @@ impl Checker {
     }
 
     fn migration(&mut self, x: &ast::MigrateDecl) {
-        let from_ref = ast::SchemaRef { name: x.schema.clone(), version: x.from, span: x.schema.span };
-        let to_ref = ast::SchemaRef { name: x.schema.clone(), version: x.to, span: x.schema.span };
-        let (Some(from), Some(to)) = (self.schema_ref(&from_ref), self.schema_ref(&to_ref)) else { return };
+        let from_ref = ast::SchemaRef {
+            name: x.schema.clone(),
+            version: x.from,
+            span: x.schema.span,
+        };
+        let to_ref = ast::SchemaRef {
+            name: x.schema.clone(),
+            version: x.to,
+            span: x.schema.span,
+        };
+        let (Some(from), Some(to)) = (self.schema_ref(&from_ref), self.schema_ref(&to_ref)) else {
+            return;
+        };
         if x.from >= x.to {
             self.error(
-                Diagnostic::error(codes::BAD_MIGRATION, x.span, format!("a migration goes to a newer version, but v{} -> v{} does not", x.from, x.to))
-                    .label("versions out of order"),
+                Diagnostic::error(
+                    codes::BAD_MIGRATION,
+                    x.span,
+                    format!(
+                        "a migration goes to a newer version, but v{} -> v{} does not",
+                        x.from, x.to
+                    ),
+                )
+                .label("versions out of order"),
             );
             return;
         }
-        if self.prog.migrations.iter().any(|m| m.from == from && m.to == to) {
-            self.error(Diagnostic::error(codes::DUPLICATE, x.span, "this migration is declared twice").label("second declaration"));
+        if self
+            .prog
+            .migrations
+            .iter()
+            .any(|m| m.from == from && m.to == to)
+        {
+            self.error(
+                Diagnostic::error(codes::DUPLICATE, x.span, "this migration is declared twice")
+                    .label("second declaration"),
+            );
             return;
         }
         let old = self.prog.schemas[from].clone();
@@ -850,7 +1156,9 @@ impl Checker {
         let scope = Scope::Migration { schema: &old };
         let mut assigns: Vec<(usize, TExpr)> = Vec::new();
         for a in &x.assigns {
-            let Some(slot) = self.field_slot(&new, &a.target) else { continue };
+            let Some(slot) = self.field_slot(&new, &a.target) else {
+                continue;
+            };
             let mut e = self.expr(&a.value, &scope);
             self.assignable(&new.fields[slot], &mut e, a.value.span);
             assigns.push((slot, e));
@@ -861,8 +1169,15 @@ impl Checker {
                 continue;
             }
             match old.slot(&f.path) {
-                Some(os) if unify(&old.fields[os].ty, &f.ty).is_some_and(|t| t.base() == f.ty.base()) && (f.ty.is_optional() || !old.fields[os].ty.is_optional()) => {
-                    assigns.push((slot, TExpr::new(TKind::Field(os), old.fields[os].ty.clone())));
+                Some(os)
+                    if unify(&old.fields[os].ty, &f.ty)
+                        .is_some_and(|t| t.base() == f.ty.base())
+                        && (f.ty.is_optional() || !old.fields[os].ty.is_optional()) =>
+                {
+                    assigns.push((
+                        slot,
+                        TExpr::new(TKind::Field(os), old.fields[os].ty.clone()),
+                    ));
                 }
                 Some(_) => missing.push(format!("`{}` (its type changed)", f.path)),
                 None if f.ty.is_optional() => {}
@@ -871,9 +1186,19 @@ impl Checker {
         }
         if !missing.is_empty() {
             self.error(
-                Diagnostic::error(codes::BAD_MIGRATION, x.span, format!("migration {} v{} -> v{} does not say how to fill {}", x.schema.text, x.from, x.to, missing.join(", ")))
-                    .label("incomplete migration")
-                    .help("assign each new or changed field, e.g. `bytes = 0`"),
+                Diagnostic::error(
+                    codes::BAD_MIGRATION,
+                    x.span,
+                    format!(
+                        "migration {} v{} -> v{} does not say how to fill {}",
+                        x.schema.text,
+                        x.from,
+                        x.to,
+                        missing.join(", ")
+                    ),
+                )
+                .label("incomplete migration")
+                .help("assign each new or changed field, e.g. `bytes = 0`"),
             );
             return;
         }
@@ -888,29 +1213,53 @@ impl Checker {
 
     fn test(&mut self, x: &ast::TestDecl) {
         if self.prog.tests.iter().any(|t| t.name == x.name) {
-            self.error(Diagnostic::error(codes::DUPLICATE, x.span, format!("test \"{}\" is declared twice", x.name)).label("second declaration"));
+            self.error(
+                Diagnostic::error(
+                    codes::DUPLICATE,
+                    x.span,
+                    format!("test \"{}\" is declared twice", x.name),
+                )
+                .label("second declaration"),
+            );
             return;
         }
         let Some(g) = &x.given else {
             self.error(
-                Diagnostic::error(codes::BAD_TEST, x.span, format!("test \"{}\" has no `given` record", x.name))
-                    .label("nothing to test")
-                    .help("add `given SCHEMA vN { field: value, … }`"),
+                Diagnostic::error(
+                    codes::BAD_TEST,
+                    x.span,
+                    format!("test \"{}\" has no `given` record", x.name),
+                )
+                .label("nothing to test")
+                .help("add `given SCHEMA vN { field: value, … }`"),
             );
             return;
         };
-        let Some(si) = self.schema_ref(&g.schema) else { return };
+        let Some(si) = self.schema_ref(&g.schema) else {
+            return;
+        };
         let schema = self.prog.schemas[si].clone();
         let mut record = vec![Value::Null; schema.fields.len()];
         let mut set = vec![false; schema.fields.len()];
         let n_before = self.diags.len();
         for (k, v) in &g.fields {
-            let Some(slot) = self.field_slot(&schema, k) else { continue };
+            let Some(slot) = self.field_slot(&schema, k) else {
+                continue;
+            };
             if set[slot] {
-                self.error(Diagnostic::error(codes::DUPLICATE, k.span, format!("field `{}` is given twice", k.text)).label("second value"));
+                self.error(
+                    Diagnostic::error(
+                        codes::DUPLICATE,
+                        k.span,
+                        format!("field `{}` is given twice", k.text),
+                    )
+                    .label("second value"),
+                );
                 continue;
             }
-            let Some(mut te) = self.const_value(v) else { continue };
+            let Some(mut te) = self.const_value(v) else {
+                continue;
+            };
             self.assignable(&schema.fields[slot], &mut te, v.span);
             match interp::eval_const(&te) {
                 Ok(val) => match interp::coerce(val, &schema.fields[slot].ty) {
@@ -918,9 +1267,15 @@ impl Checker {
                         record[slot] = val;
                         set[slot] = true;
                     }
-                    Err(e) => self.error(Diagnostic::error(codes::TYPE_MISMATCH, v.span, e.to_string()).label(format!("expected {}", schema.fields[slot].ty))),
+                    Err(e) => self.error(
+                        Diagnostic::error(codes::TYPE_MISMATCH, v.span, e.to_string())
+                            .label(format!("expected {}", schema.fields[slot].ty)),
+                    ),
                 },
-                Err(e) => self.error(Diagnostic::error(codes::BAD_TEST, v.span, e.to_string()).label("not a constant")),
+                Err(e) => self.error(
+                    Diagnostic::error(codes::BAD_TEST, v.span, e.to_string())
+                        .label("not a constant"),
+                ),
             }
         }
         let missing: Vec<&str> = schema
@@ -932,19 +1287,43 @@ impl Checker {
             .collect();
         if !missing.is_empty() && self.diags.len() == n_before {
             self.error(
-                Diagnostic::error(codes::MISSING_FIELD, g.span, format!("the given record misses required field{} {}", if missing.len() > 1 { "s" } else { "" }, missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")))
-                    .label(format!("incomplete {} record", schema.id())),
+                Diagnostic::error(
+                    codes::MISSING_FIELD,
+                    g.span,
+                    format!(
+                        "the given record misses required field{} {}",
+                        if missing.len() > 1 { "s" } else { "" },
+                        missing
+                            .iter()
+                            .map(|m| format!("`{m}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .label(format!("incomplete {} record", schema.id())),
             );
         }
-        let flag_names: Vec<String> = self.prog.packs_on(si).flat_map(|(_, p)| p.flags.iter().map(|f| f.name.clone())).collect();
-        let meta_names: Vec<String> = self.prog.packs_on(si).flat_map(|(_, p)| p.metas.iter().map(|m| m.name.clone())).collect();
+        let flag_names: Vec<String> = self
+            .prog
+            .packs_on(si)
+            .flat_map(|(_, p)| p.flags.iter().map(|f| f.name.clone()))
+            .collect();
+        let meta_names: Vec<String> = self
+            .prog
+            .packs_on(si)
+            .flat_map(|(_, p)| p.metas.iter().map(|m| m.name.clone()))
+            .collect();
         let mut expects = Vec::new();
         for ex in &x.expects {
-            let text = format!("expect {} {} …", ex.lhs.text, match ex.op {
-                BinOp::Eq => "==",
-                BinOp::Ne => "!=",
-                _ => "contains",
-            });
+            let text = format!(
+                "expect {} {} …",
+                ex.lhs.text,
+                match ex.op {
+                    BinOp::Eq => "==",
+                    BinOp::Ne => "!=",
+                    _ => "contains",
+                }
+            );
             let op = match ex.op {
                 BinOp::Eq => ExpectOp::Eq,
                 BinOp::Ne => ExpectOp::Ne,
@@ -967,21 +1346,46 @@ impl Checker {
                 let mut vals = Vec::new();
                 for n in names {
                     match &n.kind {
-                        ExprKind::Path(p) if flag_names.contains(p) => vals.push(Value::Str(p.clone())),
+                        ExprKind::Path(p) if flag_names.contains(p) => {
+                            vals.push(Value::Str(p.clone()))
+                        }
                         ExprKind::Path(p) => self.error(
-                            Diagnostic::error(codes::UNKNOWN_FLAG, n.span, format!("unknown flag `{p}`"))
-                                .label(format!("no pack on {} declares it", schema.id()))
-                                .help_opt(did_you_mean(p, flag_names.iter().map(String::as_str))),
+                            Diagnostic::error(
+                                codes::UNKNOWN_FLAG,
+                                n.span,
+                                format!("unknown flag `{p}`"),
+                            )
+                            .label(format!("no pack on {} declares it", schema.id()))
+                            .help_opt(did_you_mean(p, flag_names.iter().map(String::as_str))),
                         ),
-                        _ => self.error(Diagnostic::error(codes::BAD_TEST, n.span, "expected a flag name").label("not a flag name")),
+                        _ => self.error(
+                            Diagnostic::error(codes::BAD_TEST, n.span, "expected a flag name")
+                                .label("not a flag name"),
+                        ),
                     }
                 }
-                (ExpectTarget::Flags, if op == ExpectOp::Contains { vals.pop().unwrap_or(Value::Null) } else { Value::List(vals) })
+                (
+                    ExpectTarget::Flags,
+                    if op == ExpectOp::Contains {
+                        vals.pop().unwrap_or(Value::Null)
+                    } else {
+                        Value::List(vals)
+                    },
+                )
             } else if lhs == "route" {
                 match &ex.rhs.kind {
-                    ExprKind::Path(p) if p == "lucius" || p == "spine" => (ExpectTarget::Route, Value::Str(p.clone())),
+                    ExprKind::Path(p) if p == "lucius" || p == "spine" => {
+                        (ExpectTarget::Route, Value::Str(p.clone()))
+                    }
                     _ => {
-                        self.error(Diagnostic::error(codes::BAD_TEST, ex.rhs.span, "a route is `lucius` or `spine`").label("expected a route target"));
+                        self.error(
+                            Diagnostic::error(
+                                codes::BAD_TEST,
+                                ex.rhs.span,
+                                "a route is `lucius` or `spine`",
+                            )
+                            .label("expected a route target"),
+                        );
                         continue;
                     }
                 }
@@ -991,9 +1395,13 @@ impl Checker {
                 } else if let Some(m) = lhs.strip_prefix("meta.") {
                     if !meta_names.iter().any(|n| n == m) {
                         self.error(
-                            Diagnostic::error(codes::UNKNOWN_META, ex.lhs.span, format!("unknown meta `{m}`"))
-                                .label(format!("no pack on {} declares it", schema.id()))
-                                .help_opt(did_you_mean(m, meta_names.iter().map(String::as_str))),
+                            Diagnostic::error(
+                                codes::UNKNOWN_META,
+                                ex.lhs.span,
+                                format!("unknown meta `{m}`"),
+                            )
+                            .label(format!("no pack on {} declares it", schema.id()))
+                            .help_opt(did_you_mean(m, meta_names.iter().map(String::as_str))),
                         );
                         continue;
                     }
@@ -1002,26 +1410,44 @@ impl Checker {
                     match schema.slot(lhs) {
                         Some(s) => ExpectTarget::Field(s),
                         None => {
-                            let cands: Vec<&str> = ["flags", "bits", "route"].into_iter().chain(schema.fields.iter().map(|f| f.path.as_str())).collect();
+                            let cands: Vec<&str> = ["flags", "bits", "route"]
+                                .into_iter()
+                                .chain(schema.fields.iter().map(|f| f.path.as_str()))
+                                .collect();
                             self.error(
-                                Diagnostic::error(codes::UNKNOWN_FIELD, ex.lhs.span, format!("cannot check `{lhs}`"))
-                                    .label("not a field, `flags`, `bits`, `route` or `meta.NAME`")
-                                    .help_opt(did_you_mean(lhs, cands)),
+                                Diagnostic::error(
+                                    codes::UNKNOWN_FIELD,
+                                    ex.lhs.span,
+                                    format!("cannot check `{lhs}`"),
+                                )
+                                .label("not a field, `flags`, `bits`, `route` or `meta.NAME`")
+                                .help_opt(did_you_mean(lhs, cands)),
                             );
                             continue;
                         }
                     }
                 };
-                let Some(te) = self.const_value(&ex.rhs) else { continue };
+                let Some(te) = self.const_value(&ex.rhs) else {
+                    continue;
+                };
                 match interp::eval_const(&te) {
                     Ok(v) => (target, v),
                     Err(e) => {
-                        self.error(Diagnostic::error(codes::BAD_TEST, ex.rhs.span, e.to_string()).label("not a constant"));
+                        self.error(
+                            Diagnostic::error(codes::BAD_TEST, ex.rhs.span, e.to_string())
+                                .label("not a constant"),
+                        );
                         continue;
                     }
                 }
             };
-            expects.push(Expectation { target, op, value, text, span: ex.span });
+            expects.push(Expectation {
+                target,
+                op,
+                value,
+                text,
+                span: ex.span,
+            });
         }
         self.prog.tests.push(Test {
             name: x.name.clone(),
@@ -1038,12 +1464,19 @@ impl Checker {
         match scope {
             Scope::Contract => {
                 if let Some(rest) = p.strip_prefix("in.") {
-                    return TExpr::new(TKind::Input(rest.split('.').map(str::to_string).collect()), Type::Dyn);
+                    return TExpr::new(
+                        TKind::Input(rest.split('.').map(str::to_string).collect()),
+                        Type::Dyn,
+                    );
                 }
                 self.error(
-                    Diagnostic::error(codes::UNKNOWN_FIELD, span, format!("unknown name `{p}` in a contract"))
-                        .label("contracts read the app's record through `in.`")
-                        .help(format!("write `in.{p}`")),
+                    Diagnostic::error(
+                        codes::UNKNOWN_FIELD,
+                        span,
+                        format!("unknown name `{p}` in a contract"),
+                    )
+                    .label("contracts read the app's record through `in.`")
+                    .help(format!("write `in.{p}`")),
                 );
                 err_expr()
             }
@@ -1059,9 +1492,16 @@ impl Checker {
                 Some(s) => TExpr::new(TKind::Field(s), schema.fields[s].ty.clone()),
                 None => {
                     self.error(
-                        Diagnostic::error(codes::UNKNOWN_FIELD, span, format!("unknown field `{p}` in schema {}", schema.id()))
-                            .label("migrations read the old record's fields")
-                            .help_opt(did_you_mean(p, schema.fields.iter().map(|f| f.path.as_str()))),
+                        Diagnostic::error(
+                            codes::UNKNOWN_FIELD,
+                            span,
+                            format!("unknown field `{p}` in schema {}", schema.id()),
+                        )
+                        .label("migrations read the old record's fields")
+                        .help_opt(did_you_mean(
+                            p,
+                            schema.fields.iter().map(|f| f.path.as_str()),
+                        )),
                     );
                     err_expr()
                 }
@@ -1073,15 +1513,29 @@ impl Checker {
                 if let Some(s) = schema.slot(p) {
                     return TExpr::new(TKind::Field(s), schema.fields[s].ty.clone());
                 }
-                let cands = flags.iter().map(String::as_str).chain(schema.fields.iter().map(|f| f.path.as_str()));
+                let cands = flags
+                    .iter()
+                    .map(String::as_str)
+                    .chain(schema.fields.iter().map(|f| f.path.as_str()));
                 self.error(
-                    Diagnostic::error(codes::UNKNOWN_FLAG, span, format!("unknown flag or field `{p}`"))
-                        .label(format!("no pack on {} declares this flag, and it is not a field", schema.id()))
-                        .help_opt(did_you_mean(p, cands)),
+                    Diagnostic::error(
+                        codes::UNKNOWN_FLAG,
+                        span,
+                        format!("unknown flag or field `{p}`"),
+                    )
+                    .label(format!(
+                        "no pack on {} declares this flag, and it is not a field",
+                        schema.id()
+                    ))
+                    .help_opt(did_you_mean(p, cands)),
                 );
                 err_expr()
             }
-            Scope::Pack { schema, flags, metas } => {
+            Scope::Pack {
+                schema,
+                flags,
+                metas,
+            } => {
                 if let Some(m) = p.strip_prefix("meta.") {
                     if let Some(&i) = metas.get(m) {
                         self.deps.push(Def::Meta(i));
@@ -1101,11 +1555,26 @@ impl Checker {
                 if let Some(s) = schema.slot(p) {
                     return TExpr::new(TKind::Field(s), schema.fields[s].ty.clone());
                 }
-                let cands: Vec<&str> = schema.fields.iter().map(|f| f.path.as_str()).chain(flags.keys().map(String::as_str)).collect();
-                let code = if flags.keys().any(|f| did_you_mean(p, [f.as_str()]).is_some()) { codes::UNKNOWN_FLAG } else { codes::UNKNOWN_FIELD };
+                let cands: Vec<&str> = schema
+                    .fields
+                    .iter()
+                    .map(|f| f.path.as_str())
+                    .chain(flags.keys().map(String::as_str))
+                    .collect();
+                let code = if flags
+                    .keys()
+                    .any(|f| did_you_mean(p, [f.as_str()]).is_some())
+                {
+                    codes::UNKNOWN_FLAG
+                } else {
+                    codes::UNKNOWN_FIELD
+                };
                 self.error(
                     Diagnostic::error(code, span, format!("unknown field or flag `{p}`"))
-                        .label(format!("not a field of {} nor a flag of this pack", schema.id()))
+                        .label(format!(
+                            "not a field of {} nor a flag of this pack",
+                            schema.id()
+                        ))
                         .help_opt(did_you_mean(p, cands)),
                 );
                 err_expr()
@@ -1145,21 +1614,36 @@ impl Checker {
                     UnOp::Not => {
                         if !is_bool(&a.ty) {
                             self.error(
-                                Diagnostic::error(codes::TYPE_MISMATCH, e.span, format!("`not` needs a bool, but this is {}", a.ty))
-                                    .label("expected bool"),
+                                Diagnostic::error(
+                                    codes::TYPE_MISMATCH,
+                                    e.span,
+                                    format!("`not` needs a bool, but this is {}", a.ty),
+                                )
+                                .label("expected bool"),
                             );
                         }
                         TExpr::new(TKind::Not(Box::new(a)), Type::Bool)
                     }
                     UnOp::Neg => {
-                        if !matches!(a.ty.base(), Type::Int | Type::Float | Type::Duration | Type::Dyn) {
+                        if !matches!(
+                            a.ty.base(),
+                            Type::Int | Type::Float | Type::Duration | Type::Dyn
+                        ) {
                             self.error(
-                                Diagnostic::error(codes::TYPE_MISMATCH, e.span, format!("`-` needs a number or duration, but this is {}", a.ty))
-                                    .label("cannot negate"),
+                                Diagnostic::error(
+                                    codes::TYPE_MISMATCH,
+                                    e.span,
+                                    format!("`-` needs a number or duration, but this is {}", a.ty),
+                                )
+                                .label("cannot negate"),
                             );
                             return err_expr();
                         }
-                        let ty = if a.ty.base() == &Type::Int { a.ty.clone().optional() } else { a.ty.clone() };
+                        let ty = if a.ty.base() == &Type::Int {
+                            a.ty.clone().optional()
+                        } else {
+                            a.ty.clone()
+                        };
                         TExpr::new(TKind::Neg(Box::new(a)), ty)
                     }
                 }
@@ -1173,15 +1657,25 @@ impl Checker {
                 let l = self.expr(a, scope);
                 if !matches!(l.ty.base(), Type::String | Type::Dyn) {
                     self.error(
-                        Diagnostic::error(codes::TYPE_MISMATCH, a.span, format!("`matches` needs a string, but this is {}", l.ty))
-                            .label("expected string"),
+                        Diagnostic::error(
+                            codes::TYPE_MISMATCH,
+                            a.span,
+                            format!("`matches` needs a string, but this is {}", l.ty),
+                        )
+                        .label("expected string"),
                     );
                 }
                 match regex::RegexBuilder::new(pat).size_limit(1 << 20).build() {
                     Ok(re) => TExpr::new(TKind::Matches(Box::new(l), Arc::new(re)), Type::Bool),
                     Err(err) => {
                         let msg = err.to_string();
-                        let detail = msg.lines().filter(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error:").trim()).next().unwrap_or("invalid pattern").to_string();
+                        let detail = msg
+                            .lines()
+                            .filter(|l| l.starts_with("error:"))
+                            .map(|l| l.trim_start_matches("error:").trim())
+                            .next()
+                            .unwrap_or("invalid pattern")
+                            .to_string();
                         self.error(
                             Diagnostic::error(codes::BAD_REGEX, *pspan, format!("invalid regex: {detail}"))
                                 .label("this regex does not compile")
@@ -1195,8 +1689,12 @@ impl Checker {
                 let c2 = self.expr(c, scope);
                 if !is_bool(&c2.ty) {
                     self.error(
-                        Diagnostic::error(codes::TYPE_MISMATCH, c.span, format!("an `if` condition must be bool, but this is {}", c2.ty))
-                            .label("expected bool"),
+                        Diagnostic::error(
+                            codes::TYPE_MISMATCH,
+                            c.span,
+                            format!("an `if` condition must be bool, but this is {}", c2.ty),
+                        )
+                        .label("expected bool"),
                     );
                 }
                 let mut a2 = self.expr(a, scope);
@@ -1207,9 +1705,16 @@ impl Checker {
                     Some(t) => t,
                     None => {
                         self.error(
-                            Diagnostic::error(codes::TYPE_MISMATCH, b.span, format!("`if` branches differ: `then` is {}, `else` is {}", a2.ty, b2.ty))
-                                .label(format!("expected {}", a2.ty))
-                                .help("both branches must have the same type"),
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                b.span,
+                                format!(
+                                    "`if` branches differ: `then` is {}, `else` is {}",
+                                    a2.ty, b2.ty
+                                ),
+                            )
+                            .label(format!("expected {}", a2.ty))
+                            .help("both branches must have the same type"),
                         );
                         Type::Dyn
                     }
@@ -1224,8 +1729,12 @@ impl Checker {
                     match unify(&ty, &t.ty) {
                         Some(u) => ty = u,
                         None => self.error(
-                            Diagnostic::error(codes::TYPE_MISMATCH, it.span, format!("list items differ: expected {ty}, found {}", t.ty))
-                                .label(format!("expected {ty}")),
+                            Diagnostic::error(
+                                codes::TYPE_MISMATCH,
+                                it.span,
+                                format!("list items differ: expected {ty}, found {}", t.ty),
+                            )
+                            .label(format!("expected {ty}")),
                         ),
                     }
                     out.push(t);
@@ -1244,55 +1753,118 @@ impl Checker {
     fn call(&mut self, name: &ast::Name, args: &[ast::Expr], span: Span, scope: &Scope) -> TExpr {
         let Some(f) = Func::ALL.iter().copied().find(|f| f.name() == name.text) else {
             self.error(
-                Diagnostic::error(codes::UNKNOWN_FUNCTION, name.span, format!("unknown function `{}`", name.text))
-                    .label("not a function")
-                    .help(did_you_mean(&name.text, Func::ALL.iter().map(|f| f.name())).unwrap_or_else(|| "functions: lower, upper, len, int, float".into())),
+                Diagnostic::error(
+                    codes::UNKNOWN_FUNCTION,
+                    name.span,
+                    format!("unknown function `{}`", name.text),
+                )
+                .label("not a function")
+                .help(
+                    did_you_mean(&name.text, Func::ALL.iter().map(|f| f.name()))
+                        .unwrap_or_else(|| "functions: lower, upper, len, int, float".into()),
+                ),
             );
             return err_expr();
         };
         let targs: Vec<TExpr> = args.iter().map(|a| self.expr(a, scope)).collect();
         if targs.len() != 1 {
             self.error(
-                Diagnostic::error(codes::ARITY, span, format!("`{}` takes 1 argument, but {} were given", f.name(), targs.len()))
-                    .label("wrong number of arguments"),
+                Diagnostic::error(
+                    codes::ARITY,
+                    span,
+                    format!(
+                        "`{}` takes 1 argument, but {} were given",
+                        f.name(),
+                        targs.len()
+                    ),
+                )
+                .label("wrong number of arguments"),
             );
             return err_expr();
         }
         let at = &targs[0].ty;
         let opt = at.is_optional();
         let (ok, ret) = match f {
-            Func::Lower | Func::Upper => (matches!(at.base(), Type::String | Type::Dyn), Type::String),
-            Func::Len => (matches!(at.base(), Type::String | Type::Bytes | Type::List(_) | Type::Dyn), Type::Int),
-            Func::Int => (matches!(at.base(), Type::String | Type::Int | Type::Float | Type::Bool | Type::Dyn), Type::Int),
-            Func::Float => (matches!(at.base(), Type::String | Type::Int | Type::Float | Type::Dyn), Type::Float),
+            Func::Lower | Func::Upper => {
+                (matches!(at.base(), Type::String | Type::Dyn), Type::String)
+            }
+            Func::Len => (
+                matches!(
+                    at.base(),
+                    Type::String | Type::Bytes | Type::List(_) | Type::Dyn
+                ),
+                Type::Int,
+            ),
+            Func::Int => (
+                matches!(
+                    at.base(),
+                    Type::String | Type::Int | Type::Float | Type::Bool | Type::Dyn
+                ),
+                Type::Int,
+            ),
+            Func::Float => (
+                matches!(
+                    at.base(),
+                    Type::String | Type::Int | Type::Float | Type::Dyn
+                ),
+                Type::Float,
+            ),
         };
         if !ok {
             self.error(
-                Diagnostic::error(codes::TYPE_MISMATCH, args[0].span, format!("`{}` cannot take {}", f.name(), at))
-                    .label("wrong argument type"),
+                Diagnostic::error(
+                    codes::TYPE_MISMATCH,
+                    args[0].span,
+                    format!("`{}` cannot take {}", f.name(), at),
+                )
+                .label("wrong argument type"),
             );
             return err_expr();
         }
         // int("x") and float("x") are null when the text is not a number.
-        let fallible = matches!(f, Func::Int | Func::Float) && !matches!(at.base(), Type::Int | Type::Bool);
+        let fallible =
+            matches!(f, Func::Int | Func::Float) && !matches!(at.base(), Type::Int | Type::Bool);
         let ret = if opt || fallible { ret.optional() } else { ret };
         TExpr::new(TKind::Call(f, targs), ret)
     }
 
-    fn binary(&mut self, op: BinOp, mut l: TExpr, mut r: TExpr, ls: Span, rs: Span, span: Span) -> TExpr {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        mut l: TExpr,
+        mut r: TExpr,
+        ls: Span,
+        rs: Span,
+        span: Span,
+    ) -> TExpr {
         use Type as T;
         if matches!(op, BinOp::And | BinOp::Or) {
             for (x, s) in [(&l, ls), (&r, rs)] {
                 if !is_bool(&x.ty) {
                     self.error(
-                        Diagnostic::error(codes::TYPE_MISMATCH, s, format!("`{}` needs bool on both sides, but this is {}", op.symbol(), x.ty))
-                            .label("expected bool")
-                            .help("compare it first, e.g. `status >= 500`"),
+                        Diagnostic::error(
+                            codes::TYPE_MISMATCH,
+                            s,
+                            format!(
+                                "`{}` needs bool on both sides, but this is {}",
+                                op.symbol(),
+                                x.ty
+                            ),
+                        )
+                        .label("expected bool")
+                        .help("compare it first, e.g. `status >= 500`"),
                     );
                 }
             }
             let (a, b) = (Box::new(l), Box::new(r));
-            return TExpr::new(if op == BinOp::And { TKind::And(a, b) } else { TKind::Or(a, b) }, T::Bool);
+            return TExpr::new(
+                if op == BinOp::And {
+                    TKind::And(a, b)
+                } else {
+                    TKind::Or(a, b)
+                },
+                T::Bool,
+            );
         }
         // String constants next to typed operands become IPs, CIDRs, times.
         let want_r = match (op, l.ty.base()) {
@@ -1320,7 +1892,10 @@ impl Checker {
         };
         let cl = coerce_const(&mut l, &r.ty.clone());
         if let Err(m) = cr.and(cl) {
-            self.error(Diagnostic::error(codes::TYPE_MISMATCH, span, m).label("cannot convert this string"));
+            self.error(
+                Diagnostic::error(codes::TYPE_MISMATCH, span, m)
+                    .label("cannot convert this string"),
+            );
             return err_expr();
         }
         let (lt, rt) = (l.ty.base().clone(), r.ty.base().clone());
@@ -1328,10 +1903,16 @@ impl Checker {
         let dynamic = lt == T::Dyn || rt == T::Dyn;
         let result: Option<Type> = match op {
             BinOp::Eq | BinOp::Ne => {
-                (dynamic || lt == T::Null || rt == T::Null || unify(&lt, &rt).is_some()).then_some(T::Bool)
+                (dynamic || lt == T::Null || rt == T::Null || unify(&lt, &rt).is_some())
+                    .then_some(T::Bool)
             }
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                let ord = |t: &Type| matches!(t, T::Int | T::Float | T::String | T::Time | T::Duration | T::Ip);
+                let ord = |t: &Type| {
+                    matches!(
+                        t,
+                        T::Int | T::Float | T::String | T::Time | T::Duration | T::Ip
+                    )
+                };
                 (dynamic || (ord(&lt) && unify(&lt, &rt).is_some())).then_some(T::Bool)
             }
             BinOp::In => match (&lt, &rt) {
@@ -1341,9 +1922,9 @@ impl Checker {
                 (x, T::List(y)) if unify(x, y).is_some() || **y == T::Dyn => Some(T::Bool),
                 _ => None,
             },
-            BinOp::StartsWith | BinOp::EndsWith => {
-                (matches!(lt, T::String | T::Dyn) && matches!(rt, T::String | T::Dyn)).then_some(T::Bool)
-            }
+            BinOp::StartsWith | BinOp::EndsWith => (matches!(lt, T::String | T::Dyn)
+                && matches!(rt, T::String | T::Dyn))
+            .then_some(T::Bool),
             BinOp::Contains => match (&lt, &rt) {
                 _ if dynamic => Some(T::Bool),
                 (T::String, T::String) => Some(T::Bool),
@@ -1353,9 +1934,19 @@ impl Checker {
             },
             BinOp::Coalesce => {
                 if lt == T::Dyn {
-                    Some(if r.ty.is_optional() { T::Dyn } else { r.ty.clone() })
+                    Some(if r.ty.is_optional() {
+                        T::Dyn
+                    } else {
+                        r.ty.clone()
+                    })
                 } else {
-                    unify(&lt, &rt).map(|t| if r.ty.is_optional() { t.optional() } else { t.base().clone() })
+                    unify(&lt, &rt).map(|t| {
+                        if r.ty.is_optional() {
+                            t.optional()
+                        } else {
+                            t.base().clone()
+                        }
+                    })
                 }
             }
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
@@ -1411,7 +2002,9 @@ fn value_pii(e: &TExpr, schema: &Schema, out: &mut Vec<String>) {
             value_pii(a, schema, out);
             value_pii(b, schema, out);
         }
-        TKind::Call(Func::Lower | Func::Upper, xs) | TKind::List(xs) => xs.iter().for_each(|x| value_pii(x, schema, out)),
+        TKind::Call(Func::Lower | Func::Upper, xs) | TKind::List(xs) => {
+            xs.iter().for_each(|x| value_pii(x, schema, out))
+        }
         _ => {}
     }
 }
@@ -1439,15 +2032,27 @@ fn conversion_help(want: &Type, got: &Type) -> Option<String> {
 
 fn op_help(op: BinOp, l: &Type, r: &Type) -> Option<String> {
     match (op, l, r) {
-        (BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge, Type::Int, Type::String) => {
-            Some("compare with a number (no quotes), or convert with int(…)".into())
+        (
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge,
+            Type::Int,
+            Type::String,
+        ) => Some("compare with a number (no quotes), or convert with int(…)".into()),
+        (
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge,
+            Type::String,
+            Type::Int | Type::Float,
+        ) => Some(
+            "put the number in quotes to compare text, or convert the field with int(…)".into(),
+        ),
+        (BinOp::In, Type::Ip, _) => {
+            Some("an IP is `in` a CIDR (10.0.0.0/8) or a list of CIDRs".into())
         }
-        (BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge, Type::String, Type::Int | Type::Float) => {
-            Some("put the number in quotes to compare text, or convert the field with int(…)".into())
+        (BinOp::In, Type::String, Type::String) => {
+            Some("for substrings use `contains`: `path contains \"admin\"`".into())
         }
-        (BinOp::In, Type::Ip, _) => Some("an IP is `in` a CIDR (10.0.0.0/8) or a list of CIDRs".into()),
-        (BinOp::In, Type::String, Type::String) => Some("for substrings use `contains`: `path contains \"admin\"`".into()),
-        (BinOp::StartsWith | BinOp::EndsWith, _, _) => Some(format!("`{}` works on strings", op.symbol())),
+        (BinOp::StartsWith | BinOp::EndsWith, _, _) => {
+            Some(format!("`{}` works on strings", op.symbol()))
+        }
         _ => None,
     }
 }

@@ -69,7 +69,11 @@ impl CompiledPack {
                 },
             })
             .collect();
-        let routes = pack.routes.iter().map(|r| (r.target, c.cond(&r.when))).collect();
+        let routes = pack
+            .routes
+            .iter()
+            .map(|r| (r.target, c.cond(&r.when)))
+            .collect();
         CompiledPack {
             steps,
             routes,
@@ -196,12 +200,16 @@ impl Compiler<'_> {
             TKind::Matches(a, re) => {
                 let re = re.clone();
                 if let TKind::Field(s) = a.kind {
-                    return Box::new(move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if re.is_match(x)));
+                    return Box::new(
+                        move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if re.is_match(x)),
+                    );
                 }
                 let a = self.str(a);
                 Box::new(move |cx| a(cx).is_some_and(|x| re.is_match(&x)))
             }
-            TKind::Bin(op, l, r) => self.bin_cond(*op, l, r).unwrap_or_else(|| self.generic_cond(e)),
+            TKind::Bin(op, l, r) => self
+                .bin_cond(*op, l, r)
+                .unwrap_or_else(|| self.generic_cond(e)),
             _ => self.generic_cond(e),
         }
     }
@@ -225,12 +233,24 @@ impl Compiler<'_> {
                     if let (TKind::Field(s), TKind::Const(Value::Int(k))) = (&l.kind, &r.kind) {
                         let (s, k) = (*s, *k);
                         return Some(match op {
-                            BinOp::Eq => Box::new(move |cx| cx.record.get(s).and_then(slot_int) == Some(k)),
-                            BinOp::Ne => Box::new(move |cx| cx.record.get(s).and_then(slot_int) != Some(k)),
-                            BinOp::Lt => Box::new(move |cx| cx.record.get(s).and_then(slot_int).is_some_and(|v| v < k)),
-                            BinOp::Le => Box::new(move |cx| cx.record.get(s).and_then(slot_int).is_some_and(|v| v <= k)),
-                            BinOp::Gt => Box::new(move |cx| cx.record.get(s).and_then(slot_int).is_some_and(|v| v > k)),
-                            _ => Box::new(move |cx| cx.record.get(s).and_then(slot_int).is_some_and(|v| v >= k)),
+                            BinOp::Eq => {
+                                Box::new(move |cx| cx.record.get(s).and_then(slot_int) == Some(k))
+                            }
+                            BinOp::Ne => {
+                                Box::new(move |cx| cx.record.get(s).and_then(slot_int) != Some(k))
+                            }
+                            BinOp::Lt => Box::new(move |cx| {
+                                cx.record.get(s).and_then(slot_int).is_some_and(|v| v < k)
+                            }),
+                            BinOp::Le => Box::new(move |cx| {
+                                cx.record.get(s).and_then(slot_int).is_some_and(|v| v <= k)
+                            }),
+                            BinOp::Gt => Box::new(move |cx| {
+                                cx.record.get(s).and_then(slot_int).is_some_and(|v| v > k)
+                            }),
+                            _ => Box::new(move |cx| {
+                                cx.record.get(s).and_then(slot_int).is_some_and(|v| v >= k)
+                            }),
                         });
                     }
                     let (a, b) = (self.int(l), self.int(r));
@@ -267,7 +287,10 @@ impl Compiler<'_> {
                         _ => op == BinOp::Ne,
                     }));
                 }
-                if matches!((lt, rt), (Type::Time, Type::Time) | (Type::Duration, Type::Duration)) {
+                if matches!(
+                    (lt, rt),
+                    (Type::Time, Type::Time) | (Type::Duration, Type::Duration)
+                ) {
                     let (a, b) = (self.int(l), self.int(r));
                     return Some(Box::new(move |cx| match (a(cx), b(cx)) {
                         (Some(x), Some(y)) => cmp_holds(op, Some(x.cmp(&y))),
@@ -289,15 +312,23 @@ impl Compiler<'_> {
                 }
                 None
             }
-            BinOp::StartsWith | BinOp::EndsWith | BinOp::Contains if lt == &Type::String && rt == &Type::String => {
+            BinOp::StartsWith | BinOp::EndsWith | BinOp::Contains
+                if lt == &Type::String && rt == &Type::String =>
+            {
                 if let (TKind::Field(s), TKind::Const(Value::Str(k))) = (&l.kind, &r.kind) {
                     let (s, k) = (*s, k.clone());
                     return Some(match op {
-                        BinOp::StartsWith => Box::new(move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if x.starts_with(k.as_str()))),
-                        BinOp::EndsWith => Box::new(move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if x.ends_with(k.as_str()))),
+                        BinOp::StartsWith => Box::new(
+                            move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if x.starts_with(k.as_str())),
+                        ),
+                        BinOp::EndsWith => Box::new(
+                            move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if x.ends_with(k.as_str())),
+                        ),
                         _ => {
                             let finder = memchr_finder(&k);
-                            Box::new(move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if finder(x)))
+                            Box::new(
+                                move |cx| matches!(cx.record.get(s), Some(Value::Str(x)) if finder(x)),
+                            )
                         }
                     });
                 }
@@ -357,8 +388,12 @@ impl Compiler<'_> {
                 let a = self.int(a);
                 Box::new(move |cx| a(cx).and_then(i64::checked_neg))
             }
-            TKind::Bin(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem), l, r)
-                if matches!(l.ty.base(), Type::Int | Type::Time | Type::Duration) && matches!(r.ty.base(), Type::Int | Type::Time | Type::Duration) =>
+            TKind::Bin(
+                op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem),
+                l,
+                r,
+            ) if matches!(l.ty.base(), Type::Int | Type::Time | Type::Duration)
+                && matches!(r.ty.base(), Type::Int | Type::Time | Type::Duration) =>
             {
                 let (a, b) = (self.int(l), self.int(r));
                 match op {
@@ -369,7 +404,12 @@ impl Compiler<'_> {
                     _ => Box::new(move |cx| a(cx)?.checked_rem(b(cx)?)),
                 }
             }
-            TKind::Bin(BinOp::Coalesce, l, r) if matches!(l.ty.base(), Type::Int | Type::Time | Type::Duration | Type::Null) => {
+            TKind::Bin(BinOp::Coalesce, l, r)
+                if matches!(
+                    l.ty.base(),
+                    Type::Int | Type::Time | Type::Duration | Type::Null
+                ) =>
+            {
                 let (a, b) = (self.int(l), self.int(r));
                 Box::new(move |cx| a(cx).or_else(|| b(cx)))
             }
@@ -377,15 +417,21 @@ impl Compiler<'_> {
                 let (c, a, b) = (self.cond(c), self.int(a), self.int(b));
                 Box::new(move |cx| if c(cx) { a(cx) } else { b(cx) })
             }
-            TKind::Call(Func::Len, args) if args.first().is_some_and(|a| a.ty.base() == &Type::String) => {
+            TKind::Call(Func::Len, args)
+                if args.first().is_some_and(|a| a.ty.base() == &Type::String) =>
+            {
                 let a = self.str(&args[0]);
                 Box::new(move |cx| a(cx).map(|s| s.chars().count() as i64))
             }
-            TKind::Call(Func::Int, args) if args.first().is_some_and(|a| a.ty.base() == &Type::Float) => {
+            TKind::Call(Func::Int, args)
+                if args.first().is_some_and(|a| a.ty.base() == &Type::Float) =>
+            {
                 let a = self.float(&args[0]);
                 Box::new(move |cx| a(cx).and_then(float_to_int))
             }
-            TKind::Call(Func::Int, args) if args.first().is_some_and(|a| a.ty.base() == &Type::String) => {
+            TKind::Call(Func::Int, args)
+                if args.first().is_some_and(|a| a.ty.base() == &Type::String) =>
+            {
                 let a = self.str(&args[0]);
                 Box::new(move |cx| a(cx).and_then(|s| s.trim().parse().ok()))
             }
@@ -417,7 +463,11 @@ impl Compiler<'_> {
                     _ => None,
                 })
             }
-            TKind::Bin(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem), l, r) if is_float_or_int(&l.ty) && is_float_or_int(&r.ty) => {
+            TKind::Bin(
+                op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem),
+                l,
+                r,
+            ) if is_float_or_int(&l.ty) && is_float_or_int(&r.ty) => {
                 let (a, b) = (self.float(l), self.float(r));
                 match op {
                     BinOp::Add => Box::new(move |cx| Some(a(cx)? + b(cx)?)),
@@ -502,11 +552,19 @@ impl Compiler<'_> {
             }
             TKind::Field(s) => {
                 let s = *s;
-                Box::new(move |cx| cx.record.get(s).map_or(Cow::Owned(Value::Null), Cow::Borrowed))
+                Box::new(move |cx| {
+                    cx.record
+                        .get(s)
+                        .map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                })
             }
             TKind::Meta(i) => {
                 let i = *i;
-                Box::new(move |cx| cx.metas.get(i).map_or(Cow::Owned(Value::Null), Cow::Borrowed))
+                Box::new(move |cx| {
+                    cx.metas
+                        .get(i)
+                        .map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                })
             }
             TKind::Input(_) => Box::new(|_| Cow::Owned(Value::Null)),
             TKind::If(c, a, b) => {
@@ -515,7 +573,9 @@ impl Compiler<'_> {
             }
             TKind::List(xs) => {
                 let fs: Vec<ValFn> = xs.iter().map(|x| self.val(x)).collect();
-                Box::new(move |cx| Cow::Owned(Value::List(fs.iter().map(|f| f(cx).into_owned()).collect())))
+                Box::new(move |cx| {
+                    Cow::Owned(Value::List(fs.iter().map(|f| f(cx).into_owned()).collect()))
+                })
             }
             _ => match e.ty.base() {
                 Type::Bool => {
@@ -540,18 +600,22 @@ impl Compiler<'_> {
     fn int_direct(&self, e: &TExpr) -> IntFn {
         match &e.kind {
             TKind::Call(Func::Len, args) | TKind::Call(Func::Int, args) if !args.is_empty() => {
-                let f = if let TKind::Call(f, _) = &e.kind { *f } else { Func::Len };
+                let f = if let TKind::Call(f, _) = &e.kind {
+                    *f
+                } else {
+                    Func::Len
+                };
                 let a = self.val(&args[0]);
                 Box::new(move |cx| match interp::call(f, a(cx).into_owned()) {
                     Ok(Value::Int(i)) => Some(i),
                     _ => None,
                 })
             }
-            TKind::Bin(BinOp::Coalesce | BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem, l, r)
-                if matches!(l.ty.base(), Type::Int | Type::Null) && is_int(&r.ty) =>
-            {
-                self.int(e)
-            }
+            TKind::Bin(
+                BinOp::Coalesce | BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem,
+                l,
+                r,
+            ) if matches!(l.ty.base(), Type::Int | Type::Null) && is_int(&r.ty) => self.int(e),
             TKind::Neg(a) if is_int(&a.ty) => self.int(e),
             _ => {
                 let d = self.dynamic(e);
@@ -565,14 +629,20 @@ impl Compiler<'_> {
 
     fn float_direct(&self, e: &TExpr) -> FloatFn {
         match &e.kind {
-            TKind::Bin(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem, l, r) if is_float_or_int(&l.ty) && is_float_or_int(&r.ty) => self.float(e),
+            TKind::Bin(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem, l, r)
+                if is_float_or_int(&l.ty) && is_float_or_int(&r.ty) =>
+            {
+                self.float(e)
+            }
             TKind::Neg(a) if is_float_or_int(&a.ty) => self.float(e),
             TKind::Call(Func::Float, args) if !args.is_empty() => {
                 let a = self.val(&args[0]);
-                Box::new(move |cx| match interp::call(Func::Float, a(cx).into_owned()) {
-                    Ok(Value::Float(f)) => Some(f),
-                    _ => None,
-                })
+                Box::new(
+                    move |cx| match interp::call(Func::Float, a(cx).into_owned()) {
+                        Ok(Value::Float(f)) => Some(f),
+                        _ => None,
+                    },
+                )
             }
             _ => {
                 let d = self.dynamic(e);
@@ -589,9 +659,13 @@ impl Compiler<'_> {
         match &e.kind {
             TKind::Call(Func::Lower | Func::Upper, _) => {
                 let f = self.str(e);
-                Box::new(move |cx| Cow::Owned(f(cx).map_or(Value::Null, |s| Value::Str(s.into_owned()))))
+                Box::new(move |cx| {
+                    Cow::Owned(f(cx).map_or(Value::Null, |s| Value::Str(s.into_owned())))
+                })
             }
-            TKind::Bin(BinOp::Add, l, r) if l.ty.base() == &Type::String && r.ty.base() == &Type::String => {
+            TKind::Bin(BinOp::Add, l, r)
+                if l.ty.base() == &Type::String && r.ty.base() == &Type::String =>
+            {
                 let (a, b) = (self.str(l), self.str(r));
                 Box::new(move |cx| match (a(cx), b(cx)) {
                     (Some(x), Some(y)) => {
@@ -624,7 +698,9 @@ impl Compiler<'_> {
             }
             TKind::Bin(op, l, r) => {
                 let (op, a, b) = (*op, self.val(l), self.val(r));
-                Box::new(move |cx| Cow::Owned(interp::binop(op, &a(cx), &b(cx)).unwrap_or(Value::Null)))
+                Box::new(move |cx| {
+                    Cow::Owned(interp::binop(op, &a(cx), &b(cx)).unwrap_or(Value::Null))
+                })
             }
             TKind::Neg(a) => {
                 let a = self.val(a);
@@ -639,9 +715,15 @@ impl Compiler<'_> {
             }
             TKind::Call(f, args) if !args.is_empty() => {
                 let (f, a) = (*f, self.val(&args[0]));
-                Box::new(move |cx| Cow::Owned(interp::call(f, a(cx).into_owned()).unwrap_or(Value::Null)))
+                Box::new(move |cx| {
+                    Cow::Owned(interp::call(f, a(cx).into_owned()).unwrap_or(Value::Null))
+                })
             }
-            TKind::Flag(_) | TKind::Not(_) | TKind::And(..) | TKind::Or(..) | TKind::Matches(..) => {
+            TKind::Flag(_)
+            | TKind::Not(_)
+            | TKind::And(..)
+            | TKind::Or(..)
+            | TKind::Matches(..) => {
                 let c = self.cond(e);
                 Box::new(move |cx| Cow::Owned(Value::Bool(c(cx))))
             }
@@ -654,14 +736,20 @@ fn cidr_test(s: usize, c: Cidr) -> CondFn {
     match c.addr {
         IpAddr::V4(n) => {
             let net = u32::from(n);
-            let mask = if c.prefix == 0 { 0 } else { u32::MAX << (32 - c.prefix as u32) };
+            let mask = if c.prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - c.prefix as u32)
+            };
             Box::new(move |cx| match cx.record.get(s) {
                 Some(Value::Ip(IpAddr::V4(a))) => u32::from(*a) & mask == net,
                 Some(Value::Ip(ip)) => c.contains(*ip),
                 _ => false,
             })
         }
-        IpAddr::V6(_) => Box::new(move |cx| matches!(cx.record.get(s), Some(Value::Ip(ip)) if c.contains(*ip))),
+        IpAddr::V6(_) => {
+            Box::new(move |cx| matches!(cx.record.get(s), Some(Value::Ip(ip)) if c.contains(*ip)))
+        }
     }
 }
 

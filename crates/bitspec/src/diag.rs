@@ -69,7 +69,10 @@ impl Source {
             Err(i) => i.saturating_sub(1),
         };
         let start = self.line_starts[line];
-        let col = self.text.get(start..offset).map_or(0, |s| s.chars().count());
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count());
         (line + 1, col + 1)
     }
 
@@ -82,7 +85,10 @@ impl Source {
             .line_starts
             .get(line)
             .map_or(self.text.len(), |&e| e.saturating_sub(1));
-        self.text.get(start..end).unwrap_or("").trim_end_matches('\r')
+        self.text
+            .get(start..end)
+            .unwrap_or("")
+            .trim_end_matches('\r')
     }
 }
 
@@ -272,7 +278,10 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// `did you mean` help text.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     suggest(name, candidates).map(|s| format!("did you mean `{s}`?"))
 }
 
@@ -291,7 +300,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=n {
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -352,7 +363,10 @@ mod tests {
 
     #[test]
     fn suggestions_pick_close_names() {
-        assert_eq!(suggest("stauts", ["status", "path", "bytes"]), Some("status".into()));
+        assert_eq!(
+            suggest("stauts", ["status", "path", "bytes"]),
+            Some("status".into())
+        );
         assert_eq!(suggest("zzz", ["status", "path"]), None);
         assert_eq!(edit_distance("abc", "acb"), 1);
     }

@@ -19,7 +19,10 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
     #[error("expected {expected}, found {found}")]
-    Type { expected: String, found: &'static str },
+    Type {
+        expected: String,
+        found: &'static str,
+    },
     #[error("required value is missing")]
     Missing,
     #[error("{0}")]
@@ -164,7 +167,9 @@ pub fn binop(op: BinOp, l: &Value, r: &Value) -> Result<Value, EvalError> {
             }),
             _ => false,
         }),
-        BinOp::StartsWith => b(matches!((l, r), (V::Str(a), V::Str(p)) if a.starts_with(p.as_str()))),
+        BinOp::StartsWith => {
+            b(matches!((l, r), (V::Str(a), V::Str(p)) if a.starts_with(p.as_str())))
+        }
         BinOp::EndsWith => b(matches!((l, r), (V::Str(a), V::Str(p)) if a.ends_with(p.as_str()))),
         BinOp::Contains => b(match (l, r) {
             (V::Str(a), V::Str(p)) => a.contains(p.as_str()),
@@ -202,14 +207,30 @@ fn arith(op: BinOp, l: &Value, r: &Value) -> Result<Value, EvalError> {
             })
         }
         (V::Str(a), V::Str(b)) if op == BinOp::Add => V::Str(format!("{a}{b}")),
-        (V::Time(t), V::Duration(d)) if op == BinOp::Add => t.checked_add(*d).map_or(V::Null, V::Time),
-        (V::Duration(d), V::Time(t)) if op == BinOp::Add => t.checked_add(*d).map_or(V::Null, V::Time),
-        (V::Time(t), V::Duration(d)) if op == BinOp::Sub => t.checked_sub(*d).map_or(V::Null, V::Time),
-        (V::Time(a), V::Time(b)) if op == BinOp::Sub => a.checked_sub(*b).map_or(V::Null, V::Duration),
-        (V::Duration(a), V::Duration(b)) if op == BinOp::Add => a.checked_add(*b).map_or(V::Null, V::Duration),
-        (V::Duration(a), V::Duration(b)) if op == BinOp::Sub => a.checked_sub(*b).map_or(V::Null, V::Duration),
-        (V::Duration(a), V::Int(b)) if op == BinOp::Mul => a.checked_mul(*b).map_or(V::Null, V::Duration),
-        (V::Duration(a), V::Int(b)) if op == BinOp::Div => a.checked_div(*b).map_or(V::Null, V::Duration),
+        (V::Time(t), V::Duration(d)) if op == BinOp::Add => {
+            t.checked_add(*d).map_or(V::Null, V::Time)
+        }
+        (V::Duration(d), V::Time(t)) if op == BinOp::Add => {
+            t.checked_add(*d).map_or(V::Null, V::Time)
+        }
+        (V::Time(t), V::Duration(d)) if op == BinOp::Sub => {
+            t.checked_sub(*d).map_or(V::Null, V::Time)
+        }
+        (V::Time(a), V::Time(b)) if op == BinOp::Sub => {
+            a.checked_sub(*b).map_or(V::Null, V::Duration)
+        }
+        (V::Duration(a), V::Duration(b)) if op == BinOp::Add => {
+            a.checked_add(*b).map_or(V::Null, V::Duration)
+        }
+        (V::Duration(a), V::Duration(b)) if op == BinOp::Sub => {
+            a.checked_sub(*b).map_or(V::Null, V::Duration)
+        }
+        (V::Duration(a), V::Int(b)) if op == BinOp::Mul => {
+            a.checked_mul(*b).map_or(V::Null, V::Duration)
+        }
+        (V::Duration(a), V::Int(b)) if op == BinOp::Div => {
+            a.checked_div(*b).map_or(V::Null, V::Duration)
+        }
         _ => {
             return Err(EvalError::Type {
                 expected: format!("operands that `{}` accepts", op.symbol()),
@@ -252,8 +273,18 @@ pub fn call(f: Func, v: Value) -> Result<Value, EvalError> {
         (Func::Int, V::Str(s)) => s.trim().parse::<i64>().map_or(V::Null, V::Int),
         (Func::Float, V::Float(x)) => V::Float(x),
         (Func::Float, V::Int(i)) => V::Float(i as f64),
-        (Func::Float, V::Str(s)) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()).map_or(V::Null, V::Float),
-        (f, v) => return Err(type_err(&format!("a valid argument for {}()", f.name()), &v)),
+        (Func::Float, V::Str(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map_or(V::Null, V::Float),
+        (f, v) => {
+            return Err(type_err(
+                &format!("a valid argument for {}()", f.name()),
+                &v,
+            ))
+        }
     })
 }
 
@@ -301,13 +332,30 @@ pub fn coerce(v: Value, ty: &Type) -> Result<Value, EvalError> {
         (v @ V::Cidr(_), Type::Cidr) => v,
         (v @ V::Bytes(_), Type::Bytes) => v,
         (V::Int(i), Type::Float) => V::Float(i as f64),
-        (V::Float(f), Type::Int) if f.fract() == 0.0 => float_to_int(f).map(V::Int).ok_or_else(|| bad(&V::Float(f), "an int"))?,
-        (V::Str(s), Type::Time) => parse_time(&s).map(V::Time).ok_or(EvalError::Other("expected an RFC 3339 time like 2026-01-01T00:00:00Z".into()))?,
-        (V::Str(s), Type::Duration) => parse_duration(&s).map(V::Duration).ok_or(EvalError::Other("expected a duration like 60s".into()))?,
-        (V::Str(s), Type::Ip) => s.trim().parse().map(V::Ip).map_err(|_| EvalError::Other("expected an IP address".into()))?,
-        (V::Str(s), Type::Cidr) => Cidr::parse(s.trim()).map(V::Cidr).ok_or(EvalError::Other("expected a CIDR like 10.0.0.0/8".into()))?,
+        (V::Float(f), Type::Int) if f.fract() == 0.0 => float_to_int(f)
+            .map(V::Int)
+            .ok_or_else(|| bad(&V::Float(f), "an int"))?,
+        (V::Str(s), Type::Time) => parse_time(&s).map(V::Time).ok_or(EvalError::Other(
+            "expected an RFC 3339 time like 2026-01-01T00:00:00Z".into(),
+        ))?,
+        (V::Str(s), Type::Duration) => parse_duration(&s)
+            .map(V::Duration)
+            .ok_or(EvalError::Other("expected a duration like 60s".into()))?,
+        (V::Str(s), Type::Ip) => s
+            .trim()
+            .parse()
+            .map(V::Ip)
+            .map_err(|_| EvalError::Other("expected an IP address".into()))?,
+        (V::Str(s), Type::Cidr) => Cidr::parse(s.trim())
+            .map(V::Cidr)
+            .ok_or(EvalError::Other("expected a CIDR like 10.0.0.0/8".into()))?,
         (V::Str(s), Type::Bytes) => V::Bytes(s.into_bytes()),
-        (V::List(items), Type::List(t)) => V::List(items.into_iter().map(|x| coerce(x, t)).collect::<Result<_, _>>()?),
+        (V::List(items), Type::List(t)) => V::List(
+            items
+                .into_iter()
+                .map(|x| coerce(x, t))
+                .collect::<Result<_, _>>()?,
+        ),
         (v, t) => return Err(bad(&v, &format!("{t}"))),
     })
 }
@@ -324,7 +372,11 @@ fn record_err(field: &str, e: EvalError) -> RecordError {
 }
 
 /// App record (JSON) → schema record, through a contract.
-pub fn translate(prog: &Program, contract: &Contract, input: &serde_json::Value) -> Result<Vec<Value>, RecordError> {
+pub fn translate(
+    prog: &Program,
+    contract: &Contract,
+    input: &serde_json::Value,
+) -> Result<Vec<Value>, RecordError> {
     let schema = &prog.schemas[contract.schema];
     let mut rec = vec![Value::Null; schema.fields.len()];
     let env = Env {
@@ -452,7 +504,11 @@ pub fn eval_pack(pack: &Pack, record: &[Value]) -> Result<Outcome, EvalError> {
             break;
         }
     }
-    Ok(Outcome { flags, metas, route })
+    Ok(Outcome {
+        flags,
+        metas,
+        route,
+    })
 }
 
 /// Borrowed text of a value, for redaction.

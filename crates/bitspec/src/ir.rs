@@ -159,7 +159,11 @@ pub struct Pack {
 impl Pack {
     /// Number of 64-bit words the pack's bitmask needs.
     pub fn words(&self) -> usize {
-        self.flags.iter().map(|f| f.bit as usize / 64 + 1).max().unwrap_or(1)
+        self.flags
+            .iter()
+            .map(|f| f.bit as usize / 64 + 1)
+            .max()
+            .unwrap_or(1)
     }
 }
 
@@ -330,11 +334,15 @@ impl TExpr {
     /// Direct sub-expressions.
     pub fn children(&self) -> Box<dyn Iterator<Item = &TExpr> + '_> {
         match &self.kind {
-            TKind::Const(_) | TKind::Field(_) | TKind::Input(_) | TKind::Flag(_) | TKind::Meta(_) => {
-                Box::new(std::iter::empty())
-            }
+            TKind::Const(_)
+            | TKind::Field(_)
+            | TKind::Input(_)
+            | TKind::Flag(_)
+            | TKind::Meta(_) => Box::new(std::iter::empty()),
             TKind::Not(a) | TKind::Neg(a) | TKind::Matches(a, _) => Box::new(std::iter::once(&**a)),
-            TKind::And(a, b) | TKind::Or(a, b) | TKind::Bin(_, a, b) => Box::new([&**a, &**b].into_iter()),
+            TKind::And(a, b) | TKind::Or(a, b) | TKind::Bin(_, a, b) => {
+                Box::new([&**a, &**b].into_iter())
+            }
             TKind::If(a, b, c) => Box::new([&**a, &**b, &**c].into_iter()),
             TKind::Call(_, xs) | TKind::List(xs) => Box::new(xs.iter()),
         }

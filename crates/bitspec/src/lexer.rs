@@ -207,9 +207,13 @@ impl Lexer<'_> {
         loop {
             let Some(c) = self.src[self.i..].chars().next() else {
                 self.diags.push(
-                    Diagnostic::error(codes::UNTERMINATED_STRING, self.span(start), "unterminated string")
-                        .label("this string never ends")
-                        .help("add a closing `\"`"),
+                    Diagnostic::error(
+                        codes::UNTERMINATED_STRING,
+                        self.span(start),
+                        "unterminated string",
+                    )
+                    .label("this string never ends")
+                    .help("add a closing `\"`"),
                 );
                 return;
             };
@@ -224,7 +228,9 @@ impl Lexer<'_> {
                             "unterminated string",
                         )
                         .label("the line ends inside this string")
-                        .help("close the string with `\"` before the end of the line, or write `\\n`"),
+                        .help(
+                            "close the string with `\"` before the end of the line, or write `\\n`",
+                        ),
                     );
                     self.out.push(Token {
                         tok: Tok::Str(s),
@@ -244,9 +250,13 @@ impl Lexer<'_> {
                         Some('"') => s.push('"'),
                         Some('0') => s.push('\0'),
                         _ => self.diags.push(
-                            Diagnostic::error(codes::LEX, self.span(esc_start), "unknown escape in string")
-                                .label("not a valid escape")
-                                .help("valid escapes are \\n \\t \\r \\\\ \\\" \\0"),
+                            Diagnostic::error(
+                                codes::LEX,
+                                self.span(esc_start),
+                                "unknown escape in string",
+                            )
+                            .label("not a valid escape")
+                            .help("valid escapes are \\n \\t \\r \\\\ \\\" \\0"),
                         ),
                     }
                 }
@@ -264,9 +274,13 @@ impl Lexer<'_> {
             match self.peek(0) {
                 None | Some(b'\n') => {
                     self.diags.push(
-                        Diagnostic::error(codes::UNTERMINATED_STRING, self.span(start), "unterminated regex")
-                            .label("this regex never ends")
-                            .help("close it with `/`; write `\\/` for a literal slash"),
+                        Diagnostic::error(
+                            codes::UNTERMINATED_STRING,
+                            self.span(start),
+                            "unterminated regex",
+                        )
+                        .label("this regex never ends")
+                        .help("close it with `/`; write `\\/` for a literal slash"),
                     );
                     return;
                 }
@@ -307,7 +321,12 @@ impl Lexer<'_> {
         let b = &self.b[start..];
         if b.len() >= 11 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[7] == b'-' {
             let mut j = start;
-            while j < self.b.len() && matches!(self.b[j], b'0'..=b'9' | b'-' | b'+' | b':' | b'.' | b'T' | b't' | b'Z' | b'z') {
+            while j < self.b.len()
+                && matches!(
+                    self.b[j],
+                    b'0'..=b'9' | b'-' | b'+' | b':' | b'.' | b'T' | b't' | b'Z' | b'z'
+                )
+            {
                 j += 1;
             }
             self.i = j;
@@ -315,9 +334,13 @@ impl Lexer<'_> {
             match parse_time(text) {
                 Some(t) => self.push(Tok::Time(t), start),
                 None => {
-                    let d = Diagnostic::error(codes::BAD_LITERAL, self.span(start), format!("invalid time `{text}`"))
-                        .label("not an RFC 3339 time")
-                        .help("write times like 2026-01-01T00:00:00Z or 2026-01-01T00:00:00.5+02:00");
+                    let d = Diagnostic::error(
+                        codes::BAD_LITERAL,
+                        self.span(start),
+                        format!("invalid time `{text}`"),
+                    )
+                    .label("not an RFC 3339 time")
+                    .help("write times like 2026-01-01T00:00:00Z or 2026-01-01T00:00:00.5+02:00");
                     self.diags.push(d);
                     self.push(Tok::Bad, start);
                 }
@@ -341,19 +364,31 @@ impl Lexer<'_> {
                     let text = &self.src[start..self.i];
                     match Cidr::parse(text) {
                         Some(c) => self.push(Tok::Cidr(c), start),
-                        None => self.bad_literal(start, "CIDR", "write networks like 10.0.0.0/8 (prefix 0–32)"),
+                        None => self.bad_literal(
+                            start,
+                            "CIDR",
+                            "write networks like 10.0.0.0/8 (prefix 0–32)",
+                        ),
                     }
                 } else {
                     let text = &self.src[start..self.i];
                     match text.parse::<std::net::Ipv4Addr>() {
                         Ok(ip) => self.push(Tok::Ip(IpAddr::V4(ip)), start),
-                        Err(_) => self.bad_literal(start, "IP address", "each part of an IPv4 address is 0–255"),
+                        Err(_) => self.bad_literal(
+                            start,
+                            "IP address",
+                            "each part of an IPv4 address is 0–255",
+                        ),
                     }
                 }
                 return;
             }
             if dots != 1 {
-                self.bad_literal(start, "number", "an IPv4 address has four parts: 203.0.113.9");
+                self.bad_literal(
+                    start,
+                    "number",
+                    "an IPv4 address has four parts: 203.0.113.9",
+                );
                 return;
             }
             self.i = save;
@@ -374,7 +409,11 @@ impl Lexer<'_> {
             }
             return;
         }
-        if matches!(self.peek(0), Some(b'e' | b'E')) && self.peek(1).is_some_and(|c| c.is_ascii_digit() || c == b'-' || c == b'+') {
+        if matches!(self.peek(0), Some(b'e' | b'E'))
+            && self
+                .peek(1)
+                .is_some_and(|c| c.is_ascii_digit() || c == b'-' || c == b'+')
+        {
             self.exponent();
             let text = &self.src[start..self.i];
             match text.parse::<f64>() {
@@ -385,7 +424,10 @@ impl Lexer<'_> {
         }
         if self.peek(0).is_some_and(is_ident_start) {
             // Duration: digits followed by a unit, possibly compound (1h30m).
-            while self.peek(0).is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            while self
+                .peek(0)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+            {
                 self.i += 1;
             }
             let text = &self.src[start..self.i];
@@ -402,7 +444,11 @@ impl Lexer<'_> {
         let text = &self.src[start..self.i];
         match text.parse::<i64>() {
             Ok(n) => self.push(Tok::Int(n), start),
-            Err(_) => self.bad_literal(start, "integer", "integers must fit in 64 bits (at most 9223372036854775807)"),
+            Err(_) => self.bad_literal(
+                start,
+                "integer",
+                "integers must fit in 64 bits (at most 9223372036854775807)",
+            ),
         }
     }
 
@@ -418,16 +464,24 @@ impl Lexer<'_> {
         while self.peek(0).is_some_and(is_ident_char) {
             self.i += 1;
         }
-        self.bad_literal(start, "number", "a number cannot be followed directly by letters");
+        self.bad_literal(
+            start,
+            "number",
+            "a number cannot be followed directly by letters",
+        );
     }
 
     fn bad_literal(&mut self, start: usize, what: &str, help: &str) {
         self.push(Tok::Bad, start);
         let text = self.src[start..self.i].to_string();
         self.diags.push(
-            Diagnostic::error(codes::BAD_NUMBER, self.span(start), format!("invalid {what} `{text}`"))
-                .label(format!("not a valid {what}"))
-                .help(help),
+            Diagnostic::error(
+                codes::BAD_NUMBER,
+                self.span(start),
+                format!("invalid {what} `{text}`"),
+            )
+            .label(format!("not a valid {what}"))
+            .help(help),
         );
     }
 
@@ -442,12 +496,22 @@ impl Lexer<'_> {
         } else if two(b'!', b'=') {
             (Tok::Ne, 2)
         } else if two(b'&', b'&') || two(b'|', b'|') {
-            let (word, bad) = if self.b[self.i] == b'&' { ("and", "&&") } else { ("or", "||") };
+            let (word, bad) = if self.b[self.i] == b'&' {
+                ("and", "&&")
+            } else {
+                ("or", "||")
+            };
             self.i += 2;
             self.diags.push(
-                Diagnostic::error(codes::LEX, self.span(start), format!("`{bad}` is not a Bitspec operator"))
-                    .label(format!("write `{word}`"))
-                    .help(format!("Bitspec spells logic in words: `and`, `or`, `not`; write `{word}` here")),
+                Diagnostic::error(
+                    codes::LEX,
+                    self.span(start),
+                    format!("`{bad}` is not a Bitspec operator"),
+                )
+                .label(format!("write `{word}`"))
+                .help(format!(
+                    "Bitspec spells logic in words: `and`, `or`, `not`; write `{word}` here"
+                )),
             );
             self.push(Tok::Ident(word.into()), start);
             return;
@@ -486,9 +550,13 @@ impl Lexer<'_> {
                         _ => "remove it".to_string(),
                     };
                     self.diags.push(
-                        Diagnostic::error(codes::LEX, self.span(start), format!("unexpected character `{c}`"))
-                            .label("not part of Bitspec")
-                            .help(help),
+                        Diagnostic::error(
+                            codes::LEX,
+                            self.span(start),
+                            format!("unexpected character `{c}`"),
+                        )
+                        .label("not part of Bitspec")
+                        .help(help),
                     );
                     return;
                 }

@@ -93,7 +93,11 @@ impl Failed {
 
 /// Parses and checks all sources together and assigns flag bits from
 /// `lock`. Parse errors in one file do not stop checking of the others.
-pub fn compile(sources: &[Source], lock: &lock::BitTable, opts: check::CheckOptions) -> Result<Compiled, Failed> {
+pub fn compile(
+    sources: &[Source],
+    lock: &lock::BitTable,
+    opts: check::CheckOptions,
+) -> Result<Compiled, Failed> {
     let mut map = SourceMap::new();
     let mut files = Vec::new();
     let mut diags = Vec::new();
@@ -113,13 +117,20 @@ pub fn compile(sources: &[Source], lock: &lock::BitTable, opts: check::CheckOpti
     if let Err(errs) = lock.validate() {
         for e in errs {
             diags.push(
-                Diagnostic::error(diag::codes::LOCK, Span::default(), format!("ben.lock is inconsistent: {e}"))
-                    .help("restore ben.lock from version control; never edit bit positions by hand"),
+                Diagnostic::error(
+                    diag::codes::LOCK,
+                    Span::default(),
+                    format!("ben.lock is inconsistent: {e}"),
+                )
+                .help("restore ben.lock from version control; never edit bit positions by hand"),
             );
         }
     }
     if diags.iter().any(Diagnostic::is_error) {
-        return Err(Failed { diagnostics: diags, map });
+        return Err(Failed {
+            diagnostics: diags,
+            map,
+        });
     }
     let (lock, changes) = lock.assign(&mut program);
     Ok(Compiled {

@@ -39,7 +39,11 @@ impl BitTable {
         let mut errs = Vec::new();
         for (pack, pb) in &self.packs {
             let mut seen: BTreeMap<u32, String> = BTreeMap::new();
-            let all = pb.live.iter().map(|(n, b)| (n.as_str(), *b, "flag")).chain(pb.retired.iter().map(|(n, b)| (n.as_str(), *b, "retired flag")));
+            let all = pb.live.iter().map(|(n, b)| (n.as_str(), *b, "flag")).chain(
+                pb.retired
+                    .iter()
+                    .map(|(n, b)| (n.as_str(), *b, "retired flag")),
+            );
             for (name, bit, what) in all {
                 if bit >= pb.next {
                     errs.push(format!("pack `{pack}`: {what} `{name}` has bit {bit}, but next = {} (every bit must be below next)", pb.next));
@@ -65,7 +69,12 @@ impl BitTable {
         for pack in &mut prog.packs {
             let pb = next.packs.entry(pack.name.clone()).or_default();
             let names: BTreeSet<&str> = pack.flags.iter().map(|f| f.name.as_str()).collect();
-            let gone: Vec<String> = pb.live.keys().filter(|n| !names.contains(n.as_str())).cloned().collect();
+            let gone: Vec<String> = pb
+                .live
+                .keys()
+                .filter(|n| !names.contains(n.as_str()))
+                .cloned()
+                .collect();
             for n in gone {
                 if let Some(bit) = pb.live.remove(&n) {
                     changes.retired.push((pack.name.clone(), n.clone(), bit));
@@ -140,7 +149,10 @@ mod tests {
         // Remove b, add d: d gets 3, not 1.
         let mut p2 = prog(&["a", "c", "d"]);
         let (t2, ch) = t1.assign(&mut p2);
-        assert_eq!(p2.packs[0].flags.iter().map(|f| f.bit).collect::<Vec<_>>(), vec![0, 2, 3]);
+        assert_eq!(
+            p2.packs[0].flags.iter().map(|f| f.bit).collect::<Vec<_>>(),
+            vec![0, 2, 3]
+        );
         assert_eq!(ch.retired, vec![("p".into(), "b".into(), 1)]);
         // Re-adding b gives it a fresh bit.
         let mut p3 = prog(&["a", "b", "c", "d"]);

@@ -41,8 +41,12 @@ pub fn parse_expr(file: FileId, src: &str) -> Result<Expr, Vec<Diagnostic>> {
     if e.is_ok() && p.peek() != &Tok::Eof {
         let t = p.tok().clone();
         p.diags.push(
-            Diagnostic::error(codes::EXPECTED, t.span, format!("expected end of expression, found {}", t.tok.describe()))
-                .label("unexpected here"),
+            Diagnostic::error(
+                codes::EXPECTED,
+                t.span,
+                format!("expected end of expression, found {}", t.tok.describe()),
+            )
+            .label("unexpected here"),
         );
     }
     diags.append(&mut p.diags);
@@ -122,8 +126,12 @@ impl Parser {
 
     fn error_here(&mut self, expected: &str) -> Recover {
         let t = self.tok().clone();
-        let mut d = Diagnostic::error(codes::EXPECTED, t.span, format!("expected {expected}, found {}", t.tok.describe()))
-            .label(format!("expected {expected}"));
+        let mut d = Diagnostic::error(
+            codes::EXPECTED,
+            t.span,
+            format!("expected {expected}, found {}", t.tok.describe()),
+        )
+        .label(format!("expected {expected}"));
         if let Tok::Ident(s) = &t.tok {
             if expected.contains("item") {
                 d = d.help_opt(did_you_mean(s, ITEM_KEYWORDS)).help_opt(if ITEM_KEYWORDS.iter().any(|k| did_you_mean(s, [*k]).is_some()) {
@@ -184,7 +192,11 @@ impl Parser {
         let name = self.name("a schema name")?;
         let (version, vspan) = self.version()?;
         let span = name.span.to(vspan);
-        Ok(SchemaRef { name, version, span })
+        Ok(SchemaRef {
+            name,
+            version,
+            span,
+        })
     }
 
     /// Skips to the next top-level item keyword at brace depth 0.
@@ -252,7 +264,11 @@ impl Parser {
         let start = self.span();
         let kw = match self.peek() {
             Tok::Ident(s) => s.clone(),
-            _ => return Err(self.error_here("an item (schema, contract, pack, playbook, migrate or test)")),
+            _ => {
+                return Err(
+                    self.error_here("an item (schema, contract, pack, playbook, migrate or test)")
+                )
+            }
         };
         match kw.as_str() {
             "schema" => self.schema(start).map(Item::Schema),
@@ -261,7 +277,9 @@ impl Parser {
             "playbook" => self.playbook(start).map(Item::Playbook),
             "migrate" => self.migrate(start).map(Item::Migrate),
             "test" => self.test(start).map(Item::Test),
-            _ => Err(self.error_here("an item (schema, contract, pack, playbook, migrate or test)")),
+            _ => {
+                Err(self.error_here("an item (schema, contract, pack, playbook, migrate or test)"))
+            }
         }
     }
 
@@ -271,9 +289,13 @@ impl Parser {
         }
         if self.peek() == &Tok::Eof || self.at_item_start() {
             self.diags.push(
-                Diagnostic::error(codes::EXPECTED, open, format!("this {what} block is never closed"))
-                    .label("opened here")
-                    .help("add `}` at the end of the block"),
+                Diagnostic::error(
+                    codes::EXPECTED,
+                    open,
+                    format!("this {what} block is never closed"),
+                )
+                .label("opened here")
+                .help("add `}` at the end of the block"),
             );
             return Err(Recover);
         }
@@ -328,7 +350,12 @@ impl Parser {
         } else {
             None
         };
-        Ok(FieldDecl { path, ty, pii, span })
+        Ok(FieldDecl {
+            path,
+            ty,
+            pii,
+            span,
+        })
     }
 
     fn type_expr(&mut self) -> PResult<TypeExpr> {
@@ -338,7 +365,9 @@ impl Parser {
             self.expect(Tok::RBracket)?;
             TypeExprKind::List(Box::new(inner))
         } else {
-            TypeExprKind::Named(self.name("a type (string, int, float, bool, time, duration, ip, cidr, bytes)")?)
+            TypeExprKind::Named(
+                self.name("a type (string, int, float, bool, time, duration, ip, cidr, bytes)")?,
+            )
         };
         let optional = self.eat(&Tok::Question);
         Ok(TypeExpr {
@@ -378,9 +407,13 @@ impl Parser {
         if self.peek() == &Tok::EqEq || self.peek() == &Tok::Colon {
             let sp = self.span();
             self.diags.push(
-                Diagnostic::error(codes::EXPECTED, sp, format!("expected `=`, found {}", self.peek().describe()))
-                    .label("assignments use a single `=`")
-                    .help(format!("write `{} = …`", target.text)),
+                Diagnostic::error(
+                    codes::EXPECTED,
+                    sp,
+                    format!("expected `=`, found {}", self.peek().describe()),
+                )
+                .label("assignments use a single `=`")
+                .help(format!("write `{} = …`", target.text)),
             );
             return Err(Recover);
         }
@@ -454,13 +487,28 @@ impl Parser {
                     Diagnostic::error(
                         codes::EXPECTED,
                         t.span,
-                        format!("expected an operator or the next statement, found {}", t.tok.describe()),
+                        format!(
+                            "expected an operator or the next statement, found {}",
+                            t.tok.describe()
+                        ),
                     )
                     .label("the expression ends before this")
-                    .help(match &t.tok {
-                        Tok::Ident(w) => did_you_mean(w, words.iter().copied()),
-                        _ => None,
-                    }.unwrap_or_else(|| format!("statements here start with {}", words.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")))),
+                    .help(
+                        match &t.tok {
+                            Tok::Ident(w) => did_you_mean(w, words.iter().copied()),
+                            _ => None,
+                        }
+                        .unwrap_or_else(|| {
+                            format!(
+                                "statements here start with {}",
+                                words
+                                    .iter()
+                                    .map(|w| format!("`{w}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }),
+                    ),
                 );
                 Err(Recover)
             }
@@ -616,7 +664,11 @@ impl Parser {
                 self.bump();
                 s
             }
-            _ => return Err(self.error_here("the signal's name as a string, e.g. \"auth.bruteforce\"")),
+            _ => {
+                return Err(
+                    self.error_here("the signal's name as a string, e.g. \"auth.bruteforce\"")
+                )
+            }
         };
         self.expect_word("severity")?;
         let severity = self.name("a severity (low, medium, high, critical)")?;
@@ -738,9 +790,13 @@ impl Parser {
         if self.depth > MAX_DEPTH {
             let sp = self.span();
             self.diags.push(
-                Diagnostic::error(codes::EXPECTED, sp, format!("expression nested more than {MAX_DEPTH} levels deep"))
-                    .label("too deep")
-                    .help("split the expression into several flags or metas"),
+                Diagnostic::error(
+                    codes::EXPECTED,
+                    sp,
+                    format!("expression nested more than {MAX_DEPTH} levels deep"),
+                )
+                .label("too deep")
+                .help("split the expression into several flags or metas"),
             );
             self.depth -= 1;
             return Err(Recover);
@@ -773,7 +829,11 @@ impl Parser {
         // Comparisons do not chain: `a < b < c` is an error, `(a < b) == c` is not.
         let mut last_cmp = false;
         loop {
-            let infix = if self.at_word("matches") { Some((4, None)) } else { self.infix().map(|(bp, op)| (bp, Some(op))) };
+            let infix = if self.at_word("matches") {
+                Some((4, None))
+            } else {
+                self.infix().map(|(bp, op)| (bp, Some(op)))
+            };
             let Some((bp, op)) = infix else { break };
             if bp < min {
                 break;
@@ -816,11 +876,19 @@ impl Parser {
 
     fn primary(&mut self) -> PResult<Expr> {
         let t = self.tok().clone();
-        let lit = |k| Ok(Expr { kind: ExprKind::Lit(k), span: t.span });
+        let lit = |k| {
+            Ok(Expr {
+                kind: ExprKind::Lit(k),
+                span: t.span,
+            })
+        };
         match t.tok {
             Tok::Bad => {
                 self.bump();
-                Ok(Expr { kind: ExprKind::Error, span: t.span })
+                Ok(Expr {
+                    kind: ExprKind::Error,
+                    span: t.span,
+                })
             }
             Tok::Int(i) => {
                 self.bump();
@@ -903,7 +971,9 @@ impl Parser {
                 w if RESERVED.contains(&w) => Err(self.error_here("an expression")),
                 // `flag a =` followed by the next statement: the expression is
                 // missing (a keyword followed by a name starts a statement).
-                w if (PACK_KEYWORDS.contains(&w) || ITEM_KEYWORDS.contains(&w) || ["when", "signal", "given", "expect"].contains(&w))
+                w if (PACK_KEYWORDS.contains(&w)
+                    || ITEM_KEYWORDS.contains(&w)
+                    || ["when", "signal", "given", "expect"].contains(&w))
                     && matches!(self.peek_at(1), Tok::Ident(_) | Tok::Str(_)) =>
                 {
                     Err(self.error_here("an expression"))
@@ -921,7 +991,13 @@ impl Parser {
                         }
                         let end = self.expect(Tok::RParen)?;
                         Ok(Expr {
-                            kind: ExprKind::Call(Name { text: s, span: t.span }, args),
+                            kind: ExprKind::Call(
+                                Name {
+                                    text: s,
+                                    span: t.span,
+                                },
+                                args,
+                            ),
                             span: t.span.to(end),
                         })
                     } else {
@@ -944,9 +1020,15 @@ mod tests {
     #[test]
     fn precedence() {
         let e = parse_expr(FileId(0), "a or b and not c == 1 + 2 * 3").unwrap();
-        let ExprKind::Binary(BinOp::Or, _, rhs) = e.kind else { panic!("{e:?}") };
-        let ExprKind::Binary(BinOp::And, _, rhs) = rhs.kind else { panic!() };
-        let ExprKind::Unary(UnOp::Not, inner) = rhs.kind else { panic!() };
+        let ExprKind::Binary(BinOp::Or, _, rhs) = e.kind else {
+            panic!("{e:?}")
+        };
+        let ExprKind::Binary(BinOp::And, _, rhs) = rhs.kind else {
+            panic!()
+        };
+        let ExprKind::Unary(UnOp::Not, inner) = rhs.kind else {
+            panic!()
+        };
         assert!(matches!(inner.kind, ExprKind::Binary(BinOp::Eq, _, _)));
     }
 
@@ -958,7 +1040,8 @@ mod tests {
 
     #[test]
     fn recovery_reports_several_errors() {
-        let src = "pack p on s v1 {\n flag a = \n flag b = x == \n flg c = 1\n}\nschema s v1 { a: int }";
+        let src =
+            "pack p on s v1 {\n flag a = \n flag b = x == \n flg c = 1\n}\nschema s v1 { a: int }";
         let (f, d) = parse(FileId(0), src);
         assert!(d.len() >= 2, "{d:#?}");
         assert!(f.items.iter().any(|i| matches!(i, Item::Schema(_))));

@@ -132,7 +132,9 @@ impl Cidr {
                 };
                 u128::from(a) & m == u128::from(n)
             }
-            (IpAddr::V4(_), IpAddr::V6(a)) => a.to_ipv4_mapped().is_some_and(|a4| self.contains(IpAddr::V4(a4))),
+            (IpAddr::V4(_), IpAddr::V6(a)) => a
+                .to_ipv4_mapped()
+                .is_some_and(|a4| self.contains(IpAddr::V4(a4))),
             (IpAddr::V6(_), IpAddr::V4(_)) => false,
         }
     }
@@ -141,11 +143,19 @@ impl Cidr {
 fn mask_addr(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix as u32)
+            };
             IpAddr::V4((u32::from(a) & m).into())
         }
         IpAddr::V6(a) => {
-            let m = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix as u32) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix as u32)
+            };
             IpAddr::V6((u128::from(a) & m).into())
         }
     }
@@ -201,8 +211,12 @@ impl Value {
     /// null equals only null.
     pub fn bs_eq(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => (*a as f64) == *b,
-            (Value::List(a), Value::List(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.bs_eq(y)),
+            (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
+                (*a as f64) == *b
+            }
+            (Value::List(a), Value::List(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.bs_eq(y))
+            }
             (a, b) => a == b,
         }
     }
@@ -215,7 +229,9 @@ impl Value {
             (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b),
             (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)),
             (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
-            (Value::Time(a), Value::Time(b)) | (Value::Duration(a), Value::Duration(b)) => Some(a.cmp(b)),
+            (Value::Time(a), Value::Time(b)) | (Value::Duration(a), Value::Duration(b)) => {
+                Some(a.cmp(b))
+            }
             (Value::Ip(a), Value::Ip(b)) => Some(a.cmp(b)),
             _ => None,
         }
@@ -315,12 +331,24 @@ pub fn parse_time(s: &str) -> Option<i64> {
         }
         std::str::from_utf8(part).ok()?.parse().ok()
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60 {
+    if !(1..=12).contains(&mo)
+        || d == 0
+        || d > days_in_month(y, mo)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -394,13 +422,17 @@ pub fn parse_duration(s: &str) -> Option<i64> {
         return None;
     }
     while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if n_end == 0 {
             return None;
         }
         let n: i64 = rest[..n_end].parse().ok()?;
         rest = &rest[n_end..];
-        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..u_end] {
             "ns" => 1,
             "us" | "µs" => 1_000,
@@ -450,7 +482,9 @@ pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -497,7 +531,10 @@ mod tests {
         let c6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(c6.contains("2001:db8::1".parse().unwrap()));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
-        assert_eq!(Cidr::parse("0.0.0.0/0").map(|c| c.contains("1.2.3.4".parse().unwrap())), Some(true));
+        assert_eq!(
+            Cidr::parse("0.0.0.0/0").map(|c| c.contains("1.2.3.4".parse().unwrap())),
+            Some(true)
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ fn leaf_str() -> BoxedStrategy<String> {
 }
 
 fn leaf_float() -> BoxedStrategy<String> {
-    prop_oneof![Just("f".to_string()), (-100i32..100).prop_map(|n| format!("{}.5", n)), Just("float(s)".to_string())].boxed()
+    prop_oneof![
+        Just("f".to_string()),
+        (-100i32..100).prop_map(|n| format!("{}.5", n)),
+        Just("float(s)".to_string())
+    ]
+    .boxed()
 }
 
 fn int_expr() -> BoxedStrategy<String> {
@@ -51,10 +56,16 @@ fn int_expr() -> BoxedStrategy<String> {
         .prop_recursive(3, 12, 2, |inner| {
             let s = str_expr_leaf();
             prop_oneof![
-                (inner.clone(), prop::sample::select(vec!["+", "-", "*", "/", "%"]), inner.clone()).prop_map(|(a, o, b)| format!("({a} {o} {b})")),
+                (
+                    inner.clone(),
+                    prop::sample::select(vec!["+", "-", "*", "/", "%"]),
+                    inner.clone()
+                )
+                    .prop_map(|(a, o, b)| format!("({a} {o} {b})")),
                 inner.clone().prop_map(|a| format!("-({a})")),
                 (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} ?? {b})")),
-                (bool_leaf(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("(if {c} then {a} else {b})")),
+                (bool_leaf(), inner.clone(), inner.clone())
+                    .prop_map(|(c, a, b)| format!("(if {c} then {a} else {b})")),
                 s.prop_map(|x| format!("len({x})")),
             ]
         })
@@ -78,7 +89,12 @@ fn float_expr() -> BoxedStrategy<String> {
     leaf_float()
         .prop_recursive(2, 6, 2, |inner| {
             prop_oneof![
-                (inner.clone(), prop::sample::select(vec!["+", "-", "*", "/"]), inner.clone()).prop_map(|(a, o, b)| format!("({a} {o} {b})")),
+                (
+                    inner.clone(),
+                    prop::sample::select(vec!["+", "-", "*", "/"]),
+                    inner.clone()
+                )
+                    .prop_map(|(a, o, b)| format!("({a} {o} {b})")),
                 (inner.clone(), leaf_int()).prop_map(|(a, b)| format!("({a} + {b})")),
             ]
         })
@@ -120,23 +136,35 @@ fn bool_expr() -> BoxedStrategy<String> {
                 inner.clone().prop_map(|a| format!("not ({a})")),
                 (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) and ({b})")),
                 (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
-                (inner.clone(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("if {c} then {a} else {b}")),
+                (inner.clone(), inner.clone(), inner.clone())
+                    .prop_map(|(c, a, b)| format!("if {c} then {a} else {b}")),
                 (int_expr(), cmp.clone(), int_expr()).prop_map(|(a, o, b)| format!("{a} {o} {b}")),
-                (float_expr(), cmp.clone(), float_expr()).prop_map(|(a, o, b)| format!("{a} {o} {b}")),
-                (str_expr_leaf(), cmp.clone(), str_expr_leaf()).prop_map(|(a, o, b)| format!("{a} {o} {b}")),
+                (float_expr(), cmp.clone(), float_expr())
+                    .prop_map(|(a, o, b)| format!("{a} {o} {b}")),
+                (str_expr_leaf(), cmp.clone(), str_expr_leaf())
+                    .prop_map(|(a, o, b)| format!("{a} {o} {b}")),
                 (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) == ({b})")),
             ]
         })
         .boxed()
 }
 
-fn opt<T: std::fmt::Debug + Clone + 'static>(s: impl Strategy<Value = T> + 'static, f: fn(T) -> Value) -> BoxedStrategy<Value> {
+fn opt<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+    f: fn(T) -> Value,
+) -> BoxedStrategy<Value> {
     prop_oneof![1 => Just(Value::Null), 4 => s.prop_map(f)].boxed()
 }
 
 fn record() -> impl Strategy<Value = Vec<Value>> {
     let int = prop_oneof![4 => -3i64..8, 2 => 498i64..503, 1 => Just(i64::MAX), 1 => Just(i64::MIN), 1 => any::<i64>()];
-    let float = prop_oneof![-1e3f64..1e3, Just(f64::NAN), Just(f64::INFINITY), Just(0.0), Just(-0.0)];
+    let float = prop_oneof![
+        -1e3f64..1e3,
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(0.0),
+        Just(-0.0)
+    ];
     let s = "[abcAé/ 7]{0,4}";
     (
         int.clone(),
@@ -146,18 +174,36 @@ fn record() -> impl Strategy<Value = Vec<Value>> {
         opt(s, Value::Str),
         any::<bool>(),
         opt(any::<bool>(), Value::Bool),
-        prop_oneof![any::<[u8; 4]>().prop_map(|b| std::net::IpAddr::from(b)), Just("10.1.2.3".parse().unwrap()), Just("2001:db8::1".parse().unwrap()), Just("::ffff:10.0.0.1".parse().unwrap())],
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(|b| std::net::IpAddr::from(b)),
+            Just("10.1.2.3".parse().unwrap()),
+            Just("2001:db8::1".parse().unwrap()),
+            Just("::ffff:10.0.0.1".parse().unwrap())
+        ],
         (1_700_000_000i64..1_800_000_000).prop_map(|s| s * 1_000_000_000),
         (0i64..200).prop_map(|s| s * 1_000_000_000),
     )
         .prop_map(|(i, i2, f, s, s2, b, ob, ip, t, d)| {
-            vec![Value::Int(i), i2, Value::Float(f), Value::Str(s), s2, Value::Bool(b), ob, Value::Ip(ip), Value::Time(t), Value::Duration(d)]
+            vec![
+                Value::Int(i),
+                i2,
+                Value::Float(f),
+                Value::Str(s),
+                s2,
+                Value::Bool(b),
+                ob,
+                Value::Ip(ip),
+                Value::Time(t),
+                Value::Duration(d),
+            ]
         })
 }
 
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+        (Value::Float(x), Value::Float(y)) => {
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        }
         (a, b) => a == b,
     }
 }
@@ -222,8 +268,20 @@ proptest! {
 
 #[test]
 fn deep_nesting_is_refused_not_overflowed() {
-    let src = format!("{SCHEMA}pack p on r v1 {{ flag a = {}true{} }}", "(".repeat(5000), ")".repeat(5000));
-    let err = compile(&[Source::new("deep.bspec", src)], &BitTable::default(), Default::default()).unwrap_err();
-    assert!(err.render().contains("nested more than"), "{}", err.render());
+    let src = format!(
+        "{SCHEMA}pack p on r v1 {{ flag a = {}true{} }}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let err = compile(
+        &[Source::new("deep.bspec", src)],
+        &BitTable::default(),
+        Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.render().contains("nested more than"),
+        "{}",
+        err.render()
+    );
 }
-

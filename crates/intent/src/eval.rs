@@ -40,7 +40,9 @@ pub struct Evaluator<'b> {
 fn action(a: RedactAction) -> Action {
     match a {
         RedactAction::Hmac => Action::Hmac,
-        RedactAction::Mask { keep_last } => Action::Mask { keep_last: keep_last as usize },
+        RedactAction::Mask { keep_last } => Action::Mask {
+            keep_last: keep_last as usize,
+        },
         RedactAction::Hash => Action::Hash,
         RedactAction::Drop => Action::Drop,
         RedactAction::Scan => Action::Scan,
@@ -83,7 +85,9 @@ fn set_path(obj: &mut Map<String, J>, path: &str, v: J) {
             cur.insert(seg.to_string(), v);
             return;
         }
-        let entry = cur.entry(seg.to_string()).or_insert_with(|| J::Object(Map::new()));
+        let entry = cur
+            .entry(seg.to_string())
+            .or_insert_with(|| J::Object(Map::new()));
         if !entry.is_object() {
             *entry = J::Object(Map::new());
         }
@@ -103,7 +107,11 @@ impl<'b> Evaluator<'b> {
             .map(|(i, p)| {
                 let compiled = CompiledPack::new(p);
                 let scratch = RefCell::new(compiled.scratch());
-                PackRun { pack: i, compiled, scratch }
+                PackRun {
+                    pack: i,
+                    compiled,
+                    scratch,
+                }
             })
             .collect();
         let b = &built.manifest.blot;
@@ -126,40 +134,69 @@ impl<'b> Evaluator<'b> {
     }
 
     /// Resolves `--contract NAME` or `--schema NAME[@vN]`.
-    pub fn input_kind(&self, contract: Option<&str>, schema: Option<&str>) -> Result<InputKind, String> {
+    pub fn input_kind(
+        &self,
+        contract: Option<&str>,
+        schema: Option<&str>,
+    ) -> Result<InputKind, String> {
         let p = &self.built.program;
         if let Some(c) = contract {
             return p.contract(c).map(InputKind::Contract).ok_or_else(|| {
                 let names: Vec<&str> = p.contracts.iter().map(|c| c.name.as_str()).collect();
-                let hint = ben_bitspec::diag::did_you_mean(c, names.iter().copied()).unwrap_or_else(|| format!("contracts in this bundle: {}", names.join(", ")));
+                let hint = ben_bitspec::diag::did_you_mean(c, names.iter().copied())
+                    .unwrap_or_else(|| format!("contracts in this bundle: {}", names.join(", ")));
                 format!("no contract `{c}`; {hint}")
             });
         }
         if let Some(s) = schema {
             let (name, version) = match s.split_once('@') {
                 Some((n, v)) => {
-                    let v = v.trim_start_matches('v').parse::<u32>().map_err(|_| format!("`{s}`: write the version as NAME@v2"))?;
+                    let v = v
+                        .trim_start_matches('v')
+                        .parse::<u32>()
+                        .map_err(|_| format!("`{s}`: write the version as NAME@v2"))?;
                     (n, Some(v))
                 }
                 None => (s, None),
             };
-            return p.schema(name, version).map(InputKind::Schema).ok_or_else(|| {
-                let names: Vec<String> = p.schemas.iter().map(|s| format!("{}@v{}", s.name, s.version)).collect();
-                format!("no schema `{s}`; schemas in this bundle: {}", names.join(", "))
-            });
+            return p
+                .schema(name, version)
+                .map(InputKind::Schema)
+                .ok_or_else(|| {
+                    let names: Vec<String> = p
+                        .schemas
+                        .iter()
+                        .map(|s| format!("{}@v{}", s.name, s.version))
+                        .collect();
+                    format!(
+                        "no schema `{s}`; schemas in this bundle: {}",
+                        names.join(", ")
+                    )
+                });
         }
         Err("say how records are shaped: --contract NAME (app records) or --schema NAME (records in schema form)".into())
     }
 
     /// Schema index after following declared migrations to a schema that
     /// packs evaluate (or the last one reachable).
-    fn migrate_chain(&self, mut schema: usize, mut rec: Vec<Value>) -> Result<(usize, Vec<Value>), RecordError> {
+    fn migrate_chain(
+        &self,
+        mut schema: usize,
+        mut rec: Vec<Value>,
+    ) -> Result<(usize, Vec<Value>), RecordError> {
         let p = &self.built.program;
         for _ in 0..p.schemas.len() {
             if p.packs_on(schema).next().is_some() {
                 break;
             }
-            let Some(m) = p.migrations.iter().filter(|m| m.from == schema).max_by_key(|m| p.schemas[m.to].version) else { break };
+            let Some(m) = p
+                .migrations
+                .iter()
+                .filter(|m| m.from == schema)
+                .max_by_key(|m| p.schemas[m.to].version)
+            else {
+                break;
+            };
             rec = interp::migrate(p, m, &rec)?;
             schema = m.to;
         }
@@ -167,17 +204,27 @@ impl<'b> Evaluator<'b> {
     }
 
     /// Translates one input record to a schema record.
-    pub fn translate(&self, kind: InputKind, input: &J) -> Result<(usize, Vec<Value>), RecordError> {
+    pub fn translate(
+        &self,
+        kind: InputKind,
+        input: &J,
+    ) -> Result<(usize, Vec<Value>), RecordError> {
         let p = &self.built.program;
         let (schema, rec) = match kind {
             InputKind::Contract(c) => {
                 if !input.is_object() {
                     return Err(RecordError {
                         field: "(record)".into(),
-                        reason: format!("expected a JSON object, found {}", interp::json_kind(input)),
+                        reason: format!(
+                            "expected a JSON object, found {}",
+                            interp::json_kind(input)
+                        ),
                     });
                 }
-                (p.contracts[c].schema, interp::translate(p, &p.contracts[c], input)?)
+                (
+                    p.contracts[c].schema,
+                    interp::translate(p, &p.contracts[c], input)?,
+                )
             }
             InputKind::Schema(s) => (s, interp::from_json(&p.schemas[s], input)?),
         };
@@ -186,7 +233,12 @@ impl<'b> Evaluator<'b> {
 
     /// Evaluates packs and redacts. `undeclared`: the input object, whose
     /// fields the schema does not declare are scanned or dropped.
-    pub fn evaluate(&self, schema: usize, rec: &[Value], undeclared: Option<&J>) -> Result<Evaluated, RecordError> {
+    pub fn evaluate(
+        &self,
+        schema: usize,
+        rec: &[Value],
+        undeclared: Option<&J>,
+    ) -> Result<Evaluated, RecordError> {
         let p = &self.built.program;
         let s = &p.schemas[schema];
         let mut flags = Vec::new();
@@ -195,14 +247,22 @@ impl<'b> Evaluator<'b> {
         let mut meta_values = Vec::new();
         let mut route = RouteTarget::Spine;
         let mut redactions: Vec<Option<RedactAction>> = vec![None; s.fields.len()];
-        for run in self.packs.iter().filter(|r| p.packs[r.pack].schema == schema) {
+        for run in self
+            .packs
+            .iter()
+            .filter(|r| p.packs[r.pack].schema == schema)
+        {
             let pack = &p.packs[run.pack];
             let mut scratch = run.scratch.borrow_mut();
             if run.compiled.eval(rec, &mut scratch) == RouteTarget::Lucius {
                 route = RouteTarget::Lucius;
             }
             for f in &pack.flags {
-                if scratch.bits.get(f.bit as usize / 64).is_some_and(|w| w & (1 << (f.bit % 64)) != 0) {
+                if scratch
+                    .bits
+                    .get(f.bit as usize / 64)
+                    .is_some_and(|w| w & (1 << (f.bit % 64)) != 0)
+                {
                     flags.push((f.bit, f.name.clone()));
                 }
             }
@@ -242,7 +302,10 @@ impl<'b> Evaluator<'b> {
                         Err(e) => {
                             return Err(RecordError {
                                 field: f.path.clone(),
-                                reason: format!("redaction ({}) failed: {e}; the record is not forwarded", a.name()),
+                                reason: format!(
+                                    "redaction ({}) failed: {e}; the record is not forwarded",
+                                    a.name()
+                                ),
                             })
                         }
                     }
@@ -284,13 +347,27 @@ impl<'b> Evaluator<'b> {
     /// Fields of a schema-form input that the schema does not declare:
     /// strings are scanned (or everything is dropped when
     /// `scan_undeclared = false`).
-    fn undeclared(&self, obj: &Map<String, J>, prefix: &str, s: &ben_bitspec::ir::Schema, out: &mut Map<String, J>, total: &mut usize) -> Result<(), RecordError> {
+    fn undeclared(
+        &self,
+        obj: &Map<String, J>,
+        prefix: &str,
+        s: &ben_bitspec::ir::Schema,
+        out: &mut Map<String, J>,
+        total: &mut usize,
+    ) -> Result<(), RecordError> {
         for (k, v) in obj {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             if s.slot(&path).is_some() {
                 continue;
             }
-            let is_prefix = s.fields.iter().any(|f| f.path.starts_with(&format!("{path}.")));
+            let is_prefix = s
+                .fields
+                .iter()
+                .any(|f| f.path.starts_with(&format!("{path}.")));
             if let (J::Object(inner), true) = (v, is_prefix) {
                 self.undeclared(inner, &path, s, out, total)?;
                 continue;
@@ -313,7 +390,11 @@ impl<'b> Evaluator<'b> {
                 })?;
                 J::String(r.map(|c| c.into_owned()).unwrap_or_default())
             }
-            J::Array(a) => J::Array(a.iter().map(|x| self.scan_json(x, path, total)).collect::<Result<_, _>>()?),
+            J::Array(a) => J::Array(
+                a.iter()
+                    .map(|x| self.scan_json(x, path, total))
+                    .collect::<Result<_, _>>()?,
+            ),
             J::Object(o) => {
                 let mut m = Map::new();
                 for (k, x) in o {
@@ -337,7 +418,11 @@ impl<'b> Evaluator<'b> {
         let bits = match ev.bits.as_slice() {
             [] => J::String("0x0".into()),
             [(_, w)] => J::String(hex_bits(w)),
-            many => J::Object(many.iter().map(|(n, w)| (n.clone(), J::String(hex_bits(w)))).collect()),
+            many => J::Object(
+                many.iter()
+                    .map(|(n, w)| (n.clone(), J::String(hex_bits(w))))
+                    .collect(),
+            ),
         };
         serde_json::json!({
             "flags": ev.flags.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>(),
@@ -366,7 +451,16 @@ impl<'b> Evaluator<'b> {
                     let ok = match (&ex.op, &ex.value) {
                         (ExpectOp::Contains, Value::Str(n)) => got.contains(n),
                         (op, Value::List(want)) => {
-                            let mut w: Vec<String> = want.iter().filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None }).collect();
+                            let mut w: Vec<String> = want
+                                .iter()
+                                .filter_map(|v| {
+                                    if let Value::Str(s) = v {
+                                        Some(s.clone())
+                                    } else {
+                                        None
+                                    }
+                                })
+                                .collect();
                             w.sort();
                             (w == got) == (*op == ExpectOp::Eq)
                         }
@@ -383,7 +477,11 @@ impl<'b> Evaluator<'b> {
                     (got, ok)
                 }
                 ExpectTarget::Bits => {
-                    let got = ev.bits.first().map(|(_, w)| hex_bits(w)).unwrap_or_else(|| "0x0".into());
+                    let got = ev
+                        .bits
+                        .first()
+                        .map(|(_, w)| hex_bits(w))
+                        .unwrap_or_else(|| "0x0".into());
                     let want = match &ex.value {
                         Value::Int(i) => Some(hex_bits(&[*i as u64])),
                         Value::Str(s) => Some(s.to_lowercase()),
@@ -393,7 +491,12 @@ impl<'b> Evaluator<'b> {
                     (got, ok)
                 }
                 ExpectTarget::Meta(name) => {
-                    let got = ev.meta_values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+                    let got = ev
+                        .meta_values
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or(Value::Null);
                     let ok = compare(&got, ex.op, &ex.value);
                     (got.to_string(), ok)
                 }
@@ -420,7 +523,11 @@ impl<'b> Evaluator<'b> {
                     ExpectOp::Ne => "!=",
                     ExpectOp::Contains => "contains",
                 };
-                fails.push(format!("{}\n      expected: {op} {}\n      actual:   {actual}", ex.text.trim_end_matches(" …"), ex.value));
+                fails.push(format!(
+                    "{}\n      expected: {op} {}\n      actual:   {actual}",
+                    ex.text.trim_end_matches(" …"),
+                    ex.value
+                ));
             }
         }
         fails
@@ -428,7 +535,11 @@ impl<'b> Evaluator<'b> {
 }
 
 fn compare(got: &Value, op: ExpectOp, want: &Value) -> bool {
-    let eq = if got.is_null() || want.is_null() { got.is_null() && want.is_null() } else { got.bs_eq(want) };
+    let eq = if got.is_null() || want.is_null() {
+        got.is_null() && want.is_null()
+    } else {
+        got.bs_eq(want)
+    };
     match op {
         ExpectOp::Eq => eq,
         ExpectOp::Ne => !eq,

@@ -33,7 +33,9 @@ pub enum BundleError {
     Manifest { path: PathBuf, message: String },
     #[error("{path}: {message}\n  = help: restore ben.lock from version control, or delete it to start a new bit table (this renumbers every flag)")]
     Lock { path: PathBuf, message: String },
-    #[error("{path} has no .bspec files: write schemas, contracts and packs in files ending in .bspec")]
+    #[error(
+        "{path} has no .bspec files: write schemas, contracts and packs in files ending in .bspec"
+    )]
     NoSources { path: PathBuf },
 }
 
@@ -87,7 +89,11 @@ impl Bundle {
         if !mpath.is_file() {
             return Err(BundleError::NoManifest { path: dir });
         }
-        let manifest = manifest::parse(&read(&mpath)?).map_err(|message| BundleError::Manifest { path: mpath.clone(), message })?;
+        let manifest =
+            manifest::parse(&read(&mpath)?).map_err(|message| BundleError::Manifest {
+                path: mpath.clone(),
+                message,
+            })?;
         let mut files = Vec::new();
         collect_bspec(&dir, &mut files)?;
         files.sort();
@@ -103,7 +109,10 @@ impl Bundle {
         let lpath = dir.join("ben.lock");
         let (lock, lock_text) = if lpath.is_file() {
             let text = read(&lpath)?;
-            let t = lockfile::parse(&text).map_err(|message| BundleError::Lock { path: lpath.clone(), message })?;
+            let t = lockfile::parse(&text).map_err(|message| BundleError::Lock {
+                path: lpath.clone(),
+                message,
+            })?;
             (t, Some(text))
         } else {
             (BitTable::default(), None)
@@ -127,12 +136,20 @@ impl Bundle {
         let mut errs = Vec::new();
         for app in &self.manifest.apps {
             if compiled.program.contract(&app.contract).is_none() {
-                let names: Vec<&str> = compiled.program.contracts.iter().map(|c| c.name.as_str()).collect();
+                let names: Vec<&str> = compiled
+                    .program
+                    .contracts
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
                 errs.push(
                     ben_bitspec::Diagnostic::error(
                         ben_bitspec::diag::codes::UNKNOWN_CONTRACT,
                         ben_bitspec::Span::default(),
-                        format!("ben.toml: app `{}` names contract `{}`, which no .bspec file declares", app.name, app.contract),
+                        format!(
+                            "ben.toml: app `{}` names contract `{}`, which no .bspec file declares",
+                            app.name, app.contract
+                        ),
                     )
                     .help_opt(ben_bitspec::diag::did_you_mean(&app.contract, names)),
                 );
@@ -254,7 +271,8 @@ impl TestResult {
 /// Runs every `test` block with a fixed, non-secret test key (so hmac
 /// outputs are reproducible in tests).
 pub fn run_tests(built: &Built) -> Vec<TestResult> {
-    let key = ben_blot::BlotKey::from_material(b"ben test key: not a secret, only for bundle tests").ok();
+    let key =
+        ben_blot::BlotKey::from_material(b"ben test key: not a secret, only for bundle tests").ok();
     let ev = Evaluator::new(built, key);
     built
         .program

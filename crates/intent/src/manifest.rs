@@ -84,7 +84,9 @@ fn default_cost() -> u64 {
 
 impl Default for LimitsSection {
     fn default() -> Self {
-        LimitsSection { max_pack_cost: default_cost() }
+        LimitsSection {
+            max_pack_cost: default_cost(),
+        }
     }
 }
 
@@ -114,11 +116,22 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
     if m.bundle.name.trim().is_empty() {
         return Err("[bundle] name must not be empty".into());
     }
-    if !m.bundle.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!("[bundle] name `{}` may use only letters, digits, `_` and `-`", m.bundle.name));
+    if !m
+        .bundle
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "[bundle] name `{}` may use only letters, digits, `_` and `-`",
+            m.bundle.name
+        ));
     }
     if !(m.blot.key.starts_with("env:") || m.blot.key.starts_with("file:")) {
-        return Err(format!("[blot] key = \"{}\": write \"env:VARIABLE\" or \"file:PATH\"", m.blot.key));
+        return Err(format!(
+            "[blot] key = \"{}\": write \"env:VARIABLE\" or \"file:PATH\"",
+            m.blot.key
+        ));
     }
     Ok(m)
 }
