@@ -8,7 +8,8 @@
 //! * `pcap_to_flows` — the same from pcap bytes through the capture reader.
 
 use ben_mesh_flows::{decode, read_capture, synth, Config, FlowTable, LinkType};
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
 
 const PACKETS: usize = 200_000;
 

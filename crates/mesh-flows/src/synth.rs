@@ -52,12 +52,11 @@ impl PcapWriter {
 }
 
 /// Appends an Ethernet + IPv4 + TCP frame with `payload` zero bytes.
+/// `src` and `dst` are (address, port).
 pub fn eth_ipv4_tcp(
     out: &mut Vec<u8>,
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
+    (src, sport): ([u8; 4], u16),
+    (dst, dport): ([u8; 4], u16),
     flags: u8,
     window: u16,
     payload: usize,
@@ -171,32 +170,42 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
             // TCP request/response.
             let dport = [80u16, 443, 22, 8080][rng.below(4) as usize];
             let rtt = 100 + rng.below(2000);
-            eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::SYN, 64240, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                (client, sport),
+                (server, dport),
+                tf::SYN,
+                64240,
+                0,
+            );
             push(t, &frame);
             t += rtt;
             eth_ipv4_tcp(
                 &mut frame,
-                server,
-                client,
-                dport,
-                sport,
+                (server, dport),
+                (client, sport),
                 tf::SYN | tf::ACK,
                 65160,
                 0,
             );
             push(t, &frame);
             t += rtt / 2;
-            eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::ACK, 502, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                (client, sport),
+                (server, dport),
+                tf::ACK,
+                502,
+                0,
+            );
             push(t, &frame);
             let exchanges = 1 + rng.below(4);
             for _ in 0..exchanges {
                 let req = 40 + rng.below(600) as usize;
                 eth_ipv4_tcp(
                     &mut frame,
-                    client,
-                    server,
-                    sport,
-                    dport,
+                    (client, sport),
+                    (server, dport),
                     tf::PSH | tf::ACK,
                     502,
                     req,
@@ -210,20 +219,32 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
                     } else {
                         1460
                     };
-                    eth_ipv4_tcp(&mut frame, server, client, dport, sport, tf::ACK, 509, len);
+                    eth_ipv4_tcp(
+                        &mut frame,
+                        (server, dport),
+                        (client, sport),
+                        tf::ACK,
+                        509,
+                        len,
+                    );
                     push(t, &frame);
                     t += 5 + rng.below(30);
                 }
-                eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::ACK, 502, 0);
+                eth_ipv4_tcp(
+                    &mut frame,
+                    (client, sport),
+                    (server, dport),
+                    tf::ACK,
+                    502,
+                    0,
+                );
                 push(t, &frame);
                 t += rng.below(5000);
             }
             eth_ipv4_tcp(
                 &mut frame,
-                client,
-                server,
-                sport,
-                dport,
+                (client, sport),
+                (server, dport),
                 tf::FIN | tf::ACK,
                 502,
                 0,
@@ -232,17 +253,22 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
             t += rtt;
             eth_ipv4_tcp(
                 &mut frame,
-                server,
-                client,
-                dport,
-                sport,
+                (server, dport),
+                (client, sport),
                 tf::FIN | tf::ACK,
                 509,
                 0,
             );
             push(t, &frame);
             t += rtt / 2;
-            eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::ACK, 502, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                (client, sport),
+                (server, dport),
+                tf::ACK,
+                502,
+                0,
+            );
             push(t, &frame);
         } else if kind < 90 {
             // DNS-like query/response.
@@ -262,15 +288,20 @@ pub fn mixed_capture(packets: usize, seed: u64) -> Vec<SynthPacket> {
         } else {
             // Scan probe answered by RST.
             let dport = 1 + rng.below(1024) as u16;
-            eth_ipv4_tcp(&mut frame, client, server, sport, dport, tf::SYN, 1024, 0);
+            eth_ipv4_tcp(
+                &mut frame,
+                (client, sport),
+                (server, dport),
+                tf::SYN,
+                1024,
+                0,
+            );
             push(t, &frame);
             t += 50 + rng.below(500);
             eth_ipv4_tcp(
                 &mut frame,
-                server,
-                client,
-                dport,
-                sport,
+                (server, dport),
+                (client, sport),
                 tf::RST | tf::ACK,
                 0,
                 0,

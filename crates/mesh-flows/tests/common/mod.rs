@@ -1,7 +1,7 @@
 //! Hand-built frames and capture files for the golden tests. Written
 //! independently of the crate's `synth` module so a bug in one cannot hide
 //! a bug in the other: every byte is spelled out here.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use ben_mesh_flows::{Config, FlowRecord, FlowTable, LinkType};
 
@@ -58,7 +58,7 @@ pub fn tcp(
     hdr_len: usize,
     payload: usize,
 ) -> Vec<u8> {
-    assert!(hdr_len >= 20 && hdr_len % 4 == 0 && hdr_len <= 60);
+    assert!(hdr_len >= 20 && hdr_len.is_multiple_of(4) && hdr_len <= 60);
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
