@@ -19,11 +19,13 @@ fn label_byte(b: u8) -> bool {
 /// Domain: two or more dot-separated labels of `[A-Za-z0-9-]`, none starting
 /// or ending with `-`, at most 63 bytes each; the last label (TLD) is 2+
 /// letters. A trailing sentence dot is not part of it.
-pub(super) fn at_sign(text: &[u8], at_pos: usize, dom: usize) -> Option<Span> {
-    // Left: the local part. The previous `@` is not a local byte, so the
-    // backward walks of all `@`s together touch each byte once.
+pub(super) fn at_sign(text: &[u8], at_pos: usize, dom: usize, floor: &mut usize) -> Option<Span> {
+    // Left: the local part, never left of the previous `@`/`%40` (the floor),
+    // so the backward walks of all triggers together touch each byte once.
+    let lo = *floor;
+    *floor = dom;
     let mut s = at_pos;
-    while s > 0 && local_byte(text[s - 1]) {
+    while s > lo && local_byte(text[s - 1]) {
         if matches!(text[s - 1], b'n' | b't' | b'r') && s >= 2 && text[s - 2] == b'\\' {
             break;
         }

@@ -114,6 +114,28 @@ pub(crate) fn push(out: &mut Vec<Span>, mut s: Span) {
     out.push(s);
 }
 
+/// Where earlier failed attempts already looked, so a later attempt that
+/// could only see a suffix of the same run (and so must fail the same way)
+/// is skipped. This keeps adversarial input (`token=token=…`,
+/// `eyJa-eyJa-…`, `x%40x%40…`) linear. Indices are into the current slice.
+#[derive(Default)]
+pub(crate) struct Floors {
+    /// Email local parts never extend left of this.
+    pub email: usize,
+    /// `key=value` triggers before this sit inside a value already rejected.
+    pub kv: usize,
+    /// `eyJ` starts before this sit inside a header run already rejected.
+    pub jwt: usize,
+}
+
+impl Floors {
+    fn shift(&mut self, by: usize) {
+        self.email = self.email.saturating_sub(by);
+        self.kv = self.kv.saturating_sub(by);
+        self.jwt = self.jwt.saturating_sub(by);
+    }
+}
+
 fn span(start: usize, end: usize, kind: Kind) -> Span {
     Span { start, end, kind }
 }
@@ -129,6 +151,7 @@ pub(crate) fn scan(text: &[u8], out: &mut Vec<Span>) {
     let mut base = 0;
     let mut t = text;
     let mut i = 0;
+    let mut fl = Floors::default();
     while i < t.len() {
         let b = t[i];
         let found = match CLASS[b as usize] {
@@ -140,7 +163,7 @@ pub(crate) fn scan(text: &[u8], out: &mut Vec<Span>) {
                 let found = if is_word(prev(t, i)) {
                     None
                 } else {
-                    word_start(t, i)
+                    word_start(t, i, &mut fl)
                 };
                 if found.is_none() {
                     // `\n4111…`: the escape letter is not part of the next token.
@@ -156,7 +179,7 @@ pub(crate) fn scan(text: &[u8], out: &mut Vec<Span>) {
                 }
                 found
             }
-            _ => trigger(t, i),
+            _ => trigger(t, i, &mut fl),
         };
         match found {
             Some(s) if s.end > s.start && s.end <= t.len() => {
@@ -169,6 +192,7 @@ pub(crate) fn scan(text: &[u8], out: &mut Vec<Span>) {
                         kind: s.kind,
                     },
                 );
+                fl.shift(end - base);
                 base = end;
                 t = &text[base..];
                 i = 0;
@@ -179,7 +203,7 @@ pub(crate) fn scan(text: &[u8], out: &mut Vec<Span>) {
 }
 
 /// Recognizers that start at a word start.
-fn word_start(text: &[u8], i: usize) -> Option<Span> {
+fn word_start(text: &[u8], i: usize, fl: &mut Floors) -> Option<Span> {
     let b = text[i];
     if is_digit(b) {
         return numeric::at_digit(text, i);
@@ -195,7 +219,7 @@ fn word_start(text: &[u8], i: usize) -> Option<Span> {
             return Some(span(i, end, Kind::Iban));
         }
     }
-    if let Some(s) = secrets::at_letter(text, i) {
+    if let Some(s) = secrets::at_letter(text, i, fl) {
         return Some(s);
     }
     if b.is_ascii_hexdigit() {
@@ -207,14 +231,14 @@ fn word_start(text: &[u8], i: usize) -> Option<Span> {
 }
 
 /// Recognizers that start at (or around) a punctuation trigger byte.
-fn trigger(text: &[u8], i: usize) -> Option<Span> {
+fn trigger(text: &[u8], i: usize, fl: &mut Floors) -> Option<Span> {
     match text[i] {
-        b'@' => email::at_sign(text, i, i + 1),
+        b'@' => email::at_sign(text, i, i + 1, &mut fl.email),
         b'%' => {
             // URL-encoded `@` (`%40`) and `+` (`%2B`).
             let (a, c) = (at(text, i + 1), at(text, i + 2));
             if a == b'4' && c == b'0' {
-                email::at_sign(text, i, i + 3)
+                email::at_sign(text, i, i + 3, &mut fl.email)
             } else if a == b'2' && (c == b'B' || c == b'b') && !is_word(prev(text, i)) {
                 numeric::international(text, i + 3).map(|end| span(i, end, Kind::Phone))
             } else {
@@ -234,9 +258,9 @@ fn trigger(text: &[u8], i: usize) -> Option<Span> {
                 }
                 return None;
             }
-            secrets::keyword_value(text, i)
+            secrets::keyword_value(text, i, &mut fl.kv)
         }
-        b'=' => secrets::keyword_value(text, i),
+        b'=' => secrets::keyword_value(text, i, &mut fl.kv),
         _ => None,
     }
 }

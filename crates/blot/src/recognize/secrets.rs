@@ -20,6 +20,15 @@ fn run(text: &[u8], mut j: usize, f: impl Fn(u8) -> bool) -> usize {
     j
 }
 
+/// Like [`run`] but stops after `max` bytes.
+fn run_max(text: &[u8], s: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
+    let mut j = s;
+    while j - s < max && f(at(text, j)) {
+        j += 1;
+    }
+    j
+}
+
 fn starts_with_ci(text: &[u8], i: usize, lit: &[u8]) -> bool {
     text.get(i..i + lit.len())
         .is_some_and(|w| w.eq_ignore_ascii_case(lit))
@@ -231,7 +240,7 @@ fn vendor_token(text: &[u8], i: usize) -> Option<usize> {
             continue;
         }
         let s = i + v.prefix.len();
-        let e = run(text, s, v.body);
+        let e = run_max(text, s, v.max + 1, v.body);
         let len = e - s;
         if (v.min..=v.max).contains(&len) && !is_word(at(text, e)) && at(text, e) != b'-' {
             return Some(e);
@@ -277,9 +286,17 @@ fn trim_dots(text: &[u8], s: usize, mut e: usize) -> usize {
 }
 
 /// Secrets that start at a letter (or `_`) that starts a word.
-pub(super) fn at_letter(text: &[u8], i: usize) -> Option<Span> {
+pub(super) fn at_letter(text: &[u8], i: usize, fl: &mut super::Floors) -> Option<Span> {
     match text[i] {
-        b'e' => jwt(text, i).map(|e| span(i, e, Kind::Jwt)),
+        b'e' if i >= fl.jwt => {
+            let found = jwt(text, i).map(|e| span(i, e, Kind::Jwt));
+            if found.is_none() {
+                // Any `eyJ` later in this base64url run sees the same run end
+                // and fails the same way.
+                fl.jwt = run(text, i, b64url);
+            }
+            found
+        }
         b'A' => aws_access_key(text, i)
             .map(|e| span(i, e, Kind::AwsAccessKey))
             .or_else(|| vendor_token(text, i).map(|e| span(i, e, Kind::BearerToken))),
@@ -348,7 +365,14 @@ fn classify_key(norm: &[u8]) -> Option<KeyClass> {
 /// called at the `=` or `:`; looks back for the key name, forward for the
 /// value. Values are ≥ 8 credential-looking bytes; a 40-byte value of a key
 /// naming an AWS secret is an AWS secret key.
-pub(super) fn keyword_value(text: &[u8], sep: usize) -> Option<Span> {
+///
+/// `floor`: a rejected value had no digit and no inner capital, so neither
+/// has any suffix of it; triggers inside it are skipped (JWTs and AWS key
+/// ids inside it are still found at their own word starts).
+pub(super) fn keyword_value(text: &[u8], sep: usize, floor: &mut usize) -> Option<Span> {
+    if sep < *floor {
+        return None;
+    }
     // Back: spaces, a closing quote (maybe `\"`), the key name.
     let mut k = sep;
     while k > 0 && text[k - 1] == b' ' && sep - k < 4 {
@@ -390,7 +414,8 @@ pub(super) fn keyword_value(text: &[u8], sep: usize) -> Option<Span> {
         j += 1;
     }
     let s = j;
-    let e = trim_dots(text, s, run(text, s, token_byte));
+    let full = run(text, s, token_byte);
+    let e = trim_dots(text, s, full);
     let v = &text[s..e];
     if v.len() < 8 {
         return None;
@@ -408,5 +433,9 @@ pub(super) fn keyword_value(text: &[u8], sep: usize) -> Option<Span> {
     {
         return Some(span(s, e, Kind::AwsSecretKey));
     }
-    looks_secret(v).then(|| span(s, e, Kind::BearerToken))
+    if looks_secret(v) {
+        return Some(span(s, e, Kind::BearerToken));
+    }
+    *floor = full;
+    None
 }
