@@ -29,7 +29,7 @@ pub enum Item {
     Schema(SchemaDecl),
     Contract(ContractDecl),
     Pack(PackDecl),
-    Playbook(PlaybookDecl),
+    Playbook(Box<PlaybookDecl>),
     Migrate(MigrateDecl),
     Test(TestDecl),
 }

@@ -29,6 +29,7 @@ type IntFn = Box<dyn Fn(&Ctx) -> Option<i64> + Send + Sync>;
 type FloatFn = Box<dyn Fn(&Ctx) -> Option<f64> + Send + Sync>;
 type StrFn = Box<dyn for<'a> Fn(&Ctx<'a>) -> Option<Cow<'a, str>> + Send + Sync>;
 type IpFn = Box<dyn Fn(&Ctx) -> Option<IpAddr> + Send + Sync>;
+type OptBoolFn = Box<dyn Fn(&Ctx) -> Option<bool> + Send + Sync>;
 type ValFn = Box<dyn for<'a> Fn(&Ctx<'a>) -> Cow<'a, Value> + Send + Sync>;
 
 enum Step {
@@ -358,7 +359,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn opt_bool(&self, e: &TExpr) -> Box<dyn Fn(&Ctx) -> Option<bool> + Send + Sync> {
+    fn opt_bool(&self, e: &TExpr) -> OptBoolFn {
         if !e.ty.is_optional() {
             let c = self.cond(e);
             return Box::new(move |cx| Some(c(cx)));

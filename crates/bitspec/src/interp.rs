@@ -251,7 +251,9 @@ fn as_f64(v: &Value) -> f64 {
 /// `int(x)` of a float: truncates toward zero; null when not finite or out
 /// of range.
 pub fn float_to_int(f: f64) -> Option<i64> {
-    if f.is_finite() && f >= -9.223_372_036_854_775_808e18 && f < 9.223_372_036_854_775_808e18 {
+    // i64::MIN is exactly -2^63; i64::MAX + 1 is exactly 2^63.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if (-LIMIT..LIMIT).contains(&f) {
         Some(f.trunc() as i64)
     } else {
         None

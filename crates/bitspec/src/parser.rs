@@ -274,7 +274,7 @@ impl Parser {
             "schema" => self.schema(start).map(Item::Schema),
             "contract" => self.contract(start).map(Item::Contract),
             "pack" => self.pack(start).map(Item::Pack),
-            "playbook" => self.playbook(start).map(Item::Playbook),
+            "playbook" => self.playbook(start).map(|p| Item::Playbook(Box::new(p))),
             "migrate" => self.migrate(start).map(Item::Migrate),
             "test" => self.test(start).map(Item::Test),
             _ => {

@@ -175,7 +175,7 @@ fn record() -> impl Strategy<Value = Vec<Value>> {
         any::<bool>(),
         opt(any::<bool>(), Value::Bool),
         prop_oneof![
-            any::<[u8; 4]>().prop_map(|b| std::net::IpAddr::from(b)),
+            any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
             Just("10.1.2.3".parse().unwrap()),
             Just("2001:db8::1".parse().unwrap()),
             Just("::ffff:10.0.0.1".parse().unwrap())

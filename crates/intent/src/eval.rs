@@ -335,7 +335,7 @@ impl<'b> Evaluator<'b> {
         }
         Ok(Evaluated {
             schema,
-            flags: flags.into_iter().map(|(b, n)| (b, n)).collect(),
+            flags,
             bits,
             metas,
             meta_values,
