@@ -22,6 +22,8 @@ pub struct Ctx<'a> {
     pub record: &'a [Value],
     pub bits: &'a [u64],
     pub metas: &'a [Value],
+    /// The pack's constant pool: constants are borrowed, never cloned.
+    pub consts: &'a [Value],
 }
 
 type CondFn = Box<dyn Fn(&Ctx) -> bool + Send + Sync>;
@@ -39,6 +41,7 @@ enum Step {
 
 /// A pack ready for fast evaluation.
 pub struct CompiledPack {
+    consts: Vec<Value>,
     steps: Vec<Step>,
     routes: Vec<(RouteTarget, CondFn)>,
     words: usize,
@@ -55,7 +58,10 @@ pub struct Scratch {
 impl CompiledPack {
     pub fn new(pack: &Pack) -> Self {
         let bits: Vec<u32> = pack.flags.iter().map(|f| f.bit).collect();
-        let c = Compiler { flag_bits: &bits };
+        let c = Compiler {
+            flag_bits: &bits,
+            consts: std::cell::RefCell::new(Vec::new()),
+        };
         let steps = pack
             .order
             .iter()
@@ -76,6 +82,7 @@ impl CompiledPack {
             .map(|r| (r.target, c.cond(&r.when)))
             .collect();
         CompiledPack {
+            consts: c.consts.into_inner(),
             steps,
             routes,
             words: pack.words(),
@@ -103,19 +110,26 @@ impl CompiledPack {
                         record,
                         bits: &out.bits,
                         metas: &out.metas,
+                        consts: &self.consts,
                     };
                     if f(&ctx) {
                         out.bits[*bit as usize / 64] |= 1 << (bit % 64);
                     }
                 }
                 Step::Meta { idx, f } => {
-                    let ctx = Ctx {
-                        record,
-                        bits: &out.bits,
-                        metas: &out.metas,
-                    };
-                    let v = f(&ctx).into_owned();
-                    out.metas[*idx] = v;
+                    // A meta never reads itself (cycles are refused), so its
+                    // slot can be taken out while the others are read.
+                    let mut slot = std::mem::replace(&mut out.metas[*idx], Value::Null);
+                    {
+                        let ctx = Ctx {
+                            record,
+                            bits: &out.bits,
+                            metas: &out.metas,
+                            consts: &self.consts,
+                        };
+                        assign(&mut slot, f(&ctx));
+                    }
+                    out.metas[*idx] = slot;
                 }
             }
         }
@@ -123,6 +137,7 @@ impl CompiledPack {
             record,
             bits: &out.bits,
             metas: &out.metas,
+            consts: &self.consts,
         };
         for (t, f) in &self.routes {
             if f(&ctx) {
@@ -135,6 +150,19 @@ impl CompiledPack {
 
 struct Compiler<'p> {
     flag_bits: &'p [u32],
+    consts: std::cell::RefCell<Vec<Value>>,
+}
+
+/// Stores a meta value, reusing the slot's string buffer when it can, so a
+/// steady stream of records allocates nothing.
+fn assign(slot: &mut Value, v: Cow<'_, Value>) {
+    match (slot, v) {
+        (Value::Str(dst), Cow::Borrowed(Value::Str(src))) => {
+            dst.clear();
+            dst.push_str(src);
+        }
+        (slot, v) => *slot = v.into_owned(),
+    }
 }
 
 fn slot_int(v: &Value) -> Option<i64> {
@@ -548,8 +576,16 @@ impl Compiler<'_> {
     fn val(&self, e: &TExpr) -> ValFn {
         match &e.kind {
             TKind::Const(v) => {
-                let v = v.clone();
-                Box::new(move |_| Cow::Owned(v.clone()))
+                let i = {
+                    let mut pool = self.consts.borrow_mut();
+                    pool.push(v.clone());
+                    pool.len() - 1
+                };
+                Box::new(move |cx| {
+                    cx.consts
+                        .get(i)
+                        .map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                })
             }
             TKind::Field(s) => {
                 let s = *s;
