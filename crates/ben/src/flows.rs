@@ -128,12 +128,18 @@ pub fn run(args: FlowsArgs) -> Result<()> {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    if let Format::Csv = format {
-        write_csv_header(&mut out).context("writing to stdout")?;
-    }
     let mut table = FlowTable::new(cfg);
     let mut write_err: Option<io::Error> = None;
-    let mut flush = |table: &mut FlowTable, out: &mut BufWriter<_>| {
+    // The CSV header goes out with the first flow (or at the end), so a
+    // file that is not a capture prints nothing on stdout.
+    let mut header_due = matches!(format, Format::Csv);
+    let mut flush = |table: &mut FlowTable, out: &mut BufWriter<_>, force_header: bool| {
+        if header_due && (force_header || table.finished_len() > 0) {
+            header_due = false;
+            if let Err(e) = write_csv_header(out) {
+                write_err = Some(e);
+            }
+        }
         for r in table.drain_finished() {
             if write_err.is_none() {
                 if let Err(e) = write_row(out, format, &r, labeler.label(&r)) {
@@ -145,23 +151,31 @@ pub fn run(args: FlowsArgs) -> Result<()> {
     let read = read_capture(input, |ts, link, frame| {
         let _ = table.push(ts, link, frame);
         if table.finished_len() > 0 {
-            flush(&mut table, &mut out);
+            flush(&mut table, &mut out, false);
         }
     });
     table.finish_all();
-    flush(&mut table, &mut out);
+    let read_ok = read.is_ok() || table.counters().packets > 0;
+    flush(&mut table, &mut out, read_ok);
     let flushed = out.flush();
     match write_err.map_or(flushed, Err) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
         r => r.context("writing flows to stdout")?,
     }
     let cap = read.as_ref().copied().unwrap_or_default();
-    eprintln!("{}", summary(table.counters(), &cap));
+    if read_ok {
+        eprintln!("{}", summary(table.counters(), &cap));
+    }
+    let packets = table.counters().packets;
     read.with_context(|| {
-        format!(
-            "reading capture {} (the flows above are from the packets before the error)",
-            args.file.display()
-        )
+        if packets > 0 {
+            format!(
+                "reading capture {} (the flows above come from the {packets} packets before the error)",
+                args.file.display()
+            )
+        } else {
+            format!("reading capture {}", args.file.display())
+        }
     })?;
     Ok(())
 }
