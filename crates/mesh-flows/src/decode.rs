@@ -109,7 +109,7 @@ impl From<std::net::IpAddr> for Addr {
     }
 }
 
-/// What the flow table needs from one packet. `Copy`, 48 bytes, no borrows.
+/// What the flow table needs from one packet: small, `Copy`, no borrows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Source address.
