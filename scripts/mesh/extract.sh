@@ -14,6 +14,6 @@ cargo build --release -q -p ben-ben --manifest-path "$root/Cargo.toml"
 ben="${CARGO_TARGET_DIR:-$root/target}/release/ben"
 for pcap in "$data"/round-*.pcap; do
   out="${pcap%.pcap}.csv"
-  "$ben" flows "$pcap" --format csv --labels "$data/labels.csv" --default-label unlabeled > "$out"
+  "$ben" flows "$pcap" --format csv --labels "$data/labels.csv" --label unlabeled > "$out"
   echo "$out: $(($(wc -l < "$out") - 1)) flows" >&2
 done

@@ -86,6 +86,10 @@ pub struct FlowVerdict {
     pub confidence: f64,
     /// The LightGBM engine's own arg-max class.
     pub ml_class: usize,
+    /// The rules engine's class (highest-scoring hit), 0 when it abstained.
+    pub rules_class: usize,
+    /// The math engine's best attack class, 0 when it abstained.
+    pub math_class: usize,
 }
 
 /// An aggregated detection: the anomaly, its evidence, and whether the rate
@@ -326,6 +330,8 @@ impl Detector {
                 class: 0,
                 confidence: 0.0,
                 ml_class: 0,
+                rules_class: 0,
+                math_class: 0,
             };
             table.flows.len()
         ];
@@ -392,11 +398,26 @@ impl Detector {
                 rule_scores[h.class] = rule_scores[h.class].max(h.score);
             }
             let rules_vote = !self.hits.is_empty();
-            let flow_math = self.math.flow_score(flow);
+            // Math votes from the source's window (class-specific EWMA
+            // z-scores); the flow's own robust z-scores only strengthen a
+            // source-level signal, never start one: benign flows are
+            // multimodal (DNS, web, SSH, bulk) and their per-feature tails
+            // are long, so flow z alone would vote on a quarter of them.
+            let src_scores = source_scores.get(src).map(|s| &s.per_class);
+            let any_src = src_scores.is_some_and(|v| v.iter().any(|&x| x > 0.0));
+            let flow_math = if any_src {
+                self.math.flow_score(flow)
+            } else {
+                0.0
+            };
             let mut math_best: f64 = 0.0;
             for (c, m) in math_scores.iter_mut().enumerate().skip(1) {
-                let src_s = source_scores.get(src).map_or(0.0, |s| s.per_class[c]);
-                *m = flow_math.max(src_s);
+                let src_s = src_scores.and_then(|v| v.get(c)).copied().unwrap_or(0.0);
+                *m = if src_s > 0.0 {
+                    0.7 * src_s + 0.3 * flow_math
+                } else {
+                    0.0
+                };
                 math_best = math_best.max(*m);
             }
             let math_vote = math_best >= vote_min;
@@ -423,6 +444,8 @@ impl Detector {
                 class: if is_flagged { best.0 } else { 0 },
                 confidence: best.1,
                 ml_class,
+                rules_class: if rules_vote { argmax(&rule_scores) } else { 0 },
+                math_class: if math_vote { argmax(&math_scores) } else { 0 },
             });
             if is_flagged {
                 flagged.push(Scored {

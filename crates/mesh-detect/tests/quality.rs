@@ -15,6 +15,8 @@ fn temporal_split_meets_the_quality_targets() {
     let report = det.run(table);
     let mut conf = Confusion::new(&classes);
     let mut ml_conf = Confusion::new(&classes);
+    let mut rules_conf = Confusion::new(&classes);
+    let mut math_conf = Confusion::new(&classes);
     for (flow, v) in table.flows.iter().zip(&report.verdicts) {
         let label = flow.label.as_deref().unwrap_or("").to_ascii_lowercase();
         let truth = classes
@@ -23,6 +25,8 @@ fn temporal_split_meets_the_quality_targets() {
             .unwrap_or_else(|| panic!("flow {} has label {label:?}", flow.id));
         conf.add(truth, v.class);
         ml_conf.add(truth, v.ml_class);
+        rules_conf.add(truth, v.rules_class);
+        math_conf.add(truth, v.math_class);
     }
     println!("test split: {} flows", table.flows.len());
     for s in conf.per_class() {
@@ -41,6 +45,18 @@ fn temporal_split_meets_the_quality_targets() {
         ml_conf.macro_f1(),
         ml_conf.false_alarm_rate() * 100.0
     );
+    for (name, c) in [("rules", &rules_conf), ("math", &math_conf)] {
+        let recalls: Vec<String> = c
+            .per_class()
+            .iter()
+            .map(|s| format!("{} {:.3}", s.class, s.recall))
+            .collect();
+        println!(
+            "{name} engine alone: recall [{}], false-alarm rate {:.4} %",
+            recalls.join(", "),
+            c.false_alarm_rate() * 100.0
+        );
+    }
     let s = &report.summary;
     println!(
         "anomalies: {} ({} published, {} rate limited) from {} flagged flows",
