@@ -77,6 +77,15 @@ fn jsonl_rows_are_self_describing() {
     assert!(line.contains("\"Total Length of Fwd Packets\":33,"));
     assert!(line.contains("\"end_reason\":\"eof\""));
     assert!(line.ends_with("\"label\":\"a\\\"b\"}\n"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["label"], "a\"b");
+    assert_eq!(v["dst_port"], 53);
+    assert_eq!(v["src_ip"], "10.0.0.1");
+    let feats = v["features"].as_object().unwrap();
+    assert_eq!(feats.len(), FEATURE_COUNT);
+    for (name, value) in fs[0].features.iter() {
+        assert_eq!(feats[name].as_f64(), Some(value), "{name}");
+    }
 }
 
 #[test]
