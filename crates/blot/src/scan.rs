@@ -144,6 +144,13 @@ impl Scanner {
 
     /// `text` with each PII span replaced by `[kind]`. Borrows when nothing
     /// was found.
+    ///
+    /// The output is re-scanned until nothing in it is recognized: a value
+    /// rejected only because of what stood next to it (`1::` glued to a card
+    /// number) is recognized once that neighbour became `[card]`, and is then
+    /// redacted too. So the output never holds a value the scanner would
+    /// call PII. Each pass only removes original bytes, so this ends; past
+    /// [`MAX_PASSES`] it is an error rather than an unchecked output.
     pub fn redact<'a>(&self, text: &'a str) -> Result<Cow<'a, str>, BlotError> {
         let mut spans = Vec::new();
         self.find_into(text, &mut spans)?;
@@ -152,6 +159,7 @@ impl Scanner {
         }
         let mut out = String::with_capacity(text.len());
         splice(text, &spans, &mut out)?;
+        self.settle(&mut out, 0, &mut spans)?;
         Ok(Cow::Owned(out))
     }
 
@@ -165,15 +173,48 @@ impl Scanner {
         out: &mut String,
     ) -> Result<(), BlotError> {
         let mark = out.len();
-        let r = self
-            .find_into(text, spans)
-            .and_then(|()| splice(text, spans, out));
+        let r = self.find_into(text, spans).and_then(|()| {
+            if spans.is_empty() {
+                out.push_str(text);
+                return Ok(());
+            }
+            splice(text, spans, out)?;
+            self.settle(out, mark, spans)
+        });
         if r.is_err() {
             out.truncate(mark);
         }
         r
     }
+
+    /// Re-scans `out[from..]` and redacts again until nothing is found.
+    fn settle(
+        &self,
+        out: &mut String,
+        from: usize,
+        spans: &mut Vec<Span>,
+    ) -> Result<(), BlotError> {
+        for _ in 1..MAX_PASSES {
+            let tail = out
+                .get(from..)
+                .ok_or(BlotError::Internal("redaction buffer out of range"))?;
+            self.find_into(tail, spans)?;
+            if spans.is_empty() {
+                return Ok(());
+            }
+            let mut next = String::with_capacity(tail.len());
+            splice(tail, spans, &mut next)?;
+            out.truncate(from);
+            out.push_str(&next);
+        }
+        Err(BlotError::Internal("redaction did not settle"))
+    }
 }
+
+/// Most scan passes [`Scanner::redact`] makes before it gives up (fails
+/// closed). One pass is the norm; a second happens only for values glued to
+/// a redacted neighbour.
+pub const MAX_PASSES: usize = 8;
 
 /// Spans must be in bounds, ordered, disjoint and on char boundaries; the
 /// recognizers guarantee it, and this check turns a bug into an error

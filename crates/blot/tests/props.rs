@@ -275,3 +275,14 @@ fn check_clean(text: &str) -> Result<(), TestCaseError> {
     );
     Ok(())
 }
+
+/// Found by the fuzz target: `1::` glued to a card is not an address until
+/// the card becomes `[card]`; the re-scan pass must redact it then.
+#[test]
+fn value_freed_by_a_neighbours_redaction_is_redacted_too() {
+    let text = "\u{13}\0\0\0\0\0\0\01::22222222221222\u{1a}1::";
+    let s = Scanner::new();
+    let out = s.redact(text).unwrap();
+    assert!(s.find(&out).unwrap().is_empty(), "{out:?}");
+    assert!(!out.contains("1::"), "{out:?}");
+}
