@@ -280,7 +280,7 @@ fn check_clean(text: &str) -> Result<(), TestCaseError> {
 /// the card becomes `[card]`; the re-scan pass must redact it then.
 #[test]
 fn value_freed_by_a_neighbours_redaction_is_redacted_too() {
-    let text = "\u{13}\0\0\0\0\0\0\01::22222222221222\u{1a}1::";
+    let text = "\u{13}\0\0\0\0\0\0\0\x31::22222222221222\u{1a}1::";
     let s = Scanner::new();
     let out = s.redact(text).unwrap();
     assert!(s.find(&out).unwrap().is_empty(), "{out:?}");
