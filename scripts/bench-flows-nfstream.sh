@@ -68,4 +68,28 @@ print(f"capture: {packets} packets ({pcap})")
 print(f"ben flows: {tb:8.3f} s {packets / tb:12.0f} packets/s {fb} flows")
 print(f"nfstream:  {tn:8.3f} s {packets / tn:12.0f} packets/s {fn} flows")
 print(f"ratio ben/nfstream: {tn / tb:.1f}x")
+
+# Agreement: per flow, packets in each direction, duration and SYN/FIN/RST
+# counts must match between the two tools.
+import json
+out = subprocess.run([ben, "flows", pcap, "--format", "jsonl"], capture_output=True,
+                     text=True, check=True).stdout
+ours = {}
+for line in out.splitlines():
+    r = json.loads(line)
+    ours[(r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["protocol"],
+          r["start_ns"] // 1_000_000)] = r["features"]
+agree = 0
+theirs = NFStreamer(source=pcap, statistical_analysis=True, n_dissections=0,
+                    splt_analysis=0, n_meters=1, idle_timeout=120, active_timeout=120)
+for f in theirs:
+    F = ours.get((f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.protocol,
+                  f.bidirectional_first_seen_ms))
+    if F is not None and (F["Total Fwd Packets"], F["Total Backward Packets"],
+                          F["SYN Flag Count"], F["FIN Flag Count"], F["RST Flag Count"]) == (
+            f.src2dst_packets, f.dst2src_packets, f.bidirectional_syn_packets,
+            f.bidirectional_fin_packets, f.bidirectional_rst_packets) \
+            and abs(F["Flow Duration"] / 1000 - f.bidirectional_duration_ms) <= 1:
+        agree += 1
+print(f"agreement: {agree} of {fn} nfstream flows match ben's packets, duration and flags")
 PY
