@@ -562,3 +562,55 @@ fn not_a_capture_is_a_clear_error() {
         read_capture(&b"hello, this is not a pcap file at all"[..], |_, _, _| {}).unwrap_err();
     assert!(err.to_string().contains("not a pcap or pcapng"), "{err}");
 }
+
+/// A real capture: `tcpdump -i lo -s 0` while curl fetched a directory
+/// listing from `python3 -m http.server` three times over IPv4, once over
+/// IPv6 (refused: nothing listened there), plus one 100-byte UDP datagram.
+/// Expected values read from `tcpdump -nn -r` of the same file: each HTTP
+/// connection is SYN, SYN-ACK, ACK, a 79-byte request, ACK, 156-byte
+/// header, ACK, 5498-byte body, ACK, server FIN, client FIN, final ACK.
+#[test]
+fn real_tcpdump_loopback_capture() {
+    let bytes = include_bytes!("data/loopback-http.pcap");
+    let (flows, table) = run(bytes, Config::default());
+    assert_eq!(table.counters().packets, 39);
+    assert_eq!(table.counters().corrupt() + table.counters().skipped(), 0);
+    assert_eq!(flows.len(), 5);
+    let http: Vec<_> = flows
+        .iter()
+        .filter(|f| f.dst_port == 18765 && f.protocol == 6 && !f.src.v6)
+        .collect();
+    assert_eq!(http.len(), 3);
+    for f in http {
+        assert_eq!(f.end_reason, EndReason::Fin);
+        Expect(vec![
+            (F::TotalFwdPackets, 6.),
+            (F::TotalBackwardPackets, 6.),
+            (F::TotalLengthFwdPackets, 79.),
+            (F::TotalLengthBwdPackets, 5654.),
+            (F::BwdPacketLengthMax, 5498.),
+            (F::ActDataPktFwd, 1.),
+            (F::SynFlagCount, 2.),
+            (F::FinFlagCount, 2.),
+            (F::PshFlagCount, 3.),
+            (F::FwdPshFlags, 1.),
+            (F::BwdPshFlags, 2.),
+            (F::AckFlagCount, 11.),
+            // Linux loopback SYN: 40-byte TCP header (MSS, SACK, TS, WS),
+            // then 32 bytes (timestamps) on every other segment.
+            (F::FwdHeaderLength, 40. + 5. * 32.),
+            (F::MinSegSizeForward, 32.),
+        ])
+        .check(f, false);
+    }
+    let v6 = flows
+        .iter()
+        .find(|f| f.src.v6)
+        .expect("the refused IPv6 connection");
+    assert_eq!(v6.end_reason, EndReason::Rst);
+    let udp = flows
+        .iter()
+        .find(|f| f.protocol == 17)
+        .expect("the UDP datagram");
+    assert_eq!(udp.features.get(F::TotalLengthFwdPackets), 100.);
+}
