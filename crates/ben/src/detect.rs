@@ -134,8 +134,25 @@ fn flows_from_pcap(path: &Path) -> Result<detect::FlowTable> {
 /// Runs `ben detect`.
 pub fn run(args: DetectArgs) -> Result<()> {
     let table = match (&args.flows, &args.pcap) {
-        (Some(p), _) => detect::FlowTable::parse(&read(p)?)
-            .with_context(|| format!("parsing flow records {}", p.display()))?,
+        (Some(p), _) => {
+            // A damaged record costs only itself: it is reported and
+            // counted, the rest is still examined (invariant 11).
+            let (table, errors) = detect::FlowTable::parse_lenient(&read(p)?);
+            for e in errors.iter().take(5) {
+                eprintln!("ben detect: {}: {e}", p.display());
+            }
+            if !errors.is_empty() {
+                eprintln!(
+                    "ben detect: {} bad record(s) in {} skipped",
+                    errors.len(),
+                    p.display()
+                );
+            }
+            if table.flows.is_empty() && !errors.is_empty() {
+                bail!("no readable flow record in {}", p.display());
+            }
+            table
+        }
         (None, Some(p)) => flows_from_pcap(p)?,
         (None, None) => bail!("give --flows FILE or --pcap FILE"),
     };

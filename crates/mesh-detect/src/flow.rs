@@ -324,15 +324,93 @@ fn split_csv(line: &str) -> Vec<String> {
     out
 }
 
+fn csv_row(
+    columns: &[Column],
+    feature_names: &[String],
+    line: &str,
+    line_no: usize,
+) -> Result<FlowRecord, DetectError> {
+    let cells = split_csv(line);
+    if cells.len() != columns.len() {
+        return Err(flow_err(
+            line_no,
+            format!("{} cells, the header has {}", cells.len(), columns.len()),
+        ));
+    }
+    let mut row = RowBuilder::new();
+    let mut features = vec![f64::NAN; feature_names.len()];
+    for (col, cell) in columns.iter().zip(&cells) {
+        match *col {
+            Column::Feature(i) => features[i] = parse_value(cell, line_no, &feature_names[i])?,
+            c => row.set(c, cell, line_no)?,
+        }
+    }
+    row.finish(line_no, features)
+}
+
+fn jsonl_row(
+    table: &mut FlowTable,
+    index: &mut std::collections::HashMap<String, usize>,
+    line: &str,
+    line_no: usize,
+) -> Result<FlowRecord, DetectError> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| flow_err(line_no, format!("not JSON: {e}")))?;
+    let serde_json::Value::Object(obj) = value else {
+        return Err(flow_err(line_no, "not a JSON object".into()));
+    };
+    let mut flat = Vec::new();
+    flatten(&obj, &mut flat, 0);
+    let mut row = RowBuilder::new();
+    let mut features = vec![f64::NAN; table.feature_names.len()];
+    for (key, v) in flat {
+        let name = normalize_name(&key);
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::Bool(b) => u8::from(*b).to_string(),
+            other => other.to_string(),
+        };
+        match classify(&name) {
+            Some(c) => row.set(c, &text, line_no)?,
+            None => {
+                let i = match index.get(&name) {
+                    Some(&i) => i,
+                    None => {
+                        let i = table.feature_names.len();
+                        table.feature_names.push(name.clone());
+                        index.insert(name.clone(), i);
+                        for f in &mut table.flows {
+                            f.features.push(f64::NAN);
+                        }
+                        features.push(f64::NAN);
+                        i
+                    }
+                };
+                features[i] = parse_value(&text, line_no, &name)?;
+            }
+        }
+    }
+    row.finish(line_no, features)
+}
+
 impl FlowTable {
-    /// Reads CSV with a header row.
+    /// Reads CSV with a header row; the first bad row is an error.
     pub fn from_csv(text: &str) -> Result<Self, DetectError> {
+        let (table, mut errors) = Self::csv(text, false);
+        match errors.pop() {
+            Some(e) => Err(e),
+            None => Ok(table),
+        }
+    }
+
+    fn csv(text: &str, lenient: bool) -> (Self, Vec<DetectError>) {
         let mut lines = text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty());
         let Some((_, header)) = lines.next() else {
-            return Ok(Self::default());
+            return (Self::default(), Vec::new());
         };
         let mut feature_names = Vec::new();
         let columns: Vec<Column> = split_csv(header.trim_start_matches('\u{feff}'))
@@ -346,91 +424,75 @@ impl FlowTable {
             })
             .collect();
         let mut flows = Vec::new();
+        let mut errors = Vec::new();
         for (no, line) in lines {
-            let line_no = no + 1;
-            let cells = split_csv(line);
-            if cells.len() != columns.len() {
-                return Err(flow_err(
-                    line_no,
-                    format!("{} cells, the header has {}", cells.len(), columns.len()),
-                ));
-            }
-            let mut row = RowBuilder::new();
-            let mut features = vec![f64::NAN; feature_names.len()];
-            for (col, cell) in columns.iter().zip(&cells) {
-                match *col {
-                    Column::Feature(i) => {
-                        features[i] = parse_value(cell, line_no, &feature_names[i])?
+            match csv_row(&columns, &feature_names, line, no + 1) {
+                Ok(f) => flows.push(f),
+                Err(e) => {
+                    errors.push(e);
+                    if !lenient {
+                        break;
                     }
-                    c => row.set(c, cell, line_no)?,
                 }
             }
-            flows.push(row.finish(line_no, features)?);
         }
-        Ok(Self {
+        let table = Self {
             feature_names,
             flows,
-        })
+        };
+        (table, errors)
     }
 
     /// Reads JSON lines: one object per line, flat or with nested objects
-    /// (nested keys are taken without their parent's prefix).
+    /// (nested keys are taken without their parent's prefix); the first bad
+    /// line is an error.
     pub fn from_jsonl(text: &str) -> Result<Self, DetectError> {
+        let (table, mut errors) = Self::jsonl(text, false);
+        match errors.pop() {
+            Some(e) => Err(e),
+            None => Ok(table),
+        }
+    }
+
+    fn jsonl(text: &str, lenient: bool) -> (Self, Vec<DetectError>) {
         let mut table = Self::default();
-        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut index = std::collections::HashMap::new();
+        let mut errors = Vec::new();
         for (no, line) in text.lines().enumerate() {
-            let line_no = no + 1;
             if line.trim().is_empty() {
                 continue;
             }
-            let value: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| flow_err(line_no, format!("not JSON: {e}")))?;
-            let serde_json::Value::Object(obj) = value else {
-                return Err(flow_err(line_no, "not a JSON object".into()));
-            };
-            let mut flat = Vec::new();
-            flatten(&obj, &mut flat, 0);
-            let mut row = RowBuilder::new();
-            let mut features = vec![f64::NAN; table.feature_names.len()];
-            for (key, v) in flat {
-                let name = normalize_name(&key);
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => String::new(),
-                    serde_json::Value::Bool(b) => u8::from(*b).to_string(),
-                    other => other.to_string(),
-                };
-                match classify(&name) {
-                    Some(c) => row.set(c, &text, line_no)?,
-                    None => {
-                        let i = match index.get(&name) {
-                            Some(&i) => i,
-                            None => {
-                                let i = table.feature_names.len();
-                                table.feature_names.push(name.clone());
-                                index.insert(name.clone(), i);
-                                for f in &mut table.flows {
-                                    f.features.push(f64::NAN);
-                                }
-                                features.push(f64::NAN);
-                                i
-                            }
-                        };
-                        features[i] = parse_value(&text, line_no, &name)?;
+            match jsonl_row(&mut table, &mut index, line, no + 1) {
+                Ok(f) => table.flows.push(f),
+                Err(e) => {
+                    errors.push(e);
+                    if !lenient {
+                        break;
                     }
                 }
             }
-            table.flows.push(row.finish(line_no, features)?);
         }
-        Ok(table)
+        (table, errors)
     }
 
-    /// Reads CSV or JSONL, whichever the text is (JSONL starts with `{`).
+    /// Reads CSV or JSONL, whichever the text is (JSONL starts with `{`);
+    /// the first bad record is an error.
     pub fn parse(text: &str) -> Result<Self, DetectError> {
         if text.trim_start().starts_with('{') {
             Self::from_jsonl(text)
         } else {
             Self::from_csv(text)
+        }
+    }
+
+    /// Like [`FlowTable::parse`], but a bad record is skipped and returned
+    /// as an error beside the table, so one damaged line costs only itself
+    /// (DESIGN §4 invariant 11).
+    pub fn parse_lenient(text: &str) -> (Self, Vec<DetectError>) {
+        if text.trim_start().starts_with('{') {
+            Self::jsonl(text, true)
+        } else {
+            Self::csv(text, true)
         }
     }
 
@@ -531,6 +593,21 @@ mod tests {
         assert_eq!(f.start_us, 1_700_000_000_250_000);
         assert_eq!(f.endpoints.dst_port, 80);
         assert_eq!(f.label.as_deref(), Some("BENIGN"));
+    }
+
+    #[test]
+    fn lenient_parsing_skips_only_bad_records() {
+        let (t, errors) = FlowTable::parse_lenient(
+            "src_ip,dst_ip,ts,x\n10.0.0.1,10.0.0.2,1,3\nnope,10.0.0.2,1,3\n10.0.0.1,10.0.0.2,1\n10.0.0.3,10.0.0.2,2,4\n",
+        );
+        assert_eq!(t.flows.len(), 2);
+        assert_eq!(t.flows[1].features, vec![4.0]);
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].to_string().contains("line 3"), "{}", errors[0]);
+        let (t, errors) = FlowTable::parse_lenient(
+            "{\"src_ip\":\"10.0.0.1\",\"dst_ip\":\"10.0.0.2\",\"ts\":1}\n{oops\n[1]\n",
+        );
+        assert_eq!((t.flows.len(), errors.len()), (1, 2));
     }
 
     #[test]
