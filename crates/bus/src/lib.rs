@@ -1,0 +1,444 @@
+//! # The bus
+//!
+//! Every Ben component talks to the others only through a [`Bus`]:
+//! subjects (`ben.<plane>.<…>`, and the CyberMesh topic names), publish and
+//! subscribe with NATS-style wildcards (`*` one token, `>` the rest), queue
+//! groups (each message goes to one member of a group), and request/reply.
+//! Embedded mode (`ben up`) uses [`InProcessBus`]; cluster mode plugs a
+//! NATS adapter into the same trait.
+//!
+//! Queues are bounded. A subscriber's queue that is full makes `publish`
+//! wait (back-pressure) up to [`Limits::publish_timeout`]; past that the
+//! message is counted as dropped for that subscriber and the publisher is
+//! told ([`PublishReport`]) — never silently lost. Messages nobody
+//! subscribes to are counted too.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// Where a reply goes, for requests.
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid subject `{0}`: tokens are non-empty, separated by `.`, and wildcards (`*`, `>`) may only be used to subscribe")]
+    Subject(String),
+    #[error("no reply on `{subject}` within {timeout_ms} ms")]
+    Timeout { subject: String, timeout_ms: u64 },
+    #[error("no responder on `{0}`")]
+    NoResponders(String),
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// What happened to one published message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Subscriber queues it was delivered to.
+    pub delivered: usize,
+    /// Subscriber queues that stayed full past the timeout.
+    pub dropped: usize,
+}
+
+/// A subscription: messages arrive on `rx` until it is dropped.
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Message>,
+}
+
+impl Subscription {
+    pub async fn next(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+}
+
+/// The bus every component uses.
+pub trait Bus: Send + Sync {
+    fn publish<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>>;
+    /// `queue`: join a queue group (one member receives each message).
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>>;
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, BusError>>;
+    /// Answers a request.
+    fn reply<'a>(
+        &'a self,
+        to: &'a Message,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            match &to.reply {
+                Some(r) => self.publish(r, payload).await.map(|_| ()),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// Named limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages buffered per subscriber.
+    pub queue_len: usize,
+    /// How long `publish` waits for a full subscriber queue.
+    pub publish_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queue_len: 4096,
+            publish_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Checks a subject; `pattern` allows wildcards.
+pub fn valid_subject(s: &str, pattern: bool) -> bool {
+    if s.is_empty() {
+        return false;
+    }
+    let toks: Vec<&str> = s.split('.').collect();
+    toks.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.contains(char::is_whitespace)
+            && match *t {
+                "*" => pattern,
+                ">" => pattern && i == toks.len() - 1,
+                t => !t.contains('*') && !t.contains('>'),
+            }
+    })
+}
+
+/// Does `subject` match `pattern` (`*` one token, `>` one or more)?
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+struct Sub {
+    pattern: String,
+    queue: Option<String>,
+    tx: mpsc::Sender<Message>,
+}
+
+#[derive(Default)]
+struct State {
+    subs: Vec<Sub>,
+    /// Round-robin position per (pattern, queue group).
+    rr: BTreeMap<(String, String), usize>,
+}
+
+/// The embedded bus: in-process, bounded channels.
+#[derive(Clone)]
+pub struct InProcessBus {
+    state: Arc<Mutex<State>>,
+    limits: Limits,
+    no_subscriber: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    inbox_seq: Arc<AtomicUsize>,
+}
+
+impl InProcessBus {
+    pub fn new(limits: Limits) -> Self {
+        InProcessBus {
+            state: Arc::new(Mutex::new(State::default())),
+            limits,
+            no_subscriber: Arc::new(AtomicU64::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            inbox_seq: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Messages published where nobody listened.
+    pub fn unrouted(&self) -> u64 {
+        self.no_subscriber.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries dropped because a subscriber stayed full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Current subscriber count (closed subscriptions are pruned on publish).
+    pub fn subscribers(&self) -> usize {
+        self.state.lock().map(|s| s.subs.len()).unwrap_or(0)
+    }
+
+    /// The queues a message on `subject` goes to: every plain subscriber,
+    /// and one member per queue group (round robin).
+    fn targets(&self, subject: &str) -> Vec<mpsc::Sender<Message>> {
+        let Ok(mut st) = self.state.lock() else {
+            return vec![];
+        };
+        st.subs.retain(|s| !s.tx.is_closed());
+        let mut out = Vec::new();
+        let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, s) in st.subs.iter().enumerate() {
+            if !matches(&s.pattern, subject) {
+                continue;
+            }
+            match &s.queue {
+                None => out.push(s.tx.clone()),
+                Some(q) => groups
+                    .entry((s.pattern.clone(), q.clone()))
+                    .or_default()
+                    .push(i),
+            }
+        }
+        for (key, members) in groups {
+            let pos = st.rr.entry(key).or_insert(0);
+            let pick = members[*pos % members.len()];
+            *pos = pos.wrapping_add(1);
+            out.push(st.subs[pick].tx.clone());
+        }
+        out
+    }
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl Bus for InProcessBus {
+    fn publish<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        Box::pin(async move {
+            if !valid_subject(subject, false) {
+                return Err(BusError::Subject(subject.to_string()));
+            }
+            let targets = self.targets(subject);
+            if targets.is_empty() {
+                self.no_subscriber.fetch_add(1, Ordering::Relaxed);
+                return Ok(PublishReport::default());
+            }
+            let mut report = PublishReport::default();
+            let n = targets.len();
+            let mut payload = Some(payload);
+            for (i, tx) in targets.into_iter().enumerate() {
+                let body = if i + 1 == n {
+                    payload.take().unwrap_or_default()
+                } else {
+                    payload.clone().unwrap_or_default()
+                };
+                let msg = Message {
+                    subject: subject.to_string(),
+                    payload: body,
+                    reply: None,
+                };
+                match tokio::time::timeout(self.limits.publish_timeout, tx.send(msg)).await {
+                    Ok(Ok(())) => report.delivered += 1,
+                    Ok(Err(_)) => {} // subscriber went away meanwhile
+                    Err(_) => {
+                        report.dropped += 1;
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        Box::pin(async move {
+            if !valid_subject(subject, true) {
+                return Err(BusError::Subject(subject.to_string()));
+            }
+            let (tx, rx) = mpsc::channel(self.limits.queue_len.max(1));
+            let mut st = self.state.lock().map_err(|_| BusError::Closed)?;
+            st.subs.push(Sub {
+                pattern: subject.to_string(),
+                queue: queue.map(str::to_string),
+                tx,
+            });
+            Ok(Subscription { rx })
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, BusError>> {
+        Box::pin(async move {
+            if !valid_subject(subject, false) {
+                return Err(BusError::Subject(subject.to_string()));
+            }
+            let inbox = format!("_INBOX.{}", self.inbox_seq.fetch_add(1, Ordering::Relaxed));
+            let mut sub = self.subscribe(&inbox, None).await?;
+            let targets = self.targets(subject);
+            if targets.is_empty() {
+                self.no_subscriber.fetch_add(1, Ordering::Relaxed);
+                return Err(BusError::NoResponders(subject.to_string()));
+            }
+            for tx in targets {
+                let msg = Message {
+                    subject: subject.to_string(),
+                    payload: payload.clone(),
+                    reply: Some(inbox.clone()),
+                };
+                let _ = tokio::time::timeout(self.limits.publish_timeout, tx.send(msg)).await;
+            }
+            match tokio::time::timeout(timeout, sub.next()).await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(BusError::Closed),
+                Err(_) => Err(BusError::Timeout {
+                    subject: subject.to_string(),
+                    timeout_ms: timeout.as_millis() as u64,
+                }),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(matches("ben.data.*", "ben.data.spine"));
+        assert!(!matches("ben.data.*", "ben.data.spine.x"));
+        assert!(matches("ben.>", "ben.data.spine.x"));
+        assert!(!matches("ben.>", "ben"));
+        assert!(matches("ai.anomalies.v1", "ai.anomalies.v1"));
+        assert!(valid_subject("ben.data.*", true));
+        assert!(!valid_subject("ben.data.*", false));
+        assert!(!valid_subject("ben..x", true));
+        assert!(!valid_subject("ben.>.x", true));
+    }
+
+    #[tokio::test]
+    async fn fan_out_and_queue_groups() {
+        let bus = InProcessBus::default();
+        let mut a = bus.subscribe("ben.data.>", None).await.unwrap();
+        let mut q1 = bus
+            .subscribe("ben.data.spine", Some("spines"))
+            .await
+            .unwrap();
+        let mut q2 = bus
+            .subscribe("ben.data.spine", Some("spines"))
+            .await
+            .unwrap();
+        for i in 0..10u8 {
+            let r = bus.publish("ben.data.spine", vec![i]).await.unwrap();
+            assert_eq!(r.delivered, 2);
+        }
+        let mut seen_a = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), a.next()).await {
+            seen_a += 1;
+        }
+        let mut n1 = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), q1.next()).await {
+            n1 += 1;
+        }
+        let mut n2 = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), q2.next()).await {
+            n2 += 1;
+        }
+        assert_eq!(seen_a, 10);
+        assert_eq!((n1, n2), (5, 5), "queue group splits round robin");
+        bus.publish("ben.nobody", vec![]).await.unwrap();
+        assert_eq!(bus.unrouted(), 1);
+    }
+
+    #[tokio::test]
+    async fn full_queue_back_pressure_then_counted_drop() {
+        let bus = InProcessBus::new(Limits {
+            queue_len: 2,
+            publish_timeout: Duration::from_millis(20),
+        });
+        let _slow = bus.subscribe("ben.x", None).await.unwrap();
+        assert_eq!(bus.publish("ben.x", vec![1]).await.unwrap().delivered, 1);
+        assert_eq!(bus.publish("ben.x", vec![2]).await.unwrap().delivered, 1);
+        let r = bus.publish("ben.x", vec![3]).await.unwrap();
+        assert_eq!(
+            r,
+            PublishReport {
+                delivered: 0,
+                dropped: 1
+            }
+        );
+        assert_eq!(bus.dropped(), 1);
+    }
+
+    #[tokio::test]
+    async fn request_reply() {
+        let bus = InProcessBus::default();
+        let mut svc = bus.subscribe("ben.ledger.status", None).await.unwrap();
+        let b2 = bus.clone();
+        tokio::spawn(async move {
+            while let Some(m) = svc.next().await {
+                let mut out = b"re:".to_vec();
+                out.extend_from_slice(&m.payload);
+                b2.reply(&m, out).await.unwrap();
+            }
+        });
+        let r = bus
+            .request("ben.ledger.status", b"hi".to_vec(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(r.payload, b"re:hi");
+        assert_eq!(
+            bus.request("ben.none", vec![], Duration::from_millis(10))
+                .await,
+            Err(BusError::NoResponders("ben.none".into()))
+        );
+        assert!(matches!(
+            bus.publish("bad subject", vec![]).await,
+            Err(BusError::Subject(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn closed_subscriptions_are_pruned() {
+        let bus = InProcessBus::default();
+        let s = bus.subscribe("ben.y", None).await.unwrap();
+        drop(s);
+        let r = bus.publish("ben.y", vec![]).await.unwrap();
+        assert_eq!(r.delivered, 0);
+        assert_eq!(bus.subscribers(), 0);
+    }
+}
