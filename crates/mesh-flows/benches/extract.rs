@@ -3,6 +3,8 @@
 //! and scan probes; 60–1514-byte frames).
 //!
 //! * `decode` — the packet decoder alone;
+//! * `decode_etherparse` — baseline: the same fields (addresses, ports,
+//!   TCP flags/window/header length, payload length) through `etherparse`;
 //! * `flow_table` — decode + flow assembly + feature computation on frames
 //!   already in memory (the sensor core, DESIGN §7 target ≥ 1M packets/s);
 //! * `pcap_to_flows` — the same from pcap bytes through the capture reader.
@@ -29,11 +31,53 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("decode", |b| {
         b.iter(|| {
-            let mut ok = 0u64;
+            let mut acc = 0u64;
             for &(_, f) in &frames {
-                ok += u64::from(decode(LinkType::ETHERNET, f).is_ok());
+                if let Ok(p) = decode(LinkType::ETHERNET, f) {
+                    acc += u64::from(p.src.bytes[15])
+                        + u64::from(p.src_port)
+                        + u64::from(p.dst_port)
+                        + u64::from(p.tcp_window)
+                        + u64::from(p.header_len)
+                        + u64::from(p.tcp_flags & 2)
+                        + u64::from(p.payload_len);
+                }
             }
-            black_box(ok)
+            black_box(acc)
+        })
+    });
+
+    g.bench_function("decode_etherparse", |b| {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        b.iter(|| {
+            let mut acc = 0u64;
+            for &(_, f) in &frames {
+                let Ok(p) = SlicedPacket::from_ethernet(f) else {
+                    continue;
+                };
+                match &p.net {
+                    Some(NetSlice::Ipv4(ip)) => acc += u64::from(ip.header().source()[3]),
+                    Some(NetSlice::Ipv6(ip)) => acc += u64::from(ip.header().source()[15]),
+                    _ => {}
+                }
+                match &p.transport {
+                    Some(TransportSlice::Tcp(t)) => {
+                        acc += u64::from(t.source_port())
+                            + u64::from(t.destination_port())
+                            + u64::from(t.window_size())
+                            + u64::from(t.data_offset())
+                            + u64::from(t.syn())
+                            + t.payload().len() as u64;
+                    }
+                    Some(TransportSlice::Udp(u)) => {
+                        acc += u64::from(u.source_port())
+                            + u64::from(u.destination_port())
+                            + u.payload().len() as u64;
+                    }
+                    _ => {}
+                }
+            }
+            black_box(acc)
         })
     });
 
