@@ -199,7 +199,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         &table.feature_names,
     )
     .context("building the detector")?;
-    let signer = detect::wire::MessageSigner::from_seed(load_key(args.key.as_deref())?);
+    let signer = ben_wire::Signer::from_secret(load_key(args.key.as_deref())?);
     let report = detector.run(&table);
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     use std::io::Write;
@@ -211,9 +211,10 @@ pub fn run(args: DetectArgs) -> Result<()> {
         }
         let mut json = detect::anomaly_json(d);
         if d.published {
-            let signed = signer.sign_anomaly(&d.event);
-            json["signature"] = hex(&signed.signature).into();
-            json["public_key"] = hex(&signed.public_key).into();
+            // The envelope a bus would carry on ai.anomalies.v1.
+            let env = signer.seal(&d.event);
+            json["signature"] = hex(&env.signature).into();
+            json["key_id"] = env.key_id.into();
         }
         writeln!(out, "{json}").context("writing anomalies")?;
     }

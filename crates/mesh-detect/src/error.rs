@@ -48,15 +48,4 @@ pub enum DetectError {
         /// What is wrong with its value.
         message: String,
     },
-    /// A signed message failed verification.
-    #[error("signature check failed for `{kind}`: {message}")]
-    Signature {
-        /// The message kind (`anomaly`, `evidence`).
-        kind: String,
-        /// Why it failed.
-        message: String,
-    },
-    /// A protobuf payload could not be decoded.
-    #[error("protobuf decode: {0}")]
-    Decode(#[from] prost::DecodeError),
 }

@@ -66,8 +66,10 @@
 //! but path-dependent). The full flow list goes to a [`wire::EvidenceEvent`].
 //! Anomalies pass a token bucket (100/s, charged at the window's end time);
 //! held-back ones are counted in [`Summary::rate_limited`] and returned with
-//! `published = false`, never silently dropped. [`wire::MessageSigner`] signs
-//! `"ben/v1/anomaly" || 0x00 || payload` (invariant 8).
+//! `published = false`, never silently dropped. Both messages implement
+//! `ben_wire::Kind`, so `ben_wire::Signer::seal` puts them in Ben's signed
+//! envelope over `"ben/v1/anomaly" || 0x00 || payload` (invariant 8) and
+//! receivers get them only as `Verified<T>` through `ben_wire::open`.
 //!
 //! ## Example
 //!

@@ -20,25 +20,39 @@
 //! }
 //! message EvidenceFlow { string id = 1; Endpoint source = 2; Endpoint target = 3; uint32 protocol = 4; int64 start_us = 5; double confidence = 6; string class = 7; }
 //! message EvidenceEvent { string anomaly_id = 1; repeated EvidenceFlow flows = 2; uint64 truncated = 3; }
-//! message SignedMessage { string subject = 1; string kind = 2; bytes payload = 3; bytes signature = 4; bytes public_key = 5; }
 //! ```
 //!
-//! **Signing** (DESIGN §4 invariant 8): the signature covers
-//! `"ben/v1/<kind>" || 0x00 || payload`, so a signature made for one kind
-//! of message can never verify as another.
+//! **Signing** (DESIGN §4 invariant 8) uses Ben's one envelope,
+//! `ben_wire::pb::SignedEnvelope`: both messages implement [`ben_wire::Kind`]
+//! (`anomaly`, `evidence`), so `Signer::seal` signs
+//! `"ben/v1/anomaly" || 0x00 || payload` and a validator gets a
+//! `Verified<AnomalyEvent>` only through `ben_wire::open`. A signature made
+//! for one kind never verifies as another.
+//!
+//! ```
+//! use ben_mesh_detect::wire::AnomalyEvent;
+//! use ben_wire::{open, Keyring, Signer};
+//!
+//! let signer = Signer::from_secret([7; 32]);
+//! let env = signer.seal(&AnomalyEvent { class: "portscan".into(), ..Default::default() });
+//! let mut keys = Keyring::new();
+//! keys.trust(signer.public());
+//! assert_eq!(open::<AnomalyEvent>(&env, &keys).unwrap().get().class, "portscan");
+//! ```
 
-use crate::error::DetectError;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use prost::Message;
 
 /// Subject anomalies are published on.
 pub const ANOMALIES_SUBJECT: &str = "ai.anomalies.v1";
 /// Subject evidence is published on.
 pub const EVIDENCE_SUBJECT: &str = "ai.evidence.v1";
-/// Signing domain kind of an anomaly.
-pub const ANOMALY_KIND: &str = "anomaly";
-/// Signing domain kind of evidence.
-pub const EVIDENCE_KIND: &str = "evidence";
+impl ben_wire::Kind for AnomalyEvent {
+    const KIND: &'static str = "anomaly";
+}
+
+impl ben_wire::Kind for EvidenceEvent {
+    const KIND: &'static str = "evidence";
+}
 
 /// An address and port.
 #[derive(Clone, PartialEq, Message)]
@@ -190,110 +204,10 @@ pub struct EvidenceEvent {
     pub truncated: u64,
 }
 
-/// A payload with its Ed25519 signature.
-#[derive(Clone, PartialEq, Message)]
-pub struct SignedMessage {
-    /// Bus subject.
-    #[prost(string, tag = "1")]
-    pub subject: String,
-    /// Signing domain kind (`anomaly`, `evidence`).
-    #[prost(string, tag = "2")]
-    pub kind: String,
-    /// The encoded message.
-    #[prost(bytes = "vec", tag = "3")]
-    pub payload: Vec<u8>,
-    /// Ed25519 signature over `"ben/v1/" kind 0x00 payload`.
-    #[prost(bytes = "vec", tag = "4")]
-    pub signature: Vec<u8>,
-    /// The signer's public key (32 bytes).
-    #[prost(bytes = "vec", tag = "5")]
-    pub public_key: Vec<u8>,
-}
-
-/// The exact bytes signed for a message of `kind`.
-pub fn signing_bytes(kind: &str, payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(8 + kind.len() + payload.len());
-    m.extend_from_slice(b"ben/v1/");
-    m.extend_from_slice(kind.as_bytes());
-    m.push(0);
-    m.extend_from_slice(payload);
-    m
-}
-
-/// Signs CyberMesh messages with one Ed25519 key.
-pub struct MessageSigner {
-    key: SigningKey,
-}
-
-impl MessageSigner {
-    /// A signer from a 32-byte secret seed (the caller supplies the
-    /// randomness, DESIGN §4 invariant 12).
-    pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self {
-            key: SigningKey::from_bytes(&seed),
-        }
-    }
-
-    /// The public key.
-    pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
-    }
-
-    /// Signs an encoded payload of `kind` for `subject`.
-    pub fn sign(&self, subject: &str, kind: &str, payload: Vec<u8>) -> SignedMessage {
-        let sig = self.key.sign(&signing_bytes(kind, &payload));
-        SignedMessage {
-            subject: subject.to_owned(),
-            kind: kind.to_owned(),
-            payload,
-            signature: sig.to_bytes().to_vec(),
-            public_key: self.public_key().to_vec(),
-        }
-    }
-
-    /// Encodes and signs an anomaly for `ai.anomalies.v1`.
-    pub fn sign_anomaly(&self, a: &AnomalyEvent) -> SignedMessage {
-        self.sign(ANOMALIES_SUBJECT, ANOMALY_KIND, a.encode_to_vec())
-    }
-
-    /// Encodes and signs evidence for `ai.evidence.v1`.
-    pub fn sign_evidence(&self, e: &EvidenceEvent) -> SignedMessage {
-        self.sign(EVIDENCE_SUBJECT, EVIDENCE_KIND, e.encode_to_vec())
-    }
-}
-
-/// Checks a signed message against the key it names and the kind expected,
-/// returning its payload.
-pub fn verify<'a>(msg: &'a SignedMessage, expected_kind: &str) -> Result<&'a [u8], DetectError> {
-    let fail = |m: &str| DetectError::Signature {
-        kind: msg.kind.clone(),
-        message: m.to_owned(),
-    };
-    if msg.kind != expected_kind {
-        return Err(fail(&format!("expected kind `{expected_kind}`")));
-    }
-    let pk: [u8; 32] = msg
-        .public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| fail("public key is not 32 bytes"))?;
-    let key = VerifyingKey::from_bytes(&pk).map_err(|_| fail("public key is not a valid point"))?;
-    let sig: [u8; 64] = msg
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| fail("signature is not 64 bytes"))?;
-    key.verify(
-        &signing_bytes(&msg.kind, &msg.payload),
-        &Signature::from_bytes(&sig),
-    )
-    .map_err(|_| fail("bad signature"))?;
-    Ok(&msg.payload)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ben_wire::{open, open_bytes, Keyring, Signer};
 
     fn anomaly() -> AnomalyEvent {
         AnomalyEvent {
@@ -310,40 +224,47 @@ mod tests {
     }
 
     #[test]
-    fn sign_verify_round_trip() {
-        let s = MessageSigner::from_seed([7; 32]);
-        let m = s.sign_anomaly(&anomaly());
-        let bytes = m.encode_to_vec();
-        let back = SignedMessage::decode(bytes.as_slice()).unwrap();
-        let payload = verify(&back, ANOMALY_KIND).unwrap();
-        assert_eq!(AnomalyEvent::decode(payload).unwrap(), anomaly());
-        assert_eq!(back.subject, ANOMALIES_SUBJECT);
-    }
-
-    #[test]
-    fn tampering_and_cross_domain_use_fail() {
-        let s = MessageSigner::from_seed([7; 32]);
-        let mut m = s.sign_anomaly(&anomaly());
-        m.payload[3] ^= 1;
-        assert!(verify(&m, ANOMALY_KIND).is_err());
-        // an anomaly signature must not verify as evidence
-        let mut m = s.sign_anomaly(&anomaly());
-        m.kind = EVIDENCE_KIND.into();
-        assert!(verify(&m, EVIDENCE_KIND).is_err());
-        let m = s.sign_anomaly(&anomaly());
-        assert!(verify(&m, EVIDENCE_KIND).is_err());
-        let mut m = s.sign_anomaly(&anomaly());
-        m.public_key = MessageSigner::from_seed([8; 32]).public_key().to_vec();
-        assert!(verify(&m, ANOMALY_KIND).is_err());
-        m.public_key.truncate(5);
-        assert!(verify(&m, ANOMALY_KIND).is_err());
-    }
-
-    #[test]
-    fn domain_separation_bytes() {
+    fn sealed_anomalies_open_only_as_anomalies() {
+        let s = Signer::from_secret([7; 32]);
+        let mut keys = Keyring::new();
+        keys.trust(s.public());
+        let bytes = s.seal_bytes(&anomaly());
         assert_eq!(
-            signing_bytes("anomaly", b"xy"),
-            b"ben/v1/anomaly\0xy".to_vec()
+            open_bytes::<AnomalyEvent>(&bytes, &keys).unwrap().get(),
+            &anomaly()
         );
+        // an anomaly's signature never opens as evidence
+        assert!(open_bytes::<EvidenceEvent>(&bytes, &keys).is_err());
+        let mut env = s.seal(&anomaly());
+        env.kind = "evidence".into();
+        assert!(open::<EvidenceEvent>(&env, &keys).is_err());
+        // tampering and unknown signers fail
+        let mut env = s.seal(&anomaly());
+        env.payload[3] ^= 1;
+        assert!(open::<AnomalyEvent>(&env, &keys).is_err());
+        let other = Signer::from_secret([8; 32]).seal(&anomaly());
+        assert!(open::<AnomalyEvent>(&other, &keys).is_err());
+    }
+
+    #[test]
+    fn evidence_round_trips() {
+        let s = Signer::from_secret([9; 32]);
+        let mut keys = Keyring::new();
+        keys.trust(s.public());
+        let e = EvidenceEvent {
+            anomaly_id: "a1".into(),
+            flows: vec![EvidenceFlow {
+                id: "f1".into(),
+                ..Default::default()
+            }],
+            truncated: 2,
+        };
+        assert_eq!(
+            open::<EvidenceEvent>(&s.seal(&e), &keys)
+                .unwrap()
+                .into_inner(),
+            e
+        );
+        assert_eq!(e.encoded_len(), e.encode_to_vec().len());
     }
 }

@@ -3,9 +3,9 @@
 
 mod common;
 
-use ben_mesh_detect::wire::{self, MessageSigner, ANOMALY_KIND, EVIDENCE_KIND};
+use ben_mesh_detect::wire::{AnomalyEvent, EvidenceEvent};
 use ben_mesh_detect::{defaults, Config, FlowTable, LgbmModel};
-use prost::Message;
+use ben_wire::{open, open_bytes, Keyring, Signer};
 
 fn flood_of(n: usize) -> FlowTable {
     let split = common::test_split();
@@ -73,21 +73,22 @@ fn anomalies_are_signed_with_domain_separation() {
     let mut det = common::detector(Config::default(), table);
     let report = det.run(table);
     assert!(!report.detections.is_empty());
-    let signer = MessageSigner::from_seed([42; 32]);
+    let signer = Signer::from_secret([42; 32]);
+    let mut keys = Keyring::new();
+    keys.trust(signer.public());
     for d in report.detections.iter().take(20) {
-        let m = signer.sign_anomaly(&d.event);
-        let back = wire::SignedMessage::decode(m.encode_to_vec().as_slice()).expect("decodes");
-        let payload = wire::verify(&back, ANOMALY_KIND).expect("verifies");
+        let bytes = signer.seal_bytes(&d.event);
+        let opened = open_bytes::<AnomalyEvent>(&bytes, &keys).expect("verifies");
+        assert_eq!(opened.get(), &d.event);
+        let e = signer.seal(&d.evidence);
         assert_eq!(
-            wire::AnomalyEvent::decode(payload).expect("payload"),
-            d.event
+            open::<EvidenceEvent>(&e, &keys).expect("evidence").get(),
+            &d.evidence
         );
-        let e = signer.sign_evidence(&d.evidence);
-        assert!(wire::verify(&e, EVIDENCE_KIND).is_ok());
-        assert!(wire::verify(&e, ANOMALY_KIND).is_err());
-        let mut bad = m.clone();
+        assert!(open::<AnomalyEvent>(&e, &keys).is_err());
+        let mut bad = signer.seal(&d.event);
         bad.payload.push(0);
-        assert!(wire::verify(&bad, ANOMALY_KIND).is_err());
+        assert!(open::<AnomalyEvent>(&bad, &keys).is_err());
     }
 }
 
