@@ -49,8 +49,19 @@ const MISSING_ZERO: u8 = 1;
 const MISSING_NAN: u8 = 2;
 const ZERO_THRESHOLD: f64 = 1e-35;
 
+/// One split, packed for the evaluation loop (one cache line holds two).
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    threshold: f64,
+    feature: u32,
+    left: i32,
+    right: i32,
+    decision: u8,
+}
+
 #[derive(Clone, Debug)]
 struct Tree {
+    nodes: Vec<Node>,
     split_feature: Vec<usize>,
     threshold: Vec<f64>,
     decision_type: Vec<u8>,
@@ -78,8 +89,9 @@ impl Tree {
 
     #[inline]
     fn next(&self, node: usize, x: &[f64]) -> i32 {
-        let fval = x.get(self.split_feature[node]).copied().unwrap_or(f64::NAN);
-        let dt = self.decision_type[node];
+        let n = &self.nodes[node];
+        let fval = x.get(n.feature as usize).copied().unwrap_or(f64::NAN);
+        let dt = n.decision;
         if dt & 1 != 0 {
             return self.categorical(node, fval);
         }
@@ -91,16 +103,12 @@ impl Tree {
         if (missing == MISSING_ZERO && v.abs() <= ZERO_THRESHOLD)
             || (missing == MISSING_NAN && v.is_nan())
         {
-            return if dt & 2 != 0 {
-                self.left[node]
-            } else {
-                self.right[node]
-            };
+            return if dt & 2 != 0 { n.left } else { n.right };
         }
-        if v <= self.threshold[node] {
-            self.left[node]
+        if v <= n.threshold {
+            n.left
         } else {
-            self.right[node]
+            n.right
         }
     }
 
@@ -439,6 +447,7 @@ fn parse_tree(
     }
     if num_leaves == 1 {
         return Ok(Tree {
+            nodes: vec![],
             split_feature: vec![],
             threshold: vec![],
             decision_type: vec![],
@@ -516,7 +525,17 @@ fn parse_tree(
     } else {
         (vec![], vec![])
     };
+    let nodes = (0..n)
+        .map(|i| Node {
+            threshold: threshold[i],
+            feature: split_feature[i] as u32,
+            left: left[i],
+            right: right[i],
+            decision: decision_type[i],
+        })
+        .collect();
     Ok(Tree {
+        nodes,
         split_feature,
         threshold,
         decision_type,
