@@ -86,6 +86,9 @@ pub fn check(files: &[ast::File], opts: CheckOptions) -> (Program, Vec<Diagnosti
             c.test(x);
         }
     }
+    // Packs run in name order everywhere (here and in components that load
+    // them from artifacts), so evaluation never depends on file order.
+    c.prog.packs.sort_by(|a, b| a.name.cmp(&b.name));
     (c.prog, c.diags)
 }
 

@@ -44,14 +44,14 @@ impl Program {
 }
 
 /// A field of a schema. Dotted paths are nested objects in JSON.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Field {
     pub path: String,
     pub ty: Type,
     pub pii: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Schema {
     pub name: String,
     pub version: u32,
@@ -70,7 +70,7 @@ impl Schema {
 }
 
 /// App record (JSON) → schema record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Contract {
     pub name: String,
     pub schema: usize,
@@ -79,7 +79,7 @@ pub struct Contract {
     pub assigns: Vec<(usize, TExpr)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RedactAction {
     Hmac,
     Mask { keep_last: u32 },
@@ -100,7 +100,7 @@ impl RedactAction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RouteTarget {
     Spine,
     Lucius,
@@ -115,7 +115,7 @@ impl RouteTarget {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FlagDef {
     pub name: String,
     pub expr: TExpr,
@@ -123,26 +123,26 @@ pub struct FlagDef {
     pub bit: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MetaDef {
     pub name: String,
     pub expr: TExpr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     pub target: RouteTarget,
     pub when: TExpr,
 }
 
 /// A node of the pack's evaluation order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Def {
     Flag(usize),
     Meta(usize),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Pack {
     pub name: String,
     pub schema: usize,
@@ -167,7 +167,7 @@ impl Pack {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Aggregate {
     Count,
     Sum,
@@ -176,7 +176,9 @@ pub enum Aggregate {
     Max,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Severity {
     Low,
     Medium,
@@ -197,7 +199,7 @@ impl Severity {
 
 /// `when AGG(ARG) by KEYS within WINDOW OP THRESHOLD` → `signal NAME`.
 /// Flags in `arg` are [`TKind::Flag`] indexes into `flag_names`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Playbook {
     pub name: String,
     pub schema: usize,
@@ -214,14 +216,14 @@ pub struct Playbook {
 
 /// `migrate S vA -> vB`: every slot of the new schema comes from an
 /// expression over the old record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Migration {
     pub from: usize,
     pub to: usize,
     pub assigns: Vec<(usize, TExpr)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ExpectTarget {
     Flags,
     Bits,
@@ -230,14 +232,14 @@ pub enum ExpectTarget {
     Field(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExpectOp {
     Eq,
     Ne,
     Contains,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Expectation {
     pub target: ExpectTarget,
     pub op: ExpectOp,
@@ -247,7 +249,7 @@ pub struct Expectation {
     pub span: Span,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Test {
     pub name: String,
     pub schema: usize,
@@ -257,7 +259,7 @@ pub struct Test {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Func {
     Lower,
     Upper,
@@ -281,13 +283,13 @@ impl Func {
 }
 
 /// A typed expression.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TExpr {
     pub kind: TKind,
     pub ty: Type,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum TKind {
     Const(Value),
     Field(usize),
@@ -304,7 +306,7 @@ pub enum TKind {
     Call(Func, Vec<TExpr>),
     If(Box<TExpr>, Box<TExpr>, Box<TExpr>),
     List(Vec<TExpr>),
-    Matches(Box<TExpr>, Arc<regex::Regex>),
+    Matches(Box<TExpr>, #[serde(with = "regex_serde")] Arc<regex::Regex>),
 }
 
 impl TExpr {
@@ -346,5 +348,25 @@ impl TExpr {
             TKind::If(a, b, c) => Box::new([&**a, &**b, &**c].into_iter()),
             TKind::Call(_, xs) | TKind::List(xs) => Box::new(xs.iter()),
         }
+    }
+}
+
+/// Regexes travel as their pattern and are compiled again on load (with
+/// the same size limit the checker uses).
+mod regex_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(re: &Arc<regex::Regex>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(re.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<regex::Regex>, D::Error> {
+        let pat = String::deserialize(d)?;
+        regex::RegexBuilder::new(&pat)
+            .size_limit(1 << 20)
+            .build()
+            .map(Arc::new)
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// A Bitspec type.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Type {
     String,
     Int,
@@ -91,7 +91,9 @@ impl fmt::Display for Type {
 }
 
 /// An IP network: address and prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -169,7 +171,7 @@ impl fmt::Display for Cidr {
 
 /// A runtime value. Times and durations are nanoseconds (since the Unix
 /// epoch for times).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),

@@ -195,8 +195,7 @@ impl Built {
     fn new(bundle: &Bundle, c: Compiled) -> Built {
         let mut artifacts: Vec<Artifact> = ben_bitspec::canon::artifacts(&c.program)
             .into_iter()
-            .map(|(name, json)| {
-                let bytes = serde_json::to_vec(&json).unwrap_or_default();
+            .map(|(name, bytes)| {
                 let hash = blake3::hash(&bytes);
                 Artifact { name, bytes, hash }
             })
