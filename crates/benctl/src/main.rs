@@ -222,70 +222,6 @@ fn test(dir: &Path) -> Result<ExitCode> {
     })
 }
 
-/// The hmac key: `env:VAR` / `file:PATH` from ben.toml; for the default
-/// `env:BEN_BLOT_KEY` when unset, `DATA_DIR/blot.key`, created with fresh
-/// random bytes on first use.
-fn blot_key(
-    b: &ben_intent::Built,
-    bundle_dir: &Path,
-    data_dir: &Path,
-) -> Result<ben_blot::BlotKey> {
-    let spec = &b.manifest.blot.key;
-    let material: Vec<u8> = if let Some(var) = spec.strip_prefix("env:") {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() => v.into_bytes(),
-            _ if var == "BEN_BLOT_KEY" => {
-                let path = data_dir.join("blot.key");
-                if !path.exists() {
-                    std::fs::create_dir_all(data_dir)
-                        .with_context(|| format!("creating {}", data_dir.display()))?;
-                    let mut bytes = [0u8; 32];
-                    std::fs::File::open("/dev/urandom")
-                        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-                        .context("reading /dev/urandom for a new blot key")?;
-                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                    write_private(&path, hex.as_bytes())?;
-                    eprintln!(
-                        "note: BEN_BLOT_KEY is not set; created a new hmac key in {}",
-                        path.display()
-                    );
-                }
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
-            }
-            _ => anyhow::bail!("ben.toml sets [blot] key = \"{spec}\", but ${var} is not set"),
-        }
-    } else if let Some(p) = spec.strip_prefix("file:") {
-        let path = bundle_dir.join(p);
-        std::fs::read(&path).with_context(|| {
-            format!(
-                "reading the blot key file {} ([blot] key in ben.toml)",
-                path.display()
-            )
-        })?
-    } else {
-        anyhow::bail!("[blot] key = \"{spec}\" must start with env: or file:");
-    };
-    let material: Vec<u8> = String::from_utf8_lossy(&material)
-        .trim()
-        .as_bytes()
-        .to_vec();
-    ben_blot::BlotKey::from_material(&material)
-        .map_err(|e| anyhow::anyhow!("blot key ({spec}): {e}"))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 fn eval(
     dir: &Path,
     input: &str,
@@ -296,7 +232,8 @@ fn eval(
     let Some(b) = load_built(dir, Format::Human)? else {
         return Ok(ExitCode::from(1));
     };
-    let key = blot_key(&b, dir, data_dir)?;
+    let key = ben_intent::keys::load_blot_key(&b.manifest.blot.key, Some(dir), data_dir)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let ev = Evaluator::new(&b, Some(key));
     let kind = ev
         .input_kind(contract, schema)

@@ -12,7 +12,7 @@ use ben_bitspec::ir::{ExpectOp, ExpectTarget, RedactAction, RouteTarget, Test};
 use ben_bitspec::Value;
 use ben_blot::{Action, BlotKey, Limits, Redactor};
 use serde_json::{Map, Value as J};
-use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 /// How input records are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +26,15 @@ pub enum InputKind {
 struct PackRun {
     pack: usize,
     compiled: CompiledPack,
-    scratch: RefCell<Scratch>,
+    /// Uncontended in practice (one worker per evaluator); a Mutex keeps
+    /// the evaluator `Sync` so it can live in a hot-swapped snapshot.
+    scratch: Mutex<Scratch>,
 }
 
 /// Evaluates records against a built bundle.
-pub struct Evaluator<'b> {
-    built: &'b Built,
+pub struct Evaluator {
+    program: Arc<ben_bitspec::ir::Program>,
+    version: String,
     packs: Vec<PackRun>,
     redactor: Redactor,
     scan_undeclared: bool,
@@ -96,17 +99,31 @@ fn set_path(obj: &mut Map<String, J>, path: &str, v: J) {
     }
 }
 
-impl<'b> Evaluator<'b> {
+impl Evaluator {
     /// `key` is the hmac key; without one, `hmac` redaction fails closed.
-    pub fn new(built: &'b Built, key: Option<BlotKey>) -> Self {
-        let packs = built
-            .program
+    pub fn new(built: &Built, key: Option<BlotKey>) -> Self {
+        Self::from_program(
+            Arc::new(built.program.clone()),
+            &built.manifest.blot,
+            built.version.clone(),
+            key,
+        )
+    }
+
+    /// An evaluator for a program loaded from artifacts (what a spine runs).
+    pub fn from_program(
+        program: Arc<ben_bitspec::ir::Program>,
+        blot: &crate::manifest::BlotSection,
+        version: String,
+        key: Option<BlotKey>,
+    ) -> Self {
+        let packs = program
             .packs
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 let compiled = CompiledPack::new(p);
-                let scratch = RefCell::new(compiled.scratch());
+                let scratch = Mutex::new(compiled.scratch());
                 PackRun {
                     pack: i,
                     compiled,
@@ -114,19 +131,28 @@ impl<'b> Evaluator<'b> {
                 }
             })
             .collect();
-        let b = &built.manifest.blot;
         Evaluator {
-            built,
+            program,
+            version,
             packs,
             redactor: Redactor::new(
                 key,
                 Limits {
-                    max_field_bytes: b.max_field_bytes,
-                    max_record_bytes: b.max_record_bytes,
+                    max_field_bytes: blot.max_field_bytes,
+                    max_record_bytes: blot.max_record_bytes,
                 },
             ),
-            scan_undeclared: b.scan_undeclared,
+            scan_undeclared: blot.scan_undeclared,
         }
+    }
+
+    /// The intent version every output names.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn program(&self) -> &ben_bitspec::ir::Program {
+        &self.program
     }
 
     pub fn key_id(&self) -> Option<&str> {
@@ -139,7 +165,7 @@ impl<'b> Evaluator<'b> {
         contract: Option<&str>,
         schema: Option<&str>,
     ) -> Result<InputKind, String> {
-        let p = &self.built.program;
+        let p = &self.program;
         if let Some(c) = contract {
             return p.contract(c).map(InputKind::Contract).ok_or_else(|| {
                 let names: Vec<&str> = p.contracts.iter().map(|c| c.name.as_str()).collect();
@@ -184,7 +210,7 @@ impl<'b> Evaluator<'b> {
         mut schema: usize,
         mut rec: Vec<Value>,
     ) -> Result<(usize, Vec<Value>), RecordError> {
-        let p = &self.built.program;
+        let p = &self.program;
         for _ in 0..p.schemas.len() {
             if p.packs_on(schema).next().is_some() {
                 break;
@@ -209,7 +235,7 @@ impl<'b> Evaluator<'b> {
         kind: InputKind,
         input: &J,
     ) -> Result<(usize, Vec<Value>), RecordError> {
-        let p = &self.built.program;
+        let p = &self.program;
         let (schema, rec) = match kind {
             InputKind::Contract(c) => {
                 if !input.is_object() {
@@ -239,7 +265,7 @@ impl<'b> Evaluator<'b> {
         rec: &[Value],
         undeclared: Option<&J>,
     ) -> Result<Evaluated, RecordError> {
-        let p = &self.built.program;
+        let p = &self.program;
         let s = &p.schemas[schema];
         let mut flags = Vec::new();
         let mut bits = Vec::new();
@@ -253,7 +279,10 @@ impl<'b> Evaluator<'b> {
             .filter(|r| p.packs[r.pack].schema == schema)
         {
             let pack = &p.packs[run.pack];
-            let mut scratch = run.scratch.borrow_mut();
+            let mut scratch = match run.scratch.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
             if run.compiled.eval(rec, &mut scratch) == RouteTarget::Lucius {
                 route = RouteTarget::Lucius;
             }
@@ -430,7 +459,7 @@ impl<'b> Evaluator<'b> {
             "meta": ev.metas,
             "route": ev.route.name(),
             "record": ev.record,
-            "intent": self.built.version,
+            "intent": self.version,
         })
     }
 
@@ -440,7 +469,7 @@ impl<'b> Evaluator<'b> {
             Ok(ev) => ev,
             Err(e) => return vec![format!("the record could not be processed: {e}")],
         };
-        let s = &self.built.program.schemas[t.schema];
+        let s = &self.program.schemas[t.schema];
         let mut fails = Vec::new();
         for ex in &t.expects {
             let (actual, ok) = match &ex.target {

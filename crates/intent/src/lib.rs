@@ -11,6 +11,7 @@
 //! [`run_tests`] runs the bundle's `test` blocks.
 
 pub mod eval;
+pub mod keys;
 pub mod lockfile;
 pub mod manifest;
 
@@ -293,4 +294,21 @@ pub fn run_tests(built: &Built) -> Vec<TestResult> {
             }
         })
         .collect()
+}
+
+/// The `settings` artifact: what components need from `ben.toml`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Settings {
+    pub bundle: String,
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub blot: manifest::BlotSection,
+    #[serde(default)]
+    pub apps: Vec<manifest::AppSection>,
+}
+
+impl Settings {
+    pub fn from_artifact(bytes: &[u8]) -> Result<Settings, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("settings artifact: {e}"))
+    }
 }
