@@ -1,0 +1,554 @@
+//! # The component skeleton
+//!
+//! Every runtime component (sidecar, proxy, spine, detector, Lucius) has
+//! the same shape: `Config` + `async fn run(cfg, deps)`, where [`Deps`]
+//! carries the injected bus, store, clock and keys, so the same code runs
+//! in `ben up` and as its own process.
+//!
+//! [`IntentAgent`] is the component side of the activation protocol
+//! (DESIGN.md §3): on a verified `announce` naming this component it
+//! fetches its role's artifacts from the store (verified by hash), checks
+//! them against the announced hashes, compiles them with the role's
+//! [`Role::compile`], and acks `prepared` (or `failed` with the reason). On
+//! `activate` it swaps the compiled intent in with `ArcSwap` — readers
+//! never pause — and acks `active`; on `abort` it discards what it
+//! prepared. Each record is processed against one loaded snapshot, so no
+//! record is ever evaluated by a mix of versions.
+
+use arc_swap::ArcSwapOption;
+use ben_bus::Bus;
+use ben_store::{Key, Store};
+use ben_wire::{pb, Keyring, Signer};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Subjects of the intent and health planes.
+pub mod subjects {
+    pub const ANNOUNCE: &str = "ben.intent.announce";
+    pub const ACTIVATE: &str = "ben.intent.activate";
+    pub const ABORT: &str = "ben.intent.abort";
+    pub const ACK: &str = "ben.intent.ack";
+    pub const HEARTBEAT: &str = "ben.health.heartbeat";
+    pub const DLQ: &str = "ben.dlq";
+    /// sidecar → proxy
+    pub const PROXY: &str = "ben.data.proxy";
+    /// proxy → spine
+    pub const SPINE: &str = "ben.data.spine";
+    /// proxy → Lucius
+    pub const LUCIUS: &str = "ben.data.lucius";
+    /// spine → detector
+    pub const DETECTOR: &str = "ben.data.detector";
+
+    /// detector → the sidecar of `app`
+    pub fn signal(app: &str) -> String {
+        format!("ben.signal.{app}")
+    }
+}
+
+/// Time, injected: components never read the clock themselves.
+pub trait Clock: Send + Sync {
+    fn now_ns(&self) -> i64;
+}
+
+/// The wall clock (shells only).
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// What a component is given.
+#[derive(Clone)]
+pub struct Deps {
+    /// Unique component id, e.g. `spine-1`.
+    pub id: String,
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub signer: Arc<Signer>,
+    /// Keys this component trusts (the ledger's and the other components').
+    pub keyring: Arc<Keyring>,
+}
+
+impl Deps {
+    /// Publishes a dead letter: where, why, never the value.
+    pub async fn dead_letter(&self, subject: &str, reason: impl Into<String>, size: usize) {
+        let dl = pb::DeadLetter {
+            subject: subject.to_string(),
+            reason: reason.into(),
+            at_ns: self.clock.now_ns(),
+            sender: self.id.clone(),
+            size: size as u64,
+        };
+        tracing::warn!(component = %self.id, subject, reason = %dl.reason, "dead letter");
+        let _ = self.bus.publish(subjects::DLQ, dl.encode_to_vec()).await;
+    }
+}
+
+/// How a role turns its artifacts into something it runs.
+pub trait Role: Send + Sync + 'static {
+    /// `spine`, `proxy`, … (matches the ledger's role map).
+    const NAME: &'static str;
+    type Compiled: Send + Sync + 'static;
+    fn compile(
+        artifacts: &BTreeMap<String, Vec<u8>>,
+        version: &str,
+    ) -> Result<Self::Compiled, String>;
+}
+
+/// A compiled intent version.
+pub struct Loaded<C> {
+    pub version: String,
+    pub compiled: C,
+}
+
+/// The currently active intent of one component, swapped without pausing
+/// readers.
+pub struct Active<C> {
+    cur: ArcSwapOption<Loaded<C>>,
+}
+
+impl<C> Default for Active<C> {
+    fn default() -> Self {
+        Active {
+            cur: ArcSwapOption::empty(),
+        }
+    }
+}
+
+impl<C> Active<C> {
+    /// One consistent snapshot: use it for a whole record.
+    pub fn load(&self) -> Option<Arc<Loaded<C>>> {
+        self.cur.load_full()
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.cur.load().as_ref().map(|l| l.version.clone())
+    }
+
+    fn swap(&self, l: Arc<Loaded<C>>) {
+        self.cur.store(Some(l));
+    }
+}
+
+/// Counts an agent keeps (for status and tests).
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    pub prepared: AtomicU64,
+    pub failed: AtomicU64,
+    pub activated: AtomicU64,
+    pub rejected_messages: AtomicU64,
+}
+
+/// Runs the component side of the activation protocol for role `R`.
+pub struct IntentAgent<R: Role> {
+    deps: Deps,
+    pub active: Arc<Active<R::Compiled>>,
+    prepared: Mutex<Option<Arc<Loaded<R::Compiled>>>>,
+    pub stats: Arc<AgentStats>,
+}
+
+/// Artifact name → bytes.
+pub type Artifacts = BTreeMap<String, Vec<u8>>;
+/// Artifact name → BLAKE3 hex.
+pub type Hashes = BTreeMap<String, String>;
+
+/// Artifacts of `role` in an announce, fetched and verified.
+pub fn fetch_role_artifacts(
+    store: &dyn Store,
+    role: &str,
+    ann: &pb::Announce,
+) -> Result<(Artifacts, Hashes), String> {
+    let names = ann
+        .roles
+        .get(role)
+        .map(|r| r.names.clone())
+        .unwrap_or_default();
+    let mut arts = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    for name in names {
+        let hex = ann
+            .artifacts
+            .get(&name)
+            .ok_or_else(|| format!("announce lists `{name}` for role {role} without a hash"))?;
+        let key = Key::parse(hex).map_err(|e| e.to_string())?;
+        let bytes = store
+            .get(&key)
+            .map_err(|e| format!("fetching {name}: {e}"))?;
+        hashes.insert(name.clone(), hex.clone());
+        arts.insert(name, bytes);
+    }
+    Ok((arts, hashes))
+}
+
+impl<R: Role> IntentAgent<R> {
+    pub fn new(deps: Deps) -> Arc<Self> {
+        Arc::new(IntentAgent {
+            deps,
+            active: Arc::new(Active::default()),
+            prepared: Mutex::new(None),
+            stats: Arc::new(AgentStats::default()),
+        })
+    }
+
+    async fn ack(
+        &self,
+        version: &str,
+        phase: pb::ack::Phase,
+        hashes: BTreeMap<String, String>,
+        reason: String,
+    ) {
+        let ack = pb::Ack {
+            component: self.deps.id.clone(),
+            version: version.to_string(),
+            phase: phase as i32,
+            hashes,
+            reason,
+        };
+        let _ = self
+            .deps
+            .bus
+            .publish(subjects::ACK, self.deps.signer.seal_bytes(&ack))
+            .await;
+    }
+
+    /// Prepares `ann` (if it names us): fetch, verify, compile, ack.
+    pub async fn on_announce(&self, ann: pb::Announce) {
+        if !ann.required.contains(&self.deps.id) {
+            return;
+        }
+        let result = fetch_role_artifacts(self.deps.store.as_ref(), R::NAME, &ann)
+            .and_then(|(arts, hashes)| R::compile(&arts, &ann.version).map(|c| (c, hashes)));
+        match result {
+            Ok((compiled, hashes)) => {
+                let loaded = Arc::new(Loaded {
+                    version: ann.version.clone(),
+                    compiled,
+                });
+                if let Ok(mut p) = self.prepared.lock() {
+                    *p = Some(loaded);
+                }
+                self.stats.prepared.fetch_add(1, Ordering::Relaxed);
+                self.ack(
+                    &ann.version,
+                    pb::ack::Phase::Prepared,
+                    hashes,
+                    String::new(),
+                )
+                .await;
+            }
+            Err(reason) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(component = %self.deps.id, version = %ann.version, %reason, "prepare failed");
+                self.ack(
+                    &ann.version,
+                    pb::ack::Phase::Failed,
+                    BTreeMap::new(),
+                    reason,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Swaps in the prepared version when told to.
+    pub async fn on_activate(&self, act: pb::Activate) {
+        if !act.required.contains(&self.deps.id) {
+            return;
+        }
+        let prepared = self.prepared.lock().ok().and_then(|p| p.clone());
+        match prepared {
+            Some(l) if l.version == act.version => {
+                self.active.swap(l);
+                self.stats.activated.fetch_add(1, Ordering::Relaxed);
+                self.ack(
+                    &act.version,
+                    pb::ack::Phase::Active,
+                    BTreeMap::new(),
+                    String::new(),
+                )
+                .await;
+            }
+            // Already active (a duplicate activate): ack again, idempotently.
+            _ if self.active.version().as_deref() == Some(act.version.as_str()) => {
+                self.ack(
+                    &act.version,
+                    pb::ack::Phase::Active,
+                    BTreeMap::new(),
+                    String::new(),
+                )
+                .await;
+            }
+            _ => {
+                self.deps
+                    .dead_letter(
+                        subjects::ACTIVATE,
+                        format!(
+                            "activate {} but that version was never prepared here",
+                            act.version
+                        ),
+                        0,
+                    )
+                    .await;
+            }
+        }
+    }
+
+    pub fn on_abort(&self, ab: pb::Abort) {
+        if let Ok(mut p) = self.prepared.lock() {
+            if p.as_ref().is_some_and(|l| l.version == ab.version) {
+                *p = None;
+            }
+        }
+    }
+
+    /// Loads a version directly (a component starting after a deploy
+    /// fetches the active version before it takes traffic).
+    pub fn load_now(&self, ann: &pb::Announce) -> Result<(), String> {
+        let (arts, _) = fetch_role_artifacts(self.deps.store.as_ref(), R::NAME, ann)?;
+        let compiled = R::compile(&arts, &ann.version)?;
+        self.active.swap(Arc::new(Loaded {
+            version: ann.version.clone(),
+            compiled,
+        }));
+        Ok(())
+    }
+
+    /// Listens to the intent plane until the bus closes.
+    pub async fn run(self: Arc<Self>) -> Result<(), ben_bus::BusError> {
+        let bus = self.deps.bus.clone();
+        let mut ann = bus.subscribe(subjects::ANNOUNCE, None).await?;
+        let mut act = bus.subscribe(subjects::ACTIVATE, None).await?;
+        let mut abo = bus.subscribe(subjects::ABORT, None).await?;
+        loop {
+            tokio::select! {
+                m = ann.next() => {
+                    let Some(m) = m else { break };
+                    match ben_wire::open_bytes::<pb::Announce>(&m.payload, &self.deps.keyring) {
+                        Ok(v) => self.on_announce(v.into_inner()).await,
+                        Err(e) => self.reject(subjects::ANNOUNCE, e, m.payload.len()).await,
+                    }
+                }
+                m = act.next() => {
+                    let Some(m) = m else { break };
+                    match ben_wire::open_bytes::<pb::Activate>(&m.payload, &self.deps.keyring) {
+                        Ok(v) => self.on_activate(v.into_inner()).await,
+                        Err(e) => self.reject(subjects::ACTIVATE, e, m.payload.len()).await,
+                    }
+                }
+                m = abo.next() => {
+                    let Some(m) = m else { break };
+                    match ben_wire::open_bytes::<pb::Abort>(&m.payload, &self.deps.keyring) {
+                        Ok(v) => self.on_abort(v.into_inner()),
+                        Err(e) => self.reject(subjects::ABORT, e, m.payload.len()).await,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reject(&self, subject: &str, e: ben_wire::WireError, size: usize) {
+        self.stats.rejected_messages.fetch_add(1, Ordering::Relaxed);
+        self.deps.dead_letter(subject, e.to_string(), size).await;
+    }
+}
+
+/// Load/throughput figures a component reports in its heartbeats.
+#[derive(Debug, Default)]
+pub struct Load {
+    pub processed: AtomicU64,
+    pub queue_depth: AtomicU64,
+}
+
+/// Publishes a signed heartbeat every `every` until the bus closes.
+pub async fn heartbeats(
+    deps: Deps,
+    role: &'static str,
+    version: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    load: Arc<Load>,
+    every: Duration,
+) {
+    let mut seq = 0u64;
+    let mut last = (deps.clock.now_ns(), 0u64);
+    loop {
+        seq += 1;
+        let now = deps.clock.now_ns();
+        let processed = load.processed.load(Ordering::Relaxed);
+        let dt = ((now - last.0).max(1)) as f64 / 1e9;
+        let rate = processed.saturating_sub(last.1) as f64 / dt;
+        last = (now, processed);
+        let hb = pb::Heartbeat {
+            component: deps.id.clone(),
+            role: role.to_string(),
+            seq,
+            at_ns: now,
+            queue_depth: load.queue_depth.load(Ordering::Relaxed),
+            records_per_s: rate,
+            intent_version: version().unwrap_or_default(),
+        };
+        if deps
+            .bus
+            .publish(subjects::HEARTBEAT, deps.signer.seal_bytes(&hb))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ben_bus::InProcessBus;
+    use ben_store::FileStore;
+
+    struct Upper;
+    impl Role for Upper {
+        const NAME: &'static str = "spine";
+        type Compiled = String;
+        fn compile(arts: &BTreeMap<String, Vec<u8>>, _v: &str) -> Result<String, String> {
+            let b = arts.get("pack/p").ok_or("no pack/p")?;
+            let s = String::from_utf8(b.clone()).map_err(|e| e.to_string())?;
+            if s.contains("broken") {
+                return Err("does not compile: broken".into());
+            }
+            Ok(s.to_uppercase())
+        }
+    }
+
+    fn setup(dir: &str) -> (Deps, Signer, Arc<InProcessBus>) {
+        let ledger = Signer::from_secret([9; 32]);
+        let me = Signer::from_secret([1; 32]);
+        let mut keys = Keyring::new();
+        keys.trust(ledger.public());
+        keys.trust(me.public());
+        let d = std::env::temp_dir().join(format!("ben-comp-{dir}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let bus = Arc::new(InProcessBus::default());
+        let deps = Deps {
+            id: "spine-1".into(),
+            bus: bus.clone(),
+            store: Arc::new(FileStore::open(d).unwrap()),
+            clock: Arc::new(SystemClock),
+            signer: Arc::new(me),
+            keyring: Arc::new(keys),
+        };
+        (deps, ledger, bus)
+    }
+
+    fn announce(deps: &Deps, version: &str, body: &[u8]) -> pb::Announce {
+        let key = deps.store.put(body).unwrap();
+        let mut artifacts = BTreeMap::new();
+        artifacts.insert("pack/p".to_string(), key.to_string());
+        let mut roles = BTreeMap::new();
+        roles.insert(
+            "spine".to_string(),
+            pb::ArtifactNames {
+                names: vec!["pack/p".into()],
+            },
+        );
+        pb::Announce {
+            version: version.into(),
+            artifacts,
+            roles,
+            required: vec!["spine-1".into()],
+        }
+    }
+
+    async fn next_ack(sub: &mut ben_bus::Subscription, keys: &Keyring) -> pb::Ack {
+        let m = tokio::time::timeout(Duration::from_secs(2), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        ben_wire::open_bytes::<pb::Ack>(&m.payload, keys)
+            .unwrap()
+            .into_inner()
+    }
+
+    #[tokio::test]
+    async fn prepare_activate_swap_and_failures() {
+        let (deps, ledger, bus) = setup("a");
+        let agent = IntentAgent::<Upper>::new(deps.clone());
+        tokio::spawn(agent.clone().run());
+        let mut acks = bus.subscribe(subjects::ACK, None).await.unwrap();
+        let mut dlq = bus.subscribe(subjects::DLQ, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        let ann = announce(&deps, "v1", b"flag a");
+        bus.publish(subjects::ANNOUNCE, ledger.seal_bytes(&ann))
+            .await
+            .unwrap();
+        let ack = next_ack(&mut acks, &deps.keyring).await;
+        assert_eq!(ack.phase, pb::ack::Phase::Prepared as i32);
+        assert_eq!(ack.hashes, ann.artifacts);
+        assert_eq!(agent.active.version(), None, "prepared is not active");
+        bus.publish(
+            subjects::ACTIVATE,
+            ledger.seal_bytes(&pb::Activate {
+                version: "v1".into(),
+                required: vec!["spine-1".into()],
+            }),
+        )
+        .await
+        .unwrap();
+        let ack = next_ack(&mut acks, &deps.keyring).await;
+        assert_eq!(ack.phase, pb::ack::Phase::Active as i32);
+        assert_eq!(agent.active.load().unwrap().compiled, "FLAG A");
+
+        // A version that does not compile: failed, v1 stays.
+        let bad = announce(&deps, "v2", b"broken");
+        bus.publish(subjects::ANNOUNCE, ledger.seal_bytes(&bad))
+            .await
+            .unwrap();
+        let ack = next_ack(&mut acks, &deps.keyring).await;
+        assert_eq!(ack.phase, pb::ack::Phase::Failed as i32);
+        assert!(ack.reason.contains("broken"), "{}", ack.reason);
+        assert_eq!(agent.active.version().as_deref(), Some("v1"));
+
+        // A forged announce (unknown key) goes to the DLQ.
+        let forger = Signer::from_secret([66; 32]);
+        bus.publish(
+            subjects::ANNOUNCE,
+            forger.seal_bytes(&announce(&deps, "v3", b"x")),
+        )
+        .await
+        .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(2), dlq.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let dl = pb::DeadLetter::decode(m.payload.as_slice()).unwrap();
+        assert!(dl.reason.contains("unknown signing key"), "{}", dl.reason);
+        assert_eq!(agent.active.version().as_deref(), Some("v1"));
+    }
+
+    #[tokio::test]
+    async fn tampered_store_blob_fails_prepare() {
+        let (deps, ledger, bus) = setup("b");
+        let agent = IntentAgent::<Upper>::new(deps.clone());
+        tokio::spawn(agent.clone().run());
+        let mut acks = bus.subscribe(subjects::ACK, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut ann = announce(&deps, "v1", b"flag a");
+        // The announce names a hash the store does not hold the bytes of.
+        ann.artifacts
+            .insert("pack/p".into(), Key::of(b"something else").to_string());
+        bus.publish(subjects::ANNOUNCE, ledger.seal_bytes(&ann))
+            .await
+            .unwrap();
+        let ack = next_ack(&mut acks, &deps.keyring).await;
+        assert_eq!(ack.phase, pb::ack::Phase::Failed as i32);
+        assert!(ack.reason.contains("no artifact"), "{}", ack.reason);
+    }
+}
