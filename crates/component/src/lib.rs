@@ -99,6 +99,7 @@ pub trait Role: Send + Sync + 'static {
     const NAME: &'static str;
     type Compiled: Send + Sync + 'static;
     fn compile(
+        &self,
         artifacts: &BTreeMap<String, Vec<u8>>,
         version: &str,
     ) -> Result<Self::Compiled, String>;
@@ -151,6 +152,7 @@ pub struct AgentStats {
 /// Runs the component side of the activation protocol for role `R`.
 pub struct IntentAgent<R: Role> {
     deps: Deps,
+    role: R,
     pub active: Arc<Active<R::Compiled>>,
     prepared: Mutex<Option<Arc<Loaded<R::Compiled>>>>,
     pub stats: Arc<AgentStats>,
@@ -190,9 +192,10 @@ pub fn fetch_role_artifacts(
 }
 
 impl<R: Role> IntentAgent<R> {
-    pub fn new(deps: Deps) -> Arc<Self> {
+    pub fn new(deps: Deps, role: R) -> Arc<Self> {
         Arc::new(IntentAgent {
             deps,
+            role,
             active: Arc::new(Active::default()),
             prepared: Mutex::new(None),
             stats: Arc::new(AgentStats::default()),
@@ -226,7 +229,7 @@ impl<R: Role> IntentAgent<R> {
             return;
         }
         let result = fetch_role_artifacts(self.deps.store.as_ref(), R::NAME, &ann)
-            .and_then(|(arts, hashes)| R::compile(&arts, &ann.version).map(|c| (c, hashes)));
+            .and_then(|(arts, hashes)| self.role.compile(&arts, &ann.version).map(|c| (c, hashes)));
         match result {
             Ok((compiled, hashes)) => {
                 let loaded = Arc::new(Loaded {
@@ -314,7 +317,7 @@ impl<R: Role> IntentAgent<R> {
     /// fetches the active version before it takes traffic).
     pub fn load_now(&self, ann: &pb::Announce) -> Result<(), String> {
         let (arts, _) = fetch_role_artifacts(self.deps.store.as_ref(), R::NAME, ann)?;
-        let compiled = R::compile(&arts, &ann.version)?;
+        let compiled = self.role.compile(&arts, &ann.version)?;
         self.active.swap(Arc::new(Loaded {
             version: ann.version.clone(),
             compiled,
@@ -417,7 +420,7 @@ mod tests {
     impl Role for Upper {
         const NAME: &'static str = "spine";
         type Compiled = String;
-        fn compile(arts: &BTreeMap<String, Vec<u8>>, _v: &str) -> Result<String, String> {
+        fn compile(&self, arts: &BTreeMap<String, Vec<u8>>, _v: &str) -> Result<String, String> {
             let b = arts.get("pack/p").ok_or("no pack/p")?;
             let s = String::from_utf8(b.clone()).map_err(|e| e.to_string())?;
             if s.contains("broken") {
@@ -479,7 +482,7 @@ mod tests {
     #[tokio::test]
     async fn prepare_activate_swap_and_failures() {
         let (deps, ledger, bus) = setup("a");
-        let agent = IntentAgent::<Upper>::new(deps.clone());
+        let agent = IntentAgent::new(deps.clone(), Upper);
         tokio::spawn(agent.clone().run());
         let mut acks = bus.subscribe(subjects::ACK, None).await.unwrap();
         let mut dlq = bus.subscribe(subjects::DLQ, None).await.unwrap();
@@ -536,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn tampered_store_blob_fails_prepare() {
         let (deps, ledger, bus) = setup("b");
-        let agent = IntentAgent::<Upper>::new(deps.clone());
+        let agent = IntentAgent::new(deps.clone(), Upper);
         tokio::spawn(agent.clone().run());
         let mut acks = bus.subscribe(subjects::ACK, None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
