@@ -136,7 +136,9 @@ pub struct Route {
 }
 
 /// A node of the pack's evaluation order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Def {
     Flag(usize),
     Meta(usize),

@@ -1,0 +1,206 @@
+//! # Proxy
+//!
+//! Routes each record from the sidecars (`ben.data.proxy`, queue group
+//! `proxies`) by the declared intent: to Lucius (`ben.data.lucius`) when a
+//! pack's `route lucius when …` clause holds, otherwise to a spine
+//! (`ben.data.spine`). It evaluates only what the route clauses need: each
+//! pack is pruned to its routes and the flags and metas they depend on
+//! ([`route_only`]), so the proxy never computes the rest of a policy.
+
+use ben_bitspec::compile::CompiledPack;
+use ben_bitspec::interp;
+use ben_bitspec::ir::{Def, Pack, Program, RouteTarget, TExpr, TKind};
+use ben_component::{subjects, Deps, IntentAgent, Load, Role};
+use ben_wire::pb;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+fn refs(e: &TExpr, out: &mut BTreeSet<Def>) {
+    match &e.kind {
+        TKind::Flag(i) => {
+            out.insert(Def::Flag(*i));
+        }
+        TKind::Meta(i) => {
+            out.insert(Def::Meta(*i));
+        }
+        _ => {}
+    }
+    for c in e.children() {
+        refs(c, out);
+    }
+}
+
+/// The pack reduced to its route clauses and their dependencies. Flags
+/// keep their indexes; unneeded ones become constant false and are skipped.
+pub fn route_only(p: &Pack) -> Pack {
+    let mut need = BTreeSet::new();
+    for r in &p.routes {
+        refs(&r.when, &mut need);
+    }
+    // Close over dependencies, walking the evaluation order backwards.
+    for d in p.order.iter().rev() {
+        if need.contains(d) {
+            let e = match d {
+                Def::Flag(i) => &p.flags[*i].expr,
+                Def::Meta(i) => &p.metas[*i].expr,
+            };
+            refs(e, &mut need);
+        }
+    }
+    let mut q = p.clone();
+    q.order.retain(|d| need.contains(d));
+    q.redactions.clear();
+    q
+}
+
+/// The routing table: per schema index, the pruned packs.
+pub struct Routes {
+    pub program: Program,
+    packs: Vec<(usize, CompiledPack)>,
+}
+
+impl Routes {
+    pub fn new(program: Program) -> Self {
+        let packs = program
+            .packs
+            .iter()
+            .filter(|p| !p.routes.is_empty())
+            .map(|p| (p.schema, CompiledPack::new(&route_only(p))))
+            .collect();
+        Routes { program, packs }
+    }
+
+    /// Where a record goes; `Err` is the dead-letter reason.
+    pub fn route(&self, rec: &pb::Record) -> Result<RouteTarget, String> {
+        let schema = self
+            .program
+            .schema(&rec.schema, Some(rec.schema_version))
+            .ok_or_else(|| format!("unknown schema {} v{}", rec.schema, rec.schema_version))?;
+        let mut target = RouteTarget::Spine;
+        let relevant: Vec<&CompiledPack> = self
+            .packs
+            .iter()
+            .filter(|(s, _)| *s == schema)
+            .map(|(_, c)| c)
+            .collect();
+        if relevant.is_empty() {
+            return Ok(target);
+        }
+        let body: serde_json::Value = serde_json::from_slice(&rec.body)
+            .map_err(|e| format!("record body is not JSON: {e}"))?;
+        let values =
+            interp::from_json(&self.program.schemas[schema], &body).map_err(|e| e.to_string())?;
+        for c in relevant {
+            let mut scratch = c.scratch();
+            if c.eval(&values, &mut scratch) == RouteTarget::Lucius {
+                target = RouteTarget::Lucius;
+            }
+        }
+        Ok(target)
+    }
+}
+
+pub struct ProxyRole;
+
+impl Role for ProxyRole {
+    const NAME: &'static str = "proxy";
+    type Compiled = Routes;
+    fn compile(&self, arts: &BTreeMap<String, Vec<u8>>, _version: &str) -> Result<Routes, String> {
+        let program =
+            ben_bitspec::canon::program_from_artifacts(arts).map_err(|e| e.to_string())?;
+        Ok(Routes::new(program))
+    }
+}
+
+/// Runs a proxy until the bus closes.
+pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
+    let agent = IntentAgent::new(deps.clone(), ProxyRole);
+    let active = agent.active.clone();
+    tokio::spawn(agent.run());
+    let mut sub = deps
+        .bus
+        .subscribe(subjects::PROXY, Some("proxies"))
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(m) = sub.next().await {
+        load.queue_depth
+            .store(sub.rx.len() as u64, Ordering::Relaxed);
+        let rec = match pb::Record::decode(m.payload.as_slice()) {
+            Ok(r) => r,
+            Err(e) => {
+                deps.dead_letter(
+                    subjects::PROXY,
+                    format!("not a record: {e}"),
+                    m.payload.len(),
+                )
+                .await;
+                continue;
+            }
+        };
+        let Some(loaded) = active.load() else {
+            deps.dead_letter(
+                subjects::PROXY,
+                format!("record {} arrived before any intent is active", rec.id),
+                m.payload.len(),
+            )
+            .await;
+            continue;
+        };
+        match loaded.compiled.route(&rec) {
+            Ok(t) => {
+                load.processed.fetch_add(1, Ordering::Relaxed);
+                let subject = if t == RouteTarget::Lucius {
+                    subjects::LUCIUS
+                } else {
+                    subjects::SPINE
+                };
+                let _ = deps.bus.publish(subject, m.payload).await;
+            }
+            Err(reason) => {
+                deps.dead_letter(
+                    subjects::PROXY,
+                    format!("record {}: {reason}", rec.id),
+                    m.payload.len(),
+                )
+                .await
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ben_bitspec::{compile, lock::BitTable, Source};
+
+    #[test]
+    fn route_only_keeps_what_routes_need() {
+        let src = "schema s v1 { a: int  b: string }\npack p on s v1 {\n flag x = a > 1\n flag y = b starts_with \"q\"\n flag z = x and a < 10\n meta m = if y then \"Y\" else \"N\"\n route lucius when not z\n}";
+        let c = compile(
+            &[Source::new("t.bspec", src)],
+            &BitTable::default(),
+            Default::default(),
+        )
+        .unwrap();
+        let r = route_only(&c.program.packs[0]);
+        assert_eq!(r.order, vec![Def::Flag(0), Def::Flag(2)]);
+        let routes = Routes::new(c.program.clone());
+        let mk = |a: i64| pb::Record {
+            schema: "s".into(),
+            schema_version: 1,
+            body: serde_json::to_vec(&serde_json::json!({"a": a, "b": "q"})).unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(routes.route(&mk(5)).unwrap(), RouteTarget::Spine);
+        assert_eq!(routes.route(&mk(50)).unwrap(), RouteTarget::Lucius);
+        assert!(routes
+            .route(&pb::Record {
+                schema: "nope".into(),
+                ..Default::default()
+            })
+            .is_err());
+    }
+}
