@@ -287,6 +287,11 @@ impl Beekeeper {
         Ok(Bee { claims, token })
     }
 
+    /// Replaces the selectors (they follow the active intent's `[[apps]]`).
+    pub fn set_selectors(&mut self, selectors: Vec<Selector>) {
+        self.selectors = selectors;
+    }
+
     pub fn revoke(&mut self, serial: u64) {
         self.revoked.insert(serial);
     }

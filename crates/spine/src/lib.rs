@@ -35,6 +35,12 @@ pub struct SpineRole {
     key: Option<ben_blot::BlotKey>,
 }
 
+impl SpineRole {
+    pub fn new(key: Option<ben_blot::BlotKey>) -> Self {
+        SpineRole { key }
+    }
+}
+
 impl Role for SpineRole {
     const NAME: &'static str = "spine";
     type Compiled = Evaluator;

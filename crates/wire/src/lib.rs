@@ -285,3 +285,21 @@ mod tests {
         }
     }
 }
+
+/// Length-prefixed framing for the app protocol (4-byte big-endian length).
+pub mod frame {
+    use super::pb;
+    use prost::Message;
+
+    /// Largest frame either side accepts; larger is an error, never a
+    /// truncation.
+    pub const MAX_FRAME: usize = 4 << 20;
+
+    pub fn encode(f: &pb::AppFrame) -> Vec<u8> {
+        let body = f.encode_to_vec();
+        let mut out = Vec::with_capacity(4 + body.len());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}

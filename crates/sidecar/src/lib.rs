@@ -1,0 +1,402 @@
+//! # Sidecar
+//!
+//! The app's only door into Ben. It listens on a Unix socket; when an app
+//! connects and says which app it is, Beekeeper attests the process from
+//! the kernel's facts (SO_PEERCRED, `/proc`) against that app's declared
+//! selector and issues a BEE; no BEE, no data, and with Beekeeper down
+//! nothing is issued (fail closed). Every batch must carry a BEE that
+//! verifies for *this* connection's process and has not expired; BEEs are
+//! re-issued at half-life.
+//!
+//! Records are translated with the app's contract into the global schema
+//! and forwarded to the proxies (`ben.data.proxy`); a record that fails its
+//! contract is reported back to the app (index + reason) and sent to the
+//! dead-letter subject, never forwarded. Signals addressed to the app
+//! (`ben.signal.<app>`, signed) are verified and delivered to its
+//! connections. The sidecar evaluates no rules and originates no signals.
+//!
+//! Embedded mode runs one sidecar task serving every declared app on one
+//! socket (the app names itself in `Hello`); cluster mode runs one per app.
+
+use ben_bee::{Beekeeper, PeerFacts, Selector};
+use ben_bitspec::canon::program_from_artifacts;
+use ben_bitspec::interp;
+use ben_bitspec::ir::Program;
+use ben_client::{read_frame, write_frame};
+use ben_component::{subjects, Deps, IntentAgent, Load, Role};
+use ben_intent::Settings;
+use ben_wire::pb;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+/// Beekeeper as the sidecar reaches it; `None` means Beekeeper is down.
+pub type BeekeeperHandle = Arc<Mutex<Option<Beekeeper>>>;
+
+#[derive(Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub beekeeper: BeekeeperHandle,
+    /// Selectors added by the operator (e.g. the demo app), on top of the
+    /// bundle's `[[apps]]`.
+    pub extra_selectors: Vec<Selector>,
+    /// Largest record accepted, bytes.
+    pub max_record_bytes: usize,
+}
+
+/// What the sidecar runs: schemas, contracts, and the apps they serve.
+pub struct SidecarIntent {
+    pub program: Program,
+    pub settings: Settings,
+}
+
+pub struct SidecarRole;
+
+impl Role for SidecarRole {
+    const NAME: &'static str = "sidecar";
+    type Compiled = SidecarIntent;
+    fn compile(
+        &self,
+        arts: &BTreeMap<String, Vec<u8>>,
+        _version: &str,
+    ) -> Result<SidecarIntent, String> {
+        let program = program_from_artifacts(arts).map_err(|e| e.to_string())?;
+        let settings =
+            Settings::from_artifact(arts.get("settings").ok_or("no settings artifact")?)?;
+        for app in &settings.apps {
+            if program.contract(&app.contract).is_none() {
+                return Err(format!(
+                    "app {} names contract {}, which is not in this version",
+                    app.name, app.contract
+                ));
+            }
+        }
+        Ok(SidecarIntent { program, settings })
+    }
+}
+
+/// Counters for status lines and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub refused_connections: AtomicU64,
+    pub signals_delivered: AtomicU64,
+}
+
+type Subscribers = Arc<Mutex<BTreeMap<String, Vec<mpsc::Sender<pb::Signal>>>>>;
+
+fn frame(body: pb::app_frame::Body) -> pb::AppFrame {
+    pb::AppFrame { body: Some(body) }
+}
+
+fn selectors(cfg: &Config, intent: Option<&SidecarIntent>) -> Vec<Selector> {
+    let mut out = cfg.extra_selectors.clone();
+    if let Some(i) = intent {
+        for a in &i.settings.apps {
+            out.push(Selector {
+                app: a.name.clone(),
+                uid: a.selector.uid,
+                gid: a.selector.gid,
+                exe: a.selector.exe.clone(),
+                exe_blake3: a.selector.exe_blake3.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Runs the sidecar until the bus closes or the socket fails.
+pub async fn run(
+    cfg: Config,
+    deps: Deps,
+    load: Arc<Load>,
+    stats: Arc<Stats>,
+) -> Result<(), String> {
+    let agent = IntentAgent::new(deps.clone(), SidecarRole);
+    let active = agent.active.clone();
+    tokio::spawn(agent.run());
+    let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let listener = UnixListener::bind(&cfg.socket)
+        .map_err(|e| format!("binding {}: {e}", cfg.socket.display()))?;
+    let subs: Subscribers = Arc::new(Mutex::new(BTreeMap::new()));
+    // Signals for any app: verify, then hand to that app's connections.
+    let mut sig_sub = deps
+        .bus
+        .subscribe("ben.signal.*", None)
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let subs = subs.clone();
+        let deps = deps.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sig_sub.next().await {
+                match ben_wire::open_bytes::<pb::Signal>(&m.payload, &deps.keyring) {
+                    Ok(v) => {
+                        let s = v.into_inner();
+                        let targets = subs
+                            .lock()
+                            .map(|g| g.get(&s.app).cloned().unwrap_or_default())
+                            .unwrap_or_default();
+                        for t in targets {
+                            if t.send(s.clone()).await.is_ok() {
+                                stats.signals_delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        deps.dead_letter(&m.subject, e.to_string(), m.payload.len())
+                            .await
+                    }
+                }
+            }
+        });
+    }
+    loop {
+        let (stream, _) = listener
+            .accept()
+            .await
+            .map_err(|e| format!("accepting on {}: {e}", cfg.socket.display()))?;
+        let (cfg, deps, active, subs, stats, load) = (
+            cfg.clone(),
+            deps.clone(),
+            active.clone(),
+            subs.clone(),
+            stats.clone(),
+            load.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, cfg, deps, active, subs, stats, load).await {
+                tracing::debug!("app connection ended: {e}");
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    stream: tokio::net::UnixStream,
+    cfg: Config,
+    deps: Deps,
+    active: Arc<ben_component::Active<SidecarIntent>>,
+    subs: Subscribers,
+    stats: Arc<Stats>,
+    load: Arc<Load>,
+) -> Result<(), String> {
+    let facts = PeerFacts::of(&stream);
+    let (mut r, mut w) = stream.into_split();
+    let refuse = |reason: String| frame(pb::app_frame::Body::Refused(pb::Refused { reason }));
+    let hello = match tokio::time::timeout(std::time::Duration::from_secs(5), read_frame(&mut r))
+        .await
+    {
+        Ok(Ok(Some(pb::AppFrame {
+            body: Some(pb::app_frame::Body::Hello(h)),
+        }))) => h,
+        Ok(Ok(_)) | Err(_) => {
+            stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            let _ = write_frame(&mut w, &refuse("expected Hello as the first frame".into())).await;
+            return Err("no hello".into());
+        }
+        Ok(Err(e)) => {
+            stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            let _ = write_frame(&mut w, &refuse(e.to_string())).await;
+            return Err(e.to_string());
+        }
+    };
+    let app = hello.app.clone();
+    // Attest: kernel facts + this app's selectors; fail closed.
+    let attest = |now: i64| -> Result<(ben_bee::Bee, ben_wire::pb::Welcome), String> {
+        let facts = facts.clone().map_err(|e| e.to_string())?;
+        let loaded = active.load();
+        let sels: Vec<Selector> = selectors(&cfg, loaded.as_ref().map(|l| &l.compiled))
+            .into_iter()
+            .filter(|s| s.app == app)
+            .collect();
+        let mut guard = cfg
+            .beekeeper
+            .lock()
+            .map_err(|_| "Beekeeper is unavailable".to_string())?;
+        let keeper = guard
+            .as_mut()
+            .ok_or("Beekeeper is down; no BEE can be issued")?;
+        keeper.set_selectors(sels);
+        let bee = keeper.attest(&facts, now).map_err(|e| e.to_string())?;
+        let welcome = pb::Welcome {
+            app: app.clone(),
+            bee_subject: bee.claims.subject(),
+            expires_ns: bee.claims.expires_ns,
+            bee: bee.token.clone(),
+            intent_version: loaded.map(|l| l.version.clone()).unwrap_or_default(),
+        };
+        Ok((bee, welcome))
+    };
+    let (mut bee, welcome) = match attest(deps.clock.now_ns()) {
+        Ok(x) => x,
+        Err(reason) => {
+            stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            let _ = write_frame(&mut w, &refuse(format!("attestation failed: {reason}"))).await;
+            return Err(reason);
+        }
+    };
+    write_frame(&mut w, &frame(pb::app_frame::Body::Welcome(welcome)))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Signals for this app go out through this connection's writer task.
+    let (sig_tx, mut sig_rx) = mpsc::channel::<pb::Signal>(1024);
+    let (out_tx, mut out_rx) = mpsc::channel::<pb::AppFrame>(1024);
+    if let Ok(mut g) = subs.lock() {
+        g.entry(app.clone()).or_default().push(sig_tx);
+    }
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                f = out_rx.recv() => match f { Some(f) => if write_frame(&mut w, &f).await.is_err() { break }, None => break },
+                s = sig_rx.recv() => match s { Some(s) => if write_frame(&mut w, &frame(pb::app_frame::Body::Signal(s))).await.is_err() { break }, None => break },
+            }
+        }
+    });
+    let result = async {
+        loop {
+            let f = match read_frame(&mut r).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let _ = out_tx.send(refuse(format!("bad frame: {e}"))).await;
+                    deps.dead_letter("app.socket", format!("app {app}: bad frame: {e}"), 0)
+                        .await;
+                    return Err(e.to_string());
+                }
+            };
+            let Some(pb::app_frame::Body::Records(batch)) = f.body else {
+                let _ = out_tx.send(refuse("expected Records".into())).await;
+                return Err("unexpected frame".into());
+            };
+            let now = deps.clock.now_ns();
+            // The BEE must verify for this connection's process, unexpired.
+            let check = {
+                let facts = facts.clone().map_err(|e| e.to_string())?;
+                let guard = cfg
+                    .beekeeper
+                    .lock()
+                    .map_err(|_| "Beekeeper is unavailable".to_string())?;
+                match guard.as_ref() {
+                    Some(k) => k.verify(&batch.bee, &facts, now).map_err(|e| e.to_string()),
+                    None => Err("Beekeeper is down; BEEs cannot be checked".to_string()),
+                }
+            };
+            if let Err(reason) = check {
+                stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                let _ = out_tx.send(refuse(format!("BEE refused: {reason}"))).await;
+                return Err(reason);
+            }
+            let accepted =
+                forward(&deps, &cfg, &active, &app, &bee, &batch, now, &stats, &load).await;
+            let _ = out_tx
+                .send(frame(pb::app_frame::Body::Accepted(accepted)))
+                .await;
+            if bee.should_rotate(now) {
+                if let Ok((b, welcome)) = attest(now) {
+                    bee = b;
+                    let _ = out_tx
+                        .send(frame(pb::app_frame::Body::Welcome(welcome)))
+                        .await;
+                }
+            }
+        }
+    }
+    .await;
+    drop(out_tx);
+    let _ = writer.await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    deps: &Deps,
+    cfg: &Config,
+    active: &ben_component::Active<SidecarIntent>,
+    app: &str,
+    bee: &ben_bee::Bee,
+    batch: &pb::Records,
+    now: i64,
+    stats: &Stats,
+    load: &Load,
+) -> pb::Accepted {
+    let mut acc = pb::Accepted {
+        batch: batch.batch,
+        accepted: 0,
+        errors: vec![],
+    };
+    let loaded = active.load();
+    let contract = loaded.as_ref().and_then(|l| {
+        let c = l
+            .compiled
+            .settings
+            .apps
+            .iter()
+            .find(|a| a.name == app)?
+            .contract
+            .clone();
+        l.compiled.program.contract(&c).map(|i| (l.clone(), i))
+    });
+    for (i, raw) in batch.records.iter().enumerate() {
+        let res: Result<pb::Record, String> = (|| {
+            if raw.len() > cfg.max_record_bytes {
+                return Err(format!(
+                    "record is {} bytes, over the {}-byte limit",
+                    raw.len(),
+                    cfg.max_record_bytes
+                ));
+            }
+            let (l, ci) = contract.as_ref().ok_or_else(|| format!("no active intent declares a contract for app {app}; deploy a bundle that lists it under [[apps]]"))?;
+            let json: serde_json::Value =
+                serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+            let p = &l.compiled.program;
+            let c = &p.contracts[*ci];
+            let values = interp::translate(p, c, &json).map_err(|e| e.to_string())?;
+            let schema = &p.schemas[c.schema];
+            Ok(pb::Record {
+                id: format!("{}-{}-{}", bee.claims.serial, batch.batch, i),
+                schema: schema.name.clone(),
+                schema_version: schema.version,
+                intent_version: l.version.clone(),
+                bee_subject: bee.claims.subject(),
+                app: app.to_string(),
+                received_ns: now,
+                body: serde_json::to_vec(&ben_intent::eval::record_to_json(schema, &values))
+                    .unwrap_or_default(),
+                ..Default::default()
+            })
+        })();
+        match res {
+            Ok(rec) => {
+                acc.accepted += 1;
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                load.processed.fetch_add(1, Ordering::Relaxed);
+                let _ = deps.bus.publish(subjects::PROXY, rec.encode_to_vec()).await;
+            }
+            Err(reason) => {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                deps.dead_letter(
+                    subjects::PROXY,
+                    format!("app {app} record {i} of batch {}: {reason}", batch.batch),
+                    raw.len(),
+                )
+                .await;
+                acc.errors.push(pb::RecordError {
+                    index: i as u64,
+                    reason,
+                });
+            }
+        }
+    }
+    acc
+}
