@@ -175,6 +175,42 @@ impl Ledger {
         }
     }
 
+    /// A ledger rebuilt from durable state (staged versions, the active
+    /// version, the audit log) after a restart. The registry starts empty
+    /// (components re-register with their next heartbeat) and no deploy is
+    /// in progress: one that was running when the ledger stopped is ended by
+    /// the caller, never resumed implicitly (invariant 1).
+    pub fn restore(
+        timeouts: Timeouts,
+        staged: impl IntoIterator<Item = Staged>,
+        active: Option<VersionId>,
+        history: Vec<Event>,
+    ) -> Self {
+        Ledger {
+            timeouts,
+            staged: staged.into_iter().map(|s| (s.version.clone(), s)).collect(),
+            active,
+            history,
+            ..Ledger::default()
+        }
+    }
+
+    /// Every staged version, by version id.
+    pub fn staged_versions(&self) -> impl Iterator<Item = &Staged> {
+        self.staged.values()
+    }
+
+    /// Registered components and their roles.
+    pub fn registry(&self) -> &BTreeMap<ComponentId, String> {
+        &self.registry
+    }
+
+    /// Appends an audit line the shell observed (e.g. a deploy interrupted
+    /// by a restart); it changes no state.
+    pub fn note(&mut self, at_ns: i64, version: &str, what: impl Into<String>) {
+        self.log(at_ns, version, what);
+    }
+
     pub fn active(&self) -> Option<&VersionId> {
         self.active.as_ref()
     }

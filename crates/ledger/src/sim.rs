@@ -397,3 +397,40 @@ fn happy_path_and_history() {
         .iter()
         .any(|w| w.starts_with("aborted: s1 prepared artifacts whose hashes")));
 }
+
+#[test]
+fn restore_keeps_versions_active_and_history() {
+    let mut l = Ledger::new(Timeouts::default());
+    l.step(Input::Stage(staged("v1")), 1).unwrap();
+    l.step(Input::Stage(staged("v2")), 2).unwrap();
+    let mut r = Ledger::restore(
+        Timeouts::default(),
+        l.staged_versions().cloned(),
+        Some("v1".into()),
+        l.history().to_vec(),
+    );
+    assert_eq!(r.active().map(String::as_str), Some("v1"));
+    assert_eq!(r.history(), l.history());
+    assert_eq!(r.staged("v2"), Some(&staged("v2")));
+    assert!(r.registry().is_empty());
+    // Restaging the same version is a no-op; a different one conflicts.
+    assert_eq!(r.step(Input::Stage(staged("v2")), 3), Ok(vec![]));
+    let mut other = staged("v2");
+    other.artifacts.insert("pack/x".into(), "h".into());
+    assert_eq!(
+        r.step(Input::Stage(other), 3),
+        Err(LedgerError::Conflict("v2".into()))
+    );
+    // Nothing is registered yet, so a deploy is refused, not started.
+    assert!(matches!(
+        r.step(
+            Input::Deploy {
+                version: "v2".into()
+            },
+            4
+        ),
+        Err(LedgerError::NoComponents { .. })
+    ));
+    r.note(5, "v2", "noted");
+    assert_eq!(r.history().last().map(|e| e.what.as_str()), Some("noted"));
+}

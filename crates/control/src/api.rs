@@ -1,0 +1,271 @@
+//! The HTTP API (`/api/v1/…`, JSON) that `benctl` and late-starting
+//! components use. Every error is `{"error": "…"}` with a 4xx/5xx status;
+//! bad input never panics (invariant 11).
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | PUT | `/api/v1/artifacts/{blake3}` | store raw bytes; refused unless they hash to the key |
+//! | POST | `/api/v1/versions` | stage `{version, bundle, digest, artifacts: {name: blake3}}` (409 lists missing artifacts) |
+//! | GET | `/api/v1/versions` | staged versions |
+//! | POST | `/api/v1/deploy` | `{version}` → 202 `{id, version, required}`; the deploy runs on |
+//! | POST | `/api/v1/rollback` | deploy the most recent earlier finalized version → 202 |
+//! | GET | `/api/v1/status`, `/api/v1/status/{version}` | active version, deploy phase, per-component states |
+//! | GET | `/api/v1/history` | the audit log |
+//! | GET | `/api/v1/active` | the active version, its artifacts and roles |
+
+use crate::ledger::StageRequest;
+use crate::{Config, ControlError, LedgerClient};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ben_ledger::LedgerError;
+use ben_store::{Key, Store};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Clone)]
+struct AppState {
+    ledger: LedgerClient,
+    store: Arc<dyn Store>,
+    max_artifact_bytes: usize,
+    max_json_bytes: usize,
+}
+
+/// An error response: status + `{"error": …}` (+ `missing` for staging).
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    missing: Vec<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            missing: vec![],
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({ "error": self.message });
+        if !self.missing.is_empty() {
+            body["missing"] = serde_json::json!(self.missing);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::MissingArtifacts(_) => StatusCode::CONFLICT,
+            ControlError::UnknownVersion(_) => StatusCode::NOT_FOUND,
+            ControlError::NoRollbackTarget { .. } => StatusCode::CONFLICT,
+            ControlError::Ledger(LedgerError::NotStaged(_)) => StatusCode::NOT_FOUND,
+            ControlError::Ledger(_) => StatusCode::CONFLICT,
+            ControlError::Store(ben_store::StoreError::BadKey(_)) => StatusCode::BAD_REQUEST,
+            ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let missing = match &e {
+            ControlError::MissingArtifacts(m) => m.clone(),
+            _ => vec![],
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+            missing,
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body unreadable or over {limit} bytes: {e}"),
+        )
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+    (status, Json(v)).into_response()
+}
+
+async fn put_artifact(
+    State(st): State<AppState>,
+    Path(key): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let key =
+        Key::parse(&key).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let bytes = read_body(body, st.max_artifact_bytes).await?;
+    let actual = Key::of(&bytes);
+    if actual != key {
+        // Invariant 3: a mismatch is an error, never a fallback.
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body hashes to {actual}, not to the key {key}; upload the artifact under its own BLAKE3 hash"),
+        ));
+    }
+    let store = st.store.clone();
+    let len = bytes.len();
+    let existed = store.has(&key);
+    tokio::task::spawn_blocking(move || store.put(&bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ControlError::from)?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json(
+        status,
+        &serde_json::json!({ "blake3": key.as_str(), "bytes": len }),
+    ))
+}
+
+async fn stage(State(st): State<AppState>, body: Body) -> ApiResult {
+    let req: StageRequest = read_json(body, st.max_json_bytes).await?;
+    let out = st.ledger.stage(req).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &out))
+}
+
+async fn versions(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &st.ledger.versions().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    version: String,
+}
+
+async fn deploy(State(st): State<AppState>, body: Body) -> ApiResult {
+    let req: DeployBody = read_json(body, st.max_json_bytes).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &st.ledger.deploy(req.version).await?,
+    ))
+}
+
+async fn rollback(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::ACCEPTED, &st.ledger.rollback().await?))
+}
+
+async fn status(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &st.ledger.status(None).await?))
+}
+
+async fn status_of(State(st): State<AppState>, Path(v): Path<String>) -> ApiResult {
+    Ok(json(StatusCode::OK, &st.ledger.status(Some(v)).await?))
+}
+
+async fn history(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &st.ledger.history().await?))
+}
+
+async fn active(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &st.ledger.active().await?))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see /api/v1/status, /api/v1/versions, /api/v1/history, /api/v1/active",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}
+
+/// The API's routes over a ledger client and a store.
+pub fn router(ledger: LedgerClient, store: Arc<dyn Store>, cfg: &Config) -> Router {
+    let state = AppState {
+        ledger,
+        store,
+        max_artifact_bytes: cfg.max_artifact_bytes,
+        max_json_bytes: cfg.max_json_bytes,
+    };
+    Router::new()
+        .route("/api/v1/artifacts/{key}", put(put_artifact))
+        .route("/api/v1/versions", post(stage).get(versions))
+        .route("/api/v1/deploy", post(deploy))
+        .route("/api/v1/rollback", post(rollback))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/status/{version}", get(status_of))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/active", get(active))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Our own limits apply (read_body); axum's default 2 MB one would
+        // refuse large artifacts first.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// The running HTTP server.
+pub struct Server {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Serves the API on `listener` until [`Server::shutdown`].
+    pub fn start(
+        listener: TcpListener,
+        ledger: LedgerClient,
+        store: Arc<dyn Store>,
+        cfg: &Config,
+    ) -> Server {
+        let app = router(ledger, store, cfg);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        Server {
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

@@ -1,0 +1,391 @@
+//! The ledger's durable state in SQL (SQLite in embedded mode). Statements
+//! use `$n` placeholders and portable SQL so PostgreSQL / CockroachDB can
+//! run them unchanged in cluster mode.
+
+use crate::ledger::{ComponentDeployState, DeployPhase, DeployRecord, VersionMeta};
+use crate::ControlError;
+use ben_ledger::{Event, Staged};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_ledger",
+    include_str!("../migrations/0001_ledger.sql"),
+)];
+
+pub(crate) struct Db {
+    pool: SqlitePool,
+}
+
+/// Everything restored at start.
+pub(crate) struct Loaded {
+    pub staged: Vec<Staged>,
+    pub meta: BTreeMap<String, VersionMeta>,
+    pub active: Option<String>,
+    pub history: Vec<Event>,
+    /// The most recent deploy (any outcome).
+    pub last_deploy: Option<DeployRecord>,
+    pub next_deploy_id: i64,
+}
+
+/// Splits a migration into statements (`--` comments dropped).
+fn statements(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Db {
+    pub async fn open(path: &Path) -> Result<Db, ControlError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| ControlError::DataDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL + NORMAL: a commit is durable against a process crash
+            // without an fsync per ack; SQLite-specific, so set here, not
+            // in the portable migrations.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|source| ControlError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let db = Db { pool };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), ControlError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ben_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT id FROM ben_migrations")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        for (id, name, sql) in MIGRATIONS {
+            if applied.contains(id) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            for st in statements(sql) {
+                sqlx::query(&st).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO ben_migrations (id, name) VALUES ($1, $2)")
+                .bind(id)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn load(&self) -> Result<Loaded, ControlError> {
+        let mut meta = BTreeMap::new();
+        let mut staged: BTreeMap<String, Staged> = BTreeMap::new();
+        for r in sqlx::query("SELECT version, bundle, digest, staged_ns FROM ledger_versions")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let version: String = r.try_get(0)?;
+            meta.insert(
+                version.clone(),
+                VersionMeta {
+                    bundle: r.try_get(1)?,
+                    digest: r.try_get(2)?,
+                    staged_ns: r.try_get(3)?,
+                },
+            );
+            staged.insert(
+                version.clone(),
+                Staged {
+                    version,
+                    artifacts: BTreeMap::new(),
+                    roles: BTreeMap::new(),
+                },
+            );
+        }
+        for r in sqlx::query("SELECT version, name, hash FROM ledger_artifacts")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let v: String = r.try_get(0)?;
+            if let Some(s) = staged.get_mut(&v) {
+                s.artifacts.insert(r.try_get(1)?, r.try_get(2)?);
+            }
+        }
+        for r in sqlx::query("SELECT version, role, artifact FROM ledger_roles")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let v: String = r.try_get(0)?;
+            if let Some(s) = staged.get_mut(&v) {
+                s.roles
+                    .entry(r.try_get(1)?)
+                    .or_default()
+                    .insert(r.try_get(2)?);
+            }
+        }
+        // A role with no artifacts has no rows; every role is listed.
+        for s in staged.values_mut() {
+            for (role, _) in crate::ROLES {
+                s.roles.entry(role.to_string()).or_default();
+            }
+        }
+        let history = sqlx::query("SELECT at_ns, version, what FROM ledger_history ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Event {
+                    at_ns: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    what: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let active = sqlx::query("SELECT value FROM ledger_state WHERE name = $1")
+            .bind("active")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()?;
+        let last_id: Option<i64> = sqlx::query("SELECT MAX(id) FROM ledger_deploys")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let last_deploy = match last_id {
+            Some(id) => self.deploy(id).await?,
+            None => None,
+        };
+        Ok(Loaded {
+            staged: staged.into_values().collect(),
+            meta,
+            active,
+            history,
+            last_deploy,
+            next_deploy_id: last_id.unwrap_or(0) + 1,
+        })
+    }
+
+    /// One deploy record with its components.
+    pub async fn deploy(&self, id: i64) -> Result<Option<DeployRecord>, ControlError> {
+        let Some(r) = sqlx::query(
+            "SELECT id, version, phase, reason, started_ns, ended_ns FROM ledger_deploys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let phase: String = r.try_get(2)?;
+        let components = sqlx::query(
+            "SELECT component, role, state, reason FROM ledger_deploy_components WHERE deploy_id = $1 ORDER BY component",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|c| {
+            Ok(ComponentDeployState {
+                id: c.try_get(0)?,
+                role: c.try_get(1)?,
+                state: c.try_get(2)?,
+                reason: c.try_get(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(DeployRecord {
+            id: r.try_get(0)?,
+            version: r.try_get(1)?,
+            phase: DeployPhase::parse(&phase),
+            reason: r.try_get(3)?,
+            started_ns: r.try_get(4)?,
+            ended_ns: r.try_get(5)?,
+            components,
+        }))
+    }
+
+    /// The most recent deploy of `version`.
+    pub async fn last_deploy_of(
+        &self,
+        version: &str,
+    ) -> Result<Option<DeployRecord>, ControlError> {
+        let id: Option<i64> = sqlx::query("SELECT MAX(id) FROM ledger_deploys WHERE version = $1")
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        match id {
+            Some(id) => self.deploy(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Finalized versions, most recent first (a version appears once).
+    pub async fn finalized(&self) -> Result<Vec<String>, ControlError> {
+        let rows =
+            sqlx::query("SELECT version FROM ledger_deploys WHERE phase = $1 ORDER BY id DESC")
+                .bind(DeployPhase::Finalized.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out: Vec<String> = Vec::new();
+        for r in rows {
+            let v: String = r.try_get(0)?;
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_version(&self, s: &Staged, meta: &VersionMeta) -> Result<(), ControlError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO ledger_versions (version, bundle, digest, staged_ns) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.version)
+        .bind(&meta.bundle)
+        .bind(&meta.digest)
+        .bind(meta.staged_ns)
+        .execute(&mut *tx)
+        .await?;
+        for (name, hash) in &s.artifacts {
+            sqlx::query("INSERT INTO ledger_artifacts (version, name, hash) VALUES ($1, $2, $3)")
+                .bind(&s.version)
+                .bind(name)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (role, names) in &s.roles {
+            for name in names {
+                sqlx::query(
+                    "INSERT INTO ledger_roles (version, role, artifact) VALUES ($1, $2, $3)",
+                )
+                .bind(&s.version)
+                .bind(role)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes what one ledger step changed, in one transaction: new audit
+    /// lines (from `first_seq`), the deploy record (its components only
+    /// when `with_components`), and the active version.
+    pub async fn persist_step(
+        &self,
+        first_seq: usize,
+        events: &[Event],
+        deploy: Option<&DeployRecord>,
+        with_components: bool,
+        active: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let mut tx = self.pool.begin().await?;
+        for (i, e) in events.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO ledger_history (seq, at_ns, version, what) VALUES ($1, $2, $3, $4)",
+            )
+            .bind((first_seq + i) as i64)
+            .bind(e.at_ns)
+            .bind(&e.version)
+            .bind(&e.what)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(d) = deploy {
+            sqlx::query(
+                "INSERT INTO ledger_deploys (id, version, phase, reason, started_ns, ended_ns) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (id) DO UPDATE SET phase = excluded.phase, reason = excluded.reason, ended_ns = excluded.ended_ns",
+            )
+            .bind(d.id)
+            .bind(&d.version)
+            .bind(d.phase.as_str())
+            .bind(&d.reason)
+            .bind(d.started_ns)
+            .bind(d.ended_ns)
+            .execute(&mut *tx)
+            .await?;
+            if with_components {
+                sqlx::query("DELETE FROM ledger_deploy_components WHERE deploy_id = $1")
+                    .bind(d.id)
+                    .execute(&mut *tx)
+                    .await?;
+                for c in &d.components {
+                    sqlx::query(
+                        "INSERT INTO ledger_deploy_components (deploy_id, component, role, state, reason) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(d.id)
+                    .bind(&c.id)
+                    .bind(&c.role)
+                    .bind(&c.state)
+                    .bind(&c.reason)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if let Some(v) = active {
+            sqlx::query(
+                "INSERT INTO ledger_state (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind("active")
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_and_drop_comments() {
+        let s = statements(
+            "-- a; comment\nCREATE TABLE a (x TEXT);\n\n-- b\nCREATE INDEX i ON a (x);\n",
+        );
+        assert_eq!(s, ["CREATE TABLE a (x TEXT)", "CREATE INDEX i ON a (x)"]);
+        assert_eq!(statements(MIGRATIONS[0].2).len(), 8);
+    }
+}

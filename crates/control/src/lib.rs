@@ -1,0 +1,390 @@
+//! # Control: the ledger service and the HTTP API (embedded mode)
+//!
+//! The shell around the pure [`ben_ledger::Ledger`] (DESIGN.md §3, intent
+//! path). [`start`] opens the ledger's database (SQLite under the data dir,
+//! `.ben/ledger.db`), restores staged versions, the active version, the
+//! deploy records and the audit log, then runs two tasks:
+//!
+//! * the **ledger service** ([`ledger`]): the one owner of the `Ledger`,
+//!   wired to the bus. It publishes signed [`pb::Announce`],
+//!   [`pb::Activate`] and [`pb::Abort`], and takes signed [`pb::Ack`]s and
+//!   [`pb::Heartbeat`]s (see [`subjects`]). A component is registered on its
+//!   first valid heartbeat and deregistered after `stale_after` without one.
+//!   Anything that fails [`ben_wire::open_bytes`] goes to [`subjects::DLQ`]
+//!   as a [`pb::DeadLetter`] with the reason, and is counted (invariants 8
+//!   and 11).
+//! * the **HTTP API** ([`api`], `127.0.0.1:7420` by default): upload
+//!   artifacts, stage, deploy, status, versions, history, rollback, and the
+//!   active version for components that start late. `benctl` talks to it.
+//!
+//! ```no_run
+//! # async fn f(bus: std::sync::Arc<dyn ben_bus::Bus>, store: std::sync::Arc<dyn ben_store::Store>,
+//! #            signer: std::sync::Arc<ben_wire::Signer>, keyring: ben_wire::Keyring) -> Result<(), ben_control::ControlError> {
+//! use ben_control::{start, Config, Deps, SystemClock};
+//! let handle = start(
+//!     Config::default(),
+//!     Deps { bus, store, signer, keyring, clock: std::sync::Arc::new(SystemClock) },
+//! )
+//! .await?;
+//! println!("API on http://{}", handle.api_addr());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Time comes from an injected [`Clock`] (invariant 12): the ledger's
+//! timeouts and the registry's staleness are measured on it, so tests can
+//! move time by hand ([`ManualClock`]).
+
+pub mod api;
+mod db;
+pub mod ledger;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use ben_bus::Bus;
+use ben_store::Store;
+use ben_wire::{pb, Keyring, Signer};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ledger::LedgerClient;
+
+/// Bus subjects of the intent path. A fixed contract with the components.
+pub mod subjects {
+    /// Ledger → components: signed `Announce` (prepare this version).
+    pub const ANNOUNCE: &str = "ben.intent.announce";
+    /// Ledger → components: signed `Activate` (every required one prepared).
+    pub const ACTIVATE: &str = "ben.intent.activate";
+    /// Ledger → components: signed `Abort` (discard the prepared version).
+    pub const ABORT: &str = "ben.intent.abort";
+    /// Components → ledger: signed `Ack` (PREPARED / FAILED / ACTIVE).
+    pub const ACK: &str = "ben.intent.ack";
+    /// Components → ledger (and orchestrator): signed `Heartbeat`.
+    pub const HEARTBEAT: &str = "ben.health.heartbeat";
+    /// Messages that failed verification: `DeadLetter` with the reason.
+    pub const DLQ: &str = "ben.dlq";
+}
+
+/// The roles a bundle targets, and the artifact kinds each fetches.
+pub const ROLES: &[(&str, &[&str])] = &[
+    ("sidecar", &["schema/", "contract/", "settings"]),
+    ("proxy", &["schema/", "pack/", "settings"]),
+    ("spine", &["schema/", "pack/", "migration/", "settings"]),
+    ("detector", &["schema/", "playbook/", "settings"]),
+    ("lucius", &["schema/", "pack/", "settings"]),
+];
+
+/// Role → the artifact names that role fetches, for a bundle's artifact
+/// names. A prefix ending in `/` matches a kind (`pack/web_guard`); one
+/// without matches the name exactly (`settings`). Every role is listed,
+/// even one that needs only `settings`.
+pub fn roles_for<'a>(
+    artifact_names: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let names: Vec<&str> = artifact_names.into_iter().collect();
+    ROLES
+        .iter()
+        .map(|(role, kinds)| {
+            let wanted = names
+                .iter()
+                .filter(|n| {
+                    kinds.iter().any(|k| {
+                        if k.ends_with('/') {
+                            n.starts_with(k) && n.len() > k.len()
+                        } else {
+                            **n == *k
+                        }
+                    })
+                })
+                .map(|n| n.to_string())
+                .collect();
+            (role.to_string(), wanted)
+        })
+        .collect()
+}
+
+/// The bundle digest over artifact names and hashes, as `benctl build`
+/// computes it (`ben_intent::Built::digest`): the ledger recomputes it so a
+/// staged version's digest always names exactly its artifacts (invariant 3).
+pub fn bundle_digest(artifacts: &BTreeMap<String, String>) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"ben/v1/bundle\n");
+    for (name, hash) in artifacts {
+        h.update(name.as_bytes());
+        h.update(b"\n");
+        h.update(hash.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Nanoseconds since the Unix epoch, injected (invariant 12).
+pub trait Clock: Send + Sync {
+    fn now_ns(&self) -> i64;
+}
+
+impl<F: Fn() -> i64 + Send + Sync> Clock for F {
+    fn now_ns(&self) -> i64 {
+        self()
+    }
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock moved by hand (tests, simulation).
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn new(start_ns: i64) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(start_ns)))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let ns = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ns, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ns(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings of the ledger service and the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory; the ledger database is `ledger.db` in it.
+    pub data_dir: PathBuf,
+    /// Overrides `data_dir/ledger.db`.
+    pub db_path: Option<PathBuf>,
+    /// Where the HTTP API listens (loopback by default: it is not
+    /// authenticated yet).
+    pub api_addr: SocketAddr,
+    /// A component without a heartbeat for this long is deregistered
+    /// (heartbeats come every second).
+    pub stale_after_ms: u64,
+    /// A deploy whose required components have not all prepared within
+    /// this aborts.
+    pub prepare_timeout_ms: u64,
+    /// How often the ledger checks timeouts and staleness.
+    pub tick_ms: u64,
+    /// Largest artifact the API accepts.
+    pub max_artifact_bytes: usize,
+    /// Largest JSON request body the API accepts.
+    pub max_json_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".ben"),
+            db_path: None,
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            stale_after_ms: 3_000,
+            prepare_timeout_ms: 30_000,
+            tick_ms: 100,
+            max_artifact_bytes: 64 << 20,
+            max_json_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Config {
+    pub fn db_path(&self) -> PathBuf {
+        self.db_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("ledger.db"))
+    }
+}
+
+/// What the control plane runs on; the same in `ben up` and as a process.
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+    /// The ledger's signing identity (announce, activate, abort).
+    pub signer: Arc<Signer>,
+    /// Keys whose acks and heartbeats the ledger accepts.
+    pub keyring: Keyring,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("ledger database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("ledger database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("creating the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding the HTTP API on {addr}: {source} (is another `ben up` running? set another address)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bus: {0}")]
+    Bus(#[from] ben_bus::BusError),
+    #[error(transparent)]
+    Ledger(#[from] ben_ledger::LedgerError),
+    #[error("store: {0}")]
+    Store(#[from] ben_store::StoreError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("artifacts not in the store: {}; upload them first (PUT /api/v1/artifacts/<blake3>)", .0.join(", "))]
+    MissingArtifacts(Vec<String>),
+    #[error("version {0} is not staged")]
+    UnknownVersion(String),
+    #[error("no earlier finalized version to roll back to{}", .active.as_ref().map(|a| format!(" (active: {a})")).unwrap_or_default())]
+    NoRollbackTarget { active: Option<String> },
+    #[error("the ledger service has stopped")]
+    Stopped,
+}
+
+/// The running control plane.
+pub struct Handle {
+    api_addr: SocketAddr,
+    client: LedgerClient,
+    ledger: ledger::Service,
+    api: api::Server,
+}
+
+impl Handle {
+    /// Where the API listens (the real port when configured with port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Talks to the ledger service directly (what the API uses).
+    pub fn client(&self) -> LedgerClient {
+        self.client.clone()
+    }
+
+    /// Stops the API, then the ledger service; waits for both.
+    pub async fn shutdown(self) {
+        self.api.shutdown().await;
+        self.ledger.shutdown().await;
+    }
+}
+
+/// Starts the ledger service and the HTTP API.
+pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
+    let listener = tokio::net::TcpListener::bind(cfg.api_addr)
+        .await
+        .map_err(|source| ControlError::Bind {
+            addr: cfg.api_addr,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| ControlError::Bind {
+        addr: cfg.api_addr,
+        source,
+    })?;
+    let ledger = ledger::Service::start(&cfg, deps.clone()).await?;
+    let client = ledger.client();
+    let api = api::Server::start(listener, client.clone(), deps.store.clone(), &cfg);
+    Ok(Handle {
+        api_addr,
+        client,
+        ledger,
+        api,
+    })
+}
+
+/// A dead letter for `subject`: the reason and who sent it (the envelope's
+/// key id when the bytes were an envelope at all). Never holds the payload.
+pub(crate) fn dead_letter(subject: &str, reason: &str, bytes: &[u8], at_ns: i64) -> pb::DeadLetter {
+    use prost::Message as _;
+    let sender = pb::SignedEnvelope::decode(bytes)
+        .map(|e| e.key_id.chars().take(64).collect())
+        .unwrap_or_default();
+    pb::DeadLetter {
+        subject: subject.to_string(),
+        reason: reason.to_string(),
+        at_ns,
+        sender,
+        size: bytes.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_take_their_kinds_only() {
+        let names = [
+            "schema/http.request@v1",
+            "contract/shop_web",
+            "pack/web_guard",
+            "playbook/brute_force",
+            "migration/http.request@v1->v2",
+            "settings",
+            "packaging/x",
+        ];
+        let r = roles_for(names);
+        let get = |role: &str| -> Vec<&str> { r[role].iter().map(String::as_str).collect() };
+        assert_eq!(
+            get("sidecar"),
+            ["contract/shop_web", "schema/http.request@v1", "settings"]
+        );
+        assert_eq!(
+            get("proxy"),
+            ["pack/web_guard", "schema/http.request@v1", "settings"]
+        );
+        assert_eq!(
+            get("spine"),
+            [
+                "migration/http.request@v1->v2",
+                "pack/web_guard",
+                "schema/http.request@v1",
+                "settings"
+            ]
+        );
+        assert_eq!(
+            get("detector"),
+            ["playbook/brute_force", "schema/http.request@v1", "settings"]
+        );
+        assert_eq!(get("lucius"), get("proxy"));
+        // `packaging/x` is no `pack/`; nothing takes it.
+        assert!(r.values().all(|s| !s.contains("packaging/x")));
+    }
+
+    #[test]
+    fn digest_depends_on_names_and_hashes() {
+        let mut a = BTreeMap::new();
+        a.insert("settings".to_string(), "aa".repeat(32));
+        let d1 = bundle_digest(&a);
+        a.insert("pack/x".to_string(), "bb".repeat(32));
+        let d2 = bundle_digest(&a);
+        assert_ne!(d1, d2);
+        assert_eq!(d2, bundle_digest(&a.clone()));
+        assert_eq!(d1.len(), 64);
+    }
+}

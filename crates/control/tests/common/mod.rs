@@ -1,0 +1,174 @@
+//! Shared set-up: a real in-process bus, a FileStore and SQLite in a temp
+//! dir, the example bundle built with ben-intent, simulated components.
+
+#![allow(dead_code)]
+
+use ben_bus::{Bus, InProcessBus};
+use ben_control::ledger::{DeployRecord, StageRequest, StatusReport};
+use ben_control::testkit::{self, Behaviour, SimComponent, SimSpec};
+use ben_control::{Clock, Config, Deps, Handle, LedgerClient};
+use ben_store::{FileStore, Store};
+use ben_wire::{Keyring, Signer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn tmp(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ben-control-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Env {
+    pub dir: PathBuf,
+    pub bus: Arc<InProcessBus>,
+    pub store: Arc<FileStore>,
+    pub ledger_signer: Arc<Signer>,
+    pub component_signer: Arc<Signer>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Env {
+    pub fn new(name: &str, clock: Arc<dyn Clock>) -> Env {
+        let dir = tmp(name);
+        Env {
+            bus: Arc::new(InProcessBus::default()),
+            store: Arc::new(FileStore::open(dir.join("store")).unwrap()),
+            ledger_signer: Arc::new(Signer::from_secret([7; 32])),
+            component_signer: Arc::new(Signer::from_secret([9; 32])),
+            dir,
+            clock,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            data_dir: self.dir.clone(),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        }
+    }
+
+    pub fn deps(&self) -> Deps {
+        let mut keyring = Keyring::new();
+        keyring.trust(self.component_signer.public());
+        Deps {
+            bus: self.bus.clone(),
+            store: self.store.clone(),
+            signer: self.ledger_signer.clone(),
+            keyring,
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub async fn start(&self, cfg: Config) -> Handle {
+        ben_control::start(cfg, self.deps()).await.unwrap()
+    }
+
+    pub async fn sim(&self, id: &str, role: &str, behaviour: Behaviour) -> SimComponent {
+        let mut ledger_keys = Keyring::new();
+        ledger_keys.trust(self.ledger_signer.public());
+        testkit::spawn(
+            SimSpec {
+                id: id.into(),
+                role: role.into(),
+                behaviour,
+                heartbeat_every: Duration::from_millis(50),
+            },
+            self.bus.clone() as Arc<dyn Bus>,
+            self.store.clone() as Arc<dyn Store>,
+            self.component_signer.clone(),
+            ledger_keys,
+            self.clock.clone(),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+pub fn shop() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
+}
+
+/// The example bundle's artifacts, with `settings` replaced by `tag` when
+/// given (a second, distinct version).
+pub fn bundle(tag: Option<&str>) -> (String, Vec<(String, Vec<u8>)>) {
+    let built = ben_intent::Bundle::load(shop()).unwrap().build().unwrap();
+    let mut arts: Vec<(String, Vec<u8>)> = built
+        .artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.bytes.clone()))
+        .collect();
+    let mut version = built.version.clone();
+    if let Some(t) = tag {
+        for (n, b) in arts.iter_mut() {
+            if n == "settings" {
+                *b = serde_json::to_vec(&serde_json::json!({ "tag": t })).unwrap();
+            }
+        }
+        version = format!("{version}-{t}");
+    }
+    (version, arts)
+}
+
+/// Puts the artifacts in the store and returns the stage request.
+pub fn stage_request(store: &dyn Store, version: &str, arts: &[(String, Vec<u8>)]) -> StageRequest {
+    let mut artifacts = BTreeMap::new();
+    for (n, b) in arts {
+        let k = store.put(b).unwrap();
+        artifacts.insert(n.clone(), k.to_string());
+    }
+    StageRequest {
+        version: version.into(),
+        bundle: "shop".into(),
+        digest: ben_control::bundle_digest(&artifacts),
+        artifacts,
+    }
+}
+
+pub async fn wait_status(
+    client: &LedgerClient,
+    what: &str,
+    pred: impl Fn(&StatusReport) -> bool,
+) -> StatusReport {
+    let t0 = Instant::now();
+    loop {
+        let s = client.status(None).await.unwrap();
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}; last status: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn wait_registered(client: &LedgerClient, n: usize) -> StatusReport {
+    wait_status(client, &format!("{n} components"), |s| {
+        s.components.len() == n
+    })
+    .await
+}
+
+/// Waits until deploy `id` has ended.
+pub async fn wait_deploy(client: &LedgerClient, id: i64) -> DeployRecord {
+    let s = wait_status(client, &format!("deploy {id} to end"), |s| {
+        s.deploy
+            .as_ref()
+            .is_some_and(|d| d.id == id && d.phase.is_over())
+    })
+    .await;
+    s.deploy.unwrap()
+}
+
+pub const ROLES: [&str; 5] = ["sidecar", "proxy", "spine", "detector", "lucius"];
