@@ -379,6 +379,12 @@ pub fn translate(
     contract: &Contract,
     input: &serde_json::Value,
 ) -> Result<Vec<Value>, RecordError> {
+    if !input.is_object() {
+        return Err(RecordError {
+            field: "(record)".into(),
+            reason: format!("expected a JSON object, found {}", json_kind(input)),
+        });
+    }
     let schema = &prog.schemas[contract.schema];
     let mut rec = vec![Value::Null; schema.fields.len()];
     let env = Env {

@@ -33,6 +33,9 @@ pub mod subjects {
     pub const ACK: &str = "ben.intent.ack";
     pub const HEARTBEAT: &str = "ben.health.heartbeat";
     pub const DLQ: &str = "ben.dlq";
+    /// Request/reply: a starting component asks for the active version
+    /// (payload: its id); the reply is a signed `Announce` naming it.
+    pub const ACTIVE: &str = "ben.intent.active";
     /// sidecar → proxy
     pub const PROXY: &str = "ben.data.proxy";
     /// proxy → spine
@@ -156,6 +159,7 @@ pub struct IntentAgent<R: Role> {
     pub active: Arc<Active<R::Compiled>>,
     prepared: Mutex<Option<Arc<Loaded<R::Compiled>>>>,
     pub stats: Arc<AgentStats>,
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 /// Artifact name → bytes.
@@ -199,6 +203,7 @@ impl<R: Role> IntentAgent<R> {
             active: Arc::new(Active::default()),
             prepared: Mutex::new(None),
             stats: Arc::new(AgentStats::default()),
+            ready: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -325,12 +330,54 @@ impl<R: Role> IntentAgent<R> {
         Ok(())
     }
 
-    /// Listens to the intent plane until the bus closes.
+    /// Resolves once the agent listens to the intent plane and has loaded
+    /// the active version (if there is one): take traffic only after this.
+    pub async fn ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// A component that starts after a version was finalized loads it
+    /// before taking traffic. Returns the version loaded, if any.
+    pub async fn bootstrap(&self) -> Option<String> {
+        let reply = self
+            .deps
+            .bus
+            .request(
+                subjects::ACTIVE,
+                self.deps.id.clone().into_bytes(),
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()?;
+        let ann = match ben_wire::open_bytes::<pb::Announce>(&reply.payload, &self.deps.keyring) {
+            Ok(v) => v.into_inner(),
+            Err(e) => {
+                self.reject(subjects::ACTIVE, e, reply.payload.len()).await;
+                return None;
+            }
+        };
+        if ann.version.is_empty() || !ann.required.contains(&self.deps.id) {
+            return None;
+        }
+        match self.load_now(&ann) {
+            Ok(()) => Some(ann.version),
+            Err(reason) => {
+                tracing::warn!(component = %self.deps.id, %reason, "could not load the active version at start");
+                None
+            }
+        }
+    }
+
+    /// Listens to the intent plane until the bus closes. Subscribes first,
+    /// then loads the active version, so no announce in between is missed.
     pub async fn run(self: Arc<Self>) -> Result<(), ben_bus::BusError> {
         let bus = self.deps.bus.clone();
         let mut ann = bus.subscribe(subjects::ANNOUNCE, None).await?;
         let mut act = bus.subscribe(subjects::ACTIVATE, None).await?;
         let mut abo = bus.subscribe(subjects::ABORT, None).await?;
+        self.bootstrap().await;
+        self.ready.send_replace(true);
         loop {
             tokio::select! {
                 m = ann.next() => {

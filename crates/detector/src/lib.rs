@@ -100,7 +100,8 @@ pub struct Stats {
 pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), String> {
     let agent = IntentAgent::new(deps.clone(), DetectorRole);
     let active = agent.active.clone();
-    tokio::spawn(agent.run());
+    tokio::spawn(agent.clone().run());
+    agent.ready().await;
     let mut sub = deps
         .bus
         .subscribe(subjects::DETECTOR, Some("detectors"))

@@ -14,7 +14,7 @@
 //! Not built yet: the SQLite backend (this store is in memory, so it does
 //! not survive a restart).
 
-use ben_component::{subjects, Deps, IntentAgent, Load};
+use ben_component::{subjects, Deps, IntentAgent, Load, Role};
 use ben_spine::SpineRole;
 use ben_wire::pb;
 use prost::Message;
@@ -24,6 +24,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const QUERY: &str = "ben.lucius.query";
+
+/// Lucius redacts like a spine, from its own role's artifacts
+/// (schemas, packs, settings).
+pub struct LuciusRole(SpineRole);
+
+impl Role for LuciusRole {
+    const NAME: &'static str = "lucius";
+    type Compiled = ben_intent::Evaluator;
+    fn compile(
+        &self,
+        arts: &std::collections::BTreeMap<String, Vec<u8>>,
+        version: &str,
+    ) -> Result<Self::Compiled, String> {
+        self.0.compile(arts, version)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -127,9 +143,10 @@ pub async fn run(
     load: Arc<Load>,
     store: Arc<Observations>,
 ) -> Result<(), String> {
-    let agent = IntentAgent::new(deps.clone(), SpineRole::new(blot_key));
+    let agent = IntentAgent::new(deps.clone(), LuciusRole(SpineRole::new(blot_key)));
     let active = agent.active.clone();
-    tokio::spawn(agent.run());
+    tokio::spawn(agent.clone().run());
+    agent.ready().await;
     let mut queries = deps
         .bus
         .subscribe(QUERY, None)

@@ -118,7 +118,8 @@ impl Role for ProxyRole {
 pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
     let agent = IntentAgent::new(deps.clone(), ProxyRole);
     let active = agent.active.clone();
-    tokio::spawn(agent.run());
+    tokio::spawn(agent.clone().run());
+    agent.ready().await;
     let mut sub = deps
         .bus
         .subscribe(subjects::PROXY, Some("proxies"))

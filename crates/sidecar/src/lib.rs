@@ -119,7 +119,8 @@ pub async fn run(
 ) -> Result<(), String> {
     let agent = IntentAgent::new(deps.clone(), SidecarRole);
     let active = agent.active.clone();
-    tokio::spawn(agent.run());
+    tokio::spawn(agent.clone().run());
+    agent.ready().await;
     let _ = std::fs::remove_file(&cfg.socket);
     if let Some(dir) = cfg.socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

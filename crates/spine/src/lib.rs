@@ -109,7 +109,8 @@ pub fn process(ev: &Evaluator, rec: &pb::Record) -> Result<pb::Record, String> {
 pub async fn run(cfg: Config, deps: Deps, load: Arc<Load>) -> Result<(), String> {
     let agent = IntentAgent::new(deps.clone(), SpineRole { key: cfg.blot_key });
     let active = agent.active.clone();
-    tokio::spawn(agent.run());
+    tokio::spawn(agent.clone().run());
+    agent.ready().await;
     let mut sub = deps
         .bus
         .subscribe(subjects::SPINE, Some("spines"))

@@ -1,0 +1,434 @@
+//! # Embedded mode: `ben up`
+//!
+//! Everything in one process on embedded defaults: the in-process bus,
+//! the files store and the SQLite ledger under the data dir (`.ben/`), the
+//! HTTP API on 127.0.0.1:7420, Beekeeper, and every component — detectors,
+//! spines, proxies, Lucius, the sidecar — started in that order and
+//! supervised by the orchestrator (restarted with backoff if one exits or
+//! panics; a restarted component loads the active version before it takes
+//! traffic).
+//!
+//! Keys: the ledger and every component get their own Ed25519 key from
+//! the OS's randomness at start; all of them trust each other's public
+//! keys (one process). The Blot hmac key comes from `BEN_BLOT_KEY` or
+//! `.ben/blot.key`.
+
+use ben_bee::{Beekeeper, Selector};
+use ben_bus::{Bus, InProcessBus};
+use ben_component::{subjects, Clock, Deps, Load, SystemClock};
+use ben_store::{FileStore, Store};
+use ben_wire::{pb, Keyring, Signer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `ben up` settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    /// The sidecar's Unix socket (default `DATA_DIR/sidecar.sock`).
+    pub socket: Option<PathBuf>,
+    /// Beekeeper selectors on top of the bundles' `[[apps]]`.
+    pub extra_selectors: Vec<Selector>,
+    pub spines: usize,
+    pub proxies: usize,
+    pub detectors: usize,
+    /// BEE lifetime.
+    pub bee_ttl_ns: i64,
+    pub prepare_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".ben"),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            socket: None,
+            extra_selectors: vec![],
+            spines: 2,
+            proxies: 1,
+            detectors: 1,
+            bee_ttl_ns: ben_bee::DEFAULT_TTL_NS,
+            prepare_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("sidecar.sock"))
+    }
+}
+
+fn random32() -> Result<[u8; 32], String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    Ok(b)
+}
+
+/// Live counters of the running system.
+#[derive(Default)]
+pub struct Stats {
+    pub sidecar: Arc<ben_sidecar::Stats>,
+    pub detector: Arc<ben_detector::Stats>,
+    pub lucius: Arc<ben_lucius::Observations>,
+    pub loads: BTreeMap<String, Arc<Load>>,
+    pub dead_letters: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The running system.
+pub struct System {
+    pub cfg: Config,
+    pub bus: Arc<InProcessBus>,
+    pub store: Arc<FileStore>,
+    pub control: ben_control::Handle,
+    pub beekeeper: ben_sidecar::BeekeeperHandle,
+    pub stats: Arc<Stats>,
+    pub restarts: Arc<ben_orchestrator::Restarts>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl System {
+    /// Starts everything. Returns once every component listens.
+    pub async fn start(cfg: Config) -> Result<System, String> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
+        let bus = Arc::new(InProcessBus::default());
+        let store =
+            Arc::new(FileStore::open(cfg.data_dir.join("store")).map_err(|e| e.to_string())?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let blot_key = ben_intent::keys::load_blot_key("env:BEN_BLOT_KEY", None, &cfg.data_dir)?;
+
+        // Identities: the ledger's, Beekeeper's, and one per component.
+        let names = component_names(&cfg);
+        let ledger_signer = Arc::new(Signer::from_secret(random32()?));
+        let mut keyring = Keyring::new();
+        keyring.trust(ledger_signer.public());
+        let mut signers = BTreeMap::new();
+        for n in &names {
+            let s = Signer::from_secret(random32()?);
+            keyring.trust(s.public());
+            signers.insert(n.clone(), Arc::new(s));
+        }
+        let keyring_arc = Arc::new(keyring.clone());
+
+        let control = ben_control::start(
+            ben_control::Config {
+                data_dir: cfg.data_dir.clone(),
+                api_addr: cfg.api_addr,
+                prepare_timeout_ms: cfg.prepare_timeout_ms,
+                ..ben_control::Config::default()
+            },
+            ben_control::Deps {
+                bus: bus.clone(),
+                store: store.clone(),
+                signer: ledger_signer.clone(),
+                keyring,
+                clock: Arc::new(|| SystemClock.now_ns()),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(active_responder(
+            bus.clone(),
+            control.client(),
+            ledger_signer.clone(),
+        )));
+
+        let beekeeper: ben_sidecar::BeekeeperHandle = Arc::new(Mutex::new(Some(Beekeeper::new(
+            random32()?,
+            vec![],
+            cfg.bee_ttl_ns,
+        ))));
+        let mut stats = Stats::default();
+        for n in &names {
+            stats.loads.insert(n.clone(), Arc::new(Load::default()));
+        }
+        let stats = Arc::new(stats);
+        {
+            let mut dlq = bus
+                .subscribe(subjects::DLQ, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let counter = stats.dead_letters.clone();
+            tasks.push(tokio::spawn(async move {
+                while dlq.next().await.is_some() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+
+        let mut specs = Vec::new();
+        for n in &names {
+            let deps = Deps {
+                id: n.clone(),
+                bus: bus.clone() as Arc<dyn Bus>,
+                store: store.clone() as Arc<dyn Store>,
+                clock: clock.clone(),
+                signer: signers[n].clone(),
+                keyring: keyring_arc.clone(),
+            };
+            let load = stats.loads[n].clone();
+            let kind: &'static str = role_of(n);
+            // Heartbeats, for the ledger's registry and the orchestrator.
+            {
+                let (deps, load) = (deps.clone(), load.clone());
+                let version: Arc<dyn Fn() -> Option<String> + Send + Sync> = Arc::new(|| None);
+                tasks.push(tokio::spawn(ben_component::heartbeats(
+                    deps,
+                    kind,
+                    version,
+                    load,
+                    Duration::from_secs(1),
+                )));
+            }
+            let start: Box<dyn Fn() -> ben_orchestrator::BoxFuture + Send + Sync> = match kind {
+                "spine" => {
+                    let key = blot_key.clone();
+                    Box::new(move || {
+                        Box::pin(ben_spine::run(
+                            ben_spine::Config {
+                                blot_key: Some(key.clone()),
+                            },
+                            deps.clone(),
+                            load.clone(),
+                        ))
+                    })
+                }
+                "proxy" => Box::new(move || Box::pin(ben_proxy::run(deps.clone(), load.clone()))),
+                "detector" => {
+                    let st = stats.detector.clone();
+                    Box::new(move || {
+                        Box::pin(ben_detector::run(deps.clone(), load.clone(), st.clone()))
+                    })
+                }
+                "lucius" => {
+                    let (key, obs) = (blot_key.clone(), stats.lucius.clone());
+                    Box::new(move || {
+                        Box::pin(ben_lucius::run(
+                            ben_lucius::Config::default(),
+                            Some(key.clone()),
+                            deps.clone(),
+                            load.clone(),
+                            obs.clone(),
+                        ))
+                    })
+                }
+                _ => {
+                    let sc = ben_sidecar::Config {
+                        socket: cfg.socket_path(),
+                        beekeeper: beekeeper.clone(),
+                        extra_selectors: cfg.extra_selectors.clone(),
+                        max_record_bytes: 1 << 20,
+                    };
+                    let st = stats.sidecar.clone();
+                    Box::new(move || {
+                        Box::pin(ben_sidecar::run(
+                            sc.clone(),
+                            deps.clone(),
+                            load.clone(),
+                            st.clone(),
+                        ))
+                    })
+                }
+            };
+            specs.push(ben_orchestrator::Spec {
+                name: n.clone(),
+                kind,
+                start,
+            });
+        }
+        let restarts = Arc::new(ben_orchestrator::Restarts::default());
+        tasks.extend(ben_orchestrator::supervise(specs, restarts.clone()));
+        // Wait until the sidecar socket exists and every component is
+        // registered with the ledger (first heartbeats).
+        let sock = cfg.socket_path();
+        for _ in 0..100 {
+            let registered = control
+                .client()
+                .status(None)
+                .await
+                .map(|s| s.components.len())
+                .unwrap_or(0);
+            if sock.exists() && registered >= names.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(System {
+            cfg,
+            bus,
+            store,
+            control,
+            beekeeper,
+            stats,
+            restarts,
+            tasks,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.control.api_addr()
+    }
+
+    /// Builds a bundle, stages its artifacts and deploys it through the
+    /// ledger; waits until it is finalized or aborted.
+    pub async fn deploy_dir(&self, dir: &Path) -> Result<String, String> {
+        let bundle = ben_intent::Bundle::load(dir).map_err(|e| e.to_string())?;
+        let built = bundle.build().map_err(|f| f.render())?;
+        let mut artifacts = BTreeMap::new();
+        for a in &built.artifacts {
+            let key = self.store.put(&a.bytes).map_err(|e| e.to_string())?;
+            artifacts.insert(a.name.clone(), key.to_string());
+        }
+        let client = self.control.client();
+        client
+            .stage(ben_control::ledger::StageRequest {
+                version: built.version.clone(),
+                bundle: built.name.clone(),
+                digest: built.digest.to_hex().to_string(),
+                artifacts,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.deploy(&built.version).await?;
+        Ok(built.version)
+    }
+
+    /// Deploys a staged version and waits for the outcome.
+    pub async fn deploy(&self, version: &str) -> Result<(), String> {
+        let client = self.control.client();
+        client
+            .deploy(version.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.wait_deploy(version).await
+    }
+
+    pub async fn wait_deploy(&self, version: &str) -> Result<(), String> {
+        let client = self.control.client();
+        for _ in 0..600 {
+            let st = client
+                .status(Some(version.to_string()))
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(d) = st
+                .deploy
+                .filter(|d| d.version == version && d.phase.is_over())
+            {
+                return match d.phase.as_str() {
+                    "finalized" => Ok(()),
+                    other => Err(format!(
+                        "deploy of {version} {other}: {}",
+                        d.reason.unwrap_or_default()
+                    )),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!("deploy of {version} did not finish"))
+    }
+
+    /// One status line: throughput, flags, signals, Lucius, active version.
+    pub async fn status_line(&self) -> String {
+        let active = self
+            .control
+            .client()
+            .status(None)
+            .await
+            .ok()
+            .and_then(|s| s.active)
+            .unwrap_or_else(|| "none".into());
+        format!(
+            "records in {} | signals {} | lucius {} | rejected {} | dead letters {} | restarts {} | intent {}",
+            self.stats.sidecar.accepted.load(Ordering::Relaxed),
+            self.stats.detector.signals.load(Ordering::Relaxed),
+            self.stats.lucius.count(),
+            self.stats.sidecar.rejected.load(Ordering::Relaxed),
+            self.stats.dead_letters.load(Ordering::Relaxed),
+            self.restarts.total.load(Ordering::Relaxed),
+            active
+        )
+    }
+
+    /// Stops components, the API and the ledger (closing its database).
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.control.shutdown().await;
+        let _ = std::fs::remove_file(self.cfg.socket_path());
+    }
+}
+
+fn component_names(cfg: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    for i in 1..=cfg.detectors.max(1) {
+        v.push(format!("detector-{i}"));
+    }
+    for i in 1..=cfg.spines.max(1) {
+        v.push(format!("spine-{i}"));
+    }
+    for i in 1..=cfg.proxies.max(1) {
+        v.push(format!("proxy-{i}"));
+    }
+    v.push("lucius-1".into());
+    v.push("sidecar-1".into());
+    v
+}
+
+fn role_of(name: &str) -> &'static str {
+    match name.rsplit_once('-').map(|(k, _)| k) {
+        Some("detector") => "detector",
+        Some("spine") => "spine",
+        Some("proxy") => "proxy",
+        Some("lucius") => "lucius",
+        _ => "sidecar",
+    }
+}
+
+/// Answers `ben.intent.active` for starting components with a signed
+/// announce of the active version naming the asker.
+async fn active_responder(
+    bus: Arc<InProcessBus>,
+    client: ben_control::LedgerClient,
+    signer: Arc<Signer>,
+) {
+    let Ok(mut sub) = bus.subscribe(subjects::ACTIVE, None).await else {
+        return;
+    };
+    while let Some(m) = sub.next().await {
+        let asker = String::from_utf8_lossy(&m.payload).to_string();
+        let ann = match client.active().await {
+            Ok(a) => pb::Announce {
+                version: a.version.unwrap_or_default(),
+                artifacts: a.artifacts,
+                roles: a
+                    .roles
+                    .into_iter()
+                    .map(|(r, n)| {
+                        (
+                            r,
+                            pb::ArtifactNames {
+                                names: n.into_iter().collect(),
+                            },
+                        )
+                    })
+                    .collect(),
+                required: vec![asker],
+            },
+            Err(_) => pb::Announce::default(),
+        };
+        let _ = bus.reply(&m, signer.seal_bytes(&ann)).await;
+    }
+}

@@ -1,0 +1,308 @@
+//! `ben up` end to end, in one process, over the real Unix socket: an app
+//! (this test binary, attested by the kernel's view of it) sends records;
+//! flags, redaction, routing, Lucius, signals, activation, attestation and
+//! bad input are checked against what the example bundle declares.
+
+use ben_bee::Selector;
+use ben_client::{Client, ClientError};
+use ben_embedded::{Config, System};
+use ben_wire::pb;
+use prost::Message;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn shop() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
+}
+
+fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn me() -> Selector {
+    Selector {
+        app: "shop_web".into(),
+        uid: Some(uid()),
+        exe: Some(std::env::current_exe().unwrap().display().to_string()),
+        ..Selector::default()
+    }
+}
+
+async fn system(name: &str, ttl_ns: i64) -> System {
+    let dir = std::env::temp_dir().join(format!("ben-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("BEN_BLOT_KEY", "e2e test key 0123456789abcdef");
+    System::start(Config {
+        data_dir: dir,
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        extra_selectors: vec![me()],
+        bee_ttl_ns: ttl_ns,
+        ..Config::default()
+    })
+    .await
+    .expect("ben up starts")
+}
+
+fn rec(i: usize, url: &str, code: u16, ip: &str, email: &str) -> serde_json::Value {
+    json!({
+        "timestamp": "2026-01-01T10:00:00Z", "verb": if code == 401 { "post" } else { "get" },
+        "url": url, "code": code.to_string(), "size": 100 + i, "remote_addr": ip,
+        "customer": {"email": email, "card": "4111 1111 1111 1111"},
+        "comment": format!("call me at +1 415 555 {:04} or write {email}", i % 10000)
+    })
+}
+
+/// Waits until `f` holds (records flow asynchronously).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_flow_flags_redaction_lucius_and_signals() {
+    let sys = system("flow", ben_bee::DEFAULT_TTL_NS).await;
+    let version = sys.deploy_dir(&shop()).await.expect("deploy finalizes");
+    // Everything the spines emit, to check flags and redaction downstream.
+    let mut downstream = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.data.detector", None)
+        .await
+        .unwrap();
+
+    let mut app = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .expect("attested");
+    let w = app.welcome().await;
+    assert!(w.bee_subject.starts_with("shop_web/"), "{}", w.bee_subject);
+    assert_eq!(w.intent_version, version);
+
+    // 40 page views (→ Lucius), 10 server errors from 10.x (→ spine,
+    // server_error + internal), 7 failed admin logins from one IP within
+    // seconds (→ spine, admin_path + login_failed; brute force), 3 records
+    // failing the contract.
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.push(rec(
+            i,
+            "/products/1",
+            200,
+            "198.51.100.7",
+            &format!("user{i}@example.com"),
+        ));
+    }
+    for i in 0..10 {
+        batch.push(rec(i, "/checkout", 503, "10.1.2.3", "carol@example.com"));
+    }
+    for i in 0..7 {
+        batch.push(rec(
+            i,
+            "/admin/login",
+            401,
+            "203.0.113.9",
+            "mallory@example.com",
+        ));
+    }
+    batch.push(json!({"verb": "get", "url": "/", "code": "200", "remote_addr": "1.2.3.4", "customer": {"email": "a@b.c"}}));
+    batch.push(json!({"timestamp": "2026-01-01T10:00:00Z", "verb": "get", "url": "/", "code": "200", "remote_addr": "not-an-ip", "customer": {"email": "a@b.c"}}));
+    batch.push(json!(["not", "an", "object"]));
+    let acc = app.send(&batch).await.unwrap();
+    assert_eq!(acc.accepted, 57);
+    let errs: Vec<(u64, String)> = acc
+        .errors
+        .iter()
+        .map(|e| (e.index, e.reason.clone()))
+        .collect();
+    assert_eq!(errs.len(), 3);
+    assert_eq!(
+        errs[0],
+        (57, "field `ts`: required, but missing or null".into())
+    );
+    assert_eq!(
+        errs[1],
+        (58, "field `client.ip`: expected an IP address".into())
+    );
+    assert!(errs[2].1.contains("expected a JSON object"), "{errs:?}");
+
+    // The brute-force signal reaches the app once for the window.
+    let sig = tokio::time::timeout(Duration::from_secs(5), app.signals.recv())
+        .await
+        .expect("a signal arrives")
+        .unwrap();
+    assert_eq!(sig.name, "auth.bruteforce");
+    assert_eq!(sig.severity, "high");
+    assert_eq!(sig.key, vec!["203.0.113.9".to_string()]);
+    assert_eq!(sig.app, "shop_web");
+    assert_eq!(sig.intent_version, version);
+
+    // Downstream: 17 spine records with exact flags, all redacted.
+    let mut flags: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut seen = 0;
+    while seen < 17 {
+        let m = tokio::time::timeout(Duration::from_secs(5), downstream.next())
+            .await
+            .expect("spine output")
+            .unwrap();
+        let r = pb::Record::decode(m.payload.as_slice()).unwrap();
+        assert_eq!(r.intent_version, version);
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        for pii in [
+            "carol@example.com",
+            "mallory@example.com",
+            "4111 1111 1111 1111",
+            "415 555",
+        ] {
+            assert!(!body.contains(pii), "PII {pii} downstream: {body}");
+        }
+        for f in r.flags {
+            *flags.entry(f).or_default() += 1;
+        }
+        seen += 1;
+    }
+    assert_eq!(flags.get("server_error"), Some(&10));
+    assert_eq!(flags.get("internal"), Some(&10));
+    assert_eq!(flags.get("admin_path"), Some(&7));
+    assert_eq!(flags.get("login_failed"), Some(&7));
+    assert_eq!(flags.len(), 4);
+
+    // Lucius holds the 40 page views, redacted.
+    let lucius = sys.stats.lucius.clone();
+    eventually("40 records in Lucius", || lucius.count() == 40).await;
+    let rows = lucius.query(&ben_lucius::Query {
+        limit: Some(100),
+        ..Default::default()
+    });
+    let text = serde_json::to_string(&rows).unwrap();
+    assert!(!text.contains("@example.com"), "raw email in Lucius");
+    assert!(!text.contains("4111 1111 1111 1111"), "raw card in Lucius");
+    // No second signal: the burst is one window.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(app.signals.try_recv().is_err(), "one signal per window");
+    assert_eq!(sys.stats.detector.signals.load(Ordering::Relaxed), 1);
+    sys.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestation_refusals() {
+    let sys = system("attest", 2_000_000_000).await;
+    sys.deploy_dir(&shop()).await.unwrap();
+    // An app name with no selector matching this executable.
+    match Client::connect(sys.cfg.socket_path(), "billing").await {
+        Err(ClientError::Refused(r)) => assert!(r.contains("no app selector matches"), "{r}"),
+        other => panic!("expected refusal, got {:?}", other.err()),
+    }
+    // A BEE issued to another process is refused on this connection.
+    let mut app = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    let foreign = {
+        let mut g = sys.beekeeper.lock().unwrap();
+        let k = g.as_mut().unwrap();
+        k.set_selectors(vec![Selector {
+            app: "shop_web".into(),
+            ..Selector::default()
+        }]);
+        let facts = ben_bee::PeerFacts {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+            exe: "/sbin/init".into(),
+            exe_blake3: "00".repeat(32),
+            start_time: 1,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        k.attest(&facts, now).unwrap().token
+    };
+    let frame = pb::AppFrame {
+        body: Some(pb::app_frame::Body::Records(pb::Records {
+            batch: 1,
+            records: vec![b"{}".to_vec()],
+            bee: foreign,
+        })),
+    };
+    app.send_frame_bytes(&ben_wire::frame::encode(&frame))
+        .await
+        .unwrap();
+    match app.send(&[json!({})]).await {
+        Err(ClientError::Refused(r)) => assert!(r.contains("issued to another process"), "{r}"),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    // An expired BEE (2 s lifetime here) is refused.
+    let mut app = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    match app
+        .send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
+        .await
+    {
+        Err(ClientError::Refused(r)) => assert!(r.contains("BEE expired"), "{r}"),
+        Ok(a) => panic!("expired BEE accepted {} records", a.accepted),
+        Err(e) => panic!("{e}"),
+    }
+    // Beekeeper down: nothing is issued.
+    *sys.beekeeper.lock().unwrap() = None;
+    match Client::connect(sys.cfg.socket_path(), "shop_web").await {
+        Err(ClientError::Refused(r)) => assert!(r.contains("Beekeeper is down"), "{r}"),
+        other => panic!("expected refusal, got {:?}", other.err()),
+    }
+    sys.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_input_keeps_the_sidecar_running() {
+    let sys = system("bad", ben_bee::DEFAULT_TTL_NS).await;
+    sys.deploy_dir(&shop()).await.unwrap();
+    let mut app = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    let big = json!({"timestamp": "2026-01-01T10:00:00Z", "verb": "get", "url": "x".repeat(2 << 20), "code": "200", "remote_addr": "1.2.3.4", "customer": {"email": "a@b.c"}});
+    let acc = app.send(&[big]).await.unwrap();
+    assert_eq!(acc.accepted, 0);
+    assert!(
+        acc.errors[0].reason.contains("over the"),
+        "{:?}",
+        acc.errors
+    );
+    // A garbage frame: refused, connection closed.
+    app.send_frame_bytes(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(app.send(&[json!({})]).await.is_err());
+    // The sidecar still serves new connections.
+    let mut again = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
+    assert!(sys.stats.dead_letters.load(Ordering::Relaxed) >= 2);
+    sys.shutdown().await;
+}
