@@ -1,9 +1,11 @@
-//! `benctl`: the operator's CLI. Today: `build`, `test`, `eval` (offline,
-//! no server). `stage`, `deploy`, `status`, `history` and `rollback` arrive
-//! with the runtime (`ben up`).
+//! `benctl`: the operator's CLI. Offline: `build`, `test`, `eval` (no
+//! server). Against a running Ben (`ben up`, see `remote.rs`): `stage`,
+//! `deploy`, `status`, `history`, `rollback`.
 //!
-//! Exit codes: 0 success, 1 the bundle or its tests failed, 2 usage or I/O
-//! error.
+//! Exit codes: 0 success, 1 the bundle or its tests failed (or Ben refused,
+//! or a deploy aborted), 2 usage or I/O error (or Ben unreachable).
+
+mod remote;
 
 use anyhow::{Context, Result};
 use ben_intent::{Bundle, Evaluator};
@@ -16,7 +18,7 @@ use std::process::ExitCode;
 #[command(
     name = "benctl",
     version,
-    about = "Build, test and evaluate Ben intent bundles"
+    about = "Build, test, evaluate, stage and deploy Ben intent bundles"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +62,8 @@ enum Cmd {
         #[arg(long, default_value = ".ben")]
         data_dir: PathBuf,
     },
+    #[command(flatten)]
+    Remote(remote::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             schema.as_deref(),
             &data_dir,
         ),
+        Cmd::Remote(c) => remote::run(c),
     };
     match r {
         Ok(code) => code,

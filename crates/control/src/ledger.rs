@@ -348,7 +348,15 @@ fn state_of(s: &ComponentState) -> (&'static str, Option<String>) {
 
 const MAX_ID: usize = 128;
 
-/// Ids, versions and roles: short, printable, no whitespace.
+/// Versions travel in URL paths: letters, digits and `._-+@` only.
+fn valid_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+@".contains(c))
+}
+
+/// Component ids and roles: short, printable, no whitespace.
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID
@@ -434,9 +442,9 @@ impl Actor {
 
     async fn stage(&mut self, req: StageRequest) -> Result<StageOutcome, ControlError> {
         let bad = |m: String| Err(ControlError::BadRequest(m));
-        if !valid_name(&req.version) {
+        if !valid_version(&req.version) {
             return bad(format!(
-                "version `{}` must be 1–{MAX_ID} characters of letters, digits and ._-+@:/",
+                "version `{}` must be 1–{MAX_ID} characters of letters, digits and ._-+@",
                 req.version.chars().take(MAX_ID).collect::<String>()
             ));
         }

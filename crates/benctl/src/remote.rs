@@ -1,0 +1,486 @@
+//! The commands that talk to a running Ben (`ben up`) through its HTTP API:
+//! `stage`, `deploy`, `status`, `history`, `rollback`.
+//!
+//! The API is `--api URL`, else `$BEN_API`, else `http://127.0.0.1:7420`.
+//! Exit codes: 0 success; 1 Ben refused (not staged, busy, …) or the
+//! deploy aborted; 2 Ben unreachable, usage or I/O error.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_API: &str = "http://127.0.0.1:7420";
+
+#[derive(Args, Clone)]
+pub struct ApiArg {
+    /// Ben's API (default: $BEN_API, else http://127.0.0.1:7420).
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct WaitArgs {
+    /// Wait until the deploy is finalized or aborted; exit 1 on abort.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Build a bundle, upload its artifacts and stage it as a version (nothing activates).
+    Stage {
+        /// The bundle directory (holds ben.toml and a current ben.lock).
+        dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Deploy a staged version: every required component prepares, then all activate.
+    Deploy {
+        version: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// The active version, the current or last deploy, and the components.
+    Status {
+        /// Show this version's most recent deploy.
+        version: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// The ledger's audit log.
+    History {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Deploy the most recently finalized version other than the active one.
+    Rollback {
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+}
+
+pub fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Stage { dir, api } => stage(&Api::new(api), &dir),
+        Cmd::Deploy { version, wait, api } => {
+            let api = Api::new(api);
+            let r = api.call(
+                "POST",
+                "/api/v1/deploy",
+                Some(json!({ "version": version })),
+            )?;
+            started(&api, r, &wait)
+        }
+        Cmd::Status { version, json, api } => status(&Api::new(api), version.as_deref(), json),
+        Cmd::History { json, api } => history(&Api::new(api), json),
+        Cmd::Rollback { wait, api } => {
+            let api = Api::new(api);
+            let r = api.call("POST", "/api/v1/rollback", None)?;
+            started(&api, r, &wait)
+        }
+    }
+}
+
+/// A response: status code and JSON body.
+struct Reply {
+    code: u16,
+    body: Value,
+}
+
+impl Reply {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// The API's `{"error": …}`, or the body.
+    fn error(&self) -> String {
+        match self.body.get("error").and_then(Value::as_str) {
+            Some(e) => e.to_string(),
+            None => format!("HTTP {}: {}", self.code, self.body),
+        }
+    }
+}
+
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(arg: ApiArg) -> Api {
+        let base = arg
+            .api
+            .or_else(|| std::env::var("BEN_API").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_API.to_string());
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build();
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Body) -> Result<Reply> {
+        let url = format!("{}{path}", self.base);
+        let res = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("PUT", Body::Bytes(b)) => self
+                .agent
+                .put(&url)
+                .header("content-type", "application/octet-stream")
+                .send(b),
+            ("POST", Body::Json(j)) => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(j.to_string()),
+            ("POST", _) => self.agent.post(&url).send_empty(),
+            _ => bail!("internal: unsupported request {method} {path}"),
+        };
+        let mut resp = match res {
+            Ok(r) => r,
+            Err(e) => bail!(
+                "cannot reach Ben at {}: is `ben up` running? ({e})",
+                self.base
+            ),
+        };
+        let code = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the reply to {method} {url}"))?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(Reply { code, body })
+    }
+
+    fn call(&self, method: &str, path: &str, json: Option<Value>) -> Result<Reply> {
+        self.send(method, path, json.map(Body::Json).unwrap_or(Body::None))
+    }
+}
+
+enum Body<'a> {
+    None,
+    Json(Value),
+    Bytes(&'a [u8]),
+}
+
+/// Prints Ben's refusal and returns exit code 1.
+fn refused(r: &Reply) -> ExitCode {
+    eprintln!("error: {}", r.error());
+    if let Some(m) = r.body.get("missing").and_then(Value::as_array) {
+        for n in m {
+            eprintln!("  missing: {}", n.as_str().unwrap_or_default());
+        }
+    }
+    ExitCode::from(1)
+}
+
+fn stage(api: &Api, dir: &Path) -> Result<ExitCode> {
+    let Some(b) = super::load_built(dir, super::Format::Human)? else {
+        return Ok(ExitCode::from(1));
+    };
+    // Invariant 7: the bits staged must be the bits in the committed lock.
+    if b.lock_changed {
+        eprintln!(
+            "error: ben.lock is out of date (flags were added or removed); run `benctl build {}`, commit ben.lock, then stage",
+            dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let failed: Vec<_> = ben_intent::run_tests(&b)
+        .into_iter()
+        .filter(|t| !t.passed())
+        .collect();
+    if !failed.is_empty() {
+        for t in &failed {
+            eprintln!("test {} ... FAILED ({})", t.name, t.location);
+            for f in &t.failures {
+                eprintln!("    {f}");
+            }
+        }
+        eprintln!(
+            "error: {} bundle test(s) failed; nothing was staged",
+            failed.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let (mut uploaded, mut present) = (0, 0);
+    let mut artifacts = serde_json::Map::new();
+    for a in &b.artifacts {
+        let hash = a.hash.to_hex().to_string();
+        let r = api.send(
+            "PUT",
+            &format!("/api/v1/artifacts/{hash}"),
+            Body::Bytes(&a.bytes),
+        )?;
+        match r.code {
+            201 => uploaded += 1,
+            200 => present += 1,
+            _ => {
+                eprintln!("error: uploading {}: {}", a.name, r.error());
+                return Ok(ExitCode::from(1));
+            }
+        }
+        artifacts.insert(a.name.clone(), Value::String(hash));
+    }
+    let r = api.call(
+        "POST",
+        "/api/v1/versions",
+        Some(json!({
+            "version": b.version,
+            "bundle": b.name,
+            "digest": b.digest.to_hex().to_string(),
+            "artifacts": artifacts,
+        })),
+    )?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    let already = r.code == 200;
+    println!(
+        "{}   {}",
+        if already { "already staged" } else { "staged" },
+        b.version
+    );
+    println!("bundle   {}", b.name);
+    println!("digest   blake3:{}", b.digest.to_hex());
+    println!(
+        "artifacts {} ({uploaded} uploaded, {present} already in the store)",
+        b.artifacts.len()
+    );
+    println!("next     benctl deploy {} --wait", b.version);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// After POST deploy / rollback: print, and wait if asked.
+fn started(api: &Api, r: Reply, wait: &WaitArgs) -> Result<ExitCode> {
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    let id = r.body["id"].as_i64().unwrap_or_default();
+    let version = r.body["version"].as_str().unwrap_or_default().to_string();
+    let required: Vec<&str> = r.body["required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    println!(
+        "deploy #{id} of {version} started; required: {}",
+        required.join(", ")
+    );
+    if !wait.wait {
+        println!("follow it with `benctl status`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t0 = Instant::now();
+    let deadline = Duration::from_secs(wait.timeout);
+    loop {
+        let s = api.call("GET", "/api/v1/status", None)?;
+        if !s.ok() {
+            return Ok(refused(&s));
+        }
+        let d = &s.body["deploy"];
+        let phase = d["phase"].as_str().unwrap_or_default();
+        if d["id"].as_i64() == Some(id) && !matches!(phase, "preparing" | "activating") {
+            print_deploy(d);
+            println!("took     {:.3} s", t0.elapsed().as_secs_f64());
+            return Ok(if phase == "finalized" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        if t0.elapsed() > deadline {
+            print_deploy(d);
+            bail!(
+                "deploy #{id} of {version} has not ended after {} s (still {phase}); `benctl status` follows it",
+                wait.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_deploy(d: &Value) {
+    if d.is_null() {
+        println!("deploy   none yet");
+        return;
+    }
+    let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+    println!(
+        "deploy   #{} {} {}",
+        d["id"].as_i64().unwrap_or_default(),
+        s("version"),
+        s("phase")
+    );
+    if let Some(r) = d["reason"].as_str() {
+        println!("reason   {r}");
+    }
+    println!(
+        "started  {}",
+        time(d["started_ns"].as_i64().unwrap_or_default())
+    );
+    if let Some(e) = d["ended_ns"].as_i64() {
+        println!("ended    {}", time(e));
+    }
+    let comps = d["components"].as_array().cloned().unwrap_or_default();
+    let w = comps
+        .iter()
+        .map(|c| c["id"].as_str().unwrap_or_default().len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    for c in &comps {
+        let g = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        let reason = c["reason"]
+            .as_str()
+            .map(|r| format!("  {r}"))
+            .unwrap_or_default();
+        let line = format!(
+            "  {:<w$}  {:<8}  {:<10}{reason}",
+            g("id"),
+            g("role"),
+            g("state")
+        );
+        println!("{}", line.trim_end());
+    }
+}
+
+fn status(api: &Api, version: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let path = match version {
+        Some(v) => format!("/api/v1/status/{v}"),
+        None => "/api/v1/status".to_string(),
+    };
+    let r = api.call("GET", &path, None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if as_json {
+        println!("{}", r.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let b = &r.body;
+    println!("active   {}", b["active"].as_str().unwrap_or("none"));
+    if let Some(v) = b.get("version").filter(|v| !v.is_null()) {
+        println!(
+            "version  {} (bundle {}, {} artifacts, staged {}){}",
+            v["version"].as_str().unwrap_or_default(),
+            v["bundle"].as_str().unwrap_or_default(),
+            v["artifacts"].as_u64().unwrap_or_default(),
+            time(v["staged_ns"].as_i64().unwrap_or_default()),
+            if v["active"].as_bool() == Some(true) {
+                ", active"
+            } else {
+                ""
+            }
+        );
+    }
+    print_deploy(&b["deploy"]);
+    let comps = b["components"].as_array().cloned().unwrap_or_default();
+    println!("components {} registered", comps.len());
+    for c in &comps {
+        let g = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        let runs = g("intent_version");
+        let mut notes = Vec::new();
+        if c["behind"].as_bool() == Some(true) {
+            notes.push("behind the active version");
+        }
+        if c["joined_late"].as_bool() == Some(true) {
+            notes.push("joined late");
+        }
+        let line = format!(
+            "  {:<20}  {:<8}  runs {:<18}  {}",
+            g("id"),
+            g("role"),
+            if runs.is_empty() { "nothing" } else { &runs },
+            notes.join(", ")
+        );
+        println!("{}", line.trim_end());
+    }
+    let k = &b["counters"];
+    println!(
+        "counters dead letters {}, stale acks {}, publish errors {}, db errors {}",
+        k["dead_letters"], k["stale_acks"], k["publish_errors"], k["db_errors"]
+    );
+    if let Some(e) = b["last_db_error"].as_str() {
+        println!("db error {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history(api: &Api, as_json: bool) -> Result<ExitCode> {
+    let r = api.call("GET", "/api/v1/history", None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if as_json {
+        println!("{}", r.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in r.body.as_array().cloned().unwrap_or_default() {
+        println!(
+            "{}  {:<18}  {}",
+            time(e["at_ns"].as_i64().unwrap_or_default()),
+            e["version"].as_str().unwrap_or_default(),
+            e["what"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339 UTC with milliseconds, from ns since the epoch.
+fn time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let ms = ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time;
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(1_767_225_600_123_000_000), "2026-01-01T00:00:00.123Z");
+        assert_eq!(time(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,288 @@
+//! benctl's remote commands through the real binary, against Ben's control
+//! plane (ledger service + HTTP API) started in this test with simulated
+//! components on an in-process bus.
+
+use ben_bus::{Bus, InProcessBus};
+use ben_control::testkit::{self, Behaviour, SimComponent, SimSpec};
+use ben_control::{Config, Deps, SystemClock};
+use ben_store::{FileStore, Store};
+use ben_wire::{Keyring, Signer};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ben-remote-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn benctl(args: &[&str], api: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_benctl"));
+    c.args(args).env_remove("BEN_API");
+    if let Some(a) = api {
+        c.env("BEN_API", a);
+    }
+    c.output().expect("run benctl")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Ben {
+    rt: tokio::runtime::Runtime,
+    api: String,
+    bus: Arc<InProcessBus>,
+    store: Arc<FileStore>,
+    ledger_signer: Arc<Signer>,
+    component_signer: Arc<Signer>,
+    sims: Vec<SimComponent>,
+}
+
+impl Ben {
+    fn start(name: &str) -> Ben {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tmp(name);
+        let bus = Arc::new(InProcessBus::default());
+        let store = Arc::new(FileStore::open(dir.join("store")).unwrap());
+        let ledger_signer = Arc::new(Signer::from_secret([3; 32]));
+        let component_signer = Arc::new(Signer::from_secret([4; 32]));
+        let mut keyring = Keyring::new();
+        keyring.trust(component_signer.public());
+        let deps = Deps {
+            bus: bus.clone(),
+            store: store.clone(),
+            signer: ledger_signer.clone(),
+            keyring,
+            clock: Arc::new(SystemClock),
+        };
+        let cfg = Config {
+            data_dir: dir.clone(),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            prepare_timeout_ms: 2_000,
+            ..Config::default()
+        };
+        let handle = rt.block_on(ben_control::start(cfg, deps)).unwrap();
+        let api = format!("http://{}", handle.api_addr());
+        // The handle lives as long as the runtime.
+        std::mem::forget(handle);
+        Ben {
+            rt,
+            api,
+            bus,
+            store,
+            ledger_signer,
+            component_signer,
+            sims: Vec::new(),
+        }
+    }
+
+    fn sim(&mut self, id: &str, role: &str, behaviour: Behaviour) {
+        let mut ledger_keys = Keyring::new();
+        ledger_keys.trust(self.ledger_signer.public());
+        let s = self
+            .rt
+            .block_on(testkit::spawn(
+                SimSpec {
+                    id: id.into(),
+                    role: role.into(),
+                    behaviour,
+                    heartbeat_every: Duration::from_millis(100),
+                },
+                self.bus.clone() as Arc<dyn Bus>,
+                self.store.clone() as Arc<dyn Store>,
+                self.component_signer.clone(),
+                ledger_keys,
+                Arc::new(SystemClock),
+            ))
+            .unwrap();
+        self.sims.push(s);
+    }
+
+    /// Waits until `n` components are registered (via `benctl status`).
+    fn wait_registered(&self, n: usize) {
+        for _ in 0..100 {
+            let o = benctl(&["status", "--json", "--api", &self.api], None);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            if v["components"].as_array().map(Vec::len) == Some(n) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{n} components never registered");
+    }
+}
+
+#[test]
+fn stage_deploy_wait_status_history_against_the_api() {
+    let mut ben = Ben::start("flow");
+    for (id, role) in [
+        ("sidecar-1", "sidecar"),
+        ("spine-1", "spine"),
+        ("detector-1", "detector"),
+    ] {
+        ben.sim(id, role, Behaviour::Healthy);
+    }
+    let shop = root().join("examples/shop");
+    let version = ben_intent::Bundle::load(&shop)
+        .unwrap()
+        .build()
+        .unwrap()
+        .version;
+
+    let o = benctl(&["stage", shop.to_str().unwrap(), "--api", &ben.api], None);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains(&format!("staged   {version}")),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        out(&o).contains("uploaded, 0 already in the store"),
+        "{}",
+        out(&o)
+    );
+    // Again: nothing new; BEN_API instead of --api.
+    let o = benctl(&["stage", shop.to_str().unwrap()], Some(&ben.api));
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("already staged"), "{}", out(&o));
+
+    ben.wait_registered(3);
+    let o = benctl(&["deploy", &version, "--wait", "--api", &ben.api], None);
+    assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+    let text = out(&o);
+    assert!(text.contains(&format!("{version} finalized")), "{text}");
+    for id in ["sidecar-1", "spine-1", "detector-1"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("  {id} ")))
+            .unwrap_or_else(|| panic!("no line for {id}: {text}"));
+        assert!(line.contains("active"), "{line}");
+    }
+
+    let o = benctl(&["status", "--api", &ben.api], None);
+    assert!(o.status.success());
+    assert!(
+        out(&o).contains(&format!("active   {version}")),
+        "{}",
+        out(&o)
+    );
+    assert!(out(&o).contains("components 3 registered"), "{}", out(&o));
+    let o = benctl(&["status", &version, "--api", &ben.api], None);
+    assert!(out(&o).contains(", active"), "{}", out(&o));
+
+    let o = benctl(&["history", "--api", &ben.api], None);
+    assert!(o.status.success());
+    let h = out(&o);
+    assert!(h.lines().next().unwrap().contains("staged"), "{h}");
+    assert!(h.lines().last().unwrap().ends_with("finalized"), "{h}");
+
+    // Nothing to roll back to: refused with the reason, exit 1.
+    let o = benctl(&["rollback", "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("no earlier finalized version"),
+        "{}",
+        err(&o)
+    );
+    // Redeploying the active version: refused.
+    let o = benctl(&["deploy", &version, "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("already active"), "{}", err(&o));
+
+    // A second version that one component cannot prepare: deploy --wait
+    // reports the abort and who failed why, exits 1; the first stays active.
+    let two = tmp("shop-two");
+    for f in ["ben.lock", "shop.bspec", "tests.bspec"] {
+        std::fs::copy(shop.join(f), two.join(f)).unwrap();
+    }
+    std::fs::write(
+        two.join("ben.toml"),
+        "[bundle]\nname = \"shop\"\nversion = \"shop-2\"\n",
+    )
+    .unwrap();
+    let o = benctl(&["stage", two.to_str().unwrap(), "--api", &ben.api], None);
+    assert!(o.status.success(), "{}", err(&o));
+    ben.sim(
+        "lucius-1",
+        "lucius",
+        Behaviour::FailPrepare("disk full".into()),
+    );
+    ben.wait_registered(4);
+    let o = benctl(&["deploy", "shop-2", "--wait", "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let text = out(&o);
+    assert!(text.contains("shop-2 aborted"), "{text}");
+    assert!(
+        text.contains("reason   lucius-1 failed to prepare: disk full"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("  lucius-1 "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("failed") && line.ends_with("disk full"),
+        "{line}"
+    );
+    let o = benctl(&["status", "--api", &ben.api], None);
+    assert!(
+        out(&o).contains(&format!("active   {version}")),
+        "{}",
+        out(&o)
+    );
+}
+
+#[test]
+fn unreachable_ben_is_a_clear_error() {
+    let o = benctl(&["status", "--api", "http://127.0.0.1:9"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("cannot reach Ben at http://127.0.0.1:9: is `ben up` running?"),
+        "{}",
+        err(&o)
+    );
+    let o = benctl(&["deploy", "v1", "--wait"], Some("http://127.0.0.1:9/"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("cannot reach Ben at http://127.0.0.1:9:"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn stage_refuses_a_stale_lock_before_contacting_ben() {
+    let dir = tmp("stale-lock");
+    let shop = root().join("examples/shop");
+    for f in ["ben.toml", "shop.bspec", "tests.bspec"] {
+        std::fs::copy(shop.join(f), dir.join(f)).unwrap();
+    }
+    // No ben.lock: building would assign bits that are not committed.
+    let o = benctl(
+        &[
+            "stage",
+            dir.to_str().unwrap(),
+            "--api",
+            "http://127.0.0.1:9",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("ben.lock is out of date"), "{}", err(&o));
+}
