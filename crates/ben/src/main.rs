@@ -1,7 +1,9 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
+mod demo_app;
 mod detect;
 mod flows;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,12 +17,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the whole system in one process (not built yet: see issue "ben up").
-    Up {
-        /// Also deploy examples/shop and run the demo app.
-        #[arg(long)]
-        demo: bool,
-    },
+    /// Run the whole system in one process (in-process bus, SQLite ledger,
+    /// files store, HTTP API on 127.0.0.1:7420).
+    Up(up::UpArgs),
+    /// The demo app `ben up --demo` runs: sends shop traffic through the
+    /// sidecar and prints the signals it receives.
+    DemoApp(demo_app::DemoArgs),
     /// CyberMesh: run the three detection engines over flows or a capture
     /// and print anomalies as JSON lines (summary on stderr).
     Detect(detect::DetectArgs),
@@ -32,15 +34,20 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Up { .. } => {
-            eprintln!(
-                "ben up: the embedded runtime is not built yet.\n\
-                 Today you can build, test and evaluate a bundle offline:\n  \
-                 cargo run -p ben-benctl -- build examples/shop\n  \
-                 cargo run -p ben-benctl -- eval examples/shop --input examples/shop/records.jsonl --contract shop_web"
-            );
-            ExitCode::from(2)
-        }
+        Cmd::Up(args) => match up::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben up: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::DemoApp(args) => match demo_app::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben demo-app: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Flows(args) => match flows::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

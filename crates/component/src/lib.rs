@@ -417,6 +417,14 @@ impl<R: Role> IntentAgent<R> {
 pub struct Load {
     pub processed: AtomicU64,
     pub queue_depth: AtomicU64,
+    /// Records/s over the last heartbeat interval (f64 bits).
+    pub rate_bits: AtomicU64,
+}
+
+impl Load {
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
+    }
 }
 
 /// Publishes a signed heartbeat every `every` until the bus closes.
@@ -436,6 +444,7 @@ pub async fn heartbeats(
         let dt = ((now - last.0).max(1)) as f64 / 1e9;
         let rate = processed.saturating_sub(last.1) as f64 / dt;
         last = (now, processed);
+        load.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
         let hb = pb::Heartbeat {
             component: deps.id.clone(),
             role: role.to_string(),

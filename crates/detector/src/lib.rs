@@ -94,6 +94,8 @@ impl Watch {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub signals: AtomicU64,
+    /// Flags set on the records this detector saw.
+    pub flags: AtomicU64,
 }
 
 /// Runs a detector until the bus closes.
@@ -137,6 +139,9 @@ pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), S
             watch = Some(Watch::new(loaded.version.clone(), loaded.compiled.clone()));
         }
         let Some(w) = watch.as_mut() else { continue };
+        stats
+            .flags
+            .fetch_add(rec.flags.len() as u64, Ordering::Relaxed);
         match w.observe(&rec) {
             Ok(signals) => {
                 load.processed.fetch_add(1, Ordering::Relaxed);

@@ -349,9 +349,18 @@ impl System {
             .ok()
             .and_then(|s| s.active)
             .unwrap_or_else(|| "none".into());
+        let rate: f64 = self
+            .stats
+            .loads
+            .iter()
+            .filter(|(n, _)| n.starts_with("sidecar"))
+            .map(|(_, l)| l.rate())
+            .sum();
         format!(
-            "records in {} | signals {} | lucius {} | rejected {} | dead letters {} | restarts {} | intent {}",
+            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} | rejected {} | dead letters {} | restarts {} | intent {}",
             self.stats.sidecar.accepted.load(Ordering::Relaxed),
+            rate,
+            self.stats.detector.flags.load(Ordering::Relaxed),
             self.stats.detector.signals.load(Ordering::Relaxed),
             self.stats.lucius.count(),
             self.stats.sidecar.rejected.load(Ordering::Relaxed),
@@ -359,6 +368,30 @@ impl System {
             self.restarts.total.load(Ordering::Relaxed),
             active
         )
+    }
+
+    /// Waits (up to `max`) until every record the sidecar accepted has
+    /// reached its last hop (Lucius or a detector) or a dead letter.
+    pub async fn drain(&self, max: Duration) {
+        let until = tokio::time::Instant::now() + max;
+        let processed = |prefix: &str| -> u64 {
+            self.stats
+                .loads
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .map(|(_, l)| l.processed.load(Ordering::Relaxed))
+                .sum()
+        };
+        while tokio::time::Instant::now() < until {
+            let accepted = self.stats.sidecar.accepted.load(Ordering::Relaxed);
+            let done = processed("detector")
+                + processed("lucius")
+                + self.stats.dead_letters.load(Ordering::Relaxed);
+            if done >= accepted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops components, the API and the ledger (closing its database).

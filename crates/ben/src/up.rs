@@ -1,0 +1,147 @@
+//! `ben up [--demo]`: the whole system in one process.
+
+use anyhow::{Context, Result};
+use ben_embedded::{Config, System};
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Deploy the example bundle (examples/shop) and run the demo app.
+    #[arg(long)]
+    pub demo: bool,
+    /// Data directory (ledger database, store, keys, sockets).
+    #[arg(long, default_value = ".ben")]
+    pub data_dir: PathBuf,
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    pub api: SocketAddr,
+    /// Stop by itself this many seconds after start (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub duration: u64,
+}
+
+// The example bundle is compiled into the binary so `ben up --demo` works
+// from any directory.
+const SHOP_TOML: &str = include_str!("../../../examples/shop/ben.toml");
+const SHOP_BSPEC: &str = include_str!("../../../examples/shop/shop.bspec");
+const SHOP_TESTS: &str = include_str!("../../../examples/shop/tests.bspec");
+const SHOP_LOCK: &str = include_str!("../../../examples/shop/ben.lock");
+
+fn write_demo_bundle(data_dir: &std::path::Path) -> Result<PathBuf> {
+    let dir = data_dir.join("demo-bundle");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in [
+        ("ben.toml", SHOP_TOML),
+        ("shop.bspec", SHOP_BSPEC),
+        ("tests.bspec", SHOP_TESTS),
+        ("ben.lock", SHOP_LOCK),
+    ] {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))?;
+    }
+    Ok(dir)
+}
+
+fn current_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+pub fn run(args: UpArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(up(args))
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut cfg = Config {
+        data_dir: args.data_dir.clone(),
+        api_addr: args.api,
+        ..Config::default()
+    };
+    if args.demo {
+        // The demo app is this same binary (`ben demo-app`): Beekeeper is
+        // told to accept it as `shop_web`, by executable path and uid.
+        cfg.extra_selectors.push(ben_bee::Selector {
+            app: "shop_web".into(),
+            uid: Some(current_uid()),
+            exe: Some(exe.display().to_string()),
+            ..ben_bee::Selector::default()
+        });
+    }
+    let sys = System::start(cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("starting Ben")?;
+    println!(
+        "ben up: API http://{}  sidecar {}  data {}",
+        sys.api_addr(),
+        sys.cfg.socket_path().display(),
+        sys.cfg.data_dir.display()
+    );
+    let mut child = None;
+    if args.demo {
+        let dir = write_demo_bundle(&sys.cfg.data_dir)?;
+        let version = sys
+            .deploy_dir(&dir)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .context("deploying the demo bundle")?;
+        println!("ben up: deployed examples/shop as intent {version}; every component acked it");
+        child = Some(
+            tokio::process::Command::new(&exe)
+                .arg("demo-app")
+                .arg("--socket")
+                .arg(sys.cfg.socket_path())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting the demo app")?,
+        );
+    } else {
+        println!("ben up: no bundle deployed; stage one with `benctl stage DIR` and `benctl deploy VERSION`");
+    }
+    let tty = std::io::stdout().is_terminal();
+    let deadline = (args.duration > 0)
+        .then(|| tokio::time::Instant::now() + Duration::from_secs(args.duration));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { println!(); println!("ben up: Ctrl-C, shutting down"); break; }
+            _ = tick.tick() => {
+                n += 1;
+                let line = sys.status_line().await;
+                if tty {
+                    print!("\r\x1b[2K{line}");
+                    let _ = std::io::stdout().flush();
+                } else if n.is_multiple_of(5) {
+                    println!("{line}");
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    println!();
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(mut c) = child {
+        let _ = c.kill().await;
+    }
+    // Let records in flight reach their last hop before stopping.
+    sys.drain(Duration::from_secs(3)).await;
+    println!("ben up: final: {}", sys.status_line().await);
+    sys.shutdown().await;
+    Ok(())
+}
