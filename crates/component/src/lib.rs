@@ -427,6 +427,34 @@ impl Load {
     }
 }
 
+/// Stops the heartbeat task when dropped (when its component's run ends,
+/// crashes or is cancelled, it stops looking alive).
+pub struct HeartbeatGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for HeartbeatGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts heartbeats that report `active`'s version; keep the guard alive
+/// for as long as the component runs.
+pub fn start_heartbeats<C: Send + Sync + 'static>(
+    deps: &Deps,
+    role: &'static str,
+    active: Arc<Active<C>>,
+    load: Arc<Load>,
+) -> HeartbeatGuard {
+    let version: Arc<dyn Fn() -> Option<String> + Send + Sync> = Arc::new(move || active.version());
+    HeartbeatGuard(tokio::spawn(heartbeats(
+        deps.clone(),
+        role,
+        version,
+        load,
+        Duration::from_secs(1),
+    )))
+}
+
 /// Publishes a signed heartbeat every `every` until the bus closes.
 pub async fn heartbeats(
     deps: Deps,

@@ -104,6 +104,8 @@ pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), S
     let active = agent.active.clone();
     tokio::spawn(agent.clone().run());
     agent.ready().await;
+    let _heartbeats =
+        ben_component::start_heartbeats(&deps, "detector", active.clone(), load.clone());
     let mut sub = deps
         .bus
         .subscribe(subjects::DETECTOR, Some("detectors"))

@@ -147,6 +147,8 @@ pub async fn run(
     let active = agent.active.clone();
     tokio::spawn(agent.clone().run());
     agent.ready().await;
+    let _heartbeats =
+        ben_component::start_heartbeats(&deps, "lucius", active.clone(), load.clone());
     let mut queries = deps
         .bus
         .subscribe(QUERY, None)

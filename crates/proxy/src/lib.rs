@@ -120,6 +120,7 @@ pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
     let active = agent.active.clone();
     tokio::spawn(agent.clone().run());
     agent.ready().await;
+    let _heartbeats = ben_component::start_heartbeats(&deps, "proxy", active.clone(), load.clone());
     let mut sub = deps
         .bus
         .subscribe(subjects::PROXY, Some("proxies"))

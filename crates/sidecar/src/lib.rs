@@ -121,6 +121,8 @@ pub async fn run(
     let active = agent.active.clone();
     tokio::spawn(agent.clone().run());
     agent.ready().await;
+    let _heartbeats =
+        ben_component::start_heartbeats(&deps, "sidecar", active.clone(), load.clone());
     let _ = std::fs::remove_file(&cfg.socket);
     if let Some(dir) = cfg.socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

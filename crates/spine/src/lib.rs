@@ -111,6 +111,7 @@ pub async fn run(cfg: Config, deps: Deps, load: Arc<Load>) -> Result<(), String>
     let active = agent.active.clone();
     tokio::spawn(agent.clone().run());
     agent.ready().await;
+    let _heartbeats = ben_component::start_heartbeats(&deps, "spine", active.clone(), load.clone());
     let mut sub = deps
         .bus
         .subscribe(subjects::SPINE, Some("spines"))
