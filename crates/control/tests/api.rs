@@ -103,7 +103,11 @@ fn stage_body(version: &str, artifacts: &serde_json::Map<String, Value>) -> Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_and_stage_refuse_bad_input() {
     let env = Env::new("api-errors", Arc::new(SystemClock));
-    let h = env.start(env.config()).await;
+    let cfg = Config {
+        max_artifact_bytes: 64 << 10,
+        ..env.config()
+    };
+    let h = env.start(cfg).await;
     let http = Http {
         base: format!("http://{}", h.api_addr()),
     };
@@ -136,6 +140,14 @@ async fn upload_and_stage_refuse_bad_input() {
         .await;
     assert_eq!(code, 400);
     assert!(error_of(&v).contains("not a store key"), "{v}");
+    // Over the configured limit: refused, even with the right key.
+    let big = vec![b'x'; (64 << 10) + 1];
+    let big_key = blake3::hash(&big).to_hex().to_string();
+    let (code, v) = http
+        .req("PUT", &format!("/api/v1/artifacts/{big_key}"), Some(big))
+        .await;
+    assert_eq!(code, 413);
+    assert!(error_of(&v).contains("over 65536 bytes"), "{v}");
     // Upload twice: created, then already there.
     let key = blake3::hash(&good).to_hex().to_string();
     let path = format!("/api/v1/artifacts/{key}");

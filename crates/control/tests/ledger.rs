@@ -325,6 +325,11 @@ async fn a_hundred_components_finalize() {
     assert!(sims
         .iter()
         .all(|s| s.running().as_deref() == Some(v.as_str())));
-    eprintln!("deploy → finalized, 100 components in process (debug build): {took:?}");
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    eprintln!("deploy → finalized, 100 components in process ({build} build): {took:?}");
     h.shutdown().await;
 }
