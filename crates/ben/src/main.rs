@@ -1,5 +1,6 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
+mod bench;
 mod demo_app;
 mod detect;
 mod flows;
@@ -23,6 +24,9 @@ enum Cmd {
     /// The demo app `ben up --demo` runs: sends shop traffic through the
     /// sidecar and prints the signals it receives.
     DemoApp(demo_app::DemoArgs),
+    /// Measure the system: `ben bench datapath` (records/s, app→signal
+    /// latency in embedded mode).
+    Bench(bench::BenchArgs),
     /// CyberMesh: run the three detection engines over flows or a capture
     /// and print anomalies as JSON lines (summary on stderr).
     Detect(detect::DetectArgs),
@@ -38,6 +42,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ben up: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Bench(args) => match bench::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben bench: {e:#}");
                 ExitCode::from(1)
             }
         },
