@@ -97,7 +97,7 @@ async fn datapath(args: BenchArgs) -> Result<()> {
             (0..args.batch as u64)
                 .map(|i| {
                     let n = b * args.batch as u64 + i;
-                    if n % 20 == 0 {
+                    if n.is_multiple_of(20) {
                         rec(n, "/checkout", 503, "10.0.0.1")
                     } else {
                         rec(n, "/products/1", 200, "198.51.100.1")
