@@ -75,7 +75,6 @@ fn random32() -> Result<[u8; 32], String> {
 }
 
 /// Live counters of the running system.
-#[derive(Default)]
 pub struct Stats {
     pub sidecar: Arc<ben_sidecar::Stats>,
     pub detector: Arc<ben_detector::Stats>,
@@ -150,7 +149,18 @@ impl System {
             vec![],
             cfg.bee_ttl_ns,
         ))));
-        let mut stats = Stats::default();
+        let lucius = ben_lucius::Observations::open(
+            &cfg.data_dir.join("lucius.db"),
+            ben_lucius::Config::default(),
+        )
+        .await?;
+        let mut stats = Stats {
+            sidecar: Arc::default(),
+            detector: Arc::default(),
+            lucius,
+            loads: BTreeMap::new(),
+            dead_letters: Arc::default(),
+        };
         for n in &names {
             stats.loads.insert(n.clone(), Arc::new(Load::default()));
         }
@@ -180,18 +190,6 @@ impl System {
             };
             let load = stats.loads[n].clone();
             let kind: &'static str = role_of(n);
-            // Heartbeats, for the ledger's registry and the orchestrator.
-            {
-                let (deps, load) = (deps.clone(), load.clone());
-                let version: Arc<dyn Fn() -> Option<String> + Send + Sync> = Arc::new(|| None);
-                tasks.push(tokio::spawn(ben_component::heartbeats(
-                    deps,
-                    kind,
-                    version,
-                    load,
-                    Duration::from_secs(1),
-                )));
-            }
             let start: Box<dyn Fn() -> ben_orchestrator::BoxFuture + Send + Sync> = match kind {
                 "spine" => {
                     let key = blot_key.clone();
@@ -216,7 +214,6 @@ impl System {
                     let (key, obs) = (blot_key.clone(), stats.lucius.clone());
                     Box::new(move || {
                         Box::pin(ben_lucius::run(
-                            ben_lucius::Config::default(),
                             Some(key.clone()),
                             deps.clone(),
                             load.clone(),
@@ -371,7 +368,8 @@ impl System {
     }
 
     /// Waits (up to `max`) until every record the sidecar accepted has
-    /// reached its last hop (Lucius or a detector) or a dead letter.
+    /// reached its last hop (stored by Lucius, or seen by a detector) or a
+    /// dead letter.
     pub async fn drain(&self, max: Duration) {
         let until = tokio::time::Instant::now() + max;
         let processed = |prefix: &str| -> u64 {
@@ -387,7 +385,9 @@ impl System {
             let done = processed("detector")
                 + processed("lucius")
                 + self.stats.dead_letters.load(Ordering::Relaxed);
-            if done >= accepted {
+            let lucius = &self.stats.lucius;
+            let stored = lucius.written() + lucius.dropped() >= processed("lucius");
+            if done >= accepted && stored {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -180,10 +180,17 @@ async fn records_flow_flags_redaction_lucius_and_signals() {
     // Lucius holds the 40 page views, redacted.
     let lucius = sys.stats.lucius.clone();
     eventually("40 records in Lucius", || lucius.count() == 40).await;
-    let rows = lucius.query(&ben_lucius::Query {
-        limit: Some(100),
-        ..Default::default()
-    });
+    let rows = lucius
+        .query(&ben_lucius::Query {
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 40);
+    assert!(rows
+        .iter()
+        .all(|r| r.intent == version && r.flags.is_empty()));
     let text = serde_json::to_string(&rows).unwrap();
     assert!(!text.contains("@example.com"), "raw email in Lucius");
     assert!(!text.contains("4111 1111 1111 1111"), "raw card in Lucius");

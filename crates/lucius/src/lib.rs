@@ -7,21 +7,18 @@
 //! on `ben.lucius.query` (request/reply, JSON).
 //!
 //! Lucius never stores a raw PII value (a record whose redaction fails
-//! goes to the dead-letter subject) and never blocks the data path: its
-//! store is bounded, and what it must evict early is counted
-//! ([`Observations::evicted`]).
-//!
-//! Not built yet: the SQLite backend (this store is in memory, so it does
-//! not survive a restart).
+//! goes to the dead-letter subject) and never blocks the data path: writes
+//! go through a bounded queue to one writer task that inserts in batches
+//! into SQLite (`.ben/lucius.db`, SQL kept portable to PostgreSQL), and
+//! what does not fit the queue is counted ([`Observations::dropped`]).
 
 use ben_component::{subjects, Deps, IntentAgent, Load, Role};
 use ben_spine::SpineRole;
 use ben_wire::pb;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub const QUERY: &str = "ben.lucius.query";
 
@@ -43,16 +40,16 @@ impl Role for LuciusRole {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
-    /// Records kept at most.
-    pub max_records: usize,
-    /// Age after which records are dropped, ns.
+    /// Observations queued for the writer at most (beyond: counted drops).
+    pub queue: usize,
+    /// Age after which records are deleted, ns.
     pub retention_ns: i64,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_records: 1_000_000,
+            queue: 100_000,
             retention_ns: 7 * 24 * 3600 * 1_000_000_000,
         }
     }
@@ -81,63 +78,226 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
-/// The in-memory, time-ordered, bounded store.
-#[derive(Default)]
+/// The observation store: SQLite under the data dir, written by one
+/// background task in batches. Ingest never blocks the data path: the
+/// queue to the writer is bounded and what does not fit is counted in
+/// [`Observations::dropped`].
 pub struct Observations {
-    rows: Mutex<VecDeque<Observation>>,
-    evicted: AtomicU64,
-    expired: AtomicU64,
+    pool: sqlx::SqlitePool,
+    tx: tokio::sync::mpsc::Sender<Observation>,
+    rows: Arc<AtomicU64>,
+    dropped: AtomicU64,
+    expired: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
 }
 
+const SCHEMA_SQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS lucius_observations (
+        id TEXT NOT NULL,
+        at_ns BIGINT NOT NULL,
+        schema_name TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        app TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        flags TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        record TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS lucius_observations_at ON lucius_observations (at_ns)",
+];
+
 impl Observations {
-    pub fn append(&self, o: Observation, cfg: &Config, now_ns: i64) {
-        let Ok(mut rows) = self.rows.lock() else {
-            return;
+    /// Opens (or creates) the store at `path` and starts its writer.
+    pub async fn open(path: &std::path::Path, cfg: Config) -> Result<Arc<Observations>, String> {
+        use sqlx::sqlite::{
+            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
         };
-        while rows
-            .front()
-            .is_some_and(|r| r.at_ns < now_ns.saturating_sub(cfg.retention_ns))
-        {
-            rows.pop_front();
-            self.expired.fetch_add(1, Ordering::Relaxed);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        while rows.len() >= cfg.max_records.max(1) {
-            rows.pop_front();
-            self.evicted.fetch_add(1, Ordering::Relaxed);
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .map_err(|e| format!("Lucius database {}: {e}", path.display()))?;
+        for st in SCHEMA_SQL {
+            sqlx::query(st)
+                .execute(&pool)
+                .await
+                .map_err(|e| format!("Lucius schema: {e}"))?;
         }
-        rows.push_back(o);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lucius_observations")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue.max(1));
+        let obs = Arc::new(Observations {
+            pool: pool.clone(),
+            tx,
+            rows: Arc::new(AtomicU64::new(n.max(0) as u64)),
+            dropped: AtomicU64::new(0),
+            expired: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
+        });
+        tokio::spawn(writer(
+            pool,
+            rx,
+            cfg,
+            obs.rows.clone(),
+            obs.expired.clone(),
+            obs.written.clone(),
+        ));
+        Ok(obs)
     }
 
+    /// Queues one observation; never waits.
+    pub fn append(&self, o: Observation) {
+        if self.tx.try_send(o).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rows stored (after retention).
     pub fn count(&self) -> usize {
-        self.rows.lock().map(|r| r.len()).unwrap_or(0)
+        self.rows.load(Ordering::Relaxed) as usize
     }
 
-    /// Records evicted because the store was full (not by retention).
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+    /// Observations dropped because the writer queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
-    pub fn query(&self, q: &Query) -> Vec<Observation> {
-        let Ok(rows) = self.rows.lock() else {
-            return vec![];
+    /// Rows removed by retention.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// Rows written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    pub async fn query(&self, q: &Query) -> Result<Vec<Observation>, String> {
+        let mut sql = String::from("SELECT id, at_ns, schema_name, schema_version, app, intent, flags, meta, record FROM lucius_observations WHERE at_ns >= $1");
+        let (name, version) = match q.schema.as_deref().map(|s| {
+            s.split_once("@v")
+                .map_or((s, None), |(n, v)| (n, v.parse::<i64>().ok()))
+        }) {
+            Some((n, v)) => (Some(n.to_string()), v),
+            None => (None, None),
         };
+        if name.is_some() {
+            sql.push_str(" AND schema_name = $2");
+        }
+        if version.is_some() {
+            sql.push_str(" AND schema_version = $3");
+        }
+        if q.flag.is_some() {
+            sql.push_str(" AND flags LIKE $4");
+        }
+        sql.push_str(" ORDER BY at_ns LIMIT $5");
+        let rows = sqlx::query(&sql)
+            .bind(q.since_ns.unwrap_or(i64::MIN))
+            .bind(name.unwrap_or_default())
+            .bind(version.unwrap_or(0))
+            .bind(
+                q.flag
+                    .as_ref()
+                    .map(|f| format!("%\"{f}\"%"))
+                    .unwrap_or_default(),
+            )
+            .bind(q.limit.unwrap_or(100).min(10_000) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| format!("Lucius query: {e}"))?;
+        use sqlx::Row;
         rows.iter()
-            .filter(|r| {
-                q.schema.as_ref().is_none_or(|s| {
-                    *s == r.schema || *s == format!("{}@v{}", r.schema, r.schema_version)
+            .map(|r| -> Result<Observation, sqlx::Error> {
+                let text = |i: usize| -> Result<serde_json::Value, sqlx::Error> {
+                    Ok(serde_json::from_str(&r.try_get::<String, _>(i)?)
+                        .unwrap_or(serde_json::Value::Null))
+                };
+                Ok(Observation {
+                    id: r.try_get(0)?,
+                    at_ns: r.try_get(1)?,
+                    schema: r.try_get(2)?,
+                    schema_version: r.try_get::<i64, _>(3)? as u32,
+                    app: r.try_get(4)?,
+                    intent: r.try_get(5)?,
+                    flags: serde_json::from_value(text(6)?).unwrap_or_default(),
+                    meta: text(7)?,
+                    record: text(8)?,
                 })
             })
-            .filter(|r| q.flag.as_ref().is_none_or(|f| r.flags.contains(f)))
-            .filter(|r| q.since_ns.is_none_or(|t| r.at_ns >= t))
-            .take(q.limit.unwrap_or(100))
-            .cloned()
-            .collect()
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("Lucius query: {e}"))
+    }
+}
+
+/// Writes queued observations in batches; applies retention.
+async fn writer(
+    pool: sqlx::SqlitePool,
+    mut rx: tokio::sync::mpsc::Receiver<Observation>,
+    cfg: Config,
+    rows: Arc<AtomicU64>,
+    expired: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+) {
+    let mut last_retention = std::time::Instant::now();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let newest = batch.iter().map(|o| o.at_ns).max().unwrap_or(0);
+        let ok = async {
+            let mut tx = pool.begin().await?;
+            for o in &batch {
+                sqlx::query("INSERT INTO lucius_observations (id, at_ns, schema_name, schema_version, app, intent, flags, meta, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                    .bind(&o.id)
+                    .bind(o.at_ns)
+                    .bind(&o.schema)
+                    .bind(i64::from(o.schema_version))
+                    .bind(&o.app)
+                    .bind(&o.intent)
+                    .bind(serde_json::to_string(&o.flags).unwrap_or_default())
+                    .bind(o.meta.to_string())
+                    .bind(o.record.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        if ok.is_ok() {
+            rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        if last_retention.elapsed() > std::time::Duration::from_secs(1) {
+            last_retention = std::time::Instant::now();
+            if let Ok(r) = sqlx::query("DELETE FROM lucius_observations WHERE at_ns < $1")
+                .bind(newest.saturating_sub(cfg.retention_ns))
+                .execute(&pool)
+                .await
+            {
+                let n = r.rows_affected();
+                expired.fetch_add(n, Ordering::Relaxed);
+                rows.fetch_sub(n.min(rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+            }
+        }
     }
 }
 
 /// Runs Lucius until the bus closes.
 pub async fn run(
-    cfg: Config,
     blot_key: Option<ben_blot::BlotKey>,
     deps: Deps,
     load: Arc<Load>,
@@ -159,9 +319,12 @@ pub async fn run(
         tokio::spawn(async move {
             while let Some(m) = queries.next().await {
                 let answer = match serde_json::from_slice::<Query>(&m.payload) {
-                    Ok(q) => {
-                        serde_json::json!({ "records": store.query(&q), "count": store.count(), "evicted": store.evicted() })
-                    }
+                    Ok(q) => match store.query(&q).await {
+                        Ok(records) => {
+                            serde_json::json!({ "records": records, "count": store.count(), "dropped": store.dropped(), "expired": store.expired() })
+                        }
+                        Err(e) => serde_json::json!({ "error": e }),
+                    },
                     Err(e) => serde_json::json!({ "error": format!("bad query: {e}") }),
                 };
                 let _ = deps
@@ -203,22 +366,17 @@ pub async fn run(
         match ben_spine::process(&loaded.compiled, &rec) {
             Ok(out) => {
                 load.processed.fetch_add(1, Ordering::Relaxed);
-                store.append(
-                    Observation {
-                        id: out.id,
-                        at_ns: out.received_ns,
-                        schema: out.schema,
-                        schema_version: out.schema_version,
-                        app: out.app,
-                        intent: out.intent_version,
-                        flags: out.flags,
-                        meta: serde_json::from_slice(&out.meta).unwrap_or(serde_json::Value::Null),
-                        record: serde_json::from_slice(&out.body)
-                            .unwrap_or(serde_json::Value::Null),
-                    },
-                    &cfg,
-                    deps.clock.now_ns(),
-                );
+                store.append(Observation {
+                    id: out.id,
+                    at_ns: out.received_ns,
+                    schema: out.schema,
+                    schema_version: out.schema_version,
+                    app: out.app,
+                    intent: out.intent_version,
+                    flags: out.flags,
+                    meta: serde_json::from_slice(&out.meta).unwrap_or(serde_json::Value::Null),
+                    record: serde_json::from_slice(&out.body).unwrap_or(serde_json::Value::Null),
+                });
             }
             Err(reason) => {
                 deps.dead_letter(
@@ -246,36 +404,52 @@ mod tests {
             app: "a".into(),
             intent: "v".into(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
-            meta: serde_json::Value::Null,
-            record: serde_json::Value::Null,
+            meta: serde_json::json!({"risk": "low"}),
+            record: serde_json::json!({"path": "/"}),
         }
     }
 
-    #[test]
-    fn retention_bounds_and_queries() {
-        let s = Observations::default();
-        let cfg = Config {
-            max_records: 3,
-            retention_ns: 100,
-        };
-        for t in 0..5 {
-            s.append(obs(t, if t % 2 == 0 { &["x"] } else { &[] }), &cfg, t);
+    async fn until(f: impl Fn() -> bool) {
+        for _ in 0..300 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(s.count(), 3);
-        assert_eq!(s.evicted(), 2);
+        panic!("timed out");
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_queries_retention_and_reopen() {
+        let dir = std::env::temp_dir().join(format!("ben-lucius-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("lucius.db");
+        let cfg = Config {
+            queue: 1000,
+            retention_ns: 1_000,
+        };
+        let s = Observations::open(&path, cfg).await.unwrap();
+        for t in 0..5 {
+            s.append(obs(t, if t % 2 == 0 { &["x"] } else { &[] }));
+        }
+        until(|| s.written() == 5).await;
         assert_eq!(
             s.query(&Query {
                 flag: Some("x".into()),
                 ..Query::default()
             })
+            .await
+            .unwrap()
             .len(),
-            2
+            3
         );
         assert_eq!(
             s.query(&Query {
                 since_ns: Some(4),
                 ..Query::default()
             })
+            .await
+            .unwrap()
             .len(),
             1
         );
@@ -284,12 +458,60 @@ mod tests {
                 schema: Some("http.request@v2".into()),
                 ..Query::default()
             })
+            .await
+            .unwrap()
             .len(),
-            3
+            5
         );
-        // Retention: far in the future, old rows expire.
-        s.append(obs(1000, &[]), &cfg, 1000);
+        assert_eq!(
+            s.query(&Query {
+                schema: Some("http.request@v1".into()),
+                ..Query::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+            0
+        );
+        let got = s
+            .query(&Query {
+                limit: Some(1),
+                ..Query::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(got[0], obs(0, &["x"]));
+        // Reopened, the rows are still there.
+        drop(s);
+        let s = Observations::open(&path, cfg).await.unwrap();
+        assert_eq!(s.count(), 5);
+        // Retention: rows older than 1 µs before the newest go.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        s.append(obs(10_000, &[]));
+        until(|| s.expired() == 5).await;
         assert_eq!(s.count(), 1);
-        assert_eq!(s.evicted(), 2, "expiry is not eviction");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_counts_drops() {
+        let dir = std::env::temp_dir().join(format!("ben-lucius-q-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Observations::open(
+            &dir.join("l.db"),
+            Config {
+                queue: 1,
+                retention_ns: i64::MAX,
+            },
+        )
+        .await
+        .unwrap();
+        for t in 0..2000 {
+            s.append(obs(t, &[]));
+        }
+        assert!(
+            s.dropped() > 0,
+            "some appends must have found the queue full"
+        );
+        until(|| s.written() + s.dropped() == 2000).await;
     }
 }
