@@ -72,6 +72,103 @@ pub enum Cmd {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// Query Lucius, the observation store (records routed to observe).
+    Lucius {
+        #[command(subcommand)]
+        cmd: LuciusCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LuciusCmd {
+    /// Stored observations (redacted), oldest first.
+    Query {
+        /// Schema name, optionally with version: http.request or http.request@v2.
+        #[arg(long)]
+        schema: Option<String>,
+        /// Only records with this flag set.
+        #[arg(long)]
+        flag: Option<String>,
+        /// Only records since: a duration ago (10m, 1h) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+}
+
+fn since_ns(s: &str) -> Result<i64> {
+    if let Some(t) = ben_bitspec::value::parse_time(s) {
+        return Ok(t);
+    }
+    let d = ben_bitspec::value::parse_duration(s).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--since {s}: write a duration like 10m or a time like 2026-01-01T00:00:00Z"
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    Ok(now - d)
+}
+
+fn lucius_query(
+    api: &Api,
+    schema: Option<String>,
+    flag: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut q = vec![format!("limit={limit}")];
+    if let Some(s) = schema {
+        q.push(format!("schema={}", s.replace('@', "%40")));
+    }
+    if let Some(f) = flag {
+        q.push(format!("flag={f}"));
+    }
+    if let Some(s) = since {
+        q.push(format!("since_ns={}", since_ns(&s)?));
+    }
+    let r = api.call("GET", &format!("/api/v1/lucius?{}", q.join("&")), None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if json {
+        println!("{}", r.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = r
+        .body
+        .get("records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for row in &rows {
+        println!(
+            "{}  {}@v{}  {}  flags {}  {}",
+            row.get("id").and_then(Value::as_str).unwrap_or(""),
+            row.get("schema").and_then(Value::as_str).unwrap_or(""),
+            row.get("schema_version")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            row.get("intent").and_then(Value::as_str).unwrap_or(""),
+            row.get("flags").map(|f| f.to_string()).unwrap_or_default(),
+            row.get("record").map(|f| f.to_string()).unwrap_or_default()
+        );
+    }
+    println!(
+        "{} shown, {} stored",
+        rows.len(),
+        r.body.get("count").and_then(Value::as_u64).unwrap_or(0)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
@@ -93,6 +190,17 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             let r = api.call("POST", "/api/v1/rollback", None)?;
             started(&api, r, &wait)
         }
+        Cmd::Lucius {
+            cmd:
+                LuciusCmd::Query {
+                    schema,
+                    flag,
+                    since,
+                    limit,
+                    json,
+                    api,
+                },
+        } => lucius_query(&Api::new(api), schema, flag, since, limit, json),
     }
 }
 

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 struct AppState {
     ledger: LedgerClient,
     store: Arc<dyn Store>,
+    bus: Arc<dyn ben_bus::Bus>,
     max_artifact_bytes: usize,
     max_json_bytes: usize,
 }
@@ -194,6 +195,51 @@ async fn active(State(st): State<AppState>) -> ApiResult {
     Ok(json(StatusCode::OK, &st.ledger.active().await?))
 }
 
+/// `GET /api/v1/lucius?schema=&flag=&since_ns=&limit=`: asks Lucius over
+/// the bus (`ben.lucius.query`) and returns its answer.
+async fn lucius(
+    State(st): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut query = serde_json::Map::new();
+    for (k, v) in &q {
+        let val = match k.as_str() {
+            "schema" | "flag" => serde_json::Value::String(v.clone()),
+            "since_ns" | "limit" => serde_json::Value::from(v.parse::<i64>().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("{k} must be an integer"))
+            })?),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter `{k}`; use schema, flag, since_ns, limit"),
+                ))
+            }
+        };
+        query.insert(k.clone(), val);
+    }
+    let body = serde_json::to_vec(&query).unwrap_or_default();
+    let reply = st
+        .bus
+        .request("ben.lucius.query", body, std::time::Duration::from_secs(5))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Lucius did not answer: {e}"),
+            )
+        })?;
+    let json: serde_json::Value = serde_json::from_slice(&reply.payload).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Lucius answered garbage: {e}"),
+        )
+    })?;
+    if let Some(err) = json.get("error").and_then(|e| e.as_str()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, err.to_string()));
+    }
+    Ok(axum::Json(json).into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -209,10 +255,16 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The API's routes over a ledger client and a store.
-pub fn router(ledger: LedgerClient, store: Arc<dyn Store>, cfg: &Config) -> Router {
+pub fn router(
+    ledger: LedgerClient,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn ben_bus::Bus>,
+    cfg: &Config,
+) -> Router {
     let state = AppState {
         ledger,
         store,
+        bus,
         max_artifact_bytes: cfg.max_artifact_bytes,
         max_json_bytes: cfg.max_json_bytes,
     };
@@ -225,6 +277,7 @@ pub fn router(ledger: LedgerClient, store: Arc<dyn Store>, cfg: &Config) -> Rout
         .route("/api/v1/status/{version}", get(status_of))
         .route("/api/v1/history", get(history))
         .route("/api/v1/active", get(active))
+        .route("/api/v1/lucius", get(lucius))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Our own limits apply (read_body); axum's default 2 MB one would
@@ -245,9 +298,10 @@ impl Server {
         listener: TcpListener,
         ledger: LedgerClient,
         store: Arc<dyn Store>,
+        bus: Arc<dyn ben_bus::Bus>,
         cfg: &Config,
     ) -> Server {
-        let app = router(ledger, store, cfg);
+        let app = router(ledger, store, bus, cfg);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)

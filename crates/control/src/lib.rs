@@ -329,7 +329,13 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
     })?;
     let ledger = ledger::Service::start(&cfg, deps.clone()).await?;
     let client = ledger.client();
-    let api = api::Server::start(listener, client.clone(), deps.store.clone(), &cfg);
+    let api = api::Server::start(
+        listener,
+        client.clone(),
+        deps.store.clone(),
+        deps.bus.clone(),
+        &cfg,
+    );
     Ok(Handle {
         api_addr,
         client,

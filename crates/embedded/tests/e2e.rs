@@ -62,6 +62,20 @@ fn rec(i: usize, url: &str, code: u16, ip: &str, email: &str) -> serde_json::Val
     })
 }
 
+/// A minimal HTTP/1.1 GET; returns the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// Waits until `f` holds (records flow asynchronously).
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..500 {
@@ -194,6 +208,25 @@ async fn records_flow_flags_redaction_lucius_and_signals() {
     let text = serde_json::to_string(&rows).unwrap();
     assert!(!text.contains("@example.com"), "raw email in Lucius");
     assert!(!text.contains("4111 1111 1111 1111"), "raw card in Lucius");
+    // The same through the HTTP API (what `benctl lucius query` calls).
+    let body = http_get(
+        sys.api_addr(),
+        "/api/v1/lucius?schema=http.request%40v2&limit=5",
+    )
+    .await;
+    let j: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(j["records"].as_array().map(Vec::len), Some(5), "{body}");
+    assert_eq!(j["count"], 40);
+    let body = http_get(sys.api_addr(), "/api/v1/lucius?flag=server_error").await;
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        j["records"].as_array().map(Vec::len),
+        Some(0),
+        "server errors go to spines, not Lucius"
+    );
+    let body = http_get(sys.api_addr(), "/api/v1/lucius?bogus=1").await;
+    assert!(body.contains("unknown query parameter"), "{body}");
     // No second signal: the burst is one window.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(app.signals.try_recv().is_err(), "one signal per window");
