@@ -74,13 +74,3 @@ fn flows_jsonl_and_bad_input() {
         "and it says why"
     );
 }
-
-#[test]
-fn ben_up_says_it_is_not_built() {
-    let o = Command::new(env!("CARGO_BIN_EXE_ben"))
-        .args(["up"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not built yet"));
-}
