@@ -412,6 +412,80 @@ impl<R: Role> IntentAgent<R> {
     }
 }
 
+/// A message a component wants published.
+pub struct Publish {
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+impl Publish {
+    pub fn new(subject: impl Into<String>, payload: Vec<u8>) -> Self {
+        Publish {
+            subject: subject.into(),
+            payload,
+        }
+    }
+}
+
+/// The data-path loop every component shares: take records from
+/// `subject` (queue group `queue`), decode them, and hand each with one
+/// snapshot of the active intent to `handle`; publish what it returns.
+/// Undecodable records, records arriving before any intent is active and
+/// records `handle` refuses (its `Err` is the reason) go to the
+/// dead-letter subject. Runs until the bus closes.
+pub async fn consume<C: Send + Sync + 'static>(
+    deps: &Deps,
+    subject: &str,
+    queue: &str,
+    active: &Active<C>,
+    load: &Load,
+    mut handle: impl FnMut(&Arc<Loaded<C>>, pb::Record, &[u8]) -> Result<Vec<Publish>, String>,
+) -> Result<(), String> {
+    let mut sub = deps
+        .bus
+        .subscribe(subject, Some(queue))
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(m) = sub.next().await {
+        load.queue_depth
+            .store(sub.rx.len() as u64, Ordering::Relaxed);
+        let rec = match pb::Record::decode(m.payload.as_slice()) {
+            Ok(r) => r,
+            Err(e) => {
+                deps.dead_letter(subject, format!("not a record: {e}"), m.payload.len())
+                    .await;
+                continue;
+            }
+        };
+        let Some(loaded) = active.load() else {
+            deps.dead_letter(
+                subject,
+                format!(
+                    "record {} arrived before any intent is active; nothing evaluates it",
+                    rec.id
+                ),
+                m.payload.len(),
+            )
+            .await;
+            continue;
+        };
+        let id = rec.id.clone();
+        match handle(&loaded, rec, &m.payload) {
+            Ok(out) => {
+                load.processed.fetch_add(1, Ordering::Relaxed);
+                for p in out {
+                    let _ = deps.bus.publish(&p.subject, p.payload).await;
+                }
+            }
+            Err(reason) => {
+                deps.dead_letter(subject, format!("record {id}: {reason}"), m.payload.len())
+                    .await
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Load/throughput figures a component reports in its heartbeats.
 #[derive(Debug, Default)]
 pub struct Load {

@@ -13,10 +13,9 @@ use ben_bitspec::canon::program_from_artifacts;
 use ben_bitspec::interp;
 use ben_bitspec::ir::Program;
 use ben_bitspec::Value;
-use ben_component::{subjects, Deps, IntentAgent, Load, Role};
+use ben_component::{subjects, Deps, IntentAgent, Load, Publish, Role};
 use ben_playbook::{Detector, Limits, Observed, Signal};
 use ben_wire::pb;
-use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -106,76 +105,47 @@ pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), S
     agent.ready().await;
     let _heartbeats =
         ben_component::start_heartbeats(&deps, "detector", active.clone(), load.clone());
-    let mut sub = deps
-        .bus
-        .subscribe(subjects::DETECTOR, Some("detectors"))
-        .await
-        .map_err(|e| e.to_string())?;
     let mut watch: Option<Watch> = None;
     let mut seq = 0u64;
-    while let Some(m) = sub.next().await {
-        load.queue_depth
-            .store(sub.rx.len() as u64, Ordering::Relaxed);
-        let rec = match pb::Record::decode(m.payload.as_slice()) {
-            Ok(r) => r,
-            Err(e) => {
-                deps.dead_letter(
-                    subjects::DETECTOR,
-                    format!("not a record: {e}"),
-                    m.payload.len(),
-                )
-                .await;
-                continue;
+    let (id, signer) = (deps.id.clone(), deps.signer.clone());
+    ben_component::consume(
+        &deps,
+        subjects::DETECTOR,
+        "detectors",
+        &active,
+        &load,
+        |loaded, rec, _| {
+            if watch.as_ref().is_none_or(|w| w.version != loaded.version) {
+                watch = Some(Watch::new(loaded.version.clone(), loaded.compiled.clone()));
             }
-        };
-        let Some(loaded) = active.load() else {
-            deps.dead_letter(
-                subjects::DETECTOR,
-                format!("record {} arrived before any intent is active", rec.id),
-                m.payload.len(),
-            )
-            .await;
-            continue;
-        };
-        if watch.as_ref().is_none_or(|w| w.version != loaded.version) {
-            watch = Some(Watch::new(loaded.version.clone(), loaded.compiled.clone()));
-        }
-        let Some(w) = watch.as_mut() else { continue };
-        stats
-            .flags
-            .fetch_add(rec.flags.len() as u64, Ordering::Relaxed);
-        match w.observe(&rec) {
-            Ok(signals) => {
-                load.processed.fetch_add(1, Ordering::Relaxed);
-                for s in signals {
-                    seq += 1;
-                    stats.signals.fetch_add(1, Ordering::Relaxed);
-                    let sig = pb::Signal {
-                        id: format!("{}-{seq}", deps.id),
-                        playbook: s.playbook,
-                        name: s.name,
-                        severity: s.severity.name().to_string(),
-                        key: s.key.iter().map(Value::to_text).collect(),
-                        value: s.value,
-                        at_ns: s.at_ns,
-                        app: rec.app.clone(),
-                        intent_version: w.version.clone(),
-                    };
-                    let _ = deps
-                        .bus
-                        .publish(&subjects::signal(&rec.app), deps.signer.seal_bytes(&sig))
-                        .await;
-                }
+            let Some(w) = watch.as_mut() else {
+                return Ok(vec![]);
+            };
+            stats
+                .flags
+                .fetch_add(rec.flags.len() as u64, Ordering::Relaxed);
+            let mut out = Vec::new();
+            for s in w.observe(&rec)? {
+                seq += 1;
+                stats.signals.fetch_add(1, Ordering::Relaxed);
+                let sig = pb::Signal {
+                    id: format!("{id}-{seq}"),
+                    playbook: s.playbook,
+                    name: s.name,
+                    severity: s.severity.name().to_string(),
+                    key: s.key.iter().map(Value::to_text).collect(),
+                    value: s.value,
+                    at_ns: s.at_ns,
+                    app: rec.app.clone(),
+                    intent_version: w.version.clone(),
+                };
+                out.push(Publish::new(
+                    subjects::signal(&rec.app),
+                    signer.seal_bytes(&sig),
+                ));
             }
-            Err(reason) => {
-                deps.dead_letter(
-                    subjects::DETECTOR,
-                    format!("record {}: {reason}", rec.id),
-                    m.payload.len(),
-                )
-                .await
-            }
-        }
-    }
-    Ok(())
+            Ok(out)
+        },
+    )
+    .await
 }

@@ -14,8 +14,6 @@
 
 use ben_component::{subjects, Deps, IntentAgent, Load, Role};
 use ben_spine::SpineRole;
-use ben_wire::pb;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -334,61 +332,29 @@ pub async fn run(
             }
         });
     }
-    let mut sub = deps
-        .bus
-        .subscribe(subjects::LUCIUS, Some("lucius"))
-        .await
-        .map_err(|e| e.to_string())?;
-    while let Some(m) = sub.next().await {
-        load.queue_depth
-            .store(sub.rx.len() as u64, Ordering::Relaxed);
-        let rec = match pb::Record::decode(m.payload.as_slice()) {
-            Ok(r) => r,
-            Err(e) => {
-                deps.dead_letter(
-                    subjects::LUCIUS,
-                    format!("not a record: {e}"),
-                    m.payload.len(),
-                )
-                .await;
-                continue;
-            }
-        };
-        let Some(loaded) = active.load() else {
-            deps.dead_letter(
-                subjects::LUCIUS,
-                format!("record {} arrived before any intent is active", rec.id),
-                m.payload.len(),
-            )
-            .await;
-            continue;
-        };
-        match ben_spine::process(&loaded.compiled, &rec) {
-            Ok(out) => {
-                load.processed.fetch_add(1, Ordering::Relaxed);
-                store.append(Observation {
-                    id: out.id,
-                    at_ns: out.received_ns,
-                    schema: out.schema,
-                    schema_version: out.schema_version,
-                    app: out.app,
-                    intent: out.intent_version,
-                    flags: out.flags,
-                    meta: serde_json::from_slice(&out.meta).unwrap_or(serde_json::Value::Null),
-                    record: serde_json::from_slice(&out.body).unwrap_or(serde_json::Value::Null),
-                });
-            }
-            Err(reason) => {
-                deps.dead_letter(
-                    subjects::LUCIUS,
-                    format!("record {}: {reason}", rec.id),
-                    m.payload.len(),
-                )
-                .await
-            }
-        }
-    }
-    Ok(())
+    ben_component::consume(
+        &deps,
+        subjects::LUCIUS,
+        "lucius",
+        &active,
+        &load,
+        |loaded, rec, _| {
+            let out = ben_spine::process(&loaded.compiled, &rec)?;
+            store.append(Observation {
+                id: out.id,
+                at_ns: out.received_ns,
+                schema: out.schema,
+                schema_version: out.schema_version,
+                app: out.app,
+                intent: out.intent_version,
+                flags: out.flags,
+                meta: serde_json::from_slice(&out.meta).unwrap_or(serde_json::Value::Null),
+                record: serde_json::from_slice(&out.body).unwrap_or(serde_json::Value::Null),
+            });
+            Ok(vec![])
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

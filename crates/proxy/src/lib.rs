@@ -10,11 +10,9 @@
 use ben_bitspec::compile::CompiledPack;
 use ben_bitspec::interp;
 use ben_bitspec::ir::{Def, Pack, Program, RouteTarget, TExpr, TKind};
-use ben_component::{subjects, Deps, IntentAgent, Load, Role};
+use ben_component::{subjects, Deps, IntentAgent, Load, Publish, Role};
 use ben_wire::pb;
-use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 fn refs(e: &TExpr, out: &mut BTreeSet<Def>) {
@@ -121,56 +119,21 @@ pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
     tokio::spawn(agent.clone().run());
     agent.ready().await;
     let _heartbeats = ben_component::start_heartbeats(&deps, "proxy", active.clone(), load.clone());
-    let mut sub = deps
-        .bus
-        .subscribe(subjects::PROXY, Some("proxies"))
-        .await
-        .map_err(|e| e.to_string())?;
-    while let Some(m) = sub.next().await {
-        load.queue_depth
-            .store(sub.rx.len() as u64, Ordering::Relaxed);
-        let rec = match pb::Record::decode(m.payload.as_slice()) {
-            Ok(r) => r,
-            Err(e) => {
-                deps.dead_letter(
-                    subjects::PROXY,
-                    format!("not a record: {e}"),
-                    m.payload.len(),
-                )
-                .await;
-                continue;
-            }
-        };
-        let Some(loaded) = active.load() else {
-            deps.dead_letter(
-                subjects::PROXY,
-                format!("record {} arrived before any intent is active", rec.id),
-                m.payload.len(),
-            )
-            .await;
-            continue;
-        };
-        match loaded.compiled.route(&rec) {
-            Ok(t) => {
-                load.processed.fetch_add(1, Ordering::Relaxed);
-                let subject = if t == RouteTarget::Lucius {
-                    subjects::LUCIUS
-                } else {
-                    subjects::SPINE
-                };
-                let _ = deps.bus.publish(subject, m.payload).await;
-            }
-            Err(reason) => {
-                deps.dead_letter(
-                    subjects::PROXY,
-                    format!("record {}: {reason}", rec.id),
-                    m.payload.len(),
-                )
-                .await
-            }
-        }
-    }
-    Ok(())
+    ben_component::consume(
+        &deps,
+        subjects::PROXY,
+        "proxies",
+        &active,
+        &load,
+        |loaded, rec, raw| {
+            let subject = match loaded.compiled.route(&rec)? {
+                RouteTarget::Lucius => subjects::LUCIUS,
+                RouteTarget::Spine => subjects::SPINE,
+            };
+            Ok(vec![Publish::new(subject, raw.to_vec())])
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -14,12 +14,11 @@
 //! forward, never with its raw values.
 
 use ben_bitspec::canon::program_from_artifacts;
-use ben_component::{subjects, Deps, IntentAgent, Load, Role};
+use ben_component::{subjects, Deps, IntentAgent, Load, Publish, Role};
 use ben_intent::{Evaluator, InputKind, Settings};
 use ben_wire::pb;
 use prost::Message;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Spine settings.
@@ -112,55 +111,16 @@ pub async fn run(cfg: Config, deps: Deps, load: Arc<Load>) -> Result<(), String>
     tokio::spawn(agent.clone().run());
     agent.ready().await;
     let _heartbeats = ben_component::start_heartbeats(&deps, "spine", active.clone(), load.clone());
-    let mut sub = deps
-        .bus
-        .subscribe(subjects::SPINE, Some("spines"))
-        .await
-        .map_err(|e| e.to_string())?;
-    while let Some(m) = sub.next().await {
-        load.queue_depth
-            .store(sub.rx.len() as u64, Ordering::Relaxed);
-        let rec = match pb::Record::decode(m.payload.as_slice()) {
-            Ok(r) => r,
-            Err(e) => {
-                deps.dead_letter(
-                    subjects::SPINE,
-                    format!("not a record: {e}"),
-                    m.payload.len(),
-                )
-                .await;
-                continue;
-            }
-        };
-        let Some(loaded) = active.load() else {
-            deps.dead_letter(
-                subjects::SPINE,
-                format!(
-                    "record {} arrived before any intent is active; nothing evaluates it",
-                    rec.id
-                ),
-                m.payload.len(),
-            )
-            .await;
-            continue;
-        };
-        match process(&loaded.compiled, &rec) {
-            Ok(out) => {
-                load.processed.fetch_add(1, Ordering::Relaxed);
-                let _ = deps
-                    .bus
-                    .publish(subjects::DETECTOR, out.encode_to_vec())
-                    .await;
-            }
-            Err(reason) => {
-                deps.dead_letter(
-                    subjects::SPINE,
-                    format!("record {}: {reason}", rec.id),
-                    m.payload.len(),
-                )
-                .await
-            }
-        }
-    }
-    Ok(())
+    ben_component::consume(
+        &deps,
+        subjects::SPINE,
+        "spines",
+        &active,
+        &load,
+        |loaded, rec, _| {
+            let out = process(&loaded.compiled, &rec)?;
+            Ok(vec![Publish::new(subjects::DETECTOR, out.encode_to_vec())])
+        },
+    )
+    .await
 }
