@@ -92,6 +92,9 @@ pub struct System {
     pub beekeeper: ben_sidecar::BeekeeperHandle,
     pub stats: Arc<Stats>,
     pub restarts: Arc<ben_orchestrator::Restarts>,
+    /// The orchestrator's view of component health (signed heartbeats,
+    /// judged by `ben_orchestrator::Health`).
+    pub health: Arc<Mutex<ben_orchestrator::Health>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -247,6 +250,38 @@ impl System {
         }
         let restarts = Arc::new(ben_orchestrator::Restarts::default());
         tasks.extend(ben_orchestrator::supervise(specs, restarts.clone()));
+        // Health: verified heartbeats only; replayed, stale, future and
+        // implausible ones are ignored and counted.
+        let health = Arc::new(Mutex::new(ben_orchestrator::Health::new(
+            ben_orchestrator::HealthLimits::default(),
+        )));
+        {
+            let mut beats = bus
+                .subscribe(subjects::HEARTBEAT, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (health, keyring, clock) = (health.clone(), keyring_arc.clone(), clock.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = beats.next().await {
+                    let Ok(v) = ben_wire::open_bytes::<pb::Heartbeat>(&m.payload, &keyring) else {
+                        continue;
+                    };
+                    let hb = v.into_inner();
+                    let beat = ben_orchestrator::Beat {
+                        component: hb.component,
+                        role: hb.role,
+                        seq: hb.seq,
+                        at_ns: hb.at_ns,
+                        queue_depth: hb.queue_depth,
+                        records_per_s: hb.records_per_s,
+                        intent_version: hb.intent_version,
+                    };
+                    if let Ok(mut h) = health.lock() {
+                        let _ = h.observe(beat, clock.now_ns());
+                    }
+                }
+            }));
+        }
         // Wait until the sidecar socket exists and every component is
         // registered with the ledger (first heartbeats).
         let sock = cfg.socket_path();
@@ -270,6 +305,7 @@ impl System {
             beekeeper,
             stats,
             restarts,
+            health,
             tasks,
         })
     }
@@ -354,7 +390,7 @@ impl System {
             .map(|(_, l)| l.rate())
             .sum();
         format!(
-            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} | rejected {} | dead letters {} | restarts {} | intent {}",
+            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} | rejected {} | dead letters {} | healthy {} | restarts {} | intent {}",
             self.stats.sidecar.accepted.load(Ordering::Relaxed),
             rate,
             self.stats.detector.flags.load(Ordering::Relaxed),
@@ -362,6 +398,7 @@ impl System {
             self.stats.lucius.count(),
             self.stats.sidecar.rejected.load(Ordering::Relaxed),
             self.stats.dead_letters.load(Ordering::Relaxed),
+            self.health.lock().map(|h| h.alive(SystemClock.now_ns()).len()).unwrap_or(0),
             self.restarts.total.load(Ordering::Relaxed),
             active
         )

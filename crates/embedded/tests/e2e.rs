@@ -231,6 +231,20 @@ async fn records_flow_flags_redaction_lucius_and_signals() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(app.signals.try_recv().is_err(), "one signal per window");
     assert_eq!(sys.stats.detector.signals.load(Ordering::Relaxed), 1);
+    // The orchestrator sees all six components healthy.
+    let alive = sys
+        .health
+        .lock()
+        .unwrap()
+        .alive(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64,
+        )
+        .len();
+    assert_eq!(alive, 6);
+    assert!(sys.status_line().await.contains("healthy 6"));
     sys.shutdown().await;
 }
 
