@@ -158,7 +158,19 @@ impl Client {
             records,
             bee,
         }));
-        write_frame(&mut self.writer, &f).await?;
+        if let Err(e) = write_frame(&mut self.writer, &f).await {
+            // The sidecar may have refused and closed already: its reason
+            // is more useful than "broken pipe".
+            return match tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                self.accepted.recv(),
+            )
+            .await
+            {
+                Ok(Some(Err(refused @ ClientError::Refused(_)))) => Err(refused),
+                _ => Err(e),
+            };
+        }
         match self.accepted.recv().await {
             Some(r) => r,
             None => Err(ClientError::Closed),
