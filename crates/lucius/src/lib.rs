@@ -258,19 +258,31 @@ async fn writer(
         let newest = batch.iter().map(|o| o.at_ns).max().unwrap_or(0);
         let ok = async {
             let mut tx = pool.begin().await?;
-            for o in &batch {
-                sqlx::query("INSERT INTO lucius_observations (id, at_ns, schema_name, schema_version, app, intent, flags, meta, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-                    .bind(&o.id)
-                    .bind(o.at_ns)
-                    .bind(&o.schema)
-                    .bind(i64::from(o.schema_version))
-                    .bind(&o.app)
-                    .bind(&o.intent)
-                    .bind(serde_json::to_string(&o.flags).unwrap_or_default())
-                    .bind(o.meta.to_string())
-                    .bind(o.record.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+            // Multi-row INSERTs (100 rows, 900 parameters each): one
+            // round trip to the database thread per chunk, not per row.
+            for chunk in batch.chunks(100) {
+                let mut sql = String::from("INSERT INTO lucius_observations (id, at_ns, schema_name, schema_version, app, intent, flags, meta, record) VALUES ");
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    let b = i * 9;
+                    sql.push_str(&format!("(${},${},${},${},${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9));
+                }
+                let mut q = sqlx::query(&sql);
+                for o in chunk {
+                    q = q
+                        .bind(&o.id)
+                        .bind(o.at_ns)
+                        .bind(&o.schema)
+                        .bind(i64::from(o.schema_version))
+                        .bind(&o.app)
+                        .bind(&o.intent)
+                        .bind(serde_json::to_string(&o.flags).unwrap_or_default())
+                        .bind(o.meta.to_string())
+                        .bind(o.record.to_string());
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await
         }
