@@ -23,10 +23,6 @@ pub struct BenchArgs {
     pub signals: usize,
 }
 
-const SHOP_TOML: &str = include_str!("../../../examples/shop/ben.toml");
-const SHOP_BSPEC: &str = include_str!("../../../examples/shop/shop.bspec");
-const SHOP_LOCK: &str = include_str!("../../../examples/shop/ben.lock");
-
 pub fn run(args: BenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -55,32 +51,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 async fn datapath(args: BenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ben-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle)?;
-    for (n, t) in [
-        ("ben.toml", SHOP_TOML),
-        ("shop.bspec", SHOP_BSPEC),
-        ("ben.lock", SHOP_LOCK),
-    ] {
-        std::fs::write(bundle.join(n), t)?;
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        });
+    let bundle = crate::shop::write_bundle(&dir.join("bundle"))?;
     let sys = System::start(Config {
         data_dir: dir.join("data"),
         api_addr: "127.0.0.1:0".parse()?,
-        extra_selectors: vec![ben_bee::Selector {
-            app: "shop_web".into(),
-            uid,
-            exe: Some(std::env::current_exe()?.display().to_string()),
-            ..ben_bee::Selector::default()
-        }],
+        extra_selectors: vec![crate::shop::selector_for_this_process()?],
         ..Config::default()
     })
     .await

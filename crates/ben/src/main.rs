@@ -4,6 +4,7 @@ mod bench;
 mod demo_app;
 mod detect;
 mod flows;
+mod shop;
 mod up;
 
 use clap::{Parser, Subcommand};

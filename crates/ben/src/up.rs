@@ -23,39 +23,6 @@ pub struct UpArgs {
     pub duration: u64,
 }
 
-// The example bundle is compiled into the binary so `ben up --demo` works
-// from any directory.
-const SHOP_TOML: &str = include_str!("../../../examples/shop/ben.toml");
-const SHOP_BSPEC: &str = include_str!("../../../examples/shop/shop.bspec");
-const SHOP_TESTS: &str = include_str!("../../../examples/shop/tests.bspec");
-const SHOP_LOCK: &str = include_str!("../../../examples/shop/ben.lock");
-
-fn write_demo_bundle(data_dir: &std::path::Path) -> Result<PathBuf> {
-    let dir = data_dir.join("demo-bundle");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, text) in [
-        ("ben.toml", SHOP_TOML),
-        ("shop.bspec", SHOP_BSPEC),
-        ("tests.bspec", SHOP_TESTS),
-        ("ben.lock", SHOP_LOCK),
-    ] {
-        std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))?;
-    }
-    Ok(dir)
-}
-
-fn current_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
-}
-
 pub fn run(args: UpArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,12 +41,8 @@ async fn up(args: UpArgs) -> Result<()> {
     if args.demo {
         // The demo app is this same binary (`ben demo-app`): Beekeeper is
         // told to accept it as `shop_web`, by executable path and uid.
-        cfg.extra_selectors.push(ben_bee::Selector {
-            app: "shop_web".into(),
-            uid: Some(current_uid()),
-            exe: Some(exe.display().to_string()),
-            ..ben_bee::Selector::default()
-        });
+        cfg.extra_selectors
+            .push(crate::shop::selector_for_this_process()?);
     }
     let sys = System::start(cfg)
         .await
@@ -93,7 +56,7 @@ async fn up(args: UpArgs) -> Result<()> {
     );
     let mut child = None;
     if args.demo {
-        let dir = write_demo_bundle(&sys.cfg.data_dir)?;
+        let dir = crate::shop::write_bundle(&sys.cfg.data_dir.join("demo-bundle"))?;
         let version = sys
             .deploy_dir(&dir)
             .await
