@@ -44,24 +44,8 @@ fn format_now() -> String {
 
 /// RFC 3339 (UTC, seconds) of nanoseconds since the epoch.
 fn time_of(ns: i64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (d, s) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since epoch → civil date.
-    let z = d + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+    // Whole seconds are enough for a person reading the demo.
+    ben_bitspec::value::format_time(ns - ns.rem_euclid(1_000_000_000))
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
