@@ -18,6 +18,10 @@ pub struct BenchArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
+    /// Run the bus over this NATS server (a per-run subject prefix keeps
+    /// runs apart).
+    #[arg(long)]
+    pub nats: Option<String>,
     /// Brute-force bursts for the latency run (one signal each).
     #[arg(long, default_value_t = 200)]
     pub signals: usize,
@@ -56,6 +60,10 @@ async fn datapath(args: BenchArgs) -> Result<()> {
         data_dir: dir.join("data"),
         api_addr: "127.0.0.1:0".parse()?,
         extra_selectors: vec![crate::shop::selector_for_this_process()?],
+        nats: args.nats.clone().map(|url| ben_embedded::NatsConfig {
+            url,
+            prefix: Some(format!("benbench{}", std::process::id())),
+        }),
         ..Config::default()
     })
     .await

@@ -18,6 +18,10 @@ pub struct UpArgs {
     /// Where the HTTP API listens.
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub api: SocketAddr,
+    /// Run the bus over this NATS server (e.g. nats://127.0.0.1:4222)
+    /// instead of in process.
+    #[arg(long)]
+    pub nats: Option<String>,
     /// Stop by itself this many seconds after start (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
@@ -36,6 +40,10 @@ async fn up(args: UpArgs) -> Result<()> {
     let mut cfg = Config {
         data_dir: args.data_dir.clone(),
         api_addr: args.api,
+        nats: args
+            .nats
+            .clone()
+            .map(|url| ben_embedded::NatsConfig { url, prefix: None }),
         ..Config::default()
     };
     if args.demo {

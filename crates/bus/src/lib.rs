@@ -433,6 +433,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn prefixed_buses_do_not_see_each_other() {
+        let shared = InProcessBus::default();
+        let a = PrefixedBus::new(shared.clone(), "run-a");
+        let b = PrefixedBus::new(shared.clone(), "run-b");
+        let mut sa = a.subscribe("ben.data.>", None).await.unwrap();
+        let mut sb = b.subscribe("ben.data.>", None).await.unwrap();
+        a.publish("ben.data.spine", vec![1]).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_millis(100), sa.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            m.subject, "ben.data.spine",
+            "subscribers see unprefixed subjects"
+        );
+        assert!(tokio::time::timeout(Duration::from_millis(50), sb.next())
+            .await
+            .is_err());
+        // Request/reply through the prefix.
+        let mut svc = a.subscribe("ben.q", None).await.unwrap();
+        let a2 = PrefixedBus::new(shared.clone(), "run-a");
+        tokio::spawn(async move {
+            if let Some(m) = svc.next().await {
+                a2.reply(&m, b"ok".to_vec()).await.unwrap();
+            }
+        });
+        assert_eq!(
+            a.request("ben.q", vec![], Duration::from_secs(1))
+                .await
+                .unwrap()
+                .payload,
+            b"ok"
+        );
+    }
+
+    #[tokio::test]
     async fn closed_subscriptions_are_pruned() {
         let bus = InProcessBus::default();
         let s = bus.subscribe("ben.y", None).await.unwrap();
@@ -440,5 +476,94 @@ mod tests {
         let r = bus.publish("ben.y", vec![]).await.unwrap();
         assert_eq!(r.delivered, 0);
         assert_eq!(bus.subscribers(), 0);
+    }
+}
+
+/// A bus whose subjects all live under a prefix (`<prefix>.<subject>`), so
+/// several systems — or test runs — can share one NATS server without
+/// seeing each other. Replies go to the requester's inbox unprefixed.
+pub struct PrefixedBus<B> {
+    inner: B,
+    prefix: String,
+}
+
+impl<B: Bus> PrefixedBus<B> {
+    pub fn new(inner: B, prefix: impl Into<String>) -> Self {
+        PrefixedBus {
+            inner,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn full(&self, subject: &str) -> String {
+        format!("{}.{subject}", self.prefix)
+    }
+
+    fn strip(&self, m: Message) -> Message {
+        strip_prefix(&self.prefix, m)
+    }
+}
+
+fn strip_prefix(prefix: &str, mut m: Message) -> Message {
+    if let Some(rest) = m
+        .subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+    {
+        m.subject = rest.to_string();
+    }
+    m
+}
+
+impl<B: Bus> Bus for PrefixedBus<B> {
+    fn publish<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        Box::pin(async move { self.inner.publish(&self.full(subject), payload).await })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        Box::pin(async move {
+            let mut inner = self.inner.subscribe(&self.full(subject), queue).await?;
+            let (tx, rx) = mpsc::channel(inner.rx.max_capacity().max(1));
+            let prefix = self.prefix.clone();
+            tokio::spawn(async move {
+                while let Some(m) = inner.next().await {
+                    if tx.send(strip_prefix(&prefix, m)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Subscription { rx })
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, BusError>> {
+        Box::pin(async move {
+            self.inner
+                .request(&self.full(subject), payload, timeout)
+                .await
+                .map(|m| self.strip(m))
+        })
+    }
+
+    fn reply<'a>(
+        &'a self,
+        to: &'a Message,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        // The reply subject is the requester's inbox: never prefixed.
+        self.inner.reply(to, payload)
     }
 }

@@ -40,6 +40,18 @@ pub struct Config {
     /// BEE lifetime.
     pub bee_ttl_ns: i64,
     pub prepare_timeout_ms: u64,
+    /// Use NATS instead of the in-process bus (same components, same
+    /// subjects).
+    pub nats: Option<NatsConfig>,
+}
+
+/// Running the bus over NATS.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    /// Put every subject under this prefix (several systems or test runs
+    /// on one server).
+    pub prefix: Option<String>,
 }
 
 impl Default for Config {
@@ -54,6 +66,7 @@ impl Default for Config {
             detectors: 1,
             bee_ttl_ns: ben_bee::DEFAULT_TTL_NS,
             prepare_timeout_ms: 10_000,
+            nats: None,
         }
     }
 }
@@ -86,7 +99,7 @@ pub struct Stats {
 /// The running system.
 pub struct System {
     pub cfg: Config,
-    pub bus: Arc<InProcessBus>,
+    pub bus: Arc<dyn Bus>,
     pub store: Arc<FileStore>,
     pub control: ben_control::Handle,
     pub beekeeper: ben_sidecar::BeekeeperHandle,
@@ -103,7 +116,20 @@ impl System {
     pub async fn start(cfg: Config) -> Result<System, String> {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
-        let bus = Arc::new(InProcessBus::default());
+        let bus: Arc<dyn Bus> = match &cfg.nats {
+            None => Arc::new(InProcessBus::default()),
+            Some(n) => {
+                let nats = ben_bus_nats::NatsBus::connect(&ben_bus_nats::Config {
+                    url: n.url.clone(),
+                    ..ben_bus_nats::Config::default()
+                })
+                .await?;
+                match &n.prefix {
+                    Some(p) => Arc::new(ben_bus::PrefixedBus::new(nats, p.clone())),
+                    None => Arc::new(nats),
+                }
+            }
+        };
         let store =
             Arc::new(FileStore::open(cfg.data_dir.join("store")).map_err(|e| e.to_string())?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -185,7 +211,7 @@ impl System {
         for n in &names {
             let deps = Deps {
                 id: n.clone(),
-                bus: bus.clone() as Arc<dyn Bus>,
+                bus: bus.clone(),
                 store: store.clone() as Arc<dyn Store>,
                 clock: clock.clone(),
                 signer: signers[n].clone(),
@@ -470,7 +496,7 @@ fn role_of(name: &str) -> &'static str {
 /// Answers `ben.intent.active` for starting components with a signed
 /// announce of the active version naming the asker.
 async fn active_responder(
-    bus: Arc<InProcessBus>,
+    bus: Arc<dyn Bus>,
     client: ben_control::LedgerClient,
     signer: Arc<Signer>,
 ) {

@@ -39,6 +39,10 @@ fn me() -> Selector {
 }
 
 async fn system(name: &str, ttl_ns: i64) -> System {
+    system_on(name, ttl_ns, None).await
+}
+
+async fn system_on(name: &str, ttl_ns: i64, nats: Option<ben_embedded::NatsConfig>) -> System {
     let dir = std::env::temp_dir().join(format!("ben-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("BEN_BLOT_KEY", "e2e test key 0123456789abcdef");
@@ -47,6 +51,7 @@ async fn system(name: &str, ttl_ns: i64) -> System {
         api_addr: "127.0.0.1:0".parse().unwrap(),
         extra_selectors: vec![me()],
         bee_ttl_ns: ttl_ns,
+        nats,
         ..Config::default()
     })
     .await
@@ -89,7 +94,25 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_flow_flags_redaction_lucius_and_signals() {
-    let sys = system("flow", ben_bee::DEFAULT_TTL_NS).await;
+    flow(system("flow", ben_bee::DEFAULT_TTL_NS).await).await;
+}
+
+/// The same end-to-end test with every message crossing the machine's real
+/// NATS server, under a subject prefix unique to this run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_flow_over_nats() {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let nats = ben_embedded::NatsConfig {
+        url: "nats://127.0.0.1:4222".into(),
+        prefix: Some(format!("bentest{}x{t}", std::process::id())),
+    };
+    flow(system_on("flow-nats", ben_bee::DEFAULT_TTL_NS, Some(nats)).await).await;
+}
+
+async fn flow(sys: System) {
     let version = sys.deploy_dir(&shop()).await.expect("deploy finalizes");
     // Everything the spines emit, to check flags and redaction downstream.
     let mut downstream = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.data.detector", None)
