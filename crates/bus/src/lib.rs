@@ -333,6 +333,95 @@ impl Bus for InProcessBus {
     }
 }
 
+/// A bus whose subjects all live under a prefix (`<prefix>.<subject>`), so
+/// several systems — or test runs — can share one NATS server without
+/// seeing each other. Replies go to the requester's inbox unprefixed.
+pub struct PrefixedBus<B> {
+    inner: B,
+    prefix: String,
+}
+
+impl<B: Bus> PrefixedBus<B> {
+    pub fn new(inner: B, prefix: impl Into<String>) -> Self {
+        PrefixedBus {
+            inner,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn full(&self, subject: &str) -> String {
+        format!("{}.{subject}", self.prefix)
+    }
+
+    fn strip(&self, m: Message) -> Message {
+        strip_prefix(&self.prefix, m)
+    }
+}
+
+fn strip_prefix(prefix: &str, mut m: Message) -> Message {
+    if let Some(rest) = m
+        .subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+    {
+        m.subject = rest.to_string();
+    }
+    m
+}
+
+impl<B: Bus> Bus for PrefixedBus<B> {
+    fn publish<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        Box::pin(async move { self.inner.publish(&self.full(subject), payload).await })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        Box::pin(async move {
+            let mut inner = self.inner.subscribe(&self.full(subject), queue).await?;
+            let (tx, rx) = mpsc::channel(inner.rx.max_capacity().max(1));
+            let prefix = self.prefix.clone();
+            tokio::spawn(async move {
+                while let Some(m) = inner.next().await {
+                    if tx.send(strip_prefix(&prefix, m)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Subscription { rx })
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, BusError>> {
+        Box::pin(async move {
+            self.inner
+                .request(&self.full(subject), payload, timeout)
+                .await
+                .map(|m| self.strip(m))
+        })
+    }
+
+    fn reply<'a>(
+        &'a self,
+        to: &'a Message,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        // The reply subject is the requester's inbox: never prefixed.
+        self.inner.reply(to, payload)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,94 +565,5 @@ mod tests {
         let r = bus.publish("ben.y", vec![]).await.unwrap();
         assert_eq!(r.delivered, 0);
         assert_eq!(bus.subscribers(), 0);
-    }
-}
-
-/// A bus whose subjects all live under a prefix (`<prefix>.<subject>`), so
-/// several systems — or test runs — can share one NATS server without
-/// seeing each other. Replies go to the requester's inbox unprefixed.
-pub struct PrefixedBus<B> {
-    inner: B,
-    prefix: String,
-}
-
-impl<B: Bus> PrefixedBus<B> {
-    pub fn new(inner: B, prefix: impl Into<String>) -> Self {
-        PrefixedBus {
-            inner,
-            prefix: prefix.into(),
-        }
-    }
-
-    fn full(&self, subject: &str) -> String {
-        format!("{}.{subject}", self.prefix)
-    }
-
-    fn strip(&self, m: Message) -> Message {
-        strip_prefix(&self.prefix, m)
-    }
-}
-
-fn strip_prefix(prefix: &str, mut m: Message) -> Message {
-    if let Some(rest) = m
-        .subject
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('.'))
-    {
-        m.subject = rest.to_string();
-    }
-    m
-}
-
-impl<B: Bus> Bus for PrefixedBus<B> {
-    fn publish<'a>(
-        &'a self,
-        subject: &'a str,
-        payload: Vec<u8>,
-    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
-        Box::pin(async move { self.inner.publish(&self.full(subject), payload).await })
-    }
-
-    fn subscribe<'a>(
-        &'a self,
-        subject: &'a str,
-        queue: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
-        Box::pin(async move {
-            let mut inner = self.inner.subscribe(&self.full(subject), queue).await?;
-            let (tx, rx) = mpsc::channel(inner.rx.max_capacity().max(1));
-            let prefix = self.prefix.clone();
-            tokio::spawn(async move {
-                while let Some(m) = inner.next().await {
-                    if tx.send(strip_prefix(&prefix, m)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            Ok(Subscription { rx })
-        })
-    }
-
-    fn request<'a>(
-        &'a self,
-        subject: &'a str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Message, BusError>> {
-        Box::pin(async move {
-            self.inner
-                .request(&self.full(subject), payload, timeout)
-                .await
-                .map(|m| self.strip(m))
-        })
-    }
-
-    fn reply<'a>(
-        &'a self,
-        to: &'a Message,
-        payload: Vec<u8>,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        // The reply subject is the requester's inbox: never prefixed.
-        self.inner.reply(to, payload)
     }
 }
