@@ -421,10 +421,9 @@ impl Detector {
                 math_best = math_best.max(*m);
             }
             let math_vote = math_best >= vote_min;
-            // Weighted vote over the engines that voted; LightGBM always votes.
-            let denom = w.ml
-                + if rules_vote { w.rules } else { 0.0 }
-                + if math_vote { w.math } else { 0.0 };
+            // Fixed weights (an abstaining engine adds 0; no
+            // renormalisation): ML alone cannot publish. See the crate doc.
+            let denom = w.ml + w.rules + w.math;
             let mut best = (0usize, 0.0f64);
             for c in 1..nc {
                 let mut s = w.ml * self.probs[c];
