@@ -13,6 +13,8 @@
 //! keys (one process). The Blot hmac key comes from `BEN_BLOT_KEY` or
 //! `.ben/blot.key`.
 
+pub mod mesh;
+
 use ben_bee::{Beekeeper, Selector};
 use ben_bus::{Bus, InProcessBus};
 use ben_component::{subjects, Clock, Deps, Load, SystemClock};
@@ -43,6 +45,8 @@ pub struct Config {
     /// Use NATS instead of the in-process bus (same components, same
     /// subjects).
     pub nats: Option<NatsConfig>,
+    /// How often the CyberMesh loop runs the engines over buffered flows.
+    pub mesh_every: Duration,
 }
 
 /// Running the bus over NATS.
@@ -67,6 +71,7 @@ impl Default for Config {
             bee_ttl_ns: ben_bee::DEFAULT_TTL_NS,
             prepare_timeout_ms: 10_000,
             nats: None,
+            mesh_every: Duration::from_secs(5),
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct Stats {
 /// The running system.
 pub struct System {
     pub cfg: Config,
+    /// CyberMesh loop counters.
+    pub mesh: Arc<mesh::MeshStats>,
     pub bus: Arc<dyn Bus>,
     pub store: Arc<FileStore>,
     pub control: ben_control::Handle,
@@ -146,6 +153,8 @@ impl System {
             keyring.trust(s.public());
             signers.insert(n.clone(), Arc::new(s));
         }
+        let mesh_signer = Arc::new(Signer::from_secret(random32()?));
+        keyring.trust(mesh_signer.public());
         let keyring_arc = Arc::new(keyring.clone());
 
         let control = ben_control::start(
@@ -274,6 +283,26 @@ impl System {
                 start,
             });
         }
+        // The CyberMesh loop (no intent: it runs the shipped model and rules).
+        let mesh_stats = Arc::new(mesh::MeshStats::default());
+        {
+            let deps = Deps {
+                id: "mesh-1".into(),
+                bus: bus.clone(),
+                store: store.clone() as Arc<dyn Store>,
+                clock: clock.clone(),
+                signer: mesh_signer.clone(),
+                keyring: keyring_arc.clone(),
+            };
+            let (every, st) = (cfg.mesh_every, mesh_stats.clone());
+            specs.push(ben_orchestrator::Spec {
+                name: "mesh-1".into(),
+                kind: "detector",
+                start: Box::new(move || {
+                    Box::pin(mesh::run(deps.clone(), every, 100_000, st.clone()))
+                }),
+            });
+        }
         let restarts = Arc::new(ben_orchestrator::Restarts::default());
         tasks.extend(ben_orchestrator::supervise(specs, restarts.clone()));
         // Health: verified heartbeats only; replayed, stale, future and
@@ -324,6 +353,7 @@ impl System {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(System {
+            mesh: mesh_stats,
             cfg,
             bus,
             store,

@@ -52,6 +52,7 @@ async fn system_on(name: &str, ttl_ns: i64, nats: Option<ben_embedded::NatsConfi
         extra_selectors: vec![me()],
         bee_ttl_ns: ttl_ns,
         nats,
+        mesh_every: Duration::from_millis(300),
         ..Config::default()
     })
     .await
@@ -396,5 +397,62 @@ async fn malformed_and_oversized_input_keeps_the_sidecar_running() {
         1
     );
     assert!(sys.stats.dead_letters.load(Ordering::Relaxed) >= 2);
+    sys.shutdown().await;
+}
+
+/// The CyberMesh loop: flow records on `ben.mesh.flows` become sealed
+/// anomalies on `ai.anomalies.v1` (and evidence on `ai.evidence.v1`) at
+/// the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cybermesh_loop_publishes_signed_anomalies() {
+    let sys = system("mesh", ben_bee::DEFAULT_TTL_NS).await;
+    let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
+        .await
+        .unwrap();
+    let mut evidence = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.evidence.v1", None)
+        .await
+        .unwrap();
+    let csv = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-detect/tests/data/example-flows.csv"),
+    )
+    .unwrap();
+    for row in csv.lines().skip(1) {
+        ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", row.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", b"not,a,flow".to_vec())
+        .await
+        .unwrap();
+    let mut classes = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), anomalies.next())
+            .await
+            .expect("an anomaly")
+            .unwrap();
+        let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
+        assert_eq!(env.kind, "anomaly");
+        assert_eq!(env.signature.len(), 64);
+        let ev = ben_mesh_detect::wire::AnomalyEvent::decode(env.payload.as_slice()).unwrap();
+        assert!(ev.confidence > 0.70, "{ev:?}");
+        classes.push(ev.class);
+        let e = tokio::time::timeout(Duration::from_secs(5), evidence.next())
+            .await
+            .expect("its evidence")
+            .unwrap();
+        assert_eq!(
+            pb::SignedEnvelope::decode(e.payload.as_slice())
+                .unwrap()
+                .kind,
+            "evidence"
+        );
+    }
+    assert_eq!(sys.mesh.flows.load(Ordering::Relaxed), 40);
+    assert_eq!(
+        sys.mesh.bad_rows.load(Ordering::Relaxed),
+        1,
+        "the bad row is counted"
+    );
+    assert_eq!(sys.mesh.published.load(Ordering::Relaxed), 2, "{classes:?}");
     sys.shutdown().await;
 }
