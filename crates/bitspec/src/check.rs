@@ -207,6 +207,21 @@ impl Checker {
         None
     }
 
+    /// Reports a second declaration of `what` named `name`; true if it is one.
+    fn refuse_duplicate(&mut self, what: &str, name: &ast::Name, exists: bool) -> bool {
+        if exists {
+            self.error(
+                Diagnostic::error(
+                    codes::DUPLICATE,
+                    name.span,
+                    format!("{what} `{}` is declared twice", name.text),
+                )
+                .label("second declaration"),
+            );
+        }
+        exists
+    }
+
     fn check_name(&mut self, n: &ast::Name, what: &str) {
         for seg in n.text.split('.') {
             if RESERVED.contains(&seg) || (what != "field" && seg.contains('.')) {
@@ -401,15 +416,8 @@ impl Checker {
 
     fn contract(&mut self, x: &ast::ContractDecl) {
         self.check_name(&x.name, "contract");
-        if self.prog.contract(&x.name.text).is_some() {
-            self.error(
-                Diagnostic::error(
-                    codes::DUPLICATE,
-                    x.name.span,
-                    format!("contract `{}` is declared twice", x.name.text),
-                )
-                .label("second declaration"),
-            );
+        let exists = self.prog.contract(&x.name.text).is_some();
+        if self.refuse_duplicate("contract", &x.name, exists) {
             return;
         }
         let Some(si) = self.schema_ref(&x.target) else {
@@ -475,15 +483,8 @@ impl Checker {
 
     fn pack(&mut self, x: &ast::PackDecl, opts: CheckOptions) {
         self.check_name(&x.name, "pack");
-        if self.prog.packs.iter().any(|p| p.name == x.name.text) {
-            self.error(
-                Diagnostic::error(
-                    codes::DUPLICATE,
-                    x.name.span,
-                    format!("pack `{}` is declared twice", x.name.text),
-                )
-                .label("second declaration"),
-            );
+        let exists = self.prog.packs.iter().any(|p| p.name == x.name.text);
+        if self.refuse_duplicate("pack", &x.name, exists) {
             return;
         }
         let Some(si) = self.schema_ref(&x.target) else {
@@ -939,15 +940,8 @@ impl Checker {
 
     fn playbook(&mut self, x: &ast::PlaybookDecl) {
         self.check_name(&x.name, "playbook");
-        if self.prog.playbooks.iter().any(|p| p.name == x.name.text) {
-            self.error(
-                Diagnostic::error(
-                    codes::DUPLICATE,
-                    x.name.span,
-                    format!("playbook `{}` is declared twice", x.name.text),
-                )
-                .label("second declaration"),
-            );
+        let exists = self.prog.playbooks.iter().any(|p| p.name == x.name.text);
+        if self.refuse_duplicate("playbook", &x.name, exists) {
             return;
         }
         let Some(si) = self.schema_ref(&x.target) else {
