@@ -56,7 +56,11 @@ pub fn route_only(p: &Pack) -> Pack {
 /// The routing table: per schema index, the pruned packs.
 pub struct Routes {
     pub program: Program,
-    packs: Vec<(usize, CompiledPack)>,
+    packs: Vec<(
+        usize,
+        CompiledPack,
+        std::sync::Mutex<ben_bitspec::compile::Scratch>,
+    )>,
 }
 
 impl Routes {
@@ -65,7 +69,11 @@ impl Routes {
             .packs
             .iter()
             .filter(|p| !p.routes.is_empty())
-            .map(|p| (p.schema, CompiledPack::new(&route_only(p))))
+            .map(|p| {
+                let c = CompiledPack::new(&route_only(p));
+                let scratch = std::sync::Mutex::new(c.scratch());
+                (p.schema, c, scratch)
+            })
             .collect();
         Routes { program, packs }
     }
@@ -77,21 +85,17 @@ impl Routes {
             .schema(&rec.schema, Some(rec.schema_version))
             .ok_or_else(|| format!("unknown schema {} v{}", rec.schema, rec.schema_version))?;
         let mut target = RouteTarget::Spine;
-        let relevant: Vec<&CompiledPack> = self
-            .packs
-            .iter()
-            .filter(|(s, _)| *s == schema)
-            .map(|(_, c)| c)
-            .collect();
-        if relevant.is_empty() {
+        if !self.packs.iter().any(|(s, _, _)| *s == schema) {
             return Ok(target);
         }
         let body: serde_json::Value = serde_json::from_slice(&rec.body)
             .map_err(|e| format!("record body is not JSON: {e}"))?;
         let values =
             interp::from_json(&self.program.schemas[schema], &body).map_err(|e| e.to_string())?;
-        for c in relevant {
-            let mut scratch = c.scratch();
+        for (_, c, scratch) in self.packs.iter().filter(|(s, _, _)| *s == schema) {
+            // One proxy task per routing table: the lock is uncontended and
+            // the scratch buffers are reused instead of allocated per record.
+            let mut scratch = scratch.lock().unwrap_or_else(|p| p.into_inner());
             if c.eval(&values, &mut scratch) == RouteTarget::Lucius {
                 target = RouteTarget::Lucius;
             }
