@@ -32,6 +32,11 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// One schema-bound item as an artifact.
+fn placed<T: Serialize>(kind: &str, name: &str, schema: String, item: T) -> (String, Vec<u8>) {
+    (format!("{kind}/{name}"), json(&Placed { schema, item }))
+}
+
 /// `(artifact name, canonical bytes)` for every part of the program, sorted
 /// by name.
 pub fn artifacts(p: &Program) -> Vec<(String, Vec<u8>)> {
@@ -40,37 +45,39 @@ pub fn artifacts(p: &Program) -> Vec<(String, Vec<u8>)> {
     for s in &p.schemas {
         out.push((format!("schema/{}@v{}", s.name, s.version), json(s)));
     }
+    // Contracts, packs and playbooks travel with their schema's id; their
+    // own schema index is zeroed (positions are not part of the meaning).
     for c in &p.contracts {
-        let mut item = c.clone();
-        item.schema = 0;
-        out.push((
-            format!("contract/{}", c.name),
-            json(&Placed {
-                schema: sid(c.schema),
-                item,
-            }),
+        out.push(placed(
+            "contract",
+            &c.name,
+            sid(c.schema),
+            Contract {
+                schema: 0,
+                ..c.clone()
+            },
         ));
     }
     for pk in &p.packs {
-        let mut item = pk.clone();
-        item.schema = 0;
-        out.push((
-            format!("pack/{}", pk.name),
-            json(&Placed {
-                schema: sid(pk.schema),
-                item,
-            }),
+        out.push(placed(
+            "pack",
+            &pk.name,
+            sid(pk.schema),
+            Pack {
+                schema: 0,
+                ..pk.clone()
+            },
         ));
     }
     for pb in &p.playbooks {
-        let mut item = pb.clone();
-        item.schema = 0;
-        out.push((
-            format!("playbook/{}", pb.name),
-            json(&Placed {
-                schema: sid(pb.schema),
-                item,
-            }),
+        out.push(placed(
+            "playbook",
+            &pb.name,
+            sid(pb.schema),
+            Playbook {
+                schema: 0,
+                ..pb.clone()
+            },
         ));
     }
     for m in &p.migrations {
