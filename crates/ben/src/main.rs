@@ -10,6 +10,9 @@ mod up;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ben", version, about = "Runs Ben's components")]
 struct Cli {

@@ -430,6 +430,51 @@ pub fn from_json(schema: &Schema, input: &serde_json::Value) -> Result<Vec<Value
     Ok(rec)
 }
 
+/// A schema record from values in slot order (what [`crate::codec`]
+/// decodes): one value per field, each coerced to its field's type, so a
+/// record from another hop meets the same checks as one from JSON.
+pub fn from_values(schema: &Schema, values: Vec<Value>) -> Result<Vec<Value>, RecordError> {
+    if values.len() != schema.fields.len() {
+        return Err(RecordError {
+            field: "(record)".into(),
+            reason: format!(
+                "{} field values for {} v{}, which has {} fields",
+                values.len(),
+                schema.name,
+                schema.version,
+                schema.fields.len()
+            ),
+        });
+    }
+    values
+        .into_iter()
+        .zip(&schema.fields)
+        .map(|(v, f)| coerce(v, &f.ty).map_err(|e| record_err(&f.path, e)))
+        .collect()
+}
+
+/// A schema record from what a data-path message carries: the encoded
+/// field values ([`crate::codec`]) when there are any, otherwise the JSON
+/// body.
+pub fn decode_record(
+    schema: &Schema,
+    values: &[u8],
+    json: &[u8],
+) -> Result<Vec<Value>, RecordError> {
+    if !values.is_empty() {
+        let v = crate::codec::decode(values).map_err(|e| RecordError {
+            field: "(record)".into(),
+            reason: e.to_string(),
+        })?;
+        return from_values(schema, v);
+    }
+    let body: serde_json::Value = serde_json::from_slice(json).map_err(|e| RecordError {
+        field: "(record)".into(),
+        reason: format!("record body is not JSON: {e}"),
+    })?;
+    from_json(schema, &body)
+}
+
 pub fn json_kind(j: &serde_json::Value) -> &'static str {
     match j {
         serde_json::Value::Null => "null",

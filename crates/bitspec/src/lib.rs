@@ -39,6 +39,7 @@
 pub mod ast;
 pub mod canon;
 pub mod check;
+pub mod codec;
 pub mod compile;
 pub mod diag;
 pub mod interp;

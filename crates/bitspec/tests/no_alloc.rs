@@ -4,21 +4,35 @@
 
 use ben_bitspec::{compile, compile::CompiledPack, lock::BitTable, Source, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
+
+// Counts this thread's allocations only: the test harness's own threads
+// (output capture, timers) allocate whenever they like.
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: no count while the thread-local is being torn down.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
 
 struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        count();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        count();
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -67,14 +81,14 @@ fn compiled_pack_evaluation_does_not_allocate() {
     for r in &recs {
         compiled.eval(r, &mut scratch); // warm up: meta buffers reach their size
     }
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocs();
     let mut lucius = 0;
     for i in 0..10_000 {
         if compiled.eval(&recs[i % 3], &mut scratch) == ben_bitspec::ir::RouteTarget::Lucius {
             lucius += 1;
         }
     }
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocs();
     assert_eq!(lucius, 3333, "the route must really be evaluated");
     assert_eq!(after - before, 0, "allocations during 10,000 evaluations");
 }

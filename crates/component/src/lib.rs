@@ -427,32 +427,71 @@ impl Publish {
     }
 }
 
-/// The data-path loop every component shares: take records from
-/// `subject` (queue group `queue`), decode them, and hand each with one
-/// snapshot of the active intent to `handle`; publish what it returns.
-/// Undecodable records, records arriving before any intent is active and
-/// records `handle` refuses (its `Err` is the reason) go to the
-/// dead-letter subject. Runs until the bus closes.
+/// What a data-path handler sends on for the records of one input batch:
+/// records grouped into one [`pb::RecordBatch`] per subject (order kept),
+/// and other messages (signals) as they are.
+#[derive(Default)]
+pub struct Outbox {
+    batches: Vec<(&'static str, pb::RecordBatch)>,
+    messages: Vec<Publish>,
+}
+
+impl Outbox {
+    /// Sends `rec` on `subject` in this batch's message for that subject.
+    pub fn record(&mut self, subject: &'static str, rec: pb::Record) {
+        match self.batches.iter_mut().find(|(s, _)| *s == subject) {
+            Some((_, b)) => b.records.push(rec),
+            None => self
+                .batches
+                .push((subject, pb::RecordBatch { records: vec![rec] })),
+        }
+    }
+
+    /// Publishes `p` after this batch's records.
+    pub fn publish(&mut self, p: Publish) {
+        self.messages.push(p);
+    }
+
+    /// Publishes everything queued and empties the outbox.
+    pub async fn flush(&mut self, bus: &dyn ben_bus::Bus) {
+        for (subject, batch) in self.batches.drain(..) {
+            let _ = bus.publish(subject, batch.encode_to_vec()).await;
+        }
+        for p in self.messages.drain(..) {
+            let _ = bus.publish(&p.subject, p.payload).await;
+        }
+    }
+}
+
+/// The data-path loop every component shares: take record batches from
+/// `subject` (queue group `queue`), decode them, and hand each record with
+/// one snapshot of the active intent (the same for the whole batch) to
+/// `handle`, which puts what it sends on into the [`Outbox`]; after each
+/// batch the outbox is published, one message per subject. An undecodable
+/// message, a batch arriving before any intent is active and each record
+/// `handle` refuses (its `Err` is the reason) go to the dead-letter
+/// subject. Runs until the bus closes.
 pub async fn consume<C: Send + Sync + 'static>(
     deps: &Deps,
     subject: &str,
     queue: &str,
     active: &Active<C>,
     load: &Load,
-    mut handle: impl FnMut(&Arc<Loaded<C>>, pb::Record, &[u8]) -> Result<Vec<Publish>, String>,
+    mut handle: impl FnMut(&Arc<Loaded<C>>, pb::Record, &mut Outbox) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut sub = deps
         .bus
         .subscribe(subject, Some(queue))
         .await
         .map_err(|e| e.to_string())?;
+    let mut outbox = Outbox::default();
     while let Some(m) = sub.next().await {
         load.queue_depth
             .store(sub.rx.len() as u64, Ordering::Relaxed);
-        let rec = match pb::Record::decode(m.payload.as_slice()) {
-            Ok(r) => r,
+        let batch = match pb::RecordBatch::decode(m.payload.as_slice()) {
+            Ok(b) => b,
             Err(e) => {
-                deps.dead_letter(subject, format!("not a record: {e}"), m.payload.len())
+                deps.dead_letter(subject, format!("not a record batch: {e}"), m.payload.len())
                     .await;
                 continue;
             }
@@ -461,26 +500,27 @@ pub async fn consume<C: Send + Sync + 'static>(
             deps.dead_letter(
                 subject,
                 format!(
-                    "record {} arrived before any intent is active; nothing evaluates it",
-                    rec.id
+                    "a batch of {} records arrived before any intent is active; nothing evaluates it",
+                    batch.records.len()
                 ),
                 m.payload.len(),
             )
             .await;
             continue;
         };
-        let id = rec.id.clone();
-        match handle(&loaded, rec, &m.payload) {
-            Ok(out) => {
-                load.processed.fetch_add(1, Ordering::Relaxed);
-                for p in out {
-                    let _ = deps.bus.publish(&p.subject, p.payload).await;
-                }
+        let mut refused = Vec::new();
+        let mut ok = 0u64;
+        for rec in batch.records {
+            let id = rec.id.clone();
+            match handle(&loaded, rec, &mut outbox) {
+                Ok(()) => ok += 1,
+                Err(reason) => refused.push(format!("record {id}: {reason}")),
             }
-            Err(reason) => {
-                deps.dead_letter(subject, format!("record {id}: {reason}"), m.payload.len())
-                    .await
-            }
+        }
+        load.processed.fetch_add(ok, Ordering::Relaxed);
+        outbox.flush(deps.bus.as_ref()).await;
+        for reason in refused {
+            deps.dead_letter(subject, reason, 0).await;
         }
     }
     Ok(())

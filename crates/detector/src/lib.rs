@@ -114,17 +114,16 @@ pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), S
         "detectors",
         &active,
         &load,
-        |loaded, rec, _| {
+        |loaded, rec, outbox| {
             if watch.as_ref().is_none_or(|w| w.version != loaded.version) {
                 watch = Some(Watch::new(loaded.version.clone(), loaded.compiled.clone()));
             }
             let Some(w) = watch.as_mut() else {
-                return Ok(vec![]);
+                return Ok(());
             };
             stats
                 .flags
                 .fetch_add(rec.flags.len() as u64, Ordering::Relaxed);
-            let mut out = Vec::new();
             for s in w.observe(&rec)? {
                 seq += 1;
                 stats.signals.fetch_add(1, Ordering::Relaxed);
@@ -139,12 +138,12 @@ pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), S
                     app: rec.app.clone(),
                     intent_version: w.version.clone(),
                 };
-                out.push(Publish::new(
+                outbox.publish(Publish::new(
                     subjects::signal(&rec.app),
                     signer.seal_bytes(&sig),
                 ));
             }
-            Ok(out)
+            Ok(())
         },
     )
     .await

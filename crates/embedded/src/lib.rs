@@ -446,12 +446,13 @@ impl System {
             .map(|(_, l)| l.rate())
             .sum();
         format!(
-            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} | rejected {} | dead letters {} | healthy {} | restarts {} | intent {}",
+            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} (dropped {}) | rejected {} | dead letters {} | healthy {} | restarts {} | intent {}",
             self.stats.sidecar.accepted.load(Ordering::Relaxed),
             rate,
             self.stats.detector.flags.load(Ordering::Relaxed),
             self.stats.detector.signals.load(Ordering::Relaxed),
             self.stats.lucius.count(),
+            self.stats.lucius.dropped(),
             self.stats.sidecar.rejected.load(Ordering::Relaxed),
             self.stats.dead_letters.load(Ordering::Relaxed),
             self.health.lock().map(|h| h.alive(SystemClock.now_ns()).len()).unwrap_or(0),

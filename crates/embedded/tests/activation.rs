@@ -105,7 +105,11 @@ async fn deploy_under_traffic_failure_rollback_history() {
     let mut spine_records = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), spine_out.next()).await
     {
-        spine_records.push(pb::Record::decode(m.payload.as_slice()).unwrap());
+        spine_records.extend(
+            pb::RecordBatch::decode(m.payload.as_slice())
+                .unwrap()
+                .records,
+        );
     }
     let lucius = sys
         .stats

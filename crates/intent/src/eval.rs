@@ -38,6 +38,8 @@ pub struct Evaluator {
     packs: Vec<PackRun>,
     redactor: Redactor,
     scan_undeclared: bool,
+    /// Per schema index, the JSON layout of its records.
+    shapes: Vec<Shape>,
 }
 
 fn action(a: RedactAction) -> Action {
@@ -61,6 +63,95 @@ pub struct Evaluated {
     pub meta_values: Vec<(String, Value)>,
     pub route: RouteTarget,
     pub record: J,
+}
+
+/// One evaluated record with its redacted body already JSON text
+/// ([`Evaluator::evaluate_to_json`]).
+pub struct Rendered {
+    pub schema: usize,
+    pub flags: Vec<(u32, String)>,
+    pub bits: Vec<(String, Vec<u64>)>,
+    pub metas: Map<String, J>,
+    pub route: RouteTarget,
+    /// The redacted record as a JSON object.
+    pub body: Vec<u8>,
+}
+
+/// What evaluation produces before the record is assembled: one JSON
+/// value per schema field (redacted), plus undeclared fields by path.
+struct Parts {
+    flags: Vec<(u32, String)>,
+    bits: Vec<(String, Vec<u64>)>,
+    metas: Map<String, J>,
+    meta_values: Vec<(String, Value)>,
+    route: RouteTarget,
+    fields: Vec<J>,
+    extra: Map<String, J>,
+}
+
+/// A schema's JSON object layout: dotted field paths folded into nested
+/// objects, keys in first-declared order (what `set_path` over the fields
+/// in slot order builds), keys pre-escaped.
+#[derive(Debug, Default)]
+struct Shape {
+    entries: Vec<(Vec<u8>, Node)>,
+}
+
+#[derive(Debug)]
+enum Node {
+    Slot(usize),
+    Object(Shape),
+}
+
+impl Shape {
+    fn of(schema: &ben_bitspec::ir::Schema) -> Shape {
+        let mut root = Shape::default();
+        for (slot, f) in schema.fields.iter().enumerate() {
+            let mut cur = &mut root;
+            let mut segs = f.path.split('.').peekable();
+            while let Some(seg) = segs.next() {
+                let key = serde_json::to_vec(seg).unwrap_or_default();
+                let i = match cur.entries.iter().position(|(k, _)| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        cur.entries.push((key, Node::Object(Shape::default())));
+                        cur.entries.len() - 1
+                    }
+                };
+                if segs.peek().is_none() {
+                    cur.entries[i].1 = Node::Slot(slot);
+                    break;
+                }
+                if matches!(cur.entries[i].1, Node::Slot(_)) {
+                    cur.entries[i].1 = Node::Object(Shape::default());
+                }
+                let Node::Object(next) = &mut cur.entries[i].1 else {
+                    break;
+                };
+                cur = next;
+            }
+        }
+        root
+    }
+
+    fn write(&self, fields: &[J], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, node)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            out.push(b':');
+            match node {
+                Node::Slot(s) => {
+                    // Writing a `serde_json::Value` into a Vec cannot fail.
+                    let _ = serde_json::to_writer(&mut *out, fields.get(*s).unwrap_or(&J::Null));
+                }
+                Node::Object(inner) => inner.write(fields, out),
+            }
+        }
+        out.push(b'}');
+    }
 }
 
 fn hex_bits(words: &[u64]) -> String {
@@ -131,7 +222,9 @@ impl Evaluator {
                 }
             })
             .collect();
+        let shapes = program.schemas.iter().map(Shape::of).collect();
         Evaluator {
+            shapes,
             program,
             version,
             packs,
@@ -257,6 +350,18 @@ impl Evaluator {
         self.migrate_chain(schema, rec)
     }
 
+    /// A record of `schema` as a data-path message carries it (encoded
+    /// values, or JSON when there are none), migrated like [`Self::translate`].
+    pub fn translate_encoded(
+        &self,
+        schema: usize,
+        values: &[u8],
+        json: &[u8],
+    ) -> Result<(usize, Vec<Value>), RecordError> {
+        let rec = interp::decode_record(&self.program.schemas[schema], values, json)?;
+        self.migrate_chain(schema, rec)
+    }
+
     /// Evaluates packs and redacts. `undeclared`: the input object, whose
     /// fields the schema does not declare are scanned or dropped.
     pub fn evaluate(
@@ -265,6 +370,49 @@ impl Evaluator {
         rec: &[Value],
         undeclared: Option<&J>,
     ) -> Result<Evaluated, RecordError> {
+        let parts = self.evaluate_parts(schema, rec, undeclared)?;
+        let s = &self.program.schemas[schema];
+        let mut out = Map::new();
+        for (f, j) in s.fields.iter().zip(parts.fields) {
+            set_path(&mut out, &f.path, j);
+        }
+        for (k, v) in parts.extra {
+            set_path(&mut out, &k, v);
+        }
+        Ok(Evaluated {
+            schema,
+            flags: parts.flags,
+            bits: parts.bits,
+            metas: parts.metas,
+            meta_values: parts.meta_values,
+            route: parts.route,
+            record: J::Object(out),
+        })
+    }
+
+    /// [`Self::evaluate`] for the data path: the redacted record is written
+    /// straight to JSON text (same keys, order and values as
+    /// `Evaluated::record`) without building a map per record.
+    pub fn evaluate_to_json(&self, schema: usize, rec: &[Value]) -> Result<Rendered, RecordError> {
+        let parts = self.evaluate_parts(schema, rec, None)?;
+        let mut body = Vec::with_capacity(256);
+        self.shapes[schema].write(&parts.fields, &mut body);
+        Ok(Rendered {
+            schema,
+            flags: parts.flags,
+            bits: parts.bits,
+            metas: parts.metas,
+            route: parts.route,
+            body,
+        })
+    }
+
+    fn evaluate_parts(
+        &self,
+        schema: usize,
+        rec: &[Value],
+        undeclared: Option<&J>,
+    ) -> Result<Parts, RecordError> {
         let p = &self.program;
         let s = &p.schemas[schema];
         let mut flags = Vec::new();
@@ -316,7 +464,7 @@ impl Evaluator {
                 });
             }
         }
-        let mut out = Map::new();
+        let mut fields = Vec::with_capacity(s.fields.len());
         let mut total = 0usize;
         for (slot, f) in s.fields.iter().enumerate() {
             let v = &rec[slot];
@@ -346,14 +494,11 @@ impl Evaluator {
                     v.to_json()
                 }
             };
-            set_path(&mut out, &f.path, j);
+            fields.push(j);
         }
+        let mut extra = Map::new();
         if let Some(J::Object(input)) = undeclared {
-            let mut extra = Map::new();
             self.undeclared(input, "", s, &mut extra, &mut total)?;
-            for (k, v) in extra {
-                set_path(&mut out, &k, v);
-            }
         }
         let limit = self.redactor.limits().max_record_bytes;
         if total > limit {
@@ -362,14 +507,14 @@ impl Evaluator {
                 reason: format!("record is {total} bytes of text, over max_record_bytes = {limit}; raise [blot] max_record_bytes or split the record"),
             });
         }
-        Ok(Evaluated {
-            schema,
+        Ok(Parts {
             flags,
             bits,
             metas,
             meta_values,
             route,
-            record: J::Object(out),
+            fields,
+            extra,
         })
     }
 
@@ -592,7 +737,57 @@ pub fn record_to_json(schema: &ben_bitspec::ir::Schema, values: &[Value]) -> J {
 
 #[cfg(test)]
 mod tests {
-    use super::hex_bits;
+    use super::*;
+    use ben_bitspec::{compile, lock::BitTable, Source};
+
+    #[test]
+    fn json_text_matches_the_assembled_record() {
+        let src = r#"
+schema s v1 {
+  a: int
+  user.email: string pii(email)
+  b: string?
+  user.name: string
+  extra.deep.x: float?
+  note: string pii(text)
+}
+pack p on s v1 {
+  flag big = a > 10
+  meta m = if big then "B" else "S"
+  redact user.email hmac
+  redact note scan
+}
+"#;
+        let c = compile(
+            &[Source::new("t.bspec", src)],
+            &BitTable::default(),
+            Default::default(),
+        )
+        .expect("compiles");
+        let key = BlotKey::from_material(&[7u8; 32]).expect("key");
+        let ev = Evaluator::from_program(
+            Arc::new(c.program),
+            &crate::manifest::BlotSection::default(),
+            "v".into(),
+            Some(key),
+        );
+        let s = ev.program().schema("s", Some(1)).expect("schema");
+        for rec in [
+            serde_json::json!({"a": 12, "user": {"email": "a@b.example", "name": "Al \"q\" \u{e9}\n\t"}, "note": "mail x@y.example now", "extra": {"deep": {"x": 1.5}}}),
+            serde_json::json!({"a": 1, "b": "z", "user": {"email": "c@d.example", "name": ""}, "note": ""}),
+        ] {
+            let values =
+                ben_bitspec::interp::from_json(&ev.program().schemas[s], &rec).expect("record");
+            let tree = ev.evaluate(s, &values, None).expect("evaluates");
+            let text = ev.evaluate_to_json(s, &values).expect("evaluates");
+            assert_eq!(
+                String::from_utf8(text.body).unwrap(),
+                serde_json::to_string(&tree.record).unwrap()
+            );
+            assert_eq!(text.flags, tree.flags);
+            assert_eq!(text.metas, tree.metas);
+        }
+    }
 
     #[test]
     fn bits_render_as_minimal_hex() {

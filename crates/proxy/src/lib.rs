@@ -10,7 +10,7 @@
 use ben_bitspec::compile::CompiledPack;
 use ben_bitspec::interp;
 use ben_bitspec::ir::{Def, Pack, Program, RouteTarget, TExpr, TKind};
-use ben_component::{subjects, Deps, IntentAgent, Load, Publish, Role};
+use ben_component::{subjects, Deps, IntentAgent, Load, Role};
 use ben_wire::pb;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -88,10 +88,8 @@ impl Routes {
         if !self.packs.iter().any(|(s, _, _)| *s == schema) {
             return Ok(target);
         }
-        let body: serde_json::Value = serde_json::from_slice(&rec.body)
-            .map_err(|e| format!("record body is not JSON: {e}"))?;
-        let values =
-            interp::from_json(&self.program.schemas[schema], &body).map_err(|e| e.to_string())?;
+        let values = interp::decode_record(&self.program.schemas[schema], &rec.values, &rec.body)
+            .map_err(|e| e.to_string())?;
         for (_, c, scratch) in self.packs.iter().filter(|(s, _, _)| *s == schema) {
             // One proxy task per routing table: the lock is uncontended and
             // the scratch buffers are reused instead of allocated per record.
@@ -129,12 +127,13 @@ pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
         "proxies",
         &active,
         &load,
-        |loaded, rec, raw| {
+        |loaded, rec, out| {
             let subject = match loaded.compiled.route(&rec)? {
                 RouteTarget::Lucius => subjects::LUCIUS,
                 RouteTarget::Spine => subjects::SPINE,
             };
-            Ok(vec![Publish::new(subject, raw.to_vec())])
+            out.record(subject, rec);
+            Ok(())
         },
     )
     .await

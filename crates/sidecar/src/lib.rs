@@ -350,6 +350,10 @@ async fn forward(
             .clone();
         l.compiled.program.contract(&c).map(|i| (l.clone(), i))
     });
+    let bee_subject = bee.claims.subject();
+    let mut out = pb::RecordBatch {
+        records: Vec::with_capacity(batch.records.len()),
+    };
     for (i, raw) in batch.records.iter().enumerate() {
         let res: Result<pb::Record, String> = (|| {
             if raw.len() > cfg.max_record_bytes {
@@ -371,11 +375,10 @@ async fn forward(
                 schema: schema.name.clone(),
                 schema_version: schema.version,
                 intent_version: l.version.clone(),
-                bee_subject: bee.claims.subject(),
+                bee_subject: bee_subject.clone(),
                 app: app.to_string(),
                 received_ns: now,
-                body: serde_json::to_vec(&ben_intent::eval::record_to_json(schema, &values))
-                    .unwrap_or_default(),
+                values: ben_bitspec::codec::to_bytes(&values),
                 ..Default::default()
             })
         })();
@@ -384,7 +387,7 @@ async fn forward(
                 acc.accepted += 1;
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
                 load.processed.fetch_add(1, Ordering::Relaxed);
-                let _ = deps.bus.publish(subjects::PROXY, rec.encode_to_vec()).await;
+                out.records.push(rec);
             }
             Err(reason) => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -400,6 +403,9 @@ async fn forward(
                 });
             }
         }
+    }
+    if !out.records.is_empty() {
+        let _ = deps.bus.publish(subjects::PROXY, out.encode_to_vec()).await;
     }
     acc
 }

@@ -14,10 +14,9 @@
 //! forward, never with its raw values.
 
 use ben_bitspec::canon::program_from_artifacts;
-use ben_component::{subjects, Deps, IntentAgent, Load, Publish, Role};
-use ben_intent::{Evaluator, InputKind, Settings};
+use ben_component::{subjects, Deps, IntentAgent, Load, Role};
+use ben_intent::{Evaluator, Settings};
 use ben_wire::pb;
-use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -68,7 +67,7 @@ fn bits_bytes(bits: &[(String, Vec<u64>)]) -> Vec<u8> {
 }
 
 /// Processes one record; `Err` is the dead-letter reason.
-pub fn process(ev: &Evaluator, rec: &pb::Record) -> Result<pb::Record, String> {
+pub fn process(ev: &Evaluator, rec: pb::Record) -> Result<pb::Record, String> {
     let schema = ev
         .program()
         .schema(&rec.schema, Some(rec.schema_version))
@@ -80,27 +79,27 @@ pub fn process(ev: &Evaluator, rec: &pb::Record) -> Result<pb::Record, String> {
                 ev.version()
             )
         })?;
-    let body: serde_json::Value =
-        serde_json::from_slice(&rec.body).map_err(|e| format!("record body is not JSON: {e}"))?;
     let (schema, values) = ev
-        .translate(InputKind::Schema(schema), &body)
+        .translate_encoded(schema, &rec.values, &rec.body)
         .map_err(|e| e.to_string())?;
     let out = ev
-        .evaluate(schema, &values, None)
+        .evaluate_to_json(schema, &values)
         .map_err(|e| e.to_string())?;
     let s = &ev.program().schemas[schema];
     Ok(pb::Record {
-        id: rec.id.clone(),
+        id: rec.id,
         schema: s.name.clone(),
         schema_version: s.version,
         intent_version: ev.version().to_string(),
-        bee_subject: rec.bee_subject.clone(),
-        app: rec.app.clone(),
+        bee_subject: rec.bee_subject,
+        app: rec.app,
         received_ns: rec.received_ns,
-        body: serde_json::to_vec(&out.record).unwrap_or_default(),
-        flags: out.flags.iter().map(|(_, n)| n.clone()).collect(),
+        body: out.body,
+        flags: out.flags.into_iter().map(|(_, n)| n).collect(),
         bits: bits_bytes(&out.bits),
         meta: serde_json::to_vec(&out.metas).unwrap_or_default(),
+        // The raw values never leave a spine: only the redacted body does.
+        values: Vec::new(),
     })
 }
 
@@ -117,9 +116,9 @@ pub async fn run(cfg: Config, deps: Deps, load: Arc<Load>) -> Result<(), String>
         "spines",
         &active,
         &load,
-        |loaded, rec, _| {
-            let out = process(&loaded.compiled, &rec)?;
-            Ok(vec![Publish::new(subjects::DETECTOR, out.encode_to_vec())])
+        |loaded, rec, out| {
+            out.record(subjects::DETECTOR, process(&loaded.compiled, rec)?);
+            Ok(())
         },
     )
     .await
