@@ -1,5 +1,7 @@
-//! The ledger service end to end in process: real bus, store, SQLite and
-//! simulated components speaking the signed protocol.
+//! The ledger service end to end in process: real bus, store, simulated
+//! components speaking the signed protocol, and the ledger's database on
+//! SQLite and on PostgreSQL (every test runs on both: `<test>::sqlite`,
+//! `<test>::postgres`).
 
 mod common;
 
@@ -13,9 +15,9 @@ use prost::Message as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back() {
-    let env = Env::new("happy", Arc::new(SystemClock));
+on_both!(happy_path_finalizes_and_survives_a_restart_then_rolls_back);
+async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back(b: Backend) {
+    let env = Env::on("happy", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let mut sims = Vec::new();
@@ -100,9 +102,9 @@ async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_failed_prepare_aborts_and_nobody_switches() {
-    let env = Env::new("fail", Arc::new(SystemClock));
+on_both!(one_failed_prepare_aborts_and_nobody_switches);
+async fn one_failed_prepare_aborts_and_nobody_switches(b: Backend) {
+    let env = Env::on("fail", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let good = env.sim("spine-1", "spine", Behaviour::Healthy).await;
@@ -145,9 +147,9 @@ async fn one_failed_prepare_aborts_and_nobody_switches() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_hashes_abort() {
-    let env = Env::new("hash", Arc::new(SystemClock));
+on_both!(wrong_hashes_abort);
+async fn wrong_hashes_abort(b: Backend) {
+    let env = Env::on("hash", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let _a = env.sim("proxy-1", "proxy", Behaviour::WrongHash).await;
@@ -164,10 +166,10 @@ async fn wrong_hashes_abort() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepare_timeout_and_staleness_follow_the_injected_clock() {
+on_both!(prepare_timeout_and_staleness_follow_the_injected_clock);
+async fn prepare_timeout_and_staleness_follow_the_injected_clock(b: Backend) {
     let clock = ManualClock::new(1_000_000_000);
-    let env = Env::new("clock", Arc::new(clock.clone()));
+    let env = Env::on("clock", Arc::new(clock.clone()), b);
     let cfg = Config {
         stale_after_ms: 3_000,
         prepare_timeout_ms: 30_000,
@@ -224,9 +226,9 @@ async fn prepare_timeout_and_staleness_follow_the_injected_clock() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_messages_go_to_the_dlq_with_their_reason() {
-    let env = Env::new("dlq", Arc::new(SystemClock));
+on_both!(invalid_messages_go_to_the_dlq_with_their_reason);
+async fn invalid_messages_go_to_the_dlq_with_their_reason(b: Backend) {
+    let env = Env::on("dlq", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let mut dlq = env.bus.subscribe(subjects::DLQ, None).await.unwrap();
@@ -298,9 +300,9 @@ async fn invalid_messages_go_to_the_dlq_with_their_reason() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_components_finalize() {
-    let env = Env::new("hundred", Arc::new(SystemClock));
+on_both!(a_hundred_components_finalize);
+async fn a_hundred_components_finalize(b: Backend) {
+    let env = Env::on("hundred", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let mut sims = Vec::new();
