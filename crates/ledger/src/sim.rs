@@ -471,7 +471,13 @@ fn cancel_aborts_in_either_phase_and_needs_a_deploy() {
     let mut l = registered_ledger();
     let cancel = |r: &str| Input::Cancel { reason: r.into() };
     assert_eq!(l.step(cancel("x"), 2), Err(LedgerError::NoDeploy));
-    l.step(Input::Deploy { version: "v1".into() }, 2).unwrap();
+    l.step(
+        Input::Deploy {
+            version: "v1".into(),
+        },
+        2,
+    )
+    .unwrap();
     let out = l.step(cancel("db down"), 3).unwrap();
     assert_eq!(
         out,
@@ -482,12 +488,20 @@ fn cancel_aborts_in_either_phase_and_needs_a_deploy() {
     );
     assert!(l.deploy().is_none());
     // Activating: the shell withheld activate; cancel still aborts.
-    l.step(Input::Deploy { version: "v1".into() }, 4).unwrap();
+    l.step(
+        Input::Deploy {
+            version: "v1".into(),
+        },
+        4,
+    )
+    .unwrap();
     l.step(prepared("s1", "spine", "v1"), 5).unwrap();
     let out = l.step(prepared("c1", "sidecar", "v1"), 5).unwrap();
     assert!(matches!(out[0], Output::Activate { .. }));
     let out = l.step(cancel("could not record activate"), 6).unwrap();
-    assert!(matches!(&out[0], Output::Abort { reason, .. } if reason == "could not record activate"));
+    assert!(
+        matches!(&out[0], Output::Abort { reason, .. } if reason == "could not record activate")
+    );
     assert_eq!(l.active(), None);
     assert_eq!(
         l.history().last().map(|e| e.what.as_str()),
@@ -510,7 +524,12 @@ fn resumed_activation_finalizes_or_is_interrupted() {
             required: vec!["c1".into(), "s1".into()]
         }]
     );
-    assert_eq!(l.step(resume(), 10), Err(LedgerError::Busy { running: "v1".into() }));
+    assert_eq!(
+        l.step(resume(), 10),
+        Err(LedgerError::Busy {
+            running: "v1".into()
+        })
+    );
     // A late prepare ack changes nothing; active acks finalize.
     assert_eq!(l.step(prepared("s1", "spine", "v1"), 11), Ok(vec![]));
     for c in ["s1", "c1"] {
