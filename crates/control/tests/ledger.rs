@@ -9,7 +9,7 @@ use ben_bus::Bus;
 use ben_control::ledger::DeployPhase;
 use ben_control::testkit::Behaviour;
 use ben_control::{subjects, Config, ManualClock, SystemClock};
-use ben_wire::{pb, Signer};
+use ben_wire::{pb, Keyring, Signer};
 use common::*;
 use prost::Message as _;
 use std::sync::Arc;
@@ -333,5 +333,252 @@ async fn a_hundred_components_finalize(b: Backend) {
         "release"
     };
     eprintln!("deploy → finalized, 100 components in process ({build} build): {took:?}");
+    h.shutdown().await;
+}
+
+/// Signs `ack` as the simulated components do (the test plays a component
+/// by hand).
+async fn send_ack(env: &Env, ack: pb::Ack) {
+    env.bus
+        .publish(subjects::ACK, env.component_signer.seal_bytes(&ack))
+        .await
+        .unwrap();
+}
+
+/// The next message on `sub` that opens as `T` under the ledger's key.
+async fn next_signed<T: ben_wire::Kind>(env: &Env, sub: &mut ben_bus::Subscription) -> T {
+    let mut keys = Keyring::new();
+    keys.trust(env.ledger_signer.public());
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message within 10 s")
+        .unwrap();
+    ben_wire::open_bytes::<T>(&m.payload, &keys)
+        .unwrap()
+        .into_inner()
+}
+
+/// `lucius-1`'s PREPARED ack for `announce`, with the hashes its role holds.
+fn prepared_ack(env: &Env, announce: &pb::Announce) -> pb::Ack {
+    let hashes =
+        ben_control::testkit::fetch_role_artifacts(announce, "lucius", env.store.as_ref()).unwrap();
+    pb::Ack {
+        component: "lucius-1".into(),
+        version: announce.version.clone(),
+        phase: pb::ack::Phase::Prepared as i32,
+        hashes: hashes.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+on_both!(restart_while_preparing_aborts_and_tells_components);
+async fn restart_while_preparing_aborts_and_tells_components(b: Backend) {
+    let env = Env::on("restart-prep", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let spine = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    // Plays lucius-1 by hand: heartbeats, never prepares on its own.
+    let _lucius = env.sim("lucius-1", "lucius", Behaviour::Silent).await;
+    let mut aborts = env.bus.subscribe(subjects::ABORT, None).await.unwrap();
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    wait_status(&c, "spine-1 prepared", |s| {
+        s.deploy.as_ref().is_some_and(|d| {
+            d.components
+                .iter()
+                .any(|x| x.id == "spine-1" && x.state == "prepared")
+        })
+    })
+    .await;
+    h.shutdown().await;
+
+    // The database holds a deploy still preparing; a restart resolves it.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let reason = "ledger restarted during deploy; nothing activated";
+    let ab: pb::Abort = next_signed(&env, &mut aborts).await;
+    assert_eq!(
+        (ab.version.as_str(), ab.reason.as_str()),
+        (v.as_str(), reason)
+    );
+    let st = c.status(None).await.unwrap();
+    let rec = st.deploy.clone().unwrap();
+    assert_eq!(
+        (rec.id, rec.phase, rec.reason.as_deref()),
+        (d.id, DeployPhase::Aborted, Some(reason)),
+        "{st:#?}"
+    );
+    assert!(rec.ended_ns.is_some());
+    assert_eq!(st.active, None);
+    assert_eq!(
+        c.history().await.unwrap().last().map(|e| e.what.clone()),
+        Some(format!("aborted: {reason}"))
+    );
+    // Nothing activated: the prepared component never switched.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(spine.running(), None);
+    let history = c.history().await.unwrap();
+    h.shutdown().await;
+
+    // The resolution is on record: another restart changes nothing, and a
+    // new deploy is not refused as busy.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    assert_eq!(c.history().await.unwrap(), history);
+    let st = c.status(Some(v.clone())).await.unwrap();
+    let rec = st.deploy.unwrap();
+    assert_eq!((rec.id, rec.phase), (d.id, DeployPhase::Aborted));
+    assert_eq!(rec.reason.as_deref(), Some(reason));
+    wait_registered(&c, 2).await;
+    let d2 = c.deploy(v.clone()).await.unwrap();
+    assert!(d2.id > d.id);
+    h.shutdown().await;
+}
+
+on_both!(restart_after_activate_sends_it_again_and_finalizes);
+async fn restart_after_activate_sends_it_again_and_finalizes(b: Backend) {
+    let env = Env::on("restart-act", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let spine = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    let _lucius = env.sim("lucius-1", "lucius", Behaviour::Silent).await;
+    let mut announces = env.bus.subscribe(subjects::ANNOUNCE, None).await.unwrap();
+    let mut activates = env.bus.subscribe(subjects::ACTIVATE, None).await.unwrap();
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    let announce: pb::Announce = next_signed(&env, &mut announces).await;
+    send_ack(&env, prepared_ack(&env, &announce)).await;
+    let act: pb::Activate = next_signed(&env, &mut activates).await;
+    assert_eq!(act.required, ["lucius-1", "spine-1"]);
+    // spine-1 switches and acks; lucius-1 (by hand) does not yet.
+    wait_status(&c, "spine-1 active", |s| {
+        s.deploy.as_ref().is_some_and(|d| {
+            d.phase == DeployPhase::Activating
+                && d.components
+                    .iter()
+                    .any(|x| x.id == "spine-1" && x.state == "active")
+        })
+    })
+    .await;
+    assert_eq!(spine.running().as_deref(), Some(v.as_str()));
+    h.shutdown().await;
+
+    // Activate had gone out: the restart sends it again, not an abort.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let again: pb::Activate = next_signed(&env, &mut activates).await;
+    assert_eq!(
+        (again.version.as_str(), again.required.len()),
+        (v.as_str(), 2)
+    );
+    let st = c.status(None).await.unwrap();
+    let rec = st.deploy.clone().unwrap();
+    assert_eq!(rec.id, d.id, "the same deploy continues");
+    assert!(!rec.phase.is_over(), "{st:#?}");
+    assert!(
+        rec.reason
+            .as_deref()
+            .unwrap()
+            .contains("activate sent again"),
+        "{rec:#?}"
+    );
+    assert_eq!(st.active, None, "not final until every component confirms");
+    send_ack(
+        &env,
+        pb::Ack {
+            component: "lucius-1".into(),
+            version: v.clone(),
+            phase: pb::ack::Phase::Active as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    let rec = wait_deploy(&c, d.id).await;
+    assert_eq!(rec.phase, DeployPhase::Finalized, "{rec:#?}");
+    assert!(rec.components.iter().all(|x| x.state == "active"));
+    let what: Vec<String> = c
+        .history()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.what)
+        .collect();
+    assert!(
+        what.contains(
+            &"resumed after a ledger restart: activate sent again to lucius-1, spine-1".to_string()
+        ),
+        "{what:#?}"
+    );
+    assert_eq!(what.last().map(String::as_str), Some("finalized"));
+    h.shutdown().await;
+
+    // Finalized on record.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let st = c.status(None).await.unwrap();
+    assert_eq!(st.active.as_deref(), Some(v.as_str()));
+    assert_eq!(
+        st.deploy.map(|d| (d.id, d.phase)),
+        Some((d.id, DeployPhase::Finalized))
+    );
+    h.shutdown().await;
+}
+
+on_both!(resumed_activate_never_confirmed_ends_interrupted);
+async fn resumed_activate_never_confirmed_ends_interrupted(b: Backend) {
+    let env = Env::on("restart-int", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let _spine = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    let _lucius = env.sim("lucius-1", "lucius", Behaviour::Silent).await;
+    let mut announces = env.bus.subscribe(subjects::ANNOUNCE, None).await.unwrap();
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    let announce: pb::Announce = next_signed(&env, &mut announces).await;
+    send_ack(&env, prepared_ack(&env, &announce)).await;
+    wait_status(&c, "activating", |s| {
+        s.deploy
+            .as_ref()
+            .is_some_and(|d| d.phase == DeployPhase::Activating)
+    })
+    .await;
+    h.shutdown().await;
+
+    // lucius-1 lost what it prepared (say it restarted too): it never
+    // confirms, and the resumed deploy ends after the prepare timeout.
+    let cfg = Config {
+        prepare_timeout_ms: 1_500,
+        ..env.config()
+    };
+    let h = env.start(cfg.clone()).await;
+    let c = h.client();
+    let rec = wait_deploy(&c, d.id).await;
+    assert_eq!(rec.phase, DeployPhase::Interrupted, "{rec:#?}");
+    let reason = rec.reason.clone().unwrap();
+    assert!(reason.contains("lucius-1 did not confirm"), "{reason}");
+    assert!(!reason.contains("spine-1"), "spine-1 confirmed: {reason}");
+    let st = c.status(None).await.unwrap();
+    assert_eq!(st.active, None);
+    let last = c.history().await.unwrap().pop().unwrap();
+    assert_eq!(last.what, format!("interrupted: {reason}"));
+    h.shutdown().await;
+    let h = env.start(cfg).await;
+    let st = h.client().status(None).await.unwrap();
+    assert_eq!(
+        st.deploy.map(|d| (d.id, d.phase)),
+        Some((d.id, DeployPhase::Interrupted))
+    );
     h.shutdown().await;
 }
