@@ -518,6 +518,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn database_urls_choose_the_backend_or_are_refused() {
+        let def = PathBuf::from("/data/ledger.db");
+        let d = |u: Option<&str>| Database::from_url(u, def.clone());
+        assert_eq!(d(None), Ok(Database::Sqlite(def.clone())));
+        assert_eq!(d(Some(" ")), Ok(Database::Sqlite(def.clone())));
+        assert_eq!(
+            d(Some("sqlite:/x/l.db?mode=rwc")),
+            Ok(Database::Sqlite("/x/l.db".into()))
+        );
+        let pg = d(Some("postgresql://ben:pw@db:5432/ben")).unwrap();
+        assert!(pg.is_postgres());
+        assert_eq!(pg.describe(), "postgresql://ben:***@db:5432/ben");
+        assert_eq!(redact("postgres://ben@db/ben"), "postgres://ben@db/ben");
+        let e = d(Some("mysql://ben:pw@db/ben")).unwrap_err();
+        assert!(e.contains("unsupported scheme") && !e.contains("pw"), "{e}");
+        assert!(d(Some("sqlite:")).is_err());
+        assert_eq!(
+            encode_path(std::path::Path::new("/a b/%?#")),
+            "/a%20b/%25%3F%23"
+        );
+    }
+
+    #[test]
     fn statements_split_and_drop_comments() {
         let s = statements(
             "-- a; comment\nCREATE TABLE a (x TEXT);\n\n-- b\nCREATE INDEX i ON a (x);\n",

@@ -1,5 +1,6 @@
 //! The HTTP API over a real TCP socket (127.0.0.1, ephemeral port): stage,
-//! deploy, status, history, rollback, and the error cases.
+//! deploy, status, history, rollback (on SQLite and on PostgreSQL), and the
+//! error cases.
 
 mod common;
 
@@ -175,9 +176,9 @@ async fn upload_and_stage_refuse_bad_input() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stage_deploy_status_history_rollback() {
-    let env = Env::new("api-flow", Arc::new(SystemClock));
+on_both!(stage_deploy_status_history_rollback);
+async fn stage_deploy_status_history_rollback(b: Backend) {
+    let env = Env::on("api-flow", Arc::new(SystemClock), b);
     let cfg = Config {
         prepare_timeout_ms: 1_000,
         ..env.config()

@@ -582,3 +582,33 @@ async fn resumed_activate_never_confirmed_ends_interrupted(b: Backend) {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_or_malformed_database_is_refused_at_start_with_the_reason() {
+    let env = Env::new("bad-db", Arc::new(SystemClock));
+    let start = |url: &str| {
+        let cfg = Config {
+            database_url: Some(url.into()),
+            db_timeout_ms: 500,
+            ..env.config()
+        };
+        let deps = env.deps();
+        let url = url.to_string();
+        async move {
+            match ben_control::start(cfg, deps).await {
+                Ok(_) => panic!("started on {url}"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    // Port 1: nothing listens there.
+    let e = start("postgres://ben:secret@127.0.0.1:1/ledger").await;
+    assert!(
+        e.contains("postgres://ben:***@127.0.0.1:1/ledger") && !e.contains("secret"),
+        "{e}"
+    );
+    let e = start("mysql://ben@127.0.0.1/ledger").await;
+    assert!(e.contains("unsupported scheme"), "{e}");
+    let e = start("postgres://[bad").await;
+    assert!(e.contains("not a valid URL"), "{e}");
+}
