@@ -590,7 +590,8 @@ impl Actor {
         let target = self
             .db
             .finalized()
-            .await?
+            .await
+            .map_err(|e| self.unavailable(e))?
             .into_iter()
             .find(|v| Some(v) != active.as_ref() && self.ledger.staged(v).is_some());
         match target {
@@ -611,7 +612,11 @@ impl Actor {
                     .ok_or_else(|| ControlError::UnknownVersion(v.clone()))?;
                 let deploy = match &self.deploy {
                     Some(d) if d.version == v => Some(d.clone()),
-                    _ => self.db.last_deploy_of(&v).await?,
+                    _ => self
+                        .db
+                        .last_deploy_of(&v)
+                        .await
+                        .map_err(|e| self.unavailable(e))?,
                 };
                 (Some(view), deploy)
             }
@@ -670,6 +675,17 @@ impl Actor {
             digest: meta.map(|m| m.digest.clone()).unwrap_or_default(),
             artifacts: staged.map(|s| s.artifacts.clone()).unwrap_or_default(),
             roles: staged.map(|s| s.roles.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// A failed read, with the database named.
+    fn unavailable(&self, e: ControlError) -> ControlError {
+        match e {
+            ControlError::Db(e) => ControlError::Unavailable {
+                what: self.db.what().to_string(),
+                reason: e.to_string(),
+            },
+            e => e,
         }
     }
 

@@ -277,6 +277,9 @@ pub enum ControlError {
     BadDatabaseUrl(String),
     #[error("ledger database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A read the request needs failed (the server is unreachable…).
+    #[error("ledger database {what} is unavailable: {reason}; check it and retry (`benctl status` without a version answers from memory)")]
+    Unavailable { what: String, reason: String },
     /// A step could not be written to the database, so its messages were
     /// not sent.
     #[error("ledger database {what} failed while recording {step}: {reason}; {consequence}. Check the database (`benctl status` shows the error), then retry")]

@@ -123,6 +123,11 @@ async fn postgres_down_fails_the_deploy_visibly_and_nothing_activates() {
     assert!(st["counters"]["db_errors"].as_u64().unwrap() >= 1);
     assert!(st["active"].is_null());
     let first_id = st["deploy"]["id"].as_i64().unwrap();
+    // A request that must read the database names it too.
+    let (code, body) = http.req("POST", "/api/v1/rollback", None).await;
+    assert_eq!(code, 503, "{body:#}");
+    let err = body["error"].as_str().unwrap();
+    assert!(err.contains(&port) && err.contains("unavailable"), "{err}");
 
     // Back up: the backlog (the cancelled deploy's audit lines) is written.
     blocking({

@@ -124,17 +124,18 @@ fn pg_bin(name: &str) -> PathBuf {
         })
 }
 
-/// initdb refuses to run as root: then the server runs as `postgres`.
-fn as_server_user(bin: &Path) -> Command {
-    // SAFETY-free check of the effective uid through `id -u`.
-    let uid = Command::new("id")
+/// The test runs as root (`id -u` says 0).
+fn is_root() -> bool {
+    Command::new("id")
         .arg("-u")
         .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    if uid == "0" {
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// initdb refuses to run as root: then the server runs as `postgres`.
+fn as_server_user(bin: &Path) -> Command {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin);
         c
@@ -166,12 +167,7 @@ impl PrivatePg {
     pub fn start() -> PrivatePg {
         let dir = std::env::temp_dir().join(unique_name());
         std::fs::create_dir_all(&dir).unwrap();
-        let owner = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        if owner {
+        if is_root() {
             run(
                 {
                     let mut c = Command::new("chown");
