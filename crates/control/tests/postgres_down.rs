@@ -215,6 +215,12 @@ async fn postgres_down_fails_the_deploy_visibly_and_nothing_activates() {
     assert!(what
         .iter()
         .any(|w| w.contains("could not record the start of the deploy")));
+    let n = what.len();
+    assert_eq!(
+        what[n - 2],
+        "activate withdrawn before it went out",
+        "{what:#?}"
+    );
     h.shutdown().await;
     let h = env.start(cfg).await;
     let c = h.client();

@@ -431,8 +431,13 @@ impl Ledger {
                 Ok(vec![])
             }
             Input::Cancel { reason } => {
-                if self.deploy.is_none() {
+                let Some(d) = &self.deploy else {
                     return Err(LedgerError::NoDeploy);
+                };
+                if d.phase == Phase::Activating {
+                    // The audit log said "activate sent"; it was not.
+                    let v = d.version.clone();
+                    self.log(now, &v, "activate withdrawn before it went out");
                 }
                 Ok(self.abort(now, reason))
             }

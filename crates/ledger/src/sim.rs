@@ -503,9 +503,14 @@ fn cancel_aborts_in_either_phase_and_needs_a_deploy() {
         matches!(&out[0], Output::Abort { reason, .. } if reason == "could not record activate")
     );
     assert_eq!(l.active(), None);
+    let what: Vec<&str> = l.history().iter().map(|e| e.what.as_str()).collect();
     assert_eq!(
-        l.history().last().map(|e| e.what.as_str()),
-        Some("aborted: could not record activate")
+        what[what.len() - 3..],
+        [
+            "all prepared; activate sent",
+            "activate withdrawn before it went out",
+            "aborted: could not record activate"
+        ]
     );
 }
 
