@@ -133,6 +133,14 @@ impl Database {
     }
 }
 
+/// A unique-key clash or a serialization failure: another process did the
+/// same thing at the same time.
+fn is_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07"))
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -202,16 +210,34 @@ impl Db {
                 reason,
             })?;
         let db = Db { pool, what };
-        db.migrate().await.map_err(|e| ControlError::Open {
-            what: db.what.clone(),
-            reason: format!("applying migrations: {e}"),
-        })?;
+        db.migrate_retrying()
+            .await
+            .map_err(|e| ControlError::Open {
+                what: db.what.clone(),
+                reason: format!("applying migrations: {e}"),
+            })?;
         Ok(db)
     }
 
     /// The path or the URL without its password.
     pub fn what(&self) -> &str {
         &self.what
+    }
+
+    /// Two processes opening a fresh server database at once race on the
+    /// same DDL; the loser sees a conflict, re-reads what is applied and
+    /// goes on.
+    async fn migrate_retrying(&self) -> Result<(), ControlError> {
+        let mut attempt = 0;
+        loop {
+            match self.migrate().await {
+                Err(ControlError::Db(e)) if attempt < 3 && is_conflict(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn migrate(&self) -> Result<(), ControlError> {

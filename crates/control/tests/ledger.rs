@@ -50,6 +50,10 @@ async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back(b: Backend)
     eprintln!("deploy → finalized, {} components: {took:?}", ROLES.len());
     let st = c.status(None).await.unwrap();
     assert_eq!(st.active.as_deref(), Some(v1.as_str()));
+    match &env.database_url {
+        Some(url) => assert_eq!(&st.database, url),
+        None => assert!(st.database.ends_with("ledger.db"), "{}", st.database),
+    }
     // Redeploying the active version is refused.
     assert!(c.deploy(v1.clone()).await.is_err());
 
@@ -611,4 +615,24 @@ async fn an_unreachable_or_malformed_database_is_refused_at_start_with_the_reaso
     assert!(e.contains("unsupported scheme"), "{e}");
     let e = start("postgres://[bad").await;
     assert!(e.contains("not a valid URL"), "{e}");
+}
+
+/// Ledger processes starting together on one fresh PostgreSQL database
+/// (a restart overlapping the old process, a second replica) both come up:
+/// the migration race is retried, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_opening_one_fresh_postgres_database_at_once_all_start() {
+    let env = Env::on("race", Arc::new(SystemClock), Backend::postgres().await);
+    let starts: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(ben_control::start(env.config(), env.deps())))
+        .collect();
+    let mut handles = Vec::new();
+    for s in starts {
+        handles.push(s.await.unwrap().unwrap());
+    }
+    for h in handles {
+        let st = h.client().status(None).await.unwrap();
+        assert!(st.database.starts_with("postgres://"), "{}", st.database);
+        h.shutdown().await;
+    }
 }

@@ -121,8 +121,21 @@ async fn postgres_down_fails_the_deploy_visibly_and_nothing_activates() {
         "{st:#}"
     );
     assert!(st["counters"]["db_errors"].as_u64().unwrap() >= 1);
+    assert_eq!(st["database"], pg.url(), "status names the database");
     assert!(st["active"].is_null());
     let first_id = st["deploy"]["id"].as_i64().unwrap();
+    // Staging needs the database too: refused, not half-done.
+    let (v2, arts2) = bundle(Some("down"));
+    let e = c
+        .stage(stage_request(env.store.as_ref(), &v2, &arts2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&port) && e.contains("the version was not staged"),
+        "{e}"
+    );
+    assert!(c.versions().await.unwrap().iter().all(|x| x.version != v2));
     // A request that must read the database names it too.
     let (code, body) = http.req("POST", "/api/v1/rollback", None).await;
     assert_eq!(code, 503, "{body:#}");

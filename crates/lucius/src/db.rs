@@ -38,11 +38,13 @@ fn target(url: Option<&str>, path: &Path) -> Result<(AnyConnectOptions, bool, St
                 .trim_start_matches("sqlite:");
             PathBuf::from(p.split('?').next().unwrap_or_default())
         }
-        (Some(u), _) => return Err(format!(
+        (Some(u), _) => {
+            return Err(format!(
             "Lucius database URL {} has an unsupported scheme; use postgres://user@host:port/db \
                  or leave it unset for SQLite under the data dir",
             redact(u)
-        )),
+        ))
+        }
     };
     if sqlite_path.as_os_str().is_empty() {
         return Err("Lucius database: empty SQLite path".into());
@@ -85,10 +87,31 @@ pub(crate) async fn open(
         .map_err(|e| {
             format!("Lucius database {what}: {e} (is it reachable, and does the database exist?)")
         })?;
-    migrate(&pool)
+    migrate_retrying(&pool)
         .await
         .map_err(|e| format!("Lucius database {what}: applying migrations: {e}"))?;
     Ok((pool, what))
+}
+
+/// Lucius replicas opening a fresh server database at once race on the
+/// same DDL: the loser sees a unique-key clash or a serialization failure,
+/// re-reads what is applied and goes on.
+async fn migrate_retrying(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        match migrate(pool).await {
+            Err(e)
+                if attempt < 3
+                    && e.as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07")) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {

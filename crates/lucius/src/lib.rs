@@ -647,6 +647,41 @@ mod tests {
         drop(db);
     }
 
+    /// Lucius replicas starting together on one fresh database all come up
+    /// (the migration race is retried) and share the rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_opening_one_fresh_postgres_database_at_once_all_start() {
+        let db = TestDb::create().await;
+        let cfg = Config {
+            database_url: Some(db.url.clone()),
+            ..Config::default()
+        };
+        let opens = (0..6).map(|_| {
+            let cfg = cfg.clone();
+            async move { Observations::open(std::path::Path::new("unused.db"), cfg).await }
+        });
+        let all: Vec<Arc<Observations>> = futures_join_all(opens).await;
+        all[0].append(obs(1, &["x"]));
+        until(|| all[0].written() == 1).await;
+        let seen = all[5].query(&Query::default()).await.unwrap();
+        assert_eq!(seen, [obs(1, &["x"])]);
+        drop(all);
+        drop(db);
+    }
+
+    /// Runs the futures together on this runtime; every one must succeed.
+    async fn futures_join_all<F>(fs: impl Iterator<Item = F>) -> Vec<Arc<Observations>>
+    where
+        F: std::future::Future<Output = Result<Arc<Observations>, String>> + Send + 'static,
+    {
+        let handles: Vec<_> = fs.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap().unwrap());
+        }
+        out
+    }
+
     #[tokio::test]
     async fn bad_database_urls_are_refused_with_the_reason() {
         let path = std::env::temp_dir().join(format!("ben-lucius-bad-{}", std::process::id()));
