@@ -1,6 +1,8 @@
--- The ledger's durable state. Portable SQL: SQLite in embedded mode,
--- PostgreSQL / CockroachDB in cluster mode (no AUTOINCREMENT, no SQLite-only
--- types or pragmas; ids are assigned by the ledger).
+-- The ledger's durable state. Portable SQL: this same file runs unchanged
+-- on SQLite (embedded mode) and PostgreSQL / CockroachDB (cluster mode): no
+-- AUTOINCREMENT, no SQLite-only types or pragmas, ids assigned by the
+-- ledger, BIGINT and TEXT only (no binary column, so no BLOB vs BYTEA split
+-- and no second migration folder).
 
 CREATE TABLE IF NOT EXISTS ledger_versions (
     version   TEXT PRIMARY KEY,

@@ -77,6 +77,9 @@ impl From<ControlError> for ApiError {
             ControlError::Ledger(_) => StatusCode::CONFLICT,
             ControlError::Store(ben_store::StoreError::BadKey(_)) => StatusCode::BAD_REQUEST,
             ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::NotRecorded { .. }
+            | ControlError::Unavailable { .. }
+            | ControlError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let missing = match &e {

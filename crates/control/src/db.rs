@@ -1,25 +1,177 @@
-//! The ledger's durable state in SQL (SQLite in embedded mode). Statements
-//! use `$n` placeholders and portable SQL so PostgreSQL / CockroachDB can
-//! run them unchanged in cluster mode.
+//! The ledger's durable state in SQL: SQLite (a file under the data dir)
+//! in embedded mode, PostgreSQL in cluster mode (SQL kept to what
+//! CockroachDB also accepts). Both go through sqlx's `Any` driver, so there
+//! is ONE set of statements: `$n` placeholders (SQLite and PostgreSQL both
+//! take them), `BIGINT`/`TEXT` columns, `ON CONFLICT … DO UPDATE`, no
+//! backend-specific functions. The migrations in `migrations/` are the same
+//! text on both backends (the ledger has no binary columns, so there is no
+//! BLOB/BYTEA split to make).
 
 use crate::ledger::{ComponentDeployState, DeployPhase, DeployRecord, VersionMeta};
 use crate::ControlError;
 use ben_ledger::{Event, Staged};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-/// Schema migrations, applied in order, each once.
+/// Schema migrations, applied in order, each once. The same files run on
+/// SQLite and PostgreSQL.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "0001_ledger",
     include_str!("../migrations/0001_ledger.sql"),
 )];
 
+/// Where a database lives: what `database_url` (or its absence) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (embedded mode).
+    Sqlite(PathBuf),
+    /// A PostgreSQL / CockroachDB URL (`postgres://…`, cluster mode).
+    Postgres(String),
+}
+
+impl Database {
+    /// `url` when given (`postgres://…` / `postgresql://…`, or
+    /// `sqlite:PATH`), else the SQLite file `default_path`. An empty `url`
+    /// counts as none.
+    pub fn from_url(url: Option<&str>, default_path: PathBuf) -> Result<Database, String> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(Database::Sqlite(default_path));
+        };
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => {
+                // Parse now so a malformed URL is refused with its reason
+                // before anything connects.
+                AnyConnectOptions::from_str(url)
+                    .map_err(|e| format!("database URL {} is not a valid URL: {e}", redact(url)))?;
+                Ok(Database::Postgres(url.to_string()))
+            }
+            Some("sqlite") => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() {
+                    return Err(format!("database URL {url} names no SQLite file"));
+                }
+                Ok(Database::Sqlite(PathBuf::from(path)))
+            }
+            _ => Err(format!(
+                "database URL {} has an unsupported scheme; use postgres://user@host:port/db \
+                 (cluster mode) or leave it unset for SQLite under the data dir",
+                redact(url)
+            )),
+        }
+    }
+
+    /// The path, or the URL without its password: safe for logs and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(p) => p.display().to_string(),
+            Database::Postgres(u) => redact(u),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
+    /// A pool on it: SQLite gets one connection (one writer, WAL), the
+    /// server a few. `acquire_timeout` bounds how long an operation waits
+    /// for a connection, so an unreachable server fails a step instead of
+    /// stalling it.
+    pub async fn connect(
+        &self,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<AnyPool, String> {
+        sqlx::any::install_default_drivers();
+        let opts = match self {
+            Database::Postgres(url) => AnyConnectOptions::from_str(url)
+                .map_err(|e| format!("database URL {}: {e}", redact(url)))?,
+            Database::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                }
+                let abs = std::path::absolute(path)
+                    .map_err(|e| format!("SQLite path {}: {e}", path.display()))?;
+                let url = format!("sqlite://{}?mode=rwc", encode_path(&abs));
+                AnyConnectOptions::from_str(&url)
+                    .map_err(|e| format!("SQLite path {}: {e}", path.display()))?
+            }
+        };
+        let max = if self.is_postgres() {
+            max_connections.max(1)
+        } else {
+            1
+        };
+        AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                        // WAL + NORMAL: a commit is durable against a
+                        // process crash without an fsync per ack.
+                        // SQLite-only, so set here, not in the migrations.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A unique-key clash or a serialization failure: another process did the
+/// same thing at the same time.
+fn is_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07"))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..s], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Percent-encodes what a URL path cannot hold as is (sqlx decodes it).
+fn encode_path(p: &std::path::Path) -> String {
+    let mut out = String::new();
+    for b in p.as_os_str().as_encoded_bytes() {
+        match *b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(*b as char)
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 pub(crate) struct Db {
-    pool: SqlitePool,
+    pool: AnyPool,
+    what: String,
 }
 
 /// Everything restored at start.
@@ -48,33 +200,44 @@ fn statements(sql: &str) -> Vec<String> {
 }
 
 impl Db {
-    pub async fn open(path: &Path) -> Result<Db, ControlError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| ControlError::DataDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            // WAL + NORMAL: a commit is durable against a process crash
-            // without an fsync per ack; SQLite-specific, so set here, not
-            // in the portable migrations.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
+    pub async fn open(db: &Database, acquire_timeout: Duration) -> Result<Db, ControlError> {
+        let what = db.describe();
+        let pool = db
+            .connect(4, acquire_timeout)
             .await
-            .map_err(|source| ControlError::Open {
-                path: path.to_path_buf(),
-                source,
+            .map_err(|reason| ControlError::Open {
+                what: what.clone(),
+                reason,
             })?;
-        let db = Db { pool };
-        db.migrate().await?;
+        let db = Db { pool, what };
+        db.migrate_retrying()
+            .await
+            .map_err(|e| ControlError::Open {
+                what: db.what.clone(),
+                reason: format!("applying migrations: {e}"),
+            })?;
         Ok(db)
+    }
+
+    /// The path or the URL without its password.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Two processes opening a fresh server database at once race on the
+    /// same DDL; the loser sees a conflict, re-reads what is applied and
+    /// goes on.
+    async fn migrate_retrying(&self) -> Result<(), ControlError> {
+        let mut attempt = 0;
+        loop {
+            match self.migrate().await {
+                Err(ControlError::Db(e)) if attempt < 3 && is_conflict(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn migrate(&self) -> Result<(), ControlError> {
@@ -379,6 +542,29 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_choose_the_backend_or_are_refused() {
+        let def = PathBuf::from("/data/ledger.db");
+        let d = |u: Option<&str>| Database::from_url(u, def.clone());
+        assert_eq!(d(None), Ok(Database::Sqlite(def.clone())));
+        assert_eq!(d(Some(" ")), Ok(Database::Sqlite(def.clone())));
+        assert_eq!(
+            d(Some("sqlite:/x/l.db?mode=rwc")),
+            Ok(Database::Sqlite("/x/l.db".into()))
+        );
+        let pg = d(Some("postgresql://ben:pw@db:5432/ben")).unwrap();
+        assert!(pg.is_postgres());
+        assert_eq!(pg.describe(), "postgresql://ben:***@db:5432/ben");
+        assert_eq!(redact("postgres://ben@db/ben"), "postgres://ben@db/ben");
+        let e = d(Some("mysql://ben:pw@db/ben")).unwrap_err();
+        assert!(e.contains("unsupported scheme") && !e.contains("pw"), "{e}");
+        assert!(d(Some("sqlite:")).is_err());
+        assert_eq!(
+            encode_path(std::path::Path::new("/a b/%?#")),
+            "/a%20b/%25%3F%23"
+        );
+    }
 
     #[test]
     fn statements_split_and_drop_comments() {

@@ -4,7 +4,20 @@
 //!
 //! Every step's audit lines and deploy record are written to the database
 //! before the step's messages go out on the bus, so what the components
-//! were told is always on record.
+//! were told is always on record. When the database cannot take a step
+//! that would move a deploy forward (announce, activate), that step's
+//! message is withheld and the deploy is cancelled: the API answers 503
+//! naming the database and the reason, the deploy record says why, and
+//! nothing activates. What could not be written is written again once the
+//! database answers.
+//!
+//! At start, a deploy the previous run left unfinished is resolved, never
+//! left half-done: one still preparing is aborted ("ledger restarted during
+//! deploy; nothing activated") and components are told to discard it; one
+//! whose activate had already gone out is resumed — activate is sent again
+//! (components ack it idempotently) and it finalizes, or, if the required
+//! components do not all confirm within the prepare timeout, it ends as
+//! `interrupted` with the names of those that did not.
 
 use crate::db::Db;
 use crate::{dead_letter, roles_for, subjects, Config, ControlError, Deps};
@@ -169,6 +182,9 @@ pub struct StatusReport {
     pub components: Vec<ComponentView>,
     pub counters: Counters,
     pub last_db_error: Option<String>,
+    /// The ledger's database: a SQLite path or a PostgreSQL URL without
+    /// its password.
+    pub database: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,7 +275,8 @@ pub struct Service {
 impl Service {
     /// Opens the database, restores the ledger, subscribes, and runs.
     pub async fn start(cfg: &Config, deps: Deps) -> Result<Service, ControlError> {
-        let db = Db::open(&cfg.db_path()).await?;
+        let database = cfg.database()?;
+        let db = Db::open(&database, Duration::from_millis(cfg.db_timeout_ms.max(1))).await?;
         let loaded = db.load().await?;
         let timeouts = Timeouts {
             prepare_ns: ms_to_ns(cfg.prepare_timeout_ms),
@@ -282,8 +299,12 @@ impl Service {
             persisted,
             counters: Counters::default(),
             last_db_error: None,
+            dirty: Dirty::default(),
+            retry_at: None,
+            retry_every: Duration::from_millis(cfg.db_timeout_ms.clamp(500, 10_000)),
+            resend_at: None,
         };
-        actor.end_interrupted_deploy().await;
+        actor.resolve_unfinished_deploy().await;
         let tick = Duration::from_millis(cfg.tick_ms.max(1));
         let task = tokio::spawn(actor.run(rx, stop_rx, acks, beats, tick));
         Ok(Service {
@@ -334,6 +355,22 @@ struct Actor {
     persisted: usize,
     counters: Counters,
     last_db_error: Option<String>,
+    /// What is in memory but not yet in the database.
+    dirty: Dirty,
+    /// When to try writing `dirty` again after a failure.
+    retry_at: Option<tokio::time::Instant>,
+    retry_every: Duration,
+    /// When to send a resumed deploy's activate again.
+    resend_at: Option<tokio::time::Instant>,
+}
+
+/// Parts of the state not yet written (audit lines are tracked by
+/// `persisted`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Dirty {
+    deploy: bool,
+    components: bool,
+    active: bool,
 }
 
 fn state_of(s: &ComponentState) -> (&'static str, Option<String>) {
@@ -502,7 +539,15 @@ impl Actor {
             staged_ns: self.now(),
         };
         // Durable first: a version the API said was staged survives a restart.
-        self.db.insert_version(&staged, &meta).await?;
+        if let Err(e) = self.db.insert_version(&staged, &meta).await {
+            self.db_failed(&e.to_string());
+            return Err(ControlError::NotRecorded {
+                what: self.db.what().to_string(),
+                step: format!("the staging of {}", staged.version),
+                reason: e.to_string(),
+                consequence: "the version was not staged".into(),
+            });
+        }
         self.meta.insert(staged.version.clone(), meta);
         let version = staged.version.clone();
         self.apply(Input::Stage(staged)).await?;
@@ -514,6 +559,18 @@ impl Actor {
     }
 
     async fn deploy(&mut self, version: String) -> Result<DeployStarted, ControlError> {
+        // Earlier steps first: a new deploy record must not replace one
+        // that is not on record yet.
+        if let Err(reason) = self.flush().await {
+            return Err(ControlError::NotRecorded {
+                what: self.db.what().to_string(),
+                step: "earlier ledger steps".into(),
+                reason,
+                consequence: format!(
+                    "the deploy of {version} was not started and nothing activates"
+                ),
+            });
+        }
         let outs = self.apply(Input::Deploy { version }).await?;
         for o in outs {
             if let Output::Announce { version, required } = o {
@@ -533,7 +590,8 @@ impl Actor {
         let target = self
             .db
             .finalized()
-            .await?
+            .await
+            .map_err(|e| self.unavailable(e))?
             .into_iter()
             .find(|v| Some(v) != active.as_ref() && self.ledger.staged(v).is_some());
         match target {
@@ -554,7 +612,11 @@ impl Actor {
                     .ok_or_else(|| ControlError::UnknownVersion(v.clone()))?;
                 let deploy = match &self.deploy {
                     Some(d) if d.version == v => Some(d.clone()),
-                    _ => self.db.last_deploy_of(&v).await?,
+                    _ => self
+                        .db
+                        .last_deploy_of(&v)
+                        .await
+                        .map_err(|e| self.unavailable(e))?,
                 };
                 (Some(view), deploy)
             }
@@ -579,6 +641,7 @@ impl Actor {
             components,
             counters: self.counters.clone(),
             last_db_error: self.last_db_error.clone(),
+            database: self.db.what().to_string(),
         })
     }
 
@@ -615,44 +678,151 @@ impl Actor {
         }
     }
 
-    /// One ledger step: update the deploy record, persist, then publish.
-    async fn apply(&mut self, input: Input) -> Result<Vec<Output>, LedgerError> {
-        let now = self.now();
-        let before = self.ledger.deploy().cloned();
-        let outs = self.ledger.step(input.clone(), now)?;
-        let (changed, with_components) = self.track(&input, before.as_ref(), &outs, now);
-        let finalized = outs.iter().any(|o| matches!(o, Output::Finalized { .. }));
-        let fresh = self.ledger.history().len() > self.persisted;
-        if changed || fresh || finalized {
-            let active = if finalized {
-                self.ledger.active().cloned()
-            } else {
-                None
-            };
-            let events = &self.ledger.history()[self.persisted.min(self.ledger.history().len())..];
-            let deploy = if changed { self.deploy.as_ref() } else { None };
-            match self
-                .db
-                .persist_step(
-                    self.persisted,
-                    events,
-                    deploy,
-                    with_components,
-                    active.as_deref(),
-                )
-                .await
-            {
-                Ok(()) => self.persisted = self.ledger.history().len(),
-                Err(e) => {
-                    self.counters.db_errors += 1;
-                    self.last_db_error = Some(e.to_string());
-                }
+    /// A failed read, with the database named.
+    fn unavailable(&self, e: ControlError) -> ControlError {
+        match e {
+            ControlError::Db(e) => ControlError::Unavailable {
+                what: self.db.what().to_string(),
+                reason: e.to_string(),
+            },
+            e => e,
+        }
+    }
+
+    /// Records a database failure for `status`.
+    fn db_failed(&mut self, reason: &str) {
+        self.counters.db_errors += 1;
+        self.last_db_error = Some(format!("{}: {reason}", self.db.what()));
+    }
+
+    /// Writes what is in memory and not yet in the database: new audit
+    /// lines, the deploy record, the active version, in one transaction.
+    async fn flush(&mut self) -> Result<(), String> {
+        let len = self.ledger.history().len();
+        let d = self.dirty;
+        if self.persisted >= len && !d.deploy && !d.active {
+            return Ok(());
+        }
+        let events = &self.ledger.history()[self.persisted.min(len)..];
+        let deploy = if d.deploy { self.deploy.as_ref() } else { None };
+        let active = if d.active {
+            self.ledger.active().cloned()
+        } else {
+            None
+        };
+        match self
+            .db
+            .persist_step(
+                self.persisted,
+                events,
+                deploy,
+                d.components,
+                active.as_deref(),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.persisted = len;
+                self.dirty = Dirty::default();
+                self.retry_at = None;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.db_failed(&reason);
+                self.retry_at = Some(tokio::time::Instant::now() + self.retry_every);
+                Err(reason)
             }
         }
-        for o in &outs {
-            self.publish(o).await;
+    }
+
+    /// One ledger step: update the deploy record, persist, then publish.
+    /// A step that would move a deploy forward (announce, activate) and
+    /// cannot be persisted is not published: the deploy is cancelled and
+    /// the error says so (invariants 1 and 2 hold with the database down).
+    async fn apply(&mut self, input: Input) -> Result<Vec<Output>, ControlError> {
+        let now = self.now();
+        let before = self.ledger.deploy().cloned();
+        let history_before = self.ledger.history().len();
+        let outs = self.ledger.step(input.clone(), now)?;
+        let changed = self.note_changes(&input, before.as_ref(), &outs, now);
+        if outs.is_empty() && !changed && self.ledger.history().len() == history_before {
+            // Nothing new to record (a quiet tick, a registration); a
+            // backlog is retried from the tick.
+            return Ok(outs);
         }
-        Ok(outs)
+        let Err(reason) = self.flush().await else {
+            for o in &outs {
+                self.publish(o).await;
+            }
+            return Ok(outs);
+        };
+        let resuming = matches!(input, Input::ResumeActivation { .. });
+        let forward = outs.iter().find_map(|o| match o {
+            Output::Announce { version, .. } => Some((version.clone(), true)),
+            Output::Activate { version, .. } if !resuming => Some((version.clone(), false)),
+            _ => None,
+        });
+        let Some((version, announce)) = forward else {
+            // Aborts never activate anything, a re-sent activate repeats
+            // what is on record, finalized is not a message: send them;
+            // the record is written when the database answers.
+            for o in &outs {
+                self.publish(o).await;
+            }
+            return Ok(outs);
+        };
+        let (step, consequence) = if announce {
+            (
+                format!("the start of the deploy of {version}"),
+                "the deploy was not started: nothing was announced and nothing activates",
+            )
+        } else {
+            (
+                format!("the activation of {version}"),
+                "activate was not sent: the deploy is aborted and nothing activates",
+            )
+        };
+        let cancel = format!(
+            "ledger database {} unavailable: could not record {step} ({reason}); nothing activated",
+            self.db.what()
+        );
+        let before = self.ledger.deploy().cloned();
+        let input = Input::Cancel { reason: cancel };
+        let aborts = self.ledger.step(input.clone(), now)?;
+        self.note_changes(&input, before.as_ref(), &aborts, now);
+        // Not written now (the database just failed); the tick retries.
+        if !announce {
+            // Components prepared: tell them to discard it.
+            for o in &aborts {
+                self.publish(o).await;
+            }
+        }
+        Err(ControlError::NotRecorded {
+            what: self.db.what().to_string(),
+            step,
+            reason,
+            consequence: consequence.into(),
+        })
+    }
+
+    /// Mirrors a step into the deploy record and marks what to persist.
+    fn note_changes(
+        &mut self,
+        input: &Input,
+        before: Option<&Deploy>,
+        outs: &[Output],
+        now: i64,
+    ) -> bool {
+        let (changed, with_components) = self.track(input, before, outs, now);
+        if changed {
+            self.dirty.deploy = true;
+            self.dirty.components |= with_components;
+        }
+        if outs.iter().any(|o| matches!(o, Output::Finalized { .. })) {
+            self.dirty.active = true;
+        }
+        changed
     }
 
     fn role_of(&self, component: &str) -> String {
@@ -756,6 +926,19 @@ impl Actor {
                     }
                     changed = (true, true);
                 }
+                Output::Interrupted { reason, .. } => {
+                    if let Some(d) = self.deploy.as_mut() {
+                        d.phase = DeployPhase::Interrupted;
+                        d.reason = Some(reason.clone());
+                        d.ended_ns = Some(now);
+                        for c in d.components.iter_mut() {
+                            if c.state != "active" {
+                                c.reason = Some("did not confirm activate in time".into());
+                            }
+                        }
+                    }
+                    changed = (true, true);
+                }
                 Output::Finalized { .. } => {
                     if let Some(d) = self.deploy.as_mut() {
                         d.phase = DeployPhase::Finalized;
@@ -828,7 +1011,7 @@ impl Actor {
                     reason: reason.clone(),
                 }),
             ),
-            Output::Finalized { .. } => return,
+            Output::Finalized { .. } | Output::Interrupted { .. } => return,
         };
         if self.deps.bus.publish(subject, bytes).await.is_err() {
             self.counters.publish_errors += 1;
@@ -886,8 +1069,12 @@ impl Actor {
         };
         match self.apply(input).await {
             Ok(_) => {}
-            Err(LedgerError::StaleAck { .. }) => self.counters.stale_acks += 1,
-            Err(_) => self.counters.stale_acks += 1,
+            Err(ControlError::Ledger(LedgerError::StaleAck { .. })) => {
+                self.counters.stale_acks += 1
+            }
+            Err(ControlError::Ledger(_)) => self.counters.stale_acks += 1,
+            // The database failed: counted, and the deploy says why.
+            Err(_) => {}
         }
     }
 
@@ -968,50 +1155,89 @@ impl Actor {
         if self.ledger.deploy().is_some() {
             let _ = self.apply(Input::Tick).await;
         }
+        self.resend_resumed_activate().await;
+        if self
+            .retry_at
+            .is_some_and(|t| tokio::time::Instant::now() >= t)
+        {
+            let _ = self.flush().await;
+        }
     }
 
-    /// A deploy that was running when the ledger stopped is ended, never
-    /// resumed: before activate, everyone is told to abort (invariant 2);
-    /// after, it is marked interrupted for the operator to redeploy.
-    async fn end_interrupted_deploy(&mut self) {
+    /// A resumed deploy's activate goes out again every second until it
+    /// ends: a component that missed the first one (it was reconnecting)
+    /// still gets it, and one that already switched acks again.
+    async fn resend_resumed_activate(&mut self) {
+        let Some(d) = self
+            .ledger
+            .deploy()
+            .filter(|d| d.resumed && d.phase == Phase::Activating)
+        else {
+            self.resend_at = None;
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        match self.resend_at {
+            Some(t) if now < t => {}
+            None => self.resend_at = Some(now + Duration::from_secs(1)),
+            Some(_) => {
+                let o = Output::Activate {
+                    version: d.version.clone(),
+                    required: d.components.keys().cloned().collect(),
+                };
+                self.resend_at = Some(now + Duration::from_secs(1));
+                self.publish(&o).await;
+            }
+        }
+    }
+
+    /// A deploy that was running when the ledger stopped is resolved
+    /// explicitly (see the module docs): aborted if activate had not gone
+    /// out, resumed (activate sent again) if it had.
+    async fn resolve_unfinished_deploy(&mut self) {
         let now = self.now();
         let Some(d) = self.deploy.as_mut().filter(|d| !d.phase.is_over()) else {
             return;
         };
-        let was_preparing = d.phase == DeployPhase::Preparing;
-        let reason = if was_preparing {
-            "the ledger restarted during prepare; nobody was told to activate".to_string()
-        } else {
-            "the ledger restarted after activate was sent; components may run it: check `benctl status` and deploy again".to_string()
-        };
-        d.phase = if was_preparing {
-            DeployPhase::Aborted
-        } else {
-            DeployPhase::Interrupted
-        };
+        let version = d.version.clone();
+        if d.phase == DeployPhase::Activating {
+            let required: Vec<String> = d.components.iter().map(|c| c.id.clone()).collect();
+            d.reason =
+                Some("the ledger restarted after activate was sent; activate sent again".into());
+            if let Err(e) = self
+                .apply(Input::ResumeActivation {
+                    version: version.clone(),
+                    required,
+                })
+                .await
+            {
+                // The core refused (e.g. nothing recorded as required):
+                // end it visibly rather than leave it running.
+                let reason = format!(
+                    "the ledger restarted after activate was sent and could not resume it: {e}; \
+                     check `benctl status` and deploy again"
+                );
+                self.ledger
+                    .note(now, &version, format!("interrupted: {reason}"));
+                if let Some(d) = self.deploy.as_mut() {
+                    d.phase = DeployPhase::Interrupted;
+                    d.reason = Some(reason);
+                    d.ended_ns = Some(now);
+                }
+                self.dirty.deploy = true;
+                let _ = self.flush().await;
+            }
+            return;
+        }
+        let reason = "ledger restarted during deploy; nothing activated".to_string();
+        d.phase = DeployPhase::Aborted;
         d.reason = Some(reason.clone());
         d.ended_ns = Some(now);
-        let version = d.version.clone();
-        let what = if was_preparing {
-            format!("aborted: {reason}")
-        } else {
-            format!("interrupted: {reason}")
-        };
-        self.ledger.note(now, &version, what);
-        let events = &self.ledger.history()[self.persisted.min(self.ledger.history().len())..];
-        match self
-            .db
-            .persist_step(self.persisted, events, self.deploy.as_ref(), false, None)
-            .await
-        {
-            Ok(()) => self.persisted = self.ledger.history().len(),
-            Err(e) => {
-                self.counters.db_errors += 1;
-                self.last_db_error = Some(e.to_string());
-            }
-        }
-        if was_preparing {
-            self.publish(&Output::Abort { version, reason }).await;
-        }
+        self.ledger
+            .note(now, &version, format!("aborted: {reason}"));
+        self.dirty.deploy = true;
+        self.dirty.components = true;
+        let _ = self.flush().await;
+        self.publish(&Output::Abort { version, reason }).await;
     }
 }

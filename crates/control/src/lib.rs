@@ -1,9 +1,12 @@
 //! # Control: the ledger service and the HTTP API (embedded mode)
 //!
 //! The shell around the pure [`ben_ledger::Ledger`] (DESIGN.md §3, intent
-//! path). [`start`] opens the ledger's database (SQLite under the data dir,
-//! `.ben/ledger.db`), restores staged versions, the active version, the
-//! deploy records and the audit log, then runs two tasks:
+//! path). [`start`] opens the ledger's database — SQLite under the data dir
+//! (`.ben/ledger.db`) by default, or PostgreSQL when
+//! [`Config::database_url`] is a `postgres://…` URL (cluster mode; the same
+//! SQL, kept to what CockroachDB accepts) — restores staged versions, the
+//! active version, the deploy records and the audit log, resolves a deploy
+//! the previous run left unfinished (see [`ledger`]), then runs two tasks:
 //!
 //! * the **ledger service** ([`ledger`]): the one owner of the `Ledger`,
 //!   wired to the bus. It publishes signed [`pb::Announce`],
@@ -58,6 +61,7 @@
 
 pub mod api;
 mod db;
+pub use db::Database;
 pub mod ledger;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -197,6 +201,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Overrides `data_dir/ledger.db`.
     pub db_path: Option<PathBuf>,
+    /// The ledger's database: `postgres://user@host:port/db` selects
+    /// PostgreSQL (cluster mode); unset (or empty) keeps SQLite at
+    /// [`Config::db_path`]. `sqlite:PATH` names a SQLite file explicitly.
+    pub database_url: Option<String>,
+    /// How long a database operation waits for a connection before the
+    /// step fails (an unreachable server fails a deploy instead of
+    /// stalling it).
+    pub db_timeout_ms: u64,
     /// Where the HTTP API listens (loopback by default: it is not
     /// authenticated yet).
     pub api_addr: SocketAddr,
@@ -219,6 +231,8 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(".ben"),
             db_path: None,
+            database_url: None,
+            db_timeout_ms: 5_000,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
             stale_after_ms: 3_000,
             prepare_timeout_ms: 30_000,
@@ -234,6 +248,12 @@ impl Config {
         self.db_path
             .clone()
             .unwrap_or_else(|| self.data_dir.join("ledger.db"))
+    }
+
+    /// The database `database_url` names, or SQLite at [`Config::db_path`].
+    pub fn database(&self) -> Result<Database, ControlError> {
+        Database::from_url(self.database_url.as_deref(), self.db_path())
+            .map_err(ControlError::BadDatabaseUrl)
     }
 }
 
@@ -251,14 +271,24 @@ pub struct Deps {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("ledger database {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("ledger database {what}: {reason} (is it reachable, and does the database exist?)")]
+    Open { what: String, reason: String },
+    #[error("{0}")]
+    BadDatabaseUrl(String),
     #[error("ledger database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A read the request needs failed (the server is unreachable…).
+    #[error("ledger database {what} is unavailable: {reason}; check it and retry (`benctl status` without a version answers from memory)")]
+    Unavailable { what: String, reason: String },
+    /// A step could not be written to the database, so its messages were
+    /// not sent.
+    #[error("ledger database {what} failed while recording {step}: {reason}; {consequence}. Check the database (`benctl status` shows the error), then retry")]
+    NotRecorded {
+        what: String,
+        step: String,
+        reason: String,
+        consequence: String,
+    },
     #[error("creating the data dir {path}: {source}")]
     DataDir {
         path: PathBuf,

@@ -1,5 +1,6 @@
 //! The HTTP API over a real TCP socket (127.0.0.1, ephemeral port): stage,
-//! deploy, status, history, rollback, and the error cases.
+//! deploy, status, history, rollback (on SQLite and on PostgreSQL), and the
+//! error cases.
 
 mod common;
 
@@ -8,60 +9,6 @@ use ben_control::{Config, SystemClock};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-struct Http {
-    base: String,
-}
-
-impl Http {
-    async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let method = method.to_string();
-        tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let res = match (method.as_str(), body) {
-                ("GET", _) => agent.get(&url).call(),
-                ("DELETE", _) => agent.delete(&url).call(),
-                ("PUT", Some(b)) => agent.put(&url).send(&b[..]),
-                ("POST", Some(b)) => agent.post(&url).send(&b[..]),
-                ("POST", None) => agent.post(&url).send_empty(),
-                _ => unreachable!(),
-            };
-            let mut r = res.unwrap();
-            let code = r.status().as_u16();
-            let text = r.body_mut().read_to_string().unwrap();
-            let v = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text:?}"));
-            (code, v)
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn json(&self, method: &str, path: &str, v: Value) -> (u16, Value) {
-        self.req(method, path, Some(v.to_string().into_bytes()))
-            .await
-    }
-
-    /// Polls status until deploy `id` ended.
-    async fn wait(&self, id: i64) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let (code, s) = self.req("GET", "/api/v1/status", None).await;
-            assert_eq!(code, 200);
-            let d = &s["deploy"];
-            if d["id"] == id && !matches!(d["phase"].as_str(), Some("preparing" | "activating")) {
-                return s;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "{s:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 fn error_of(v: &Value) -> &str {
     v["error"]
@@ -229,9 +176,9 @@ async fn upload_and_stage_refuse_bad_input() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stage_deploy_status_history_rollback() {
-    let env = Env::new("api-flow", Arc::new(SystemClock));
+on_both!(stage_deploy_status_history_rollback);
+async fn stage_deploy_status_history_rollback(b: Backend) {
+    let env = Env::on("api-flow", Arc::new(SystemClock), b);
     let cfg = Config {
         prepare_timeout_ms: 1_000,
         ..env.config()

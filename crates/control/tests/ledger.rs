@@ -1,5 +1,7 @@
-//! The ledger service end to end in process: real bus, store, SQLite and
-//! simulated components speaking the signed protocol.
+//! The ledger service end to end in process: real bus, store, simulated
+//! components speaking the signed protocol, and the ledger's database on
+//! SQLite and on PostgreSQL (every test runs on both: `<test>::sqlite`,
+//! `<test>::postgres`).
 
 mod common;
 
@@ -7,15 +9,15 @@ use ben_bus::Bus;
 use ben_control::ledger::DeployPhase;
 use ben_control::testkit::Behaviour;
 use ben_control::{subjects, Config, ManualClock, SystemClock};
-use ben_wire::{pb, Signer};
+use ben_wire::{pb, Keyring, Signer};
 use common::*;
 use prost::Message as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back() {
-    let env = Env::new("happy", Arc::new(SystemClock));
+on_both!(happy_path_finalizes_and_survives_a_restart_then_rolls_back);
+async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back(b: Backend) {
+    let env = Env::on("happy", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let mut sims = Vec::new();
@@ -48,6 +50,10 @@ async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back() {
     eprintln!("deploy → finalized, {} components: {took:?}", ROLES.len());
     let st = c.status(None).await.unwrap();
     assert_eq!(st.active.as_deref(), Some(v1.as_str()));
+    match &env.database_url {
+        Some(url) => assert_eq!(&st.database, url),
+        None => assert!(st.database.ends_with("ledger.db"), "{}", st.database),
+    }
     // Redeploying the active version is refused.
     assert!(c.deploy(v1.clone()).await.is_err());
 
@@ -100,9 +106,9 @@ async fn happy_path_finalizes_and_survives_a_restart_then_rolls_back() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_failed_prepare_aborts_and_nobody_switches() {
-    let env = Env::new("fail", Arc::new(SystemClock));
+on_both!(one_failed_prepare_aborts_and_nobody_switches);
+async fn one_failed_prepare_aborts_and_nobody_switches(b: Backend) {
+    let env = Env::on("fail", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let good = env.sim("spine-1", "spine", Behaviour::Healthy).await;
@@ -145,9 +151,9 @@ async fn one_failed_prepare_aborts_and_nobody_switches() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_hashes_abort() {
-    let env = Env::new("hash", Arc::new(SystemClock));
+on_both!(wrong_hashes_abort);
+async fn wrong_hashes_abort(b: Backend) {
+    let env = Env::on("hash", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let _a = env.sim("proxy-1", "proxy", Behaviour::WrongHash).await;
@@ -164,10 +170,10 @@ async fn wrong_hashes_abort() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepare_timeout_and_staleness_follow_the_injected_clock() {
+on_both!(prepare_timeout_and_staleness_follow_the_injected_clock);
+async fn prepare_timeout_and_staleness_follow_the_injected_clock(b: Backend) {
     let clock = ManualClock::new(1_000_000_000);
-    let env = Env::new("clock", Arc::new(clock.clone()));
+    let env = Env::on("clock", Arc::new(clock.clone()), b);
     let cfg = Config {
         stale_after_ms: 3_000,
         prepare_timeout_ms: 30_000,
@@ -224,9 +230,9 @@ async fn prepare_timeout_and_staleness_follow_the_injected_clock() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_messages_go_to_the_dlq_with_their_reason() {
-    let env = Env::new("dlq", Arc::new(SystemClock));
+on_both!(invalid_messages_go_to_the_dlq_with_their_reason);
+async fn invalid_messages_go_to_the_dlq_with_their_reason(b: Backend) {
+    let env = Env::on("dlq", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let mut dlq = env.bus.subscribe(subjects::DLQ, None).await.unwrap();
@@ -298,9 +304,9 @@ async fn invalid_messages_go_to_the_dlq_with_their_reason() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_components_finalize() {
-    let env = Env::new("hundred", Arc::new(SystemClock));
+on_both!(a_hundred_components_finalize);
+async fn a_hundred_components_finalize(b: Backend) {
+    let env = Env::on("hundred", Arc::new(SystemClock), b);
     let h = env.start(env.config()).await;
     let c = h.client();
     let mut sims = Vec::new();
@@ -332,4 +338,301 @@ async fn a_hundred_components_finalize() {
     };
     eprintln!("deploy → finalized, 100 components in process ({build} build): {took:?}");
     h.shutdown().await;
+}
+
+/// Signs `ack` as the simulated components do (the test plays a component
+/// by hand).
+async fn send_ack(env: &Env, ack: pb::Ack) {
+    env.bus
+        .publish(subjects::ACK, env.component_signer.seal_bytes(&ack))
+        .await
+        .unwrap();
+}
+
+/// The next message on `sub` that opens as `T` under the ledger's key.
+async fn next_signed<T: ben_wire::Kind>(env: &Env, sub: &mut ben_bus::Subscription) -> T {
+    let mut keys = Keyring::new();
+    keys.trust(env.ledger_signer.public());
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message within 10 s")
+        .unwrap();
+    ben_wire::open_bytes::<T>(&m.payload, &keys)
+        .unwrap()
+        .into_inner()
+}
+
+/// `lucius-1`'s PREPARED ack for `announce`, with the hashes its role holds.
+fn prepared_ack(env: &Env, announce: &pb::Announce) -> pb::Ack {
+    let hashes =
+        ben_control::testkit::fetch_role_artifacts(announce, "lucius", env.store.as_ref()).unwrap();
+    pb::Ack {
+        component: "lucius-1".into(),
+        version: announce.version.clone(),
+        phase: pb::ack::Phase::Prepared as i32,
+        hashes: hashes.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+on_both!(restart_while_preparing_aborts_and_tells_components);
+async fn restart_while_preparing_aborts_and_tells_components(b: Backend) {
+    let env = Env::on("restart-prep", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let spine = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    // Plays lucius-1 by hand: heartbeats, never prepares on its own.
+    let _lucius = env.sim("lucius-1", "lucius", Behaviour::Silent).await;
+    let mut aborts = env.bus.subscribe(subjects::ABORT, None).await.unwrap();
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    wait_status(&c, "spine-1 prepared", |s| {
+        s.deploy.as_ref().is_some_and(|d| {
+            d.components
+                .iter()
+                .any(|x| x.id == "spine-1" && x.state == "prepared")
+        })
+    })
+    .await;
+    h.shutdown().await;
+
+    // The database holds a deploy still preparing; a restart resolves it.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let reason = "ledger restarted during deploy; nothing activated";
+    let ab: pb::Abort = next_signed(&env, &mut aborts).await;
+    assert_eq!(
+        (ab.version.as_str(), ab.reason.as_str()),
+        (v.as_str(), reason)
+    );
+    let st = c.status(None).await.unwrap();
+    let rec = st.deploy.clone().unwrap();
+    assert_eq!(
+        (rec.id, rec.phase, rec.reason.as_deref()),
+        (d.id, DeployPhase::Aborted, Some(reason)),
+        "{st:#?}"
+    );
+    assert!(rec.ended_ns.is_some());
+    assert_eq!(st.active, None);
+    assert_eq!(
+        c.history().await.unwrap().last().map(|e| e.what.clone()),
+        Some(format!("aborted: {reason}"))
+    );
+    // Nothing activated: the prepared component never switched.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(spine.running(), None);
+    let history = c.history().await.unwrap();
+    h.shutdown().await;
+
+    // The resolution is on record: another restart changes nothing, and a
+    // new deploy is not refused as busy.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    assert_eq!(c.history().await.unwrap(), history);
+    let st = c.status(Some(v.clone())).await.unwrap();
+    let rec = st.deploy.unwrap();
+    assert_eq!((rec.id, rec.phase), (d.id, DeployPhase::Aborted));
+    assert_eq!(rec.reason.as_deref(), Some(reason));
+    wait_registered(&c, 2).await;
+    let d2 = c.deploy(v.clone()).await.unwrap();
+    assert!(d2.id > d.id);
+    h.shutdown().await;
+}
+
+on_both!(restart_after_activate_sends_it_again_and_finalizes);
+async fn restart_after_activate_sends_it_again_and_finalizes(b: Backend) {
+    let env = Env::on("restart-act", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let spine = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    let _lucius = env.sim("lucius-1", "lucius", Behaviour::Silent).await;
+    let mut announces = env.bus.subscribe(subjects::ANNOUNCE, None).await.unwrap();
+    let mut activates = env.bus.subscribe(subjects::ACTIVATE, None).await.unwrap();
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    let announce: pb::Announce = next_signed(&env, &mut announces).await;
+    send_ack(&env, prepared_ack(&env, &announce)).await;
+    let act: pb::Activate = next_signed(&env, &mut activates).await;
+    assert_eq!(act.required, ["lucius-1", "spine-1"]);
+    // spine-1 switches and acks; lucius-1 (by hand) does not yet.
+    wait_status(&c, "spine-1 active", |s| {
+        s.deploy.as_ref().is_some_and(|d| {
+            d.phase == DeployPhase::Activating
+                && d.components
+                    .iter()
+                    .any(|x| x.id == "spine-1" && x.state == "active")
+        })
+    })
+    .await;
+    assert_eq!(spine.running().as_deref(), Some(v.as_str()));
+    h.shutdown().await;
+
+    // Activate had gone out: the restart sends it again, not an abort.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let again: pb::Activate = next_signed(&env, &mut activates).await;
+    assert_eq!(
+        (again.version.as_str(), again.required.len()),
+        (v.as_str(), 2)
+    );
+    let st = c.status(None).await.unwrap();
+    let rec = st.deploy.clone().unwrap();
+    assert_eq!(rec.id, d.id, "the same deploy continues");
+    assert!(!rec.phase.is_over(), "{st:#?}");
+    assert!(
+        rec.reason
+            .as_deref()
+            .unwrap()
+            .contains("activate sent again"),
+        "{rec:#?}"
+    );
+    assert_eq!(st.active, None, "not final until every component confirms");
+    send_ack(
+        &env,
+        pb::Ack {
+            component: "lucius-1".into(),
+            version: v.clone(),
+            phase: pb::ack::Phase::Active as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    let rec = wait_deploy(&c, d.id).await;
+    assert_eq!(rec.phase, DeployPhase::Finalized, "{rec:#?}");
+    assert!(rec.components.iter().all(|x| x.state == "active"));
+    let what: Vec<String> = c
+        .history()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.what)
+        .collect();
+    assert!(
+        what.contains(
+            &"resumed after a ledger restart: activate sent again to lucius-1, spine-1".to_string()
+        ),
+        "{what:#?}"
+    );
+    assert_eq!(what.last().map(String::as_str), Some("finalized"));
+    h.shutdown().await;
+
+    // Finalized on record.
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let st = c.status(None).await.unwrap();
+    assert_eq!(st.active.as_deref(), Some(v.as_str()));
+    assert_eq!(
+        st.deploy.map(|d| (d.id, d.phase)),
+        Some((d.id, DeployPhase::Finalized))
+    );
+    h.shutdown().await;
+}
+
+on_both!(resumed_activate_never_confirmed_ends_interrupted);
+async fn resumed_activate_never_confirmed_ends_interrupted(b: Backend) {
+    let env = Env::on("restart-int", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let _spine = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    let _lucius = env.sim("lucius-1", "lucius", Behaviour::Silent).await;
+    let mut announces = env.bus.subscribe(subjects::ANNOUNCE, None).await.unwrap();
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    let announce: pb::Announce = next_signed(&env, &mut announces).await;
+    send_ack(&env, prepared_ack(&env, &announce)).await;
+    wait_status(&c, "activating", |s| {
+        s.deploy
+            .as_ref()
+            .is_some_and(|d| d.phase == DeployPhase::Activating)
+    })
+    .await;
+    h.shutdown().await;
+
+    // lucius-1 lost what it prepared (say it restarted too): it never
+    // confirms, and the resumed deploy ends after the prepare timeout.
+    let cfg = Config {
+        prepare_timeout_ms: 1_500,
+        ..env.config()
+    };
+    let h = env.start(cfg.clone()).await;
+    let c = h.client();
+    let rec = wait_deploy(&c, d.id).await;
+    assert_eq!(rec.phase, DeployPhase::Interrupted, "{rec:#?}");
+    let reason = rec.reason.clone().unwrap();
+    assert!(reason.contains("lucius-1 did not confirm"), "{reason}");
+    assert!(!reason.contains("spine-1"), "spine-1 confirmed: {reason}");
+    let st = c.status(None).await.unwrap();
+    assert_eq!(st.active, None);
+    let last = c.history().await.unwrap().pop().unwrap();
+    assert_eq!(last.what, format!("interrupted: {reason}"));
+    h.shutdown().await;
+    let h = env.start(cfg).await;
+    let st = h.client().status(None).await.unwrap();
+    assert_eq!(
+        st.deploy.map(|d| (d.id, d.phase)),
+        Some((d.id, DeployPhase::Interrupted))
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_or_malformed_database_is_refused_at_start_with_the_reason() {
+    let env = Env::new("bad-db", Arc::new(SystemClock));
+    let start = |url: &str| {
+        let cfg = Config {
+            database_url: Some(url.into()),
+            db_timeout_ms: 500,
+            ..env.config()
+        };
+        let deps = env.deps();
+        let url = url.to_string();
+        async move {
+            match ben_control::start(cfg, deps).await {
+                Ok(_) => panic!("started on {url}"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    // Port 1: nothing listens there.
+    let e = start("postgres://ben:secret@127.0.0.1:1/ledger").await;
+    assert!(
+        e.contains("postgres://ben:***@127.0.0.1:1/ledger") && !e.contains("secret"),
+        "{e}"
+    );
+    let e = start("mysql://ben@127.0.0.1/ledger").await;
+    assert!(e.contains("unsupported scheme"), "{e}");
+    let e = start("postgres://[bad").await;
+    assert!(e.contains("not a valid URL"), "{e}");
+}
+
+/// Ledger processes starting together on one fresh PostgreSQL database
+/// (a restart overlapping the old process, a second replica) both come up:
+/// the migration race is retried, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_opening_one_fresh_postgres_database_at_once_all_start() {
+    let env = Env::on("race", Arc::new(SystemClock), Backend::postgres().await);
+    let starts: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(ben_control::start(env.config(), env.deps())))
+        .collect();
+    let mut handles = Vec::new();
+    for s in starts {
+        handles.push(s.await.unwrap().unwrap());
+    }
+    for h in handles {
+        let st = h.client().status(None).await.unwrap();
+        assert!(st.database.starts_with("postgres://"), "{}", st.database);
+        h.shutdown().await;
+    }
 }

@@ -82,6 +82,22 @@ pub enum Input {
     },
     /// Time passes (checks timeouts).
     Tick,
+    /// The shell cancels the running deploy because it could not record
+    /// (or send) the step that would have told components to activate:
+    /// nobody was told to activate, so it aborts like a failed prepare, in
+    /// either phase. Never valid once `Activate` has gone out.
+    Cancel {
+        reason: String,
+    },
+    /// After a restart: the deploy of `version` had sent activate to
+    /// `required` before the ledger stopped. The deploy is restored in the
+    /// activating phase and activate is sent again (components ack it
+    /// idempotently). If they do not all ack `active` within the prepare
+    /// timeout, the deploy ends as [`Output::Interrupted`], never finalized.
+    ResumeActivation {
+        version: VersionId,
+        required: Vec<ComponentId>,
+    },
 }
 
 /// What the ledger asks the outside world to do.
@@ -104,6 +120,13 @@ pub enum Output {
     Finalized {
         version: VersionId,
     },
+    /// A resumed activation was not confirmed by every required component
+    /// in time: the deploy ends, unfinished. Some components may run the
+    /// version; the active version stays what it was. Nothing is sent.
+    Interrupted {
+        version: VersionId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +141,8 @@ pub enum LedgerError {
     AlreadyActive(VersionId),
     #[error("no component is registered for the roles of {version} ({roles}); start them first")]
     NoComponents { version: VersionId, roles: String },
+    #[error("no deploy is running")]
+    NoDeploy,
     #[error("ack from {component} for {version}, which is not being deployed")]
     StaleAck {
         component: ComponentId,
@@ -147,6 +172,9 @@ pub struct Deploy {
     pub phase: Phase,
     pub started_ns: i64,
     pub components: BTreeMap<ComponentId, ComponentState>,
+    /// Restored after a restart with activate sent again
+    /// ([`Input::ResumeActivation`]); bounded by the prepare timeout.
+    pub resumed: bool,
 }
 
 /// One line of the audit log.
@@ -178,8 +206,10 @@ impl Ledger {
     /// A ledger rebuilt from durable state (staged versions, the active
     /// version, the audit log) after a restart. The registry starts empty
     /// (components re-register with their next heartbeat) and no deploy is
-    /// in progress: one that was running when the ledger stopped is ended by
-    /// the caller, never resumed implicitly (invariant 1).
+    /// in progress: one that was running when the ledger stopped is resolved
+    /// explicitly by the caller, never resumed implicitly (invariant 1):
+    /// [`Input::Cancel`]-like abort if activate had not gone out, or
+    /// [`Input::ResumeActivation`] if it had.
     pub fn restore(
         timeouts: Timeouts,
         staged: impl IntoIterator<Item = Staged>,
@@ -315,6 +345,7 @@ impl Ledger {
                     phase: Phase::Preparing,
                     started_ns: now,
                     components: required,
+                    resumed: false,
                 });
                 Ok(vec![Output::Announce {
                     version,
@@ -399,7 +430,88 @@ impl Ledger {
                 }
                 Ok(vec![])
             }
+            Input::Cancel { reason } => {
+                let Some(d) = &self.deploy else {
+                    return Err(LedgerError::NoDeploy);
+                };
+                if d.phase == Phase::Activating {
+                    // The audit log said "activate sent"; it was not.
+                    let v = d.version.clone();
+                    self.log(now, &v, "activate withdrawn before it went out");
+                }
+                Ok(self.abort(now, reason))
+            }
+            Input::ResumeActivation { version, required } => {
+                if let Some(d) = &self.deploy {
+                    return Err(LedgerError::Busy {
+                        running: d.version.clone(),
+                    });
+                }
+                if !self.staged.contains_key(&version) {
+                    return Err(LedgerError::NotStaged(version));
+                }
+                if self.active.as_ref() == Some(&version) {
+                    return Err(LedgerError::AlreadyActive(version));
+                }
+                if required.is_empty() {
+                    return Err(LedgerError::NoComponents {
+                        version,
+                        roles: "none recorded for the interrupted deploy".into(),
+                    });
+                }
+                let components: BTreeMap<ComponentId, ComponentState> = required
+                    .iter()
+                    .map(|c| (c.clone(), ComponentState::Activating))
+                    .collect();
+                let list: Vec<ComponentId> = components.keys().cloned().collect();
+                self.log(
+                    now,
+                    &version,
+                    format!(
+                        "resumed after a ledger restart: activate sent again to {}",
+                        list.join(", ")
+                    ),
+                );
+                self.deploy = Some(Deploy {
+                    version: version.clone(),
+                    phase: Phase::Activating,
+                    started_ns: now,
+                    components,
+                    resumed: true,
+                });
+                Ok(vec![Output::Activate {
+                    version,
+                    required: list,
+                }])
+            }
             Input::Tick => {
+                let resumed_out = self.deploy.as_ref().is_some_and(|d| {
+                    d.resumed
+                        && d.phase == Phase::Activating
+                        && now.saturating_sub(d.started_ns) > self.timeouts.prepare_ns
+                });
+                if resumed_out {
+                    let Some(d) = self.deploy.take() else {
+                        return Ok(vec![]);
+                    };
+                    let waiting: Vec<&str> = d
+                        .components
+                        .iter()
+                        .filter(|(_, s)| **s != ComponentState::Active)
+                        .map(|(c, _)| c.as_str())
+                        .collect();
+                    let reason = format!(
+                        "activate was sent again after a ledger restart but {} did not confirm in time; \
+                         components may run {}: check `benctl status` and deploy again",
+                        waiting.join(", "),
+                        d.version
+                    );
+                    self.log(now, &d.version, format!("interrupted: {reason}"));
+                    return Ok(vec![Output::Interrupted {
+                        version: d.version,
+                        reason,
+                    }]);
+                }
                 let timed_out = self.deploy.as_ref().is_some_and(|d| {
                     d.phase == Phase::Preparing
                         && now.saturating_sub(d.started_ns) > self.timeouts.prepare_ns

@@ -169,6 +169,9 @@ fn run(seed: u64) -> (usize, usize) {
                             send(&mut net, &mut seq, d, Msg::ToComponent(i, o.clone()));
                         }
                     }
+                    Output::Interrupted { version, .. } => {
+                        panic!("seed {seed}: {version} interrupted without a restart")
+                    }
                 }
             }
             if ledger.deploy().is_none() && net.is_empty() {
@@ -433,4 +436,152 @@ fn restore_keeps_versions_active_and_history() {
     ));
     r.note(5, "v2", "noted");
     assert_eq!(r.history().last().map(|e| e.what.as_str()), Some("noted"));
+}
+
+fn registered_ledger() -> Ledger {
+    let mut l = Ledger::new(Timeouts { prepare_ns: 10 * S });
+    for (c, role) in [("s1", "spine"), ("c1", "sidecar")] {
+        l.step(
+            Input::Register {
+                component: c.into(),
+                role: role.into(),
+            },
+            0,
+        )
+        .unwrap();
+    }
+    l.step(Input::Stage(staged("v1")), 1).unwrap();
+    l
+}
+
+fn prepared(c: &str, role: &str, v: &str) -> Input {
+    let st = staged(v);
+    Input::Prepared {
+        component: c.into(),
+        version: v.into(),
+        hashes: st.roles[role]
+            .iter()
+            .map(|n| (n.clone(), st.artifacts[n].clone()))
+            .collect(),
+    }
+}
+
+#[test]
+fn cancel_aborts_in_either_phase_and_needs_a_deploy() {
+    let mut l = registered_ledger();
+    let cancel = |r: &str| Input::Cancel { reason: r.into() };
+    assert_eq!(l.step(cancel("x"), 2), Err(LedgerError::NoDeploy));
+    l.step(
+        Input::Deploy {
+            version: "v1".into(),
+        },
+        2,
+    )
+    .unwrap();
+    let out = l.step(cancel("db down"), 3).unwrap();
+    assert_eq!(
+        out,
+        vec![Output::Abort {
+            version: "v1".into(),
+            reason: "db down".into()
+        }]
+    );
+    assert!(l.deploy().is_none());
+    // Activating: the shell withheld activate; cancel still aborts.
+    l.step(
+        Input::Deploy {
+            version: "v1".into(),
+        },
+        4,
+    )
+    .unwrap();
+    l.step(prepared("s1", "spine", "v1"), 5).unwrap();
+    let out = l.step(prepared("c1", "sidecar", "v1"), 5).unwrap();
+    assert!(matches!(out[0], Output::Activate { .. }));
+    let out = l.step(cancel("could not record activate"), 6).unwrap();
+    assert!(
+        matches!(&out[0], Output::Abort { reason, .. } if reason == "could not record activate")
+    );
+    assert_eq!(l.active(), None);
+    let what: Vec<&str> = l.history().iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(
+        what[what.len() - 3..],
+        [
+            "all prepared; activate sent",
+            "activate withdrawn before it went out",
+            "aborted: could not record activate"
+        ]
+    );
+}
+
+#[test]
+fn resumed_activation_finalizes_or_is_interrupted() {
+    let mut l = registered_ledger();
+    let resume = || Input::ResumeActivation {
+        version: "v1".into(),
+        required: vec!["s1".into(), "c1".into()],
+    };
+    let out = l.step(resume(), 10).unwrap();
+    assert_eq!(
+        out,
+        vec![Output::Activate {
+            version: "v1".into(),
+            required: vec!["c1".into(), "s1".into()]
+        }]
+    );
+    assert_eq!(
+        l.step(resume(), 10),
+        Err(LedgerError::Busy {
+            running: "v1".into()
+        })
+    );
+    // A late prepare ack changes nothing; active acks finalize.
+    assert_eq!(l.step(prepared("s1", "spine", "v1"), 11), Ok(vec![]));
+    for c in ["s1", "c1"] {
+        l.step(
+            Input::Active {
+                component: c.into(),
+                version: "v1".into(),
+            },
+            12,
+        )
+        .unwrap();
+    }
+    assert_eq!(l.active().map(String::as_str), Some("v1"));
+    assert!(l.deploy().is_none());
+    assert_eq!(
+        l.step(resume(), 13),
+        Err(LedgerError::AlreadyActive("v1".into()))
+    );
+
+    // Not confirmed in time: interrupted, never finalized, active unchanged.
+    let mut l = registered_ledger();
+    l.step(resume(), 10).unwrap();
+    l.step(
+        Input::Active {
+            component: "s1".into(),
+            version: "v1".into(),
+        },
+        11,
+    )
+    .unwrap();
+    assert_eq!(l.step(Input::Tick, 10 + 10 * S), Ok(vec![]));
+    let out = l.step(Input::Tick, 11 + 10 * S).unwrap();
+    assert!(
+        matches!(&out[0], Output::Interrupted { version, reason } if version == "v1" && reason.contains("c1 did not confirm")),
+        "{out:?}"
+    );
+    assert!(l.deploy().is_none());
+    assert_eq!(l.active(), None);
+    let mut l = registered_ledger();
+    assert_eq!(
+        l.step(
+            Input::ResumeActivation {
+                version: "v9".into(),
+                required: vec!["s1".into()]
+            },
+            1
+        ),
+        Err(LedgerError::NotStaged("v9".into()))
+    );
 }

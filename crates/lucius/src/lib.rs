@@ -9,8 +9,12 @@
 //! Lucius never stores a raw PII value (a record whose redaction fails
 //! goes to the dead-letter subject) and never blocks the data path: writes
 //! go through a bounded queue to one writer task that inserts in batches
-//! into SQLite (`.ben/lucius.db`, SQL kept portable to PostgreSQL), and
-//! what does not fit the queue is counted ([`Observations::dropped`]).
+//! into SQLite (`.ben/lucius.db`, embedded mode) or PostgreSQL
+//! ([`Config::database_url`], cluster mode) — the same SQL on both — and
+//! what does not fit the queue is counted ([`Observations::dropped`]), as is
+//! what the database refused ([`Observations::failed`]).
+
+mod db;
 
 use ben_component::{subjects, Deps, IntentAgent, Load, Role};
 use ben_spine::SpineRole;
@@ -36,12 +40,19 @@ impl Role for LuciusRole {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Observations queued for the writer at most (beyond: counted drops).
     pub queue: usize,
     /// Age after which records are deleted, ns.
     pub retention_ns: i64,
+    /// `postgres://user@host:port/db` stores observations in PostgreSQL
+    /// (cluster mode); unset (or empty) keeps the SQLite file given to
+    /// [`Observations::open`]. `sqlite:PATH` names a SQLite file.
+    pub database_url: Option<String>,
+    /// How long a database operation waits for a connection before it
+    /// fails (the batch is then counted in [`Observations::failed`]).
+    pub db_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -49,6 +60,8 @@ impl Default for Config {
         Config {
             queue: 100_000,
             retention_ns: 7 * 24 * 3600 * 1_000_000_000,
+            database_url: None,
+            db_timeout_ms: 5_000,
         }
     }
 }
@@ -130,81 +143,75 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
-/// The observation store: SQLite under the data dir, written by one
-/// background task in batches. Ingest never blocks the data path: the
+/// The observation store: SQLite under the data dir or PostgreSQL, written
+/// by one background task in batches. Ingest never blocks the data path: the
 /// queue to the writer is bounded and what does not fit is counted in
 /// [`Observations::dropped`].
 pub struct Observations {
-    pool: sqlx::SqlitePool,
+    pool: sqlx::AnyPool,
+    what: String,
     tx: tokio::sync::mpsc::Sender<Row>,
     rows: Arc<AtomicU64>,
     dropped: AtomicU64,
     expired: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-const SCHEMA_SQL: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS lucius_observations (
-        id TEXT NOT NULL,
-        at_ns BIGINT NOT NULL,
-        schema_name TEXT NOT NULL,
-        schema_version INTEGER NOT NULL,
-        app TEXT NOT NULL,
-        intent TEXT NOT NULL,
-        flags TEXT NOT NULL,
-        meta TEXT NOT NULL,
-        record TEXT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS lucius_observations_at ON lucius_observations (at_ns)",
-];
-
 impl Observations {
-    /// Opens (or creates) the store at `path` and starts its writer.
+    /// Opens (or creates) the store and starts its writer: PostgreSQL when
+    /// `cfg.database_url` names it, else the SQLite file at `path`.
     pub async fn open(path: &std::path::Path, cfg: Config) -> Result<Arc<Observations>, String> {
-        use sqlx::sqlite::{
-            SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .map_err(|e| format!("Lucius database {}: {e}", path.display()))?;
-        for st in SCHEMA_SQL {
-            sqlx::query(st)
-                .execute(&pool)
-                .await
-                .map_err(|e| format!("Lucius schema: {e}"))?;
-        }
+        let timeout = std::time::Duration::from_millis(cfg.db_timeout_ms.max(1));
+        let (pool, what, server) = db::open(cfg.database_url.as_deref(), path, timeout).await?;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lucius_observations")
             .fetch_one(&pool)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("Lucius database {what}: counting rows: {e}"))?;
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.queue.max(1));
         let obs = Arc::new(Observations {
             pool: pool.clone(),
+            what,
             tx,
             rows: Arc::new(AtomicU64::new(n.max(0) as u64)),
             dropped: AtomicU64::new(0),
             expired: Arc::new(AtomicU64::new(0)),
             written: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(AtomicU64::new(0)),
+            last_error: Arc::default(),
         });
         tokio::spawn(writer(
             pool,
+            server,
             rx,
             cfg,
-            obs.rows.clone(),
-            obs.expired.clone(),
-            obs.written.clone(),
+            Counters {
+                rows: obs.rows.clone(),
+                expired: obs.expired.clone(),
+                written: obs.written.clone(),
+                failed: obs.failed.clone(),
+                last_error: obs.last_error.clone(),
+                what: obs.what.clone(),
+            },
         ));
         Ok(obs)
+    }
+
+    /// The database: a SQLite path or a PostgreSQL URL without password.
+    pub fn database(&self) -> &str {
+        &self.what
+    }
+
+    /// Observations the database refused or could not take (unreachable);
+    /// they are not stored.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The last database error, with the database named.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     /// Queues one observation; never waits.
@@ -244,7 +251,6 @@ impl Observations {
     }
 
     pub async fn query(&self, q: &Query) -> Result<Vec<Observation>, String> {
-        let mut sql = String::from("SELECT id, at_ns, schema_name, schema_version, app, intent, flags, meta, record FROM lucius_observations WHERE at_ns >= $1");
         let (name, version) = match q.schema.as_deref().map(|s| {
             s.split_once("@v")
                 .map_or((s, None), |(n, v)| (n, v.parse::<i64>().ok()))
@@ -252,30 +258,39 @@ impl Observations {
             Some((n, v)) => (Some(n.to_string()), v),
             None => (None, None),
         };
+        // Placeholders numbered in the order they are bound: the same text
+        // for SQLite and PostgreSQL.
+        let mut sql = String::from("SELECT id, at_ns, schema_name, schema_version, app, intent, flags, meta, record FROM lucius_observations WHERE at_ns >= $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            n
+        };
         if name.is_some() {
-            sql.push_str(" AND schema_name = $2");
+            sql.push_str(&format!(" AND schema_name = ${}", next()));
         }
         if version.is_some() {
-            sql.push_str(" AND schema_version = $3");
+            sql.push_str(&format!(" AND schema_version = ${}", next()));
         }
         if q.flag.is_some() {
-            sql.push_str(" AND flags LIKE $4");
+            sql.push_str(&format!(" AND flags LIKE ${}", next()));
         }
-        sql.push_str(" ORDER BY at_ns LIMIT $5");
-        let rows = sqlx::query(&sql)
-            .bind(q.since_ns.unwrap_or(i64::MIN))
-            .bind(name.unwrap_or_default())
-            .bind(version.unwrap_or(0))
-            .bind(
-                q.flag
-                    .as_ref()
-                    .map(|f| format!("%\"{f}\"%"))
-                    .unwrap_or_default(),
-            )
+        sql.push_str(&format!(" ORDER BY at_ns, id LIMIT ${}", next()));
+        let mut query = sqlx::query(&sql).bind(q.since_ns.unwrap_or(i64::MIN));
+        if let Some(name) = name {
+            query = query.bind(name);
+        }
+        if let Some(version) = version {
+            query = query.bind(version);
+        }
+        if let Some(f) = &q.flag {
+            query = query.bind(format!("%\"{f}\"%"));
+        }
+        let rows = query
             .bind(q.limit.unwrap_or(100).min(10_000) as i64)
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| format!("Lucius query: {e}"))?;
+            .map_err(|e| format!("Lucius query on {}: {e}", self.what))?;
         use sqlx::Row;
         rows.iter()
             .map(|r| -> Result<Observation, sqlx::Error> {
@@ -300,15 +315,34 @@ impl Observations {
     }
 }
 
-/// Rows per multi-row INSERT (see the writer).
+/// The writer's shared counters.
+struct Counters {
+    rows: Arc<AtomicU64>,
+    expired: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
+    what: String,
+}
+
+impl Counters {
+    fn error(&self, doing: &str, e: &sqlx::Error) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some(format!("Lucius database {}: {doing}: {e}", self.what));
+        }
+    }
+}
+
+/// Rows per multi-row INSERT: one round trip to the database per chunk,
+/// not per row.
 const ROWS_PER_INSERT: usize = 64;
 
-/// `INSERT … VALUES (?,…,?),(…)` for `rows` rows. Anonymous `?`
-/// parameters, not `$N`: SQLite looks a named parameter up by a linear
-/// scan of the statement's names, so binding `$N` costs grow with the
+/// `INSERT … VALUES (…),(…)` for `rows` rows. SQLite gets anonymous `?`
+/// parameters, PostgreSQL `$N`: SQLite looks a named parameter up by a
+/// linear scan of the statement's names, so binding `$N` there costs the
 /// square of the parameter count (100 rows = 900 parameters spent a
-/// quarter of the data path's cycles there; with `?` it is free).
-fn insert_sql(rows: usize) -> String {
+/// quarter of the embedded data path's cycles; with `?` it is free).
+fn insert_sql(rows: usize, numbered: bool) -> String {
     let mut sql = String::from("INSERT INTO lucius_observations (id, at_ns, schema_name, schema_version, app, intent, flags, meta, record) VALUES ");
     for i in 0..rows {
         if i > 0 {
@@ -319,24 +353,61 @@ fn insert_sql(rows: usize) -> String {
             if c > 0 {
                 sql.push(',');
             }
-            sql.push('?');
+            if numbered {
+                sql.push_str(&format!("${}", i * 9 + c + 1));
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
     sql
 }
 
+/// Inserts one batch in one transaction, as multi-row INSERTs.
+async fn insert(
+    pool: &sqlx::AnyPool,
+    batch: &[Row],
+    numbered: bool,
+    full_sql: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for chunk in batch.chunks(ROWS_PER_INSERT) {
+        let partial;
+        let sql = if chunk.len() == ROWS_PER_INSERT {
+            full_sql
+        } else {
+            partial = insert_sql(chunk.len(), numbered);
+            &partial
+        };
+        let mut q = sqlx::query(sql);
+        for o in chunk {
+            q = q
+                .bind(o.id.as_str())
+                .bind(o.at_ns)
+                .bind(o.schema.as_str())
+                .bind(i64::from(o.schema_version))
+                .bind(o.app.as_str())
+                .bind(o.intent.as_str())
+                .bind(o.flags.as_str())
+                .bind(o.meta.as_str())
+                .bind(o.record.as_str());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
 /// Writes queued observations in batches; applies retention.
 async fn writer(
-    pool: sqlx::SqlitePool,
+    pool: sqlx::AnyPool,
+    server: bool,
     mut rx: tokio::sync::mpsc::Receiver<Row>,
     cfg: Config,
-    rows: Arc<AtomicU64>,
-    expired: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
+    c: Counters,
 ) {
     let mut last_retention = std::time::Instant::now();
-    let full_sql = insert_sql(ROWS_PER_INSERT);
+    let full_sql = insert_sql(ROWS_PER_INSERT, server);
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 1000 {
@@ -346,50 +417,30 @@ async fn writer(
             }
         }
         let newest = batch.iter().map(|o| o.at_ns).max().unwrap_or(0);
-        let ok = async {
-            let mut tx = pool.begin().await?;
-            // Multi-row INSERTs: one round trip to the database thread
-            // per chunk, not per row.
-            for chunk in batch.chunks(ROWS_PER_INSERT) {
-                let partial;
-                let sql = if chunk.len() == ROWS_PER_INSERT {
-                    &full_sql
-                } else {
-                    partial = insert_sql(chunk.len());
-                    &partial
-                };
-                let mut q = sqlx::query(sql);
-                for o in chunk {
-                    q = q
-                        .bind(&o.id)
-                        .bind(o.at_ns)
-                        .bind(&o.schema)
-                        .bind(i64::from(o.schema_version))
-                        .bind(&o.app)
-                        .bind(&o.intent)
-                        .bind(&o.flags)
-                        .bind(&o.meta)
-                        .bind(&o.record);
-                }
-                q.execute(&mut *tx).await?;
+        match insert(&pool, &batch, server, &full_sql).await {
+            Ok(()) => {
+                c.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            tx.commit().await
-        }
-        .await;
-        if ok.is_ok() {
-            rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Err(e) => {
+                c.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                c.error(&format!("writing {} observations", batch.len()), &e);
+            }
         }
         if last_retention.elapsed() > std::time::Duration::from_secs(1) {
             last_retention = std::time::Instant::now();
-            if let Ok(r) = sqlx::query("DELETE FROM lucius_observations WHERE at_ns < $1")
+            match sqlx::query("DELETE FROM lucius_observations WHERE at_ns < $1")
                 .bind(newest.saturating_sub(cfg.retention_ns))
                 .execute(&pool)
                 .await
             {
-                let n = r.rows_affected();
-                expired.fetch_add(n, Ordering::Relaxed);
-                rows.fetch_sub(n.min(rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+                Ok(r) => {
+                    let n = r.rows_affected();
+                    c.expired.fetch_add(n, Ordering::Relaxed);
+                    c.rows
+                        .fetch_sub(n.min(c.rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+                }
+                Err(e) => c.error("applying retention", &e),
             }
         }
     }
@@ -420,7 +471,7 @@ pub async fn run(
                 let answer = match serde_json::from_slice::<Query>(&m.payload) {
                     Ok(q) => match store.query(&q).await {
                         Ok(records) => {
-                            serde_json::json!({ "records": records, "count": store.count(), "dropped": store.dropped(), "expired": store.expired() })
+                            serde_json::json!({ "records": records, "count": store.count(), "dropped": store.dropped(), "expired": store.expired(), "failed": store.failed() })
                         }
                         Err(e) => serde_json::json!({ "error": e }),
                     },
@@ -475,88 +526,193 @@ mod tests {
         panic!("timed out");
     }
 
-    #[tokio::test]
-    async fn sqlite_store_queries_retention_and_reopen() {
-        let dir = std::env::temp_dir().join(format!("ben-lucius-{}", std::process::id()));
+    /// A database of the test's own on the machine's PostgreSQL
+    /// (127.0.0.1:5432, trust auth), created through the `test` database
+    /// and dropped with the value.
+    struct TestDb {
+        name: String,
+        url: String,
+    }
+
+    const SHARED: &str = "postgres://postgres@127.0.0.1:5432";
+
+    async fn admin(sql: String) -> Result<(), String> {
+        use sqlx::{Connection, Executor};
+        let url = format!("{SHARED}/test");
+        let mut c = sqlx::PgConnection::connect(&url).await.map_err(|e| {
+            format!("PostgreSQL at {url} is required for this test and is not reachable: {e}")
+        })?;
+        c.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
+        let _ = c.close().await;
+        Ok(())
+    }
+
+    impl TestDb {
+        async fn create() -> TestDb {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let name = format!(
+                "ben_test_{}_{nanos}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            );
+            admin(format!("CREATE DATABASE {name}")).await.unwrap();
+            TestDb {
+                url: format!("{SHARED}/{name}"),
+                name,
+            }
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let r = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(admin(sql))
+            })
+            .join();
+            if !matches!(r, Ok(Ok(()))) {
+                eprintln!("warning: could not drop test database {}: {r:?}", self.name);
+            }
+        }
+    }
+
+    /// SQLite in a temp dir, or a fresh PostgreSQL database.
+    async fn backend(pg: bool, name: &str) -> (std::path::PathBuf, Option<TestDb>) {
+        let dir = std::env::temp_dir().join(format!(
+            "ben-lucius-{name}-{}-{}",
+            if pg { "pg" } else { "sqlite" },
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("lucius.db");
+        let db = if pg {
+            Some(TestDb::create().await)
+        } else {
+            None
+        };
+        (dir.join("lucius.db"), db)
+    }
+
+    macro_rules! on_both {
+        ($name:ident) => {
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(false).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(true).await
+                }
+            }
+        };
+    }
+
+    on_both!(store_queries_retention_and_reopen);
+    async fn store_queries_retention_and_reopen(pg: bool) {
+        let (path, db) = backend(pg, "store").await;
         let cfg = Config {
             queue: 1000,
             retention_ns: 1_000,
+            database_url: db.as_ref().map(|d| d.url.clone()),
+            ..Config::default()
         };
-        let s = Observations::open(&path, cfg).await.unwrap();
+        let s = Observations::open(&path, cfg.clone()).await.unwrap();
+        if pg {
+            assert!(s.database().starts_with("postgres://"), "{}", s.database());
+            assert!(!path.exists(), "no SQLite file when PostgreSQL is named");
+        }
+        // One batch of five.
         for t in 0..5 {
             s.append(obs(t, if t % 2 == 0 { &["x"] } else { &[] }));
         }
         until(|| s.written() == 5).await;
+        assert_eq!(s.failed(), 0, "{:?}", s.last_error());
+        let q = |query: Query| {
+            let s = s.clone();
+            async move { s.query(&query).await.unwrap() }
+        };
+        let by_flag = q(Query {
+            flag: Some("x".into()),
+            ..Query::default()
+        })
+        .await;
         assert_eq!(
-            s.query(&Query {
-                flag: Some("x".into()),
-                ..Query::default()
-            })
-            .await
-            .unwrap()
-            .len(),
-            3
+            by_flag.iter().map(|o| o.at_ns).collect::<Vec<_>>(),
+            [0, 2, 4]
         );
+        let since = q(Query {
+            since_ns: Some(3),
+            ..Query::default()
+        })
+        .await;
+        assert_eq!(since.iter().map(|o| o.at_ns).collect::<Vec<_>>(), [3, 4]);
         assert_eq!(
-            s.query(&Query {
-                since_ns: Some(4),
-                ..Query::default()
-            })
-            .await
-            .unwrap()
-            .len(),
-            1
-        );
-        assert_eq!(
-            s.query(&Query {
+            q(Query {
                 schema: Some("http.request@v2".into()),
                 ..Query::default()
             })
             .await
-            .unwrap()
             .len(),
             5
         );
         assert_eq!(
-            s.query(&Query {
+            q(Query {
+                schema: Some("http.request".into()),
+                flag: Some("x".into()),
+                since_ns: Some(1),
+                ..Query::default()
+            })
+            .await
+            .len(),
+            2
+        );
+        assert_eq!(
+            q(Query {
                 schema: Some("http.request@v1".into()),
                 ..Query::default()
             })
             .await
-            .unwrap()
             .len(),
             0
         );
-        let got = s
-            .query(&Query {
-                limit: Some(1),
-                ..Query::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(got[0], obs(0, &["x"]));
+        let got = q(Query {
+            limit: Some(1),
+            ..Query::default()
+        })
+        .await;
+        assert_eq!(got, [obs(0, &["x"])]);
         // Reopened, the rows are still there.
         drop(s);
-        let s = Observations::open(&path, cfg).await.unwrap();
+        let s = Observations::open(&path, cfg.clone()).await.unwrap();
         assert_eq!(s.count(), 5);
         // Retention: rows older than 1 µs before the newest go.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         s.append(obs(10_000, &[]));
         until(|| s.expired() == 5).await;
         assert_eq!(s.count(), 1);
+        let left = s.query(&Query::default()).await.unwrap();
+        assert_eq!(left, [obs(10_000, &[])]);
+        drop(db);
     }
 
-    #[tokio::test]
-    async fn a_full_queue_counts_drops() {
-        let dir = std::env::temp_dir().join(format!("ben-lucius-q-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    on_both!(a_full_queue_counts_drops);
+    async fn a_full_queue_counts_drops(pg: bool) {
+        let (path, db) = backend(pg, "queue").await;
         let s = Observations::open(
-            &dir.join("l.db"),
+            &path,
             Config {
                 queue: 1,
                 retention_ns: i64::MAX,
+                database_url: db.as_ref().map(|d| d.url.clone()),
+                ..Config::default()
             },
         )
         .await
@@ -569,5 +725,64 @@ mod tests {
             "some appends must have found the queue full"
         );
         until(|| s.written() + s.dropped() == 2000).await;
+        assert_eq!(s.count() as u64, s.written());
+        drop(db);
+    }
+
+    /// Lucius replicas starting together on one fresh database all come up
+    /// (the migration race is retried) and share the rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_opening_one_fresh_postgres_database_at_once_all_start() {
+        let db = TestDb::create().await;
+        let cfg = Config {
+            database_url: Some(db.url.clone()),
+            ..Config::default()
+        };
+        let opens = (0..6).map(|_| {
+            let cfg = cfg.clone();
+            async move { Observations::open(std::path::Path::new("unused.db"), cfg).await }
+        });
+        let all: Vec<Arc<Observations>> = futures_join_all(opens).await;
+        all[0].append(obs(1, &["x"]));
+        until(|| all[0].written() == 1).await;
+        let seen = all[5].query(&Query::default()).await.unwrap();
+        assert_eq!(seen, [obs(1, &["x"])]);
+        drop(all);
+        drop(db);
+    }
+
+    /// Runs the futures together on this runtime; every one must succeed.
+    async fn futures_join_all<F>(fs: impl Iterator<Item = F>) -> Vec<Arc<Observations>>
+    where
+        F: std::future::Future<Output = Result<Arc<Observations>, String>> + Send + 'static,
+    {
+        let handles: Vec<_> = fs.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn bad_database_urls_are_refused_with_the_reason() {
+        let path = std::env::temp_dir().join(format!("ben-lucius-bad-{}", std::process::id()));
+        let open = |url: &str| {
+            let cfg = Config {
+                database_url: Some(url.into()),
+                db_timeout_ms: 500,
+                ..Config::default()
+            };
+            let path = path.join("l.db");
+            async move { Observations::open(&path, cfg).await.err().unwrap() }
+        };
+        let e = open("mysql://u:secret@h/db").await;
+        assert!(
+            e.contains("unsupported scheme") && !e.contains("secret"),
+            "{e}"
+        );
+        // A server that is not there: named, password hidden.
+        let e = open("postgres://u:secret@127.0.0.1:1/db").await;
+        assert!(e.contains("127.0.0.1:1") && !e.contains("secret"), "{e}");
     }
 }

@@ -1,7 +1,14 @@
-//! Shared set-up: a real in-process bus, a FileStore and SQLite in a temp
-//! dir, the example bundle built with ben-intent, simulated components.
+//! Shared set-up: a real in-process bus, a FileStore in a temp dir, the
+//! ledger on SQLite (temp dir) or PostgreSQL (a database of the test's own,
+//! see `pg`), the example bundle built with ben-intent, simulated
+//! components.
 
 #![allow(dead_code)]
+
+pub mod pg;
+
+pub use pg::Backend;
+use serde_json::Value;
 
 use ben_bus::{Bus, InProcessBus};
 use ben_control::ledger::{DeployRecord, StageRequest, StatusReport};
@@ -34,12 +41,40 @@ pub struct Env {
     pub ledger_signer: Arc<Signer>,
     pub component_signer: Arc<Signer>,
     pub clock: Arc<dyn Clock>,
+    /// None: SQLite under `dir`.
+    pub database_url: Option<String>,
+    backend: Option<Backend>,
+}
+
+/// Runs an `async fn(Backend)` test on SQLite and on PostgreSQL: the tests
+/// are `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::postgres().await).await
+            }
+        }
+    };
 }
 
 impl Env {
     pub fn new(name: &str, clock: Arc<dyn Clock>) -> Env {
+        Env::on(name, clock, Backend::Sqlite)
+    }
+
+    /// The ledger's database on `backend` (kept, and dropped, with the Env).
+    pub fn on(name: &str, clock: Arc<dyn Clock>, backend: Backend) -> Env {
         let dir = tmp(name);
         Env {
+            database_url: backend.url(),
+            backend: Some(backend),
             bus: Arc::new(InProcessBus::default()),
             store: Arc::new(FileStore::open(dir.join("store")).unwrap()),
             ledger_signer: Arc::new(Signer::from_secret([7; 32])),
@@ -52,6 +87,7 @@ impl Env {
     pub fn config(&self) -> Config {
         Config {
             data_dir: self.dir.clone(),
+            database_url: self.database_url.clone(),
             api_addr: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         }
@@ -172,3 +208,57 @@ pub async fn wait_deploy(client: &LedgerClient, id: i64) -> DeployRecord {
 }
 
 pub const ROLES: [&str; 5] = ["sidecar", "proxy", "spine", "detector", "lucius"];
+
+/// The HTTP API as benctl sees it.
+pub struct Http {
+    pub base: String,
+}
+
+impl Http {
+    pub async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let method = method.to_string();
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let res = match (method.as_str(), body) {
+                ("GET", _) => agent.get(&url).call(),
+                ("DELETE", _) => agent.delete(&url).call(),
+                ("PUT", Some(b)) => agent.put(&url).send(&b[..]),
+                ("POST", Some(b)) => agent.post(&url).send(&b[..]),
+                ("POST", None) => agent.post(&url).send_empty(),
+                _ => unreachable!(),
+            };
+            let mut r = res.unwrap();
+            let code = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap();
+            let v = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text:?}"));
+            (code, v)
+        })
+        .await
+        .unwrap()
+    }
+
+    pub async fn json(&self, method: &str, path: &str, v: Value) -> (u16, Value) {
+        self.req(method, path, Some(v.to_string().into_bytes()))
+            .await
+    }
+
+    /// Polls status until deploy `id` ended.
+    pub async fn wait(&self, id: i64) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let (code, s) = self.req("GET", "/api/v1/status", None).await;
+            assert_eq!(code, 200);
+            let d = &s["deploy"];
+            if d["id"] == id && !matches!(d["phase"].as_str(), Some("preparing" | "activating")) {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{s:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
