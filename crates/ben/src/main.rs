@@ -1,6 +1,7 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
 mod bench;
+mod cluster;
 mod demo_app;
 mod detect;
 mod flows;
@@ -22,6 +23,12 @@ enum Cmd {
     /// Run the whole system in one process (in-process bus, SQLite ledger,
     /// files store, HTTP API on 127.0.0.1:7420).
     Up(up::UpArgs),
+    /// Run one component as this process over NATS (cluster mode):
+    /// control, sidecar, proxy, spine, detector or lucius.
+    Run(cluster::RunArgs),
+    /// Cluster mode: `ben cluster up --config FILE` starts every component
+    /// as its own supervised process.
+    Cluster(cluster::ClusterArgs),
     /// The demo app `ben up --demo` runs: sends shop traffic through the
     /// sidecar and prints the signals it receives.
     DemoApp(demo_app::DemoArgs),
@@ -43,6 +50,23 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ben up: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run(args) => {
+            let what = args.component.clone();
+            match cluster::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ben run {what}: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Cluster(args) => match cluster::cluster(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben cluster: {e:#}");
                 ExitCode::from(1)
             }
         },

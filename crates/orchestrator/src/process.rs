@@ -9,8 +9,10 @@
 //! into a hop that is already gone; the control plane last), waits up to a
 //! grace period for each kind, then SIGKILLs what is left.
 //!
-//! Children get `PR_SET_PDEATHSIG = SIGKILL`: if the supervisor itself is
-//! killed they die with it rather than run on unsupervised.
+//! Children run in their own process groups (a terminal's Ctrl-C reaches
+//! the supervisor, which stops them in order) and get `PR_SET_PDEATHSIG =
+//! SIGKILL`: if the supervisor itself is killed they die with it rather
+//! than run on unsupervised.
 
 use crate::{start_rank, Backoff, BackoffState, Restarts};
 use std::collections::BTreeMap;
@@ -58,6 +60,8 @@ pub struct ChildState {
     pub incarnation: u64,
     /// How the previous incarnation ended.
     pub last_exit: Option<String>,
+    /// When the running incarnation started.
+    pub running_since: Option<std::time::Instant>,
 }
 
 struct Child {
@@ -96,6 +100,20 @@ impl Supervisor {
     /// A snapshot of every child's state.
     pub fn states(&self) -> BTreeMap<String, ChildState> {
         self.states.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILLs the running incarnation of `name` (it is then restarted
+    /// like any crashed child). Returns whether there was one.
+    pub fn kill(&self, name: &str) -> bool {
+        let pid = self
+            .states
+            .lock()
+            .ok()
+            .and_then(|s| s.get(name).and_then(|c| c.pid));
+        if let Some(pid) = pid {
+            signal(pid, libc::SIGKILL);
+        }
+        pid.is_some()
     }
 
     /// Starts `spec` and keeps it running until [`Supervisor::stop`].
@@ -189,9 +207,14 @@ fn spawn(spec: &ProcSpec) -> std::io::Result<tokio::process::Child> {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls prctl(2), which is async-signal-safe.
+    // calls setpgid(2) and prctl(2), which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
+            // Its own process group: a terminal's Ctrl-C reaches the
+            // supervisor only, which then stops the children in order.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -229,6 +252,7 @@ async fn keep_running(
                 set(&|c| {
                     c.pid = Some(pid);
                     c.incarnation += 1;
+                    c.running_since = Some(std::time::Instant::now());
                 });
                 if let Some(f) = first.take() {
                     let _ = f.send(Ok(pid));
@@ -246,6 +270,7 @@ async fn keep_running(
                         };
                         set(&|c| {
                             c.pid = None;
+                            c.running_since = None;
                             c.last_exit = Some(status.clone());
                         });
                         report(format!("{} ({}) stopped: {status}", spec.name, spec.kind));
@@ -263,6 +288,7 @@ async fn keep_running(
         };
         set(&|c| {
             c.pid = None;
+            c.running_since = None;
             c.last_exit = Some(why.clone());
         });
         if *stop.borrow() {
@@ -319,7 +345,8 @@ mod tests {
             .await
             .unwrap();
         assert!(sup.start(sh("spine-1", "spine", "true")).await.is_err());
-        signal(spine, libc::SIGKILL);
+        assert!(sup.kill("spine-1"));
+        assert!(!sup.kill("nobody"));
         let mut restarted = None;
         for _ in 0..100 {
             let st = sup.states();
