@@ -203,7 +203,7 @@ stop_grace_ms = 5000
     /// Builds the shop bundle, uploads and stages it through the API, deploys
     /// it and waits until it is finalized.
     async fn deploy_shop(&self) -> String {
-        let built = ben_intent::Bundle::load(&shop()).unwrap().build().unwrap();
+        let built = ben_intent::Bundle::load(shop()).unwrap().build().unwrap();
         let mut artifacts = serde_json::Map::new();
         for a in &built.artifacts {
             let hash = a.hash.to_hex().to_string();
@@ -647,7 +647,7 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
     );
     // And the count of lost records is right: the test's own view of what
     // the spines emitted and what was dead-lettered gives the same figure.
-    let s = seen.lock().unwrap();
+    let s = std::mem::take(&mut *seen.lock().unwrap());
     let dl_data = s
         .dead_letters
         .iter()
@@ -684,7 +684,6 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
         n("dead_letters"),
         n("lost"),
     );
-    drop(s);
     c.stop().await;
 }
 
@@ -768,7 +767,7 @@ async fn late_joiner_activates_the_current_version_before_taking_traffic() {
         .await;
     assert_eq!(st["components"]["spine-2"]["supervised"], false);
     assert_eq!(st["components"]["spine-2"]["intent"], version.as_str());
-    let s = seen.lock().unwrap();
+    let s = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(s.records, sent);
     assert_eq!(s.versions.get(&version), Some(&sent));
     assert!(
@@ -782,7 +781,6 @@ async fn late_joiner_activates_the_current_version_before_taking_traffic() {
         first.1.as_secs_f64() * 1e3,
         st["components"]["spine-2"]["processed"]
     );
-    drop(s);
     let _ = late.start_kill();
     let _ = late.wait().await;
     c.stop().await;
