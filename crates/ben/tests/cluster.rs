@@ -94,7 +94,7 @@ struct Cluster {
 
 impl Cluster {
     /// Starts `ben cluster up` and waits until every process is healthy.
-    async fn start(name: &str, spines: usize, spare: usize) -> Cluster {
+    async fn start(name: &str, spines: usize, spare: usize, extra: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ben-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -114,6 +114,7 @@ uid = {uid}
 exe = "{exe}"
 [supervisor]
 stop_grace_ms = 5000
+{extra}
 "#,
             pid = std::process::id(),
             t = now_ns(),
@@ -359,7 +360,7 @@ fn watch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_flow_with_every_component_in_its_own_process() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start("flow", 2, 0).await;
+    let mut c = Cluster::start("flow", 2, 0, "").await;
     let st = c.status().await;
     let pids: std::collections::BTreeSet<u64> = st["components"]
         .as_object()
@@ -533,7 +534,7 @@ async fn records_flow_with_every_component_in_its_own_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start("kill", 2, 0).await;
+    let mut c = Cluster::start("kill", 2, 0, "").await;
     let version = c.deploy_shop().await;
     let seen = watch(
         c.bus.subscribe("ben.data.detector", None).await.unwrap(),
@@ -693,7 +694,7 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_activates_the_current_version_before_taking_traffic() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start("late", 1, 1).await;
+    let mut c = Cluster::start("late", 1, 1, "").await;
     let version = c.deploy_shop().await;
     let seen = watch(
         c.bus.subscribe("ben.data.detector", None).await.unwrap(),
@@ -783,5 +784,47 @@ async fn late_joiner_activates_the_current_version_before_taking_traffic() {
     );
     let _ = late.start_kill();
     let _ = late.wait().await;
+    c.stop().await;
+}
+
+/// A spine that is alive but silent (SIGSTOP: no heartbeats) is killed by
+/// the supervisor after `hung_after_ms` and restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_spine_is_killed_and_restarted() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start("hung", 2, 0, "hung_after_ms = 2500").await;
+    let pid = c.status().await["components"]["spine-2"]["pid"]
+        .as_u64()
+        .unwrap();
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    let st = c
+        .wait("spine-2 restarted", Duration::from_secs(30), |s| {
+            let sp = &s["components"]["spine-2"];
+            sp["restarts"] == 1 && sp["pid"].as_u64().is_some_and(|p| p != pid)
+        })
+        .await;
+    let took = t0.elapsed();
+    assert_eq!(
+        st["components"]["spine-2"]["last_exit"],
+        "killed by signal 9"
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "killed before hung_after: {took:?}"
+    );
+    // The other components were left alone.
+    assert_eq!(st["restarts"], 1, "{st:#}");
+    c.wait("spine-2 healthy again", Duration::from_secs(30), |s| {
+        s["components"]["spine-2"]["healthy"] == true
+    })
+    .await;
+    println!(
+        "hung spine-2 (SIGSTOP) killed and restarted after {:.1} s",
+        took.as_secs_f64()
+    );
     c.stop().await;
 }
