@@ -25,6 +25,13 @@ pub struct BenchArgs {
     /// Brute-force bursts for the latency run (one signal each).
     #[arg(long, default_value_t = 200)]
     pub signals: usize,
+    /// Every component in its own process over NATS (`--nats`, default
+    /// nats://127.0.0.1:4222), started as `ben cluster up` starts them.
+    #[arg(long)]
+    pub cluster: bool,
+    /// With `--cluster`: the offered rate (records/s) of the latency run.
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -32,10 +39,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if args.cluster {
+        return rt.block_on(crate::bench_cluster::datapath(args));
+    }
     rt.block_on(datapath(args))
 }
 
-fn rec(i: u64, url: &str, code: u16, ip: &str) -> serde_json::Value {
+pub(crate) fn rec(i: u64, url: &str, code: u16, ip: &str) -> serde_json::Value {
     json!({
         "timestamp": "2026-01-01T00:00:00Z", "verb": "get", "url": url, "code": code.to_string(),
         "size": i % 5000, "remote_addr": ip,
@@ -57,7 +67,7 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

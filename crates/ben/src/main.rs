@@ -1,6 +1,8 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
 mod bench;
+mod bench_cluster;
+mod cluster;
 mod demo_app;
 mod detect;
 mod flows;
@@ -25,11 +27,18 @@ enum Cmd {
     /// Run the whole system in one process (in-process bus, SQLite ledger,
     /// files store, HTTP API on 127.0.0.1:7420).
     Up(up::UpArgs),
+    /// Run one component as this process over NATS (cluster mode):
+    /// control, sidecar, proxy, spine, detector or lucius.
+    Run(cluster::RunArgs),
+    /// Cluster mode: `ben cluster up --config FILE` starts every component
+    /// as its own supervised process.
+    Cluster(cluster::ClusterArgs),
     /// The demo app `ben up --demo` runs: sends shop traffic through the
     /// sidecar and prints the signals it receives.
     DemoApp(demo_app::DemoArgs),
     /// Measure the system: `ben bench datapath` (records/s, app→signal
-    /// latency in embedded mode).
+    /// latency in embedded mode; `--cluster`: one process per component
+    /// over NATS).
     Bench(bench::BenchArgs),
     /// CyberMesh: run the three detection engines over flows or a capture
     /// and print anomalies as JSON lines (summary on stderr).
@@ -46,6 +55,23 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ben up: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run(args) => {
+            let what = args.component.clone();
+            match cluster::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ben run {what}: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Cluster(args) => match cluster::cluster(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben cluster: {e:#}");
                 ExitCode::from(1)
             }
         },

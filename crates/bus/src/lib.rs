@@ -42,6 +42,9 @@ pub enum BusError {
     NoResponders(String),
     #[error("the bus is closed")]
     Closed,
+    /// A durable subject's message the broker did not confirm it stored.
+    #[error("`{subject}` was not stored: {reason}")]
+    NotStored { subject: String, reason: String },
 }
 
 /// What happened to one published message.

@@ -12,7 +12,11 @@
 //! the OS's randomness at start; all of them trust each other's public
 //! keys (one process). The Blot hmac key comes from `BEN_BLOT_KEY` or
 //! `.ben/blot.key`.
+//!
+//! [`cluster`] runs the same components as one OS process each over NATS
+//! (`ben run`, `ben cluster up`).
 
+pub mod cluster;
 pub mod mesh;
 
 use ben_bee::{Beekeeper, Selector};
@@ -84,7 +88,7 @@ impl Config {
     }
 }
 
-fn random32() -> Result<[u8; 32], String> {
+pub(crate) fn random32() -> Result<[u8; 32], String> {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
@@ -526,7 +530,7 @@ fn role_of(name: &str) -> &'static str {
 
 /// Answers `ben.intent.active` for starting components with a signed
 /// announce of the active version naming the asker.
-async fn active_responder(
+pub(crate) async fn active_responder(
     bus: Arc<dyn Bus>,
     client: ben_control::LedgerClient,
     signer: Arc<Signer>,

@@ -12,6 +12,13 @@
 //! are implausible (negative or absurd rates, queue depths beyond any
 //! queue) is ignored and counted. The orchestrator interprets no telemetry,
 //! intent or policy.
+//!
+//! Two backends share the start order and the restart policy
+//! ([`Backoff`], a pure core): [`supervise`] keeps tokio tasks running
+//! (`ben up`), [`process::Supervisor`] keeps OS processes running (`ben
+//! cluster up`: one `ben run <component>` per component).
+
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -132,6 +139,61 @@ impl Health {
     }
 }
 
+/// The restart policy: wait `initial` after the first exit, doubling up
+/// to `max`; a component that ran for longer than `reset_after` before it
+/// exited starts again from `initial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One component's position in its [`Backoff`] policy.
+#[derive(Debug, Clone)]
+pub struct BackoffState {
+    policy: Backoff,
+    next: Duration,
+}
+
+impl BackoffState {
+    pub fn new(policy: Backoff) -> Self {
+        BackoffState {
+            policy,
+            next: policy.initial,
+        }
+    }
+
+    /// The component exited after running for `ran_for`: how long to wait
+    /// before starting it again.
+    pub fn after_exit(&mut self, ran_for: Duration) -> Duration {
+        if ran_for > self.policy.reset_after {
+            self.next = self.policy.initial;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.policy.max.max(self.policy.initial));
+        wait
+    }
+}
+
+/// Position of `kind` in [`START_ORDER`] (unknown kinds last).
+pub fn start_rank(kind: &str) -> usize {
+    START_ORDER
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(START_ORDER.len())
+}
+
 pub type BoxFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// How to (re)start one component.
@@ -155,18 +217,13 @@ pub fn supervise(
     mut specs: Vec<Spec>,
     restarts: Arc<Restarts>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    specs.sort_by_key(|s| {
-        START_ORDER
-            .iter()
-            .position(|k| *k == s.kind)
-            .unwrap_or(START_ORDER.len())
-    });
+    specs.sort_by_key(|s| start_rank(s.kind));
     specs
         .into_iter()
         .map(|spec| {
             let restarts = restarts.clone();
             tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(100);
+                let mut backoff = BackoffState::new(Backoff::default());
                 loop {
                     let started = tokio::time::Instant::now();
                     let outcome = tokio::spawn((spec.start)()).await;
@@ -176,20 +233,32 @@ pub fn supervise(
                         Err(e) if e.is_panic() => "panicked".to_string(),
                         Err(_) => return, // cancelled: shutting down
                     };
-                    tracing::warn!(component = %spec.name, "{why}; restarting in {backoff:?}");
-                    restarts.total.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut c) = restarts.counts.lock() {
-                        *c.entry(spec.name.clone()).or_default() += 1;
-                    }
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff = Duration::from_millis(100);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let wait = backoff.after_exit(started.elapsed());
+                    tracing::warn!(component = %spec.name, "{why}; restarting in {wait:?}");
+                    restarts.record(&spec.name);
+                    tokio::time::sleep(wait).await;
                 }
             })
         })
         .collect()
+}
+
+impl Restarts {
+    /// Counts one restart of `name`.
+    pub fn record(&self, name: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry(name.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Restarts of `name` so far.
+    pub fn of(&self, name: &str) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| c.get(name).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +308,18 @@ mod tests {
         // A restarted incarnation (seq back to 1, newer time) is accepted
         // once the old one is stale.
         assert_eq!(h.observe(beat(1, 30 * S), 30 * S), Ok(()));
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets_after_a_long_run() {
+        let mut b = BackoffState::new(Backoff::default());
+        let short = Duration::from_millis(10);
+        let waits: Vec<u64> = (0..8)
+            .map(|_| b.after_exit(short).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(b.after_exit(Duration::from_secs(31)).as_millis(), 100);
+        assert_eq!(b.after_exit(short).as_millis(), 200);
     }
 
     #[tokio::test]

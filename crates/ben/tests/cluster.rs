@@ -1,0 +1,913 @@
+//! Cluster mode end to end: `ben cluster up` (this package's binary) runs
+//! every component as its own `ben run` process over the machine's real
+//! NATS server (127.0.0.1:4222), under a subject prefix unique to each run.
+//! The app is this test binary, attested by the kernel's view of it (the
+//! cluster config's selector names its executable and uid).
+
+use ben_bus::Bus;
+use ben_client::Client;
+use ben_embedded::cluster::{self, ClusterConfig};
+use ben_wire::pb;
+use prost::Message;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Each test runs a whole cluster (7-8 processes); one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const BLOT_KEY: &str = "cluster test key 0123456789abcdef";
+
+/// A PostgreSQL database of this run's own on the machine's server
+/// (127.0.0.1:5432, trust auth), dropped with the value.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+async fn pg_admin(sql: String) -> Result<(), String> {
+    use sqlx::{Connection, Executor};
+    let mut c = sqlx::PgConnection::connect(&format!("{PG}/test"))
+        .await
+        .map_err(|e| {
+            format!("PostgreSQL at {PG}/test (is it running? scripts/test starts it): {e}")
+        })?;
+    c.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
+    let _ = c.close().await;
+    Ok(())
+}
+
+impl TestDb {
+    async fn create() -> TestDb {
+        let name = format!("ben_cluster_{}_{}", std::process::id(), now_ns());
+        pg_admin(format!("CREATE DATABASE {name}")).await.unwrap();
+        TestDb {
+            url: format!("{PG}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // From a thread of its own: Drop may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(pg_admin(sql)))
+        })
+        .join();
+    }
+}
+
+fn shop() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
+}
+
+fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+fn rec(i: usize, url: &str, code: u16, ip: &str, email: &str) -> Value {
+    json!({
+        "timestamp": "2026-01-01T10:00:00Z", "verb": if code == 401 { "post" } else { "get" },
+        "url": url, "code": code.to_string(), "size": 100 + i, "remote_addr": ip,
+        "customer": {"email": email, "card": "4111 1111 1111 1111"},
+        "comment": format!("call me at +1 415 555 {:04} or write {email}", i % 10000)
+    })
+}
+
+/// A minimal HTTP/1.1 request; returns the status and the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let (code, body) = http(addr, "GET", path, b"").await;
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+struct Cluster {
+    cfg: ClusterConfig,
+    proc: tokio::process::Child,
+    bus: Arc<dyn Bus>,
+    keyring: ben_wire::Keyring,
+    api: SocketAddr,
+    log: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `ben cluster up` and waits until every process is healthy.
+    async fn start(name: &str, spines: usize, spare: usize, extra: &str) -> Cluster {
+        Self::start_with(name, spines, spare, "", extra).await
+    }
+
+    /// [`Cluster::start`] with `control` added to the `[control]` table.
+    async fn start_with(
+        name: &str,
+        spines: usize,
+        spare: usize,
+        control: &str,
+        extra: &str,
+    ) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("ben-cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.toml");
+        let toml = format!(
+            r#"prefix = "bencl-{name}-{pid}-{t}"
+data_dir = "data"
+[control]
+api = "127.0.0.1:0"
+prepare_timeout_ms = 20000
+{control}
+[scale]
+spines = {spines}
+spare = {spare}
+[[sidecar.selectors]]
+app = "shop_web"
+uid = {uid}
+exe = "{exe}"
+[supervisor]
+stop_grace_ms = 5000
+{extra}
+"#,
+            pid = std::process::id(),
+            t = now_ns(),
+            uid = uid(),
+            exe = std::env::current_exe().unwrap().display(),
+        );
+        std::fs::write(&path, toml).unwrap();
+        let cfg = ClusterConfig::load(&path).unwrap();
+        let log = dir.join("cluster.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_ben"))
+            .args(["cluster", "up", "--config"])
+            .arg(&path)
+            .env("BEN_BLOT_KEY", BLOT_KEY)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let bus = cluster::connect(&cfg).await.unwrap();
+        let mut c = Cluster {
+            keyring: ben_wire::Keyring::new(),
+            api: "127.0.0.1:1".parse().unwrap(),
+            cfg,
+            proc,
+            bus,
+            log,
+        };
+        let want = 5 + spines;
+        c.wait("every process healthy", Duration::from_secs(90), |s| {
+            s["components"]
+                .as_object()
+                .is_some_and(|m| m.len() == want && m.values().all(|v| v["healthy"] == true))
+        })
+        .await;
+        c.keyring = cluster::keys::keyring(&c.cfg.key_dir).unwrap();
+        c.api = std::fs::read_to_string(c.cfg.api_file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The ledger has registered every component (first heartbeats).
+        for _ in 0..300 {
+            let s = get_json(c.api, "/api/v1/status").await;
+            if s["components"].as_array().map(Vec::len) == Some(want - 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c
+    }
+
+    /// The supervisor's status (over the bus).
+    async fn status(&self) -> Value {
+        match self
+            .bus
+            .request(cluster::STATUS, vec![], Duration::from_secs(2))
+            .await
+        {
+            Ok(m) => serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    async fn wait(&mut self, what: &str, max: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + max;
+        let mut last = Value::Null;
+        while Instant::now() < until {
+            if let Ok(Some(st)) = self.proc.try_wait() {
+                panic!(
+                    "ben cluster up exited ({st}) while waiting for {what}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            last = self.status().await;
+            if f(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; status {last:#}\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// Builds the shop bundle, uploads and stages it through the API, deploys
+    /// it and waits until it is finalized.
+    async fn deploy_shop(&self) -> String {
+        let built = ben_intent::Bundle::load(shop()).unwrap().build().unwrap();
+        let mut artifacts = serde_json::Map::new();
+        for a in &built.artifacts {
+            let hash = a.hash.to_hex().to_string();
+            let (code, body) = http(
+                self.api,
+                "PUT",
+                &format!("/api/v1/artifacts/{hash}"),
+                &a.bytes,
+            )
+            .await;
+            assert!(code == 200 || code == 201, "{code} {body}");
+            artifacts.insert(a.name.clone(), Value::String(hash));
+        }
+        let stage = json!({
+            "version": built.version, "bundle": built.name,
+            "digest": built.digest.to_hex().to_string(), "artifacts": artifacts,
+        });
+        let (code, body) = http(
+            self.api,
+            "POST",
+            "/api/v1/versions",
+            stage.to_string().as_bytes(),
+        )
+        .await;
+        assert!(code == 200 || code == 201, "{code} {body}");
+        let (code, body) = http(
+            self.api,
+            "POST",
+            "/api/v1/deploy",
+            json!({"version": built.version}).to_string().as_bytes(),
+        )
+        .await;
+        assert!(code == 200 || code == 201 || code == 202, "{code} {body}");
+        for _ in 0..600 {
+            let s = get_json(self.api, "/api/v1/status").await;
+            match s["deploy"]["phase"].as_str() {
+                Some("finalized") => return built.version.clone(),
+                Some("aborted") => panic!("deploy aborted: {s:#}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        panic!("deploy did not finish");
+    }
+
+    /// SIGTERM to `ben cluster up`: every child stops, in order, and it
+    /// exits 0.
+    async fn stop(mut self) {
+        let pids: Vec<u32> = self.status().await["components"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v["pid"].as_u64().map(|p| p as u32))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pid = self.proc.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let st = tokio::time::timeout(Duration::from_secs(40), self.proc.wait())
+            .await
+            .expect("ben cluster up stops")
+            .unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(st.success(), "{st}\n{log}");
+        assert!(log.contains("control (control) stopped"), "{log}");
+        for p in pids {
+            assert!(
+                !Path::new(&format!("/proc/{p}")).exists(),
+                "process {p} survived the stop"
+            );
+        }
+    }
+}
+
+/// Verified heartbeats: (component, seq, intent version, arrival).
+fn heartbeats(
+    mut sub: ben_bus::Subscription,
+    keyring: ben_wire::Keyring,
+) -> tokio::sync::mpsc::UnboundedReceiver<(String, u64, String, Instant)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Ok(v) = ben_wire::open_bytes::<pb::Heartbeat>(&m.payload, &keyring) {
+                let h = v.into_inner();
+                if tx
+                    .send((h.component, h.seq, h.intent_version, Instant::now()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Counts what the spines emit (flags per name, records, PII found) and the
+/// data-path dead letters, from the test's own subscriptions.
+#[derive(Default)]
+struct Seen {
+    records: u64,
+    flags: BTreeMap<String, u64>,
+    versions: BTreeMap<String, u64>,
+    pii: Vec<String>,
+    dead_letters: Vec<(String, String, String)>,
+}
+
+fn watch(
+    mut downstream: ben_bus::Subscription,
+    mut dlq: ben_bus::Subscription,
+) -> Arc<std::sync::Mutex<Seen>> {
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = downstream.next().await {
+            let batch = pb::RecordBatch::decode(m.payload.as_slice()).unwrap();
+            let mut g = s.lock().unwrap();
+            for r in batch.records {
+                let body = String::from_utf8_lossy(&r.body).to_string();
+                g.records += 1;
+                *g.versions.entry(r.intent_version.clone()).or_default() += 1;
+                if !r.values.is_empty() {
+                    g.pii.push("raw field values left a spine".into());
+                }
+                for pii in [
+                    "carol@example.com",
+                    "mallory@example.com",
+                    "4111 1111 1111 1111",
+                    "415 555",
+                ] {
+                    if body.contains(pii) {
+                        g.pii.push(body.clone());
+                    }
+                }
+                for f in r.flags {
+                    *g.flags.entry(f).or_default() += 1;
+                }
+            }
+        }
+    });
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Some(m) = dlq.next().await {
+            let d = pb::DeadLetter::decode(m.payload.as_slice()).unwrap_or_default();
+            s.lock()
+                .unwrap()
+                .dead_letters
+                .push((d.subject, d.sender, d.reason));
+        }
+    });
+    seen
+}
+
+/// The end-to-end data path of `crates/embedded/tests/e2e.rs` with every
+/// component in its own process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_flow_with_every_component_in_its_own_process() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The ledger and Lucius on the machine's real PostgreSQL, in a
+    // database of this run's own.
+    let db = TestDb::create().await;
+    let mut c =
+        Cluster::start_with("flow", 2, 0, &format!("database_url = \"{}\"", db.url), "").await;
+    let st = c.status().await;
+    let pids: std::collections::BTreeSet<u64> = st["components"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 7, "one process per component: {st:#}");
+    assert!(!pids.contains(&(std::process::id() as u64)));
+
+    let version = c.deploy_shop().await;
+    let seen = watch(
+        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.dlq", None).await.unwrap(),
+    );
+    let mut app = Client::connect(&c.cfg.socket, "shop_web")
+        .await
+        .expect("attested");
+    let w = app.welcome().await;
+    assert!(w.bee_subject.starts_with("shop_web/"), "{}", w.bee_subject);
+    assert_eq!(w.intent_version, version);
+
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.push(rec(
+            i,
+            "/products/1",
+            200,
+            "198.51.100.7",
+            &format!("user{i}@example.com"),
+        ));
+    }
+    for i in 0..10 {
+        batch.push(rec(i, "/checkout", 503, "10.1.2.3", "carol@example.com"));
+    }
+    for i in 0..7 {
+        batch.push(rec(
+            i,
+            "/admin/login",
+            401,
+            "203.0.113.9",
+            "mallory@example.com",
+        ));
+    }
+    batch.push(json!({"verb": "get", "url": "/", "code": "200", "remote_addr": "1.2.3.4", "customer": {"email": "a@b.c"}}));
+    batch.push(json!({"timestamp": "2026-01-01T10:00:00Z", "verb": "get", "url": "/", "code": "200", "remote_addr": "not-an-ip", "customer": {"email": "a@b.c"}}));
+    batch.push(json!(["not", "an", "object"]));
+    let acc = app.send(&batch).await.unwrap();
+    assert_eq!(acc.accepted, 57);
+    let errs: Vec<(u64, String)> = acc
+        .errors
+        .iter()
+        .map(|e| (e.index, e.reason.clone()))
+        .collect();
+    assert_eq!(errs.len(), 3);
+    assert_eq!(
+        errs[0],
+        (57, "field `ts`: required, but missing or null".into())
+    );
+    assert_eq!(
+        errs[1],
+        (58, "field `client.ip`: expected an IP address".into())
+    );
+    assert!(errs[2].1.contains("expected a JSON object"), "{errs:?}");
+
+    // The brute-force signal crosses spine → detector → sidecar processes.
+    let sig = tokio::time::timeout(Duration::from_secs(10), app.signals.recv())
+        .await
+        .expect("a signal arrives")
+        .unwrap();
+    assert_eq!(sig.name, "auth.bruteforce");
+    assert_eq!(sig.severity, "high");
+    assert_eq!(sig.key, vec!["203.0.113.9".to_string()]);
+    assert_eq!(sig.app, "shop_web");
+    assert_eq!(sig.intent_version, version);
+
+    // Downstream: exactly 17 spine records, exact flags, all redacted.
+    for _ in 0..500 {
+        if seen.lock().unwrap().records >= 17 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.records, 17);
+        assert!(s.pii.is_empty(), "PII downstream: {:?}", s.pii);
+        assert_eq!(s.versions.get(&version), Some(&17));
+        assert_eq!(s.flags.get("server_error"), Some(&10));
+        assert_eq!(s.flags.get("internal"), Some(&10));
+        assert_eq!(s.flags.get("admin_path"), Some(&7));
+        assert_eq!(s.flags.get("login_failed"), Some(&7));
+        assert_eq!(s.flags.len(), 4);
+    }
+
+    // Lucius (its own process) holds the 40 page views, redacted; asked
+    // through the control process's API, which asks Lucius over NATS.
+    let mut j = Value::Null;
+    for _ in 0..100 {
+        j = get_json(c.api, "/api/v1/lucius?limit=100").await;
+        if j["count"] == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(j["count"], 40, "{j}");
+    let rows = j["records"].as_array().unwrap();
+    assert_eq!(rows.len(), 40);
+    assert!(rows
+        .iter()
+        .all(|r| r["intent"] == version.as_str() && r["flags"].as_array().unwrap().is_empty()));
+    let text = j.to_string();
+    assert!(!text.contains("@example.com"), "raw email in Lucius");
+    assert!(!text.contains("4111 1111 1111 1111"), "raw card in Lucius");
+    let j = get_json(c.api, "/api/v1/lucius?flag=server_error").await;
+    assert_eq!(j["records"].as_array().map(Vec::len), Some(0));
+    // Those rows and the ledger really live in this run's PostgreSQL.
+    {
+        use sqlx::Connection;
+        let mut pg = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lucius_observations")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+        assert_eq!(rows, 40, "Lucius rows in PostgreSQL");
+        let finalized: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_deploys")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+        assert!(finalized >= 1, "the deploy is recorded in PostgreSQL");
+        let _ = pg.close().await;
+    }
+
+    // The supervisor's books balance: 57 accepted = 17 at the detector +
+    // 40 in Lucius; one signal; nothing lost.
+    let st = c
+        .wait("the books to settle", Duration::from_secs(20), |s| {
+            s["records"]["settled"] == true && s["records"]["accepted"] == 57
+        })
+        .await;
+    let r = &st["records"];
+    assert_eq!(
+        (
+            &r["to_detectors"],
+            &r["to_lucius"],
+            &r["lost"],
+            &r["signals"]
+        ),
+        (&json!(17), &json!(40), &json!(0), &json!(1)),
+        "{st:#}"
+    );
+    assert!(app.signals.try_recv().is_err(), "one signal per window");
+
+    // Throughput across processes (debug build, shared 2-core machine):
+    // spine-bound records, 100 per batch, until the detector has them all.
+    let n = 4000;
+    let t0 = Instant::now();
+    for b in 0..n / 100 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| rec(b * 100 + i, "/checkout", 503, "10.9.9.9", "x@example.com"))
+            .collect();
+        assert_eq!(app.send(&batch).await.unwrap().accepted, 100);
+    }
+    let sent = t0.elapsed();
+    let st = c
+        .wait(
+            "the burst to reach the detector",
+            Duration::from_secs(120),
+            |s| s["records"]["to_detectors"].as_u64() == Some(17 + n as u64),
+        )
+        .await;
+    let all = t0.elapsed();
+    println!(
+        "cluster throughput: {n} records app→sidecar→proxy→spine→detector (4 processes on the path) in {:.2} s = {:.0} records/s (sent in {:.2} s); books {}",
+        all.as_secs_f64(),
+        n as f64 / all.as_secs_f64(),
+        sent.as_secs_f64(),
+        st["records"]
+    );
+    assert_eq!(st["records"]["dead_letters"], 0);
+    c.stop().await;
+}
+
+/// kill -9 of a spine while records flow: the supervisor restarts it, the
+/// restarted spine loads the active version before it consumes, and every
+/// accepted record is delivered, dead-lettered or counted as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start("kill", 2, 0, "").await;
+    let version = c.deploy_shop().await;
+    let seen = watch(
+        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.dlq", None).await.unwrap(),
+    );
+    let mut beats = heartbeats(
+        c.bus.subscribe("ben.health.heartbeat", None).await.unwrap(),
+        c.keyring.clone(),
+    );
+    let mut app = Client::connect(&c.cfg.socket, "shop_web").await.unwrap();
+    let victim = c.status().await["components"]["spine-1"]["pid"]
+        .as_u64()
+        .unwrap();
+
+    let (batches, per) = (60usize, 50usize);
+    let mut accepted = 0u64;
+    let mut killed_at = None;
+    for b in 0..batches {
+        let batch: Vec<Value> = (0..per)
+            .map(|i| {
+                rec(
+                    b * per + i,
+                    "/checkout",
+                    503,
+                    "10.1.2.3",
+                    "carol@example.com",
+                )
+            })
+            .collect();
+        accepted += app.send(&batch).await.unwrap().accepted;
+        if b == batches / 3 {
+            // A burst first, so the spine is likely to die with records
+            // buffered (lost, and then they must be counted).
+            for k in 0..10 {
+                let burst: Vec<Value> = (0..100)
+                    .map(|i| {
+                        rec(
+                            k * 100 + i,
+                            "/checkout",
+                            503,
+                            "10.4.4.4",
+                            "carol@example.com",
+                        )
+                    })
+                    .collect();
+                accepted += app.send(&burst).await.unwrap().accepted;
+            }
+            std::process::Command::new("kill")
+                .args(["-9", &victim.to_string()])
+                .status()
+                .unwrap();
+            killed_at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let killed_at = killed_at.unwrap();
+    assert_eq!(accepted, (batches * per + 1000) as u64);
+
+    // Restarted: a new spine-1 incarnation heartbeats (seq starts at 1),
+    // already running the active version.
+    let restart = loop {
+        let (id, seq, v, at) = tokio::time::timeout(Duration::from_secs(30), beats.recv())
+            .await
+            .expect("spine-1 heartbeats again")
+            .unwrap();
+        if id == "spine-1" && at > killed_at && seq == 1 {
+            assert_eq!(v, version, "the restarted spine runs the active version");
+            break at - killed_at;
+        }
+    };
+    let st = c
+        .wait(
+            "the supervisor to count the restart",
+            Duration::from_secs(10),
+            |s| s["components"]["spine-1"]["restarts"] == 1,
+        )
+        .await;
+    let sp = &st["components"]["spine-1"];
+    assert_eq!(sp["last_exit"], "killed by signal 9", "{st:#}");
+    assert_ne!(sp["pid"].as_u64(), Some(victim));
+
+    // The restarted spine takes traffic.
+    let mut more = 0u64;
+    for b in 0..20 {
+        let batch: Vec<Value> = (0..per)
+            .map(|i| {
+                rec(
+                    b * per + i,
+                    "/checkout",
+                    503,
+                    "10.1.2.3",
+                    "carol@example.com",
+                )
+            })
+            .collect();
+        more += app.send(&batch).await.unwrap().accepted;
+    }
+    let total = accepted + more;
+    let st = c
+        .wait("the books to settle", Duration::from_secs(60), |s| {
+            s["records"]["settled"] == true && s["records"]["accepted"].as_u64() == Some(total)
+        })
+        .await;
+    let r = &st["records"];
+    let n = |k: &str| r[k].as_u64().unwrap();
+    // The books balance: nothing vanished without being counted.
+    assert_eq!(
+        n("to_detectors") + n("to_lucius") + n("dead_letters") + n("lost"),
+        total,
+        "{st:#}"
+    );
+    // And the count of lost records is right: the test's own view of what
+    // the spines emitted and what was dead-lettered gives the same figure.
+    let s = std::mem::take(&mut *seen.lock().unwrap());
+    let dl_data = s
+        .dead_letters
+        .iter()
+        .filter(|(subj, sender, _)| subj.starts_with("ben.data.") && !sender.starts_with("sidecar"))
+        .count() as u64;
+    assert_eq!(
+        n("lost"),
+        total - s.records - n("to_lucius") - dl_data,
+        "{st:#}"
+    );
+    assert_eq!(
+        s.records,
+        n("to_detectors"),
+        "the detector got all the spines emitted"
+    );
+    assert!(
+        !s.dead_letters
+            .iter()
+            .any(|(_, _, reason)| reason.contains("before any intent is active")),
+        "a restarted spine took records before loading the version: {:?}",
+        s.dead_letters
+    );
+    assert_eq!(s.versions.keys().collect::<Vec<_>>(), vec![&version]);
+    let after = st["components"]["spine-1"]["processed"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(after > 0, "the restarted spine-1 processed nothing: {st:#}");
+    println!(
+        "kill -9 spine-1: restarted and heartbeating with {} after {:.0} ms; {} accepted, {} delivered, {} dead letters, {} lost (counted)",
+        version,
+        restart.as_secs_f64() * 1e3,
+        total,
+        n("to_detectors") + n("to_lucius"),
+        n("dead_letters"),
+        n("lost"),
+    );
+    c.stop().await;
+}
+
+/// A spine process started after the deploy loads the active version
+/// before it takes traffic: its very first heartbeat names the version,
+/// the ledger sees it running it, and what it processes names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_activates_the_current_version_before_taking_traffic() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start("late", 1, 1, "").await;
+    let version = c.deploy_shop().await;
+    let seen = watch(
+        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.dlq", None).await.unwrap(),
+    );
+    let mut beats = heartbeats(
+        c.bus.subscribe("ben.health.heartbeat", None).await.unwrap(),
+        c.keyring.clone(),
+    );
+    // spine-2 is a spare id: keyed, not started by `cluster up`.
+    let started = Instant::now();
+    let mut late = tokio::process::Command::new(env!("CARGO_BIN_EXE_ben"))
+        .args(["run", "spine", "--id", "spine-2", "--config"])
+        .arg(&c.cfg.path)
+        .env("BEN_BLOT_KEY", BLOT_KEY)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let first = loop {
+        let (id, seq, v, at) = tokio::time::timeout(Duration::from_secs(30), beats.recv())
+            .await
+            .expect("spine-2 heartbeats")
+            .unwrap();
+        if id == "spine-2" {
+            assert_eq!(seq, 1);
+            break (v, at - started);
+        }
+    };
+    assert_eq!(
+        first.0, version,
+        "first heartbeat already runs the active version"
+    );
+    // The ledger registers it as running the active version.
+    let mut comp = Value::Null;
+    for _ in 0..100 {
+        let s = get_json(c.api, "/api/v1/status").await;
+        if let Some(x) = s["components"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == "spine-2"))
+        {
+            comp = x.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(comp["intent_version"], version.as_str(), "{comp}");
+    assert_eq!(comp["behind"], false, "{comp}");
+
+    // Traffic spreads over spine-1 and the late spine-2 (queue group).
+    let mut app = Client::connect(&c.cfg.socket, "shop_web").await.unwrap();
+    let mut sent = 0;
+    for b in 0..10 {
+        let batch: Vec<Value> = (0..50)
+            .map(|i| {
+                rec(
+                    b * 50 + i,
+                    "/checkout",
+                    503,
+                    "10.1.2.3",
+                    "carol@example.com",
+                )
+            })
+            .collect();
+        sent += app.send(&batch).await.unwrap().accepted;
+    }
+    let st = c
+        .wait("spine-2 to process records", Duration::from_secs(30), |s| {
+            s["records"]["to_detectors"].as_u64() == Some(sent)
+                && s["components"]["spine-2"]["processed"].as_u64() > Some(0)
+        })
+        .await;
+    assert_eq!(st["components"]["spine-2"]["supervised"], false);
+    assert_eq!(st["components"]["spine-2"]["intent"], version.as_str());
+    let s = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(s.records, sent);
+    assert_eq!(s.versions.get(&version), Some(&sent));
+    assert!(
+        s.dead_letters.is_empty(),
+        "no dead letters (none before the version loaded): {:?}",
+        s.dead_letters
+    );
+    println!(
+        "late joiner: spine-2 started → first heartbeat running {} after {:.0} ms; it processed {} of {sent} records",
+        version,
+        first.1.as_secs_f64() * 1e3,
+        st["components"]["spine-2"]["processed"]
+    );
+    let _ = late.start_kill();
+    let _ = late.wait().await;
+    c.stop().await;
+}
+
+/// A spine that is alive but silent (SIGSTOP: no heartbeats) is killed by
+/// the supervisor after `hung_after_ms` and restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_spine_is_killed_and_restarted() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start("hung", 2, 0, "hung_after_ms = 2500").await;
+    let pid = c.status().await["components"]["spine-2"]["pid"]
+        .as_u64()
+        .unwrap();
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    let st = c
+        .wait("spine-2 restarted", Duration::from_secs(30), |s| {
+            let sp = &s["components"]["spine-2"];
+            sp["restarts"] == 1 && sp["pid"].as_u64().is_some_and(|p| p != pid)
+        })
+        .await;
+    let took = t0.elapsed();
+    assert_eq!(
+        st["components"]["spine-2"]["last_exit"],
+        "killed by signal 9"
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "killed before hung_after: {took:?}"
+    );
+    // The other components were left alone.
+    assert_eq!(st["restarts"], 1, "{st:#}");
+    c.wait("spine-2 healthy again", Duration::from_secs(30), |s| {
+        s["components"]["spine-2"]["healthy"] == true
+    })
+    .await;
+    println!(
+        "hung spine-2 (SIGSTOP) killed and restarted after {:.1} s",
+        took.as_secs_f64()
+    );
+    c.stop().await;
+}

@@ -1,0 +1,442 @@
+//! The cluster config file (TOML). Every key is optional except `prefix`;
+//! relative paths are relative to the directory of the config file.
+//!
+//! ```toml
+//! nats = "nats://127.0.0.1:4222"  # the NATS server every process connects to
+//! prefix = "shop-prod"            # every subject becomes <prefix>.ben.…; one per cluster
+//! data_dir = ".ben-cluster"       # ledger, store, keys, sockets, Lucius, status
+//! # key_dir = "<data_dir>/keys"     # one Ed25519 key per component id (see keys.rs)
+//! # store_dir = "<data_dir>/store"  # the files store, shared by the processes on this machine
+//! # socket = "<data_dir>/sidecar.sock"
+//!
+//! [control]
+//! api = "127.0.0.1:7420"          # the HTTP API benctl talks to
+//! # ledger_db = "<data_dir>/ledger.db"   # SQLite, when no database_url
+//! # database_url = "postgres://postgres@127.0.0.1:5432/ben"  # PostgreSQL for the
+//! #                                 # ledger and every Lucius (tables ledger_*, lucius_*)
+//! prepare_timeout_ms = 10000
+//!
+//! [scale]
+//! detectors = 1
+//! spines = 2
+//! proxies = 1
+//! spare = 2                       # extra ids (and keys) per scalable kind for late joiners
+//!
+//! [sidecar]
+//! bee_ttl_s = 600
+//! max_record_bytes = 1048576
+//! [[sidecar.selectors]]           # who Beekeeper attests, on top of the bundles' [[apps]]
+//! app = "shop_web"
+//! uid = 1000
+//! exe = "/usr/local/bin/shop-web"
+//!
+//! [blot]
+//! key = "env:BEN_BLOT_KEY"        # or "file:PATH"; unset env: <data_dir>/blot.key
+//!
+//! [supervisor]
+//! backoff_initial_ms = 100        # restart waits double from this…
+//! backoff_max_ms = 5000           # …up to this
+//! stop_grace_ms = 5000            # SIGTERM → SIGKILL
+//! ready_timeout_ms = 20000        # how long a kind may take to send its first heartbeat
+//! hung_after_ms = 10000           # a running process silent this long is killed and restarted
+//! ```
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCfg {
+    nats: Option<String>,
+    prefix: Option<String>,
+    data_dir: Option<PathBuf>,
+    key_dir: Option<PathBuf>,
+    store_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    control: ControlCfg,
+    #[serde(default)]
+    scale: ScaleCfg,
+    #[serde(default)]
+    sidecar: SidecarCfg,
+    #[serde(default)]
+    blot: BlotCfg,
+    #[serde(default)]
+    supervisor: SupervisorCfg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlCfg {
+    api: Option<SocketAddr>,
+    ledger_db: Option<PathBuf>,
+    database_url: Option<String>,
+    prepare_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleCfg {
+    detectors: Option<usize>,
+    spines: Option<usize>,
+    proxies: Option<usize>,
+    spare: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SidecarCfg {
+    bee_ttl_s: Option<u64>,
+    max_record_bytes: Option<usize>,
+    #[serde(default)]
+    selectors: Vec<SelectorCfg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectorCfg {
+    app: String,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    exe: Option<String>,
+    exe_blake3: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlotCfg {
+    key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisorCfg {
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    stop_grace_ms: Option<u64>,
+    ready_timeout_ms: Option<u64>,
+    hung_after_ms: Option<u64>,
+}
+
+/// A loaded, checked cluster config (every path absolute or relative to
+/// the working directory, every default filled in).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub nats: String,
+    pub prefix: String,
+    pub data_dir: PathBuf,
+    pub key_dir: PathBuf,
+    pub store_dir: PathBuf,
+    pub socket: PathBuf,
+    pub api: SocketAddr,
+    pub ledger_db: PathBuf,
+    /// PostgreSQL for the ledger and Lucius; `None`: SQLite files.
+    pub database_url: Option<String>,
+    pub prepare_timeout_ms: u64,
+    pub detectors: usize,
+    pub spines: usize,
+    pub proxies: usize,
+    pub spare: usize,
+    pub bee_ttl_ns: i64,
+    pub max_record_bytes: usize,
+    pub selectors: Vec<ben_bee::Selector>,
+    pub blot_key: String,
+    pub backoff: ben_orchestrator::Backoff,
+    pub stop_grace: Duration,
+    pub ready_timeout: Duration,
+    pub hung_after: Duration,
+}
+
+impl ClusterConfig {
+    /// Reads and checks `path`. Errors name the file and the key.
+    pub fn load(path: &Path) -> Result<ClusterConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the cluster config {}: {e}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<ClusterConfig, String> {
+        let p = path.display();
+        let f: FileCfg = toml::from_str(text).map_err(|e| {
+            format!(
+                "{p}: {}",
+                e.to_string().trim_end().replace("TOML parse error ", "")
+            )
+        })?;
+        let base = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let at = |q: PathBuf| if q.is_absolute() { q } else { base.join(q) };
+        let prefix = f.prefix.ok_or_else(|| {
+            format!("{p}: `prefix` is required (the subject prefix that keeps this cluster's messages apart, e.g. prefix = \"shop-prod\")")
+        })?;
+        if !ben_bus::valid_subject(&prefix, false) {
+            return Err(format!(
+                "{p}: `prefix` = {prefix:?} is not a NATS subject (dot-separated tokens, no spaces, `*` or `>`)"
+            ));
+        }
+        let nats = f.nats.unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+        if nats.trim().is_empty() {
+            return Err(format!(
+                "{p}: `nats` is empty (e.g. nats = \"nats://127.0.0.1:4222\")"
+            ));
+        }
+        let data_dir = at(f.data_dir.unwrap_or_else(|| ".ben-cluster".into()));
+        let count = |key: &str, v: Option<usize>, default: usize, min: usize| match v {
+            Some(n) if n < min => Err(format!("{p}: [scale] {key} = {n}: at least {min}")),
+            Some(n) if n > 64 => Err(format!("{p}: [scale] {key} = {n}: at most 64")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let ms = |table: &str, key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(format!("{p}: [{table}] {key} = 0: must be positive")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let bee_ttl_s = ms("sidecar", "bee_ttl_s", f.sidecar.bee_ttl_s, 600)?;
+        let mut selectors = Vec::new();
+        for (i, s) in f.sidecar.selectors.into_iter().enumerate() {
+            if s.app.trim().is_empty() {
+                return Err(format!(
+                    "{p}: [[sidecar.selectors]] #{}: `app` is empty",
+                    i + 1
+                ));
+            }
+            if s.uid.is_none() && s.gid.is_none() && s.exe.is_none() && s.exe_blake3.is_none() {
+                return Err(format!(
+                    "{p}: [[sidecar.selectors]] #{} (app {}): name at least one of uid, gid, exe, exe_blake3 (a selector without any would attest every process)",
+                    i + 1,
+                    s.app
+                ));
+            }
+            selectors.push(ben_bee::Selector {
+                app: s.app,
+                uid: s.uid,
+                gid: s.gid,
+                exe: s.exe,
+                exe_blake3: s.exe_blake3,
+            });
+        }
+        let initial = ms(
+            "supervisor",
+            "backoff_initial_ms",
+            f.supervisor.backoff_initial_ms,
+            100,
+        )?;
+        let max = ms(
+            "supervisor",
+            "backoff_max_ms",
+            f.supervisor.backoff_max_ms,
+            5000,
+        )?;
+        if max < initial {
+            return Err(format!(
+                "{p}: [supervisor] backoff_max_ms = {max} is below backoff_initial_ms = {initial}"
+            ));
+        }
+        Ok(ClusterConfig {
+            path: path.to_path_buf(),
+            nats,
+            prefix,
+            key_dir: f.key_dir.map(at).unwrap_or_else(|| data_dir.join("keys")),
+            store_dir: f
+                .store_dir
+                .map(at)
+                .unwrap_or_else(|| data_dir.join("store")),
+            socket: f
+                .socket
+                .map(at)
+                .unwrap_or_else(|| data_dir.join("sidecar.sock")),
+            api: f
+                .control
+                .api
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7420))),
+            ledger_db: f
+                .control
+                .ledger_db
+                .map(at)
+                .unwrap_or_else(|| data_dir.join("ledger.db")),
+            database_url: f
+                .control
+                .database_url
+                .clone()
+                .filter(|u| !u.trim().is_empty()),
+            prepare_timeout_ms: ms(
+                "control",
+                "prepare_timeout_ms",
+                f.control.prepare_timeout_ms,
+                10_000,
+            )?,
+            detectors: count("detectors", f.scale.detectors, 1, 1)?,
+            spines: count("spines", f.scale.spines, 2, 1)?,
+            proxies: count("proxies", f.scale.proxies, 1, 1)?,
+            spare: count("spare", f.scale.spare, 2, 0)?,
+            bee_ttl_ns: i64::try_from(bee_ttl_s)
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000_000))
+                .ok_or_else(|| format!("{p}: [sidecar] bee_ttl_s = {bee_ttl_s}: too large"))?,
+            max_record_bytes: match f.sidecar.max_record_bytes {
+                Some(0) => {
+                    return Err(format!(
+                        "{p}: [sidecar] max_record_bytes = 0: must be positive"
+                    ))
+                }
+                Some(n) => n,
+                None => 1 << 20,
+            },
+            selectors,
+            blot_key: f.blot.key.unwrap_or_else(|| "env:BEN_BLOT_KEY".into()),
+            backoff: ben_orchestrator::Backoff {
+                initial: Duration::from_millis(initial),
+                max: Duration::from_millis(max),
+                ..ben_orchestrator::Backoff::default()
+            },
+            stop_grace: Duration::from_millis(ms(
+                "supervisor",
+                "stop_grace_ms",
+                f.supervisor.stop_grace_ms,
+                5000,
+            )?),
+            ready_timeout: Duration::from_millis(ms(
+                "supervisor",
+                "ready_timeout_ms",
+                f.supervisor.ready_timeout_ms,
+                20_000,
+            )?),
+            hung_after: Duration::from_millis(ms(
+                "supervisor",
+                "hung_after_ms",
+                f.supervisor.hung_after_ms,
+                10_000,
+            )?),
+            data_dir,
+        })
+    }
+
+    /// Where the control process writes the address its API listens on.
+    pub fn api_file(&self) -> PathBuf {
+        self.data_dir.join("control.api")
+    }
+
+    /// Where `ben cluster up` writes the cluster's status (JSON).
+    pub fn status_file(&self) -> PathBuf {
+        self.data_dir.join("cluster-status.json")
+    }
+
+    /// Every component id this cluster may run, with its kind, in start
+    /// order: `control`, then `detector-1…`, `spine-1…`, `proxy-1…` (each
+    /// with `spare` extra ids for late joiners), `lucius-1`, `sidecar-1`.
+    pub fn identities(&self) -> Vec<(String, &'static str)> {
+        let mut v = vec![("control".to_string(), "control")];
+        for (kind, n) in [
+            ("detector", self.detectors),
+            ("spine", self.spines),
+            ("proxy", self.proxies),
+        ] {
+            for i in 1..=n + self.spare {
+                v.push((format!("{kind}-{i}"), kind));
+            }
+        }
+        v.push(("lucius-1".into(), "lucius"));
+        v.push(("sidecar-1".into(), "sidecar"));
+        v
+    }
+
+    /// The ids `ben cluster up` starts (the identities without spares).
+    pub fn started(&self) -> Vec<(String, &'static str)> {
+        let mut v = vec![("control".to_string(), "control")];
+        for (kind, n) in [
+            ("detector", self.detectors),
+            ("spine", self.spines),
+            ("proxy", self.proxies),
+        ] {
+            for i in 1..=n {
+                v.push((format!("{kind}-{i}"), kind));
+            }
+        }
+        v.push(("lucius-1".into(), "lucius"));
+        v.push(("sidecar-1".into(), "sidecar"));
+        v
+    }
+}
+
+/// The control plane's settings for this cluster. The one place they are
+/// built: the PostgreSQL ledger (`database_url`) goes through here.
+pub fn control_config(cfg: &ClusterConfig) -> ben_control::Config {
+    ben_control::Config {
+        data_dir: cfg.data_dir.clone(),
+        db_path: Some(cfg.ledger_db.clone()),
+        database_url: cfg.database_url.clone(),
+        api_addr: cfg.api,
+        prepare_timeout_ms: cfg.prepare_timeout_ms,
+        ..ben_control::Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterConfig, String> {
+        ClusterConfig::parse(Path::new("/etc/ben/cluster.toml"), text)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("prefix = \"t1\"\n[scale]\nspines = 3\nspare = 1\n").unwrap();
+        assert_eq!(c.nats, "nats://127.0.0.1:4222");
+        assert_eq!(c.data_dir, Path::new("/etc/ben/.ben-cluster"));
+        assert_eq!(c.key_dir, Path::new("/etc/ben/.ben-cluster/keys"));
+        assert_eq!(c.ledger_db, Path::new("/etc/ben/.ben-cluster/ledger.db"));
+        assert_eq!(c.api.to_string(), "127.0.0.1:7420");
+        let started: Vec<String> = c.started().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(
+            started,
+            [
+                "control",
+                "detector-1",
+                "spine-1",
+                "spine-2",
+                "spine-3",
+                "proxy-1",
+                "lucius-1",
+                "sidecar-1"
+            ]
+        );
+        assert_eq!(c.identities().len(), started.len() + 3);
+        assert_eq!(control_config(&c).db_path(), c.ledger_db);
+    }
+
+    #[test]
+    fn bad_config_names_the_file_and_key() {
+        let e = parse("prefix = \"a\"\n[scale]\nspinez = 2\n").unwrap_err();
+        assert!(e.starts_with("/etc/ben/cluster.toml: "), "{e}");
+        assert!(e.contains("spinez"), "{e}");
+        let e = parse("prefix = \"a\"\n[scale]\nspines = \"two\"\n").unwrap_err();
+        assert!(e.contains("spines") && e.contains("line 3"), "{e}");
+        let e = parse("[scale]\nspines = 2\n").unwrap_err();
+        assert!(e.contains("`prefix` is required"), "{e}");
+        let e = parse("prefix = \"a b\"").unwrap_err();
+        assert!(e.contains("not a NATS subject"), "{e}");
+        let e = parse("prefix = \"a\"\n[scale]\nproxies = 0\n").unwrap_err();
+        assert_eq!(e, "/etc/ben/cluster.toml: [scale] proxies = 0: at least 1");
+        let e = parse("prefix = \"a\"\n[control]\napi = \"nowhere\"\n").unwrap_err();
+        assert!(e.contains("api"), "{e}");
+        let e = parse("prefix = \"a\"\n[[sidecar.selectors]]\napp = \"x\"\n").unwrap_err();
+        assert!(e.contains("at least one of uid"), "{e}");
+        let e =
+            parse("prefix = \"a\"\n[supervisor]\nbackoff_initial_ms = 900\nbackoff_max_ms = 10\n")
+                .unwrap_err();
+        assert!(e.contains("backoff_max_ms"), "{e}");
+        let e = parse("prefix = [").unwrap_err();
+        assert!(e.starts_with("/etc/ben/cluster.toml: "), "{e}");
+        let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
+        assert!(e.contains("/nonexistent/c.toml"), "{e}");
+    }
+}

@@ -1,0 +1,724 @@
+//! # Cluster mode: one OS process per component over NATS
+//!
+//! * [`run_component`] is `ben run <kind> --config FILE [--id ID]`: exactly
+//!   one component — `control` (the ledger, its SQLite database and the
+//!   HTTP API), `sidecar`, `proxy`, `spine`, `detector` or `lucius` — on a
+//!   [`ben_bus_nats::NatsBus`] under the cluster's subject prefix, with the
+//!   same component code `ben up` runs as tasks.
+//! * [`cluster_up`] is `ben cluster up --config FILE`: provisions the key
+//!   directory ([`keys`]) and the Blot key, then starts `ben run` children
+//!   through the orchestrator's process backend
+//!   ([`ben_orchestrator::process::Supervisor`]) in start order — control,
+//!   detectors, spines, proxies, Lucius, the sidecar — each kind only once
+//!   the previous one sends heartbeats; restarts a child that exits (or
+//!   stops sending heartbeats) with backoff; keeps the record books
+//!   ([`tally`]); and stops everything in reverse order on request.
+//!
+//! Processes find each other through subjects only: queue groups spread
+//! records over the spines and proxies that are up, `ben.intent.active`
+//! answers a starting (or restarted, or late) component with the active
+//! version before it takes traffic. Every control message is signed with
+//! the sender's own key and verified against the cluster's keyring.
+//!
+//! Observability subjects (under the prefix, like all others):
+//! `ben.metrics.<id>` — each process's counters, signed (kind `metrics`),
+//! every 500 ms; `ben.cluster.status` — request/reply, the supervisor's
+//! JSON view (children, pids, restarts, health, the record books), also
+//! written to `<data_dir>/cluster-status.json` every second.
+//!
+//! Today the store is the files store in `store_dir`, shared by the
+//! processes of one machine, and the ledger is SQLite; the bus is NATS core
+//! (at most once: what a dying process had buffered is lost, and counted).
+
+pub mod config;
+pub mod keys;
+pub mod tally;
+
+pub use config::{control_config, ClusterConfig};
+
+use ben_bee::Beekeeper;
+use ben_bus::Bus;
+use ben_component::{subjects, Clock, Deps, Load, SystemClock};
+use ben_store::{FileStore, Store};
+use ben_wire::{pb, Keyring, Signer};
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally::{ComponentMetrics, Tally};
+
+/// Subject of the supervisor's status (request/reply).
+pub const STATUS: &str = "ben.cluster.status";
+
+/// Subject a process publishes its metrics on.
+pub fn metrics_subject(id: &str) -> String {
+    format!("ben.metrics.{id}")
+}
+
+/// A process's counters, signed like every other message between
+/// components (the payload is [`ComponentMetrics`] as JSON).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metrics {
+    #[prost(string, tag = "1")]
+    pub json: String,
+}
+
+impl ben_wire::Kind for Metrics {
+    const KIND: &'static str = "metrics";
+}
+
+/// Opens a signed metrics message.
+pub fn open_metrics(bytes: &[u8], keyring: &Keyring) -> Result<ComponentMetrics, String> {
+    let m = ben_wire::open_bytes::<Metrics>(bytes, keyring).map_err(|e| e.to_string())?;
+    serde_json::from_str(&m.into_inner().json).map_err(|e| format!("metrics: {e}"))
+}
+
+/// The components `ben run` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Control,
+    Sidecar,
+    Proxy,
+    Spine,
+    Detector,
+    Lucius,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Control,
+        Kind::Detector,
+        Kind::Spine,
+        Kind::Proxy,
+        Kind::Lucius,
+        Kind::Sidecar,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Control => "control",
+            Kind::Sidecar => "sidecar",
+            Kind::Proxy => "proxy",
+            Kind::Spine => "spine",
+            Kind::Detector => "detector",
+            Kind::Lucius => "lucius",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown component `{s}`; one of: {}",
+                    Kind::ALL.map(Kind::name).join(", ")
+                )
+            })
+    }
+
+    /// The id a process of this kind has unless told otherwise.
+    pub fn default_id(self) -> String {
+        match self {
+            Kind::Control => "control".into(),
+            k => format!("{}-1", k.name()),
+        }
+    }
+}
+
+/// Connects to the cluster's NATS under its prefix.
+pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<dyn Bus>, String> {
+    let nats = ben_bus_nats::NatsBus::connect(&ben_bus_nats::Config {
+        url: cfg.nats.clone(),
+        ..ben_bus_nats::Config::default()
+    })
+    .await?;
+    Ok(Arc::new(ben_bus::PrefixedBus::new(
+        nats,
+        cfg.prefix.clone(),
+    )))
+}
+
+fn now_ns() -> i64 {
+    SystemClock.now_ns()
+}
+
+/// What a process's metrics are read from.
+type Probe = Box<dyn Fn(&mut ComponentMetrics) + Send + Sync>;
+
+/// Publishes signed metrics every 500 ms until the bus closes.
+async fn publish_metrics(
+    bus: Arc<dyn Bus>,
+    signer: Arc<Signer>,
+    id: String,
+    role: &'static str,
+    load: Arc<Load>,
+    probe: Probe,
+) {
+    let started_ns = now_ns();
+    let mut seq = 0;
+    let subject = metrics_subject(&id);
+    loop {
+        seq += 1;
+        let mut m = ComponentMetrics {
+            id: id.clone(),
+            role: role.into(),
+            pid: std::process::id(),
+            started_ns,
+            at_ns: now_ns(),
+            seq,
+            processed: load.processed.load(Ordering::Relaxed),
+            queue_depth: load.queue_depth.load(Ordering::Relaxed),
+            ..ComponentMetrics::default()
+        };
+        probe(&mut m);
+        let json = serde_json::to_string(&m).unwrap_or_default();
+        if bus
+            .publish(&subject, signer.seal_bytes(&Metrics { json }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes `text` to `path` atomically.
+fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// `ben run <kind>`: runs one component as this process until `shutdown`
+/// resolves (then stops it cleanly and returns `Ok`) or the component
+/// fails (`Err`: the supervisor restarts the process).
+pub async fn run_component(
+    cfg: &ClusterConfig,
+    kind: Kind,
+    id: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let expected = format!("{}-", kind.name());
+    if kind == Kind::Control && id != "control" {
+        return Err(format!("the control process's id is `control`, not `{id}`"));
+    }
+    if kind != Kind::Control && !id.starts_with(&expected) {
+        return Err(format!(
+            "a {} process's id starts with `{expected}` (e.g. {}), not `{id}`",
+            kind.name(),
+            kind.default_id()
+        ));
+    }
+    let (signer, keyring) = keys::load(&cfg.key_dir, id)?;
+    let signer = Arc::new(signer);
+    let bus = connect(cfg).await?;
+    let store: Arc<FileStore> = Arc::new(
+        FileStore::open(&cfg.store_dir)
+            .map_err(|e| format!("opening the store {}: {e}", cfg.store_dir.display()))?,
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let deps = Deps {
+        id: id.to_string(),
+        bus: bus.clone(),
+        store: store.clone() as Arc<dyn Store>,
+        clock: clock.clone(),
+        signer: signer.clone(),
+        keyring: Arc::new(keyring.clone()),
+    };
+    let load = Arc::new(Load::default());
+    let blot = || ben_intent::keys::load_blot_key(&cfg.blot_key, None, &cfg.data_dir);
+    let metrics = |probe: Probe| {
+        tokio::spawn(publish_metrics(
+            bus.clone(),
+            signer.clone(),
+            id.to_string(),
+            kind.name(),
+            load.clone(),
+            probe,
+        ))
+    };
+    let failed = |e: String| format!("{id}: {e}");
+    let stopped = || Err(format!("{id}: stopped (the bus closed)"));
+    match kind {
+        Kind::Control => {
+            let control = ben_control::start(
+                control_config(cfg),
+                ben_control::Deps {
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    signer: signer.clone(),
+                    keyring,
+                    clock: Arc::new(|| SystemClock.now_ns()),
+                },
+            )
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+            let responder = tokio::spawn(crate::active_responder(
+                bus.clone(),
+                control.client(),
+                signer.clone(),
+            ));
+            let m = metrics(Box::new(|_| {}));
+            write_atomic(&cfg.api_file(), &control.api_addr().to_string())?;
+            shutdown.await;
+            responder.abort();
+            m.abort();
+            control.shutdown().await;
+            Ok(())
+        }
+        Kind::Spine => {
+            let run = ben_spine::run(
+                ben_spine::Config {
+                    blot_key: Some(blot()?),
+                },
+                deps,
+                load.clone(),
+            );
+            let _m = metrics(Box::new(|_| {}));
+            tokio::select! {
+                r = run => r.map_err(failed).and_then(|_| stopped()),
+                _ = shutdown => Ok(()),
+            }
+        }
+        Kind::Proxy => {
+            let run = ben_proxy::run(deps, load.clone());
+            let _m = metrics(Box::new(|_| {}));
+            tokio::select! {
+                r = run => r.map_err(failed).and_then(|_| stopped()),
+                _ = shutdown => Ok(()),
+            }
+        }
+        Kind::Detector => {
+            let stats = Arc::new(ben_detector::Stats::default());
+            let run = ben_detector::run(deps, load.clone(), stats.clone());
+            let _m = metrics(Box::new(move |m| {
+                m.signals = stats.signals.load(Ordering::Relaxed);
+                m.flags = stats.flags.load(Ordering::Relaxed);
+            }));
+            tokio::select! {
+                r = run => r.map_err(failed).and_then(|_| stopped()),
+                _ = shutdown => Ok(()),
+            }
+        }
+        Kind::Lucius => {
+            let obs = ben_lucius::Observations::open(
+                &cfg.data_dir.join(format!("{id}.db")),
+                ben_lucius::Config {
+                    database_url: cfg.database_url.clone(),
+                    ..ben_lucius::Config::default()
+                },
+            )
+            .await
+            .map_err(failed)?;
+            let run = ben_lucius::run(Some(blot()?), deps, load.clone(), obs.clone());
+            let o = obs.clone();
+            let _m = metrics(Box::new(move |m| {
+                m.stored = o.count() as u64;
+                m.written = o.written();
+                m.dropped = o.dropped();
+            }));
+            let r = tokio::select! {
+                r = run => r.map_err(failed).and_then(|_| stopped()),
+                _ = shutdown => Ok(()),
+            };
+            // Let what was taken in reach the database before exiting.
+            for _ in 0..100 {
+                if obs.written() + obs.dropped() >= load.processed.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r
+        }
+        Kind::Sidecar => {
+            let stats = Arc::new(ben_sidecar::Stats::default());
+            let sc = ben_sidecar::Config {
+                socket: cfg.socket.clone(),
+                beekeeper: Arc::new(Mutex::new(Some(Beekeeper::new(
+                    crate::random32()?,
+                    vec![],
+                    cfg.bee_ttl_ns,
+                )))),
+                extra_selectors: cfg.selectors.clone(),
+                max_record_bytes: cfg.max_record_bytes,
+            };
+            let run = ben_sidecar::run(sc, deps, load.clone(), stats.clone());
+            let st = stats.clone();
+            let _m = metrics(Box::new(move |m| {
+                m.accepted = st.accepted.load(Ordering::Relaxed);
+                m.rejected = st.rejected.load(Ordering::Relaxed);
+                m.signals_delivered = st.signals_delivered.load(Ordering::Relaxed);
+            }));
+            let r = tokio::select! {
+                r = run => r.map_err(failed).and_then(|_| stopped()),
+                _ = shutdown => Ok(()),
+            };
+            let _ = std::fs::remove_file(&cfg.socket);
+            r
+        }
+    }
+}
+
+/// Judges a verified heartbeat with the orchestrator's health core.
+pub(crate) fn beat_of(hb: pb::Heartbeat) -> ben_orchestrator::Beat {
+    ben_orchestrator::Beat {
+        component: hb.component,
+        role: hb.role,
+        seq: hb.seq,
+        at_ns: hb.at_ns,
+        queue_depth: hb.queue_depth,
+        records_per_s: hb.records_per_s,
+        intent_version: hb.intent_version,
+    }
+}
+
+/// What the supervisor observes on the bus.
+#[derive(Default)]
+struct Observed {
+    health: ben_orchestrator::Health,
+    /// Arrival time (supervisor clock) of each id's newest verified
+    /// heartbeat and its intent version.
+    last_beat: BTreeMap<String, (i64, String)>,
+    tally: Tally,
+}
+
+/// `ben cluster up`: runs the cluster until `shutdown` resolves. `exe` is
+/// the `ben` binary the children run; `say` gets progress lines.
+pub async fn cluster_up(
+    cfg: &ClusterConfig,
+    exe: PathBuf,
+    shutdown: impl Future<Output = ()>,
+    say: Arc<dyn Fn(String) + Send + Sync>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
+    let ids = cfg.identities();
+    keys::provision(&cfg.key_dir, ids.iter().map(|(i, _)| i.as_str()))?;
+    // One Blot key for every spine and Lucius: made here, before any of
+    // them starts, when the environment does not set one.
+    ben_intent::keys::load_blot_key(&cfg.blot_key, None, &cfg.data_dir)?;
+    std::fs::create_dir_all(&cfg.store_dir)
+        .map_err(|e| format!("creating {}: {e}", cfg.store_dir.display()))?;
+    let keyring = Arc::new(keys::keyring(&cfg.key_dir)?);
+    let bus = connect(cfg).await?;
+
+    let observed = Arc::new(Mutex::new(Observed {
+        health: ben_orchestrator::Health::new(ben_orchestrator::HealthLimits::default()),
+        ..Observed::default()
+    }));
+    let mut tasks = Vec::new();
+    let sub = |s: &'static str| {
+        let bus = bus.clone();
+        async move { bus.subscribe(s, None).await.map_err(|e| e.to_string()) }
+    };
+    {
+        let mut beats = sub(subjects::HEARTBEAT).await?;
+        let (observed, keyring) = (observed.clone(), keyring.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(m) = beats.next().await {
+                let Ok(v) = ben_wire::open_bytes::<pb::Heartbeat>(&m.payload, &keyring) else {
+                    continue;
+                };
+                let hb = v.into_inner();
+                let (id, version) = (hb.component.clone(), hb.intent_version.clone());
+                if let Ok(mut o) = observed.lock() {
+                    let now = now_ns();
+                    let _ = o.health.observe(beat_of(hb), now);
+                    o.last_beat.insert(id, (now, version));
+                }
+            }
+        }));
+    }
+    {
+        let mut metrics = sub("ben.metrics.*").await?;
+        let (observed, keyring) = (observed.clone(), keyring.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(m) = metrics.next().await {
+                if let Ok(cm) = open_metrics(&m.payload, &keyring) {
+                    if let Ok(mut o) = observed.lock() {
+                        o.tally.observe(cm);
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let mut dlq = sub(subjects::DLQ).await?;
+        let observed = observed.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(m) = dlq.next().await {
+                let dl = pb::DeadLetter::decode(m.payload.as_slice()).unwrap_or_default();
+                if let Ok(mut o) = observed.lock() {
+                    o.tally.dead_letter(&dl.subject, &dl.sender);
+                }
+            }
+        }));
+    }
+
+    let restarts = Arc::new(ben_orchestrator::Restarts::default());
+    let mut sup = ben_orchestrator::process::Supervisor::new(
+        cfg.backoff,
+        cfg.stop_grace,
+        restarts.clone(),
+        say.clone(),
+    );
+    let config_path = std::path::absolute(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
+    let spec = |id: &str, kind: &str| ben_orchestrator::process::ProcSpec {
+        name: id.to_string(),
+        kind: kind.to_string(),
+        program: exe.clone(),
+        args: vec![
+            "run".into(),
+            kind.into(),
+            "--config".into(),
+            config_path.display().to_string(),
+            "--id".into(),
+            id.into(),
+        ],
+        env: vec![],
+    };
+    let started = cfg.started();
+    let result =
+        async {
+            // The control plane first; it is up once it wrote its API address.
+            let _ = std::fs::remove_file(cfg.api_file());
+            sup.start(spec("control", "control")).await?;
+            let until = tokio::time::Instant::now() + cfg.ready_timeout;
+            while !cfg.api_file().exists() {
+                if tokio::time::Instant::now() > until {
+                    return Err(format!(
+                        "the control process did not come up within {:?}",
+                        cfg.ready_timeout
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Then each kind, once the previous one sends heartbeats.
+            for kind in ben_orchestrator::START_ORDER {
+                let of_kind: Vec<&String> = started
+                    .iter()
+                    .filter(|(_, k)| *k == kind)
+                    .map(|(i, _)| i)
+                    .collect();
+                for id in &of_kind {
+                    sup.start(spec(id, kind)).await?;
+                }
+                let until = tokio::time::Instant::now() + cfg.ready_timeout;
+                loop {
+                    let waiting: Vec<&&String> = {
+                        let o = observed.lock().map_err(|_| "poisoned".to_string())?;
+                        of_kind
+                            .iter()
+                            .filter(|i| !o.last_beat.contains_key(i.as_str()))
+                            .collect()
+                    };
+                    if waiting.is_empty() {
+                        break;
+                    }
+                    if tokio::time::Instant::now() > until {
+                        say(format!(
+                        "warning: no heartbeat from {} within {:?}; starting the next kind anyway",
+                        waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        cfg.ready_timeout
+                    ));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+    if let Err(e) = result {
+        sup.stop().await;
+        for t in tasks {
+            t.abort();
+        }
+        return Err(e);
+    }
+    let api = std::fs::read_to_string(cfg.api_file()).unwrap_or_default();
+    say(format!(
+        "ben cluster up: {} processes on NATS {} (prefix {}); API http://{}  sidecar {}  data {}",
+        started.len(),
+        cfg.nats,
+        cfg.prefix,
+        api.trim(),
+        cfg.socket.display(),
+        cfg.data_dir.display()
+    ));
+
+    // Status: answered on the bus, written to a file, summarised in a line.
+    let sup = Arc::new(Mutex::new(Some(sup)));
+    let status = {
+        let (observed, sup) = (observed.clone(), sup.clone());
+        move || -> serde_json::Value {
+            let states = sup
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().map(|s| s.states()))
+                .unwrap_or_default();
+            status_json(&observed, &states, &restarts)
+        }
+    };
+    {
+        let mut reqs = sub(STATUS).await?;
+        let (bus, status) = (bus.clone(), status.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(m) = reqs.next().await {
+                let body = serde_json::to_vec(&status()).unwrap_or_default();
+                let _ = bus.reply(&m, body).await;
+            }
+        }));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n = 0u64;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                n += 1;
+                let s = status();
+                let _ = write_atomic(&cfg.status_file(), &serde_json::to_string_pretty(&s).unwrap_or_default());
+                if n.is_multiple_of(5) {
+                    say(status_line(&s));
+                }
+                kill_hung(cfg, &observed, &sup, &say);
+            }
+        }
+    }
+    say("ben cluster up: stopping (sidecar first, control last)".into());
+    let final_status = status();
+    let taken = sup.lock().ok().and_then(|mut g| g.take());
+    if let Some(s) = taken {
+        s.stop().await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    say(format!(
+        "ben cluster up: final: {}",
+        status_line(&final_status)
+    ));
+    Ok(())
+}
+
+/// Kills a running child whose heartbeats stopped for `hung_after` (it is
+/// alive but not working); the supervisor then restarts it.
+fn kill_hung(
+    cfg: &ClusterConfig,
+    observed: &Mutex<Observed>,
+    sup: &Mutex<Option<ben_orchestrator::process::Supervisor>>,
+    say: &Arc<dyn Fn(String) + Send + Sync>,
+) {
+    let Ok(guard) = sup.lock() else { return };
+    let Some(s) = guard.as_ref() else { return };
+    let now = now_ns();
+    let hung = cfg.hung_after.as_nanos() as i64;
+    let Ok(o) = observed.lock() else { return };
+    for (id, st) in s.states() {
+        if st.kind == "control" {
+            continue; // the control process sends no heartbeats
+        }
+        let (Some(pid), Some(since)) = (st.pid, st.running_since) else {
+            continue;
+        };
+        let last = o.last_beat.get(&id).map(|(t, _)| *t).unwrap_or(0);
+        let running_for = since.elapsed().as_nanos() as i64;
+        if running_for > hung && now - last > hung {
+            say(format!(
+                "{id} (pid {pid}) sent no heartbeat for {:?}; killing it to restart it",
+                cfg.hung_after
+            ));
+            s.kill(&id);
+        }
+    }
+}
+
+fn status_json(
+    observed: &Mutex<Observed>,
+    states: &BTreeMap<String, ben_orchestrator::process::ChildState>,
+    restarts: &ben_orchestrator::Restarts,
+) -> serde_json::Value {
+    let Ok(mut o) = observed.lock() else {
+        return serde_json::Value::Null;
+    };
+    let now = now_ns();
+    let records = o.tally.records(now, 2_000_000_000);
+    let current = o.tally.current();
+    let alive: std::collections::BTreeSet<String> = o
+        .health
+        .alive(now)
+        .into_iter()
+        .map(|b| b.component.clone())
+        .collect();
+    let mut components = serde_json::Map::new();
+    for (id, st) in states {
+        let m = current.get(id);
+        components.insert(
+            id.clone(),
+            serde_json::json!({
+                "kind": st.kind,
+                "pid": st.pid,
+                "incarnation": st.incarnation,
+                "restarts": restarts.of(id),
+                "last_exit": st.last_exit,
+                "healthy": alive.contains(id) || (st.kind == "control" && st.pid.is_some()),
+                "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
+                "processed": m.map(|m| m.processed),
+                "queue_depth": m.map(|m| m.queue_depth),
+            }),
+        );
+    }
+    // Processes not started by this supervisor (e.g. a late joiner run by
+    // hand) are listed from their metrics.
+    for (id, m) in &current {
+        if !components.contains_key(id) && now - m.at_ns < 3_000_000_000 {
+            components.insert(
+                id.clone(),
+                serde_json::json!({
+                    "kind": m.role, "pid": m.pid, "supervised": false,
+                    "healthy": alive.contains(id),
+                    "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
+                    "processed": m.processed, "queue_depth": m.queue_depth,
+                }),
+            );
+        }
+    }
+    serde_json::json!({
+        "at_ns": now,
+        "components": components,
+        "restarts": restarts.total.load(Ordering::Relaxed),
+        "records": records,
+        "other_dead_letters": o.tally.other_dead_letters(),
+        "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
+    })
+}
+
+/// One line of the status.
+pub fn status_line(s: &serde_json::Value) -> String {
+    let r = &s["records"];
+    let comps = s["components"].as_object();
+    let healthy = comps
+        .map(|c| c.values().filter(|v| v["healthy"] == true).count())
+        .unwrap_or(0);
+    format!(
+        "processes {}/{} healthy | restarts {} | accepted {} | detectors {} | lucius {} | dead letters {} | in flight {} | lost {} | signals {}",
+        healthy,
+        comps.map(|c| c.len()).unwrap_or(0),
+        s["restarts"],
+        r["accepted"],
+        r["to_detectors"],
+        r["to_lucius"],
+        r["dead_letters"],
+        r["in_flight"],
+        r["lost"],
+        r["signals"],
+    )
+}
