@@ -321,6 +321,50 @@ async fn serve(
     result
 }
 
+/// What the sidecar stamps on every record it forwards.
+pub struct Envelope<'a> {
+    pub id: String,
+    pub intent_version: &'a str,
+    pub bee_subject: &'a str,
+    pub app: &'a str,
+    pub received_ns: i64,
+}
+
+/// One app record → the record the sidecar forwards: size limit, JSON,
+/// the contract (index `contract` in `program`) into the global schema,
+/// field values encoded in slot order ([`ben_bitspec::codec`]). `Err` is
+/// the reason given back to the app.
+pub fn translate(
+    program: &Program,
+    contract: usize,
+    raw: &[u8],
+    max_record_bytes: usize,
+    env: Envelope<'_>,
+) -> Result<pb::Record, String> {
+    if raw.len() > max_record_bytes {
+        return Err(format!(
+            "record is {} bytes, over the {max_record_bytes}-byte limit",
+            raw.len()
+        ));
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let c = &program.contracts[contract];
+    let values = interp::translate(program, c, &json).map_err(|e| e.to_string())?;
+    let schema = &program.schemas[c.schema];
+    Ok(pb::Record {
+        id: env.id,
+        schema: schema.name.clone(),
+        schema_version: schema.version,
+        intent_version: env.intent_version.to_string(),
+        bee_subject: env.bee_subject.to_string(),
+        app: env.app.to_string(),
+        received_ns: env.received_ns,
+        values: ben_bitspec::codec::to_bytes(&values),
+        ..Default::default()
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     deps: &Deps,
@@ -355,33 +399,24 @@ async fn forward(
         records: Vec::with_capacity(batch.records.len()),
     };
     for (i, raw) in batch.records.iter().enumerate() {
-        let res: Result<pb::Record, String> = (|| {
-            if raw.len() > cfg.max_record_bytes {
-                return Err(format!(
-                    "record is {} bytes, over the {}-byte limit",
-                    raw.len(),
-                    cfg.max_record_bytes
-                ));
-            }
-            let (l, ci) = contract.as_ref().ok_or_else(|| format!("no active intent declares a contract for app {app}; deploy a bundle that lists it under [[apps]]"))?;
-            let json: serde_json::Value =
-                serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
-            let p = &l.compiled.program;
-            let c = &p.contracts[*ci];
-            let values = interp::translate(p, c, &json).map_err(|e| e.to_string())?;
-            let schema = &p.schemas[c.schema];
-            Ok(pb::Record {
-                id: format!("{}-{}-{}", bee.claims.serial, batch.batch, i),
-                schema: schema.name.clone(),
-                schema_version: schema.version,
-                intent_version: l.version.clone(),
-                bee_subject: bee_subject.clone(),
-                app: app.to_string(),
-                received_ns: now,
-                values: ben_bitspec::codec::to_bytes(&values),
-                ..Default::default()
-            })
-        })();
+        let res = contract
+            .as_ref()
+            .ok_or_else(|| format!("no active intent declares a contract for app {app}; deploy a bundle that lists it under [[apps]]"))
+            .and_then(|(l, ci)| {
+                translate(
+                    &l.compiled.program,
+                    *ci,
+                    raw,
+                    cfg.max_record_bytes,
+                    Envelope {
+                        id: format!("{}-{}-{}", bee.claims.serial, batch.batch, i),
+                        intent_version: &l.version,
+                        bee_subject: &bee_subject,
+                        app,
+                        received_ns: now,
+                    },
+                )
+            });
         match res {
             Ok(rec) => {
                 acc.accepted += 1;
