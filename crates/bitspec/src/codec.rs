@@ -262,6 +262,62 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Reader<'_> {
+    /// Steps over one value, checking it as [`Reader::value`] does (UTF-8
+    /// included) but building nothing.
+    fn skip(&mut self, depth: usize) -> Result<(), CodecError> {
+        let tag = self.byte()?;
+        match tag {
+            0..=2 => {}
+            3 | 6 | 7 => {
+                self.varint()?;
+            }
+            4 => {
+                self.take(8)?;
+            }
+            5 => {
+                let n = self.len()?;
+                let at = self.at;
+                std::str::from_utf8(self.take(n)?).map_err(|_| CodecError {
+                    at,
+                    reason: "a string is not UTF-8",
+                })?;
+            }
+            8 | 9 => {
+                self.ip(tag)?;
+            }
+            10 | 11 | 12 => {
+                // Rare on the paths that skip: decode and drop.
+                self.at -= 1;
+                self.value(depth)?;
+            }
+            _ => return Err(self.err("unknown value tag")),
+        }
+        Ok(())
+    }
+}
+
+/// [`decode`] keeping only the slots where `keep` is true; the others come
+/// back as null without being built (still checked). Slots past the end
+/// of `keep` are dropped too.
+pub fn decode_some(buf: &[u8], keep: &[bool]) -> Result<Vec<Value>, CodecError> {
+    let mut r = Reader { buf, at: 0 };
+    let n = r.len()?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if keep.get(i).copied().unwrap_or(false) {
+            out.push(r.value(0)?);
+        } else {
+            r.skip(0)?;
+            out.push(Value::Null);
+        }
+    }
+    if r.at != buf.len() {
+        return Err(r.err("trailing bytes after the last value"));
+    }
+    Ok(out)
+}
+
 /// Decodes what [`encode`] wrote. Trailing bytes are an error.
 pub fn decode(buf: &[u8]) -> Result<Vec<Value>, CodecError> {
     let mut r = Reader { buf, at: 0 };
@@ -313,6 +369,31 @@ mod tests {
         fn round_trips(values in proptest::collection::vec(value(), 0..12)) {
             let bytes = to_bytes(&values);
             prop_assert_eq!(decode(&bytes).unwrap(), values);
+        }
+
+        #[test]
+        fn decode_some_keeps_what_it_is_asked_for(
+            values in proptest::collection::vec(value(), 0..12),
+            keep in proptest::collection::vec(any::<bool>(), 0..12),
+        ) {
+            let bytes = to_bytes(&values);
+            let some = decode_some(&bytes, &keep).unwrap();
+            prop_assert_eq!(some.len(), values.len());
+            for (i, (got, want)) in some.iter().zip(&values).enumerate() {
+                if keep.get(i).copied().unwrap_or(false) {
+                    prop_assert_eq!(got, want);
+                } else {
+                    prop_assert_eq!(got, &Value::Null);
+                }
+            }
+        }
+
+        #[test]
+        fn decode_some_refuses_what_decode_refuses(
+            bytes in proptest::collection::vec(any::<u8>(), 0..120),
+            keep in proptest::collection::vec(any::<bool>(), 0..12),
+        ) {
+            prop_assert_eq!(decode(&bytes).is_ok(), decode_some(&bytes, &keep).is_ok());
         }
 
         #[test]

@@ -475,6 +475,38 @@ pub fn decode_record(
     from_json(schema, &body)
 }
 
+/// [`decode_record`] for a reader of only some fields (`keep[slot]`):
+/// the others are null and not checked against their types. For the JSON
+/// form every field is read.
+pub fn decode_record_some(
+    schema: &Schema,
+    values: &[u8],
+    json: &[u8],
+    keep: &[bool],
+) -> Result<Vec<Value>, RecordError> {
+    if values.is_empty() {
+        return decode_record(schema, values, json);
+    }
+    let v = crate::codec::decode_some(values, keep).map_err(|e| RecordError {
+        field: "(record)".into(),
+        reason: e.to_string(),
+    })?;
+    if v.len() != schema.fields.len() {
+        return from_values(schema, v);
+    }
+    v.into_iter()
+        .zip(&schema.fields)
+        .zip(keep.iter().chain(std::iter::repeat(&false)))
+        .map(|((v, f), k)| {
+            if *k {
+                coerce(v, &f.ty).map_err(|e| record_err(&f.path, e))
+            } else {
+                Ok(v)
+            }
+        })
+        .collect()
+}
+
 pub fn json_kind(j: &serde_json::Value) -> &'static str {
     match j {
         serde_json::Value::Null => "null",

@@ -401,12 +401,35 @@ pub fn format_time(ns: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    );
+    // By hand for the years records carry (the data path formats one
+    // timestamp per record); `format!` for the rest.
+    let mut s = if (0..=9999).contains(&y) {
+        let mut s = String::with_capacity(30);
+        let two = |s: &mut String, v: i64| {
+            s.push((b'0' + (v / 10) as u8) as char);
+            s.push((b'0' + (v % 10) as u8) as char);
+        };
+        two(&mut s, y / 100);
+        two(&mut s, y % 100);
+        s.push('-');
+        two(&mut s, m as i64);
+        s.push('-');
+        two(&mut s, d as i64);
+        s.push('T');
+        two(&mut s, sod / 3600);
+        s.push(':');
+        two(&mut s, (sod / 60) % 60);
+        s.push(':');
+        two(&mut s, sod % 60);
+        s
+    } else {
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60
+        )
+    };
     if frac != 0 {
         let f = format!("{frac:09}");
         s.push('.');
@@ -513,6 +536,23 @@ mod tests {
         assert_eq!(parse_time("2026-02-30T00:00:00Z"), None);
         assert_eq!(parse_time("2026-01-01 00:00:00"), None);
         assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    proptest::proptest! {
+        /// The hand-written digits agree with `format!` and parse back,
+        /// across the whole range (years past 9999 take the `format!` path).
+        #[test]
+        fn formatted_times_parse_back(ns in proptest::prelude::any::<i64>()) {
+            let text = format_time(ns);
+            let secs = ns.div_euclid(NS);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let head = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, (sod / 60) % 60, sod % 60);
+            proptest::prop_assert!(text.starts_with(&head), "{} vs {}", text, head);
+            if (0..=9999).contains(&y) {
+                proptest::prop_assert_eq!(parse_time(&text), Some(ns));
+            }
+        }
     }
 
     #[test]

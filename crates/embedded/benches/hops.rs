@@ -57,7 +57,11 @@ fn hops(c: &mut Criterion) {
         )
         .unwrap()
     };
-    let records: Vec<pb::Record> = raws.iter().enumerate().map(|(i, r)| translate(i, r)).collect();
+    let records: Vec<pb::Record> = raws
+        .iter()
+        .enumerate()
+        .map(|(i, r)| translate(i, r))
+        .collect();
     let batch = pb::RecordBatch {
         records: records.clone(),
     }
@@ -83,7 +87,12 @@ fn hops(c: &mut Criterion) {
         })
     });
     g.bench_function("batch_decode", |b| {
-        b.iter(|| pb::RecordBatch::decode(batch.as_slice()).unwrap().records.len())
+        b.iter(|| {
+            pb::RecordBatch::decode(batch.as_slice())
+                .unwrap()
+                .records
+                .len()
+        })
     });
     g.bench_function("proxy_route", |b| {
         b.iter(|| records.iter().filter(|r| routes.route(r).is_ok()).count())
