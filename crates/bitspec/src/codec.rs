@@ -286,7 +286,7 @@ impl Reader<'_> {
             8 | 9 => {
                 self.ip(tag)?;
             }
-            10 | 11 | 12 => {
+            10..=12 => {
                 // Rare on the paths that skip: decode and drop.
                 self.at -= 1;
                 self.value(depth)?;
