@@ -93,6 +93,10 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
     // Stop every process cleanly (sidecar first, control last).
     let _ = stop_tx.send(());
     let stopped = tokio::time::timeout(cfg.stop_grace * 3 + Duration::from_secs(10), up).await;
+    // The run's prefix is thrown away: so is its JetStream stream.
+    if let Ok(b) = cluster::nats_bus(&cfg, None).await {
+        let _ = b.delete_stream().await;
+    }
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     match (&measured, stopped) {
         (Ok(()), Ok(Ok(Ok(())))) => {
