@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// With `--cluster`: the offered rate (records/s) of the latency run.
     #[arg(long, default_value_t = 50_000)]
     pub rate: u64,
+    /// With `--cluster`: no JetStream (every subject on core NATS), to
+    /// compare.
+    #[arg(long)]
+    pub no_jetstream: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {

@@ -51,7 +51,7 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ben-bench-cluster-{run}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cfg = write_config(&dir, &nats, &format!("benbench-{run}"))?;
+    let cfg = write_config(&dir, &nats, &format!("benbench-{run}"), !args.no_jetstream)?;
     let bundle = crate::shop::write_bundle(&dir.join("bundle"))?;
 
     // The supervisor's progress lines go to a log (printed if it fails).
@@ -82,9 +82,13 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
         })
     };
     println!(
-        "cluster bench: NATS {nats}, prefix {}, {} processes, data {}",
+        "cluster bench: NATS {nats}, prefix {}, {} processes, durable subjects {}, data {}",
         cfg.prefix,
         cfg.started().len(),
+        match cfg.jetstream {
+            Some(_) => "in JetStream",
+            None => "on core NATS",
+        },
         cfg.data_dir.display()
     );
 
@@ -93,6 +97,10 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
     // Stop every process cleanly (sidecar first, control last).
     let _ = stop_tx.send(());
     let stopped = tokio::time::timeout(cfg.stop_grace * 3 + Duration::from_secs(10), up).await;
+    // The run's prefix is thrown away: so is its JetStream stream.
+    if let Ok(b) = cluster::nats_bus(&cfg, None).await {
+        let _ = b.delete_stream().await;
+    }
     let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     match (&measured, stopped) {
         (Ok(()), Ok(Ok(Ok(())))) => {
@@ -124,7 +132,7 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
 
 /// Writes the cluster config: this run's prefix, the API on a free port,
 /// no spare ids, and a selector that attests this executable as the app.
-fn write_config(dir: &Path, nats: &str, prefix: &str) -> Result<ClusterConfig> {
+fn write_config(dir: &Path, nats: &str, prefix: &str, jetstream: bool) -> Result<ClusterConfig> {
     let me = crate::shop::selector_for_this_process()?;
     let uid = me.uid.map(|u| format!("uid = {u}\n")).unwrap_or_default();
     let exe = me.exe.unwrap_or_default();
@@ -132,6 +140,7 @@ fn write_config(dir: &Path, nats: &str, prefix: &str) -> Result<ClusterConfig> {
         "nats = {nats}\nprefix = {prefix}\ndata_dir = \"data\"\n\
          [control]\napi = \"127.0.0.1:0\"\nprepare_timeout_ms = 20000\n\
          [scale]\nspare = 0\n\
+         [jetstream]\nenabled = {jetstream}\n\
          [[sidecar.selectors]]\napp = \"shop_web\"\n{uid}exe = {exe}\n",
         nats = toml_str(nats),
         prefix = toml_str(prefix),

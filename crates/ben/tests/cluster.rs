@@ -336,6 +336,9 @@ stop_grace_ms = 5000
                 "process {p} survived the stop"
             );
         }
+        // The run's prefix is thrown away: so is its JetStream stream.
+        let nats = cluster::nats_bus(&self.cfg, None).await.unwrap();
+        assert!(nats.delete_stream().await.unwrap(), "the stream existed");
     }
 }
 

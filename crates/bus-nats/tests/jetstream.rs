@@ -159,9 +159,13 @@ struct Server {
 
 impl Server {
     fn start(port: u16, dir: PathBuf) -> Server {
+        Self::start_with(port, &["-js", "-sd", &dir.display().to_string()])
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> Server {
         let child = std::process::Command::new(NATS_SERVER)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&dir)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -307,4 +311,32 @@ async fn a_restarted_server_keeps_durable_messages_and_the_bus_reconnects() {
     assert!(publisher.delete_stream().await.unwrap());
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_subjects_on_a_server_without_jetstream_are_a_clear_error() {
+    let server = Server::start_with(free_port(), &[]);
+    let p = unique("nojs");
+    let e = match NatsBus::connect(&Config {
+        url: server.url(),
+        durable: Some(durable(&p, Some("spine-1"))),
+        ..Config::default()
+    })
+    .await
+    {
+        Ok(_) => panic!("connected without JetStream"),
+        Err(e) => e,
+    };
+    assert!(e.contains(&Durable::stream_name(&p)), "{e}");
+    assert!(e.contains("nats-server -js"), "{e}");
+    // Without durable subjects the same server is fine.
+    let bus = NatsBus::connect(&Config {
+        url: server.url(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    bus.publish(&format!("{p}.ben.dlq"), b"x".to_vec())
+        .await
+        .unwrap();
 }

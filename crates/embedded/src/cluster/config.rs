@@ -33,6 +33,11 @@
 //! [blot]
 //! key = "env:BEN_BLOT_KEY"        # or "file:PATH"; unset env: <data_dir>/blot.key
 //!
+//! [jetstream]                     # durable control-plane subjects (see ben_bus_nats)
+//! enabled = true                  # intent, acks, signals, DLQ kept in a stream per prefix
+//! max_age_s = 86400               # stored messages older than this are dropped
+//! max_bytes = 67108864            # the stream's size limit (oldest dropped first)
+//!
 //! [supervisor]
 //! backoff_initial_ms = 100        # restart waits double from this…
 //! backoff_max_ms = 5000           # …up to this
@@ -64,7 +69,17 @@ struct FileCfg {
     #[serde(default)]
     blot: BlotCfg,
     #[serde(default)]
+    jetstream: JetStreamCfg,
+    #[serde(default)]
     supervisor: SupervisorCfg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JetStreamCfg {
+    enabled: Option<bool>,
+    max_age_s: Option<u64>,
+    max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +135,13 @@ struct SupervisorCfg {
     hung_after_ms: Option<u64>,
 }
 
+/// The `[jetstream]` limits of the cluster's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JetStream {
+    pub max_age: Duration,
+    pub max_bytes: i64,
+}
+
 /// A loaded, checked cluster config (every path absolute or relative to
 /// the working directory, every default filled in).
 #[derive(Debug, Clone)]
@@ -145,6 +167,9 @@ pub struct ClusterConfig {
     pub max_record_bytes: usize,
     pub selectors: Vec<ben_bee::Selector>,
     pub blot_key: String,
+    /// Durable control-plane subjects in JetStream (`[jetstream]`);
+    /// `None`: everything on core NATS.
+    pub jetstream: Option<JetStream>,
     pub backoff: ben_orchestrator::Backoff,
     pub stop_grace: Duration,
     pub ready_timeout: Duration,
@@ -240,6 +265,17 @@ impl ClusterConfig {
                 "{p}: [supervisor] backoff_max_ms = {max} is below backoff_initial_ms = {initial}"
             ));
         }
+        let jetstream = if f.jetstream.enabled.unwrap_or(true) {
+            let max_age_s = ms("jetstream", "max_age_s", f.jetstream.max_age_s, 86_400)?;
+            let max_bytes = ms("jetstream", "max_bytes", f.jetstream.max_bytes, 64 << 20)?;
+            Some(JetStream {
+                max_age: Duration::from_secs(max_age_s),
+                max_bytes: i64::try_from(max_bytes)
+                    .map_err(|_| format!("{p}: [jetstream] max_bytes = {max_bytes}: too large"))?,
+            })
+        } else {
+            None
+        };
         Ok(ClusterConfig {
             path: path.to_path_buf(),
             nats,
@@ -292,6 +328,7 @@ impl ClusterConfig {
             },
             selectors,
             blot_key: f.blot.key.unwrap_or_else(|| "env:BEN_BLOT_KEY".into()),
+            jetstream,
             backoff: ben_orchestrator::Backoff {
                 initial: Duration::from_millis(initial),
                 max: Duration::from_millis(max),
@@ -411,6 +448,23 @@ mod tests {
         );
         assert_eq!(c.identities().len(), started.len() + 3);
         assert_eq!(control_config(&c).db_path(), c.ledger_db);
+        assert_eq!(
+            c.jetstream,
+            Some(JetStream {
+                max_age: Duration::from_secs(86_400),
+                max_bytes: 64 << 20
+            })
+        );
+        let c = parse("prefix = \"t1\"\n[jetstream]\nenabled = false\n").unwrap();
+        assert_eq!(c.jetstream, None);
+        let c = parse("prefix = \"t1\"\n[jetstream]\nmax_age_s = 60\nmax_bytes = 1024\n").unwrap();
+        assert_eq!(
+            c.jetstream,
+            Some(JetStream {
+                max_age: Duration::from_secs(60),
+                max_bytes: 1024
+            })
+        );
     }
 
     #[test]
@@ -434,6 +488,13 @@ mod tests {
             parse("prefix = \"a\"\n[supervisor]\nbackoff_initial_ms = 900\nbackoff_max_ms = 10\n")
                 .unwrap_err();
         assert!(e.contains("backoff_max_ms"), "{e}");
+        let e = parse("prefix = \"a\"\n[jetstream]\nmax_bytes = 0\n").unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/ben/cluster.toml: [jetstream] max_bytes = 0: must be positive"
+        );
+        let e = parse("prefix = \"a\"\n[jetstream]\nenable = true\n").unwrap_err();
+        assert!(e.contains("enable"), "{e}");
         let e = parse("prefix = [").unwrap_err();
         assert!(e.starts_with("/etc/ben/cluster.toml: "), "{e}");
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();

@@ -27,8 +27,13 @@
 //! written to `<data_dir>/cluster-status.json` every second.
 //!
 //! Today the store is the files store in `store_dir`, shared by the
-//! processes of one machine, and the ledger is SQLite; the bus is NATS core
-//! (at most once: what a dying process had buffered is lost, and counted).
+//! processes of one machine, and the ledger is SQLite. The data path is
+//! NATS core (at most once: what a dying process had buffered is lost, and
+//! counted); with `[jetstream]` on (the default) the control-plane subjects
+//! — intent announce/activate/abort, acks, signals, the DLQ — are kept in
+//! the JetStream stream `BEN_<prefix>` and each process reads them through
+//! consumers named by its id, so a restarted process gets what it missed
+//! (see `ben_bus_nats`).
 
 pub mod config;
 pub mod keys;
@@ -129,17 +134,40 @@ impl Kind {
     }
 }
 
-/// Connects to the cluster's NATS under its prefix.
+/// Connects to the cluster's NATS under its prefix, as an observer: its
+/// reads of durable subjects start at the newest message (ordered
+/// consumers).
 pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<dyn Bus>, String> {
-    let nats = ben_bus_nats::NatsBus::connect(&ben_bus_nats::Config {
-        url: cfg.nats.clone(),
-        ..ben_bus_nats::Config::default()
-    })
-    .await?;
+    connect_as(cfg, None).await
+}
+
+/// Connects as component `id`: with `[jetstream]` on, its reads of the
+/// durable subjects go through consumers named by `id`, so a restarted
+/// process gets what was published while it was down.
+pub async fn connect_as(cfg: &ClusterConfig, id: Option<&str>) -> Result<Arc<dyn Bus>, String> {
+    let nats = nats_bus(cfg, id).await?;
     Ok(Arc::new(ben_bus::PrefixedBus::new(
         nats,
         cfg.prefix.clone(),
     )))
+}
+
+/// The cluster's NATS connection without the prefix (its subjects are
+/// full subjects), e.g. to delete a throwaway cluster's stream.
+pub async fn nats_bus(
+    cfg: &ClusterConfig,
+    id: Option<&str>,
+) -> Result<ben_bus_nats::NatsBus, String> {
+    ben_bus_nats::NatsBus::connect(&ben_bus_nats::Config {
+        url: cfg.nats.clone(),
+        durable: cfg.jetstream.map(|j| ben_bus_nats::Durable {
+            max_age: j.max_age,
+            max_bytes: j.max_bytes,
+            ..ben_bus_nats::Durable::for_prefix(&cfg.prefix, id)
+        }),
+        ..ben_bus_nats::Config::default()
+    })
+    .await
 }
 
 fn now_ns() -> i64 {
@@ -217,7 +245,7 @@ pub async fn run_component(
     }
     let (signer, keyring) = keys::load(&cfg.key_dir, id)?;
     let signer = Arc::new(signer);
-    let bus = connect(cfg).await?;
+    let bus = connect_as(cfg, Some(id)).await?;
     let store: Arc<FileStore> = Arc::new(
         FileStore::open(&cfg.store_dir)
             .map_err(|e| format!("opening the store {}: {e}", cfg.store_dir.display()))?,
