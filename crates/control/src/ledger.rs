@@ -263,6 +263,7 @@ impl Service {
         let loaded = db.load().await?;
         let timeouts = Timeouts {
             prepare_ns: ms_to_ns(cfg.prepare_timeout_ms),
+            ..Timeouts::default()
         };
         let ledger = Ledger::restore(timeouts, loaded.staged, loaded.active, loaded.history);
         let acks = deps.bus.subscribe(subjects::ACK, None).await?;
@@ -343,6 +344,7 @@ fn state_of(s: &ComponentState) -> (&'static str, Option<String>) {
         ComponentState::Failed(r) => ("failed", Some(r.clone())),
         ComponentState::Activating => ("activating", None),
         ComponentState::Active => ("active", None),
+        ComponentState::Dropped(r) => ("dropped", Some(r.clone())),
     }
 }
 
@@ -698,7 +700,9 @@ impl Actor {
         let mut changed = (false, false);
         for o in outs {
             match o {
-                Output::Announce { version, .. } => {
+                // A new deploy (not an announce to one component that joined
+                // during prepare or is being caught up).
+                Output::Announce { version, .. } if matches!(input, Input::Deploy { .. }) => {
                     let components = self
                         .ledger
                         .deploy()
@@ -716,11 +720,16 @@ impl Actor {
                     self.next_deploy_id += 1;
                     changed = (true, true);
                 }
-                Output::Activate { .. } => {
-                    if let Some(d) = self.deploy.as_mut() {
+                Output::Announce { .. } => {}
+                Output::Activate { version, .. } => {
+                    if let Some(d) = self
+                        .deploy
+                        .as_mut()
+                        .filter(|d| d.version == *version && d.phase == DeployPhase::Preparing)
+                    {
                         d.phase = DeployPhase::Activating;
+                        changed.0 = true;
                     }
-                    changed.0 = true;
                 }
                 Output::Abort { reason, .. } => {
                     let mut components = before.map(|d| self.components_of(d)).unwrap_or_default();
@@ -948,6 +957,7 @@ impl Actor {
                 .apply(Input::Register {
                     component: hb.component,
                     role: hb.role,
+                    running: Some(hb.intent_version).filter(|v| !v.is_empty()),
                 })
                 .await;
         }
