@@ -1,6 +1,7 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
 mod bench;
+mod bench_activation;
 mod demo_app;
 mod detect;
 mod flows;
@@ -26,7 +27,8 @@ enum Cmd {
     /// sidecar and prints the signals it receives.
     DemoApp(demo_app::DemoArgs),
     /// Measure the system: `ben bench datapath` (records/s, app→signal
-    /// latency in embedded mode).
+    /// latency in embedded mode), `ben bench activation --components N`
+    /// (deploy → finalized over NATS).
     Bench(bench::BenchArgs),
     /// CyberMesh: run the three detection engines over flows or a capture
     /// and print anomalies as JSON lines (summary on stderr).
