@@ -399,6 +399,7 @@ impl Actor {
                 _ = ticker.tick() => self.on_tick().await,
             }
         }
+        self.flush().await;
         self.db.close().await;
     }
 
@@ -620,12 +621,18 @@ impl Actor {
     /// One ledger step: update the deploy record, persist, then publish.
     async fn apply(&mut self, input: Input) -> Result<Vec<Output>, LedgerError> {
         let now = self.now();
-        let before = self.ledger.deploy().cloned();
         let outs = self.ledger.step(input.clone(), now)?;
-        let (changed, with_components) = self.track(&input, before.as_ref(), &outs, now);
+        let (changed, with_components) = self.track(&input, &outs, now);
         let finalized = outs.iter().any(|o| matches!(o, Output::Finalized { .. }));
         let fresh = self.ledger.history().len() > self.persisted;
-        if changed || fresh || finalized {
+        // A component's prepared/active ack that sends nothing only adds an
+        // audit line: it is written with the next step that sends
+        // something (before that step's messages go out), or at the next
+        // tick, not in a transaction of its own per ack.
+        let progress_only = matches!(input, Input::Prepared { .. } | Input::Active { .. })
+            && outs.is_empty()
+            && !changed;
+        if (changed || fresh || finalized) && !progress_only {
             let active = if finalized {
                 self.ledger.active().cloned()
             } else {
@@ -690,13 +697,7 @@ impl Actor {
 
     /// Mirrors the core's deploy into the record; returns (the record
     /// changed in a way worth persisting, persist its components too).
-    fn track(
-        &mut self,
-        input: &Input,
-        before: Option<&Deploy>,
-        outs: &[Output],
-        now: i64,
-    ) -> (bool, bool) {
+    fn track(&mut self, input: &Input, outs: &[Output], now: i64) -> (bool, bool) {
         let mut changed = (false, false);
         for o in outs {
             match o {
@@ -732,7 +733,13 @@ impl Actor {
                     }
                 }
                 Output::Abort { reason, .. } => {
-                    let mut components = before.map(|d| self.components_of(d)).unwrap_or_default();
+                    // The record mirrors the deploy as it was before this step.
+                    let mut components = self
+                        .deploy
+                        .as_ref()
+                        .filter(|d| !d.phase.is_over())
+                        .map(|d| d.components.clone())
+                        .unwrap_or_default();
                     // The core drops the deploy on abort; say who failed and why.
                     let mark = |c: &mut ComponentDeployState, why: String| {
                         c.state = "failed".into();
@@ -780,14 +787,39 @@ impl Actor {
         }
         // Per-ack progress: in memory only; the record is persisted whole
         // when the deploy ends.
+        // An ack that sends nothing changes one component: update its entry
+        // only (rebuilding all of them per ack is quadratic in the fleet).
         if let Some(d) = self.ledger.deploy() {
-            let components = self.components_of(d);
+            let touched = match input {
+                Input::Prepared { component, .. }
+                | Input::PrepareFailed { component, .. }
+                | Input::Active { component, .. }
+                    if outs.is_empty() =>
+                {
+                    Some(component)
+                }
+                _ => None,
+            };
+            let all = touched.is_none().then(|| self.components_of(d));
             if let Some(rec) = self.deploy.as_mut().filter(|r| r.version == d.version) {
-                rec.components = components;
                 rec.phase = match d.phase {
                     Phase::Preparing => DeployPhase::Preparing,
                     Phase::Activating => DeployPhase::Activating,
                 };
+                match (all, touched) {
+                    (Some(all), _) => rec.components = all,
+                    (None, Some(c)) => {
+                        if let (Some(s), Some(e)) = (
+                            d.components.get(c),
+                            rec.components.iter_mut().find(|e| e.id == *c),
+                        ) {
+                            let (state, reason) = state_of(s);
+                            e.state = state.to_string();
+                            e.reason = reason;
+                        }
+                    }
+                    (None, None) => {}
+                }
             }
         }
         changed
@@ -963,7 +995,27 @@ impl Actor {
         }
     }
 
+    /// Writes audit lines not yet in the database.
+    async fn flush(&mut self) {
+        if self.ledger.history().len() <= self.persisted {
+            return;
+        }
+        let events = &self.ledger.history()[self.persisted..];
+        match self
+            .db
+            .persist_step(self.persisted, events, None, false, None)
+            .await
+        {
+            Ok(()) => self.persisted = self.ledger.history().len(),
+            Err(e) => {
+                self.counters.db_errors += 1;
+                self.last_db_error = Some(e.to_string());
+            }
+        }
+    }
+
     async fn on_tick(&mut self) {
+        self.flush().await;
         let now = self.now();
         let stale: Vec<String> = self
             .seen
