@@ -10,7 +10,8 @@ use crate::db::Db;
 use crate::{dead_letter, roles_for, subjects, Config, ControlError, Deps};
 use ben_bus::{Message, Subscription};
 use ben_ledger::{
-    ComponentState, Deploy, Input, Ledger, LedgerError, Output, Phase, Staged, Timeouts,
+    ComponentState, Deploy, Durable, InFlight, Input, Ledger, LedgerError, Output, Phase, Staged,
+    Timeouts,
 };
 use ben_store::Key;
 use ben_wire::{open_bytes, pb};
@@ -37,8 +38,8 @@ pub enum DeployPhase {
     Activating,
     Finalized,
     Aborted,
-    /// The ledger restarted after activate was sent: components may run
-    /// the version, but the ledger could not confirm all of them.
+    /// The ledger restarted after activate was sent (records written
+    /// before restarts resumed such a deploy; it now finalizes instead).
     Interrupted,
 }
 
@@ -265,12 +266,36 @@ impl Service {
             prepare_ns: ms_to_ns(cfg.prepare_timeout_ms),
             ..Timeouts::default()
         };
-        let ledger = Ledger::restore(timeouts, loaded.staged, loaded.active, loaded.history);
+        // The deploy that was running when the ledger stopped, if any.
+        let in_flight = loaded
+            .last_deploy
+            .as_ref()
+            .filter(|d| !d.phase.is_over())
+            .map(|d| InFlight {
+                version: d.version.clone(),
+                phase: if d.phase == DeployPhase::Preparing {
+                    Phase::Preparing
+                } else {
+                    Phase::Activating
+                },
+                started_ns: d.started_ns,
+                required: d.components.iter().map(|c| c.id.clone()).collect(),
+            });
+        let history_len = loaded.history.len();
+        let (ledger, resolved) = Ledger::recover(
+            timeouts,
+            Durable {
+                staged: loaded.staged,
+                active: loaded.active,
+                history: loaded.history,
+                deploy: in_flight,
+            },
+            deps.clock.now_ns(),
+        );
         let acks = deps.bus.subscribe(subjects::ACK, None).await?;
         let beats = deps.bus.subscribe(subjects::HEARTBEAT, None).await?;
         let (tx, rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let persisted = ledger.history().len();
         let mut actor = Actor {
             ledger,
             db,
@@ -280,11 +305,11 @@ impl Service {
             seen: BTreeMap::new(),
             deploy: loaded.last_deploy,
             next_deploy_id: loaded.next_deploy_id,
-            persisted,
+            persisted: history_len,
             counters: Counters::default(),
             last_db_error: None,
         };
-        actor.end_interrupted_deploy().await;
+        actor.resolve_interrupted_deploy(resolved).await;
         let tick = Duration::from_millis(cfg.tick_ms.max(1));
         let task = tokio::spawn(actor.run(rx, stop_rx, acks, beats, tick));
         Ok(Service {
@@ -773,12 +798,13 @@ impl Actor {
                     changed = (true, true);
                 }
                 Output::Finalized { .. } => {
+                    let last = self.ledger.finished().map(|d| self.components_of(d));
                     if let Some(d) = self.deploy.as_mut() {
                         d.phase = DeployPhase::Finalized;
                         d.ended_ns = Some(now);
-                        for c in d.components.iter_mut() {
-                            c.state = "active".into();
-                            c.reason = None;
+                        // Active, or dropped after activate (it catches up).
+                        if let Some(last) = last {
+                            d.components = last;
                         }
                     }
                     changed = (true, true);
@@ -1032,34 +1058,26 @@ impl Actor {
         }
     }
 
-    /// A deploy that was running when the ledger stopped is ended, never
-    /// resumed: before activate, everyone is told to abort (invariant 2);
-    /// after, it is marked interrupted for the operator to redeploy.
-    async fn end_interrupted_deploy(&mut self) {
+    /// A deploy that was running when the ledger stopped is resolved by
+    /// [`Ledger::recover`], never left half-done: before activate it is
+    /// aborted and everyone is told (invariant 2); after, activate is sent
+    /// again and it finalizes like any other (components that already
+    /// switched ack again). The record and audit lines are written first.
+    async fn resolve_interrupted_deploy(&mut self, outs: Vec<Output>) {
         let now = self.now();
-        let Some(d) = self.deploy.as_mut().filter(|d| !d.phase.is_over()) else {
-            return;
-        };
-        let was_preparing = d.phase == DeployPhase::Preparing;
-        let reason = if was_preparing {
-            "the ledger restarted during prepare; nobody was told to activate".to_string()
-        } else {
-            "the ledger restarted after activate was sent; components may run it: check `benctl status` and deploy again".to_string()
-        };
-        d.phase = if was_preparing {
-            DeployPhase::Aborted
-        } else {
-            DeployPhase::Interrupted
-        };
-        d.reason = Some(reason.clone());
-        d.ended_ns = Some(now);
-        let version = d.version.clone();
-        let what = if was_preparing {
-            format!("aborted: {reason}")
-        } else {
-            format!("interrupted: {reason}")
-        };
-        self.ledger.note(now, &version, what);
+        for o in &outs {
+            if let (Output::Abort { reason, .. }, Some(d)) = (o, self.deploy.as_mut()) {
+                d.phase = DeployPhase::Aborted;
+                d.reason = Some(reason.clone());
+                d.ended_ns = Some(now);
+            }
+        }
+        if let (Some(d), Some(rec)) = (self.ledger.deploy(), self.deploy.as_mut()) {
+            rec.phase = match d.phase {
+                Phase::Preparing => DeployPhase::Preparing,
+                Phase::Activating => DeployPhase::Activating,
+            };
+        }
         let events = &self.ledger.history()[self.persisted.min(self.ledger.history().len())..];
         match self
             .db
@@ -1072,8 +1090,8 @@ impl Actor {
                 self.last_db_error = Some(e.to_string());
             }
         }
-        if was_preparing {
-            self.publish(&Output::Abort { version, reason }).await;
+        for o in &outs {
+            self.publish(o).await;
         }
     }
 }

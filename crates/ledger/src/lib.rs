@@ -233,6 +233,8 @@ pub struct Ledger {
     /// What each registered component last said it runs.
     running: BTreeMap<ComponentId, Option<VersionId>>,
     catch_ups: BTreeMap<ComponentId, CatchUp>,
+    /// The last deploy that finalized, as it ended.
+    finished: Option<Deploy>,
     staged: BTreeMap<VersionId, Staged>,
     active: Option<VersionId>,
     deploy: Option<Deploy>,
@@ -343,6 +345,12 @@ impl Ledger {
             Some(d) if d.phase == Phase::Activating => Some(&d.version),
             _ => self.active.as_ref(),
         }
+    }
+
+    /// The last deploy that finalized, with each required component's final
+    /// state (`Active` or `Dropped`).
+    pub fn finished(&self) -> Option<&Deploy> {
+        self.finished.as_ref()
     }
 
     /// Components being brought to the active version one by one.
@@ -767,7 +775,8 @@ impl Ledger {
         let Some(d) = self.deploy.take() else {
             return vec![];
         };
-        let v = d.version;
+        let v = d.version.clone();
+        self.finished = Some(d);
         self.active = Some(v.clone());
         self.log(now, &v, "finalized");
         let mut outs = vec![Output::Finalized { version: v }];
