@@ -47,6 +47,8 @@ pub struct Figures {
     pub components: usize,
     /// Deploy → finalized, one per round, as the ledger timed its finalize.
     pub rounds: Vec<Duration>,
+    /// Of which deploy → activate sent (every component prepared), per round.
+    pub prepare: Vec<Duration>,
     /// The version deployed last (every component runs and reports it).
     pub last_version: String,
 }
@@ -65,6 +67,14 @@ impl Figures {
     }
 }
 
+fn p50(d: &[Duration]) -> Duration {
+    let mut v = d.to_vec();
+    v.sort();
+    v.get(v.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Runs the bench for each N in `components` and prints one line per N.
 pub fn run(nats: Option<&str>, components: &[usize], rounds: usize) -> Result<()> {
     let url = nats.unwrap_or("nats://127.0.0.1:4222").to_string();
@@ -76,10 +86,11 @@ pub fn run(nats: Option<&str>, components: &[usize], rounds: usize) -> Result<()
         for &n in components {
             let f = measure(&url, n, rounds).await?;
             println!(
-                "activation over NATS, {} components: deploy → finalized p50 {:.1} ms, max {:.1} ms over {} rounds ({}); every component runs and reports {}",
+                "activation over NATS, {} components: deploy → finalized p50 {:.1} ms, max {:.1} ms (prepare phase p50 {:.1} ms) over {} rounds ({}); every component runs and reports {}",
                 f.components,
                 ms(f.p50()),
                 ms(f.max()),
+                ms(p50(&f.prepare)),
                 f.rounds.len(),
                 f.rounds
                     .iter()
@@ -282,6 +293,7 @@ async fn measure_in(
         }
 
         let mut times = Vec::with_capacity(rounds);
+        let mut prepare = Vec::with_capacity(rounds);
         let mut last = String::new();
         for r in 0..rounds {
             let v = &versions[r % 2].version;
@@ -326,6 +338,17 @@ async fn measure_in(
             if behind > 0 {
                 bail!("{v} finalized but {behind} of {n} components do not run it");
             }
+            // When activate went out (every component prepared), from the
+            // audit log; read after the timed part.
+            let sent = client
+                .history()
+                .await?
+                .iter()
+                .rev()
+                .find(|e| e.version == *v && e.what == "all prepared; activate sent")
+                .map(|e| e.at_ns)
+                .unwrap_or(ended);
+            prepare.push(Duration::from_nanos(sent.saturating_sub(t0).max(0) as u64));
             last = v.clone();
         }
         // Their heartbeats say so too (one a second).
@@ -348,6 +371,7 @@ async fn measure_in(
         Ok(Figures {
             components: n,
             rounds: times,
+            prepare,
             last_version: last,
         })
     }
