@@ -195,7 +195,7 @@ pub struct CatchUp {
 /// A catch-up is given up (recorded, the component stays behind) after this
 /// many `failed` acks: a late `failed` answering an earlier message must not
 /// end it at once.
-pub const CATCH_UP_ATTEMPTS: u32 = 3;
+pub const CATCH_UP_ATTEMPTS: u32 = 5;
 
 /// A deploy in flight, as persisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -852,13 +852,15 @@ impl Ledger {
             return Ok(vec![]);
         }
         if !hashes_match {
-            self.catch_ups.remove(&component);
+            // Never activated on wrong hashes (invariant 3); it prepares
+            // again at the next resend, and is given up like a failure.
             self.log(
                 now,
                 &version,
-                format!("{component} prepared artifacts whose hashes do not match the staged ones; not activated, it stays behind"),
+                format!("{component} prepared artifacts whose hashes do not match the staged ones; not activated"),
             );
-            return Ok(vec![]);
+            let reason = "prepared artifacts whose hashes do not match".to_string();
+            return self.catch_up_failed(now, component, version, reason);
         }
         if let Some(c) = self.catch_ups.get_mut(&component) {
             c.state = ComponentState::Activating;
