@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath"])]
+    #[arg(value_parser = ["datapath", "activation"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -36,9 +36,18 @@ pub struct BenchArgs {
     /// compare.
     #[arg(long)]
     pub no_jetstream: bool,
+    /// activation: components to start (comma-separated: one run each).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub components: Vec<usize>,
+    /// activation: deploys per run, alternating two versions.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.what == "activation" {
+        return crate::bench_activation::run(args.nats.as_deref(), &args.components, args.rounds);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! `ben`: runs Ben's components. Each subcommand lives in its own module.
 
 mod bench;
+mod bench_activation;
 mod bench_cluster;
 mod cluster;
 mod demo_app;
@@ -38,7 +39,8 @@ enum Cmd {
     DemoApp(demo_app::DemoArgs),
     /// Measure the system: `ben bench datapath` (records/s, app→signal
     /// latency in embedded mode; `--cluster`: one process per component
-    /// over NATS).
+    /// over NATS), `ben bench activation --components N` (deploy →
+    /// finalized over NATS).
     Bench(bench::BenchArgs),
     /// CyberMesh: run the three detection engines over flows or a capture
     /// and print anomalies as JSON lines (summary on stderr).

@@ -296,16 +296,20 @@ impl<R: Role> IntentAgent<R> {
                 .await;
             }
             _ => {
-                self.deps
-                    .dead_letter(
-                        subjects::ACTIVATE,
-                        format!(
-                            "activate {} but that version was never prepared here",
-                            act.version
-                        ),
-                        0,
-                    )
-                    .await;
+                // Say so (it restarted after preparing, or the prepare was
+                // lost): the ledger stops waiting for it and catches it up.
+                let reason = format!(
+                    "activate {} but that version was never prepared here",
+                    act.version
+                );
+                self.ack(
+                    &act.version,
+                    pb::ack::Phase::Failed,
+                    BTreeMap::new(),
+                    reason.clone(),
+                )
+                .await;
+                self.deps.dead_letter(subjects::ACTIVATE, reason, 0).await;
             }
         }
     }

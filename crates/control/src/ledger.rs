@@ -4,26 +4,33 @@
 //!
 //! Every step's audit lines and deploy record are written to the database
 //! before the step's messages go out on the bus, so what the components
-//! were told is always on record. When the database cannot take a step
-//! that would move a deploy forward (announce, activate), that step's
-//! message is withheld and the deploy is cancelled: the API answers 503
-//! naming the database and the reason, the deploy record says why, and
-//! nothing activates. What could not be written is written again once the
-//! database answers.
+//! were told is always on record. A component's ack that sends nothing is
+//! the exception: its audit line and its own entry in the deploy record
+//! are written with the next step that sends something, or at the next
+//! tick (one transaction per ack was the cost of a 500-component deploy;
+//! BENCHMARKS.md). When the database cannot take a step that would move a
+//! deploy forward (the announce that starts it, its first activate), that
+//! step's message is withheld and the deploy is cancelled
+//! ([`Input::Cancel`]): the API answers 503 naming the database and the
+//! reason, the deploy record says why, and nothing activates. What could
+//! not be written is written again once the database answers.
 //!
-//! At start, a deploy the previous run left unfinished is resolved, never
-//! left half-done: one still preparing is aborted ("ledger restarted during
-//! deploy; nothing activated") and components are told to discard it; one
-//! whose activate had already gone out is resumed — activate is sent again
-//! (components ack it idempotently) and it finalizes, or, if the required
-//! components do not all confirm within the prepare timeout, it ends as
-//! `interrupted` with the names of those that did not.
+//! At start, the ledger is rebuilt with [`Ledger::recover`] and a deploy
+//! the previous run left unfinished is resolved, never left half-done: one
+//! still preparing is aborted ("ledger restarted during deploy; nothing
+//! activated") and components are told to discard it; one whose activate
+//! had already gone out is resumed: activate is sent again (components
+//! ack it idempotently, the core re-sends it every `resend_ns`) and it
+//! finalizes; a required component that does not come back is dropped and
+//! catches up later; if one that is registered does not confirm within the
+//! prepare timeout, it ends as `interrupted` with its name.
 
 use crate::db::Db;
 use crate::{dead_letter, roles_for, subjects, Config, ControlError, Deps};
 use ben_bus::{Message, Subscription};
 use ben_ledger::{
-    ComponentState, Deploy, Input, Ledger, LedgerError, Output, Phase, Staged, Timeouts,
+    ComponentState, Deploy, Durable, InFlight, Input, Ledger, LedgerError, Output, Phase, Staged,
+    Timeouts,
 };
 use ben_store::Key;
 use ben_wire::{open_bytes, pb};
@@ -50,8 +57,9 @@ pub enum DeployPhase {
     Activating,
     Finalized,
     Aborted,
-    /// The ledger restarted after activate was sent: components may run
-    /// the version, but the ledger could not confirm all of them.
+    /// The ledger restarted after activate was sent and the resumed deploy
+    /// was not confirmed in time by a component still registered (or could
+    /// not be resumed); the active version stays what it was.
     Interrupted,
 }
 
@@ -280,13 +288,38 @@ impl Service {
         let loaded = db.load().await?;
         let timeouts = Timeouts {
             prepare_ns: ms_to_ns(cfg.prepare_timeout_ms),
+            ..Timeouts::default()
         };
-        let ledger = Ledger::restore(timeouts, loaded.staged, loaded.active, loaded.history);
+        // The deploy that was running when the ledger stopped, if any.
+        let in_flight = loaded
+            .last_deploy
+            .as_ref()
+            .filter(|d| !d.phase.is_over())
+            .map(|d| InFlight {
+                version: d.version.clone(),
+                phase: if d.phase == DeployPhase::Preparing {
+                    Phase::Preparing
+                } else {
+                    Phase::Activating
+                },
+                started_ns: d.started_ns,
+                required: d.components.iter().map(|c| c.id.clone()).collect(),
+            });
+        let history_len = loaded.history.len();
+        let (ledger, resolved) = Ledger::recover(
+            timeouts,
+            Durable {
+                staged: loaded.staged,
+                active: loaded.active,
+                history: loaded.history,
+                deploy: in_flight,
+            },
+            deps.clock.now_ns(),
+        );
         let acks = deps.bus.subscribe(subjects::ACK, None).await?;
         let beats = deps.bus.subscribe(subjects::HEARTBEAT, None).await?;
         let (tx, rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let persisted = ledger.history().len();
         let mut actor = Actor {
             ledger,
             db,
@@ -296,15 +329,14 @@ impl Service {
             seen: BTreeMap::new(),
             deploy: loaded.last_deploy,
             next_deploy_id: loaded.next_deploy_id,
-            persisted,
+            persisted: history_len,
             counters: Counters::default(),
             last_db_error: None,
             dirty: Dirty::default(),
             retry_at: None,
             retry_every: Duration::from_millis(cfg.db_timeout_ms.clamp(500, 10_000)),
-            resend_at: None,
         };
-        actor.resolve_unfinished_deploy().await;
+        actor.resolve_unfinished_deploy(resolved).await;
         let tick = Duration::from_millis(cfg.tick_ms.max(1));
         let task = tokio::spawn(actor.run(rx, stop_rx, acks, beats, tick));
         Ok(Service {
@@ -360,8 +392,6 @@ struct Actor {
     /// When to try writing `dirty` again after a failure.
     retry_at: Option<tokio::time::Instant>,
     retry_every: Duration,
-    /// When to send a resumed deploy's activate again.
-    resend_at: Option<tokio::time::Instant>,
 }
 
 /// Parts of the state not yet written (audit lines are tracked by
@@ -380,6 +410,7 @@ fn state_of(s: &ComponentState) -> (&'static str, Option<String>) {
         ComponentState::Failed(r) => ("failed", Some(r.clone())),
         ComponentState::Activating => ("activating", None),
         ComponentState::Active => ("active", None),
+        ComponentState::Dropped(r) => ("dropped", Some(r.clone())),
     }
 }
 
@@ -434,6 +465,7 @@ impl Actor {
                 _ = ticker.tick() => self.on_tick().await,
             }
         }
+        let _ = self.flush().await;
         self.db.close().await;
     }
 
@@ -737,18 +769,33 @@ impl Actor {
     }
 
     /// One ledger step: update the deploy record, persist, then publish.
-    /// A step that would move a deploy forward (announce, activate) and
-    /// cannot be persisted is not published: the deploy is cancelled and
-    /// the error says so (invariants 1 and 2 hold with the database down).
+    /// A step that would move a deploy forward (the announce that starts
+    /// it, the first activate) and cannot be persisted is not published:
+    /// the deploy is cancelled and the error says so (invariants 1 and 2
+    /// hold with the database down).
     async fn apply(&mut self, input: Input) -> Result<Vec<Output>, ControlError> {
         let now = self.now();
-        let before = self.ledger.deploy().cloned();
+        let was_preparing = self
+            .ledger
+            .deploy()
+            .filter(|d| d.phase == Phase::Preparing)
+            .map(|d| d.version.clone());
         let history_before = self.ledger.history().len();
         let outs = self.ledger.step(input.clone(), now)?;
-        let changed = self.note_changes(&input, before.as_ref(), &outs, now);
+        let changed = self.note_changes(&input, &outs, now);
         if outs.is_empty() && !changed && self.ledger.history().len() == history_before {
             // Nothing new to record (a quiet tick, a registration); a
             // backlog is retried from the tick.
+            return Ok(outs);
+        }
+        // A component's prepared/active ack that sends nothing only adds an
+        // audit line and updates its own entry: it is written with the next
+        // step that sends something (before that step's messages go out),
+        // or at the next tick, not in a transaction of its own per ack.
+        if matches!(input, Input::Prepared { .. } | Input::Active { .. })
+            && outs.is_empty()
+            && !changed
+        {
             return Ok(outs);
         }
         let Err(reason) = self.flush().await else {
@@ -757,10 +804,18 @@ impl Actor {
             }
             return Ok(outs);
         };
-        let resuming = matches!(input, Input::ResumeActivation { .. });
+        // Only the announce that starts a deploy and the activate that ends
+        // its prepare are withheld: a resent announce or activate, one to a
+        // component that joined or is catching up, repeats or extends what
+        // is on record, and an activate once sent must never be followed by
+        // an abort.
         let forward = outs.iter().find_map(|o| match o {
-            Output::Announce { version, .. } => Some((version.clone(), true)),
-            Output::Activate { version, .. } if !resuming => Some((version.clone(), false)),
+            Output::Announce { version, .. } if matches!(input, Input::Deploy { .. }) => {
+                Some((version.clone(), true))
+            }
+            Output::Activate { version, .. } if was_preparing.as_ref() == Some(version) => {
+                Some((version.clone(), false))
+            }
             _ => None,
         });
         let Some((version, announce)) = forward else {
@@ -787,10 +842,9 @@ impl Actor {
             "ledger database {} unavailable: could not record {step} ({reason}); nothing activated",
             self.db.what()
         );
-        let before = self.ledger.deploy().cloned();
         let input = Input::Cancel { reason: cancel };
         let aborts = self.ledger.step(input.clone(), now)?;
-        self.note_changes(&input, before.as_ref(), &aborts, now);
+        self.note_changes(&input, &aborts, now);
         // Not written now (the database just failed); the tick retries.
         if !announce {
             // Components prepared: tell them to discard it.
@@ -807,14 +861,8 @@ impl Actor {
     }
 
     /// Mirrors a step into the deploy record and marks what to persist.
-    fn note_changes(
-        &mut self,
-        input: &Input,
-        before: Option<&Deploy>,
-        outs: &[Output],
-        now: i64,
-    ) -> bool {
-        let (changed, with_components) = self.track(input, before, outs, now);
+    fn note_changes(&mut self, input: &Input, outs: &[Output], now: i64) -> bool {
+        let (changed, with_components) = self.track(input, outs, now);
         if changed {
             self.dirty.deploy = true;
             self.dirty.components |= with_components;
@@ -858,17 +906,13 @@ impl Actor {
 
     /// Mirrors the core's deploy into the record; returns (the record
     /// changed in a way worth persisting, persist its components too).
-    fn track(
-        &mut self,
-        input: &Input,
-        before: Option<&Deploy>,
-        outs: &[Output],
-        now: i64,
-    ) -> (bool, bool) {
+    fn track(&mut self, input: &Input, outs: &[Output], now: i64) -> (bool, bool) {
         let mut changed = (false, false);
         for o in outs {
             match o {
-                Output::Announce { version, .. } => {
+                // A new deploy (not an announce to one component that joined
+                // during prepare or is being caught up).
+                Output::Announce { version, .. } if matches!(input, Input::Deploy { .. }) => {
                     let components = self
                         .ledger
                         .deploy()
@@ -886,14 +930,25 @@ impl Actor {
                     self.next_deploy_id += 1;
                     changed = (true, true);
                 }
-                Output::Activate { .. } => {
-                    if let Some(d) = self.deploy.as_mut() {
+                Output::Announce { .. } => {}
+                Output::Activate { version, .. } => {
+                    if let Some(d) = self
+                        .deploy
+                        .as_mut()
+                        .filter(|d| d.version == *version && d.phase == DeployPhase::Preparing)
+                    {
                         d.phase = DeployPhase::Activating;
+                        changed.0 = true;
                     }
-                    changed.0 = true;
                 }
                 Output::Abort { reason, .. } => {
-                    let mut components = before.map(|d| self.components_of(d)).unwrap_or_default();
+                    // The record mirrors the deploy as it was before this step.
+                    let mut components = self
+                        .deploy
+                        .as_ref()
+                        .filter(|d| !d.phase.is_over())
+                        .map(|d| d.components.clone())
+                        .unwrap_or_default();
                     // The core drops the deploy on abort; say who failed and why.
                     let mark = |c: &mut ComponentDeployState, why: String| {
                         c.state = "failed".into();
@@ -932,7 +987,7 @@ impl Actor {
                         d.reason = Some(reason.clone());
                         d.ended_ns = Some(now);
                         for c in d.components.iter_mut() {
-                            if c.state != "active" {
+                            if c.state == "activating" {
                                 c.reason = Some("did not confirm activate in time".into());
                             }
                         }
@@ -940,12 +995,13 @@ impl Actor {
                     changed = (true, true);
                 }
                 Output::Finalized { .. } => {
+                    let last = self.ledger.finished().map(|d| self.components_of(d));
                     if let Some(d) = self.deploy.as_mut() {
                         d.phase = DeployPhase::Finalized;
                         d.ended_ns = Some(now);
-                        for c in d.components.iter_mut() {
-                            c.state = "active".into();
-                            c.reason = None;
+                        // Active, or dropped after activate (it catches up).
+                        if let Some(last) = last {
+                            d.components = last;
                         }
                     }
                     changed = (true, true);
@@ -954,14 +1010,39 @@ impl Actor {
         }
         // Per-ack progress: in memory only; the record is persisted whole
         // when the deploy ends.
+        // An ack that sends nothing changes one component: update its entry
+        // only (rebuilding all of them per ack is quadratic in the fleet).
         if let Some(d) = self.ledger.deploy() {
-            let components = self.components_of(d);
+            let touched = match input {
+                Input::Prepared { component, .. }
+                | Input::PrepareFailed { component, .. }
+                | Input::Active { component, .. }
+                    if outs.is_empty() =>
+                {
+                    Some(component)
+                }
+                _ => None,
+            };
+            let all = touched.is_none().then(|| self.components_of(d));
             if let Some(rec) = self.deploy.as_mut().filter(|r| r.version == d.version) {
-                rec.components = components;
                 rec.phase = match d.phase {
                     Phase::Preparing => DeployPhase::Preparing,
                     Phase::Activating => DeployPhase::Activating,
                 };
+                match (all, touched) {
+                    (Some(all), _) => rec.components = all,
+                    (None, Some(c)) => {
+                        if let (Some(s), Some(e)) = (
+                            d.components.get(c),
+                            rec.components.iter_mut().find(|e| e.id == *c),
+                        ) {
+                            let (state, reason) = state_of(s);
+                            e.state = state.to_string();
+                            e.reason = reason;
+                        }
+                    }
+                    (None, None) => {}
+                }
             }
         }
         changed
@@ -1135,12 +1216,24 @@ impl Actor {
                 .apply(Input::Register {
                     component: hb.component,
                     role: hb.role,
+                    running: Some(hb.intent_version).filter(|v| !v.is_empty()),
                 })
                 .await;
         }
     }
 
     async fn on_tick(&mut self) {
+        // Audit lines of acks that sent nothing are written here if no
+        // other step wrote them; after a database failure, only when the
+        // retry is due.
+        let backlog = self.ledger.history().len() > self.persisted;
+        let due = match self.retry_at {
+            None => backlog,
+            Some(t) => tokio::time::Instant::now() >= t,
+        };
+        if due {
+            let _ = self.flush().await;
+        }
         let now = self.now();
         let stale: Vec<String> = self
             .seen
@@ -1155,89 +1248,55 @@ impl Actor {
         if self.ledger.deploy().is_some() {
             let _ = self.apply(Input::Tick).await;
         }
-        self.resend_resumed_activate().await;
-        if self
-            .retry_at
-            .is_some_and(|t| tokio::time::Instant::now() >= t)
-        {
-            let _ = self.flush().await;
-        }
     }
 
-    /// A resumed deploy's activate goes out again every second until it
-    /// ends: a component that missed the first one (it was reconnecting)
-    /// still gets it, and one that already switched acks again.
-    async fn resend_resumed_activate(&mut self) {
-        let Some(d) = self
-            .ledger
-            .deploy()
-            .filter(|d| d.resumed && d.phase == Phase::Activating)
-        else {
-            self.resend_at = None;
-            return;
-        };
-        let now = tokio::time::Instant::now();
-        match self.resend_at {
-            Some(t) if now < t => {}
-            None => self.resend_at = Some(now + Duration::from_secs(1)),
-            Some(_) => {
-                let o = Output::Activate {
-                    version: d.version.clone(),
-                    required: d.components.keys().cloned().collect(),
-                };
-                self.resend_at = Some(now + Duration::from_secs(1));
-                self.publish(&o).await;
-            }
-        }
-    }
-
-    /// A deploy that was running when the ledger stopped is resolved
-    /// explicitly (see the module docs): aborted if activate had not gone
-    /// out, resumed (activate sent again) if it had.
-    async fn resolve_unfinished_deploy(&mut self) {
+    /// A deploy that was running when the ledger stopped, as
+    /// [`Ledger::recover`] resolved it (see the module docs): aborted if
+    /// activate had not gone out ("ledger restarted during deploy; nothing
+    /// activated"), resumed (activate sent again) if it had, or, if it
+    /// could not be resumed, interrupted. The record and audit lines are
+    /// written first, then the messages go out (an abort never activates
+    /// anything and a re-sent activate repeats what is on record, so they
+    /// go out even if the database does not answer yet).
+    async fn resolve_unfinished_deploy(&mut self, outs: Vec<Output>) {
         let now = self.now();
-        let Some(d) = self.deploy.as_mut().filter(|d| !d.phase.is_over()) else {
-            return;
-        };
-        let version = d.version.clone();
-        if d.phase == DeployPhase::Activating {
-            let required: Vec<String> = d.components.iter().map(|c| c.id.clone()).collect();
-            d.reason =
-                Some("the ledger restarted after activate was sent; activate sent again".into());
-            if let Err(e) = self
-                .apply(Input::ResumeActivation {
-                    version: version.clone(),
-                    required,
-                })
-                .await
-            {
-                // The core refused (e.g. nothing recorded as required):
-                // end it visibly rather than leave it running.
-                let reason = format!(
-                    "the ledger restarted after activate was sent and could not resume it: {e}; \
-                     check `benctl status` and deploy again"
-                );
-                self.ledger
-                    .note(now, &version, format!("interrupted: {reason}"));
-                if let Some(d) = self.deploy.as_mut() {
-                    d.phase = DeployPhase::Interrupted;
-                    d.reason = Some(reason);
-                    d.ended_ns = Some(now);
-                }
-                self.dirty.deploy = true;
-                let _ = self.flush().await;
+        let core = self.ledger.deploy().map(|d| self.components_of(d));
+        let Some(rec) = self.deploy.as_mut().filter(|d| !d.phase.is_over()) else {
+            for o in &outs {
+                self.publish(o).await;
             }
             return;
+        };
+        for o in &outs {
+            match o {
+                Output::Abort { reason, .. } => {
+                    rec.phase = DeployPhase::Aborted;
+                    rec.reason = Some(reason.clone());
+                    rec.ended_ns = Some(now);
+                }
+                Output::Interrupted { reason, .. } => {
+                    rec.phase = DeployPhase::Interrupted;
+                    rec.reason = Some(reason.clone());
+                    rec.ended_ns = Some(now);
+                }
+                Output::Activate { .. } => {
+                    rec.phase = DeployPhase::Activating;
+                    rec.reason = Some(
+                        "the ledger restarted after activate was sent; activate sent again".into(),
+                    );
+                    // Every required component confirms again.
+                    if let Some(core) = core.clone() {
+                        rec.components = core;
+                    }
+                }
+                Output::Announce { .. } | Output::Finalized { .. } => {}
+            }
         }
-        let reason = "ledger restarted during deploy; nothing activated".to_string();
-        d.phase = DeployPhase::Aborted;
-        d.reason = Some(reason.clone());
-        d.ended_ns = Some(now);
-        self.ledger
-            .note(now, &version, format!("aborted: {reason}"));
         self.dirty.deploy = true;
         self.dirty.components = true;
         let _ = self.flush().await;
-        self.publish(&Output::Abort { version, reason }).await;
+        for o in &outs {
+            self.publish(o).await;
+        }
     }
 }

@@ -23,6 +23,9 @@ pub enum Behaviour {
     WrongHash,
     /// Never answers announce (crashed mid-deploy, but still heartbeats).
     Silent,
+    /// Prepares and switches on activate but never acks ACTIVE (it stops
+    /// between the two).
+    NoActiveAck,
 }
 
 pub struct SimSpec {
@@ -134,7 +137,7 @@ pub async fn spawn(
                     let reply = match &spec.behaviour {
                         Behaviour::Silent => continue,
                         Behaviour::FailPrepare(r) => pb::Ack { reason: r.clone(), ..ack(&a.version, pb::ack::Phase::Failed) },
-                        Behaviour::Healthy | Behaviour::WrongHash => {
+                        Behaviour::Healthy | Behaviour::WrongHash | Behaviour::NoActiveAck => {
                             match fetch_role_artifacts(&a, &spec.role, store.as_ref()) {
                                 Ok(mut hashes) => {
                                     if spec.behaviour == Behaviour::WrongHash {
@@ -160,6 +163,9 @@ pub async fn spawn(
                     }
                     if let Ok(mut r) = run.lock() {
                         *r = Some(a.version.clone());
+                    }
+                    if spec.behaviour == Behaviour::NoActiveAck {
+                        continue;
                     }
                     let _ = bus.publish(subjects::ACK, signer.seal_bytes(&ack(&a.version, pb::ack::Phase::Active))).await;
                 }

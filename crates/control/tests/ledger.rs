@@ -636,3 +636,55 @@ async fn ledgers_opening_one_fresh_postgres_database_at_once_all_start() {
         h.shutdown().await;
     }
 }
+
+on_both!(a_restart_after_activate_resumes_the_deploy_and_it_finalizes);
+/// A required component that is gone when the ledger comes back is dropped
+/// (it catches up when it returns) and the resumed deploy finalizes.
+async fn a_restart_after_activate_resumes_the_deploy_and_it_finalizes(b: Backend) {
+    let env = Env::on("resume", Arc::new(SystemClock), b);
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let a = env.sim("spine-1", "spine", Behaviour::Healthy).await;
+    let p = env.sim("proxy-1", "proxy", Behaviour::NoActiveAck).await;
+    let (v, arts) = bundle(None);
+    c.stage(stage_request(env.store.as_ref(), &v, &arts))
+        .await
+        .unwrap();
+    wait_registered(&c, 2).await;
+    let d = c.deploy(v.clone()).await.unwrap();
+    // proxy-1 switches but never acks: the deploy waits after activate.
+    let t0 = Instant::now();
+    while c.status(None).await.unwrap().deploy.map(|d| d.phase) != Some(DeployPhase::Activating) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never activating");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.shutdown().await;
+    // It is gone by the time the ledger is back.
+    p.stop();
+    let h = env.start(env.config()).await;
+    let c = h.client();
+    let rec = wait_deploy(&c, d.id).await;
+    assert_eq!(rec.phase, DeployPhase::Finalized, "{rec:#?}");
+    assert_eq!(a.running().as_deref(), Some(v.as_str()));
+    let states: Vec<(&str, &str)> = rec
+        .components
+        .iter()
+        .map(|c| (c.id.as_str(), c.state.as_str()))
+        .collect();
+    assert_eq!(states, [("proxy-1", "dropped"), ("spine-1", "active")]);
+    assert_eq!(
+        c.status(None).await.unwrap().active.as_deref(),
+        Some(v.as_str())
+    );
+    let hist = c.history().await.unwrap();
+    assert!(
+        hist.iter()
+            .any(|e| e.what.starts_with("resumed after a ledger restart")),
+        "{hist:#?}"
+    );
+    assert!(
+        hist.iter().any(|e| e.what.starts_with("proxy-1 dropped")),
+        "{hist:#?}"
+    );
+    h.shutdown().await;
+}
