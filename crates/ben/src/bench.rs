@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// runs apart).
     #[arg(long)]
     pub nats: Option<String>,
+    /// App connections sending batches concurrently in the throughput run.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
     /// Brute-force bursts for the latency run (one signal each).
     #[arg(long, default_value_t = 200)]
     pub signals: usize,
@@ -69,15 +72,16 @@ pub(crate) fn rec(i: u64, url: &str, code: u16, ip: &str) -> serde_json::Value {
 
 /// This process's user + system CPU time, from `/proc/self/stat`
 /// (Linux; `None` elsewhere).
-fn cpu_seconds() -> Option<f64> {
+fn cpu_seconds() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces) start at
     // state; utime and stime are fields 14 and 15 of the whole line.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     // The kernel reports in USER_HZ, which is 100 on every Linux ABI.
-    Some(ticks / 100.0)
+    let user = f.get(11)?.parse::<f64>().ok()? / 100.0;
+    let sys = f.get(12)?.parse::<f64>().ok()? / 100.0;
+    Some((user, sys))
 }
 
 pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -128,16 +132,38 @@ async fn datapath(args: BenchArgs) -> Result<()> {
                 .collect()
         })
         .collect();
+    // The app's connections (an app with several workers): batches dealt
+    // round robin, each connection sending its next batch once the
+    // previous one is accepted.
+    let conns = args.connections.max(1);
+    let mut lanes: Vec<Vec<Vec<Vec<u8>>>> = (0..conns).map(|_| Vec::new()).collect();
+    for (i, b) in batches.into_iter().enumerate() {
+        lanes[i % conns].push(b);
+    }
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(ben_client::Client::connect(sys.cfg.socket_path(), "shop_web").await?);
+    }
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut c, lane) in clients.into_iter().zip(lanes) {
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            for b in lane {
+                n += c.send_raw(b).await?.accepted;
+            }
+            Ok::<u64, ben_client::ClientError>(n)
+        }));
+    }
     let mut sent = 0u64;
-    for b in batches {
-        sent += app.send_raw(b).await?.accepted;
+    for t in tasks {
+        sent += t.await.context("an app connection task")??;
     }
     let accept_elapsed = t0.elapsed();
     sys.drain(Duration::from_secs(120)).await;
     let elapsed = t0.elapsed();
-    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| (b.0 - a.0, b.1 - a.1));
     let lost = sys.stats.lucius.dropped();
     if lost > 0 {
         eprintln!(
@@ -151,11 +177,13 @@ async fn datapath(args: BenchArgs) -> Result<()> {
         sent as f64 / accept_elapsed.as_secs_f64(),
         sys.status_line().await
     );
-    if let Some(cpu) = cpu {
+    if let Some((user, sys)) = cpu {
         println!(
-            "cpu: {:.2} s user+sys for the run = {:.2} µs per record (all threads, app included; {} cores)",
-            cpu,
-            cpu * 1e6 / sent.max(1) as f64,
+            "cpu: {:.2} s user + {:.2} s sys for the run = {:.2} µs per record (all threads, app included; {} app connections; {} cores)",
+            user,
+            sys,
+            (user + sys) * 1e6 / sent.max(1) as f64,
+            conns,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
     }

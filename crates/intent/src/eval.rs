@@ -71,7 +71,8 @@ pub struct Rendered {
     pub schema: usize,
     pub flags: Vec<(u32, String)>,
     pub bits: Vec<(String, Vec<u64>)>,
-    pub metas: Map<String, J>,
+    /// The metadata as a JSON object (same as `Evaluated::metas`).
+    pub meta: Vec<u8>,
     pub route: RouteTarget,
     /// The redacted record as a JSON object.
     pub body: Vec<u8>,
@@ -79,11 +80,12 @@ pub struct Rendered {
 
 /// What evaluation produces before the record is assembled: one JSON
 /// value per schema field (redacted), plus undeclared fields by path.
-struct Parts {
+struct Parts<'p> {
     flags: Vec<(u32, String)>,
     bits: Vec<(String, Vec<u64>)>,
-    metas: Map<String, J>,
-    meta_values: Vec<(String, Value)>,
+    /// Every pack's metas in order; a name set twice keeps its first
+    /// position and its last value (as a map would).
+    metas: Vec<(&'p str, Value)>,
     route: RouteTarget,
     fields: Vec<J>,
     extra: Map<String, J>,
@@ -379,12 +381,20 @@ impl Evaluator {
         for (k, v) in parts.extra {
             set_path(&mut out, &k, v);
         }
+        let mut metas = Map::new();
+        for (name, v) in &parts.metas {
+            metas.insert(name.to_string(), v.to_json());
+        }
         Ok(Evaluated {
             schema,
             flags: parts.flags,
             bits: parts.bits,
-            metas: parts.metas,
-            meta_values: parts.meta_values,
+            metas,
+            meta_values: parts
+                .metas
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
             route: parts.route,
             record: J::Object(out),
         })
@@ -397,11 +407,34 @@ impl Evaluator {
         let parts = self.evaluate_parts(schema, rec, None)?;
         let mut body = Vec::with_capacity(256);
         self.shapes[schema].write(&parts.fields, &mut body);
+        let mut meta = Vec::with_capacity(32);
+        meta.push(b'{');
+        let mut first = true;
+        for (i, (name, _)) in parts.metas.iter().enumerate() {
+            if parts.metas[..i].iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let last = parts
+                .metas
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map_or(&Value::Null, |(_, v)| v);
+            if !first {
+                meta.push(b',');
+            }
+            first = false;
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut meta, name);
+            meta.push(b':');
+            let _ = serde_json::to_writer(&mut meta, &last.to_json());
+        }
+        meta.push(b'}');
         Ok(Rendered {
             schema,
             flags: parts.flags,
             bits: parts.bits,
-            metas: parts.metas,
+            meta,
             route: parts.route,
             body,
         })
@@ -412,13 +445,12 @@ impl Evaluator {
         schema: usize,
         rec: &[Value],
         undeclared: Option<&J>,
-    ) -> Result<Parts, RecordError> {
+    ) -> Result<Parts<'_>, RecordError> {
         let p = &self.program;
         let s = &p.schemas[schema];
         let mut flags = Vec::new();
         let mut bits = Vec::new();
-        let mut metas = Map::new();
-        let mut meta_values = Vec::new();
+        let mut metas = Vec::new();
         let mut route = RouteTarget::Spine;
         let mut redactions: Vec<Option<RedactAction>> = vec![None; s.fields.len()];
         for run in self
@@ -445,8 +477,7 @@ impl Evaluator {
             }
             bits.push((pack.name.clone(), scratch.bits.clone()));
             for (m, v) in pack.metas.iter().zip(scratch.metas.iter()) {
-                metas.insert(m.name.clone(), v.to_json());
-                meta_values.push((m.name.clone(), v.clone()));
+                metas.push((m.name.as_str(), v.clone()));
             }
             for (slot, a) in &pack.redactions {
                 if redactions[*slot].is_none() {
@@ -511,7 +542,6 @@ impl Evaluator {
             flags,
             bits,
             metas,
-            meta_values,
             route,
             fields,
             extra,
@@ -785,7 +815,10 @@ pack p on s v1 {
                 serde_json::to_string(&tree.record).unwrap()
             );
             assert_eq!(text.flags, tree.flags);
-            assert_eq!(text.metas, tree.metas);
+            assert_eq!(
+                String::from_utf8(text.meta).unwrap(),
+                serde_json::to_string(&tree.metas).unwrap()
+            );
         }
     }
 

@@ -97,7 +97,7 @@ pub fn process(ev: &Evaluator, rec: pb::Record) -> Result<pb::Record, String> {
         body: out.body,
         flags: out.flags.into_iter().map(|(_, n)| n).collect(),
         bits: bits_bytes(&out.bits),
-        meta: serde_json::to_vec(&out.metas).unwrap_or_default(),
+        meta: out.meta,
         // The raw values never leave a spine: only the redacted body does.
         values: Vec::new(),
     })
