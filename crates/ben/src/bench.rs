@@ -22,6 +22,11 @@ pub struct BenchArgs {
     /// runs apart).
     #[arg(long)]
     pub nats: Option<String>,
+    /// Embedded throughput run: offer records at this rate (records/s,
+    /// all connections together) instead of as fast as possible; shows
+    /// whether a rate is sustained (nothing dropped, nothing queued up).
+    #[arg(long, default_value_t = 0)]
+    pub offered: u64,
     /// App connections sending batches concurrently in the throughput run.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
@@ -147,10 +152,18 @@ async fn datapath(args: BenchArgs) -> Result<()> {
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
+    // With --offered: each connection's k-th batch leaves no earlier than
+    // k batch periods after the start.
+    let period = (args.offered > 0)
+        .then(|| Duration::from_secs_f64(args.batch as f64 * conns as f64 / args.offered as f64));
+    let start = tokio::time::Instant::now();
     for (mut c, lane) in clients.into_iter().zip(lanes) {
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
-            for b in lane {
+            for (k, b) in lane.into_iter().enumerate() {
+                if let Some(p) = period {
+                    tokio::time::sleep_until(start + p * k as u32).await;
+                }
                 n += c.send_raw(b).await?.accepted;
             }
             Ok::<u64, ben_client::ClientError>(n)
@@ -165,6 +178,9 @@ async fn datapath(args: BenchArgs) -> Result<()> {
     let elapsed = t0.elapsed();
     let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| (b.0 - a.0, b.1 - a.1));
     let lost = sys.stats.lucius.dropped();
+    if args.offered > 0 {
+        println!("offered {} records/s", args.offered);
+    }
     if lost > 0 {
         eprintln!(
             "warning: Lucius dropped {lost} records (its writer fell behind; they are counted, not stored): the rate below includes them"

@@ -79,6 +79,11 @@ pub(crate) async fn open(
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    // Checkpoint every ~40 MB of WAL instead of every 4 MB:
+                    // the same pages are copied, with a tenth of the syncs
+                    // (at 200k rows/s the default checkpointed 20 times a
+                    // second).
+                    conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
                 }
                 Ok(())
             })

@@ -335,7 +335,7 @@ impl Counters {
 
 /// Rows per multi-row INSERT: one round trip to the database per chunk,
 /// not per row.
-const ROWS_PER_INSERT: usize = 64;
+const ROWS_PER_INSERT: usize = 1024;
 
 /// `INSERT … VALUES (…),(…)` for `rows` rows. SQLite gets anonymous `?`
 /// parameters, PostgreSQL `$N`: SQLite looks a named parameter up by a
@@ -410,7 +410,7 @@ async fn writer(
     let full_sql = insert_sql(ROWS_PER_INSERT, server);
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        while batch.len() < 1000 {
+        while batch.len() < 4096 {
             match rx.try_recv() {
                 Ok(o) => batch.push(o),
                 Err(_) => break,
