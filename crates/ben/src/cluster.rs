@@ -36,6 +36,16 @@ pub enum ClusterCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The live components, read from the cluster's registry (a NATS KV
+    /// bucket each process keeps its entry in; no ledger needed): id, role,
+    /// pid, intent version, last heartbeat. `--json`: the entries as JSON.
+    Status {
+        /// The cluster config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -85,6 +95,32 @@ pub fn cluster(args: ClusterArgs) -> Result<()> {
             runtime()?
                 .block_on(cluster::cluster_up(&cfg, exe, terminated(), say))
                 .map_err(anyhow::Error::msg)
+        }
+        ClusterCmd::Status { config, json } => {
+            let cfg = ClusterConfig::load(&config).map_err(anyhow::Error::msg)?;
+            let entries = runtime()?
+                .block_on(cluster::registry(&cfg))
+                .map_err(anyhow::Error::msg)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
+                writeln!(
+                    out,
+                    "{} live component(s) in {} (registry {})",
+                    entries.len(),
+                    cfg.prefix,
+                    cluster::registry::bucket(&cfg)
+                )?;
+                for line in cluster::registry::registry_lines(&entries, now) {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            Ok(())
         }
     }
 }

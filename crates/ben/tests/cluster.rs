@@ -318,6 +318,37 @@ stop_grace_ms = 5000
                     .collect()
             })
             .unwrap_or_default();
+        // Every running child keeps its entry in the registry (KV).
+        let registered = |want_all: bool| {
+            let (cfg, pids) = (self.cfg.clone(), pids.clone());
+            async move {
+                for _ in 0..30 {
+                    let live: Vec<u32> = cluster::registry(&cfg)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.pid)
+                        .collect();
+                    if want_all == pids.iter().all(|p| live.contains(p))
+                        && (want_all || live.is_empty())
+                    {
+                        return live;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                cluster::registry(&cfg)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.pid)
+                    .collect()
+            }
+        };
+        let live = registered(true).await;
+        assert!(
+            pids.iter().all(|p| live.contains(p)),
+            "{pids:?} in {live:?}"
+        );
         let pid = self.proc.id().unwrap();
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -330,7 +361,7 @@ stop_grace_ms = 5000
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(st.success(), "{st}\n{log}");
         assert!(log.contains("control (control) stopped"), "{log}");
-        for p in pids {
+        for p in &pids {
             assert!(
                 !Path::new(&format!("/proc/{p}")).exists(),
                 "process {p} survived the stop"
@@ -339,6 +370,12 @@ stop_grace_ms = 5000
         // The run's prefix is thrown away: so is its JetStream stream.
         let nats = cluster::nats_bus(&self.cfg, None).await.unwrap();
         assert!(nats.delete_stream().await.unwrap(), "the stream existed");
+        // A clean stop removed every registry entry; the buckets go too.
+        let live = registered(false).await;
+        assert!(live.is_empty(), "still registered after the stop: {live:?}");
+        let (store, reg) = cluster::registry::delete_buckets(&self.cfg).await.unwrap();
+        assert!(reg, "the registry bucket existed");
+        assert!(store || self.cfg.store == cluster::StoreKind::Files);
     }
 }
 

@@ -54,7 +54,19 @@
 //! between attempts); core subscriptions are re-established by it, JetStream
 //! reads by the forwarding tasks.
 //!
-//! Not built yet: KV for the registry, the object store for artifacts.
+//! ## Artifacts and the registry
+//!
+//! [`store::NatsStore`] is [`ben_store::Store`] on a JetStream object store
+//! bucket (verified on read, like the files store); [`registry::Registry`]
+//! is the service registry, a KV bucket with a max age in which each
+//! process keeps its entry fresh. Both are named by
+//! [`store::bucket_name`] of the cluster prefix.
+
+pub mod registry;
+pub mod store;
+
+pub use registry::{Entry, Registry};
+pub use store::{NatsStore, StoreConfig};
 
 use ben_bus::{BoxFuture, Bus, BusError, Message, PublishReport, Subscription};
 use futures_util::StreamExt;

@@ -8,8 +8,8 @@
 //!
 //! [`FileStore`] keeps blobs under a directory (`ab/abcdef…`), writing to a
 //! temporary file and renaming, so a crash never leaves a half-written blob
-//! under a valid key. Cluster mode adds NATS object store / PostgreSQL
-//! backends behind the same [`Store`] trait.
+//! under a valid key. Cluster mode keeps artifacts in the NATS object store
+//! (`ben_bus_nats::NatsStore`) behind the same [`Store`] trait.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,10 @@ pub enum StoreError {
     NotFound(Key),
     #[error("artifact {key} is corrupt: its bytes hash to {actual}; it will not be served (restore it by staging the bundle again)")]
     Corrupt { key: Key, actual: String },
+    /// A store behind a network (the NATS object store): unreachable,
+    /// timed out, refused the write.
+    #[error("{store}: {reason}")]
+    Remote { store: String, reason: String },
     #[error("store {path}: {source}")]
     Io {
         path: PathBuf,

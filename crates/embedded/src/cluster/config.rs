@@ -6,7 +6,7 @@
 //! prefix = "shop-prod"            # every subject becomes <prefix>.ben.…; one per cluster
 //! data_dir = ".ben-cluster"       # ledger, store, keys, sockets, Lucius, status
 //! # key_dir = "<data_dir>/keys"     # one Ed25519 key per component id (see keys.rs)
-//! # store_dir = "<data_dir>/store"  # the files store, shared by the processes on this machine
+//! # store_dir = "<data_dir>/store"  # the files store (only with [store] kind = "files")
 //! # socket = "<data_dir>/sidecar.sock"
 //!
 //! [control]
@@ -37,6 +37,14 @@
 //! enabled = true                  # intent, acks, signals, DLQ kept in a stream per prefix
 //! max_age_s = 86400               # stored messages older than this are dropped
 //! max_bytes = 67108864            # the stream's size limit (oldest dropped first)
+//!
+//! [store]                         # where staged artifacts live (see ben_bus_nats::store)
+//! kind = "nats"                   # the NATS object store bucket BEN_<prefix> (JetStream needed);
+//!                                 # "files": store_dir, shared by the processes of one machine
+//!
+//! [registry]                      # the service registry: KV bucket BEN_<prefix>, one entry per
+//! ttl_ms = 5000                   # process (role, pid, intent version, last heartbeat), written
+//!                                 # every second; an entry not rewritten for ttl_ms expires
 //!
 //! [supervisor]
 //! backoff_initial_ms = 100        # restart waits double from this…
@@ -72,6 +80,31 @@ struct FileCfg {
     jetstream: JetStreamCfg,
     #[serde(default)]
     supervisor: SupervisorCfg,
+    #[serde(default)]
+    store: StoreCfg,
+    #[serde(default)]
+    registry: RegistryCfg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreCfg {
+    kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryCfg {
+    ttl_ms: Option<u64>,
+}
+
+/// Where the cluster keeps staged artifacts (`[store] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The NATS object store bucket of the prefix (the default).
+    Nats,
+    /// The files store in `store_dir` (one machine).
+    Files,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +207,10 @@ pub struct ClusterConfig {
     pub stop_grace: Duration,
     pub ready_timeout: Duration,
     pub hung_after: Duration,
+    /// `[store] kind`.
+    pub store: StoreKind,
+    /// `[registry] ttl_ms`: how long an entry outlives its last write.
+    pub registry_ttl: Duration,
 }
 
 impl ClusterConfig {
@@ -276,8 +313,25 @@ impl ClusterConfig {
         } else {
             None
         };
+        let store = match f.store.kind.as_deref() {
+            None | Some("nats") => StoreKind::Nats,
+            Some("files") => StoreKind::Files,
+            Some(other) => {
+                return Err(format!(
+                    "{p}: [store] kind = {other:?}: \"nats\" (the NATS object store) or \"files\" (store_dir)"
+                ))
+            }
+        };
+        let registry_ttl_ms = ms("registry", "ttl_ms", f.registry.ttl_ms, 5000)?;
+        if registry_ttl_ms < 2000 {
+            return Err(format!(
+                "{p}: [registry] ttl_ms = {registry_ttl_ms}: at least 2000 (entries are rewritten every second)"
+            ));
+        }
         Ok(ClusterConfig {
             path: path.to_path_buf(),
+            store,
+            registry_ttl: Duration::from_millis(registry_ttl_ms),
             nats,
             prefix,
             key_dir: f.key_dir.map(at).unwrap_or_else(|| data_dir.join("keys")),
@@ -448,6 +502,12 @@ mod tests {
         );
         assert_eq!(c.identities().len(), started.len() + 3);
         assert_eq!(control_config(&c).db_path(), c.ledger_db);
+        assert_eq!(c.store, StoreKind::Nats);
+        assert_eq!(c.registry_ttl, Duration::from_secs(5));
+        let c = parse("prefix = \"t1\"\n[store]\nkind = \"files\"\n[registry]\nttl_ms = 3000\n")
+            .unwrap();
+        assert_eq!(c.store, StoreKind::Files);
+        assert_eq!(c.registry_ttl, Duration::from_secs(3));
         assert_eq!(
             c.jetstream,
             Some(JetStream {
@@ -495,6 +555,10 @@ mod tests {
         );
         let e = parse("prefix = \"a\"\n[jetstream]\nenable = true\n").unwrap_err();
         assert!(e.contains("enable"), "{e}");
+        let e = parse("prefix = \"a\"\n[store]\nkind = \"s3\"\n").unwrap_err();
+        assert!(e.contains("[store] kind = \"s3\""), "{e}");
+        let e = parse("prefix = \"a\"\n[registry]\nttl_ms = 500\n").unwrap_err();
+        assert!(e.contains("[registry] ttl_ms = 500"), "{e}");
         let e = parse("prefix = [").unwrap_err();
         assert!(e.starts_with("/etc/ben/cluster.toml: "), "{e}");
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();

@@ -26,8 +26,10 @@
 //! JSON view (children, pids, restarts, health, the record books), also
 //! written to `<data_dir>/cluster-status.json` every second.
 //!
-//! Today the store is the files store in `store_dir`, shared by the
-//! processes of one machine, and the ledger is SQLite. The data path is
+//! Artifacts live in the NATS object store bucket of the prefix (or, with
+//! `[store] kind = "files"`, the files store in `store_dir`, shared by the
+//! processes of one machine), and each process keeps its entry in the
+//! registry KV bucket ([`registry`]). The data path is
 //! NATS core (at most once: what a dying process had buffered is lost, and
 //! counted); with `[jetstream]` on (the default) the control-plane subjects
 //! — intent announce/activate/abort, acks, signals, the DLQ — are kept in
@@ -37,14 +39,15 @@
 
 pub mod config;
 pub mod keys;
+pub mod registry;
 pub mod tally;
 
-pub use config::{control_config, ClusterConfig};
+pub use config::{control_config, ClusterConfig, StoreKind};
+pub use registry::registry;
 
 use ben_bee::Beekeeper;
 use ben_bus::Bus;
 use ben_component::{subjects, Clock, Deps, Load, SystemClock};
-use ben_store::{FileStore, Store};
 use ben_wire::{pb, Keyring, Signer};
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -246,15 +249,20 @@ pub async fn run_component(
     let (signer, keyring) = keys::load(&cfg.key_dir, id)?;
     let signer = Arc::new(signer);
     let bus = connect_as(cfg, Some(id)).await?;
-    let store: Arc<FileStore> = Arc::new(
-        FileStore::open(&cfg.store_dir)
-            .map_err(|e| format!("opening the store {}: {e}", cfg.store_dir.display()))?,
-    );
+    let store = registry::open_store(cfg).await?;
+    // The registry entry: kept fresh while the process runs, removed when
+    // it is asked to stop (a crash or a failure lets it expire).
+    let (bus, announced) =
+        registry::announce(cfg, id, kind.name(), bus, Arc::new(keyring.clone())).await;
+    let shutdown = async move {
+        shutdown.await;
+        announced.stop().await;
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let deps = Deps {
         id: id.to_string(),
         bus: bus.clone(),
-        store: store.clone() as Arc<dyn Store>,
+        store: store.clone(),
         clock: clock.clone(),
         signer: signer.clone(),
         keyring: Arc::new(keyring.clone()),
@@ -431,8 +439,10 @@ pub async fn cluster_up(
     // One Blot key for every spine and Lucius: made here, before any of
     // them starts, when the environment does not set one.
     ben_intent::keys::load_blot_key(&cfg.blot_key, None, &cfg.data_dir)?;
-    std::fs::create_dir_all(&cfg.store_dir)
-        .map_err(|e| format!("creating {}: {e}", cfg.store_dir.display()))?;
+    if cfg.store == StoreKind::Files {
+        std::fs::create_dir_all(&cfg.store_dir)
+            .map_err(|e| format!("creating {}: {e}", cfg.store_dir.display()))?;
+    }
     let keyring = Arc::new(keys::keyring(&cfg.key_dir)?);
     let bus = connect(cfg).await?;
 
