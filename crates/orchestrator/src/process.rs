@@ -150,6 +150,25 @@ impl Supervisor {
             .unwrap_or_else(|_| Err("the supervising task ended".into()))
     }
 
+    /// Stops one child for good (scaling down): SIGTERM, up to the grace
+    /// period, then SIGKILL; it is not restarted and leaves [`states`].
+    /// Returns how its last incarnation ended, or `None` if `name` is not
+    /// supervised.
+    ///
+    /// [`states`]: Supervisor::states
+    pub async fn stop_one(&mut self, name: &str) -> Option<String> {
+        let i = self.children.iter().position(|c| c.spec.name == name)?;
+        let c = self.children.remove(i);
+        let _ = c.stop.send(true);
+        let _ = c.task.await;
+        self.states
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(name))
+            .and_then(|st| st.last_exit)
+            .or_else(|| Some("stopped".into()))
+    }
+
     /// Stops every child: SIGTERM kind by kind in reverse start order, each
     /// kind given `grace` before SIGKILL. Returns once all have exited.
     pub async fn stop(mut self) {
@@ -378,6 +397,37 @@ mod tests {
             let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
             assert!(!alive, "pid {pid} still running");
         }
+    }
+
+    #[tokio::test]
+    async fn stop_one_terminates_that_child_only_and_forgets_it() {
+        let mut sup = Supervisor::new(
+            Backoff::default(),
+            Duration::from_secs(2),
+            Arc::default(),
+            Arc::new(|_| {}),
+        );
+        sup.start(sh("spine-1", "spine", "exec sleep 30"))
+            .await
+            .unwrap();
+        let spare = sup
+            .start(sh("spine-3", "spine", "exec sleep 30"))
+            .await
+            .unwrap();
+        let how = sup.stop_one("spine-3").await;
+        assert_eq!(how.as_deref(), Some("killed by signal 15"));
+        assert!(sup.stop_one("spine-3").await.is_none());
+        let st = sup.states();
+        assert!(!st.contains_key("spine-3"), "{st:?}");
+        assert!(st["spine-1"].pid.is_some());
+        assert_eq!(sup.restarts().total.load(Ordering::Relaxed), 0);
+        let alive = unsafe { libc::kill(spare as libc::pid_t, 0) } == 0;
+        assert!(!alive, "pid {spare} still running");
+        // The id can be started again later.
+        sup.start(sh("spine-3", "spine", "exec sleep 30"))
+            .await
+            .unwrap();
+        sup.stop().await;
     }
 
     #[tokio::test]
