@@ -16,6 +16,7 @@
 
 use crate::{start_rank, Backoff, BackoffState, Restarts};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,6 +121,16 @@ impl Supervisor {
     /// Returns the first incarnation's pid, or why it could not start (the
     /// supervisor keeps retrying with backoff either way).
     pub async fn start(&mut self, spec: ProcSpec) -> Result<u32, String> {
+        self.launch(spec)?.await
+    }
+
+    /// [`Supervisor::start`] without waiting for the first incarnation:
+    /// the returned future resolves with its pid (or why it could not
+    /// start). `Err` at once if `spec`'s name is already supervised.
+    pub fn launch(
+        &mut self,
+        spec: ProcSpec,
+    ) -> Result<impl Future<Output = Result<u32, String>> + Send + 'static, String> {
         if self.children.iter().any(|c| c.spec.name == spec.name) {
             return Err(format!("{} is already supervised", spec.name));
         }
@@ -145,9 +156,11 @@ impl Supervisor {
             first_tx,
         ));
         self.children.push(Child { spec, stop, task });
-        first_rx
-            .await
-            .unwrap_or_else(|_| Err("the supervising task ended".into()))
+        Ok(async move {
+            first_rx
+                .await
+                .unwrap_or_else(|_| Err("the supervising task ended".into()))
+        })
     }
 
     /// Stops one child for good (scaling down): SIGTERM, up to the grace
@@ -157,16 +170,31 @@ impl Supervisor {
     ///
     /// [`states`]: Supervisor::states
     pub async fn stop_one(&mut self, name: &str) -> Option<String> {
+        Some(self.begin_stop(name)?.await)
+    }
+
+    /// [`Supervisor::stop_one`] without waiting: SIGTERM goes out now (the
+    /// child no longer counts as supervised); the returned future resolves
+    /// with how it ended once it has exited. Lets a caller that keeps the
+    /// supervisor behind a lock release it while the child stops.
+    pub fn begin_stop(
+        &mut self,
+        name: &str,
+    ) -> Option<impl Future<Output = String> + Send + 'static> {
         let i = self.children.iter().position(|c| c.spec.name == name)?;
         let c = self.children.remove(i);
         let _ = c.stop.send(true);
-        let _ = c.task.await;
-        self.states
-            .lock()
-            .ok()
-            .and_then(|mut s| s.remove(name))
-            .and_then(|st| st.last_exit)
-            .or_else(|| Some("stopped".into()))
+        let states = self.states.clone();
+        let name = name.to_string();
+        Some(async move {
+            let _ = c.task.await;
+            states
+                .lock()
+                .ok()
+                .and_then(|mut s| s.remove(&name))
+                .and_then(|st| st.last_exit)
+                .unwrap_or_else(|| "stopped".into())
+        })
     }
 
     /// Stops every child: SIGTERM kind by kind in reverse start order, each
