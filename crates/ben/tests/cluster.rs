@@ -152,6 +152,18 @@ impl Cluster {
         control: &str,
         extra: &str,
     ) -> Cluster {
+        Self::start_scaled(name, spines, spare, control, "", extra).await
+    }
+
+    /// [`Cluster::start_with`] with `scale` added to the `[scale]` table.
+    async fn start_scaled(
+        name: &str,
+        spines: usize,
+        spare: usize,
+        control: &str,
+        scale: &str,
+        extra: &str,
+    ) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ben-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -166,6 +178,7 @@ prepare_timeout_ms = 20000
 [scale]
 spines = {spines}
 spare = {spare}
+{scale}
 [[sidecar.selectors]]
 app = "shop_web"
 uid = {uid}
@@ -950,6 +963,158 @@ async fn hung_spine_is_killed_and_restarted() {
     println!(
         "hung spine-2 (SIGSTOP) killed and restarted after {:.1} s",
         took.as_secs_f64()
+    );
+    c.stop().await;
+}
+
+/// A burst of spine-bound records makes the supervisor start a spare spine
+/// (queue depth above `high_water` for `window_ms`), which registers with
+/// the ledger and takes records; once the burst is over and every spine is
+/// near-empty, the one it added is stopped again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spine_burst_scales_up_then_back_down() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start_scaled(
+        "scale",
+        1,
+        2,
+        "",
+        "max_spines = 2\nhigh_water = 2\nwindow_ms = 1500\ncooldown_ms = 2000",
+        "",
+    )
+    .await;
+    let version = c.deploy_shop().await;
+    let st = c.status().await;
+    assert_eq!(st["scale"]["kinds"]["spine"]["running"], 1, "{st:#}");
+    assert_eq!(st["scale"]["kinds"]["spine"]["max"], 2, "{st:#}");
+    assert_eq!(st["scale"]["kinds"]["proxy"]["scaled"], false, "{st:#}");
+
+    // The burst (failing checkouts, which the shop routes to the spines):
+    // several app connections sending large batches without
+    // pause until the supervisor has added a spine (and a little after,
+    // so it takes some of them).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for w in 0..4usize {
+        let (socket, stop) = (c.cfg.socket.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut app = Client::connect(&socket, "shop_web").await.unwrap();
+            let mut accepted = 0u64;
+            let mut b = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<Value> = (0..200)
+                    .map(|i| {
+                        rec(
+                            (w * 1_000_000) + b * 200 + i,
+                            "/checkout",
+                            503,
+                            "10.9.9.9",
+                            "carol@example.com",
+                        )
+                    })
+                    .collect();
+                match app.send(&batch).await {
+                    Ok(r) => accepted += r.accepted,
+                    Err(_) => break,
+                }
+                b += 1;
+            }
+            accepted
+        }));
+    }
+    let t0 = Instant::now();
+    let up = c
+        .wait(
+            "a second spine started by scaling",
+            Duration::from_secs(60),
+            |s| s["scale"]["kinds"]["spine"]["running"] == 2,
+        )
+        .await;
+    let took_up = t0.elapsed();
+    let d = &up["scale"]["last_decision"];
+    assert_eq!(d["kind"], "spine", "{up:#}");
+    assert_eq!(d["direction"], "up", "{up:#}");
+    assert_eq!(d["id"], "spine-2", "the lowest spare id: {up:#}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("high-water mark 2"),
+        "{up:#}"
+    );
+    assert_eq!(up["scale"]["kinds"]["spine"]["added"], json!(["spine-2"]));
+    // spine-2 registers with the version active and processes records.
+    let st = c
+        .wait("spine-2 to process records", Duration::from_secs(60), |s| {
+            let sp = &s["components"]["spine-2"];
+            sp["healthy"] == true && sp["processed"].as_u64() > Some(0)
+        })
+        .await;
+    assert_eq!(st["components"]["spine-2"]["intent"], version.as_str());
+    let mut registered = Value::Null;
+    for _ in 0..100 {
+        let s = get_json(c.api, "/api/v1/status").await;
+        if let Some(x) = s["components"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == "spine-2"))
+        {
+            registered = x.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        registered["intent_version"],
+        version.as_str(),
+        "{registered}"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut accepted = 0;
+    for s in senders {
+        accepted += s.await.unwrap();
+    }
+    let t1 = Instant::now();
+    // After the burst: back to the configured count.
+    let down = c
+        .wait(
+            "scaled back down to one spine",
+            Duration::from_secs(60),
+            |s| {
+                s["scale"]["kinds"]["spine"]["running"] == 1
+                    && s["scale"]["last_decision"]["direction"] == "down"
+                    && s["scale"]["stopping"]
+                        .as_array()
+                        .is_some_and(|a| a.is_empty())
+            },
+        )
+        .await;
+    let took_down = t1.elapsed();
+    let d = &down["scale"]["last_decision"];
+    assert_eq!(d["id"], "spine-2", "{down:#}");
+    assert!(
+        d["reason"].as_str().unwrap_or("").contains("near-empty"),
+        "{down:#}"
+    );
+    assert_eq!(down["scale"]["kinds"]["spine"]["added"], json!([]));
+    assert!(down["scale"]["decisions"].as_u64() >= Some(2), "{down:#}");
+    // Stopped, not crashed: no restart counted.
+    assert_eq!(down["restarts"], 0, "{down:#}");
+    let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    assert!(log.contains("scaled down: spine-2 stopped"), "{log}");
+    // Everything the burst sent is accounted for.
+    let st = c
+        .wait("the books to settle", Duration::from_secs(60), |s| {
+            s["records"]["accepted"].as_u64() == Some(accepted)
+                && s["records"]["in_flight"] == 0
+                && s["records"]["settled"] == true
+        })
+        .await;
+    println!(
+        "burst of {accepted} records: spine-2 added after {:.1} s, removed {:.1} s after the burst; books {}",
+        took_up.as_secs_f64(),
+        took_down.as_secs_f64(),
+        st["records"]
     );
     c.stop().await;
 }

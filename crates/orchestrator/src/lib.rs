@@ -17,8 +17,13 @@
 //! ([`Backoff`], a pure core): [`supervise`] keeps tokio tasks running
 //! (`ben up`), [`process::Supervisor`] keeps OS processes running (`ben
 //! cluster up`: one `ben run <component>` per component).
+//!
+//! [`scale::Scaler`] (pure) decides when a kind gets one more instance or
+//! one fewer, from the queue depths of the heartbeats [`Health`] accepted:
+//! proxies and spines both ways, detectors only up and conservatively.
 
 pub mod process;
+pub mod scale;
 
 use std::collections::BTreeMap;
 use std::future::Future;

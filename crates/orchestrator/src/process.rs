@@ -16,6 +16,7 @@
 
 use crate::{start_rank, Backoff, BackoffState, Restarts};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,6 +121,16 @@ impl Supervisor {
     /// Returns the first incarnation's pid, or why it could not start (the
     /// supervisor keeps retrying with backoff either way).
     pub async fn start(&mut self, spec: ProcSpec) -> Result<u32, String> {
+        self.launch(spec)?.await
+    }
+
+    /// [`Supervisor::start`] without waiting for the first incarnation:
+    /// the returned future resolves with its pid (or why it could not
+    /// start). `Err` at once if `spec`'s name is already supervised.
+    pub fn launch(
+        &mut self,
+        spec: ProcSpec,
+    ) -> Result<impl Future<Output = Result<u32, String>> + Send + 'static, String> {
         if self.children.iter().any(|c| c.spec.name == spec.name) {
             return Err(format!("{} is already supervised", spec.name));
         }
@@ -145,9 +156,45 @@ impl Supervisor {
             first_tx,
         ));
         self.children.push(Child { spec, stop, task });
-        first_rx
-            .await
-            .unwrap_or_else(|_| Err("the supervising task ended".into()))
+        Ok(async move {
+            first_rx
+                .await
+                .unwrap_or_else(|_| Err("the supervising task ended".into()))
+        })
+    }
+
+    /// Stops one child for good (scaling down): SIGTERM, up to the grace
+    /// period, then SIGKILL; it is not restarted and leaves [`states`].
+    /// Returns how its last incarnation ended, or `None` if `name` is not
+    /// supervised.
+    ///
+    /// [`states`]: Supervisor::states
+    pub async fn stop_one(&mut self, name: &str) -> Option<String> {
+        Some(self.begin_stop(name)?.await)
+    }
+
+    /// [`Supervisor::stop_one`] without waiting: SIGTERM goes out now (the
+    /// child no longer counts as supervised); the returned future resolves
+    /// with how it ended once it has exited. Lets a caller that keeps the
+    /// supervisor behind a lock release it while the child stops.
+    pub fn begin_stop(
+        &mut self,
+        name: &str,
+    ) -> Option<impl Future<Output = String> + Send + 'static> {
+        let i = self.children.iter().position(|c| c.spec.name == name)?;
+        let c = self.children.remove(i);
+        let _ = c.stop.send(true);
+        let states = self.states.clone();
+        let name = name.to_string();
+        Some(async move {
+            let _ = c.task.await;
+            states
+                .lock()
+                .ok()
+                .and_then(|mut s| s.remove(&name))
+                .and_then(|st| st.last_exit)
+                .unwrap_or_else(|| "stopped".into())
+        })
     }
 
     /// Stops every child: SIGTERM kind by kind in reverse start order, each
@@ -378,6 +425,37 @@ mod tests {
             let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
             assert!(!alive, "pid {pid} still running");
         }
+    }
+
+    #[tokio::test]
+    async fn stop_one_terminates_that_child_only_and_forgets_it() {
+        let mut sup = Supervisor::new(
+            Backoff::default(),
+            Duration::from_secs(2),
+            Arc::default(),
+            Arc::new(|_| {}),
+        );
+        sup.start(sh("spine-1", "spine", "exec sleep 30"))
+            .await
+            .unwrap();
+        let spare = sup
+            .start(sh("spine-3", "spine", "exec sleep 30"))
+            .await
+            .unwrap();
+        let how = sup.stop_one("spine-3").await;
+        assert_eq!(how.as_deref(), Some("killed by signal 15"));
+        assert!(sup.stop_one("spine-3").await.is_none());
+        let st = sup.states();
+        assert!(!st.contains_key("spine-3"), "{st:?}");
+        assert!(st["spine-1"].pid.is_some());
+        assert_eq!(sup.restarts().total.load(Ordering::Relaxed), 0);
+        let alive = unsafe { libc::kill(spare as libc::pid_t, 0) } == 0;
+        assert!(!alive, "pid {spare} still running");
+        // The id can be started again later.
+        sup.start(sh("spine-3", "spine", "exec sleep 30"))
+            .await
+            .unwrap();
+        sup.stop().await;
     }
 
     #[tokio::test]

@@ -21,6 +21,16 @@
 //! spines = 2
 //! proxies = 1
 //! spare = 2                       # extra ids (and keys) per scalable kind for late joiners
+//! # Scaling on queue depth (the supervisor starts spare ids, stops what it
+//! # added; never below the counts above). Each max_* is at most count + spare;
+//! # the default, the count itself, turns scaling of that kind off.
+//! max_spines = 2                  # spines: up when the mean queue depth stays above
+//! max_proxies = 1                 # high_water for window_ms, down when every one is
+//! max_detectors = 1               # near-empty (≤ high_water/4) for 2 × window_ms;
+//! #                                 detectors: 2 × high_water, 2 × window_ms, never down
+//! high_water = 64                 # messages (record batches) waiting per instance
+//! window_ms = 10000
+//! cooldown_ms = 30000             # the least time between two actions on one kind
 //!
 //! [sidecar]
 //! bee_ttl_s = 600
@@ -131,6 +141,67 @@ struct ScaleCfg {
     spines: Option<usize>,
     proxies: Option<usize>,
     spare: Option<usize>,
+    max_detectors: Option<usize>,
+    max_spines: Option<usize>,
+    max_proxies: Option<usize>,
+    high_water: Option<u64>,
+    window_ms: Option<u64>,
+    cooldown_ms: Option<u64>,
+}
+
+/// `[scale]`'s automatic scaling: how far each kind may grow (from its
+/// count, which is also its floor) and the thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scaling {
+    pub max_detectors: usize,
+    pub max_spines: usize,
+    pub max_proxies: usize,
+    pub policy: ben_orchestrator::scale::ScalePolicy,
+}
+
+/// Reads the automatic-scaling keys of `[scale]` (`counts`: the detector,
+/// spine and proxy counts already read; `p`: the file, for errors).
+fn scaling(p: &str, s: &ScaleCfg, counts: [usize; 3], spare: usize) -> Result<Scaling, String> {
+    let [detectors, spines, proxies] = counts;
+    let max = |key: &str, count_key: &str, v: Option<usize>, count: usize| {
+        match v {
+        None => Ok(count),
+        Some(n) if n < count => Err(format!(
+            "{p}: [scale] {key} = {n} is below {count_key} = {count} (the count is the floor)"
+        )),
+        Some(n) if n > count + spare => Err(format!(
+            "{p}: [scale] {key} = {n}: at most {count_key} + spare = {} (only spare ids have keys; raise spare)",
+            count + spare
+        )),
+        Some(n) => Ok(n),
+    }
+    };
+    let positive = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(format!("{p}: [scale] {key} = 0: must be positive")),
+        Some(n) if n > 1 << 40 => Err(format!("{p}: [scale] {key} = {n}: too large")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let d = ben_orchestrator::scale::ScalePolicy::default();
+    let ms_ns = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+    Ok(Scaling {
+        max_detectors: max("max_detectors", "detectors", s.max_detectors, detectors)?,
+        max_spines: max("max_spines", "spines", s.max_spines, spines)?,
+        max_proxies: max("max_proxies", "proxies", s.max_proxies, proxies)?,
+        policy: ben_orchestrator::scale::ScalePolicy {
+            high_water: positive("high_water", s.high_water, d.high_water)?,
+            window_ns: ms_ns(positive(
+                "window_ms",
+                s.window_ms,
+                (d.window_ns / 1_000_000) as u64,
+            )?),
+            cooldown_ns: ms_ns(positive(
+                "cooldown_ms",
+                s.cooldown_ms,
+                (d.cooldown_ns / 1_000_000) as u64,
+            )?),
+        },
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +267,9 @@ pub struct ClusterConfig {
     pub spines: usize,
     pub proxies: usize,
     pub spare: usize,
+    /// Automatic scaling (`[scale] max_*`, `high_water`, `window_ms`,
+    /// `cooldown_ms`).
+    pub scaling: Scaling,
     pub bee_ttl_ns: i64,
     pub max_record_bytes: usize,
     pub selectors: Vec<ben_bee::Selector>,
@@ -261,6 +335,16 @@ impl ClusterConfig {
             Some(n) => Ok(n),
             None => Ok(default),
         };
+        let detectors = count("detectors", f.scale.detectors, 1, 1)?;
+        let spines = count("spines", f.scale.spines, 2, 1)?;
+        let proxies = count("proxies", f.scale.proxies, 1, 1)?;
+        let spare = count("spare", f.scale.spare, 2, 0)?;
+        let scaling = scaling(
+            &p.to_string(),
+            &f.scale,
+            [detectors, spines, proxies],
+            spare,
+        )?;
         let bee_ttl_s = ms("sidecar", "bee_ttl_s", f.sidecar.bee_ttl_s, 600)?;
         let mut selectors = Vec::new();
         for (i, s) in f.sidecar.selectors.into_iter().enumerate() {
@@ -363,10 +447,11 @@ impl ClusterConfig {
                 f.control.prepare_timeout_ms,
                 10_000,
             )?,
-            detectors: count("detectors", f.scale.detectors, 1, 1)?,
-            spines: count("spines", f.scale.spines, 2, 1)?,
-            proxies: count("proxies", f.scale.proxies, 1, 1)?,
-            spare: count("spare", f.scale.spare, 2, 0)?,
+            detectors,
+            spines,
+            proxies,
+            spare,
+            scaling,
             bee_ttl_ns: i64::try_from(bee_ttl_s)
                 .ok()
                 .and_then(|s| s.checked_mul(1_000_000_000))
@@ -439,6 +524,16 @@ impl ClusterConfig {
         v
     }
 
+    /// Each scalable kind with its configured count (the floor) and its
+    /// `max_*` (the ceiling).
+    pub fn scale_bounds(&self) -> [(&'static str, usize, usize); 3] {
+        [
+            ("detector", self.detectors, self.scaling.max_detectors),
+            ("spine", self.spines, self.scaling.max_spines),
+            ("proxy", self.proxies, self.scaling.max_proxies),
+        ]
+    }
+
     /// The ids `ben cluster up` starts (the identities without spares).
     pub fn started(&self) -> Vec<(String, &'static str)> {
         let mut v = vec![("control".to_string(), "control")];
@@ -501,6 +596,24 @@ mod tests {
             ]
         );
         assert_eq!(c.identities().len(), started.len() + 3);
+        // Scaling is off unless a max_* is raised.
+        assert_eq!(
+            c.scale_bounds(),
+            [("detector", 1, 1), ("spine", 3, 3), ("proxy", 1, 1)]
+        );
+        let c = parse(
+            "prefix = \"t1\"\n[scale]\nspines = 1\nmax_spines = 3\nhigh_water = 4\nwindow_ms = 500\ncooldown_ms = 700\n",
+        )
+        .unwrap();
+        assert_eq!(c.scale_bounds()[1], ("spine", 1, 3));
+        assert_eq!(
+            c.scaling.policy,
+            ben_orchestrator::scale::ScalePolicy {
+                high_water: 4,
+                window_ns: 500_000_000,
+                cooldown_ns: 700_000_000
+            }
+        );
         assert_eq!(control_config(&c).db_path(), c.ledger_db);
         assert_eq!(c.store, StoreKind::Nats);
         assert_eq!(c.registry_ttl, Duration::from_secs(5));
@@ -561,6 +674,21 @@ mod tests {
         assert!(e.contains("[registry] ttl_ms = 500"), "{e}");
         let e = parse("prefix = [").unwrap_err();
         assert!(e.starts_with("/etc/ben/cluster.toml: "), "{e}");
+        let e =
+            parse("prefix = \"a\"\n[scale]\nspines = 2\nspare = 1\nmax_spines = 4\n").unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/ben/cluster.toml: [scale] max_spines = 4: at most spines + spare = 3 (only spare ids have keys; raise spare)"
+        );
+        let e = parse("prefix = \"a\"\n[scale]\nproxies = 2\nmax_proxies = 1\n").unwrap_err();
+        assert!(e.contains("max_proxies = 1 is below proxies = 2"), "{e}");
+        let e = parse("prefix = \"a\"\n[scale]\nhigh_water = 0\n").unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/ben/cluster.toml: [scale] high_water = 0: must be positive"
+        );
+        let e = parse("prefix = \"a\"\n[scale]\nwindow_ms = -5\n").unwrap_err();
+        assert!(e.contains("window_ms"), "{e}");
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
         assert!(e.contains("/nonexistent/c.toml"), "{e}");
     }

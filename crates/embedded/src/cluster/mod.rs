@@ -14,6 +14,15 @@
 //!   stops sending heartbeats) with backoff; keeps the record books
 //!   ([`tally`]); and stops everything in reverse order on request.
 //!
+//! Scaling ([`autoscale`], every second): the orchestrator's pure
+//! [`ben_orchestrator::scale::Scaler`] judges each scalable kind from the
+//! heartbeats the health core accepted; on "up" the supervisor starts the
+//! lowest spare id of that kind that is neither supervised nor beating
+//! (its key was provisioned with the cluster), on "down" it stops the one
+//! it added last (SIGTERM, the grace period, then SIGKILL), never going
+//! below the configured count. The status shows the counts and the last
+//! decision with its reason.
+//!
 //! Processes find each other through subjects only: queue groups spread
 //! records over the spines and proxies that are up, `ben.intent.active`
 //! answers a starting (or restarted, or late) component with the active
@@ -50,7 +59,7 @@ use ben_bus::Bus;
 use ben_component::{subjects, Clock, Deps, Load, SystemClock};
 use ben_wire::{pb, Keyring, Signer};
 use prost::Message as _;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -522,6 +531,7 @@ pub async fn cluster_up(
         env: vec![],
     };
     let started = cfg.started();
+    let auto = Arc::new(Mutex::new(Autoscale::new(cfg)));
     let result =
         async {
             // The control plane first; it is up once it wrote its API address.
@@ -594,14 +604,18 @@ pub async fn cluster_up(
     // Status: answered on the bus, written to a file, summarised in a line.
     let sup = Arc::new(Mutex::new(Some(sup)));
     let status = {
-        let (observed, sup) = (observed.clone(), sup.clone());
+        let (observed, sup, auto) = (observed.clone(), sup.clone(), auto.clone());
         move || -> serde_json::Value {
             let states = sup
                 .lock()
                 .ok()
                 .and_then(|g| g.as_ref().map(|s| s.states()))
                 .unwrap_or_default();
-            status_json(&observed, &states, &restarts)
+            let mut s = status_json(&observed, &states, &restarts);
+            if let (Some(obj), Ok(a)) = (s.as_object_mut(), auto.lock()) {
+                obj.insert("scale".into(), a.status(&states));
+            }
+            s
         }
     };
     {
@@ -628,6 +642,7 @@ pub async fn cluster_up(
                     say(status_line(&s));
                 }
                 kill_hung(cfg, &observed, &sup, &say);
+                autoscale(cfg, &observed, &sup, &auto, &spec, &say);
             }
         }
     }
@@ -645,6 +660,201 @@ pub async fn cluster_up(
         status_line(&final_status)
     ));
     Ok(())
+}
+
+/// The shell around the scaling core: what it added, what is stopping,
+/// the last decision.
+struct Autoscale {
+    scaler: ben_orchestrator::scale::Scaler,
+    /// Per kind, the ids the scaler started, oldest first.
+    added: BTreeMap<&'static str, Vec<String>>,
+    /// Ids told to stop whose process has not exited yet.
+    stopping: Arc<Mutex<BTreeSet<String>>>,
+    last: Option<serde_json::Value>,
+    decisions: u64,
+}
+
+impl Autoscale {
+    fn new(cfg: &ClusterConfig) -> Autoscale {
+        let mut scaler = ben_orchestrator::scale::Scaler::new(cfg.scaling.policy);
+        for (kind, min, max) in cfg.scale_bounds() {
+            if max > min {
+                scaler.set_limits(kind, min, max);
+            }
+        }
+        Autoscale {
+            scaler,
+            added: BTreeMap::new(),
+            stopping: Arc::default(),
+            last: None,
+            decisions: 0,
+        }
+    }
+
+    /// The supervised ids of `kind` that are not stopping.
+    fn running(
+        &self,
+        kind: &str,
+        states: &BTreeMap<String, ben_orchestrator::process::ChildState>,
+    ) -> Vec<String> {
+        let stopping = self.stopping.lock().map(|s| s.clone()).unwrap_or_default();
+        states
+            .iter()
+            .filter(|(id, st)| st.kind == kind && !stopping.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn status(
+        &self,
+        states: &BTreeMap<String, ben_orchestrator::process::ChildState>,
+    ) -> serde_json::Value {
+        let mut kinds = serde_json::Map::new();
+        for kind in ["detector", "spine", "proxy"] {
+            let running = self.running(kind, states);
+            let (min, max) = self
+                .scaler
+                .limits(kind)
+                .unwrap_or((running.len(), running.len()));
+            kinds.insert(
+                kind.into(),
+                serde_json::json!({
+                    "running": running.len(),
+                    "min": min,
+                    "max": max,
+                    "scaled": self.scaler.limits(kind).is_some(),
+                    "added": self.added.get(kind).cloned().unwrap_or_default(),
+                }),
+            );
+        }
+        let p = self.scaler.policy();
+        serde_json::json!({
+            "kinds": kinds,
+            "stopping": self.stopping.lock().map(|s| s.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+            "decisions": self.decisions,
+            "last_decision": self.last,
+            "high_water": p.high_water,
+            "window_ms": p.window_ns / 1_000_000,
+            "cooldown_ms": p.cooldown_ns / 1_000_000,
+        })
+    }
+}
+
+/// One scaling round: asks the core about each scaled kind and acts on
+/// its decision (start a spare id, or stop the one added last).
+fn autoscale(
+    cfg: &ClusterConfig,
+    observed: &Mutex<Observed>,
+    sup: &Mutex<Option<ben_orchestrator::process::Supervisor>>,
+    auto: &Mutex<Autoscale>,
+    spec: &dyn Fn(&str, &str) -> ben_orchestrator::process::ProcSpec,
+    say: &Arc<dyn Fn(String) + Send + Sync>,
+) {
+    let Ok(mut sup_guard) = sup.lock() else {
+        return;
+    };
+    let Some(s) = sup_guard.as_mut() else { return };
+    let Ok(mut a) = auto.lock() else { return };
+    let states = s.states();
+    let now = now_ns();
+    for (kind, _, _) in cfg.scale_bounds() {
+        if a.scaler.limits(kind).is_none() {
+            continue;
+        }
+        let running = a.running(kind, &states);
+        let (obs, beating) = {
+            let Ok(o) = observed.lock() else { return };
+            let obs =
+                ben_orchestrator::scale::Observation::from_health(&o.health, kind, &running, now);
+            let beating: BTreeSet<String> = o
+                .health
+                .alive(now)
+                .into_iter()
+                .map(|b| b.component.clone())
+                .collect();
+            (obs, beating)
+        };
+        let Some(d) = a.scaler.decide(kind, &obs, now) else {
+            continue;
+        };
+        a.decisions += 1;
+        let acted: Result<String, String> = match d.direction {
+            ben_orchestrator::scale::Direction::Up => {
+                // The lowest spare id nobody runs (a late joiner started by
+                // hand beats under its id).
+                let free = cfg.identities().into_iter().find(|(id, k)| {
+                    *k == kind && !states.contains_key(id) && !beating.contains(id)
+                });
+                match free {
+                    None => Err(format!("no free {kind} id (raise [scale] spare)")),
+                    Some((id, _)) => match s.launch(spec(&id, kind)) {
+                        Err(e) => Err(e),
+                        Ok(first) => {
+                            a.added.entry(kind).or_default().push(id.clone());
+                            let (say, id2) = (say.clone(), id.clone());
+                            tokio::spawn(async move {
+                                match first.await {
+                                    Ok(pid) => say(format!("scaled up: {id2} started (pid {pid})")),
+                                    Err(e) => say(format!("scaled up: {id2}: {e}")),
+                                }
+                            });
+                            Ok(id)
+                        }
+                    },
+                }
+            }
+            ben_orchestrator::scale::Direction::Down => {
+                let stack = a.added.entry(kind).or_default();
+                let victim = stack.iter().rposition(|id| running.contains(id));
+                match victim.map(|i| stack.remove(i)) {
+                    None => Err(format!("no {kind} added by scaling is running")),
+                    Some(id) => match s.begin_stop(&id) {
+                        None => Err(format!("{id} is not supervised")),
+                        Some(done) => {
+                            if let Ok(mut st) = a.stopping.lock() {
+                                st.insert(id.clone());
+                            }
+                            let (say, stopping, id2) =
+                                (say.clone(), a.stopping.clone(), id.clone());
+                            tokio::spawn(async move {
+                                let how = done.await;
+                                if let Ok(mut st) = stopping.lock() {
+                                    st.remove(&id2);
+                                }
+                                say(format!("scaled down: {id2} stopped: {how}"));
+                            });
+                            Ok(id)
+                        }
+                    },
+                }
+            }
+        };
+        let (id, error) = match &acted {
+            Ok(id) => (Some(id.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        say(format!(
+            "scale {} {kind}: {} -> {} ({}){}",
+            d.direction.name(),
+            d.from,
+            d.to,
+            d.reason,
+            match &acted {
+                Ok(id) => format!("; {id}"),
+                Err(e) => format!("; not done: {e}"),
+            }
+        ));
+        a.last = Some(serde_json::json!({
+            "at_ns": d.at_ns,
+            "kind": kind,
+            "direction": d.direction.name(),
+            "from": d.from,
+            "to": d.to,
+            "id": id,
+            "reason": d.reason,
+            "error": error,
+        }));
+    }
 }
 
 /// Kills a running child whose heartbeats stopped for `hung_after` (it is
