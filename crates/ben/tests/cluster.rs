@@ -323,10 +323,13 @@ stop_grace_ms = 5000
     /// SIGTERM to `ben cluster up`: every child stops, in order, and it
     /// exits 0.
     async fn stop(mut self) {
+        // The children the supervisor runs (not processes listed from
+        // their last metrics, such as a spine just scaled down).
         let pids: Vec<u32> = self.status().await["components"]
             .as_object()
             .map(|m| {
                 m.values()
+                    .filter(|v| v["supervised"] != false)
                     .filter_map(|v| v["pid"].as_u64().map(|p| p as u32))
                     .collect()
             })
