@@ -152,7 +152,7 @@ impl Cluster {
         control: &str,
         extra: &str,
     ) -> Cluster {
-        Self::start_scaled(name, spines, spare, control, "", extra).await
+        Self::start_all(name, spines, spare, "", control, "", extra).await
     }
 
     /// [`Cluster::start_with`] with `scale` added to the `[scale]` table.
@@ -164,6 +164,34 @@ impl Cluster {
         scale: &str,
         extra: &str,
     ) -> Cluster {
+        Self::start_all(name, spines, spare, "", control, scale, extra).await
+    }
+
+    /// [`Cluster::start_with`] with `top` added before the first table
+    /// (top-level keys, e.g. `nats = "…"`).
+    async fn start_full(
+        name: &str,
+        spines: usize,
+        spare: usize,
+        top: &str,
+        control: &str,
+        extra: &str,
+    ) -> Cluster {
+        Self::start_all(name, spines, spare, top, control, "", extra).await
+    }
+
+    /// Writes the config (`top` keys, then `[control]` + `control`,
+    /// `[scale]` + `scale`, … `extra` last) and starts the cluster.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_all(
+        name: &str,
+        spines: usize,
+        spare: usize,
+        top: &str,
+        control: &str,
+        scale: &str,
+        extra: &str,
+    ) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ben-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -171,6 +199,7 @@ impl Cluster {
         let toml = format!(
             r#"prefix = "bencl-{name}-{pid}-{t}"
 data_dir = "data"
+{top}
 [control]
 api = "127.0.0.1:0"
 prepare_timeout_ms = 20000
@@ -275,7 +304,12 @@ stop_grace_ms = 5000
     /// Builds the shop bundle, uploads and stages it through the API, deploys
     /// it and waits until it is finalized.
     async fn deploy_shop(&self) -> String {
-        let built = ben_intent::Bundle::load(shop()).unwrap().build().unwrap();
+        self.deploy_bundle(&shop()).await
+    }
+
+    /// [`Cluster::deploy_shop`] for the bundle in `dir`.
+    async fn deploy_bundle(&self, dir: &Path) -> String {
+        let built = ben_intent::Bundle::load(dir).unwrap().build().unwrap();
         let mut artifacts = serde_json::Map::new();
         for a in &built.artifacts {
             let hash = a.hash.to_hex().to_string();
@@ -1120,4 +1154,406 @@ async fn spine_burst_scales_up_then_back_down() {
         st["records"]
     );
     c.stop().await;
+}
+
+/// A private JetStream `nats-server` on `port` with its store in `dir`
+/// (the shared server on 4222 is never touched); killed on drop.
+struct PrivateNats {
+    child: std::process::Child,
+}
+
+impl PrivateNats {
+    fn start(port: u16, dir: &Path) -> PrivateNats {
+        let child = std::process::Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server at /usr/sbin/nats-server");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateNats { child }
+    }
+
+    /// SIGKILL, and reaped.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The shop bundle in `to` with `status >= 500` changed to `threshold`.
+fn copy_shop(to: &Path, threshold: u16) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["ben.toml", "ben.lock", "shop.bspec"] {
+        let mut text = std::fs::read_to_string(shop().join(f)).unwrap();
+        if f == "shop.bspec" {
+            text = text.replace("status >= 500", &format!("status >= {threshold}"));
+        }
+        std::fs::write(to.join(f), text).unwrap();
+    }
+}
+
+/// 40 page views (to Lucius), 10 server errors and 7 failed admin logins
+/// from `attacker` (to the detector: one brute-force signal).
+fn mixed_batch(attacker: &str) -> Vec<Value> {
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.push(rec(
+            i,
+            "/products/1",
+            200,
+            "198.51.100.7",
+            &format!("user{i}@example.com"),
+        ));
+    }
+    for i in 0..10 {
+        batch.push(rec(i, "/checkout", 503, "10.1.2.3", "carol@example.com"));
+    }
+    for i in 0..7 {
+        batch.push(rec(i, "/admin/login", 401, attacker, "mallory@example.com"));
+    }
+    batch
+}
+
+/// The NATS server itself dies (SIGKILL) and comes back on the same port
+/// with the same store: every component process survives or is restarted,
+/// the supervisor sees them all healthy again, records sent while NATS was
+/// down are delivered, refused to the app or counted lost (the books
+/// balance against what the app was told), new records flow end to end
+/// and a new deploy finalizes.
+///
+/// A short outage (3 s, under `hung_after`): every process rides it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_recovers_after_the_nats_server_is_killed_and_restarted() {
+    nats_outage("natsfault", Duration::from_secs(3), "").await;
+}
+
+/// An outage longer than `hung_after` (8 s against 3 s): the children's
+/// silence is NATS's, not theirs, so the supervisor kills none of them
+/// (killing them threw away the sidecar's count of what it had accepted:
+/// records the app was told were accepted vanished from the books).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_recovers_after_a_nats_outage_longer_than_hung_after() {
+    nats_outage("natslong", Duration::from_secs(8), "hung_after_ms = 3000").await;
+}
+
+/// Kills the cluster's private NATS server for `down`, restarts it, and
+/// checks the recovery (see above); `extra` goes into `[supervisor]`.
+/// Every process must ride the outage out: none is restarted.
+async fn nats_outage(name: &str, down: Duration, extra: &str) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = std::env::temp_dir().join(format!("ben-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let store = base.join("nats-store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut nats = PrivateNats::start(port, &store);
+    let mut c = Cluster::start_full(
+        name,
+        2,
+        0,
+        &format!("nats = \"nats://127.0.0.1:{port}\""),
+        "",
+        extra,
+    )
+    .await;
+    assert_eq!(c.cfg.nats, format!("nats://127.0.0.1:{port}"));
+    let version = c.deploy_shop().await;
+    let seen = watch(
+        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.dlq", None).await.unwrap(),
+    );
+    let mut app = Client::connect(&c.cfg.socket, "shop_web").await.unwrap();
+
+    // Before the fault: the records flow end to end.
+    let mut app_accepted = 0u64;
+    let acc = app.send(&mixed_batch("203.0.113.9")).await.unwrap();
+    assert_eq!((acc.accepted, acc.errors.len()), (57, 0));
+    app_accepted += acc.accepted;
+    let sig = tokio::time::timeout(Duration::from_secs(10), app.signals.recv())
+        .await
+        .expect("a signal before the fault")
+        .unwrap();
+    assert_eq!(
+        (sig.name.as_str(), sig.key.clone()),
+        ("auth.bruteforce", vec!["203.0.113.9".to_string()])
+    );
+    let st = c
+        .wait("the first books to settle", Duration::from_secs(20), |s| {
+            s["records"]["settled"] == true && s["records"]["accepted"] == 57
+        })
+        .await;
+    assert_eq!(
+        (
+            &st["records"]["to_detectors"],
+            &st["records"]["to_lucius"],
+            &st["records"]["lost"]
+        ),
+        (&json!(17), &json!(40), &json!(0)),
+        "{st:#}"
+    );
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.records, 17);
+        assert_eq!(s.flags.get("server_error"), Some(&10));
+        assert_eq!(s.flags.get("login_failed"), Some(&7));
+    }
+    let pids_before: BTreeMap<String, u64> = st["components"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, v)| (id.clone(), v["pid"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(pids_before.len(), 7, "{st:#}");
+
+    // The fault: NATS is killed, stays down ~3 s, comes back on the same
+    // port and store. The app keeps sending meanwhile.
+    nats.kill();
+    let killed_at = Instant::now();
+    let restart = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(down);
+            (PrivateNats::start(port, &store), Instant::now())
+        })
+    };
+    let (mut sent_down, mut refused_down, mut failed_sends, mut reconnects) = (0u64, 0u64, 0, 0);
+    let mut b = 0usize;
+    while !restart.is_finished() {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    rec(
+                        b * 20 + i,
+                        "/checkout",
+                        503,
+                        "10.5.5.5",
+                        "carol@example.com",
+                    )
+                } else {
+                    rec(
+                        b * 20 + i,
+                        "/products/2",
+                        200,
+                        "198.51.100.8",
+                        "d@example.com",
+                    )
+                }
+            })
+            .collect();
+        b += 1;
+        sent_down += 20;
+        match tokio::time::timeout(Duration::from_secs(30), app.send(&batch)).await {
+            Ok(Ok(acc)) => {
+                app_accepted += acc.accepted;
+                refused_down += acc.errors.len() as u64;
+                assert_eq!(acc.accepted + acc.errors.len() as u64, 20);
+            }
+            Ok(Err(_)) => {
+                // The sidecar connection broke: none of the batch was
+                // accepted as far as the app knows. Attest again.
+                failed_sends += 1;
+                refused_down += 20;
+                app = loop {
+                    match Client::connect(&c.cfg.socket, "shop_web").await {
+                        Ok(a) => break a,
+                        Err(e) => {
+                            assert!(
+                                killed_at.elapsed() < Duration::from_secs(60),
+                                "the app cannot attest again: {e}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
+                reconnects += 1;
+            }
+            Err(_) => panic!("a send blocked for 30 s while NATS was down"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sent_down >= 20, "the app sent nothing while NATS was down");
+    let (server, restarted_at) = restart.await.unwrap();
+    nats = server;
+    let down_for = restarted_at - killed_at;
+
+    // Recovery: every component healthy again, each the same process or
+    // a restarted one that is alive.
+    let st = c
+        .wait(
+            "every process healthy after the NATS restart",
+            Duration::from_secs(60),
+            |s| {
+                s["components"].as_object().is_some_and(|m| {
+                    m.len() == 7
+                        && m.values()
+                            .all(|v| v["healthy"] == true && v["pid"].as_u64().is_some())
+                })
+            },
+        )
+        .await;
+    let healthy_after = restarted_at.elapsed();
+    let mut restarted = Vec::new();
+    for (id, before) in &pids_before {
+        let comp = &st["components"][id];
+        let pid = comp["pid"].as_u64().unwrap();
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "{id} (pid {pid}) is not running: {st:#}"
+        );
+        if pid != *before {
+            assert!(
+                comp["restarts"].as_u64() > Some(0),
+                "{id} has a new pid without a restart: {st:#}"
+            );
+            restarted.push(id.clone());
+        }
+    }
+    assert_eq!(
+        (restarted.as_slice(), &st["restarts"]),
+        (&[][..], &json!(0)),
+        "the NATS outage restarted processes: {st:#}"
+    );
+
+    // What was sent while NATS was down settles: delivered, or counted.
+    let st = c
+        .wait(
+            "the books to settle after the outage",
+            Duration::from_secs(60),
+            |s| {
+                s["records"]["settled"] == true
+                    && s["records"]["accepted"].as_u64() == Some(app_accepted)
+            },
+        )
+        .await;
+    let r = &st["records"];
+    let n = |r: &Value, k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        n(r, "to_detectors") + n(r, "to_lucius") + n(r, "dead_letters") + n(r, "lost"),
+        app_accepted,
+        "{st:#}"
+    );
+    let lost_in_outage = n(r, "lost");
+    // Only what was sent during the outage can be missing.
+    assert!(
+        lost_in_outage <= sent_down - refused_down,
+        "lost {lost_in_outage} of {} accepted while NATS was down: {st:#}",
+        sent_down - refused_down
+    );
+    let (det0, luc0) = (n(r, "to_detectors"), n(r, "to_lucius"));
+
+    // New records from the app flow end to end again, with a signal.
+    let recovered_at = Instant::now();
+    let acc = loop {
+        match app.send(&mixed_batch("203.0.113.77")).await {
+            Ok(acc) => break acc,
+            Err(e) => {
+                assert!(
+                    recovered_at.elapsed() < Duration::from_secs(30),
+                    "the app cannot send after the restart: {e}"
+                );
+                app = Client::connect(&c.cfg.socket, "shop_web").await.unwrap();
+                reconnects += 1;
+            }
+        }
+    };
+    assert_eq!((acc.accepted, acc.errors.len()), (57, 0));
+    app_accepted += acc.accepted;
+    let sig = loop {
+        let s = tokio::time::timeout(Duration::from_secs(20), app.signals.recv())
+            .await
+            .expect("a signal after the NATS restart")
+            .unwrap();
+        if s.key == vec!["203.0.113.77".to_string()] {
+            break s;
+        }
+    };
+    assert_eq!(sig.name, "auth.bruteforce");
+    assert_eq!(sig.intent_version, version);
+    let st = c
+        .wait(
+            "the new records to be accounted for",
+            Duration::from_secs(30),
+            |s| {
+                s["records"]["settled"] == true
+                    && s["records"]["accepted"].as_u64() == Some(app_accepted)
+            },
+        )
+        .await;
+    let r = &st["records"];
+    assert_eq!(
+        (
+            n(r, "to_detectors") - det0,
+            n(r, "to_lucius") - luc0,
+            n(r, "lost")
+        ),
+        (17, 40, lost_in_outage),
+        "the post-restart batch is delivered in full: {st:#}"
+    );
+    assert_eq!(
+        n(r, "to_detectors") + n(r, "to_lucius") + n(r, "dead_letters") + n(r, "lost"),
+        app_accepted,
+        "{st:#}"
+    );
+    let flowed_after = recovered_at.elapsed();
+
+    // A new deploy finalizes after the restart (v2: 4xx are server
+    // errors), and every component runs it.
+    let v2_dir = base.join("shop-v2");
+    copy_shop(&v2_dir, 400);
+    let t0 = Instant::now();
+    let v2 = c.deploy_bundle(&v2_dir).await;
+    let deploy_took = t0.elapsed();
+    assert_ne!(v2, version);
+    c.wait("every component on v2", Duration::from_secs(20), |s| {
+        s["components"].as_object().is_some_and(|m| {
+            m.values()
+                .all(|v| v["kind"] == "control" || v["intent"] == v2.as_str())
+        })
+    })
+    .await;
+    let before = seen.lock().unwrap().versions.get(&v2).copied();
+    assert_eq!(before, None);
+    let acc = app
+        .send(&[rec(1, "/products/404", 404, "10.6.6.6", "e@example.com")])
+        .await
+        .unwrap();
+    assert_eq!(acc.accepted, 1);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if seen.lock().unwrap().versions.get(&v2) == Some(&1) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "a v2 record did not reach the detector"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    println!(
+        "{name}: NATS killed and restarted after {:.1} s: all 7 processes healthy {:.1} s after the restart (restarted: {restarted:?}); sent while down {sent_down}, refused/failed {refused_down} ({failed_sends} broken sends, {reconnects} re-attestations), lost (counted) {lost_in_outage}; new batch end to end in {:.1} s; v2 deploy finalized in {:.1} s",
+        down_for.as_secs_f64(),
+        healthy_after.as_secs_f64(),
+        flowed_after.as_secs_f64(),
+        deploy_took.as_secs_f64(),
+    );
+    c.stop().await;
+    nats.kill();
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -255,6 +255,8 @@ pub struct NatsBus {
     client: async_nats::Client,
     queue_len: usize,
     js: Option<Arc<Js>>,
+    /// Counts (re)connections (see [`NatsBus::connections`]).
+    connects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl NatsBus {
@@ -276,6 +278,7 @@ impl NatsBus {
             .connect(&cfg.url)
             .await
             .map_err(|e| format!("cannot connect to NATS at {}: {e}", cfg.url))?;
+        let connects = reconnects.clone();
         let js = match &cfg.durable {
             None => None,
             Some(d) => Some(Arc::new(
@@ -286,7 +289,20 @@ impl NatsBus {
             client,
             queue_len: cfg.queue_len.max(1),
             js,
+            connects,
         })
+    }
+
+    /// Is the client connected to the server right now?
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// How many times the client has (re)connected so far: a change
+    /// between two looks means the connection dropped in between, even if
+    /// it is back already.
+    pub fn connections(&self) -> u64 {
+        *self.connects.borrow()
     }
 
     /// The same as [`NatsBus::connect`] (named for the durable settings).

@@ -62,6 +62,7 @@
 //! stop_grace_ms = 5000            # SIGTERM → SIGKILL
 //! ready_timeout_ms = 20000        # how long a kind may take to send its first heartbeat
 //! hung_after_ms = 10000           # a running process silent this long is killed and restarted
+//!                                 # (judged only once NATS has been up this long)
 //! ```
 
 use serde::Deserialize;

@@ -453,7 +453,10 @@ pub async fn cluster_up(
             .map_err(|e| format!("creating {}: {e}", cfg.store_dir.display()))?;
     }
     let keyring = Arc::new(keys::keyring(&cfg.key_dir)?);
-    let bus = connect(cfg).await?;
+    // The supervisor's own connection: its state says whether silence
+    // from the children means anything (see `kill_hung`).
+    let nats = nats_bus(cfg, None).await?;
+    let bus: Arc<dyn Bus> = Arc::new(ben_bus::PrefixedBus::new(nats.clone(), cfg.prefix.clone()));
 
     let observed = Arc::new(Mutex::new(Observed {
         health: ben_orchestrator::Health::new(ben_orchestrator::HealthLimits::default()),
@@ -630,6 +633,10 @@ pub async fn cluster_up(
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n = 0u64;
+    // Since when the supervisor has been connected to NATS without a
+    // break (a changed connection count is a break, however short).
+    let mut nats_up_since = Some(tokio::time::Instant::now());
+    let mut connections = nats.connections();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -641,7 +648,24 @@ pub async fn cluster_up(
                 if n.is_multiple_of(5) {
                     say(status_line(&s));
                 }
-                kill_hung(cfg, &observed, &sup, &say);
+                let now_connections = nats.connections();
+                if !nats.is_connected() {
+                    if nats_up_since.take().is_some() {
+                        say(format!("NATS {} unreachable: not judging heartbeats until it is back", cfg.nats));
+                    }
+                } else if now_connections != connections || nats_up_since.is_none() {
+                    nats_up_since = Some(tokio::time::Instant::now());
+                }
+                connections = now_connections;
+                // Silence only counts once NATS has been up for
+                // `hung_after`: while it is down nobody's heartbeats
+                // arrive, and killing the children then would only throw
+                // away what they hold (their counters among it).
+                if nats_up_since.is_some_and(|t| t.elapsed() >= cfg.hung_after) {
+                    kill_hung(cfg, &observed, &sup, &say);
+                }
+                // Without fresh heartbeats (NATS down) the scaler decides
+                // nothing: missing data is never read as an empty queue.
                 autoscale(cfg, &observed, &sup, &auto, &spec, &say);
             }
         }
@@ -858,7 +882,9 @@ fn autoscale(
 }
 
 /// Kills a running child whose heartbeats stopped for `hung_after` (it is
-/// alive but not working); the supervisor then restarts it.
+/// alive but not working); the supervisor then restarts it. Called only
+/// while the supervisor itself has been connected to NATS for `hung_after`
+/// (a NATS outage silences every child; that is not theirs to pay for).
 fn kill_hung(
     cfg: &ClusterConfig,
     observed: &Mutex<Observed>,
