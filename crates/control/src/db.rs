@@ -133,12 +133,13 @@ impl Database {
     }
 }
 
-/// A unique-key clash or a serialization failure: another process did the
+/// A unique-key clash, a duplicate table or row type (42P07, 42710) or a
+/// serialization failure: another process did the
 /// same thing at the same time.
 fn is_conflict(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07"))
+        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07" | "42710"))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

@@ -100,7 +100,8 @@ pub(crate) async fn open(
 }
 
 /// Lucius replicas opening a fresh server database at once race on the
-/// same DDL: the loser sees a unique-key clash or a serialization failure,
+/// same DDL: the loser sees a unique-key clash, "type … already exists" (42710: two
+/// CREATE TABLE IF NOT EXISTS racing on the row type) or a serialization failure,
 /// re-reads what is applied and goes on.
 async fn migrate_retrying(pool: &AnyPool) -> Result<(), sqlx::Error> {
     let mut attempt = 0;
@@ -110,7 +111,9 @@ async fn migrate_retrying(pool: &AnyPool) -> Result<(), sqlx::Error> {
                 if attempt < 3
                     && e.as_database_error()
                         .and_then(|d| d.code())
-                        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07")) =>
+                        .is_some_and(|c| {
+                            matches!(c.as_ref(), "23505" | "40001" | "42P07" | "42710")
+                        }) =>
             {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
