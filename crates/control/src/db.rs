@@ -10,6 +10,7 @@
 use crate::ledger::{ComponentDeployState, DeployPhase, DeployRecord, VersionMeta};
 use crate::ControlError;
 use ben_ledger::{Event, Staged};
+use ben_sql::redact;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 /// Schema migrations, applied in order, each once. The same files run on
 /// SQLite and PostgreSQL.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
+const MIGRATIONS: &[ben_sql::Migration] = &[(
     1,
     "0001_ledger",
     include_str!("../migrations/0001_ledger.sql"),
@@ -133,29 +134,6 @@ impl Database {
     }
 }
 
-/// A unique-key clash, a duplicate table or row type (42P07, 42710) or a
-/// serialization failure: another process did the
-/// same thing at the same time.
-fn is_conflict(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| matches!(c.as_ref(), "23505" | "40001" | "42P07" | "42710"))
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***{}", &url[..s], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// Percent-encodes what a URL path cannot hold as is (sqlx decodes it).
 fn encode_path(p: &std::path::Path) -> String {
     let mut out = String::new();
@@ -186,20 +164,6 @@ pub(crate) struct Loaded {
     pub next_deploy_id: i64,
 }
 
-/// Splits a migration into statements (`--` comments dropped).
-fn statements(sql: &str) -> Vec<String> {
-    let text: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl Db {
     pub async fn open(db: &Database, acquire_timeout: Duration) -> Result<Db, ControlError> {
         let what = db.describe();
@@ -225,50 +189,10 @@ impl Db {
         &self.what
     }
 
-    /// Two processes opening a fresh server database at once race on the
-    /// same DDL; the loser sees a conflict, re-reads what is applied and
-    /// goes on.
+    /// Applies the migrations (retried when another process races on the
+    /// same DDL of a fresh server database).
     async fn migrate_retrying(&self) -> Result<(), ControlError> {
-        let mut attempt = 0;
-        loop {
-            match self.migrate().await {
-                Err(ControlError::Db(e)) if attempt < 3 && is_conflict(&e) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                r => return r,
-            }
-        }
-    }
-
-    async fn migrate(&self) -> Result<(), ControlError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS ben_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        let applied: Vec<i64> = sqlx::query("SELECT id FROM ben_migrations")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>(0))
-            .collect::<Result<_, _>>()?;
-        for (id, name, sql) in MIGRATIONS {
-            if applied.contains(id) {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            for st in statements(sql) {
-                sqlx::query(&st).execute(&mut *tx).await?;
-            }
-            sqlx::query("INSERT INTO ben_migrations (id, name) VALUES ($1, $2)")
-                .bind(id)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(())
+        Ok(ben_sql::migrate_retrying(&self.pool, "ben_migrations", MIGRATIONS).await?)
     }
 
     pub async fn close(&self) {
@@ -543,6 +467,7 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ben_sql::statements;
 
     #[test]
     fn database_urls_choose_the_backend_or_are_refused() {

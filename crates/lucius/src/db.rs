@@ -5,12 +5,12 @@
 //! both backends.
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Executor};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
+const MIGRATIONS: &[ben_sql::Migration] = &[(
     1,
     "0001_observations",
     include_str!("../migrations/0001_observations.sql"),
@@ -27,7 +27,7 @@ fn target(url: Option<&str>, path: &Path) -> Result<(AnyConnectOptions, bool, St
     let sqlite_path: PathBuf = match (url, scheme.as_deref()) {
         (None, _) => path.to_path_buf(),
         (Some(u), Some("postgres" | "postgresql")) => {
-            let what = redact(u);
+            let what = ben_sql::redact(u);
             let opts = AnyConnectOptions::from_str(u)
                 .map_err(|e| format!("Lucius database URL {what} is not valid: {e}"))?;
             return Ok((opts, true, what));
@@ -42,7 +42,7 @@ fn target(url: Option<&str>, path: &Path) -> Result<(AnyConnectOptions, bool, St
             return Err(format!(
             "Lucius database URL {} has an unsupported scheme; use postgres://user@host:port/db \
                  or leave it unset for SQLite under the data dir",
-            redact(u)
+            ben_sql::redact(u)
         ))
         }
     };
@@ -93,88 +93,10 @@ pub(crate) async fn open(
         .map_err(|e| {
             format!("Lucius database {what}: {e} (is it reachable, and does the database exist?)")
         })?;
-    migrate_retrying(&pool)
+    ben_sql::migrate_retrying(&pool, "lucius_migrations", MIGRATIONS)
         .await
         .map_err(|e| format!("Lucius database {what}: applying migrations: {e}"))?;
     Ok((pool, what, server))
-}
-
-/// Lucius replicas opening a fresh server database at once race on the
-/// same DDL: the loser sees a unique-key clash, "type … already exists" (42710: two
-/// CREATE TABLE IF NOT EXISTS racing on the row type) or a serialization failure,
-/// re-reads what is applied and goes on.
-async fn migrate_retrying(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    let mut attempt = 0;
-    loop {
-        match migrate(pool).await {
-            Err(e)
-                if attempt < 3
-                    && e.as_database_error()
-                        .and_then(|d| d.code())
-                        .is_some_and(|c| {
-                            matches!(c.as_ref(), "23505" | "40001" | "42P07" | "42710")
-                        }) =>
-            {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            r => return r,
-        }
-    }
-}
-
-async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    pool.execute(
-        "CREATE TABLE IF NOT EXISTS lucius_migrations (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    .await?;
-    let applied: Vec<i64> = sqlx::query("SELECT id FROM lucius_migrations")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<i64, _>(0))
-        .collect::<Result<_, _>>()?;
-    for (id, name, sql) in MIGRATIONS {
-        if applied.contains(id) {
-            continue;
-        }
-        let mut tx = pool.begin().await?;
-        for st in statements(sql) {
-            sqlx::query(&st).execute(&mut *tx).await?;
-        }
-        sqlx::query("INSERT INTO lucius_migrations (id, name) VALUES ($1, $2)")
-            .bind(id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-    }
-    Ok(())
-}
-
-/// Splits a migration into statements (`--` comment lines dropped).
-fn statements(sql: &str) -> Vec<String> {
-    let text: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}://{user}:***{}", &url[..s], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
 }
 
 /// Percent-encodes what a URL path cannot hold as is (sqlx decodes it).
@@ -211,7 +133,7 @@ mod tests {
         assert!(!server);
         let e = target(Some("mysql://u:pw@h/db"), p).unwrap_err();
         assert!(e.contains("unsupported scheme") && !e.contains("pw"), "{e}");
-        assert_eq!(statements(MIGRATIONS[0].2).len(), 2);
+        assert_eq!(ben_sql::statements(MIGRATIONS[0].2).len(), 2);
         assert_eq!(encode_path(Path::new("/a b/%?#")), "/a%20b/%25%3F%23");
     }
 }
