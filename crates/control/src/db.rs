@@ -11,8 +11,8 @@ use crate::ledger::{ComponentDeployState, DeployPhase, DeployRecord, VersionMeta
 use crate::ControlError;
 use ben_ledger::{Event, Staged};
 use ben_sql::redact;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -91,61 +91,21 @@ impl Database {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<AnyPool, String> {
-        sqlx::any::install_default_drivers();
         let opts = match self {
             Database::Postgres(url) => AnyConnectOptions::from_str(url)
                 .map_err(|e| format!("database URL {}: {e}", redact(url)))?,
-            Database::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                }
-                let abs = std::path::absolute(path)
-                    .map_err(|e| format!("SQLite path {}: {e}", path.display()))?;
-                let url = format!("sqlite://{}?mode=rwc", encode_path(&abs));
-                AnyConnectOptions::from_str(&url)
-                    .map_err(|e| format!("SQLite path {}: {e}", path.display()))?
-            }
+            Database::Sqlite(path) => ben_sql::sqlite_options(path)?,
         };
+        // SQLite: one writer; a server: a few.
         let max = if self.is_postgres() {
-            max_connections.max(1)
+            max_connections
         } else {
             1
         };
-        AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(acquire_timeout)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-                        // WAL + NORMAL: a commit is durable against a
-                        // process crash without an fsync per ack.
-                        // SQLite-only, so set here, not in the migrations.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
+        ben_sql::pool(opts, max, acquire_timeout, &[])
             .await
             .map_err(|e| e.to_string())
     }
-}
-
-/// Percent-encodes what a URL path cannot hold as is (sqlx decodes it).
-fn encode_path(p: &std::path::Path) -> String {
-    let mut out = String::new();
-    for b in p.as_os_str().as_encoded_bytes() {
-        match *b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(*b as char)
-            }
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 pub(crate) struct Db {
@@ -486,10 +446,6 @@ mod tests {
         let e = d(Some("mysql://ben:pw@db/ben")).unwrap_err();
         assert!(e.contains("unsupported scheme") && !e.contains("pw"), "{e}");
         assert!(d(Some("sqlite:")).is_err());
-        assert_eq!(
-            encode_path(std::path::Path::new("/a b/%?#")),
-            "/a%20b/%25%3F%23"
-        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! and TEXT columns). The migrations in `migrations/` are the same text on
 //! both backends.
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::any::AnyConnectOptions;
+use sqlx::AnyPool;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -49,13 +49,8 @@ fn target(url: Option<&str>, path: &Path) -> Result<(AnyConnectOptions, bool, St
     if sqlite_path.as_os_str().is_empty() {
         return Err("Lucius database: empty SQLite path".into());
     }
-    if let Some(dir) = sqlite_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
     let what = sqlite_path.display().to_string();
-    let abs = std::path::absolute(&sqlite_path).map_err(|e| format!("SQLite path {what}: {e}"))?;
-    let opts = AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", encode_path(&abs)))
-        .map_err(|e| format!("SQLite path {what}: {e}"))?;
+    let opts = ben_sql::sqlite_options(&sqlite_path)?;
     Ok((opts, false, what))
 }
 
@@ -67,50 +62,25 @@ pub(crate) async fn open(
     path: &Path,
     acquire_timeout: Duration,
 ) -> Result<(AnyPool, String, bool), String> {
-    sqlx::any::install_default_drivers();
     let (opts, server, what) = target(url, path)?;
-    let pool = AnyPoolOptions::new()
-        // SQLite: a writer and a reader (WAL); a server: a few.
-        .max_connections(if server { 4 } else { 2 })
-        .acquire_timeout(acquire_timeout)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    // Checkpoint every ~40 MB of WAL instead of every 4 MB:
-                    // the same pages are copied, with a tenth of the syncs
-                    // (at 200k rows/s the default checkpointed 20 times a
-                    // second).
-                    conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(opts)
-        .await
-        .map_err(|e| {
-            format!("Lucius database {what}: {e} (is it reachable, and does the database exist?)")
-        })?;
+    // SQLite: a writer and a reader (WAL); a server: a few. Checkpoint
+    // every ~40 MB of WAL instead of every 4 MB: the same pages are
+    // copied, with a tenth of the syncs (at 200k rows/s the default
+    // checkpointed 20 times a second).
+    let pool = ben_sql::pool(
+        opts,
+        if server { 4 } else { 2 },
+        acquire_timeout,
+        &["PRAGMA wal_autocheckpoint = 10000"],
+    )
+    .await
+    .map_err(|e| {
+        format!("Lucius database {what}: {e} (is it reachable, and does the database exist?)")
+    })?;
     ben_sql::migrate_retrying(&pool, "lucius_migrations", MIGRATIONS)
         .await
         .map_err(|e| format!("Lucius database {what}: applying migrations: {e}"))?;
     Ok((pool, what, server))
-}
-
-/// Percent-encodes what a URL path cannot hold as is (sqlx decodes it).
-fn encode_path(p: &Path) -> String {
-    let mut out = String::new();
-    for b in p.as_os_str().as_encoded_bytes() {
-        match *b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(*b as char)
-            }
-            b => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -134,6 +104,5 @@ mod tests {
         let e = target(Some("mysql://u:pw@h/db"), p).unwrap_err();
         assert!(e.contains("unsupported scheme") && !e.contains("pw"), "{e}");
         assert_eq!(ben_sql::statements(MIGRATIONS[0].2).len(), 2);
-        assert_eq!(encode_path(Path::new("/a b/%?#")), "/a%20b/%25%3F%23");
     }
 }

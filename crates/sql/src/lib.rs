@@ -6,7 +6,10 @@
 //! per store), telling a concurrent-DDL conflict from a real error, and
 //! naming a database URL without its password.
 
-use sqlx::{AnyPool, Row};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// A migration: id (applied in order), name, SQL text (`;`-separated
@@ -45,6 +48,66 @@ pub fn redact(url: &str) -> String {
         },
         _ => url.to_string(),
     }
+}
+
+/// Connect options for the SQLite file `path` (created with its directory
+/// if missing). The path goes into a `sqlite://` URL, so what a URL path
+/// cannot hold as is gets percent-encoded (sqlx decodes it).
+pub fn sqlite_options(path: &Path) -> Result<AnyConnectOptions, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let abs =
+        std::path::absolute(path).map_err(|e| format!("SQLite path {}: {e}", path.display()))?;
+    AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", url_path(&abs)))
+        .map_err(|e| format!("SQLite path {}: {e}", path.display()))
+}
+
+/// Percent-encodes what a URL path cannot hold as is.
+fn url_path(p: &Path) -> String {
+    let mut out = String::new();
+    for b in p.as_os_str().as_encoded_bytes() {
+        match *b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(*b as char)
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A pool on `opts` (drivers installed). Each SQLite connection gets WAL,
+/// `synchronous = NORMAL` (a commit survives a process crash without an
+/// fsync each) and a busy timeout, then `sqlite_pragmas`; SQLite-only,
+/// so set here, not in the migrations. `acquire_timeout` bounds how long
+/// an operation waits for a connection, so an unreachable server fails a
+/// step instead of stalling it.
+pub async fn pool(
+    opts: AnyConnectOptions,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    sqlite_pragmas: &'static [&'static str],
+) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(acquire_timeout)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    for p in sqlite_pragmas {
+                        conn.execute(*p).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await
 }
 
 /// Applies the `migrations` not yet recorded in `table` (created if
@@ -113,6 +176,20 @@ mod tests {
             "-- a; comment\nCREATE TABLE a (x TEXT);\n\n-- b\nCREATE INDEX i ON a (x);\n",
         );
         assert_eq!(s, ["CREATE TABLE a (x TEXT)", "CREATE INDEX i ON a (x)"]);
+    }
+
+    #[test]
+    fn sqlite_paths_are_encoded_into_the_url() {
+        assert_eq!(url_path(Path::new("/a b/%?#")), "/a%20b/%25%3F%23");
+        let dir = std::env::temp_dir().join(format!("ben sql {}", std::process::id()));
+        let opts = sqlite_options(&dir.join("a#b.db")).unwrap();
+        let url = format!("{opts:?}");
+        assert!(
+            url.contains("ben%20sql") && url.contains("a%23b.db"),
+            "{url}"
+        );
+        assert!(dir.is_dir(), "the directory is created");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
