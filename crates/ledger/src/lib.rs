@@ -469,10 +469,7 @@ impl Ledger {
             reason,
         }];
         // Who joined during prepare may run something older than active.
-        let registered: Vec<ComponentId> = self.registry.keys().cloned().collect();
-        for c in registered {
-            outs.extend(self.catch_up(&c, now));
-        }
+        outs.extend(self.catch_up_all(now));
         outs
     }
 
@@ -818,10 +815,7 @@ impl Ledger {
             version: d.version,
             reason,
         }];
-        let registered: Vec<ComponentId> = self.registry.keys().cloned().collect();
-        for c in registered {
-            outs.extend(self.catch_up(&c, now));
-        }
+        outs.extend(self.catch_up_all(now));
         outs
     }
 
@@ -924,15 +918,22 @@ impl Ledger {
         self.active = Some(v.clone());
         self.log(now, &v, "finalized");
         let mut outs = vec![Output::Finalized { version: v }];
-        let registered: Vec<ComponentId> = self.registry.keys().cloned().collect();
-        for c in registered {
-            outs.extend(self.catch_up(&c, now));
-        }
+        outs.extend(self.catch_up_all(now));
         outs
     }
 
     /// Starts bringing `component` to the active version if its role needs
     /// it and it says it runs another one.
+    /// [`Self::catch_up`] for every registered component (after a deploy
+    /// ends, however it ended).
+    fn catch_up_all(&mut self, now: i64) -> Vec<Output> {
+        let registered: Vec<ComponentId> = self.registry.keys().cloned().collect();
+        registered
+            .iter()
+            .flat_map(|c| self.catch_up(c, now))
+            .collect()
+    }
+
     fn catch_up(&mut self, component: &str, now: i64) -> Vec<Output> {
         let (Some(a), Some(role)) = (self.active.clone(), self.registry.get(component)) else {
             return vec![];
