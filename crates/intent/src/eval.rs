@@ -755,16 +755,6 @@ fn compare(got: &Value, op: ExpectOp, want: &Value) -> bool {
     }
 }
 
-/// A schema record as JSON in schema form (dotted paths nested), values as
-/// they are — not redacted. Used between sidecar and spine, inside Ben.
-pub fn record_to_json(schema: &ben_bitspec::ir::Schema, values: &[Value]) -> J {
-    let mut out = Map::new();
-    for (f, v) in schema.fields.iter().zip(values) {
-        set_path(&mut out, &f.path, v.to_json());
-    }
-    J::Object(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
