@@ -515,16 +515,17 @@ pub async fn consume<C: Send + Sync + 'static>(
         let mut refused = Vec::new();
         let mut ok = 0u64;
         for rec in batch.records {
-            let id = rec.id.clone();
+            // Kept for the dead letter: `handle` takes the record.
+            let (id, size) = (rec.id.clone(), rec.encoded_len());
             match handle(&loaded, rec, &mut outbox) {
                 Ok(()) => ok += 1,
-                Err(reason) => refused.push(format!("record {id}: {reason}")),
+                Err(reason) => refused.push((format!("record {id}: {reason}"), size)),
             }
         }
         load.processed.fetch_add(ok, Ordering::Relaxed);
         outbox.flush(deps.bus.as_ref()).await;
-        for reason in refused {
-            deps.dead_letter(subject, reason, 0).await;
+        for (reason, size) in refused {
+            deps.dead_letter(subject, reason, size).await;
         }
     }
     Ok(())
