@@ -349,7 +349,10 @@ pub fn translate(
     }
     let json: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
-    let c = &program.contracts[contract];
+    let c = program
+        .contracts
+        .get(contract)
+        .ok_or_else(|| format!("contract #{contract} is not in this intent version"))?;
     let values = interp::translate(program, c, &json).map_err(|e| e.to_string())?;
     let schema = &program.schemas[c.schema];
     Ok(pb::Record {
