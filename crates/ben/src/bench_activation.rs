@@ -245,6 +245,7 @@ async fn measure_in(
                 clock: Arc::new(ben_component::SystemClock),
                 signer,
                 keyring,
+                drain: Default::default(),
             };
             let agent = IntentAgent::new(deps.clone(), BenchProxy);
             let task = tokio::spawn({

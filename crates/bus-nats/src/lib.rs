@@ -450,7 +450,7 @@ impl Js {
                 ));
             }
         }
-        Ok(Subscription { rx })
+        Ok(Subscription::new(rx))
     }
 
     async fn durable_consumer(
@@ -665,8 +665,25 @@ impl Bus for NatsBus {
             .map_err(|_| BusError::Closed)?;
             let (tx, rx) = mpsc::channel(self.queue_len);
             let js = self.js.clone();
+            let (drain_tx, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
-                while let Some(m) = sub.next().await {
+                let mut draining = false;
+                loop {
+                    let m = tokio::select! {
+                        biased;
+                        _ = &mut drain_rx, if !draining => {
+                            draining = true;
+                            // Unsubscribes at the server; the messages it
+                            // sent before that still come out of `sub`, then
+                            // it ends.
+                            if sub.drain().await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        m = sub.next() => m,
+                    };
+                    let Some(m) = m else { break };
                     let mut m = convert(m);
                     // A durable message seen on core NATS (a pattern wider
                     // than the durable subjects): its reply subject is the
@@ -678,9 +695,13 @@ impl Bus for NatsBus {
                         break; // the component dropped its subscription
                     }
                 }
-                let _ = sub.unsubscribe().await;
+                if !draining {
+                    let _ = sub.unsubscribe().await;
+                }
             });
-            Ok(Subscription { rx })
+            Ok(Subscription::with_drain(rx, move || {
+                let _ = drain_tx.send(());
+            }))
         })
     }
 

@@ -101,3 +101,86 @@ async fn request_reply_and_no_responders() {
         "{e:?}"
     );
 }
+
+/// A queue-group member that drains while traffic flows loses nothing:
+/// every message reaches exactly one member, the drained one's
+/// subscription ends after what it had been sent, and the rest go to the
+/// other member (scaling a spine down under load hands its share over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_queue_member_hands_over_without_losing_a_message() {
+    let p = prefix();
+    let subject = format!("{p}.data.spine");
+    let small = |_| async {
+        NatsBus::connect(&Config {
+            queue_len: 8,
+            ..Config::default()
+        })
+        .await
+        .expect("NATS on 127.0.0.1:4222")
+    };
+    let (a, b, c) = (small(0).await, small(1).await, bus().await);
+    let mut qa = a.subscribe(&subject, Some("spines")).await.unwrap();
+    let mut qb = b.subscribe(&subject, Some("spines")).await.unwrap();
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    const N: u32 = 4000;
+    let publisher = {
+        let subject = subject.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                c.publish(&subject, i.to_be_bytes().to_vec()).await.unwrap();
+                if i % 200 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            c.flush().await.unwrap();
+        })
+    };
+    let reader_b = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), qb.next()).await {
+            got.push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+        }
+        got
+    });
+    // A takes part for a while, then drains with traffic still flowing
+    // and its channel full.
+    let mut got_a = Vec::new();
+    while got_a.len() < 300 {
+        let m = tokio::time::timeout(Duration::from_secs(5), qa.next())
+            .await
+            .expect("member A receives its share")
+            .expect("subscription open");
+        got_a.push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+    }
+    qa.drain();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = qa.next().await {
+            got_a.push(u32::from_be_bytes(m.payload.try_into().unwrap()));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the drained subscription ends");
+    publisher.await.unwrap();
+    let got_b = reader_b.await.unwrap();
+    let mut all: Vec<u32> = got_a.iter().chain(&got_b).copied().collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "no message twice");
+    assert_eq!(
+        all.len() as u32,
+        N,
+        "every message reached a member (A {}, B {})",
+        got_a.len(),
+        got_b.len()
+    );
+    assert!(
+        got_b
+            .iter()
+            .filter(|&&i| i > *got_a.iter().max().unwrap())
+            .count()
+            > 0,
+        "B took over after A drained"
+    );
+}

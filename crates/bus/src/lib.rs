@@ -59,11 +59,42 @@ pub struct PublishReport {
 /// A subscription: messages arrive on `rx` until it is dropped.
 pub struct Subscription {
     pub rx: mpsc::Receiver<Message>,
+    /// How the source stops delivering (see [`Subscription::drain`]).
+    drain: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Subscription {
+    /// Messages arrive on `rx`; draining closes it (nothing new gets in,
+    /// what is in it can still be read).
+    pub fn new(rx: mpsc::Receiver<Message>) -> Subscription {
+        Subscription { rx, drain: None }
+    }
+
+    /// Messages arrive on `rx`; draining calls `drain`, which must make
+    /// the source stop and then drop its sender once it has handed over
+    /// everything already on its way (so `next` ends).
+    pub fn with_drain(
+        rx: mpsc::Receiver<Message>,
+        drain: impl FnOnce() + Send + Sync + 'static,
+    ) -> Subscription {
+        Subscription {
+            rx,
+            drain: Some(Box::new(drain)),
+        }
+    }
+
     pub async fn next(&mut self) -> Option<Message> {
         self.rx.recv().await
+    }
+
+    /// Stops new deliveries to this subscription (in a queue group, the
+    /// other members get them from now on); [`Subscription::next`] still
+    /// returns every message delivered before, then `None`.
+    pub fn drain(&mut self) {
+        match self.drain.take() {
+            Some(f) => f(),
+            None => self.rx.close(),
+        }
     }
 }
 
@@ -295,7 +326,7 @@ impl Bus for InProcessBus {
                 queue: queue.map(str::to_string),
                 tx,
             });
-            Ok(Subscription { rx })
+            Ok(Subscription::new(rx))
         })
     }
 
@@ -390,14 +421,28 @@ impl<B: Bus> Bus for PrefixedBus<B> {
             let mut inner = self.inner.subscribe(&self.full(subject), queue).await?;
             let (tx, rx) = mpsc::channel(inner.rx.max_capacity().max(1));
             let prefix = self.prefix.clone();
+            let (drain_tx, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
-                while let Some(m) = inner.next().await {
+                let mut draining = false;
+                loop {
+                    let m = tokio::select! {
+                        biased;
+                        _ = &mut drain_rx, if !draining => {
+                            draining = true;
+                            inner.drain();
+                            continue;
+                        }
+                        m = inner.next() => m,
+                    };
+                    let Some(m) = m else { break };
                     if tx.send(strip_prefix(&prefix, m)).await.is_err() {
                         break;
                     }
                 }
             });
-            Ok(Subscription { rx })
+            Ok(Subscription::with_drain(rx, move || {
+                let _ = drain_tx.send(());
+            }))
         })
     }
 
@@ -440,6 +485,45 @@ mod tests {
         assert!(!valid_subject("ben.data.*", false));
         assert!(!valid_subject("ben..x", true));
         assert!(!valid_subject("ben.>.x", true));
+    }
+
+    #[tokio::test]
+    async fn a_drained_member_keeps_what_it_had_and_the_group_gets_the_rest() {
+        for prefixed in [false, true] {
+            let bus: Arc<dyn Bus> = if prefixed {
+                Arc::new(PrefixedBus::new(InProcessBus::default(), "cl"))
+            } else {
+                Arc::new(InProcessBus::default())
+            };
+            let mut q1 = bus.subscribe("ben.data.spine", Some("s")).await.unwrap();
+            let mut q2 = bus.subscribe("ben.data.spine", Some("s")).await.unwrap();
+            for i in 0..4u8 {
+                bus.publish("ben.data.spine", vec![i]).await.unwrap();
+            }
+            q1.drain();
+            // Through a prefix, the drain reaches the inner bus from the
+            // forwarding task: give it its turn (over NATS, the server's
+            // UNSUB takes a round trip the same way).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for i in 4..8u8 {
+                bus.publish("ben.data.spine", vec![i]).await.unwrap();
+            }
+            let mut got1 = vec![];
+            while let Some(m) = q1.next().await {
+                got1.push(m.payload[0]);
+            }
+            let mut got2 = vec![];
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), q2.next()).await
+            {
+                got2.push(m.payload[0]);
+            }
+            assert_eq!(
+                got1,
+                [0, 2],
+                "prefixed {prefixed}: what it had before draining"
+            );
+            assert_eq!(got2, [1, 3, 4, 5, 6, 7], "prefixed {prefixed}: the rest");
+        }
     }
 
     #[tokio::test]

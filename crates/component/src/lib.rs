@@ -79,6 +79,41 @@ pub struct Deps {
     pub signer: Arc<Signer>,
     /// Keys this component trusts (the ledger's and the other components').
     pub keyring: Arc<Keyring>,
+    /// Started when the component is asked to stop: its data-path loops
+    /// ([`consume`]) take no new work and finish what they hold.
+    pub drain: Drain,
+}
+
+/// The switch that asks a component to drain before it stops: each
+/// [`consume`] loop then leaves its queue group (NATS stops sending it
+/// batches; the others in the group get them), processes and publishes
+/// every batch already delivered to it, and returns. Scaling down or
+/// stopping a process therefore hands its share of the traffic to the
+/// others instead of losing what it held.
+#[derive(Clone)]
+pub struct Drain(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Drain {
+    /// Starts draining (idempotent).
+    pub fn start(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn started(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once draining has started.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
 }
 
 impl Deps {
@@ -489,7 +524,20 @@ pub async fn consume<C: Send + Sync + 'static>(
         .await
         .map_err(|e| e.to_string())?;
     let mut outbox = Outbox::default();
-    while let Some(m) = sub.next().await {
+    let mut draining = false;
+    loop {
+        let m = tokio::select! {
+            biased;
+            _ = deps.drain.wait(), if !draining => {
+                // No new batches; the ones already here still come out of
+                // `next` until it ends.
+                draining = true;
+                sub.drain();
+                continue;
+            }
+            m = sub.next() => m,
+        };
+        let Some(m) = m else { break };
         load.queue_depth
             .store(sub.rx.len() as u64, Ordering::Relaxed);
         let batch = match pb::RecordBatch::decode(m.payload.as_slice()) {
@@ -649,6 +697,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             signer: Arc::new(me),
             keyring: Arc::new(keys),
+            drain: Default::default(),
         };
         (deps, ledger, bus)
     }

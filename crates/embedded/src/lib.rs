@@ -229,6 +229,7 @@ impl System {
                 clock: clock.clone(),
                 signer: signers[n].clone(),
                 keyring: keyring_arc.clone(),
+                drain: Default::default(),
             };
             let load = stats.loads[n].clone();
             let kind: &'static str = role_of(n);
@@ -297,6 +298,7 @@ impl System {
                 clock: clock.clone(),
                 signer: mesh_signer.clone(),
                 keyring: keyring_arc.clone(),
+                drain: Default::default(),
             };
             let (every, st) = (cfg.mesh_every, mesh_stats.clone());
             specs.push(ben_orchestrator::Spec {

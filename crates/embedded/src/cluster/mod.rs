@@ -275,7 +275,12 @@ pub async fn run_component(
         clock: clock.clone(),
         signer: signer.clone(),
         keyring: Arc::new(keyring.clone()),
+        drain: Default::default(),
     };
+    let drain = deps.drain.clone();
+    // The supervisor kills a process that has not exited this long after
+    // SIGTERM; draining gets most of it.
+    let grace = cfg.stop_grace.mul_f64(0.8);
     let load = Arc::new(Load::default());
     let blot = || ben_intent::keys::load_blot_key(&cfg.blot_key, None, &cfg.data_dir);
     let metrics = |probe: Probe| {
@@ -326,18 +331,12 @@ pub async fn run_component(
                 load.clone(),
             );
             let _m = metrics(Box::new(|_| {}));
-            tokio::select! {
-                r = run => r.map_err(failed).and_then(|_| stopped()),
-                _ = shutdown => Ok(()),
-            }
+            drained(run, shutdown, &drain, grace, id).await
         }
         Kind::Proxy => {
             let run = ben_proxy::run(deps, load.clone());
             let _m = metrics(Box::new(|_| {}));
-            tokio::select! {
-                r = run => r.map_err(failed).and_then(|_| stopped()),
-                _ = shutdown => Ok(()),
-            }
+            drained(run, shutdown, &drain, grace, id).await
         }
         Kind::Detector => {
             let stats = Arc::new(ben_detector::Stats::default());
@@ -346,10 +345,7 @@ pub async fn run_component(
                 m.signals = stats.signals.load(Ordering::Relaxed);
                 m.flags = stats.flags.load(Ordering::Relaxed);
             }));
-            tokio::select! {
-                r = run => r.map_err(failed).and_then(|_| stopped()),
-                _ = shutdown => Ok(()),
-            }
+            drained(run, shutdown, &drain, grace, id).await
         }
         Kind::Lucius => {
             let obs = ben_lucius::Observations::open(
@@ -368,10 +364,7 @@ pub async fn run_component(
                 m.written = o.written();
                 m.dropped = o.dropped();
             }));
-            let r = tokio::select! {
-                r = run => r.map_err(failed).and_then(|_| stopped()),
-                _ = shutdown => Ok(()),
-            };
+            let r = drained(run, shutdown, &drain, grace, id).await;
             // Let what was taken in reach the database before exiting.
             for _ in 0..100 {
                 if obs.written() + obs.dropped() >= load.processed.load(Ordering::Relaxed) {
@@ -407,6 +400,35 @@ pub async fn run_component(
             let _ = std::fs::remove_file(&cfg.socket);
             r
         }
+    }
+}
+
+/// Runs a data-path component until `shutdown`, then drains it: its
+/// [`ben_component::consume`] loops leave their queue groups and finish
+/// the batches already delivered to them, for at most `grace`. The
+/// component ending by itself first (its bus closed) is an error.
+async fn drained(
+    run: impl std::future::Future<Output = Result<(), String>>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: &ben_component::Drain,
+    grace: Duration,
+    id: &str,
+) -> Result<(), String> {
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => {
+            r.map_err(|e| format!("{id}: {e}"))?;
+            return Err(format!("{id}: stopped (the bus closed)"));
+        }
+        _ = shutdown => {}
+    }
+    drain.start();
+    match tokio::time::timeout(grace, &mut run).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{id}: while draining: {e}")),
+        Err(_) => Err(format!(
+            "{id}: still draining after {grace:?}; what it held is counted lost"
+        )),
     }
 }
 
