@@ -706,8 +706,30 @@ async fn records_flow_with_every_component_in_its_own_process() {
 /// accepted record is delivered, dead-lettered or counted as lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
+    spine_stopped_under_traffic(Stop::Kill).await;
+}
+
+/// SIGTERM to a spine while records flow (what scaling down sends): it
+/// drains — leaves the queue group, finishes what it held, exits — the
+/// other spine takes the traffic, and not one record is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_spine_drains_and_loses_no_record() {
+    spine_stopped_under_traffic(Stop::Term).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+async fn spine_stopped_under_traffic(how: Stop) {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut c = Cluster::start("kill", 2, 0, "").await;
+    let tag = match how {
+        Stop::Kill => "kill",
+        Stop::Term => "term",
+    };
+    let mut c = Cluster::start(tag, 2, 0, "").await;
     let version = c.deploy_shop().await;
     let seen = watch(
         c.bus.subscribe("ben.data.detector", None).await.unwrap(),
@@ -723,6 +745,9 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
         .unwrap();
 
     let (batches, per) = (60usize, 50usize);
+    // Big enough that the spine still holds batches when the signal lands
+    // (without draining, SIGTERM loses some of them).
+    const BURST: usize = 500;
     let mut accepted = 0u64;
     let mut killed_at = None;
     for b in 0..batches {
@@ -739,13 +764,31 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
             .collect();
         accepted += app.send(&batch).await.unwrap().accepted;
         if b == batches / 3 {
-            // A burst first, so the spine is likely to die with records
-            // buffered (lost, and then they must be counted).
+            // A burst, so the spine is likely to hold records when the
+            // signal lands: kill -9 after it (what it held is lost, and
+            // must be counted), SIGTERM in its middle (it drains while
+            // more keep coming).
+            // For SIGTERM the spine is paused through the first half, so
+            // it has a backlog to drain when it gets the signal.
+            let signal = |sig: &str| {
+                std::process::Command::new("kill")
+                    .args([sig, &victim.to_string()])
+                    .status()
+                    .unwrap()
+            };
             for k in 0..10 {
-                let burst: Vec<Value> = (0..100)
+                if k == 0 && how == Stop::Term {
+                    signal("-STOP");
+                }
+                if k == 5 && how == Stop::Term {
+                    signal("-TERM");
+                    signal("-CONT");
+                    killed_at = Some(Instant::now());
+                }
+                let burst: Vec<Value> = (0..BURST)
                     .map(|i| {
                         rec(
-                            k * 100 + i,
+                            k * BURST + i,
                             "/checkout",
                             503,
                             "10.4.4.4",
@@ -755,16 +798,15 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
                     .collect();
                 accepted += app.send(&burst).await.unwrap().accepted;
             }
-            std::process::Command::new("kill")
-                .args(["-9", &victim.to_string()])
-                .status()
-                .unwrap();
-            killed_at = Some(Instant::now());
+            if how == Stop::Kill {
+                signal("-9");
+                killed_at = Some(Instant::now());
+            }
         }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     let killed_at = killed_at.unwrap();
-    assert_eq!(accepted, (batches * per + 1000) as u64);
+    assert_eq!(accepted, (batches * per + 10 * BURST) as u64);
 
     // Restarted: a new spine-1 incarnation heartbeats (seq starts at 1),
     // already running the active version.
@@ -786,7 +828,11 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
         )
         .await;
     let sp = &st["components"]["spine-1"];
-    assert_eq!(sp["last_exit"], "killed by signal 9", "{st:#}");
+    let exit = match how {
+        Stop::Kill => "killed by signal 9",
+        Stop::Term => "exited with status 0",
+    };
+    assert_eq!(sp["last_exit"], exit, "{st:#}");
     assert_ne!(sp["pid"].as_u64(), Some(victim));
 
     // The restarted spine takes traffic.
@@ -849,8 +895,16 @@ async fn killed_spine_is_restarted_and_no_record_is_lost_silently() {
         .as_u64()
         .unwrap_or(0);
     assert!(after > 0, "the restarted spine-1 processed nothing: {st:#}");
+    if how == Stop::Term {
+        assert_eq!(n("lost"), 0, "a draining spine lost records: {st:#}");
+        assert_eq!(n("dead_letters"), 0, "{st:#}");
+    }
     println!(
-        "kill -9 spine-1: restarted and heartbeating with {} after {:.0} ms; {} accepted, {} delivered, {} dead letters, {} lost (counted)",
+        "{} spine-1: restarted and heartbeating with {} after {:.0} ms; {} accepted, {} delivered, {} dead letters, {} lost (counted)",
+        match how {
+            Stop::Kill => "kill -9",
+            Stop::Term => "SIGTERM",
+        },
         version,
         restart.as_secs_f64() * 1e3,
         total,
