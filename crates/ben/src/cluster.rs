@@ -55,6 +55,31 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
+/// The runtime a `ben run` process uses. The data-path components (sidecar,
+/// proxy, spine, detector, Lucius) run on one thread: a record batch passes
+/// from the NATS connection's reader task to the component's loop and on to
+/// the writer, and on a multi-threaded runtime each of those handoffs may
+/// have to wake another thread. Measured on the 2-core machine: a chain of
+/// five NATS messages through four processes took p50 725 µs / p99 1.2 ms
+/// on single-threaded runtimes against 989 µs / 2.5 ms with two workers
+/// (BENCHMARKS.md has the cluster figures). Heavy work is off this thread
+/// anyway: SQLite runs on sqlx's own thread, the artifact store on its own;
+/// and `consume` yields after every batch, so heartbeats keep going while a
+/// component is saturated. The control process (HTTP API, ledger, many
+/// concurrent clients) keeps the multi-threaded runtime. A data-path role
+/// scales with more processes, not more threads.
+fn component_runtime(kind: Kind) -> Result<tokio::runtime::Runtime> {
+    match kind {
+        Kind::Control => runtime(),
+        Kind::Sidecar | Kind::Proxy | Kind::Spine | Kind::Detector | Kind::Lucius => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -77,7 +102,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let kind = Kind::parse(&args.component).map_err(anyhow::Error::msg)?;
     let cfg = ClusterConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let id = args.id.unwrap_or_else(|| kind.default_id());
-    runtime()?
+    component_runtime(kind)?
         .block_on(cluster::run_component(&cfg, kind, &id, terminated()))
         .map_err(anyhow::Error::msg)
 }

@@ -575,6 +575,12 @@ pub async fn consume<C: Send + Sync + 'static>(
         for (reason, size) in refused {
             deps.dead_letter(subject, reason, size).await;
         }
+        // Let the process's other tasks (heartbeats, the intent agent) run
+        // between batches: receiving from a full queue does not yield for
+        // up to 128 messages, which on a single-threaded runtime under a
+        // burst kept a detector's heartbeats away for over 10 s and got it
+        // killed as hung.
+        tokio::task::yield_now().await;
     }
     Ok(())
 }
