@@ -240,6 +240,30 @@ async fn measure(
     let per_batch = Duration::from_secs_f64(batch as f64 / args.rate as f64);
     let mut sent_at: HashMap<String, Instant> = HashMap::new();
     let mut offered = 0u64;
+    // Each process's record ages at arrival, per metrics interval, while
+    // the paced run lasts: where the latency goes, hop by hop.
+    let ages: Arc<Mutex<AgeSamples>> = Arc::default();
+    let sampler = {
+        let (bus, ages) = (bus.clone(), ages.clone());
+        tokio::spawn(async move {
+            let mut last_at = Value::Null;
+            loop {
+                let s = status(&bus).await;
+                if s["at_ns"] != last_at {
+                    last_at = s["at_ns"].clone();
+                    let Ok(mut seen) = ages.lock() else { return };
+                    for (id, c) in s["components"].as_object().into_iter().flatten() {
+                        let a = &c["age"];
+                        if let (Some(p50), Some(p99)) = (a["p50_us"].as_u64(), a["p99_us"].as_u64())
+                        {
+                            seen.entry(id.clone()).or_default().push((p50, p99));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
     let t0 = tokio::time::Instant::now();
     for (k, b) in bg.into_iter().enumerate() {
         tokio::time::sleep_until(t0 + per_batch * k as u32).await;
@@ -257,6 +281,7 @@ async fn measure(
         }
     }
     let paced = t0.elapsed();
+    sampler.abort();
     let mut lat = Vec::with_capacity(sent_at.len());
     let deadline = Instant::now() + Duration::from_secs(10);
     while lat.len() < sent_at.len() {
@@ -283,6 +308,10 @@ async fn measure(
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or_default()
     );
+    println!(
+        "{}",
+        ages_lines(&ages.lock().map(|a| a.clone()).unwrap_or_default())
+    );
     let (books, _) = settle(&bus, before + offered, before, false).await?;
     println!("books after both runs: {}", books_line(&books));
     if lat.len() < sent_at.len() {
@@ -293,6 +322,43 @@ async fn measure(
         );
     }
     Ok(())
+}
+
+/// Per process id: (p50, p99) µs of each metrics interval that had records.
+type AgeSamples = HashMap<String, Vec<(u64, u64)>>;
+
+/// Per process: the median of its per-interval p50 ages and the largest
+/// of its per-interval p99s, in path order (the sidecar's are its
+/// signals', the end of the path).
+fn ages_lines(ages: &AgeSamples) -> String {
+    let rank = |id: &str| {
+        ["proxy", "spine", "detector", "lucius", "sidecar"]
+            .iter()
+            .position(|k| id.starts_with(k))
+            .unwrap_or(9)
+    };
+    let mut ids: Vec<&String> = ages.keys().collect();
+    ids.sort_by_key(|id| (rank(id), id.to_string()));
+    let mut out = String::from(
+        "record age on arrival (since the sidecar received it; µs; median of 500 ms p50s / worst p99):",
+    );
+    for id in ids {
+        let v = &ages[id];
+        let mut p50: Vec<u64> = v.iter().map(|x| x.0).collect();
+        p50.sort_unstable();
+        let worst = v.iter().map(|x| x.1).max().unwrap_or(0);
+        let what = if id.starts_with("sidecar") {
+            " (signals to the app)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "\n  {id}{what}: p50 {} / p99 {worst} ({} intervals)",
+            p50[p50.len() / 2],
+            v.len()
+        ));
+    }
+    out
 }
 
 /// `records` shop records (`first`…), encoded, in batches of `batch`: most

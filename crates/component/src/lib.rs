@@ -15,6 +15,8 @@
 //! prepared. Each record is processed against one loaded snapshot, so no
 //! record is ever evaluated by a mix of versions.
 
+pub mod age;
+
 use arc_swap::ArcSwapOption;
 use ben_bus::Bus;
 use ben_store::{Key, Store};
@@ -548,6 +550,12 @@ pub async fn consume<C: Send + Sync + 'static>(
                 continue;
             }
         };
+        if let Some(first) = batch.records.first().filter(|r| r.received_ns > 0) {
+            load.ages.record(
+                deps.clock.now_ns() - first.received_ns,
+                batch.records.len() as u64,
+            );
+        }
         let Some(loaded) = active.load() else {
             deps.dead_letter(
                 subject,
@@ -590,6 +598,8 @@ pub async fn consume<C: Send + Sync + 'static>(
 pub struct Load {
     pub processed: AtomicU64,
     pub queue_depth: AtomicU64,
+    /// How old records were when they arrived here (see [`age`]).
+    pub ages: age::Ages,
     /// Records/s over the last heartbeat interval (f64 bits).
     pub rate_bits: AtomicU64,
 }
@@ -735,6 +745,82 @@ mod tests {
         ben_wire::open_bytes::<pb::Ack>(&m.payload, keys)
             .unwrap()
             .into_inner()
+    }
+
+    struct At(i64);
+    impl Clock for At {
+        fn now_ns(&self) -> i64 {
+            self.0
+        }
+    }
+
+    /// `consume` records each batch's age on arrival, weighted by its
+    /// records, and on drain finishes what it was sent, then returns.
+    #[tokio::test]
+    async fn consume_records_ages_and_returns_after_draining() {
+        let (mut deps, _, bus) = setup("ages");
+        const NOW: i64 = 50_000_000_000;
+        deps.clock = Arc::new(At(NOW));
+        let active: Active<String> = Active::default();
+        active.swap(Arc::new(Loaded {
+            version: "v1".into(),
+            compiled: String::new(),
+        }));
+        let load = Arc::new(Load::default());
+        let mut out = bus.subscribe("ben.data.detector", None).await.unwrap();
+        let task = {
+            let (deps, load) = (deps.clone(), load.clone());
+            tokio::spawn(async move {
+                consume(
+                    &deps,
+                    "ben.data.spine",
+                    "spines",
+                    &active,
+                    &load,
+                    |_, r, o| {
+                        o.record("ben.data.detector", r);
+                        Ok(())
+                    },
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let batch = |n: usize, age_ns: i64| pb::RecordBatch {
+            records: (0..n)
+                .map(|i| pb::Record {
+                    id: format!("r{i}"),
+                    received_ns: NOW - age_ns,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        bus.publish("ben.data.spine", batch(3, 2_000_000).encode_to_vec())
+            .await
+            .unwrap();
+        bus.publish("ben.data.spine", batch(1, 40_000_000).encode_to_vec())
+            .await
+            .unwrap();
+        deps.drain.start();
+        let done = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("consume returns once drained")
+            .unwrap();
+        assert_eq!(done, Ok(()));
+        let mut forwarded = 0;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), out.next()).await {
+            forwarded += pb::RecordBatch::decode(m.payload.as_slice())
+                .unwrap()
+                .records
+                .len();
+        }
+        assert_eq!(forwarded, 4, "what was sent before the drain went on");
+        let ages = load.ages.take();
+        assert_eq!(ages.total(), 4);
+        let p50 = ages.quantile_us(0.5).unwrap();
+        assert!((2_000..=2_379).contains(&p50), "{p50}");
+        let max = ages.quantile_us(1.0).unwrap();
+        assert!((40_000..=47_568).contains(&max), "{max}");
     }
 
     #[tokio::test]

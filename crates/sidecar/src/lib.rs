@@ -140,11 +140,17 @@ pub async fn run(
         let subs = subs.clone();
         let deps = deps.clone();
         let stats = stats.clone();
+        let load = load.clone();
         tokio::spawn(async move {
             while let Some(m) = sig_sub.next().await {
                 match ben_wire::open_bytes::<pb::Signal>(&m.payload, &deps.keyring) {
                     Ok(v) => {
                         let s = v.into_inner();
+                        // The sidecar's ages are its signals': from the
+                        // triggering record's arrival to the app.
+                        if s.at_ns > 0 {
+                            load.ages.record(deps.clock.now_ns() - s.at_ns, 1);
+                        }
                         let targets = subs
                             .lock()
                             .map(|g| g.get(&s.app).cloned().unwrap_or_default())

@@ -214,6 +214,10 @@ async fn publish_metrics(
             queue_depth: load.queue_depth.load(Ordering::Relaxed),
             ..ComponentMetrics::default()
         };
+        let ages = load.ages.take();
+        m.age_n = ages.total();
+        m.age_p50_us = ages.quantile_us(0.5);
+        m.age_p99_us = ages.quantile_us(0.99);
         probe(&mut m);
         let json = serde_json::to_string(&m).unwrap_or_default();
         if bus
@@ -225,6 +229,12 @@ async fn publish_metrics(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A component's record ages in its last metrics interval, for the status:
+/// `{"n": records, "p50_us": …, "p99_us": …}`.
+fn age_json(m: &ComponentMetrics) -> serde_json::Value {
+    serde_json::json!({ "n": m.age_n, "p50_us": m.age_p50_us, "p99_us": m.age_p99_us })
 }
 
 /// Writes `text` to `path` atomically.
@@ -969,6 +979,7 @@ fn status_json(
                 "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
                 "processed": m.map(|m| m.processed),
                 "queue_depth": m.map(|m| m.queue_depth),
+                "age": m.map(age_json),
             }),
         );
     }
@@ -983,6 +994,7 @@ fn status_json(
                     "healthy": alive.contains(id),
                     "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
                     "processed": m.processed, "queue_depth": m.queue_depth,
+                    "age": age_json(m),
                 }),
             );
         }
