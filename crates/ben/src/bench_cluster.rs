@@ -343,7 +343,12 @@ fn ages_lines(ages: &AgeSamples) -> String {
         "record age on arrival (since the sidecar received it; µs; median of 500 ms p50s / worst p99):",
     );
     for id in ids {
-        let v = &ages[id];
+        // The first interval began before the paced run (it holds the end
+        // of the throughput run's backlog): left out.
+        let v = &ages[id][1..];
+        if v.is_empty() {
+            continue;
+        }
         let mut p50: Vec<u64> = v.iter().map(|x| x.0).collect();
         p50.sort_unstable();
         let worst = v.iter().map(|x| x.1).max().unwrap_or(0);
