@@ -83,7 +83,7 @@ type Reply<T> = std::sync::mpsc::SyncSender<T>;
 enum Job {
     Put(Vec<u8>, Reply<Result<Key, StoreError>>),
     Get(Key, Reply<Result<Vec<u8>, StoreError>>),
-    Has(Key, Reply<bool>),
+    Has(Key, Reply<Result<bool, StoreError>>),
 }
 
 /// Content-addressed blobs in a NATS object store bucket.
@@ -198,8 +198,8 @@ impl Store for NatsStore {
         self.call(|r| Job::Get(key.clone(), r))?
     }
 
-    fn has(&self, key: &Key) -> bool {
-        self.call(|r| Job::Has(key.clone(), r)).unwrap_or(false)
+    fn has(&self, key: &Key) -> Result<bool, StoreError> {
+        self.call(|r| Job::Has(key.clone(), r))?
     }
 }
 
@@ -248,10 +248,12 @@ async fn serve(os: &ObjectStore, c: &StoreConfig, job: Job) {
             let _ = reply.send(r);
         }
         Job::Has(key, reply) => {
-            let r = tokio::time::timeout(c.timeout, os.info(key.as_str()))
-                .await
-                .map(|i| i.is_ok_and(|i| !i.deleted))
-                .unwrap_or(false);
+            let r = match tokio::time::timeout(c.timeout, os.info(key.as_str())).await {
+                Ok(Ok(info)) => Ok(!info.deleted),
+                Ok(Err(e)) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+                Ok(Err(e)) => Err(remote(format!("looking up {key}: {e}"))),
+                Err(_) => Err(timed_out()),
+            };
             let _ = reply.send(r);
         }
     }

@@ -340,3 +340,46 @@ async fn durable_subjects_on_a_server_without_jetstream_are_a_clear_error() {
         .await
         .unwrap();
 }
+
+/// The object store cannot answer while its server is gone: `has` says so
+/// (an error naming the store), never "absent" — the ledger would otherwise
+/// refuse a deploy for missing artifacts that are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn has_on_an_unreachable_store_is_an_error_not_absent() {
+    use ben_bus_nats::{store::bucket_name, NatsStore, StoreConfig};
+    use ben_store::{Key, Store, StoreError};
+    let dir = std::env::temp_dir().join(unique("has"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut server = Server::start(port, dir.clone());
+    let cfg = StoreConfig {
+        url: server.url(),
+        bucket: bucket_name(&unique("has")),
+        timeout: Duration::from_millis(800),
+    };
+    let s = NatsStore::connect(&cfg).await.unwrap();
+    let k = tokio::task::spawn_blocking({
+        let s = s.clone();
+        move || s.put(b"an artifact").unwrap()
+    })
+    .await
+    .unwrap();
+    let (s2, k2) = (s.clone(), k.clone());
+    let (here, absent) =
+        tokio::task::spawn_blocking(move || (s2.has(&k2), s2.has(&Key::of(b"never stored"))))
+            .await
+            .unwrap();
+    assert!(here.unwrap());
+    assert!(!absent.unwrap());
+    server.kill();
+    let gone = tokio::task::spawn_blocking(move || s.has(&k))
+        .await
+        .unwrap();
+    match gone {
+        Err(StoreError::Remote { store, reason }) => {
+            assert!(store.contains(&cfg.bucket), "{store}: {reason}")
+        }
+        other => panic!("expected a remote-store error, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,7 +67,7 @@ async fn put_get_round_trip_dedupe_and_missing() {
     let (s, _c) = store("rt").await;
     let k = s.put(b"pack bytes").unwrap();
     assert_eq!(k, Key::of(b"pack bytes"));
-    assert!(s.has(&k));
+    assert!(s.has(&k).unwrap());
     assert_eq!(s.get(&k).unwrap(), b"pack bytes");
     // The same bytes again: the same key, still intact.
     assert_eq!(s.put(b"pack bytes").unwrap(), k);
@@ -81,7 +81,7 @@ async fn put_get_round_trip_dedupe_and_missing() {
     assert_eq!(s.get(&ke).unwrap(), b"");
 
     let missing = Key::of(b"never stored");
-    assert!(!s.has(&missing));
+    assert!(!s.has(&missing).unwrap());
     let err = s.get(&missing).unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     assert_eq!(

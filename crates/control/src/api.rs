@@ -76,6 +76,9 @@ impl From<ControlError> for ApiError {
             ControlError::Ledger(LedgerError::NotStaged(_)) => StatusCode::NOT_FOUND,
             ControlError::Ledger(_) => StatusCode::CONFLICT,
             ControlError::Store(ben_store::StoreError::BadKey(_)) => StatusCode::BAD_REQUEST,
+            ControlError::Store(ben_store::StoreError::Remote { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             ControlError::NotRecorded { .. }
             | ControlError::Unavailable { .. }
@@ -133,7 +136,7 @@ async fn put_artifact(
     }
     let store = st.store.clone();
     let len = bytes.len();
-    let existed = store.has(&key);
+    let existed = store.has(&key).map_err(ControlError::from)?;
     tokio::task::spawn_blocking(move || store.put(&bytes))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

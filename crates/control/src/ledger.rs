@@ -535,7 +535,7 @@ impl Actor {
                 Ok(k) => k,
                 Err(e) => return bad(format!("artifact {name}: {e}")),
             };
-            if !self.deps.store.has(&key) {
+            if !self.deps.store.has(&key)? {
                 missing.push(name.clone());
             }
         }

@@ -73,7 +73,8 @@ async fn upload_and_stage_refuse_bad_input() {
     assert!(!ben_store::Store::has(
         env.store.as_ref(),
         &ben_store::Key::parse(&other_key).unwrap()
-    ));
+    )
+    .unwrap());
     let (code, v) = http
         .req(
             "PUT",

@@ -71,7 +71,10 @@ pub trait Store: Send + Sync {
     fn put(&self, bytes: &[u8]) -> Result<Key, StoreError>;
     /// The bytes of `key`, verified against it.
     fn get(&self, key: &Key) -> Result<Vec<u8>, StoreError>;
-    fn has(&self, key: &Key) -> bool;
+    /// Whether the store holds `key`. `Err` when it cannot tell (an
+    /// unreachable remote store, an unreadable directory): never "absent"
+    /// for "could not look".
+    fn has(&self, key: &Key) -> Result<bool, StoreError>;
 }
 
 /// Blobs as files under a directory.
@@ -135,8 +138,13 @@ impl Store for FileStore {
         Ok(bytes)
     }
 
-    fn has(&self, key: &Key) -> bool {
-        self.path(key).is_file()
+    fn has(&self, key: &Key) -> Result<bool, StoreError> {
+        let path = self.path(key);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
     }
 }
 
@@ -157,7 +165,7 @@ mod tests {
         assert_eq!(k, Key::of(b"pack bytes"));
         assert_eq!(s.put(b"pack bytes").unwrap(), k);
         assert_eq!(s.get(&k).unwrap(), b"pack bytes");
-        assert!(s.has(&k));
+        assert!(s.has(&k).unwrap());
         let missing = Key::of(b"other");
         assert!(matches!(s.get(&missing), Err(StoreError::NotFound(_))));
     }
