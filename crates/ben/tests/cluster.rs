@@ -1509,6 +1509,13 @@ async fn nats_outage(name: &str, down: Duration, extra: &str) {
         "lost {lost_in_outage} of {} accepted while NATS was down: {st:#}",
         sent_down - refused_down
     );
+    // While it cannot reach NATS the sidecar tells the app, record by
+    // record, instead of accepting into a client buffer.
+    assert!(
+        refused_down > failed_sends as u64 * 20,
+        "no record was refused during a {:.0} s outage ({sent_down} sent): {st:#}",
+        down_for.as_secs_f64()
+    );
     let (det0, luc0) = (n(r, "to_detectors"), n(r, "to_lucius"));
 
     // New records from the app flow end to end again, with a signal.

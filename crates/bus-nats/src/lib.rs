@@ -642,6 +642,10 @@ impl Bus for NatsBus {
         })
     }
 
+    fn connected(&self) -> bool {
+        self.is_connected()
+    }
+
     fn subscribe<'a>(
         &'a self,
         subject: &'a str,

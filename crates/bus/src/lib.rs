@@ -117,6 +117,13 @@ pub trait Bus: Send + Sync {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Message, BusError>>;
+    /// Whether what is published now can reach anyone: false while a
+    /// networked bus has lost its server and is reconnecting (a publish
+    /// then may sit in a client buffer and be lost with it). The in-process
+    /// bus is always connected.
+    fn connected(&self) -> bool {
+        true
+    }
     /// Answers a request.
     fn reply<'a>(
         &'a self,
@@ -410,6 +417,10 @@ impl<B: Bus> Bus for PrefixedBus<B> {
         payload: Vec<u8>,
     ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
         Box::pin(async move { self.inner.publish(&self.full(subject), payload).await })
+    }
+
+    fn connected(&self) -> bool {
+        self.inner.connected()
     }
 
     fn subscribe<'a>(

@@ -391,6 +391,21 @@ async fn forward(
         accepted: 0,
         errors: vec![],
     };
+    if !deps.bus.connected() {
+        // Told, not lost: a record accepted now could only wait in the
+        // client's buffer for a server that may not come back.
+        let reason = "the sidecar cannot reach the bus (NATS is down or unreachable); nothing in this batch was forwarded; send it again".to_string();
+        stats
+            .rejected
+            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        acc.errors = (0..batch.records.len() as u64)
+            .map(|index| pb::RecordError {
+                index,
+                reason: reason.clone(),
+            })
+            .collect();
+        return acc;
+    }
     let loaded = active.load();
     let contract = loaded.as_ref().and_then(|l| {
         let c = l

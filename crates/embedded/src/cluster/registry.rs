@@ -86,6 +86,10 @@ impl Bus for Tap {
         self.inner.publish(subject, payload)
     }
 
+    fn connected(&self) -> bool {
+        self.inner.connected()
+    }
+
     fn subscribe<'a>(
         &'a self,
         subject: &'a str,
