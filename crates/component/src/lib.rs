@@ -107,10 +107,6 @@ impl Drain {
         self.0.send_replace(true);
     }
 
-    pub fn started(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Resolves once draining has started.
     pub async fn wait(&self) {
         let mut rx = self.0.subscribe();
@@ -527,10 +523,12 @@ pub async fn consume<C: Send + Sync + 'static>(
         .map_err(|e| e.to_string())?;
     let mut outbox = Outbox::default();
     let mut draining = false;
+    let drain = deps.drain.wait();
+    tokio::pin!(drain);
     loop {
         let m = tokio::select! {
             biased;
-            _ = deps.drain.wait(), if !draining => {
+            _ = &mut drain, if !draining => {
                 // No new batches; the ones already here still come out of
                 // `next` until it ends.
                 draining = true;

@@ -452,22 +452,18 @@ async fn writer(
             }
         }
         let newest = batch.iter().map(|o| o.at_ns).max().unwrap_or(0);
-        let written = match conn.take() {
-            Some(cn) => Ok(cn),
-            None => pool.acquire().await,
-        };
-        let written = match written {
-            Ok(mut cn) => match insert(&mut cn, &batch, &inserts).await {
-                Ok(()) => {
-                    conn = Some(cn);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let written = async {
+            let mut cn = match conn.take() {
+                Some(cn) => cn,
+                None => pool.acquire().await?,
+            };
+            insert(&mut cn, &batch, &inserts).await?;
+            Ok::<_, sqlx::Error>(cn)
+        }
+        .await;
         match written {
-            Ok(()) => {
+            Ok(cn) => {
+                conn = Some(cn);
                 c.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }

@@ -304,7 +304,6 @@ pub async fn run_component(
         ))
     };
     let failed = |e: String| format!("{id}: {e}");
-    let stopped = || Err(format!("{id}: stopped (the bus closed)"));
     match kind {
         Kind::Control => {
             let control = ben_control::start(
@@ -404,7 +403,7 @@ pub async fn run_component(
                 m.signals_delivered = st.signals_delivered.load(Ordering::Relaxed);
             }));
             let r = tokio::select! {
-                r = run => r.map_err(failed).and_then(|_| stopped()),
+                r = run => ended_by_itself(r, id),
                 _ = shutdown => Ok(()),
             };
             let _ = std::fs::remove_file(&cfg.socket);
@@ -426,10 +425,7 @@ async fn drained(
 ) -> Result<(), String> {
     tokio::pin!(run);
     tokio::select! {
-        r = &mut run => {
-            r.map_err(|e| format!("{id}: {e}"))?;
-            return Err(format!("{id}: stopped (the bus closed)"));
-        }
+        r = &mut run => return ended_by_itself(r, id),
         _ = shutdown => {}
     }
     drain.start();
@@ -440,6 +436,13 @@ async fn drained(
             "{id}: still draining after {grace:?}; what it held is counted lost"
         )),
     }
+}
+
+/// A component whose run ended before it was asked to stop: its error,
+/// or that its bus closed. Either way an `Err` (the supervisor restarts it).
+fn ended_by_itself(r: Result<(), String>, id: &str) -> Result<(), String> {
+    r.map_err(|e| format!("{id}: {e}"))?;
+    Err(format!("{id}: stopped (the bus closed)"))
 }
 
 /// Judges a verified heartbeat with the orchestrator's health core.
