@@ -12,6 +12,7 @@
 
 use crate::ast::BinOp;
 use crate::ir::*;
+use crate::json::Json;
 use crate::value::{parse_duration, parse_time, Cidr, Type, Value};
 use std::borrow::Cow;
 
@@ -41,7 +42,7 @@ pub struct RecordError {
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub record: &'a [Value],
-    pub input: Option<&'a serde_json::Value>,
+    pub input: Option<&'a Json<'a>>,
     pub flags: &'a [bool],
     pub metas: &'a [Value],
 }
@@ -77,7 +78,7 @@ pub fn eval(e: &TExpr, env: &Env) -> Result<Value, EvalError> {
             }
             match cur {
                 None => Value::Null,
-                Some(j) => json_to_value(j)?,
+                Some(j) => input_to_value(j)?,
             }
         }
         TKind::Flag(i) => Value::Bool(env.flags.get(*i).copied().unwrap_or(false)),
@@ -312,6 +313,25 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value, EvalError> {
     })
 }
 
+/// An app record's JSON value as a Bitspec value (objects are refused, as
+/// in [`json_to_value`]).
+pub fn input_to_value(j: &Json) -> Result<Value, EvalError> {
+    Ok(match j {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Int(i) => Value::Int(*i),
+        Json::Float(f) => Value::Float(*f),
+        Json::Str(s) => Value::Str(s.to_string()),
+        Json::Array(a) => Value::List(a.iter().map(input_to_value).collect::<Result<_, _>>()?),
+        Json::Object(_) => {
+            return Err(EvalError::Type {
+                expected: "a value".into(),
+                found: "object",
+            })
+        }
+    })
+}
+
 /// Converts a value to a field's type: strings to times, IPs, CIDRs and
 /// durations; ints to floats; integral floats to ints.
 pub fn coerce(v: Value, ty: &Type) -> Result<Value, EvalError> {
@@ -377,12 +397,12 @@ fn record_err(field: &str, e: EvalError) -> RecordError {
 pub fn translate(
     prog: &Program,
     contract: &Contract,
-    input: &serde_json::Value,
+    input: &Json,
 ) -> Result<Vec<Value>, RecordError> {
     if !input.is_object() {
         return Err(RecordError {
             field: "(record)".into(),
-            reason: format!("expected a JSON object, found {}", json_kind(input)),
+            reason: format!("expected a JSON object, found {}", input.kind()),
         });
     }
     let schema = &prog.schemas[contract.schema];

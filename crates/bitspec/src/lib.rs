@@ -44,6 +44,7 @@ pub mod compile;
 pub mod diag;
 pub mod interp;
 pub mod ir;
+pub mod json;
 pub mod lexer;
 pub mod lock;
 pub mod parser;

@@ -344,7 +344,7 @@ impl Evaluator {
                 }
                 (
                     p.contracts[c].schema,
-                    interp::translate(p, &p.contracts[c], input)?,
+                    interp::translate(p, &p.contracts[c], &input.into())?,
                 )
             }
             InputKind::Schema(s) => (s, interp::from_json(&p.schemas[s], input)?),

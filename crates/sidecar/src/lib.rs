@@ -22,6 +22,7 @@ use ben_bee::{Beekeeper, PeerFacts, Selector};
 use ben_bitspec::canon::program_from_artifacts;
 use ben_bitspec::interp;
 use ben_bitspec::ir::Program;
+use ben_bitspec::json::Json;
 use ben_client::{read_frame, write_frame};
 use ben_component::{subjects, Deps, IntentAgent, Load, Role};
 use ben_intent::Settings;
@@ -353,8 +354,7 @@ pub fn translate(
             raw.len()
         ));
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let json = Json::parse(raw).map_err(|e| format!("not JSON: {e}"))?;
     let c = program
         .contracts
         .get(contract)
