@@ -20,6 +20,7 @@ pub mod age;
 use arc_swap::ArcSwapOption;
 use ben_bus::Bus;
 use ben_store::{Key, Store};
+pub use ben_wire::view::RecordView;
 use ben_wire::{pb, Keyring, Signer};
 use prost::Message;
 use std::collections::BTreeMap;
@@ -465,23 +466,34 @@ impl Publish {
 }
 
 /// What a data-path handler sends on for the records of one input batch:
-/// records grouped into one [`pb::RecordBatch`] per subject (order kept),
-/// and other messages (signals) as they are.
+/// records appended, as they come, to one encoded [`pb::RecordBatch`] per
+/// subject (order kept), and other messages (signals) as they are.
 #[derive(Default)]
 pub struct Outbox {
-    batches: Vec<(&'static str, pb::RecordBatch)>,
+    batches: Vec<(&'static str, Vec<u8>)>,
     messages: Vec<Publish>,
 }
 
 impl Outbox {
+    fn batch(&mut self, subject: &'static str) -> &mut Vec<u8> {
+        let i = match self.batches.iter().position(|(s, _)| *s == subject) {
+            Some(i) => i,
+            None => {
+                self.batches.push((subject, Vec::new()));
+                self.batches.len() - 1
+            }
+        };
+        &mut self.batches[i].1
+    }
+
     /// Sends `rec` on `subject` in this batch's message for that subject.
     pub fn record(&mut self, subject: &'static str, rec: pb::Record) {
-        match self.batches.iter_mut().find(|(s, _)| *s == subject) {
-            Some((_, b)) => b.records.push(rec),
-            None => self
-                .batches
-                .push((subject, pb::RecordBatch { records: vec![rec] })),
-        }
+        ben_wire::view::push_record(self.batch(subject), &rec);
+    }
+
+    /// Sends a record on unchanged (its encoding as it arrived).
+    pub fn raw(&mut self, subject: &'static str, rec: &RecordView) {
+        ben_wire::view::push_raw(self.batch(subject), rec.raw());
     }
 
     /// Publishes `p` after this batch's records.
@@ -492,7 +504,7 @@ impl Outbox {
     /// Publishes everything queued and empties the outbox.
     pub async fn flush(&mut self, bus: &dyn ben_bus::Bus) {
         for (subject, batch) in self.batches.drain(..) {
-            let _ = bus.publish(subject, batch.encode_to_vec()).await;
+            let _ = bus.publish(subject, batch).await;
         }
         for p in self.messages.drain(..) {
             let _ = bus.publish(&p.subject, p.payload).await;
@@ -500,21 +512,69 @@ impl Outbox {
     }
 }
 
+/// How [`consume`] reads the records of a batch message: decoded into
+/// [`pb::Record`]s, or in place as [`RecordView`]s for a hop that passes
+/// records on unchanged.
+pub trait Incoming: Sized {
+    /// What a refused record's dead letter needs (its id and size), taken
+    /// before the handler consumes the record.
+    type Label;
+    fn read(payload: Vec<u8>) -> Result<Vec<Self>, String>;
+    fn received_ns(&self) -> i64;
+    fn label(&self) -> Self::Label;
+    fn describe(label: Self::Label) -> (String, usize);
+}
+
+impl Incoming for pb::Record {
+    type Label = (String, usize);
+    fn read(payload: Vec<u8>) -> Result<Vec<Self>, String> {
+        pb::RecordBatch::decode(payload.as_slice())
+            .map(|b| b.records)
+            .map_err(|e| e.to_string())
+    }
+    fn received_ns(&self) -> i64 {
+        self.received_ns
+    }
+    fn label(&self) -> (String, usize) {
+        (self.id.clone(), self.encoded_len())
+    }
+    fn describe(label: (String, usize)) -> (String, usize) {
+        label
+    }
+}
+
+impl Incoming for RecordView {
+    type Label = RecordView;
+    fn read(payload: Vec<u8>) -> Result<Vec<Self>, String> {
+        ben_wire::view::read_batch(payload.into()).map_err(|e| e.to_string())
+    }
+    fn received_ns(&self) -> i64 {
+        self.received_ns
+    }
+    fn label(&self) -> RecordView {
+        // A shared slice and a few ranges: no copy.
+        self.clone()
+    }
+    fn describe(v: RecordView) -> (String, usize) {
+        (v.id().to_string(), v.raw().len())
+    }
+}
+
 /// The data-path loop every component shares: take record batches from
-/// `subject` (queue group `queue`), decode them, and hand each record with
-/// one snapshot of the active intent (the same for the whole batch) to
-/// `handle`, which puts what it sends on into the [`Outbox`]; after each
-/// batch the outbox is published, one message per subject. An undecodable
-/// message, a batch arriving before any intent is active and each record
-/// `handle` refuses (its `Err` is the reason) go to the dead-letter
-/// subject. Runs until the bus closes.
-pub async fn consume<C: Send + Sync + 'static>(
+/// `subject` (queue group `queue`), read them ([`Incoming`]), and hand each
+/// record with one snapshot of the active intent (the same for the whole
+/// batch) to `handle`, which puts what it sends on into the [`Outbox`];
+/// after each batch the outbox is published, one message per subject. An
+/// unreadable message, a batch arriving before any intent is active and
+/// each record `handle` refuses (its `Err` is the reason) go to the
+/// dead-letter subject. Runs until the bus closes.
+pub async fn consume<C: Send + Sync + 'static, R: Incoming>(
     deps: &Deps,
     subject: &str,
     queue: &str,
     active: &Active<C>,
     load: &Load,
-    mut handle: impl FnMut(&Arc<Loaded<C>>, pb::Record, &mut Outbox) -> Result<(), String>,
+    mut handle: impl FnMut(&Arc<Loaded<C>>, R, &mut Outbox) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut sub = deps
         .bus
@@ -540,18 +600,19 @@ pub async fn consume<C: Send + Sync + 'static>(
         let Some(m) = m else { break };
         load.queue_depth
             .store(sub.rx.len() as u64, Ordering::Relaxed);
-        let batch = match pb::RecordBatch::decode(m.payload.as_slice()) {
+        let size = m.payload.len();
+        let records = match R::read(m.payload) {
             Ok(b) => b,
             Err(e) => {
-                deps.dead_letter(subject, format!("not a record batch: {e}"), m.payload.len())
+                deps.dead_letter(subject, format!("not a record batch: {e}"), size)
                     .await;
                 continue;
             }
         };
-        if let Some(first) = batch.records.first().filter(|r| r.received_ns > 0) {
+        if let Some(first) = records.first().filter(|r| r.received_ns() > 0) {
             load.ages.record(
-                deps.clock.now_ns() - first.received_ns,
-                batch.records.len() as u64,
+                deps.clock.now_ns() - first.received_ns(),
+                records.len() as u64,
             );
         }
         let Some(loaded) = active.load() else {
@@ -559,27 +620,29 @@ pub async fn consume<C: Send + Sync + 'static>(
                 subject,
                 format!(
                     "a batch of {} records arrived before any intent is active; nothing evaluates it",
-                    batch.records.len()
+                    records.len()
                 ),
-                m.payload.len(),
+                size,
             )
             .await;
             continue;
         };
         let mut refused = Vec::new();
         let mut ok = 0u64;
-        for rec in batch.records {
+        for rec in records {
             // Kept for the dead letter: `handle` takes the record.
-            let (id, size) = (rec.id.clone(), rec.encoded_len());
+            let label = rec.label();
             match handle(&loaded, rec, &mut outbox) {
                 Ok(()) => ok += 1,
-                Err(reason) => refused.push((format!("record {id}: {reason}"), size)),
+                Err(reason) => refused.push((label, reason)),
             }
         }
         load.processed.fetch_add(ok, Ordering::Relaxed);
         outbox.flush(deps.bus.as_ref()).await;
-        for (reason, size) in refused {
-            deps.dead_letter(subject, reason, size).await;
+        for (label, reason) in refused {
+            let (id, size) = R::describe(label);
+            deps.dead_letter(subject, format!("record {id}: {reason}"), size)
+                .await;
         }
         // Let the process's other tasks (heartbeats, the intent agent) run
         // between batches: receiving from a full queue does not yield for

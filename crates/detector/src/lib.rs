@@ -114,7 +114,7 @@ pub async fn run(deps: Deps, load: Arc<Load>, stats: Arc<Stats>) -> Result<(), S
         "detectors",
         &active,
         &load,
-        |loaded, rec, outbox| {
+        |loaded, rec: pb::Record, outbox| {
             if watch.as_ref().is_none_or(|w| w.version != loaded.version) {
                 watch = Some(Watch::new(loaded.version.clone(), loaded.compiled.clone()));
             }

@@ -1,6 +1,7 @@
 //! What one record costs at each data-path hop, without the bus: the
 //! sidecar's translation (JSON → contract → encoded values), a batch
-//! through protobuf, the proxy's routing, and the spine pipeline a
+//! through protobuf, the proxy's routing (and its whole batch: read in
+//! place, route, re-batch), and the spine pipeline a
 //! Lucius-routed record goes through (decode, packs, Blot, JSON out).
 //! The example bundle and the record mix of `ben bench datapath`.
 //!
@@ -94,8 +95,26 @@ fn hops(c: &mut Criterion) {
                 .len()
         })
     });
+    let views: Vec<ben_wire::view::RecordView> = records
+        .iter()
+        .map(|r| ben_wire::view::RecordView::encode(r).unwrap())
+        .collect();
     g.bench_function("proxy_route", |b| {
-        b.iter(|| records.iter().filter(|r| routes.route(r).is_ok()).count())
+        b.iter(|| views.iter().filter(|r| routes.route(r).is_ok()).count())
+    });
+    // The proxy's whole work on a batch: read in place, route, re-batch.
+    g.bench_function("proxy_batch", |b| {
+        b.iter(|| {
+            let (mut lucius, mut spine) = (Vec::new(), Vec::new());
+            for v in ben_wire::view::read_batch(batch.clone().into()).unwrap() {
+                let out = match routes.route(&v).unwrap() {
+                    ben_bitspec::ir::RouteTarget::Lucius => &mut lucius,
+                    ben_bitspec::ir::RouteTarget::Spine => &mut spine,
+                };
+                ben_wire::view::push_raw(out, v.raw());
+            }
+            lucius.len() + spine.len()
+        })
     });
     let ev = Arc::new(ev);
     g.bench_function("spine_process", |b| {

@@ -10,8 +10,7 @@
 use ben_bitspec::compile::CompiledPack;
 use ben_bitspec::interp;
 use ben_bitspec::ir::{Def, Pack, Program, RouteTarget, TExpr, TKind};
-use ben_component::{subjects, Deps, IntentAgent, Load, Role};
-use ben_wire::pb;
+use ben_component::{subjects, Deps, IntentAgent, Load, RecordView, Role};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -115,19 +114,19 @@ impl Routes {
     }
 
     /// Where a record goes; `Err` is the dead-letter reason.
-    pub fn route(&self, rec: &pb::Record) -> Result<RouteTarget, String> {
+    pub fn route(&self, rec: &RecordView) -> Result<RouteTarget, String> {
         let schema = self
             .program
-            .schema(&rec.schema, Some(rec.schema_version))
-            .ok_or_else(|| format!("unknown schema {} v{}", rec.schema, rec.schema_version))?;
+            .schema(rec.schema(), Some(rec.schema_version))
+            .ok_or_else(|| format!("unknown schema {} v{}", rec.schema(), rec.schema_version))?;
         let mut target = RouteTarget::Spine;
         if !self.packs.iter().any(|(s, _, _)| *s == schema) {
             return Ok(target);
         }
         let values = interp::decode_record_some(
             &self.program.schemas[schema],
-            &rec.values,
-            &rec.body,
+            rec.values(),
+            rec.body(),
             &self.keep[schema],
         )
         .map_err(|e| e.to_string())?;
@@ -168,12 +167,13 @@ pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
         "proxies",
         &active,
         &load,
-        |loaded, rec, out| {
+        // Records are routed in place and sent on as they arrived.
+        |loaded, rec: RecordView, out| {
             let subject = match loaded.compiled.route(&rec)? {
                 RouteTarget::Lucius => subjects::LUCIUS,
                 RouteTarget::Spine => subjects::SPINE,
             };
-            out.record(subject, rec);
+            out.raw(subject, &rec);
             Ok(())
         },
     )
@@ -184,6 +184,11 @@ pub async fn run(deps: Deps, load: Arc<Load>) -> Result<(), String> {
 mod tests {
     use super::*;
     use ben_bitspec::{compile, lock::BitTable, Source};
+    use ben_wire::pb;
+
+    fn view(r: &pb::Record) -> RecordView {
+        RecordView::encode(r).unwrap()
+    }
 
     #[test]
     fn route_only_keeps_what_routes_need() {
@@ -203,8 +208,8 @@ mod tests {
             body: serde_json::to_vec(&serde_json::json!({"a": a, "b": "q"})).unwrap(),
             ..Default::default()
         };
-        assert_eq!(routes.route(&mk(5)).unwrap(), RouteTarget::Spine);
-        assert_eq!(routes.route(&mk(50)).unwrap(), RouteTarget::Lucius);
+        assert_eq!(routes.route(&view(&mk(5))).unwrap(), RouteTarget::Spine);
+        assert_eq!(routes.route(&view(&mk(50))).unwrap(), RouteTarget::Lucius);
         // The same records as the sidecar sends them (encoded values): only
         // the fields routes read are decoded, with the same answers.
         assert_eq!(routes.keep[0], vec![true, false], "b feeds no route");
@@ -217,8 +222,8 @@ mod tests {
             ]),
             ..Default::default()
         };
-        assert_eq!(routes.route(&enc(5)).unwrap(), RouteTarget::Spine);
-        assert_eq!(routes.route(&enc(50)).unwrap(), RouteTarget::Lucius);
+        assert_eq!(routes.route(&view(&enc(5))).unwrap(), RouteTarget::Spine);
+        assert_eq!(routes.route(&view(&enc(50))).unwrap(), RouteTarget::Lucius);
         // A value of the wrong type in a field a route reads is refused.
         let bad = pb::Record {
             values: ben_bitspec::codec::to_bytes(&[
@@ -227,12 +232,12 @@ mod tests {
             ]),
             ..enc(0)
         };
-        assert!(routes.route(&bad).is_err());
+        assert!(routes.route(&view(&bad)).is_err());
         assert!(routes
-            .route(&pb::Record {
+            .route(&view(&pb::Record {
                 schema: "nope".into(),
                 ..Default::default()
-            })
+            }))
             .is_err());
     }
 }

@@ -18,6 +18,8 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/ben.v1.rs"));
 }
 
+pub mod view;
+
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use prost::Message;
 use std::collections::BTreeMap;
