@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// compare.
     #[arg(long)]
     pub no_jetstream: bool,
+    /// With `--cluster`: Lucius's scheduling class (`[cpu] lucius`):
+    /// `idle` (SCHED_IDLE, the setting for a latency-sensitive data path
+    /// on few cores) or `normal`, to compare.
+    #[arg(long, value_parser = ["idle", "normal"], default_value = "idle")]
+    pub lucius_cpu: String,
     /// activation: components to start (comma-separated: one run each).
     #[arg(long, value_delimiter = ',', default_value = "100")]
     pub components: Vec<usize>,

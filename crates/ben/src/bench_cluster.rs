@@ -51,7 +51,13 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ben-bench-cluster-{run}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cfg = write_config(&dir, &nats, &format!("benbench-{run}"), !args.no_jetstream)?;
+    let cfg = write_config(
+        &dir,
+        &nats,
+        &format!("benbench-{run}"),
+        !args.no_jetstream,
+        &args.lucius_cpu,
+    )?;
     let bundle = crate::shop::write_bundle(&dir.join("bundle"))?;
 
     // The supervisor's progress lines go to a log (printed if it fails).
@@ -82,9 +88,10 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
         })
     };
     println!(
-        "cluster bench: NATS {nats}, prefix {}, {} processes, durable subjects {}, data {}",
+        "cluster bench: NATS {nats}, prefix {}, {} processes, Lucius CPU class {:?}, durable subjects {}, data {}",
         cfg.prefix,
         cfg.started().len(),
+        cfg.lucius_cpu,
         match cfg.jetstream {
             Some(_) => "in JetStream",
             None => "on core NATS",
@@ -132,7 +139,13 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
 
 /// Writes the cluster config: this run's prefix, the API on a free port,
 /// no spare ids, and a selector that attests this executable as the app.
-fn write_config(dir: &Path, nats: &str, prefix: &str, jetstream: bool) -> Result<ClusterConfig> {
+fn write_config(
+    dir: &Path,
+    nats: &str,
+    prefix: &str,
+    jetstream: bool,
+    lucius_cpu: &str,
+) -> Result<ClusterConfig> {
     let me = crate::shop::selector_for_this_process()?;
     let uid = me.uid.map(|u| format!("uid = {u}\n")).unwrap_or_default();
     let exe = me.exe.unwrap_or_default();
@@ -141,10 +154,12 @@ fn write_config(dir: &Path, nats: &str, prefix: &str, jetstream: bool) -> Result
          [control]\napi = \"127.0.0.1:0\"\nprepare_timeout_ms = 20000\n\
          [scale]\nspare = 0\n\
          [jetstream]\nenabled = {jetstream}\n\
+         [cpu]\nlucius = {lucius_cpu}\n\
          [[sidecar.selectors]]\napp = \"shop_web\"\n{uid}exe = {exe}\n",
         nats = toml_str(nats),
         prefix = toml_str(prefix),
         exe = toml_str(&exe),
+        lucius_cpu = toml_str(lucius_cpu),
     );
     let path = dir.join("cluster.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
@@ -299,12 +314,13 @@ async fn measure(
     lat.sort();
     let achieved = offered as f64 / paced.as_secs_f64().max(1e-9);
     println!(
-        "cluster app→signal latency at {} records/s offered ({achieved:.0} records/s achieved, {offered} records in {:.2} s): {} of {} signals, p50 {:?}, p99 {:?}, max {:?}",
+        "cluster app→signal latency at {} records/s offered ({achieved:.0} records/s achieved, {offered} records in {:.2} s): {} of {} signals, p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
         args.rate,
         paced.as_secs_f64(),
         lat.len(),
         sent_at.len(),
         pct(&lat, 0.5),
+        pct(&lat, 0.9),
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or_default()
     );

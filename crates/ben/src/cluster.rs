@@ -102,6 +102,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let kind = Kind::parse(&args.component).map_err(anyhow::Error::msg)?;
     let cfg = ClusterConfig::load(&args.config).map_err(anyhow::Error::msg)?;
     let id = args.id.unwrap_or_else(|| kind.default_id());
+    // Before the runtime starts any thread, so they all inherit it.
+    if kind == Kind::Lucius {
+        if let Err(e) = cfg.lucius_cpu.apply() {
+            eprintln!("{id}: {e}; running on at the default class");
+        }
+    }
     component_runtime(kind)?
         .block_on(cluster::run_component(&cfg, kind, &id, terminated()))
         .map_err(anyhow::Error::msg)

@@ -22,6 +22,7 @@
 //! one fewer, from the queue depths of the heartbeats [`Health`] accepted:
 //! proxies and spines both ways, detectors only up and conservatively.
 
+pub mod cpu;
 pub mod process;
 pub mod scale;
 

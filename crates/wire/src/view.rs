@@ -194,7 +194,11 @@ mod tests {
             bee_subject: "shop/1000/7".into(),
             app: "shop".into(),
             received_ns: 1_700_000_000_000_000_000 + i as i64,
-            body: if i.is_multiple_of(2) { vec![] } else { b"{}".to_vec() },
+            body: if i.is_multiple_of(2) {
+                vec![]
+            } else {
+                b"{}".to_vec()
+            },
             flags: vec!["a".into(), "b".into()],
             bits: vec![1, 2],
             meta: b"{\"x\":1}".to_vec(),

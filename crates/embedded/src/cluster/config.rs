@@ -56,6 +56,11 @@
 //! ttl_ms = 5000                   # process (role, pid, intent version, last heartbeat), written
 //!                                 # every second; an entry not rewritten for ttl_ms expires
 //!
+//! [cpu]                           # scheduling classes, for machines with fewer cores than processes
+//! lucius = "normal"               # "idle": Lucius runs under SCHED_IDLE, only on CPU time the data
+//!                                 # path leaves (lower app→signal latency; under long saturation
+//!                                 # Lucius falls behind and drops what its queue cannot hold, counted)
+//!
 //! [supervisor]
 //! backoff_initial_ms = 100        # restart waits double from this…
 //! backoff_max_ms = 5000           # …up to this
@@ -95,6 +100,14 @@ struct FileCfg {
     store: StoreCfg,
     #[serde(default)]
     registry: RegistryCfg,
+    #[serde(default)]
+    cpu: CpuCfg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CpuCfg {
+    lucius: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +299,8 @@ pub struct ClusterConfig {
     pub store: StoreKind,
     /// `[registry] ttl_ms`: how long an entry outlives its last write.
     pub registry_ttl: Duration,
+    /// `[cpu] lucius`: Lucius's scheduling class.
+    pub lucius_cpu: ben_orchestrator::cpu::CpuClass,
 }
 
 impl ClusterConfig {
@@ -407,6 +422,15 @@ impl ClusterConfig {
                 ))
             }
         };
+        let lucius_cpu = match f.cpu.lucius.as_deref() {
+            None | Some("normal") => ben_orchestrator::cpu::CpuClass::Normal,
+            Some("idle") => ben_orchestrator::cpu::CpuClass::Background,
+            Some(other) => {
+                return Err(format!(
+                    "{p}: [cpu] lucius = {other:?}: \"normal\" or \"idle\" (SCHED_IDLE: only CPU time the data path leaves)"
+                ))
+            }
+        };
         let registry_ttl_ms = ms("registry", "ttl_ms", f.registry.ttl_ms, 5000)?;
         if registry_ttl_ms < 2000 {
             return Err(format!(
@@ -417,6 +441,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
+            lucius_cpu,
             nats,
             prefix,
             key_dir: f.key_dir.map(at).unwrap_or_else(|| data_dir.join("keys")),
@@ -631,6 +656,10 @@ mod tests {
         );
         let c = parse("prefix = \"t1\"\n[jetstream]\nenabled = false\n").unwrap();
         assert_eq!(c.jetstream, None);
+        use ben_orchestrator::cpu::CpuClass;
+        assert_eq!(c.lucius_cpu, CpuClass::Normal);
+        let c = parse("prefix = \"t1\"\n[cpu]\nlucius = \"idle\"\n").unwrap();
+        assert_eq!(c.lucius_cpu, CpuClass::Background);
         let c = parse("prefix = \"t1\"\n[jetstream]\nmax_age_s = 60\nmax_bytes = 1024\n").unwrap();
         assert_eq!(
             c.jetstream,
@@ -671,6 +700,8 @@ mod tests {
         assert!(e.contains("enable"), "{e}");
         let e = parse("prefix = \"a\"\n[store]\nkind = \"s3\"\n").unwrap_err();
         assert!(e.contains("[store] kind = \"s3\""), "{e}");
+        let e = parse("prefix = \"a\"\n[cpu]\nlucius = \"low\"\n").unwrap_err();
+        assert!(e.contains("[cpu] lucius = \"low\""), "{e}");
         let e = parse("prefix = \"a\"\n[registry]\nttl_ms = 500\n").unwrap_err();
         assert!(e.contains("[registry] ttl_ms = 500"), "{e}");
         let e = parse("prefix = [").unwrap_err();
