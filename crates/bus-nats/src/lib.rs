@@ -333,6 +333,30 @@ impl NatsBus {
     }
 }
 
+/// Opens the stream `config` names, creating it if there is none. Every
+/// process of a cluster does this as it starts, most at the same moment,
+/// and a server (2.9) can refuse a create that races another create of the
+/// same stream, as "subjects overlap with an existing stream": the other
+/// create won, so on any refusal the stream is looked up again (briefly)
+/// and the refusal returned only if it still does not exist.
+pub(crate) async fn get_or_create_stream(
+    ctx: &jetstream::Context,
+    config: jetstream::stream::Config,
+) -> Result<jetstream::stream::Stream, String> {
+    let name = config.name.clone();
+    let refused = match ctx.get_or_create_stream(config).await {
+        Ok(s) => return Ok(s),
+        Err(e) => e.to_string(),
+    };
+    for wait_ms in [20, 100, 400] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if let Ok(s) = ctx.get_stream(&name).await {
+            return Ok(s);
+        }
+    }
+    Err(refused)
+}
+
 async fn open_stream(
     client: &async_nats::Client,
     url: &str,
@@ -347,8 +371,7 @@ async fn open_stream(
     }
     let mut ctx = jetstream::new(client.clone());
     ctx.set_timeout(d.ack_timeout.max(Duration::from_millis(100)));
-    let stream = ctx
-        .get_or_create_stream(jetstream::stream::Config {
+    let stream = get_or_create_stream(&ctx, jetstream::stream::Config {
             name: d.stream.clone(),
             subjects: d.subjects.clone(),
             max_age: d.max_age,
@@ -358,8 +381,8 @@ async fn open_stream(
             description: Some("Ben's durable control-plane subjects".into()),
             ..Default::default()
         })
-        .await
-        .map_err(|e| {
+    .await
+    .map_err(|e| {
             format!(
                 "NATS at {url}: cannot open the JetStream stream {} for {:?}: {e} (is JetStream enabled: nats-server -js?)",
                 d.stream, d.subjects

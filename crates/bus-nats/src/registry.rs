@@ -89,7 +89,7 @@ impl Registry {
             // (what `create_key_value` would make): async-nats 0.51's
             // `create_key_value` first queries the account, and the reply of
             // a 2.9 server does not parse.
-            js.get_or_create_stream(jetstream::stream::Config {
+            crate::get_or_create_stream(&js, jetstream::stream::Config {
                 name: format!("KV_{bucket}"),
                 description: Some("Ben service registry: live components by id".into()),
                 subjects: vec![format!("$KV.{bucket}.>")],

@@ -210,22 +210,32 @@ async fn open_bucket(c: &StoreConfig) -> Result<ObjectStore, String> {
         .await
         .map_err(|e| format!("cannot connect to NATS at {} (the store): {e}", c.url))?;
     let js = jetstream::new(client);
-    match js.get_object_store(&c.bucket).await {
-        Ok(os) => Ok(os),
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: c.bucket.clone(),
-                description: Some("Ben artifacts (content-addressed, BLAKE3 names)".into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                format!(
-                    "the object store {} at {}: cannot open or create it (does the server run with JetStream, `nats-server -js`?): {e}",
-                    c.bucket, c.url
-                )
-            }),
+    if let Ok(os) = js.get_object_store(&c.bucket).await {
+        return Ok(os);
     }
+    let refused = match js
+        .create_object_store(object_store::Config {
+            bucket: c.bucket.clone(),
+            description: Some("Ben artifacts (content-addressed, BLAKE3 names)".into()),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(os) => return Ok(os),
+        Err(e) => e,
+    };
+    // Another process may have created it at the same moment (see
+    // `get_or_create_stream`): take that one.
+    for wait_ms in [20, 100, 400] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if let Ok(os) = js.get_object_store(&c.bucket).await {
+            return Ok(os);
+        }
+    }
+    Err(format!(
+        "the object store {} at {}: cannot open or create it (does the server run with JetStream, `nats-server -js`?): {refused}",
+        c.bucket, c.url
+    ))
 }
 
 async fn serve(os: &ObjectStore, c: &StoreConfig, job: Job) {

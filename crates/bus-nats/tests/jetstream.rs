@@ -383,3 +383,34 @@ async fn has_on_an_unreachable_store_is_an_error_not_absent() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every process of a cluster opens the cluster's stream when it starts,
+/// most of them at the same moment; the server can refuse a create that
+/// races another one for the same stream ("subjects overlap with an
+/// existing stream"). Each of them must end up with the stream. Honest
+/// limit: the race is narrow (the server checks the name and the subjects
+/// under two separate locks); it failed one cluster bench start in about
+/// forty, and this test has not caught it without the fix either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_the_stream_at_once_all_get_it() {
+    let prefix = unique("race");
+    for round in 0..10 {
+        let opens = (0..30).map(|i| {
+            let prefix = prefix.clone();
+            tokio::spawn(async move {
+                NatsBus::connect(&Config {
+                    url: "nats://127.0.0.1:4222".into(),
+                    durable: Some(durable(&prefix, Some(&format!("c{i}")))),
+                    ..Config::default()
+                })
+                .await
+            })
+        });
+        let mut buses = Vec::new();
+        for o in futures_util::future::join_all(opens).await {
+            buses.push(o.unwrap().unwrap_or_else(|e| panic!("round {round}: {e}")));
+        }
+        // The next round starts with no stream, so every open races again.
+        buses[0].delete_stream().await.unwrap();
+    }
+}
