@@ -249,6 +249,15 @@ async fn measure(
 
     // (b) Latency at a fixed offered rate.
     let before = books["accepted"].as_u64().unwrap_or(sent);
+    // The latency run starts from a quiet cluster: Lucius counts a record
+    // when it queues it for its writer, so after the burst its SQLite
+    // writer may still hold up to a queue's worth of rows.
+    let t_quiet = Instant::now();
+    lucius_caught_up(&bus).await?;
+    println!(
+        "Lucius's writer caught up {:.2} s after the books balanced",
+        t_quiet.elapsed().as_secs_f64()
+    );
     let bg = encode(args.records, batch, args.records)?;
     let n = bg.len();
     let every = (n / args.signals.max(1)).max(1);
@@ -402,6 +411,28 @@ fn encode(records: u64, batch: usize, first: u64) -> Result<Vec<Vec<Vec<u8>>>> {
         out.push(b);
     }
     Ok(out)
+}
+
+/// Waits until every Lucius has written (or dropped) every record it took.
+async fn lucius_caught_up(bus: &Arc<dyn Bus>) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let s = status(bus).await;
+        let behind: u64 = s["components"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, c)| c["kind"] == "lucius")
+            .map(|(_, c)| n(&c["processed"]).saturating_sub(n(&c["written"]) + n(&c["dropped"])))
+            .sum();
+        if behind == 0 && !s.is_null() {
+            return Ok(());
+        }
+        if t0.elapsed() > DRAIN_TIMEOUT {
+            bail!("Lucius was still {behind} rows behind after {DRAIN_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The supervisor's status (its answer on `ben.cluster.status`).

@@ -982,6 +982,8 @@ fn status_json(
                 "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
                 "processed": m.map(|m| m.processed),
                 "queue_depth": m.map(|m| m.queue_depth),
+                "written": m.map(|m| m.written),
+                "dropped": m.map(|m| m.dropped),
                 "age": m.map(age_json),
             }),
         );
@@ -997,6 +999,7 @@ fn status_json(
                     "healthy": alive.contains(id),
                     "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
                     "processed": m.processed, "queue_depth": m.queue_depth,
+                    "written": m.written, "dropped": m.dropped,
                     "age": age_json(m),
                 }),
             );
