@@ -88,7 +88,9 @@ async fn up(args: UpArgs) -> Result<()> {
         .then(|| tokio::time::Instant::now() + Duration::from_secs(args.duration));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n = 0u64;
+    let mut shown = 0usize;
     loop {
+        shown = show_dead_letters(&sys, shown, tty);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { println!(); println!("ben up: Ctrl-C, shutting down"); break; }
             _ = tick.tick() => {
@@ -112,7 +114,30 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     // Let records in flight reach their last hop before stopping.
     sys.drain(Duration::from_secs(3)).await;
+    show_dead_letters(&sys, shown, tty);
     println!("ben up: final: {}", sys.status_line().await);
     sys.shutdown().await;
     Ok(())
+}
+
+/// Prints the dead letters kept since the `shown` first ones (each with
+/// its reason; past the first few they are only counted in the status
+/// line). Returns how many have been shown.
+fn show_dead_letters(sys: &ben_embedded::System, shown: usize, tty: bool) -> usize {
+    let kept = sys
+        .stats
+        .first_dead_letters
+        .lock()
+        .map(|k| k.clone())
+        .unwrap_or_default();
+    for (i, line) in kept.iter().enumerate().skip(shown) {
+        if tty {
+            print!("\r\x1b[2K");
+        }
+        println!("ben up: dead letter {}: {line}", i + 1);
+        if i + 1 == ben_embedded::KEPT_DEAD_LETTERS {
+            println!("ben up: further dead letters are counted in the status line, not shown");
+        }
+    }
+    kept.len().max(shown)
 }

@@ -37,6 +37,6 @@ fn ben_up_demo_runs_and_signals_reach_the_app() {
         .expect("final status line");
     assert!(
         final_line.contains("rejected 0 | dead letters 0"),
-        "{final_line}"
+        "{final_line}\n(every dead letter's reason is in the output:)\n{out}"
     );
 }

@@ -103,7 +103,13 @@ pub struct Stats {
     pub lucius: Arc<ben_lucius::Observations>,
     pub loads: BTreeMap<String, Arc<Load>>,
     pub dead_letters: Arc<std::sync::atomic::AtomicU64>,
+    /// The first [`KEPT_DEAD_LETTERS`] dead letters, as lines (sender,
+    /// subject, reason), for the operator to read; later ones are counted.
+    pub first_dead_letters: Arc<Mutex<Vec<String>>>,
 }
+
+/// How many dead letters [`Stats::first_dead_letters`] keeps.
+pub const KEPT_DEAD_LETTERS: usize = 10;
 
 /// The running system.
 pub struct System {
@@ -202,6 +208,7 @@ impl System {
             lucius,
             loads: BTreeMap::new(),
             dead_letters: Arc::default(),
+            first_dead_letters: Arc::default(),
         };
         for n in &names {
             stats.loads.insert(n.clone(), Arc::new(Load::default()));
@@ -213,8 +220,25 @@ impl System {
                 .await
                 .map_err(|e| e.to_string())?;
             let counter = stats.dead_letters.clone();
+            let first = stats.first_dead_letters.clone();
             tasks.push(tokio::spawn(async move {
-                while dlq.next().await.is_some() {
+                while let Some(m) = dlq.next().await {
+                    // Kept before it is counted: a count includes it.
+                    if let Ok(mut kept) = first.lock() {
+                        if kept.len() < KEPT_DEAD_LETTERS {
+                            kept.push(
+                                match <pb::DeadLetter as prost::Message>::decode(
+                                    m.payload.as_slice(),
+                                ) {
+                                    Ok(d) => format!(
+                                        "from {} on {} ({} bytes): {}",
+                                        d.sender, d.subject, d.size, d.reason
+                                    ),
+                                    Err(e) => format!("undecodable dead letter ({e})"),
+                                },
+                            );
+                        }
+                    }
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }));

@@ -404,6 +404,14 @@ async fn malformed_and_oversized_input_keeps_the_sidecar_running() {
         1
     );
     assert!(sys.stats.dead_letters.load(Ordering::Relaxed) >= 2);
+    // Each is kept with its reason, for `ben up` to show.
+    let kept = sys.stats.first_dead_letters.lock().unwrap().clone();
+    assert!(
+        kept.iter()
+            .any(|l| l.starts_with("from sidecar") && l.contains("over the")),
+        "{kept:?}"
+    );
+    assert!(kept.iter().any(|l| l.contains("bad frame")), "{kept:?}");
     sys.shutdown().await;
 }
 
