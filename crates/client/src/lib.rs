@@ -44,6 +44,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("the connection closed")]
     Closed,
+    /// The peer went away while sending a frame (a process killed mid-write):
+    /// a disconnect, not a malformed frame.
+    #[error("the connection closed in the middle of a {of}-byte frame ({got} bytes arrived)")]
+    CutOff { got: usize, of: usize },
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream.
@@ -63,7 +67,13 @@ pub async fn read_frame(
         )));
     }
     let mut buf = vec![0u8; n];
-    r.read_exact(&mut buf).await?;
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut buf[got..]).await? {
+            0 => return Err(ClientError::CutOff { got, of: n }),
+            k => got += k,
+        }
+    }
     pb::AppFrame::decode(buf.as_slice())
         .map(Some)
         .map_err(|e| ClientError::Protocol(format!("not an AppFrame: {e}")))

@@ -371,6 +371,45 @@ async fn attestation_refusals() {
     sys.shutdown().await;
 }
 
+/// An app killed while writing a frame leaves half a frame and EOF: a
+/// disconnect (counted), not a malformed message for the dead-letter
+/// queue; the sidecar serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_gone_mid_frame_is_a_disconnect_not_a_dead_letter() {
+    let sys = system("cutoff", ben_bee::DEFAULT_TTL_NS).await;
+    sys.deploy_dir(&shop()).await.unwrap();
+    let mut gone = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    // A 100-byte frame of which 3 bytes arrive.
+    gone.send_frame_bytes(&[0, 0, 0, 100, 1, 2, 3])
+        .await
+        .unwrap();
+    drop(gone);
+    let cut_off = || sys.stats.sidecar.cut_off.load(Ordering::Relaxed);
+    for _ in 0..250 {
+        if cut_off() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cut_off(), 1);
+    let mut again = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sys.stats.dead_letters.load(Ordering::Relaxed), 0);
+    sys.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_input_keeps_the_sidecar_running() {
     let sys = system("bad", ben_bee::DEFAULT_TTL_NS).await;

@@ -87,6 +87,10 @@ pub struct Stats {
     pub rejected: AtomicU64,
     pub refused_connections: AtomicU64,
     pub signals_delivered: AtomicU64,
+    /// Connections that closed in the middle of a frame: the app went away
+    /// while sending (nothing in that frame was accepted, and the app was
+    /// told nothing was). Not a dead letter: no message was malformed.
+    pub cut_off: AtomicU64,
 }
 
 type Subscribers = Arc<Mutex<BTreeMap<String, Vec<mpsc::Sender<pb::Signal>>>>>;
@@ -278,6 +282,11 @@ async fn serve(
             let f = match read_frame(&mut r).await {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
+                Err(e @ ben_client::ClientError::CutOff { .. }) => {
+                    stats.cut_off.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("app {app}: {e}");
+                    return Ok(());
+                }
                 Err(e) => {
                     let _ = out_tx.send(refuse(format!("bad frame: {e}"))).await;
                     deps.dead_letter("app.socket", format!("app {app}: bad frame: {e}"), 0)
