@@ -514,12 +514,24 @@ pub async fn run(
         tokio::spawn(async move {
             while let Some(m) = queries.next().await {
                 let answer = match serde_json::from_slice::<Query>(&m.payload) {
-                    Ok(q) => match store.query(&q).await {
-                        Ok(records) => {
-                            serde_json::json!({ "records": records, "count": store.count(), "dropped": store.dropped(), "expired": store.expired(), "failed": store.failed() })
+                    Ok(q) => {
+                        // The counts as of before the query: rows are counted
+                        // once committed, so the query sees at least `count`
+                        // of them (read after it, a count could include rows
+                        // the query ran too early to see).
+                        let (count, dropped, expired, failed) = (
+                            store.count(),
+                            store.dropped(),
+                            store.expired(),
+                            store.failed(),
+                        );
+                        match store.query(&q).await {
+                            Ok(records) => {
+                                serde_json::json!({ "records": records, "count": count, "dropped": dropped, "expired": expired, "failed": failed })
+                            }
+                            Err(e) => serde_json::json!({ "error": e }),
                         }
-                        Err(e) => serde_json::json!({ "error": e }),
-                    },
+                    }
                     Err(e) => serde_json::json!({ "error": format!("bad query: {e}") }),
                 };
                 let _ = deps
