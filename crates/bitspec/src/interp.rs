@@ -294,27 +294,13 @@ pub fn call(f: Func, v: Value) -> Result<Value, EvalError> {
 /// A JSON input value as a Bitspec value (objects are refused: a field holds
 /// a scalar or a list).
 pub fn json_to_value(j: &serde_json::Value) -> Result<Value, EvalError> {
-    use serde_json::Value as J;
-    Ok(match j {
-        J::Null => Value::Null,
-        J::Bool(b) => Value::Bool(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        J::String(s) => Value::Str(s.clone()),
-        J::Array(a) => Value::List(a.iter().map(json_to_value).collect::<Result<_, _>>()?),
-        J::Object(_) => {
-            return Err(EvalError::Type {
-                expected: "a value".into(),
-                found: "object",
-            })
-        }
-    })
+    // One reading of JSON for both forms: a borrowed view of the value
+    // (strings not copied until they become values).
+    input_to_value(&Json::from(j))
 }
 
-/// An app record's JSON value as a Bitspec value (objects are refused, as
-/// in [`json_to_value`]).
+/// An app record's JSON value as a Bitspec value (objects are refused: a
+/// field holds a scalar or a list).
 pub fn input_to_value(j: &Json) -> Result<Value, EvalError> {
     Ok(match j {
         Json::Null => Value::Null,
