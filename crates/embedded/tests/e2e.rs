@@ -371,6 +371,21 @@ async fn attestation_refusals() {
     sys.shutdown().await;
 }
 
+/// A new connection is attested and a good record accepted.
+async fn still_serves(sys: &System) {
+    let mut again = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
+}
+
 /// An app killed while writing a frame leaves half a frame and EOF: a
 /// disconnect (counted), not a malformed message for the dead-letter
 /// queue; the sidecar serves on.
@@ -394,17 +409,7 @@ async fn an_app_gone_mid_frame_is_a_disconnect_not_a_dead_letter() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(cut_off(), 1);
-    let mut again = Client::connect(sys.cfg.socket_path(), "shop_web")
-        .await
-        .unwrap();
-    assert_eq!(
-        again
-            .send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
-            .await
-            .unwrap()
-            .accepted,
-        1
-    );
+    still_serves(&sys).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sys.stats.dead_letters.load(Ordering::Relaxed), 0);
     sys.shutdown().await;
@@ -431,17 +436,7 @@ async fn malformed_and_oversized_input_keeps_the_sidecar_running() {
         .unwrap();
     assert!(app.send(&[json!({})]).await.is_err());
     // The sidecar still serves new connections.
-    let mut again = Client::connect(sys.cfg.socket_path(), "shop_web")
-        .await
-        .unwrap();
-    assert_eq!(
-        again
-            .send(&[rec(1, "/", 200, "1.2.3.4", "a@example.com")])
-            .await
-            .unwrap()
-            .accepted,
-        1
-    );
+    still_serves(&sys).await;
     assert!(sys.stats.dead_letters.load(Ordering::Relaxed) >= 2);
     // Each is kept with its reason, for `ben up` to show.
     let kept = sys.stats.first_dead_letters.lock().unwrap().clone();
