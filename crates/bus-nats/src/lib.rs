@@ -348,13 +348,25 @@ pub(crate) async fn get_or_create_stream(
         Ok(s) => return Ok(s),
         Err(e) => e.to_string(),
     };
+    created_meanwhile(|| async { ctx.get_stream(&name).await.ok() })
+        .await
+        .ok_or(refused)
+}
+
+/// After a create was refused: looks again, for up to half a second, for
+/// what another process may have created at the same moment.
+pub(crate) async fn created_meanwhile<T, F, Fut>(mut look: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     for wait_ms in [20, 100, 400] {
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        if let Ok(s) = ctx.get_stream(&name).await {
-            return Ok(s);
+        if let Some(found) = look().await {
+            return Some(found);
         }
     }
-    Err(refused)
+    None
 }
 
 async fn open_stream(

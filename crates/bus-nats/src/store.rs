@@ -226,11 +226,10 @@ async fn open_bucket(c: &StoreConfig) -> Result<ObjectStore, String> {
     };
     // Another process may have created it at the same moment (see
     // `get_or_create_stream`): take that one.
-    for wait_ms in [20, 100, 400] {
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        if let Ok(os) = js.get_object_store(&c.bucket).await {
-            return Ok(os);
-        }
+    if let Some(os) =
+        crate::created_meanwhile(|| async { js.get_object_store(&c.bucket).await.ok() }).await
+    {
+        return Ok(os);
     }
     Err(format!(
         "the object store {} at {}: cannot open or create it (does the server run with JetStream, `nats-server -js`?): {refused}",
