@@ -1,19 +1,31 @@
 #!/usr/bin/env python3
-"""Runs a peer PII detector over Blot's labeled corpus: throughput and quality.
+"""Runs a peer PII detector and Blot on the same labeled sentences, in the
+same run, and prints both, kind by kind; plus the peer's throughput.
 
 Peer: Microsoft Presidio (presidio-analyzer), its predefined recognizers
 called directly (no NLP engine, so no spaCy model is needed): email, credit
-card, IBAN, US SSN, IP address, phone (python-phonenumbers). Presidio has no
-recognizer for JWTs, bearer tokens, AWS keys or PEM private keys, so quality is
-scored on the kinds it covers only; spans of other kinds are ignored on both
-sides. Matching is exact (start, end, kind) like Blot's corpus test, and
-overlap-based recall is printed as well since span conventions differ.
+card, IBAN, US SSN, IP address, and PhoneRecognizer (python-phonenumbers,
+i.e. libphonenumber's metadata). With no NLP engine Presidio's context words
+only change scores, not what is found, so at the default score threshold of
+0 this finds what the full analyzer finds for these kinds. Presidio has no
+recognizer for JWTs, bearer tokens, AWS keys or PEM private keys, so both are
+scored on the seven kinds it covers; spans of other kinds are ignored on
+both sides.
 
-Usage: scripts/bench-blot-peers.sh (installs into a venv, then runs this).
+Blot's answers come from `examples/scan_jsonl.rs` (built in release mode by
+the shell wrapper) over the same files.
+
+Scoring (the same as `crates/blot/tests/generated.rs`): an expected value is
+*recalled* when one found span of its kind covers all of it (nothing of it
+leaks), *exact* when a found span has its very bounds; a found span is a
+true positive when it overlaps an expected value of its kind.
+
+Usage: scripts/bench-blot-peers.sh [FILE.jsonl ...]
 """
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -30,7 +42,7 @@ ENTITY_KIND = {
     "PHONE_NUMBER": "phone",
     "IP_ADDRESS": "ip",  # split into ipv4/ipv6 by the matched text
 }
-COVERED = {"email", "card", "iban", "us_ssn", "phone", "ipv4", "ipv6"}
+COVERED = ["card", "email", "iban", "ipv4", "ipv6", "phone", "us_ssn"]
 
 
 def load(path):
@@ -80,71 +92,102 @@ def char_to_byte(text):
     return offs
 
 
-def main():
-    path = sys.argv[1]
-    threshold = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-    cases = load(path)
-    recs = recognizers()
-    total_bytes = sum(len(b) for _, b, _ in cases)
+def presidio_spans(text, found):
+    offs = char_to_byte(text)
+    got = set()
+    for res in found:
+        kind = ENTITY_KIND.get(res.entity_type)
+        if kind is None:
+            continue
+        if kind == "ip":
+            kind = "ipv6" if ":" in text[res.start:res.end] else "ipv4"
+        got.add((offs[res.start], offs[res.end], kind))
+    return got
 
-    # Warm up (regex compilation, phonenumbers metadata), then time a full pass.
-    for text, _, _ in cases[:50]:
-        analyze(recs, text, threshold)
-    t0 = time.perf_counter()
-    results = [analyze(recs, text, threshold) for text, _, _ in cases]
-    dt = time.perf_counter() - t0
 
-    # Per recognizer, to show where the time goes.
-    per = []
-    for r in recs:
-        t1 = time.perf_counter()
-        for text, _, _ in cases:
-            r.analyze(text=text, entities=r.supported_entities, nlp_artifacts=None)
-        per.append((type(r).__name__, time.perf_counter() - t1))
+def blot_spans(blot, path):
+    with open(path, "rb") as f:
+        out = subprocess.run([blot], stdin=f, check=True, capture_output=True).stdout
+    return [{(s, e, k) for s, e, k in json.loads(line)} for line in out.decode().splitlines()]
 
-    tally = defaultdict(lambda: [0, 0, 0, 0])  # tp, fp, fn, overlap-covered
-    for (text, _, expected), found in zip(cases, results):
-        offs = char_to_byte(text)
-        got = set()
-        for res in found:
-            kind = ENTITY_KIND.get(res.entity_type)
-            if kind is None:
-                continue
-            if kind == "ip":
-                kind = "ipv6" if ":" in text[res.start:res.end] else "ipv4"
-            got.add((offs[res.start], offs[res.end], kind))
-        exp = {e for e in expected if e[2] in COVERED}
+
+def score(cases, answers):
+    """kind -> [values, recalled, exact, tp, fp]; plus false positives on
+    cases with no expected value (the decoys and hard negatives)."""
+    t = defaultdict(lambda: [0, 0, 0, 0, 0])
+    neg_fp = 0
+    for (_, _, expected), got in zip(cases, answers):
+        got = {g for g in got if g[2] in COVERED}
+        exp = [e for e in expected if e[2] in COVERED]
         for e in exp:
-            t = tally[e[2]]
+            row = t[e[2]]
+            row[0] += 1
+            if any(g[2] == e[2] and g[0] <= e[0] and g[1] >= e[1] for g in got):
+                row[1] += 1
             if e in got:
-                t[0] += 1
-            else:
-                t[2] += 1
-            if any(g[0] <= e[0] and g[1] >= e[1] for g in got):
-                t[3] += 1
+                row[2] += 1
         for g in got:
-            if g not in exp:
-                tally[g[2]][1] += 1
+            if any(e[2] == g[2] and g[0] < e[1] and e[0] < g[1] for e in exp):
+                t[g[2]][3] += 1
+            else:
+                t[g[2]][4] += 1
+                if not expected:
+                    neg_fp += 1
+    return t, neg_fp
 
-    print("peer: presidio-analyzer (pattern recognizers + phonenumbers, no NLP), score >= %.2f" % threshold)
-    print("corpus: %d cases, %d bytes; one pass took %.3f s -> %.3f MB/s"
-          % (len(cases), total_bytes, dt, total_bytes / dt / 1e6))
-    for name, t in per:
-        print("  %-22s alone: %8.3f MB/s" % (name, total_bytes / t / 1e6))
-    pattern_only = sum(t for name, t in per if name != "PhoneRecognizer")
-    print("  all but PhoneRecognizer (regex-only): %.3f MB/s" % (total_bytes / pattern_only / 1e6))
-    print("%-8s %6s %5s %5s %9s %7s %15s" % ("kind", "tp", "fp", "fn", "precision", "recall", "covered-recall"))
-    T = [0, 0, 0, 0]
-    for kind in sorted(tally):
-        tp, fp, fn, cov = tally[kind]
-        p = tp / (tp + fp) if tp + fp else 1.0
-        r = tp / (tp + fn) if tp + fn else 1.0
-        cr = cov / (tp + fn) if tp + fn else 1.0
-        print("%-8s %6d %5d %5d %9.4f %7.4f %15.4f" % (kind, tp, fp, fn, p, r, cr))
-        T = [a + b for a, b in zip(T, tally[kind])]
-    tp, fp, fn, cov = T
-    print("%-8s %6d %5d %5d %9.4f %7.4f %15.4f" % (
-        "overall", tp, fp, fn, tp / max(1, tp + fp), tp / max(1, tp + fn), cov / max(1, tp + fn)))
+
+def ratio(a, b):
+    return a / b if b else 1.0
+
+
+def report(path, cases, peer, blot):
+    tp_, np_ = score(cases, peer)
+    tb, nb = score(cases, blot)
+    negatives = sum(1 for c in cases if not c[2])
+    print("\n== %s (%d cases, %d with no PII)" % (path, len(cases), negatives))
+    print("%-7s %6s | %-27s | %-27s" % ("", "", "Presidio", "Blot"))
+    print("%-7s %6s | %8s %8s %9s | %8s %8s %9s" % (
+        "kind", "values", "recall", "exact-r", "precision", "recall", "exact-r", "precision"))
+    for kind in COVERED:
+        a, b = tp_[kind], tb[kind]
+        if a[0] == 0 and a[3] + a[4] == 0 and b[3] + b[4] == 0:
+            continue
+        print("%-7s %6d | %8.4f %8.4f %9.4f | %8.4f %8.4f %9.4f" % (
+            kind, b[0],
+            ratio(a[1], a[0]), ratio(a[2], a[0]), ratio(a[3], a[3] + a[4]),
+            ratio(b[1], b[0]), ratio(b[2], b[0]), ratio(b[3], b[3] + b[4])))
+    tot = lambda t: [sum(r[k] for r in t.values()) for k in range(5)]
+    a, b = tot(tp_), tot(tb)
+    print("%-7s %6d | %8.4f %8.4f %9.4f | %8.4f %8.4f %9.4f" % (
+        "all", b[0],
+        ratio(a[1], a[0]), ratio(a[2], a[0]), ratio(a[3], a[3] + a[4]),
+        ratio(b[1], b[0]), ratio(b[2], b[0]), ratio(b[3], b[3] + b[4])))
+    print("false positives on the no-PII cases: Presidio %d, Blot %d" % (np_, nb))
+
+
+def main():
+    blot = sys.argv[1]
+    threshold = float(os.environ.get("PRESIDIO_THRESHOLD", "0"))
+    paths = sys.argv[2:]
+    recs = recognizers()
+    print("peer: presidio-analyzer (pattern recognizers + PhoneRecognizer/phonenumbers, no NLP engine),"
+          " score >= %.2f; Blot: examples/scan_jsonl (release)" % threshold)
+    for n, path in enumerate(paths):
+        cases = load(path)
+        if n == 0:
+            # Throughput on the first file: warm up, then time a full pass.
+            total = sum(len(b) for _, b, _ in cases)
+            for text, _, _ in cases[:50]:
+                analyze(recs, text, threshold)
+            t0 = time.perf_counter()
+            results = [analyze(recs, text, threshold) for text, _, _ in cases]
+            dt = time.perf_counter() - t0
+            print("Presidio throughput on %s: %d bytes in %.3f s -> %.3f MB/s"
+                  % (path, total, dt, total / dt / 1e6))
+        else:
+            results = [analyze(recs, text, threshold) for text, _, _ in cases]
+        peer = [presidio_spans(text, found) for (text, _, _), found in zip(cases, results)]
+        report(path, cases, peer, blot_spans(blot, path))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ if ! "$venv/bin/python" -c 'import nfstream' 2>/dev/null; then
   "$venv/bin/pip" install --quiet nfstream
 fi
 
-cargo build --quiet --release -p ben-ben -p ben-mesh-flows --example dump-bench-capture
+cargo build --quiet --release -p ben-cli -p ben-mesh-flows --example dump-bench-capture
 pcap="$work/bench-$packets-$seed.pcap"
 [ -f "$pcap" ] || "$CARGO_TARGET_DIR/release/examples/dump-bench-capture" "$pcap" "$packets" "$seed"
 

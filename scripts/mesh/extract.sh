@@ -10,7 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 data="${1:-$root/data/mesh}"
-cargo build --release -q -p ben-ben --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p ben-cli --manifest-path "$root/Cargo.toml"
 ben="${CARGO_TARGET_DIR:-$root/target}/release/ben"
 for pcap in "$data"/round-*.pcap; do
   out="${pcap%.pcap}.csv"

@@ -14,7 +14,9 @@
 //! unknown executable, a failed read, or a missing Beekeeper issue nothing.
 //!
 //! BEEs live `ttl` (default 10 min), should be rotated at half-life
-//! ([`Bee::should_rotate`]), and can be revoked by serial. Time is an input
+//! ([`Bee::should_rotate`]), and can be revoked by serial or by subject
+//! ([`Beekeeper::revoke_subject`]: every BEE of that app identity stops
+//! verifying, and no new one is issued to it). Time is an input
 //! (nanoseconds), so the core is deterministic.
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
@@ -51,6 +53,8 @@ pub enum BeeError {
     Expired,
     #[error("BEE was revoked")]
     Revoked,
+    #[error("BEE subject {subject} is revoked; an operator must lift the revocation before this app may connect")]
+    SubjectRevoked { subject: String },
     #[error("BEE was issued to another process (pid {bee_pid}), not this one (pid {peer_pid})")]
     WrongProcess { bee_pid: u32, peer_pid: u32 },
 }
@@ -100,6 +104,18 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// This process's real uid, as the kernel reports it (`/proc/self/status`).
+pub fn own_uid() -> Result<u32, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| "no Uid line in /proc/self/status".to_string())
+}
+
 /// Who may connect: any field left `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selector {
@@ -111,6 +127,18 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// A selector that accepts this executable, run by this process's
+    /// user, as `app` (the demo app, tests).
+    pub fn this_process(app: &str) -> Result<Selector, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
+        Ok(Selector {
+            app: app.to_string(),
+            uid: Some(own_uid()?),
+            exe: Some(exe.display().to_string()),
+            ..Selector::default()
+        })
+    }
+
     pub fn matches(&self, f: &PeerFacts) -> bool {
         self.uid.is_none_or(|u| u == f.uid)
             && self.gid.is_none_or(|g| g == f.gid)
@@ -236,6 +264,7 @@ pub struct Beekeeper {
     ttl_ns: i64,
     next_serial: u64,
     revoked: BTreeSet<u64>,
+    revoked_subjects: BTreeSet<String>,
 }
 
 /// Default BEE lifetime: 10 minutes.
@@ -250,6 +279,7 @@ impl Beekeeper {
             ttl_ns,
             next_serial: 1,
             revoked: BTreeSet::new(),
+            revoked_subjects: BTreeSet::new(),
         }
     }
 
@@ -277,6 +307,10 @@ impl Beekeeper {
             issued_ns: now_ns,
             expires_ns: now_ns.saturating_add(self.ttl_ns),
         };
+        let subject = claims.subject();
+        if self.revoked_subjects.contains(&subject) {
+            return Err(BeeError::SubjectRevoked { subject });
+        }
         self.next_serial += 1;
         let body = claims.encode();
         let mut msg = DOMAIN.to_vec();
@@ -296,9 +330,26 @@ impl Beekeeper {
         self.revoked.insert(serial);
     }
 
+    /// Revokes an app identity ([`Claims::subject`]): its BEEs stop
+    /// verifying and [`Beekeeper::attest`] issues it none. `true` if it was
+    /// not revoked before.
+    pub fn revoke_subject(&mut self, subject: &str) -> bool {
+        self.revoked_subjects.insert(subject.to_string())
+    }
+
+    /// Is this subject revoked?
+    pub fn is_revoked(&self, subject: &str) -> bool {
+        self.revoked_subjects.contains(subject)
+    }
+
     /// Checks a presented token against the process presenting it.
     pub fn verify(&self, token: &[u8], peer: &PeerFacts, now_ns: i64) -> Result<Claims, BeeError> {
-        verify(&self.public(), &self.revoked, token, peer, now_ns)
+        let c = verify(&self.public(), &self.revoked, token, peer, now_ns)?;
+        let subject = c.subject();
+        if self.revoked_subjects.contains(&subject) {
+            return Err(BeeError::SubjectRevoked { subject });
+        }
+        Ok(c)
     }
 }
 
@@ -341,6 +392,20 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn this_process_is_what_the_kernel_says() {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the process's (effective) uid; tests run
+        // with real = effective.
+        let owner = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(own_uid().unwrap(), owner);
+        let s = Selector::this_process("shop_web").unwrap();
+        let facts = PeerFacts::of_pid(std::process::id(), owner, 0).unwrap();
+        assert_eq!(s.exe.as_deref(), Some(facts.exe.as_str()));
+        assert!(s.matches(&facts));
+        assert_eq!((s.app.as_str(), s.gid), ("shop_web", None));
+    }
     use super::*;
 
     const S: i64 = 1_000_000_000;
@@ -425,6 +490,32 @@ mod tests {
         k.revoke(bee.claims.serial);
         assert_eq!(k.verify(&bee.token, &facts(10), S), Err(BeeError::Revoked));
         assert_eq!(k.verify(b"short", &facts(10), S), Err(BeeError::Malformed));
+    }
+
+    #[test]
+    fn a_revoked_subject_neither_verifies_nor_attests() {
+        let mut k = keeper();
+        let bee = k.attest(&facts(10), 0).unwrap();
+        let subject = bee.claims.subject();
+        assert!(k.revoke_subject(&subject));
+        assert!(!k.revoke_subject(&subject), "already revoked");
+        assert!(matches!(
+            k.verify(&bee.token, &facts(10), S),
+            Err(BeeError::SubjectRevoked { .. })
+        ));
+        // A new process of the same app identity gets nothing.
+        assert!(matches!(
+            k.attest(&facts(11), S),
+            Err(BeeError::SubjectRevoked { .. })
+        ));
+        // Another identity (another uid) is not affected.
+        let mut f = facts(12);
+        f.uid = 1001;
+        k.set_selectors(vec![Selector {
+            app: "shop_web".into(),
+            ..Selector::default()
+        }]);
+        assert!(k.attest(&f, S).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath", "activation"])]
+    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -37,9 +37,11 @@ pub struct BenchArgs {
     /// nats://127.0.0.1:4222), started as `ben cluster up` starts them.
     #[arg(long)]
     pub cluster: bool,
-    /// With `--cluster`: the offered rate (records/s) of the latency run.
-    #[arg(long, default_value_t = 50_000)]
-    pub rate: u64,
+    /// With `--cluster`: the offered rate (records/s) of the latency run
+    /// (default 50000). consensus: the offered rates (tx/s,
+    /// comma-separated, one line each; default 5000,10000,20000,40000).
+    #[arg(long, value_delimiter = ',')]
+    pub rate: Vec<u64>,
     /// With `--cluster`: no JetStream (every subject on core NATS), to
     /// compare.
     #[arg(long)]
@@ -55,9 +57,51 @@ pub struct BenchArgs {
     /// activation: deploys per run, alternating two versions.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
+    /// consensus: validators (n = 3f + 1).
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// consensus: bytes per transaction.
+    #[arg(long, default_value_t = 512)]
+    pub tx_size: usize,
+    /// consensus: seconds per rate.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// consensus: signed anomalies (each verified) instead of opaque bytes.
+    #[arg(long)]
+    pub signed: bool,
+    /// enforce: entries to apply through the agent.
+    #[arg(long, default_value_t = 100_000)]
+    pub entries: usize,
+    /// enforce: entries added one `nft add element` at a time beside it
+    /// (the time for all `--entries` is extrapolated from these).
+    #[arg(long, default_value_t = 1_000)]
+    pub one_by_one: usize,
+}
+
+impl BenchArgs {
+    /// `--cluster`'s offered rate.
+    pub fn cluster_rate(&self) -> u64 {
+        self.rate.first().copied().unwrap_or(50_000)
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.what == "consensus" {
+        return crate::bench_consensus::run(
+            args.validators,
+            &if args.rate.is_empty() {
+                vec![5_000, 10_000, 20_000, 40_000]
+            } else {
+                args.rate.clone()
+            },
+            args.tx_size,
+            args.seconds,
+            args.signed,
+        );
+    }
+    if args.what == "enforce" {
+        return crate::bench_enforce::run(args.entries, args.one_by_one);
+    }
     if args.what == "activation" {
         return crate::bench_activation::run(args.nats.as_deref(), &args.components, args.rounds);
     }
@@ -182,7 +226,7 @@ async fn datapath(args: BenchArgs) -> Result<()> {
     sys.drain(Duration::from_secs(120)).await;
     let elapsed = t0.elapsed();
     let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| (b.0 - a.0, b.1 - a.1));
-    let lost = sys.stats.lucius.dropped();
+    let lost = sys.stats.totals().dropped;
     if args.offered > 0 {
         println!("offered {} records/s", args.offered);
     }

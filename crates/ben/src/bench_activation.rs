@@ -16,7 +16,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use ben_bus::{Bus, PrefixedBus};
-use ben_component::{start_heartbeats, Clock, Deps, HeartbeatGuard, IntentAgent, Load, Role};
+use ben_component::{start_heartbeats, Deps, HeartbeatGuard, IntentAgent, Load, Role};
 use ben_control::ledger::{DeployPhase, StageRequest};
 use ben_store::{FileStore, Store};
 use ben_wire::{Keyring, Signer};
@@ -108,20 +108,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn random32() -> Result<[u8; 32]> {
-    let mut b = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
-        &mut b,
-    )
-    .context("reading /dev/urandom")?;
-    Ok(b)
-}
-
-fn now_ns() -> i64 {
-    ben_component::SystemClock.now_ns()
-}
-
 /// One component: its agent (to read the version it runs) and the tasks
 /// that keep it alive.
 struct Component {
@@ -180,7 +166,7 @@ pub async fn measure(url: &str, n: usize, rounds: usize) -> Result<Figures> {
     if n == 0 || rounds == 0 {
         bail!("--components and --rounds must be at least 1");
     }
-    let run_id = format!("{}x{}", std::process::id(), now_ns());
+    let run_id = format!("{}x{}", std::process::id(), ben_time::now_ns());
     let dir = std::env::temp_dir().join(format!("ben-bench-activation-{run_id}"));
     let _ = std::fs::remove_dir_all(&dir);
     let result = measure_in(&dir, &run_id, url, n, rounds).await;
@@ -202,14 +188,21 @@ async fn measure_in(
         bail!("the two builds of the shop bundle have the same version");
     }
 
-    // Keys: the ledger's and one per component; everyone trusts all.
-    let ledger_signer = Arc::new(Signer::from_secret(random32()?));
+    // Keys: the ledger's and one per component, each bound to its id;
+    // everyone trusts all.
+    let ledger_signer = Arc::new(Signer::from_secret(
+        ben_runtime::random32().map_err(anyhow::Error::msg)?,
+    ));
     let mut keyring = Keyring::new();
-    keyring.trust(ledger_signer.public());
+    keyring.trust(
+        ben_wire::LEDGER_ID,
+        ben_wire::Role::Ledger,
+        ledger_signer.public(),
+    );
     let mut signers = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = Signer::from_secret(random32()?);
-        keyring.trust(s.public());
+    for i in 0..n {
+        let s = Signer::from_secret(ben_runtime::random32().map_err(anyhow::Error::msg)?);
+        keyring.trust(&format!("proxy-{i}"), ben_wire::Role::Proxy, s.public());
         signers.push(Arc::new(s));
     }
     let keyring_arc = Arc::new(keyring.clone());
@@ -218,6 +211,7 @@ async fn measure_in(
         ben_control::Config {
             data_dir: dir.join("control"),
             api_addr: "127.0.0.1:0".parse()?,
+            roles: ben_runtime::intent_roles(),
             ..ben_control::Config::default()
         },
         ben_control::Deps {
@@ -225,7 +219,7 @@ async fn measure_in(
             store: store.clone(),
             signer: ledger_signer,
             keyring,
-            clock: Arc::new(now_ns),
+            clock: Arc::new(ben_time::now_ns),
         },
     )
     .await
@@ -298,7 +292,7 @@ async fn measure_in(
         let mut last = String::new();
         for r in 0..rounds {
             let v = &versions[r % 2].version;
-            let t0 = now_ns();
+            let t0 = ben_time::now_ns();
             let started = client
                 .deploy(v.clone())
                 .await

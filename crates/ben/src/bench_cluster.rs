@@ -1,6 +1,6 @@
 //! `ben bench datapath --cluster`: the data path with every component in
 //! its own process over NATS, started the way `ben cluster up` starts them
-//! (`ben_embedded::cluster::cluster_up` running in this process spawns this
+//! (`ben_cluster::cluster_up` running in this process spawns this
 //! executable as `ben run <component>` children), the shop bundle deployed
 //! through the control process's HTTP API (the calls `benctl stage` and
 //! `benctl deploy` make), and this process attested as the app.
@@ -20,7 +20,7 @@
 use crate::bench::{pct, rec, BenchArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use ben_bus::Bus;
-use ben_embedded::cluster::{self, ClusterConfig};
+use ben_cluster::{self as cluster, ClusterConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,7 +35,7 @@ const UP_TIMEOUT: Duration = Duration::from_secs(120);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn datapath(args: BenchArgs) -> Result<()> {
-    if args.rate == 0 {
+    if args.cluster_rate() == 0 {
         bail!("--rate must be positive");
     }
     let batch = args.batch.max(1);
@@ -43,10 +43,7 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
         .nats
         .clone()
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let t = ben_time::now_ns();
     let run = format!("{}-{t}", std::process::id());
     let dir = std::env::temp_dir().join(format!("ben-bench-cluster-{run}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -91,7 +88,7 @@ pub async fn datapath(args: BenchArgs) -> Result<()> {
         "cluster bench: NATS {nats}, prefix {}, {} processes, Lucius CPU class {:?}, durable subjects {}, data {}",
         cfg.prefix,
         cfg.started().len(),
-        cfg.lucius_cpu,
+        cfg.cpu_class("lucius"),
         match cfg.jetstream {
             Some(_) => "in JetStream",
             None => "on core NATS",
@@ -207,7 +204,18 @@ async fn measure(
         t_up.elapsed().as_secs_f64()
     );
     let t_dep = Instant::now();
-    let version = deploy(api, bundle).await?;
+    // The API's token, where `benctl --data-dir` reads it.
+    let token_file = ben_control::auth::token_path(&cfg.data_dir);
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading the API token {}", token_file.display()))?;
+    let version = deploy(
+        &Api {
+            addr: api,
+            token: token.trim().to_string(),
+        },
+        bundle,
+    )
+    .await?;
     println!(
         "deployed {version} through the API in {:.2} s",
         t_dep.elapsed().as_secs_f64()
@@ -261,7 +269,7 @@ async fn measure(
     let bg = encode(args.records, batch, args.records)?;
     let n = bg.len();
     let every = (n / args.signals.max(1)).max(1);
-    let per_batch = Duration::from_secs_f64(batch as f64 / args.rate as f64);
+    let per_batch = Duration::from_secs_f64(batch as f64 / args.cluster_rate() as f64);
     let mut sent_at: HashMap<String, Instant> = HashMap::new();
     let mut offered = 0u64;
     // Each process's record ages at arrival, per metrics interval, while
@@ -324,7 +332,7 @@ async fn measure(
     let achieved = offered as f64 / paced.as_secs_f64().max(1e-9);
     println!(
         "cluster app→signal latency at {} records/s offered ({achieved:.0} records/s achieved, {offered} records in {:.2} s): {} of {} signals, p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
-        args.rate,
+        args.cluster_rate(),
         paced.as_secs_f64(),
         lat.len(),
         sent_at.len(),
@@ -499,18 +507,25 @@ fn books_line(r: &Value) -> String {
         r["lost"],
         r["in_flight"],
         r["signals"],
-        r["lucius_dropped"]
+        r["dropped"]
     )
+}
+
+/// The control API: where, and its token.
+struct Api {
+    addr: SocketAddr,
+    token: String,
 }
 
 /// One HTTP/1.1 request to the control API (loopback, `Connection:
 /// close`); returns the status code and the body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<(u16, String)> {
+async fn http(api: &Api, method: &str, path: &str, body: &[u8]) -> Result<(u16, String)> {
+    let (addr, token) = (api.addr, &api.token);
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to the API at {addr}"))?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await?;
@@ -535,7 +550,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result
 /// Uploads the bundle's artifacts, stages its version and deploys it, as
 /// `benctl stage DIR` and `benctl deploy VERSION --wait` do; returns the
 /// version once the deploy is finalized.
-async fn deploy(api: SocketAddr, dir: &Path) -> Result<String> {
+async fn deploy(api: &Api, dir: &Path) -> Result<String> {
     let built = ben_intent::Bundle::load(dir)
         .map_err(|e| anyhow!("loading the shop bundle: {e}"))?
         .build()

@@ -1,16 +1,17 @@
 //! `ben run <component> --config FILE` and `ben cluster up --config FILE`:
 //! cluster mode, one OS process per component over NATS (the wiring is
-//! `ben_embedded::cluster`; this is arguments, signals and exit codes).
+//! `ben_cluster`; this is arguments, signals and exit codes).
 
 use anyhow::{Context, Result};
-use ben_embedded::cluster::{self, ClusterConfig, Kind};
+use ben_cluster::{self as cluster, ClusterConfig, Process};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The component: control, sidecar, proxy, spine, detector or lucius.
+    /// The component: control, or a kind of the component table cluster
+    /// mode runs (detector, spine, proxy, lucius, sidecar).
     pub component: String,
     /// The cluster config (TOML; see README "Cluster mode").
     #[arg(long)]
@@ -68,15 +69,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// component is saturated. The control process (HTTP API, ledger, many
 /// concurrent clients) keeps the multi-threaded runtime. A data-path role
 /// scales with more processes, not more threads.
-fn component_runtime(kind: Kind) -> Result<tokio::runtime::Runtime> {
-    match kind {
-        Kind::Control => runtime(),
-        Kind::Sidecar | Kind::Proxy | Kind::Spine | Kind::Detector | Kind::Lucius => {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the runtime")
-        }
+fn component_runtime(process: Process) -> Result<tokio::runtime::Runtime> {
+    match process {
+        Process::Control => runtime(),
+        Process::Component(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime"),
     }
 }
 
@@ -99,17 +98,18 @@ async fn terminated() {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let kind = Kind::parse(&args.component).map_err(anyhow::Error::msg)?;
+    let process = Process::parse(&args.component).map_err(anyhow::Error::msg)?;
     let cfg = ClusterConfig::load(&args.config).map_err(anyhow::Error::msg)?;
-    let id = args.id.unwrap_or_else(|| kind.default_id());
+    let id = args.id.unwrap_or_else(|| process.default_id());
     // Before the runtime starts any thread, so they all inherit it.
-    if kind == Kind::Lucius {
-        if let Err(e) = cfg.lucius_cpu.apply() {
+    let class = cfg.cpu_class(process.name());
+    if class != ben_orchestrator::cpu::CpuClass::default() {
+        if let Err(e) = class.apply() {
             eprintln!("{id}: {e}; running on at the default class");
         }
     }
-    component_runtime(kind)?
-        .block_on(cluster::run_component(&cfg, kind, &id, terminated()))
+    component_runtime(process)?
+        .block_on(cluster::run_component(&cfg, process, &id, terminated()))
         .map_err(anyhow::Error::msg)
 }
 
@@ -136,10 +136,7 @@ pub fn cluster(args: ClusterArgs) -> Result<()> {
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
             } else {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i64)
-                    .unwrap_or(0);
+                let now = ben_time::now_ns();
                 writeln!(
                     out,
                     "{} live component(s) in {} (registry {})",

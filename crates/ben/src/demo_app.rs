@@ -39,13 +39,13 @@ fn record(i: u64, url: &str, code: u16, ip: &str, user: u64) -> serde_json::Valu
 }
 
 fn format_now() -> String {
-    time_of(now_ns())
+    time_of(ben_time::now_ns())
 }
 
 /// RFC 3339 (UTC, seconds) of nanoseconds since the epoch.
 fn time_of(ns: i64) -> String {
     // Whole seconds are enough for a person reading the demo.
-    ben_bitspec::value::format_time(ns - ns.rem_euclid(1_000_000_000))
+    ben_time::format_rfc3339(ns - ns.rem_euclid(1_000_000_000))
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -64,7 +64,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     println!(
         "demo-app: attested as {} (BEE expires in {} s), intent {}",
         w.bee_subject,
-        (w.expires_ns - now_ns()) / 1_000_000_000,
+        (w.expires_ns - ben_time::now_ns()) / 1_000_000_000,
         w.intent_version
     );
     let start = tokio::time::Instant::now();
@@ -132,11 +132,4 @@ async fn demo(args: DemoArgs) -> Result<()> {
     }
     println!("\ndemo-app: done: {sent} records accepted, {rejected} rejected");
     Ok(())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

@@ -64,10 +64,9 @@ fn load_key(path: Option<&Path>) -> Result<[u8; 32]> {
             }
         }
         None => {
-            use std::io::Read;
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut seed))
-                .context("reading /dev/urandom for a signing key (or pass --key)")?;
+            seed = ben_runtime::random32()
+                .map_err(anyhow::Error::msg)
+                .context("a new signing key (or pass --key)")?;
         }
     }
     Ok(seed)
@@ -201,7 +200,6 @@ pub fn run(args: DetectArgs) -> Result<()> {
     .context("building the detector")?;
     let signer = ben_wire::Signer::from_secret(load_key(args.key.as_deref())?);
     let report = detector.run(&table);
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -213,7 +211,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         if d.published {
             // The envelope a bus would carry on ai.anomalies.v1.
             let env = signer.seal(&d.event);
-            json["signature"] = hex(&env.signature).into();
+            json["signature"] = hex::encode(&env.signature).into();
             json["key_id"] = env.key_id.into();
         }
         writeln!(out, "{json}").context("writing anomalies")?;

@@ -3,10 +3,14 @@
 mod bench;
 mod bench_activation;
 mod bench_cluster;
+mod bench_consensus;
+mod bench_enforce;
 mod cluster;
 mod demo_app;
+mod demo_mesh;
 mod detect;
 mod flows;
+mod log;
 mod shop;
 mod up;
 
@@ -21,6 +25,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Log format on stderr: `human` (one line per event) or `json` (one
+    /// object per event). What is logged: `RUST_LOG` (default
+    /// `warn,ben=info`).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: log::Format,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +61,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init(cli.log_format);
     match cli.cmd {
         Cmd::Up(args) => match up::run(args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -30,23 +30,5 @@ pub fn write_bundle(dir: &Path) -> Result<PathBuf> {
 /// A Beekeeper selector that accepts this executable, run by this user,
 /// as the shop's app.
 pub fn selector_for_this_process() -> Result<ben_bee::Selector> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        });
-    Ok(ben_bee::Selector {
-        app: "shop_web".into(),
-        uid,
-        exe: Some(
-            std::env::current_exe()
-                .context("finding this executable")?
-                .display()
-                .to_string(),
-        ),
-        ..ben_bee::Selector::default()
-    })
+    ben_bee::Selector::this_process("shop_web").map_err(anyhow::Error::msg)
 }

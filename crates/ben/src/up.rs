@@ -12,9 +12,16 @@ pub struct UpArgs {
     /// Deploy the example bundle (examples/shop) and run the demo app.
     #[arg(long)]
     pub demo: bool,
-    /// Data directory (ledger database, store, keys, sockets).
+    /// Data directory (ledger database, store, keys, sockets). Private
+    /// (0700): only its owner gets in.
     #[arg(long, default_value = ".ben")]
     pub data_dir: PathBuf,
+    /// The sidecar's Unix socket (default DATA_DIR/sidecar.sock). Apps
+    /// that run as another user need it outside the private data dir, in
+    /// a directory they can reach (e.g. /run/ben/sidecar.sock); who may
+    /// send is then decided by attestation, as always.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
     /// Where the HTTP API listens.
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub api: SocketAddr,
@@ -37,9 +44,25 @@ pub fn run(args: UpArgs) -> Result<()> {
 
 async fn up(args: UpArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding this executable")?;
+    // The operator's own token, else the one in DATA_DIR/api.token.
+    let api_token = match std::env::var("BEN_API_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Some(
+            ben_control::auth::ApiToken::new(&t)
+                .map_err(|e| anyhow::anyhow!("$BEN_API_TOKEN: {e}"))?,
+        ),
+        _ => None,
+    };
+    let token_from = match &api_token {
+        Some(_) => "$BEN_API_TOKEN".to_string(),
+        None => ben_control::auth::token_path(&args.data_dir)
+            .display()
+            .to_string(),
+    };
     let mut cfg = Config {
         data_dir: args.data_dir.clone(),
         api_addr: args.api,
+        api_token,
+        socket: args.socket.clone(),
         nats: args
             .nats
             .clone()
@@ -57,7 +80,7 @@ async fn up(args: UpArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!(e))
         .context("starting Ben")?;
     println!(
-        "ben up: API http://{}  sidecar {}  data {}",
+        "ben up: API http://{} (token: {token_from})  sidecar {}  data {}",
         sys.api_addr(),
         sys.cfg.socket_path().display(),
         sys.cfg.data_dir.display()
@@ -84,6 +107,14 @@ async fn up(args: UpArgs) -> Result<()> {
         println!("ben up: no bundle deployed; stage one with `benctl stage DIR` and `benctl deploy VERSION`");
     }
     let tty = std::io::stdout().is_terminal();
+    let security = args.demo.then(|| {
+        let bus = sys.bus.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::demo_mesh::run(bus, tty).await {
+                println!("security path: the demo stopped: {e:#}");
+            }
+        })
+    });
     let deadline = (args.duration > 0)
         .then(|| tokio::time::Instant::now() + Duration::from_secs(args.duration));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -99,6 +130,7 @@ async fn up(args: UpArgs) -> Result<()> {
                 if tty {
                     print!("\r\x1b[2K{line}");
                     let _ = std::io::stdout().flush();
+                    crate::log::status_line_shown();
                 } else if n.is_multiple_of(5) {
                     println!("{line}");
                 }
@@ -111,6 +143,9 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     if let Some(mut c) = child {
         let _ = c.kill().await;
+    }
+    if let Some(t) = security {
+        t.abort();
     }
     // Let records in flight reach their last hop before stopping.
     sys.drain(Duration::from_secs(3)).await;

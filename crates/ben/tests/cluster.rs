@@ -6,7 +6,7 @@
 
 use ben_bus::Bus;
 use ben_client::Client;
-use ben_embedded::cluster::{self, ClusterConfig};
+use ben_cluster::{self as cluster, ClusterConfig};
 use ben_wire::pb;
 use prost::Message;
 use serde_json::{json, Value};
@@ -21,73 +21,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 const BLOT_KEY: &str = "cluster test key 0123456789abcdef";
 
-/// A PostgreSQL database of this run's own on the machine's server
-/// (127.0.0.1:5432, trust auth), dropped with the value.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
-
-async fn pg_admin(sql: String) -> Result<(), String> {
-    use sqlx::{Connection, Executor};
-    let mut c = sqlx::PgConnection::connect(&format!("{PG}/test"))
-        .await
-        .map_err(|e| {
-            format!("PostgreSQL at {PG}/test (is it running? scripts/test starts it): {e}")
-        })?;
-    c.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
-    let _ = c.close().await;
-    Ok(())
-}
-
-impl TestDb {
-    async fn create() -> TestDb {
-        let name = format!("ben_cluster_{}_{}", std::process::id(), now_ns());
-        pg_admin(format!("CREATE DATABASE {name}")).await.unwrap();
-        TestDb {
-            url: format!("{PG}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // From a thread of its own: Drop may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(pg_admin(sql)))
-        })
-        .join();
-    }
-}
-
 fn shop() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
-}
-
-fn uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
 }
 
 fn rec(i: usize, url: &str, code: u16, ip: &str, email: &str) -> Value {
@@ -99,12 +34,24 @@ fn rec(i: usize, url: &str, code: u16, ip: &str, email: &str) -> Value {
     })
 }
 
-/// A minimal HTTP/1.1 request; returns the status and the body.
+/// Each running cluster's API token by its API's address, as read from
+/// `api.token` in its data dir (where `benctl --data-dir` reads it).
+static TOKENS: std::sync::Mutex<BTreeMap<SocketAddr, String>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// A minimal HTTP/1.1 request with the cluster's API token; returns the
+/// status and the body.
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = TOKENS
+        .lock()
+        .unwrap()
+        .get(&addr)
+        .cloned()
+        .unwrap_or_default();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -217,8 +164,8 @@ stop_grace_ms = 5000
 {extra}
 "#,
             pid = std::process::id(),
-            t = now_ns(),
-            uid = uid(),
+            t = ben_time::now_ns(),
+            uid = ben_bee::own_uid().unwrap(),
             exe = std::env::current_exe().unwrap().display(),
         );
         std::fs::write(&path, toml).unwrap();
@@ -243,7 +190,13 @@ stop_grace_ms = 5000
             bus,
             log,
         };
-        let want = 5 + spines;
+        let detectors = scale
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("detectors"))
+            .and_then(|r| r.trim().strip_prefix('='))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(1);
+        let want = 4 + spines + detectors;
         c.wait("every process healthy", Duration::from_secs(90), |s| {
             s["components"]
                 .as_object()
@@ -256,6 +209,24 @@ stop_grace_ms = 5000
             .trim()
             .parse()
             .unwrap();
+        let token = std::fs::read_to_string(c.cfg.data_dir.join("api.token")).unwrap();
+        // The token file is private, like the data dir.
+        use std::os::unix::fs::PermissionsExt;
+        for (p, want) in [
+            (c.cfg.data_dir.join("api.token"), 0o600),
+            (c.cfg.data_dir.clone(), 0o700),
+            (c.cfg.key_dir.clone(), 0o700),
+        ] {
+            let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, want, "{} is {m:o}", p.display());
+        }
+        // Without the token the API refuses.
+        let (code, body) = http(c.api, "POST", "/api/v1/deploy", b"{}").await;
+        assert_eq!(code, 401, "{body}");
+        TOKENS
+            .lock()
+            .unwrap()
+            .insert(c.api, token.trim().to_string());
         // The ledger has registered every component (first heartbeats).
         for _ in 0..300 {
             let s = get_json(c.api, "/api/v1/status").await;
@@ -498,7 +469,10 @@ fn watch(
     let s = seen.clone();
     tokio::spawn(async move {
         while let Some(m) = dlq.next().await {
-            let d = pb::DeadLetter::decode(m.payload.as_slice()).unwrap_or_default();
+            // Signed by their writers; read here without verifying.
+            let d = pb::SignedEnvelope::decode(m.payload.as_slice())
+                .and_then(|e| pb::DeadLetter::decode(e.payload.as_slice()))
+                .unwrap_or_default();
             s.lock()
                 .unwrap()
                 .dead_letters
@@ -515,7 +489,7 @@ async fn records_flow_with_every_component_in_its_own_process() {
     let _one = ONE_AT_A_TIME.lock().await;
     // The ledger and Lucius on the machine's real PostgreSQL, in a
     // database of this run's own.
-    let db = TestDb::create().await;
+    let db = ben_sql::testing::TestDb::create().await;
     let mut c =
         Cluster::start_with("flow", 2, 0, &format!("database_url = \"{}\"", db.url), "").await;
     let st = c.status().await;
@@ -530,7 +504,7 @@ async fn records_flow_with_every_component_in_its_own_process() {
 
     let version = c.deploy_shop().await;
     let seen = watch(
-        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.data.detector.*", None).await.unwrap(),
         c.bus.subscribe("ben.dlq", None).await.unwrap(),
     );
     let mut app = Client::connect(&c.cfg.socket, "shop_web")
@@ -732,7 +706,7 @@ async fn spine_stopped_under_traffic(how: Stop) {
     let mut c = Cluster::start(tag, 2, 0, "").await;
     let version = c.deploy_shop().await;
     let seen = watch(
-        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.data.detector.*", None).await.unwrap(),
         c.bus.subscribe("ben.dlq", None).await.unwrap(),
     );
     let mut beats = heartbeats(
@@ -924,7 +898,7 @@ async fn late_joiner_activates_the_current_version_before_taking_traffic() {
     let mut c = Cluster::start("late", 1, 1, "").await;
     let version = c.deploy_shop().await;
     let seen = watch(
-        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.data.detector.*", None).await.unwrap(),
         c.bus.subscribe("ben.dlq", None).await.unwrap(),
     );
     let mut beats = heartbeats(
@@ -1329,7 +1303,7 @@ async fn nats_outage(name: &str, down: Duration, extra: &str) {
     assert_eq!(c.cfg.nats, format!("nats://127.0.0.1:{port}"));
     let version = c.deploy_shop().await;
     let seen = watch(
-        c.bus.subscribe("ben.data.detector", None).await.unwrap(),
+        c.bus.subscribe("ben.data.detector.*", None).await.unwrap(),
         c.bus.subscribe("ben.dlq", None).await.unwrap(),
     );
     let mut app = Client::connect(&c.cfg.socket, "shop_web").await.unwrap();
@@ -1617,4 +1591,98 @@ async fn nats_outage(name: &str, down: Duration, extra: &str) {
     c.stop().await;
     nats.kill();
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Revocation in cluster mode: the sidecar process reports the app's BEE
+/// to the control process (listed by the API); revoking its subject there
+/// closes the app's connection within 1 s and its next Hello is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_app_is_dropped_and_refused_across_processes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let c = Cluster::start("revoke", 1, 0, "").await;
+    c.deploy_shop().await;
+    let mut app = Client::connect(&c.cfg.socket, "shop_web")
+        .await
+        .expect("attested");
+    let subject = app.welcome().await.bee_subject;
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = get_json(c.api, "/api/v1/bees").await;
+        if listed["bees"].as_array().is_some_and(|b| !b.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed["bees"][0]["subject"], subject.as_str(), "{listed}");
+    assert_eq!(listed["bees"][0]["sidecar"], "sidecar-1", "{listed}");
+    let body = json!({ "subject": subject }).to_string();
+    let (code, answer) = http(c.api, "POST", "/api/v1/bees/revoke", body.as_bytes()).await;
+    assert_eq!(code, 200, "{answer}");
+    let t0 = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        while app.signals.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "still connected {:?} after the revocation",
+        t0.elapsed()
+    );
+    match Client::connect(&c.cfg.socket, "shop_web").await {
+        Err(ben_client::ClientError::Refused(r)) => assert!(r.contains("revoked"), "{r}"),
+        other => panic!("expected a refusal, got {:?}", other.err()),
+    }
+    c.stop().await;
+}
+
+/// Two detectors; one is stopped (SIGTERM) under traffic and restarted by
+/// the supervisor: while it leaves, the partitions it served stay served
+/// (it goes silent and serves on until the other detector has taken them),
+/// so no record is lost and the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_stopped_under_traffic_hands_its_partitions_over() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = Cluster::start_scaled("detterm", 1, 0, "", "detectors = 2", "").await;
+    c.deploy_shop().await;
+    let mut app = Client::connect(&c.cfg.socket, "shop_web").await.unwrap();
+    let victim = c.status().await["components"]["detector-1"]["pid"]
+        .as_u64()
+        .expect("detector-1 runs");
+    let mut accepted = 0u64;
+    for b in 0..100usize {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| {
+                rec(
+                    b * 20 + i,
+                    "/checkout",
+                    503,
+                    &format!("10.1.{}.{}", b % 7, i),
+                    "carol@example.com",
+                )
+            })
+            .collect();
+        accepted += app.send(&batch).await.unwrap().accepted;
+        if b == 20 {
+            std::process::Command::new("kill")
+                .args(["-TERM", &victim.to_string()])
+                .status()
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted, 2000);
+    let st = c
+        .wait("the books to settle", Duration::from_secs(60), |s| {
+            s["records"]["settled"] == true && s["records"]["accepted"].as_u64() == Some(accepted)
+        })
+        .await;
+    let r = &st["records"];
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        st["components"]["detector-1"]["last_exit"], "exited with status 0",
+        "{st:#}"
+    );
+    assert_eq!(n("lost"), 0, "records lost while a detector left: {st:#}");
+    assert_eq!(n("to_detectors") + n("dead_letters"), accepted, "{st:#}");
+    c.stop().await;
 }

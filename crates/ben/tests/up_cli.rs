@@ -31,6 +31,21 @@ fn ben_up_demo_runs_and_signals_reach_the_app() {
         out.contains("SIGNAL auth.bruteforce severity high key [\"203.0.113.66\"]"),
         "{out}"
     );
+    // The security path: the bundled port scan, detected, committed by
+    // the four validators, its policy checked and acked by the agent.
+    for stage in [
+        "port scan from 203.0.113.66 replayed",
+        "anomaly ",
+        "all 4 validators committed it",
+        "policy block-203.0.113.66: drop 203.0.113.66",
+        "enforcer-1 applied it (dry-run",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("security path +") && l.contains(stage)),
+            "no security path line with {stage:?}:\n{out}"
+        );
+    }
     let final_line = out
         .lines()
         .find(|l| l.starts_with("ben up: final:"))
@@ -38,5 +53,67 @@ fn ben_up_demo_runs_and_signals_reach_the_app() {
     assert!(
         final_line.contains("rejected 0 | dead letters 0"),
         "{final_line}\n(every dead letter's reason is in the output:)\n{out}"
+    );
+}
+
+/// Logs reach the user: `ben up` installs a subscriber, so events from the
+/// components (here the start event) are written to stderr, one line each,
+/// or as JSON objects with `--log-format json`; `RUST_LOG` chooses.
+#[test]
+fn ben_up_logs_to_stderr_in_both_formats() {
+    let run = |format: &str, filter: Option<&str>| {
+        let dir = std::env::temp_dir().join(format!(
+            "ben-up-log-{}-{format}-{}",
+            std::process::id(),
+            filter.unwrap_or("default")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ben"));
+        cmd.args([
+            "up",
+            "--duration",
+            "1",
+            "--api",
+            "127.0.0.1:0",
+            "--log-format",
+            format,
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("BEN_BLOT_KEY", "up-cli-test-key-0123456789")
+        .env_remove("RUST_LOG");
+        if let Some(f) = filter {
+            cmd.env("RUST_LOG", f);
+        }
+        let o = cmd.output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "stderr:\n{err}");
+        err
+    };
+    let human = run("human", None);
+    let line = human
+        .lines()
+        .find(|l| l.contains("started"))
+        .unwrap_or_else(|| panic!("no start event on stderr:\n{human}"));
+    assert!(
+        line.contains("INFO") && line.contains("components="),
+        "{line}"
+    );
+    let json = run("json", None);
+    let event: serde_json::Value = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "started")
+        .unwrap_or_else(|| panic!("no JSON start event on stderr:\n{json}"));
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert!(
+        event["fields"]["components"].as_u64().unwrap_or(0) >= 6,
+        "{event}"
+    );
+    let quiet = run("human", Some("off"));
+    assert!(
+        !quiet.contains("started"),
+        "RUST_LOG=off still logged:\n{quiet}"
     );
 }

@@ -1,7 +1,12 @@
 //! The commands that talk to a running Ben (`ben up`) through its HTTP API:
-//! `stage`, `deploy`, `status`, `history`, `rollback`.
+//! `stage`, `deploy`, `status`, `history`, `rollback`, `lucius query`,
+//! `bee list`, `bee revoke`.
 //!
 //! The API is `--api URL`, else `$BEN_API`, else `http://127.0.0.1:7420`.
+//! Its token (every endpoint needs one) is `--token`, else
+//! `$BEN_API_TOKEN`, else the `api.token` file in Ben's data dir:
+//! `--data-dir D`, else `$BEN_DATA_DIR`, else `.ben` — the data dir of a
+//! `ben up --data-dir D`, or a cluster's `data_dir`.
 //! Exit codes: 0 success; 1 Ben refused (not staged, busy, …) or the
 //! deploy aborted; 2 Ben unreachable, usage or I/O error.
 
@@ -19,6 +24,51 @@ pub struct ApiArg {
     /// Ben's API (default: $BEN_API, else http://127.0.0.1:7420).
     #[arg(long, value_name = "URL")]
     api: Option<String>,
+    /// The API token (default: $BEN_API_TOKEN, else api.token in the data dir).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Ben's data dir, where api.token is (default: $BEN_DATA_DIR, else .ben).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// The API token file's name in the data dir (as `ben up` writes it).
+const TOKEN_FILE: &str = "api.token";
+
+/// The token to send, and where benctl looked for it (for a refusal).
+fn find_token(arg: &ApiArg) -> (Option<String>, String) {
+    let mut looked = Vec::new();
+    let nonempty = |s: String| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    if let Some(t) = arg.token.clone().and_then(nonempty) {
+        return (Some(t), "--token".into());
+    }
+    looked.push("--token (not given)".to_string());
+    if let Some(t) = std::env::var("BEN_API_TOKEN").ok().and_then(nonempty) {
+        return (Some(t), "$BEN_API_TOKEN".into());
+    }
+    looked.push("$BEN_API_TOKEN (unset)".to_string());
+    let (dir, from) = match (
+        &arg.data_dir,
+        std::env::var("BEN_DATA_DIR").ok().and_then(nonempty),
+    ) {
+        (Some(d), _) => (d.clone(), "--data-dir"),
+        (None, Some(d)) => (PathBuf::from(d), "$BEN_DATA_DIR"),
+        (None, None) => (PathBuf::from(".ben"), "the default data dir"),
+    };
+    let path = dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => match nonempty(t) {
+            Some(t) => (Some(t), format!("{} ({from})", path.display())),
+            None => {
+                looked.push(format!("{} ({from}): empty", path.display()));
+                (None, looked.join(", "))
+            }
+        },
+        Err(e) => {
+            looked.push(format!("{} ({from}): {e}", path.display()));
+            (None, looked.join(", "))
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -77,6 +127,155 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: LuciusCmd,
     },
+    /// The BEEs sidecars issued, and revocation.
+    Bee {
+        #[command(subcommand)]
+        cmd: BeeCmd,
+    },
+    /// CyberMesh: what is enforced.
+    Mesh {
+        #[command(subcommand)]
+        cmd: MeshCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MeshCmd {
+    /// What the enforcement agent blocks: each target, since and until
+    /// when, and why (policy, block height, anomalies).
+    Enforcement {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+}
+
+fn ms_rfc3339(ms: u64) -> String {
+    ben_time::format_rfc3339(ms as i64 * 1_000_000)
+}
+
+fn mesh_enforcement(api: &Api, json: bool) -> Result<ExitCode> {
+    let r = api.call("GET", "/api/v1/mesh/enforcement", None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if json {
+        println!("{}", r.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let b = &r.body;
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let rows = b
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "agent {} ({}), {} entries{}",
+        s(b, "agent"),
+        s(b, "backend"),
+        rows.len(),
+        if b["breaker"]["open"] == json!(true) {
+            " — circuit breaker OPEN: new policies are held, not applied"
+        } else {
+            ""
+        }
+    );
+    for e in &rows {
+        let anomalies: Vec<&str> = e
+            .get("anomalies")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{}  {} {}  since {}  until {}  policy {} at height {}  anomalies {}",
+            s(e, "target"),
+            s(e, "action"),
+            s(e, "direction"),
+            ms_rfc3339(u(e, "since_ms")),
+            ms_rfc3339(u(e, "expires_at_ms")),
+            s(e, "policy"),
+            u(e, "height"),
+            anomalies.join(",")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum BeeCmd {
+    /// Issued BEEs (one per attested connection) and the revoked subjects.
+    List {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Revoke an app identity: its connections are dropped and its next Hello refused.
+    Revoke {
+        /// The BEE subject, as `benctl bee list` shows it (app/uid/exe-prefix).
+        subject: String,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+}
+
+fn bee(cmd: BeeCmd) -> Result<ExitCode> {
+    match cmd {
+        BeeCmd::List { json, api } => {
+            let r = Api::new(api).call("GET", "/api/v1/bees", None)?;
+            if !r.ok() {
+                return Ok(refused(&r));
+            }
+            if json {
+                println!("{}", r.body);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let bees = r.body["bees"].as_array().cloned().unwrap_or_default();
+            println!("bees     {} issued", bees.len());
+            for b in &bees {
+                let g = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+                let n = |k: &str| b[k].as_i64().unwrap_or_default();
+                println!(
+                    "  {}  serial {}  pid {}  {}  expires {}  (sidecar {})",
+                    g("subject"),
+                    n("serial"),
+                    n("pid"),
+                    g("exe"),
+                    time(n("expires_ns")),
+                    g("sidecar")
+                );
+            }
+            let revoked = r.body["revoked"].as_array().cloned().unwrap_or_default();
+            println!("revoked  {}", revoked.len());
+            for s in &revoked {
+                println!("  {}", s.as_str().unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BeeCmd::Revoke { subject, api } => {
+            let r = Api::new(api).call(
+                "POST",
+                "/api/v1/bees/revoke",
+                Some(json!({ "subject": subject })),
+            )?;
+            if !r.ok() {
+                return Ok(refused(&r));
+            }
+            if r.body["already_revoked"].as_bool() == Some(true) {
+                println!("{subject} was already revoked; sidecars were told again");
+            } else {
+                println!(
+                    "revoked  {subject}; sidecars drop its connections and refuse its next Hello"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -103,7 +302,7 @@ pub enum LuciusCmd {
 }
 
 fn since_ns(s: &str) -> Result<i64> {
-    if let Some(t) = ben_bitspec::value::parse_time(s) {
+    if let Some(t) = ben_time::parse_rfc3339(s) {
         return Ok(t);
     }
     let d = ben_bitspec::value::parse_duration(s).ok_or_else(|| {
@@ -111,11 +310,7 @@ fn since_ns(s: &str) -> Result<i64> {
             "--since {s}: write a duration like 10m or a time like 2026-01-01T00:00:00Z"
         )
     })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
-    Ok(now - d)
+    Ok(ben_time::now_ns() - d)
 }
 
 fn lucius_query(
@@ -174,6 +369,7 @@ fn lucius_query(
 pub fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Stage { dir, api } => stage(&Api::new(api), &dir),
+        Cmd::Bee { cmd } => bee(cmd),
         Cmd::Deploy { version, wait, api } => {
             let api = Api::new(api);
             let r = api.call(
@@ -201,6 +397,9 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
                     api,
                 },
         } => lucius_query(&Api::new(api), schema, flag, since, limit, json),
+        Cmd::Mesh {
+            cmd: MeshCmd::Enforcement { json, api },
+        } => mesh_enforcement(&Api::new(api), json),
     }
 }
 
@@ -227,10 +426,14 @@ impl Reply {
 struct Api {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
+    /// Where the token came from, or where benctl looked for one.
+    token_from: String,
 }
 
 impl Api {
     fn new(arg: ApiArg) -> Api {
+        let (token, token_from) = find_token(&arg);
         let base = arg
             .api
             .or_else(|| std::env::var("BEN_API").ok().filter(|s| !s.is_empty()))
@@ -243,24 +446,31 @@ impl Api {
         Api {
             base: base.trim_end_matches('/').to_string(),
             agent: ureq::Agent::new_with_config(config),
+            token,
+            token_from,
+        }
+    }
+
+    fn authorized<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("authorization", format!("Bearer {t}")),
+            None => r,
         }
     }
 
     fn send(&self, method: &str, path: &str, body: Body) -> Result<Reply> {
         let url = format!("{}{path}", self.base);
         let res = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
+            ("GET", _) => self.authorized(self.agent.get(&url)).call(),
             ("PUT", Body::Bytes(b)) => self
-                .agent
-                .put(&url)
+                .authorized(self.agent.put(&url))
                 .header("content-type", "application/octet-stream")
                 .send(b),
             ("POST", Body::Json(j)) => self
-                .agent
-                .post(&url)
+                .authorized(self.agent.post(&url))
                 .header("content-type", "application/json")
                 .send(j.to_string()),
-            ("POST", _) => self.agent.post(&url).send_empty(),
+            ("POST", _) => self.authorized(self.agent.post(&url)).send_empty(),
             _ => bail!("internal: unsupported request {method} {path}"),
         };
         let mut resp = match res {
@@ -275,11 +485,22 @@ impl Api {
             .body_mut()
             .read_to_string()
             .with_context(|| format!("reading the reply to {method} {url}"))?;
-        let body = if text.trim().is_empty() {
+        let mut body = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
+        if code == 401 {
+            // Say where the token came from, or where benctl looked.
+            let said = Reply { code, body }.error();
+            let source = match &self.token {
+                Some(_) => format!("benctl sent the token from {}", self.token_from),
+                None => format!("benctl found no token; it looked at {}", self.token_from),
+            };
+            body = json!({
+                "error": format!("{said}\n  {source}; pass --token, set $BEN_API_TOKEN, or --data-dir D (or $BEN_DATA_DIR) for a `ben up --data-dir D`")
+            });
+        }
         Ok(Reply { code, body })
     }
 
@@ -559,26 +780,7 @@ fn history(api: &Api, as_json: bool) -> Result<ExitCode> {
 
 /// RFC 3339 UTC with milliseconds, from ns since the epoch.
 fn time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let ms = ns.rem_euclid(1_000_000_000) / 1_000_000;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    ben_time::format_rfc3339_millis(ns)
 }
 
 #[cfg(test)]

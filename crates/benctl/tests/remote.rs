@@ -24,10 +24,24 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn benctl(args: &[&str], api: Option<&str>) -> Output {
+    benctl_with(args, api, &[])
+}
+
+/// benctl with `BEN_API` = `api` and the other variables `env`; none of
+/// the caller's `BEN_API*` / `BEN_DATA_DIR`, and run in a fresh directory
+/// (no `.ben/` to find a token in).
+fn benctl_with(args: &[&str], api: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_benctl"));
-    c.args(args).env_remove("BEN_API");
+    c.args(args)
+        .env_remove("BEN_API")
+        .env_remove("BEN_API_TOKEN")
+        .env_remove("BEN_DATA_DIR")
+        .current_dir(std::env::temp_dir());
     if let Some(a) = api {
         c.env("BEN_API", a);
+    }
+    for (k, v) in env {
+        c.env(k, v);
     }
     c.output().expect("run benctl")
 }
@@ -43,10 +57,11 @@ fn err(o: &Output) -> String {
 struct Ben {
     rt: tokio::runtime::Runtime,
     api: String,
+    /// The data dir, where the control plane wrote api.token.
+    dir: PathBuf,
     bus: Arc<InProcessBus>,
     store: Arc<FileStore>,
     ledger_signer: Arc<Signer>,
-    component_signer: Arc<Signer>,
     sims: Vec<SimComponent>,
 }
 
@@ -61,9 +76,8 @@ impl Ben {
         let bus = Arc::new(InProcessBus::default());
         let store = Arc::new(FileStore::open(dir.join("store")).unwrap());
         let ledger_signer = Arc::new(Signer::from_secret([3; 32]));
-        let component_signer = Arc::new(Signer::from_secret([4; 32]));
-        let mut keyring = Keyring::new();
-        keyring.trust(component_signer.public());
+        // Each simulated component signs as itself (testkit::sim_signer).
+        let keyring = testkit::sim_keyring(4);
         let deps = Deps {
             bus: bus.clone(),
             store: store.clone(),
@@ -71,10 +85,18 @@ impl Ben {
             keyring,
             clock: Arc::new(SystemClock),
         };
+        // As `ben up` does: the token made in the data dir on first start.
+        let mut random = [0x5a; 32];
+        for (i, b) in name.bytes().enumerate() {
+            random[i % 32] ^= b;
+        }
+        let token = ben_control::auth::token_file(&dir, random).unwrap();
         let cfg = Config {
             data_dir: dir.clone(),
             api_addr: "127.0.0.1:0".parse().unwrap(),
+            api_token: Some(token),
             prepare_timeout_ms: 2_000,
+            roles: ben_control::testkit::roles(),
             ..Config::default()
         };
         let handle = rt.block_on(ben_control::start(cfg, deps)).unwrap();
@@ -84,17 +106,21 @@ impl Ben {
         Ben {
             rt,
             api,
+            dir,
             bus,
             store,
             ledger_signer,
-            component_signer,
             sims: Vec::new(),
         }
     }
 
     fn sim(&mut self, id: &str, role: &str, behaviour: Behaviour) {
         let mut ledger_keys = Keyring::new();
-        ledger_keys.trust(self.ledger_signer.public());
+        ledger_keys.trust(
+            ben_wire::LEDGER_ID,
+            ben_wire::Role::Ledger,
+            self.ledger_signer.public(),
+        );
         let s = self
             .rt
             .block_on(testkit::spawn(
@@ -106,7 +132,7 @@ impl Ben {
                 },
                 self.bus.clone() as Arc<dyn Bus>,
                 self.store.clone() as Arc<dyn Store>,
-                self.component_signer.clone(),
+                Arc::new(testkit::sim_signer(id)),
                 ledger_keys,
                 Arc::new(SystemClock),
             ))
@@ -114,10 +140,17 @@ impl Ben {
         self.sims.push(s);
     }
 
+    /// benctl as a user runs it against a `ben up --data-dir DIR`: with
+    /// `BEN_DATA_DIR=DIR`, where it finds the token.
+    fn ctl(&self, args: &[&str], api: Option<&str>) -> Output {
+        let dir = self.dir.to_str().unwrap();
+        benctl_with(args, api, &[("BEN_DATA_DIR", dir)])
+    }
+
     /// Waits until `n` components are registered (via `benctl status`).
     fn wait_registered(&self, n: usize) {
         for _ in 0..100 {
-            let o = benctl(&["status", "--json", "--api", &self.api], None);
+            let o = self.ctl(&["status", "--json", "--api", &self.api], None);
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
             if v["components"].as_array().map(Vec::len) == Some(n) {
                 return;
@@ -145,7 +178,7 @@ fn stage_deploy_wait_status_history_against_the_api() {
         .unwrap()
         .version;
 
-    let o = benctl(&["stage", shop.to_str().unwrap(), "--api", &ben.api], None);
+    let o = ben.ctl(&["stage", shop.to_str().unwrap(), "--api", &ben.api], None);
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
     assert!(
         out(&o).contains(&format!("staged   {version}")),
@@ -158,12 +191,12 @@ fn stage_deploy_wait_status_history_against_the_api() {
         out(&o)
     );
     // Again: nothing new; BEN_API instead of --api.
-    let o = benctl(&["stage", shop.to_str().unwrap()], Some(&ben.api));
+    let o = ben.ctl(&["stage", shop.to_str().unwrap()], Some(&ben.api));
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("already staged"), "{}", out(&o));
 
     ben.wait_registered(3);
-    let o = benctl(&["deploy", &version, "--wait", "--api", &ben.api], None);
+    let o = ben.ctl(&["deploy", &version, "--wait", "--api", &ben.api], None);
     assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
     let text = out(&o);
     assert!(text.contains(&format!("{version} finalized")), "{text}");
@@ -175,7 +208,7 @@ fn stage_deploy_wait_status_history_against_the_api() {
         assert!(line.contains("active"), "{line}");
     }
 
-    let o = benctl(&["status", "--api", &ben.api], None);
+    let o = ben.ctl(&["status", "--api", &ben.api], None);
     assert!(o.status.success());
     assert!(
         out(&o).contains(&format!("active   {version}")),
@@ -183,17 +216,17 @@ fn stage_deploy_wait_status_history_against_the_api() {
         out(&o)
     );
     assert!(out(&o).contains("components 3 registered"), "{}", out(&o));
-    let o = benctl(&["status", &version, "--api", &ben.api], None);
+    let o = ben.ctl(&["status", &version, "--api", &ben.api], None);
     assert!(out(&o).contains(", active"), "{}", out(&o));
 
-    let o = benctl(&["history", "--api", &ben.api], None);
+    let o = ben.ctl(&["history", "--api", &ben.api], None);
     assert!(o.status.success());
     let h = out(&o);
     assert!(h.lines().next().unwrap().contains("staged"), "{h}");
     assert!(h.lines().last().unwrap().ends_with("finalized"), "{h}");
 
     // Nothing to roll back to: refused with the reason, exit 1.
-    let o = benctl(&["rollback", "--api", &ben.api], None);
+    let o = ben.ctl(&["rollback", "--api", &ben.api], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         err(&o).contains("no earlier finalized version"),
@@ -201,7 +234,7 @@ fn stage_deploy_wait_status_history_against_the_api() {
         err(&o)
     );
     // Redeploying the active version: refused.
-    let o = benctl(&["deploy", &version, "--api", &ben.api], None);
+    let o = ben.ctl(&["deploy", &version, "--api", &ben.api], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("already active"), "{}", err(&o));
 
@@ -216,7 +249,7 @@ fn stage_deploy_wait_status_history_against_the_api() {
         "[bundle]\nname = \"shop\"\nversion = \"shop-2\"\n",
     )
     .unwrap();
-    let o = benctl(&["stage", two.to_str().unwrap(), "--api", &ben.api], None);
+    let o = ben.ctl(&["stage", two.to_str().unwrap(), "--api", &ben.api], None);
     assert!(o.status.success(), "{}", err(&o));
     ben.sim(
         "lucius-1",
@@ -224,7 +257,7 @@ fn stage_deploy_wait_status_history_against_the_api() {
         Behaviour::FailPrepare("disk full".into()),
     );
     ben.wait_registered(4);
-    let o = benctl(&["deploy", "shop-2", "--wait", "--api", &ben.api], None);
+    let o = ben.ctl(&["deploy", "shop-2", "--wait", "--api", &ben.api], None);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let text = out(&o);
     assert!(text.contains("shop-2 aborted"), "{text}");
@@ -240,7 +273,7 @@ fn stage_deploy_wait_status_history_against_the_api() {
         line.contains("failed") && line.ends_with("disk full"),
         "{line}"
     );
-    let o = benctl(&["status", "--api", &ben.api], None);
+    let o = ben.ctl(&["status", "--api", &ben.api], None);
     assert!(
         out(&o).contains(&format!("active   {version}")),
         "{}",
@@ -285,4 +318,94 @@ fn stage_refuses_a_stale_lock_before_contacting_ben() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("ben.lock is out of date"), "{}", err(&o));
+}
+
+#[test]
+fn without_the_token_benctl_is_refused_and_says_where_it_looked() {
+    let ben = Ben::start("token");
+    // No token anywhere: 401, exit 1, and where benctl looked.
+    let o = benctl(&["status", "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let e = err(&o);
+    assert!(e.contains("needs Ben's API token"), "{e}");
+    assert!(e.contains("$BEN_API_TOKEN (unset)"), "{e}");
+    assert!(e.contains(".ben/api.token (the default data dir)"), "{e}");
+    // A wrong token: refused, naming where that token came from.
+    let o = benctl_with(
+        &["deploy", "v1", "--api", &ben.api],
+        None,
+        &[("BEN_API_TOKEN", "0123456789abcdef-wrong")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("does not match"), "{}", err(&o));
+    assert!(err(&o).contains("from $BEN_API_TOKEN"), "{}", err(&o));
+    // Each way a user gives it works: --data-dir, $BEN_DATA_DIR, --token,
+    // $BEN_API_TOKEN.
+    let dir = ben.dir.to_str().unwrap();
+    let token = std::fs::read_to_string(ben.dir.join("api.token")).unwrap();
+    for o in [
+        benctl(&["status", "--api", &ben.api, "--data-dir", dir], None),
+        ben.ctl(&["status", "--api", &ben.api], None),
+        benctl(&["status", "--api", &ben.api, "--token", &token], None),
+        benctl_with(
+            &["status", "--api", &ben.api],
+            None,
+            &[("BEN_API_TOKEN", &token)],
+        ),
+    ] {
+        assert!(o.status.success(), "{}", err(&o));
+        assert!(out(&o).contains("active   none"), "{}", out(&o));
+    }
+}
+
+#[test]
+fn bee_list_and_revoke_through_the_api() {
+    let ben = Ben::start("bees");
+    let o = ben.ctl(&["bee", "list", "--api", &ben.api], None);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("bees     0 issued"), "{}", out(&o));
+    assert!(out(&o).contains("revoked  0"), "{}", out(&o));
+    let o = ben.ctl(
+        &[
+            "bee",
+            "revoke",
+            "shop_web/1000/abcdef0123456789",
+            "--api",
+            &ben.api,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("revoked  shop_web/1000/abcdef0123456789"),
+        "{}",
+        out(&o)
+    );
+    let o = ben.ctl(&["bee", "list", "--json", "--api", &ben.api], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["revoked"][0], "shop_web/1000/abcdef0123456789", "{v}");
+    // Kept in the data dir, private.
+    let kept = std::fs::read_to_string(ben.dir.join("revoked-bees")).unwrap();
+    assert_eq!(kept.trim(), "shop_web/1000/abcdef0123456789");
+    // Again: said so; a malformed subject: refused with the reason.
+    let o = ben.ctl(
+        &[
+            "bee",
+            "revoke",
+            "shop_web/1000/abcdef0123456789",
+            "--api",
+            &ben.api,
+        ],
+        None,
+    );
+    assert!(out(&o).contains("already revoked"), "{}", out(&o));
+    let o = ben.ctl(&["bee", "revoke", "nonsense", "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("is not a BEE subject"), "{}", err(&o));
+    // Without the token: refused, nothing revoked.
+    let o = benctl(&["bee", "revoke", "x/1/ff", "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!std::fs::read_to_string(ben.dir.join("revoked-bees"))
+        .unwrap()
+        .contains("x/1/ff"));
 }

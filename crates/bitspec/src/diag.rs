@@ -360,6 +360,8 @@ pub mod codes {
     pub const BAD_TEST: &str = "E0313";
     pub const LOCK: &str = "E0401";
     pub const UNUSED: &str = "W0001";
+    /// `ben.toml`: an app whose selector is `"any"`.
+    pub const ANY_SELECTOR: &str = "W0002";
 }
 
 #[cfg(test)]

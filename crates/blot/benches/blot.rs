@@ -7,6 +7,9 @@
 //! * `structured/*`: `Redactor::apply` over declared fields (hmac email,
 //!   mask card, hash, drop, scan of short notes) — the per-field path.
 //!
+//! * `free_text_cpu/*`: the `free_text` Blot scan again, timed in this
+//!   thread's CPU time (MB per CPU-second), for a machine other jobs share.
+//!
 //! Run: `cargo bench -p ben-blot --bench blot` (CARGO_TARGET_DIR as you like).
 
 use ben_blot::{validate, Action, BlotKey, Kind, Limits, Redactor, Scanner};
@@ -252,6 +255,110 @@ fn structured(c: &mut Criterion) {
     g.finish();
 }
 
+/// Criterion measurement: this thread's time on a CPU (Linux
+/// `/proc/thread-self/schedstat`), so a busy machine (other builds on the
+/// same cores) changes the figure far less than wall-clock time. Where the
+/// file cannot be read it counts nothing and the group reports nonsense
+/// rather than a wall-clock figure under a CPU-time name.
+struct ThreadCpu;
+
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl criterion::measurement::Measurement for ThreadCpu {
+    type Intermediate = u64;
+    type Value = u64;
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, i: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(i)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// CPU nanoseconds shown as µs/ms, throughput as decimal MB per CPU-second.
+struct CpuFormatter;
+
+impl criterion::measurement::ValueFormatter for CpuFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical < 1e6 {
+            (1e3, "µs cpu")
+        } else {
+            (1e6, "ms cpu")
+        };
+        for v in values {
+            *v /= div;
+        }
+        unit
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let per = match t {
+            Throughput::Bytes(b) | Throughput::BytesDecimal(b) => *b as f64,
+            Throughput::Elements(e) => *e as f64,
+            _ => 1.0,
+        };
+        for v in values {
+            *v = per * 1e9 / *v / 1e6;
+        }
+        "MB/cpu-s"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns cpu"
+    }
+}
+
+/// `free_text_cpu/*`: the free-text scan of `free_text`, measured in CPU
+/// time (decimal MB per CPU-second).
+fn free_text_cpu(c: &mut Criterion<ThreadCpu>) {
+    let scanner = Scanner::new();
+    let inputs = [("corpus", corpus_texts()), ("logs", log_lines(20_000))];
+    let mut g = c.benchmark_group("free_text_cpu");
+    for (name, texts) in &inputs {
+        let bytes: usize = texts.iter().map(String::len).sum();
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_with_input(BenchmarkId::new("blot", name), texts, |b, texts| {
+            let mut spans = Vec::new();
+            let mut out = String::new();
+            b.iter(|| {
+                for t in texts {
+                    out.clear();
+                    scanner
+                        .redact_into(black_box(t), &mut spans, &mut out)
+                        .expect("redact");
+                    black_box(&out);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = cpu_benches;
+    config = Criterion::default()
+        .with_measurement(ThreadCpu)
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = free_text_cpu
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -260,4 +367,4 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(3));
     targets = free_text, structured
 }
-criterion_main!(benches);
+criterion_main!(benches, cpu_benches);

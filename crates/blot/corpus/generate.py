@@ -614,7 +614,7 @@ HAND = [
     ("https://u.example.com/users/bob.smith@example.org/profile", [("bob.smith@example.org", "email")]),
     ("メール: hana.tanaka@example.jp 電話: +81 3-1234-5678", [("hana.tanaka@example.jp", "email"), ("+81 3-1234-5678", "phone")]),
     ("Tél. : 01 23 45 67 89, portable 06-12-34-56-78", [("01 23 45 67 89", "phone"), ("06-12-34-56-78", "phone")]),
-    ("call +1 (415) 555-2671 or 415.555.2671 ext. 12", [("+1 (415) 555-2671", "phone"), ("415.555.2671", "phone")]),
+    ("call +1 (415) 555-2671 or 415.555.2671 ext. 12", [("+1 (415) 555-2671", "phone"), ("415.555.2671 ext. 12", "phone")]),
     ("UK office +44 (0)20 7946 0958", [("+44 (0)20 7946 0958", "phone")]),
     ("not phones: 123-456-7890, 555-1234, 2024-01-15", []),
     ("AWS key AKIAIOSFODNN7EXAMPLE used", [("AKIAIOSFODNN7EXAMPLE", "aws_access_key")]),
@@ -643,6 +643,22 @@ HAND = [
     ("ticket 2024-000123 and build 20240115.3", []),
     ("X-Forwarded-For: 203.0.113.195, 70.41.3.18, 150.172.238.178", [("203.0.113.195", "ipv4"), ("70.41.3.18", "ipv4"), ("150.172.238.178", "ipv4")]),
     ("résumé of zoë: zoe.dubois@example.fr · +33 1 23 45 67 89", [("zoe.dubois@example.fr", "email"), ("+33 1 23 45 67 89", "phone")]),
+    # Issue 20: forms that leaked from an independent sentence suite.
+    ("call 240-926-8599x528 or (285)917-8128x657", [("240-926-8599x528", "phone"), ("(285)917-8128x657", "phone")]),
+    ("front desk 415-555-2671 ext. 45, fax 415-555-2672", [("415-555-2671 ext. 45", "phone"), ("415-555-2672", "phone")]),
+    ("from abroad dial 001-878-469-0736 or +1-878-469-0736", [("001-878-469-0736", "phone"), ("+1-878-469-0736", "phone")]),
+    ("London office +44 20 7946 0958, mobile +44 7700 900123", [("+44 20 7946 0958", "phone"), ("+44 7700 900123", "phone")]),
+    ("call me on 3306824628 after six", [("3306824628", "phone")]),
+    ("my cell is 3306824628", [("3306824628", "phone")]),
+    ("maestro 630480746464, 12 digits", [("630480746464", "card")]),
+    ("card 6759 6498 2643 8453 exp 04/27", [("6759 6498 2643 8453", "card")]),
+    # Look like phones, are not: order numbers, timestamps, builds, amounts.
+    ("order 3306824628 shipped; call us about it", []),
+    ("please call about ticket 4059763844 tomorrow", []),
+    ("api call 12 of 40 took 1709634151 ns", []),
+    ("build 20240305.1234 at 2024-03-05 10:22:31 for USD 12,345,678.90", []),
+    ("phone case SKU 59688330728 in stock", []),
+    ("not phones: 0123 4567 8901 2345 or +28 1234 5678", []),
 ]
 
 

@@ -61,7 +61,7 @@ impl BlotKey {
         }
         let bytes = blake3::derive_key("ben/v1/blot-hmac-key", material);
         let id_hash = blake3::hash(&bytes);
-        let id = hex(&id_hash.as_bytes()[..4]);
+        let id = hex::encode(&id_hash.as_bytes()[..4]);
         Ok(BlotKey { id, bytes })
     }
 
@@ -320,25 +320,20 @@ pub fn hash(value: &str) -> String {
     out
 }
 
+/// Appends `bytes` in lowercase hex without allocating (the data path
+/// hashes a value per record).
 fn push_hex(out: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 64];
     for chunk in bytes.chunks(32) {
-        for (k, &b) in chunk.iter().enumerate() {
-            buf[2 * k] = HEX[usize::from(b >> 4)];
-            buf[2 * k + 1] = HEX[usize::from(b & 15)];
-        }
-        // Only ASCII hex digits were written, so this never fails.
-        if let Ok(s) = std::str::from_utf8(&buf[..2 * chunk.len()]) {
-            out.push_str(s);
+        let digits = &mut buf[..2 * chunk.len()];
+        // `digits` is exactly twice the chunk and holds only ASCII hex
+        // digits afterwards, so neither step fails.
+        if hex::encode_to_slice(chunk, digits).is_ok() {
+            if let Ok(s) = std::str::from_utf8(digits) {
+                out.push_str(s);
+            }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
 }
 
 #[cfg(test)]

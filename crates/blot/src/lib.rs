@@ -39,10 +39,13 @@
 //! where most bytes cost one table lookup and only word starts and a few
 //! trigger bytes (`@ % + ( - : =`) consult the recognizers that can start
 //! there. Every kind with a checkable format is validated before it counts
-//! (Luhn and issuer digit for cards, country length and mod-97 for IBANs,
+//! (Luhn and issuer ranges for cards, country length and mod-97 for IBANs,
 //! SSA area/group/serial rules for SSNs, octet ranges, RFC 4291 group counts,
 //! `eyJ` JSON headers for JWTs), so order ids, UUIDs, timestamps, versions
-//! and hashes are left alone. `corpus/README.md` defines each kind exactly;
+//! and hashes are left alone. A bare run of digits is a phone number only
+//! when words next to it say so (`call me on 3306824628`), and a grouped
+//! card or phone must start its run of digit groups (the digits of a
+//! mistyped IBAN are no card). `corpus/README.md` defines each kind exactly;
 //! `corpus/pii.jsonl` (2,500+ labeled cases) measures it; `BENCHMARKS.md` has the figures.
 //!
 //! A value must be a token: not glued to letters, digits or `_`, and not the

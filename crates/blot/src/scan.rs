@@ -14,13 +14,15 @@ use std::borrow::Cow;
 pub enum Kind {
     /// Email address (`local@domain.tld`, also URL-encoded `%40`).
     Email,
-    /// Payment card number: 13–19 digits, issuer digit, Luhn.
+    /// Payment card number: 12–19 digits in an issuer range, Luhn.
     Card,
     /// IBAN: country length table and ISO 7064 mod-97.
     Iban,
     /// US Social Security number: SSA area/group/serial rules.
     UsSsn,
-    /// Phone number: E.164 / international display, NANP, trunk-0 national.
+    /// Phone number: `+`/`00` international (assigned country codes), NANP,
+    /// trunk-0 national, with extensions; other digit runs when context words
+    /// (`phone`, `call`, `mobile`, …) name them.
     Phone,
     /// IPv4 dotted quad.
     Ipv4,

@@ -154,6 +154,15 @@ proptest! {
 
     #[test]
     fn embedded_card_is_always_removed((text, v) in embedded(card())) {
+        // A space-grouped card right after another digit group (`12 4111 …`)
+        // is the tail of a longer grouped number, which by definition is not
+        // a card (kinds.rs tests that rule both ways); such draws are skipped.
+        let before = text.find(&v).map_or("", |i| &text[..i]);
+        let tail_of_run = v.contains(' ')
+            && before
+                .strip_suffix(' ')
+                .is_some_and(|b| b.ends_with(|c: char| c.is_ascii_digit()));
+        prop_assume!(!tail_of_run);
         assert_removed(&text, &v)?;
     }
 

@@ -99,6 +99,14 @@ impl Default for Config {
     }
 }
 
+/// A draining subscription takes at most this many more messages (see
+/// `subscribe`): more than can be in flight to it when it starts.
+const DRAIN_MARGIN: u64 = 64;
+/// A draining subscription that hears nothing for this long stops.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// How long each drain fence is given before a tighter one (then the end).
+const DRAIN_STEP: Duration = Duration::from_millis(150);
+
 /// Ben's subjects kept in JetStream (below a cluster's prefix).
 pub const DURABLE_SUBJECTS: [&str; 6] = [
     "ben.intent.announce",
@@ -681,6 +689,10 @@ impl Bus for NatsBus {
         self.is_connected()
     }
 
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(NatsBus::flush(self))
+    }
+
     fn subscribe<'a>(
         &'a self,
         subject: &'a str,
@@ -707,21 +719,61 @@ impl Bus for NatsBus {
             let (drain_tx, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
                 let mut draining = false;
+                // Messages taken from `sub` so far.
+                let mut seen: u64 = 0;
+                // While draining: the fences set, and when to tighten.
+                let mut fences = 0u32;
+                let mut tighten = tokio::time::Instant::now();
                 loop {
                     let m = tokio::select! {
                         biased;
                         _ = &mut drain_rx, if !draining => {
                             draining = true;
-                            // Unsubscribes at the server; the messages it
-                            // sent before that still come out of `sub`, then
-                            // it ends.
-                            if sub.drain().await.is_err() {
+                            // Not `sub.drain()`: async-nats forgets the
+                            // subscription as soon as its UNSUB is written,
+                            // and what the server sent before reading it
+                            // (a queue group's next batches) is then
+                            // dropped — lost records. Instead the server is
+                            // told to stop after a count a margin above what
+                            // has arrived, and the client stops at the same
+                            // count: both end on the same message.
+                            if sub.unsubscribe_after(seen + DRAIN_MARGIN).await.is_err() {
                                 break;
                             }
+                            fences = 1;
+                            tighten = tokio::time::Instant::now() + DRAIN_STEP;
                             continue;
                         }
                         m = sub.next() => m,
+                        // Draining and nothing arrives: nothing is in flight
+                        // either; stop here instead of waiting for the count.
+                        _ = tokio::time::sleep(DRAIN_QUIET), if draining => {
+                            if let Err(e) = sub.unsubscribe().await {
+                                // The connection is gone: the server drops
+                                // the subscription with it.
+                                tracing::warn!(error = %e, "ending a drained subscription failed");
+                            }
+                            break;
+                        }
+                        // Traffic keeps coming: the fence moves close to what
+                        // has arrived (a few more messages), then, if even
+                        // that is not reached in time, the subscription ends
+                        // (components have a bounded time to drain).
+                        _ = tokio::time::sleep_until(tighten), if draining => {
+                            if fences == 1 && sub.unsubscribe_after(seen + 4).await.is_ok() {
+                                fences = 2;
+                                tighten = tokio::time::Instant::now() + DRAIN_STEP;
+                                continue;
+                            }
+                            if let Err(e) = sub.unsubscribe().await {
+                                // The connection is gone: the server drops
+                                // the subscription with it.
+                                tracing::warn!(error = %e, "ending a drained subscription failed");
+                            }
+                            break;
+                        }
                     };
+                    seen += 1;
                     let Some(m) = m else { break };
                     let mut m = convert(m);
                     // A durable message seen on core NATS (a pattern wider

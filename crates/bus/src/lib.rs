@@ -124,6 +124,12 @@ pub trait Bus: Send + Sync {
     fn connected(&self) -> bool {
         true
     }
+    /// Waits until everything published so far has left this process (a
+    /// networked client buffers writes: a process that exits without this
+    /// loses them). The in-process bus hands messages over at once.
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Answers a request.
     fn reply<'a>(
         &'a self,
@@ -421,6 +427,10 @@ impl<B: Bus> Bus for PrefixedBus<B> {
 
     fn connected(&self) -> bool {
         self.inner.connected()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        self.inner.flush()
     }
 
     fn subscribe<'a>(

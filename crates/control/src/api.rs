@@ -12,6 +12,12 @@
 //! | GET | `/api/v1/status`, `/api/v1/status/{version}` | active version, deploy phase, per-component states |
 //! | GET | `/api/v1/history` | the audit log |
 //! | GET | `/api/v1/active` | the active version, its artifacts and roles |
+//! | GET | `/api/v1/bees` | issued BEEs (as the sidecars report them) and revoked subjects |
+//! | POST | `/api/v1/bees/revoke` | `{subject}`: revoke an app identity; sidecars drop its connections and refuse it |
+//! | GET | `/api/v1/health` | `{"status": "ok"}`; the one endpoint that needs no token |
+//!
+//! Every endpoint but the health check needs the API token
+//! (`Authorization: Bearer <token>`, [`crate::auth`]); without it: 401.
 
 use crate::ledger::StageRequest;
 use crate::{Config, ControlError, LedgerClient};
@@ -35,8 +41,17 @@ struct AppState {
     ledger: LedgerClient,
     store: Arc<dyn Store>,
     bus: Arc<dyn ben_bus::Bus>,
+    bees: Arc<crate::bees::Bees>,
     max_artifact_bytes: usize,
     max_json_bytes: usize,
+}
+
+/// What the API serves from.
+pub struct Parts {
+    pub ledger: LedgerClient,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn ben_bus::Bus>,
+    pub bees: Arc<crate::bees::Bees>,
 }
 
 /// An error response: status + `{"error": …}` (+ `missing` for staging).
@@ -246,10 +261,63 @@ async fn lucius(
     Ok(axum::Json(json).into_response())
 }
 
+/// `GET /api/v1/mesh/enforcement`: asks the enforcement agent over the
+/// bus what it holds.
+async fn mesh_enforcement(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let reply = st
+        .bus
+        .request(
+            ben_mesh_wire::ENFORCEMENT_QUERY,
+            vec![],
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no enforcement agent answered: {e}"),
+            )
+        })?;
+    let json: serde_json::Value = serde_json::from_slice(&reply.payload).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the enforcement agent answered garbage: {e}"),
+        )
+    })?;
+    Ok(axum::Json(json).into_response())
+}
+
+async fn list_bees(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &st.bees.list()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    subject: String,
+}
+
+async fn revoke_bee(State(st): State<AppState>, body: Body) -> ApiResult {
+    let req: RevokeBody = read_json(body, st.max_json_bytes).await?;
+    let new = st
+        .bees
+        .revoke(&req.subject)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "subject": req.subject, "already_revoked": !new }),
+    ))
+}
+
+async fn health() -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /api/v1/status, /api/v1/versions, /api/v1/history, /api/v1/active",
+        "no such endpoint; see /api/v1/status, /api/v1/versions, /api/v1/history, /api/v1/active, /api/v1/health",
     )
 }
 
@@ -260,17 +328,19 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The API's routes over a ledger client and a store.
-pub fn router(
-    ledger: LedgerClient,
-    store: Arc<dyn Store>,
-    bus: Arc<dyn ben_bus::Bus>,
-    cfg: &Config,
-) -> Router {
+/// The API's routes over a ledger client, a store, the bus and the BEE list.
+pub fn router(parts: Parts, cfg: &Config) -> Router {
+    let Parts {
+        ledger,
+        store,
+        bus,
+        bees,
+    } = parts;
     let state = AppState {
         ledger,
         store,
         bus,
+        bees,
         max_artifact_bytes: cfg.max_artifact_bytes,
         max_json_bytes: cfg.max_json_bytes,
     };
@@ -284,8 +354,18 @@ pub fn router(
         .route("/api/v1/history", get(history))
         .route("/api/v1/active", get(active))
         .route("/api/v1/lucius", get(lucius))
+        .route("/api/v1/mesh/enforcement", get(mesh_enforcement))
+        .route("/api/v1/bees", get(list_bees))
+        .route("/api/v1/bees/revoke", post(revoke_bee))
+        .route(crate::auth::HEALTH, get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Around every route and the fallback: no handler (not even a
+        // 404) runs without the token.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::auth::Gate::new(cfg.api_token.as_ref()),
+            crate::auth::require_token,
+        ))
         // Our own limits apply (read_body); axum's default 2 MB one would
         // refuse large artifacts first.
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -300,14 +380,8 @@ pub struct Server {
 
 impl Server {
     /// Serves the API on `listener` until [`Server::shutdown`].
-    pub fn start(
-        listener: TcpListener,
-        ledger: LedgerClient,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn ben_bus::Bus>,
-        cfg: &Config,
-    ) -> Server {
-        let app = router(ledger, store, bus, cfg);
+    pub fn start(listener: TcpListener, parts: Parts, cfg: &Config) -> Server {
+        let app = router(parts, cfg);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)

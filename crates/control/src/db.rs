@@ -94,7 +94,12 @@ impl Database {
         let opts = match self {
             Database::Postgres(url) => AnyConnectOptions::from_str(url)
                 .map_err(|e| format!("database URL {}: {e}", redact(url)))?,
-            Database::Sqlite(path) => ben_sql::sqlite_options(path)?,
+            Database::Sqlite(path) => {
+                // Made 0600 before SQLite opens it, so its -wal and -shm
+                // files (which take the database's mode) are private too.
+                crate::private::file(path)?;
+                ben_sql::sqlite_options(path)?
+            }
         };
         // SQLite: one writer; a server: a few.
         let max = if self.is_postgres() {
@@ -159,7 +164,7 @@ impl Db {
         self.pool.close().await;
     }
 
-    pub async fn load(&self) -> Result<Loaded, ControlError> {
+    pub async fn load(&self, roles: &[(String, Vec<String>)]) -> Result<Loaded, ControlError> {
         let mut meta = BTreeMap::new();
         let mut staged: BTreeMap<String, Staged> = BTreeMap::new();
         for r in sqlx::query("SELECT version, bundle, digest, staged_ns FROM ledger_versions")
@@ -207,7 +212,7 @@ impl Db {
         }
         // A role with no artifacts has no rows; every role is listed.
         for s in staged.values_mut() {
-            for (role, _) in crate::ROLES {
+            for (role, _) in roles {
                 s.roles.entry(role.to_string()).or_default();
             }
         }

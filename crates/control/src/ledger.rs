@@ -164,6 +164,11 @@ pub struct ComponentView {
 pub struct Counters {
     /// Messages sent to `ben.dlq`.
     pub dead_letters: u64,
+    /// Dead letters on `ben.dlq` that did not verify (forged, or written
+    /// in another's name): refused, never trusted, and dead-lettered
+    /// themselves unless the ledger wrote them.
+    #[serde(default)]
+    pub unverified_dead_letters: u64,
     /// Valid acks for a deploy that is not running (late, duplicated).
     pub stale_acks: u64,
     pub publish_errors: u64,
@@ -285,7 +290,10 @@ impl Service {
     pub async fn start(cfg: &Config, deps: Deps) -> Result<Service, ControlError> {
         let database = cfg.database()?;
         let db = Db::open(&database, Duration::from_millis(cfg.db_timeout_ms.max(1))).await?;
-        let loaded = db.load().await?;
+        if cfg.roles.is_empty() {
+            return Err(ControlError::NoRoles);
+        }
+        let loaded = db.load(&cfg.roles).await?;
         let timeouts = Timeouts {
             prepare_ns: ms_to_ns(cfg.prepare_timeout_ms),
             ..Timeouts::default()
@@ -316,8 +324,16 @@ impl Service {
             },
             deps.clock.now_ns(),
         );
+        let mut deps = deps;
+        // The ledger reads its own dead letters back: they must verify.
+        deps.keyring.trust(
+            ben_wire::LEDGER_ID,
+            ben_wire::Role::Ledger,
+            deps.signer.public(),
+        );
         let acks = deps.bus.subscribe(subjects::ACK, None).await?;
         let beats = deps.bus.subscribe(subjects::HEARTBEAT, None).await?;
+        let dlq = deps.bus.subscribe(subjects::DLQ, None).await?;
         let (tx, rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = oneshot::channel();
         let mut actor = Actor {
@@ -325,6 +341,7 @@ impl Service {
             db,
             deps,
             stale_after_ns: ms_to_ns(cfg.stale_after_ms),
+            roles: cfg.roles.clone(),
             meta: loaded.meta,
             seen: BTreeMap::new(),
             deploy: loaded.last_deploy,
@@ -338,7 +355,7 @@ impl Service {
         };
         actor.resolve_unfinished_deploy(resolved).await;
         let tick = Duration::from_millis(cfg.tick_ms.max(1));
-        let task = tokio::spawn(actor.run(rx, stop_rx, acks, beats, tick));
+        let task = tokio::spawn(actor.run(rx, stop_rx, [acks, beats, dlq], tick));
         Ok(Service {
             client: LedgerClient { tx },
             stop: Some(stop_tx),
@@ -375,6 +392,8 @@ struct Seen {
 
 struct Actor {
     ledger: Ledger,
+    /// The roles a bundle targets ([`Config::roles`]).
+    roles: crate::RoleArtifacts,
     db: Db,
     deps: Deps,
     stale_after_ns: i64,
@@ -441,8 +460,7 @@ impl Actor {
         mut self,
         mut cmds: mpsc::Receiver<Command>,
         mut stop: oneshot::Receiver<()>,
-        mut acks: Subscription,
-        mut beats: Subscription,
+        [mut acks, mut beats, mut dlq]: [Subscription; 3],
         tick: Duration,
     ) {
         let mut ticker = tokio::time::interval(tick);
@@ -460,6 +478,10 @@ impl Actor {
                 },
                 m = beats.next() => match m {
                     Some(m) => self.on_heartbeat(m).await,
+                    None => break,
+                },
+                m = dlq.next() => match m {
+                    Some(m) => self.on_dead_letter(m).await,
                     None => break,
                 },
                 _ = ticker.tick() => self.on_tick().await,
@@ -549,7 +571,7 @@ impl Actor {
         if !missing.is_empty() {
             return Err(ControlError::MissingArtifacts(missing));
         }
-        let roles = roles_for(req.artifacts.keys().map(String::as_str));
+        let roles = roles_for(&self.roles, req.artifacts.keys().map(String::as_str));
         let staged = Staged {
             version: req.version.clone(),
             artifacts: req.artifacts,
@@ -1106,11 +1128,29 @@ impl Actor {
         if self
             .deps
             .bus
-            .publish(subjects::DLQ, dl.encode_to_vec())
+            .publish(subjects::DLQ, self.deps.signer.seal_bytes(&dl))
             .await
             .is_err()
         {
             self.counters.publish_errors += 1;
+        }
+    }
+
+    /// A dead letter must be signed by the component it names as its
+    /// writer (invariant 8). One that is not is counted apart and
+    /// dead-lettered with the reason — except the ledger's own, which
+    /// always verify here, so this never loops.
+    async fn on_dead_letter(&mut self, m: Message) {
+        let Err(e) = open_bytes::<pb::DeadLetter>(&m.payload, &self.deps.keyring) else {
+            return;
+        };
+        self.counters.unverified_dead_letters += 1;
+        let own = self.deps.signer.id();
+        let by_me =
+            pb::SignedEnvelope::decode(m.payload.as_slice()).is_ok_and(|env| env.key_id == own);
+        if !by_me {
+            let reason = format!("dead letter refused: {e}");
+            self.dead_letter(&m.subject, &reason, &m.payload).await;
         }
     }
 

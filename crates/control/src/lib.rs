@@ -43,7 +43,7 @@
 //! | `ben.intent.abort` | ledger → all | signed `Abort` | discard the prepared `version`; keep running the current one |
 //! | `ben.intent.ack` | component → ledger | signed `Ack` | PREPARED with the `hashes` it holds, FAILED with `reason`, or ACTIVE |
 //! | `ben.health.heartbeat` | component → ledger | signed `Heartbeat` | registers `component` with `role` on the first; `intent_version` is what it runs; none for `stale_after_ms` deregisters |
-//! | `ben.dlq` | ledger → anyone | `DeadLetter` | a message that failed verification, with the reason (never the payload) |
+//! | `ben.dlq` | ledger → anyone | signed `DeadLetter` | a message that failed verification, with the reason and its key id (never the payload); the ledger also reads the DLQ and refuses (counts, dead-letters) dead letters that do not verify |
 //!
 //! An ack that is valid but for no running deploy (late, duplicated) is
 //! counted as stale, not dead-lettered. A heartbeat whose `seq` and `at_ns`
@@ -63,9 +63,12 @@
 //! move time by hand ([`ManualClock`]).
 
 pub mod api;
+pub mod auth;
+pub mod bees;
 mod db;
 pub use db::Database;
 pub mod ledger;
+pub mod private;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -76,46 +79,32 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use ledger::LedgerClient;
 
-/// Bus subjects of the intent path. A fixed contract with the components.
+/// Bus subjects of the intent path ([`ben_wire::subjects`]). A fixed
+/// contract with the components.
 pub mod subjects {
-    /// Ledger → components: signed `Announce` (prepare this version).
-    pub const ANNOUNCE: &str = "ben.intent.announce";
-    /// Ledger → components: signed `Activate` (every required one prepared).
-    pub const ACTIVATE: &str = "ben.intent.activate";
-    /// Ledger → components: signed `Abort` (discard the prepared version).
-    pub const ABORT: &str = "ben.intent.abort";
-    /// Components → ledger: signed `Ack` (PREPARED / FAILED / ACTIVE).
-    pub const ACK: &str = "ben.intent.ack";
-    /// Components → ledger (and orchestrator): signed `Heartbeat`.
-    pub const HEARTBEAT: &str = "ben.health.heartbeat";
-    /// Messages that failed verification: `DeadLetter` with the reason.
-    pub const DLQ: &str = "ben.dlq";
+    pub use ben_wire::subjects::{ABORT, ACK, ACTIVATE, ANNOUNCE, DLQ, HEARTBEAT};
 }
 
-/// The roles a bundle targets, and the artifact kinds each fetches.
-pub const ROLES: &[(&str, &[&str])] = &[
-    ("sidecar", &["schema/", "contract/", "settings"]),
-    ("proxy", &["schema/", "pack/", "settings"]),
-    ("spine", &["schema/", "pack/", "migration/", "settings"]),
-    ("detector", &["schema/", "playbook/", "settings"]),
-    ("lucius", &["schema/", "pack/", "settings"]),
-];
+/// The roles a bundle targets, and the artifact kinds each fetches: a
+/// prefix ending in `/` (`pack/`) or an exact name (`settings`). The
+/// component table (`ben_runtime::KINDS`) declares them; the ledger knows
+/// no kind of component by itself.
+pub type RoleArtifacts = Vec<(String, Vec<String>)>;
 
 /// Role → the artifact names that role fetches, for a bundle's artifact
 /// names. A prefix ending in `/` matches a kind (`pack/web_guard`); one
 /// without matches the name exactly (`settings`). Every role is listed,
 /// even one that needs only `settings`.
 pub fn roles_for<'a>(
+    roles: &[(String, Vec<String>)],
     artifact_names: impl IntoIterator<Item = &'a str>,
 ) -> BTreeMap<String, BTreeSet<String>> {
     let names: Vec<&str> = artifact_names.into_iter().collect();
-    ROLES
+    roles
         .iter()
         .map(|(role, kinds)| {
             let wanted = names
@@ -151,50 +140,7 @@ pub fn bundle_digest(artifacts: &BTreeMap<String, String>) -> String {
     h.finalize().to_hex().to_string()
 }
 
-/// Nanoseconds since the Unix epoch, injected (invariant 12).
-pub trait Clock: Send + Sync {
-    fn now_ns(&self) -> i64;
-}
-
-impl<F: Fn() -> i64 + Send + Sync> Clock for F {
-    fn now_ns(&self) -> i64 {
-        self()
-    }
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ns(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
-
-/// A clock moved by hand (tests, simulation).
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    pub fn new(start_ns: i64) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(start_ns)))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let ns = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ns, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ns(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use ben_time::{Clock, ManualClock, SystemClock};
 
 /// Settings of the ledger service and the API.
 #[derive(Debug, Clone, Deserialize)]
@@ -212,9 +158,14 @@ pub struct Config {
     /// step fails (an unreachable server fails a deploy instead of
     /// stalling it).
     pub db_timeout_ms: u64,
-    /// Where the HTTP API listens (loopback by default: it is not
-    /// authenticated yet).
+    /// Where the HTTP API listens (loopback by default).
     pub api_addr: SocketAddr,
+    /// The token every API request but `GET /api/v1/health` must carry
+    /// (`Authorization: Bearer …`; see [`auth`]). `None` leaves the API
+    /// open, which [`start`] allows only on a loopback address. `ben up`
+    /// and cluster mode set it from `DATA_DIR/api.token`
+    /// ([`auth::token_file`]).
+    pub api_token: Option<auth::ApiToken>,
     /// A component without a heartbeat for this long is deregistered
     /// (heartbeats come every second).
     pub stale_after_ms: u64,
@@ -227,6 +178,11 @@ pub struct Config {
     pub max_artifact_bytes: usize,
     /// Largest JSON request body the API accepts.
     pub max_json_bytes: usize,
+    /// The roles a bundle targets and what each fetches (from the
+    /// component table). Must not be empty: a ledger with no roles would
+    /// require nobody's ack.
+    #[serde(skip)]
+    pub roles: RoleArtifacts,
 }
 
 impl Default for Config {
@@ -237,11 +193,13 @@ impl Default for Config {
             database_url: None,
             db_timeout_ms: 5_000,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            api_token: None,
             stale_after_ms: 3_000,
             prepare_timeout_ms: 30_000,
             tick_ms: 100,
             max_artifact_bytes: 64 << 20,
             max_json_bytes: 4 << 20,
+            roles: Vec::new(),
         }
     }
 }
@@ -274,6 +232,9 @@ pub struct Deps {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// [`Config::roles`] is empty: no deploy would require anyone's ack.
+    #[error("the ledger was given no roles (the component table supplies them: start it through ben_runtime::start_control)")]
+    NoRoles,
     #[error("ledger database {what}: {reason} (is it reachable, and does the database exist?)")]
     Open { what: String, reason: String },
     #[error("{0}")]
@@ -304,6 +265,10 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the HTTP API would listen on {addr}, which is not a loopback address, without a token; give it one (`ben up` and `ben cluster up` use api.token in the data dir) or listen on 127.0.0.1")]
+    OpenApi { addr: SocketAddr },
+    #[error("BEE revocations: {0}")]
+    Bees(String),
     #[error("bus: {0}")]
     Bus(#[from] ben_bus::BusError),
     #[error(transparent)]
@@ -328,6 +293,7 @@ pub struct Handle {
     client: LedgerClient,
     ledger: ledger::Service,
     api: api::Server,
+    bees: Arc<bees::Bees>,
 }
 
 impl Handle {
@@ -344,12 +310,20 @@ impl Handle {
     /// Stops the API, then the ledger service; waits for both.
     pub async fn shutdown(self) {
         self.api.shutdown().await;
+        self.bees.stop();
         self.ledger.shutdown().await;
     }
 }
 
 /// Starts the ledger service and the HTTP API.
 pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
+    if cfg.api_token.is_none() && !cfg.api_addr.ip().is_loopback() {
+        return Err(ControlError::OpenApi { addr: cfg.api_addr });
+    }
+    if let Some(t) = &cfg.api_token {
+        // A token read from a config file skips ApiToken::new; check it.
+        auth::ApiToken::new(t.reveal()).map_err(ControlError::BadRequest)?;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.api_addr)
         .await
         .map_err(|source| ControlError::Bind {
@@ -362,11 +336,23 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
     })?;
     let ledger = ledger::Service::start(&cfg, deps.clone()).await?;
     let client = ledger.client();
+    let bees = bees::Bees::start(
+        &cfg.data_dir,
+        deps.bus.clone(),
+        deps.signer.clone(),
+        deps.keyring.clone(),
+        deps.clock.clone(),
+    )
+    .await
+    .map_err(ControlError::Bees)?;
     let api = api::Server::start(
         listener,
-        client.clone(),
-        deps.store.clone(),
-        deps.bus.clone(),
+        api::Parts {
+            ledger: client.clone(),
+            store: deps.store.clone(),
+            bus: deps.bus.clone(),
+            bees: bees.clone(),
+        },
         &cfg,
     );
     Ok(Handle {
@@ -374,22 +360,25 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
         client,
         ledger,
         api,
+        bees,
     })
 }
 
-/// A dead letter for `subject`: the reason and who sent it (the envelope's
-/// key id when the bytes were an envelope at all). Never holds the payload.
+/// The ledger's dead letter for `subject`: the reason, and the refused
+/// envelope's key id when the bytes were an envelope at all; the ledger
+/// signs it as its writer. Never holds the payload.
 pub(crate) fn dead_letter(subject: &str, reason: &str, bytes: &[u8], at_ns: i64) -> pb::DeadLetter {
     use prost::Message as _;
-    let sender = pb::SignedEnvelope::decode(bytes)
+    let key_id = pb::SignedEnvelope::decode(bytes)
         .map(|e| e.key_id.chars().take(64).collect())
         .unwrap_or_default();
     pb::DeadLetter {
         subject: subject.to_string(),
         reason: reason.to_string(),
         at_ns,
-        sender,
+        sender: ben_wire::LEDGER_ID.to_string(),
         size: bytes.len() as u64,
+        key_id,
     }
 }
 
@@ -408,18 +397,24 @@ mod tests {
             "settings",
             "packaging/x",
         ];
-        let r = roles_for(names);
+        let r = roles_for(&testkit::roles(), names);
         let get = |role: &str| -> Vec<&str> { r[role].iter().map(String::as_str).collect() };
         assert_eq!(
             get("sidecar"),
             ["contract/shop_web", "schema/http.request@v1", "settings"]
         );
         assert_eq!(
-            get("proxy"),
-            ["pack/web_guard", "schema/http.request@v1", "settings"]
+            get("spine"),
+            [
+                "migration/http.request@v1->v2",
+                "pack/web_guard",
+                "playbook/brute_force",
+                "schema/http.request@v1",
+                "settings"
+            ]
         );
         assert_eq!(
-            get("spine"),
+            get("proxy"),
             [
                 "migration/http.request@v1->v2",
                 "pack/web_guard",

@@ -59,6 +59,56 @@ impl Drop for SimComponent {
     }
 }
 
+/// The key a simulated component `id` signs with: derived from its id, so
+/// a test can build the ledger's keyring before the components start.
+pub fn sim_signer(id: &str) -> Signer {
+    Signer::from_secret(*blake3::hash(format!("ben-testkit-sim/{id}").as_bytes()).as_bytes())
+}
+
+/// The roles of Ben's data path and the artifact kinds each fetches, as
+/// the component table (`ben_runtime::KINDS`) declares them — for the
+/// ledger's own tests, which run below the table (`ben-runtime` checks
+/// that the two agree).
+pub fn roles() -> crate::RoleArtifacts {
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        ("sidecar".into(), own(&["schema/", "contract/", "settings"])),
+        (
+            "proxy".into(),
+            own(&["schema/", "pack/", "migration/", "settings"]),
+        ),
+        (
+            "spine".into(),
+            own(&["schema/", "pack/", "migration/", "playbook/", "settings"]),
+        ),
+        (
+            "detector".into(),
+            own(&["schema/", "playbook/", "settings"]),
+        ),
+        (
+            "lucius".into(),
+            own(&["schema/", "pack/", "migration/", "settings"]),
+        ),
+    ]
+}
+
+/// Roles of the simulated components [`sim_keyring`] trusts.
+pub const SIM_ROLES: [&str; 5] = ["sidecar", "proxy", "spine", "detector", "lucius"];
+
+/// A keyring trusting the [`sim_signer`] of `<role>-<n>` for every role of
+/// [`SIM_ROLES`] and `n` in `0..per_role`, each bound to its id.
+pub fn sim_keyring(per_role: usize) -> Keyring {
+    let mut ring = Keyring::new();
+    for role in SIM_ROLES {
+        for n in 0..per_role {
+            let id = format!("{role}-{n}");
+            // Every SIM_ROLES stem names a role.
+            let _ = ring.trust_id(&id, sim_signer(&id).public());
+        }
+    }
+    ring
+}
+
 /// What a component of `role` fetches and verifies for an announce:
 /// name → hash, or the reason it cannot prepare.
 pub fn fetch_role_artifacts(

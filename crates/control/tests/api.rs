@@ -284,3 +284,78 @@ async fn stage_deploy_status_history_rollback(b: Backend) {
         .any(|w| w.starts_with("aborted: prepare timed out")));
     h.shutdown().await;
 }
+
+/// Every endpoint but the health check needs the token; the token file is
+/// made 0600 in the data dir; an open API is refused off loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_its_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("api-auth", Arc::new(SystemClock));
+    let token = ben_control::auth::token_file(&env.dir, [5; 32]).unwrap();
+    let path = ben_control::auth::token_path(&env.dir);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let h = env
+        .start(Config {
+            api_token: Some(token.clone()),
+            ..env.config()
+        })
+        .await;
+    let http = Http {
+        base: format!("http://{}", h.api_addr()),
+    };
+    let deploy = Some(br#"{"version":"v1"}"#.to_vec());
+    for (method, path, body) in [
+        ("POST", "/api/v1/deploy", deploy.clone()),
+        ("POST", "/api/v1/rollback", None),
+        ("GET", "/api/v1/status", None),
+        ("GET", "/api/v1/versions", None),
+        ("GET", "/api/v1/history", None),
+        ("GET", "/api/v1/active", None),
+        ("GET", "/api/v1/lucius?limit=1", None),
+        (
+            "PUT",
+            &format!("/api/v1/artifacts/{}", "ab".repeat(32)),
+            Some(b"x".to_vec()),
+        ),
+        ("GET", "/api/v1/no-such-endpoint", None),
+    ] {
+        let (code, v) = http.req_as(None, method, path, body.clone()).await;
+        assert_eq!(code, 401, "{method} {path} without a token: {v}");
+        assert!(error_of(&v).contains("api.token"), "{v}");
+        let (code, v) = http
+            .req_as(Some("not-the-token-but-long"), method, path, body.clone())
+            .await;
+        assert_eq!(code, 401, "{method} {path} with a wrong token: {v}");
+        assert!(error_of(&v).contains("does not match"), "{v}");
+        // A prefix of the right token is no token.
+        let (code, _) = http
+            .req_as(Some(&token.reveal()[..32]), method, path, body.clone())
+            .await;
+        assert_eq!(code, 401, "{method} {path} with half the token");
+    }
+    // Nothing happened: no deploy was attempted.
+    let (code, v) = http
+        .req_as(Some(token.reveal()), "GET", "/api/v1/status", None)
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert!(v["deploy"].is_null(), "{v}");
+    let (code, v) = http
+        .req_as(Some(token.reveal()), "POST", "/api/v1/deploy", deploy)
+        .await;
+    assert_eq!(code, 404, "with the token the deploy is judged: {v}");
+    let (code, v) = http.req_as(None, "GET", "/api/v1/health", None).await;
+    assert_eq!((code, v["status"].as_str()), (200, Some("ok")));
+    h.shutdown().await;
+
+    // No token: only on loopback.
+    let open = Config {
+        api_token: None,
+        api_addr: "0.0.0.0:0".parse().unwrap(),
+        ..env.config()
+    };
+    let e = ben_control::start(open, env.deps()).await.err().unwrap();
+    assert!(e.to_string().contains("not a loopback address"), "{e}");
+}

@@ -9,7 +9,7 @@ use ben_bus::Bus;
 use ben_control::ledger::DeployPhase;
 use ben_control::testkit::Behaviour;
 use ben_control::{subjects, Config, ManualClock, SystemClock};
-use ben_wire::{pb, Keyring, Signer};
+use ben_wire::{pb, Signer};
 use common::*;
 use prost::Message as _;
 use std::sync::Arc;
@@ -249,7 +249,8 @@ async fn invalid_messages_go_to_the_dlq_with_their_reason(b: Backend) {
         .await
         .unwrap();
     // Known key, tampered payload.
-    let mut env_msg = env.component_signer.seal(&ack);
+    let spine1 = env.signer("spine-1");
+    let mut env_msg = spine1.seal(&ack);
     env_msg.payload.push(0);
     env.bus
         .publish(subjects::ACK, env_msg.encode_to_vec())
@@ -263,7 +264,38 @@ async fn invalid_messages_go_to_the_dlq_with_their_reason(b: Backend) {
         ..Default::default()
     };
     env.bus
-        .publish(subjects::ACK, env.component_signer.seal_bytes(&hb))
+        .publish(subjects::ACK, spine1.seal_bytes(&hb))
+        .await
+        .unwrap();
+    // An ack in another component's name (invariant 8: only as itself).
+    let as_spine2 = pb::Ack {
+        component: "spine-2".into(),
+        ..ack.clone()
+    };
+    env.bus
+        .publish(subjects::ACK, spine1.seal_bytes(&as_spine2))
+        .await
+        .unwrap();
+    // A heartbeat claiming another role.
+    let hb_as_detector = pb::Heartbeat {
+        component: "spine-1".into(),
+        role: "detector".into(),
+        seq: 1,
+        ..Default::default()
+    };
+    env.bus
+        .publish(subjects::HEARTBEAT, spine1.seal_bytes(&hb_as_detector))
+        .await
+        .unwrap();
+    // A dead letter written in the ledger's name by a spine.
+    let forged_dl = pb::DeadLetter {
+        sender: "control".into(),
+        subject: "ben.data.spine".into(),
+        reason: "forged".into(),
+        ..Default::default()
+    };
+    env.bus
+        .publish(subjects::DLQ, spine1.seal_bytes(&forged_dl))
         .await
         .unwrap();
     // Garbage on the heartbeat subject.
@@ -271,15 +303,22 @@ async fn invalid_messages_go_to_the_dlq_with_their_reason(b: Backend) {
         .publish(subjects::HEARTBEAT, vec![0xff, 0x01, 0x02])
         .await
         .unwrap();
-    // Two subscriptions (acks, heartbeats): order across them is not fixed.
+    // Three subscriptions (acks, heartbeats, the DLQ): order across them
+    // is not fixed. The ledger's dead letters are signed by it; the forged
+    // one is on the DLQ too, and does not open.
     let mut reasons = Vec::new();
-    for _ in 0..4 {
+    let keys = env.ledger_keys();
+    while reasons.len() < 7 {
         let m = tokio::time::timeout(Duration::from_secs(5), dlq.next())
             .await
             .expect("dead letter")
             .unwrap();
-        let dl = pb::DeadLetter::decode(m.payload.as_slice()).unwrap();
-        reasons.push((dl.subject, dl.reason, dl.sender));
+        let Ok(dl) = ben_wire::open_bytes::<pb::DeadLetter>(&m.payload, &keys) else {
+            continue;
+        };
+        let dl = dl.into_inner();
+        assert_eq!(dl.sender, "control");
+        reasons.push((dl.subject, dl.reason, dl.key_id));
     }
     let find = |what: &str| {
         reasons
@@ -295,8 +334,19 @@ async fn invalid_messages_go_to_the_dlq_with_their_reason(b: Backend) {
         subjects::ACK
     );
     assert_eq!(find("not a protobuf envelope").0, subjects::HEARTBEAT);
+    assert_eq!(
+        find("`ack` names `spine-2` as its sender but is signed by `spine-1`").2,
+        spine1.id()
+    );
+    assert_eq!(
+        find("claims role `detector` but is signed by `spine-1` (role spine)").0,
+        subjects::HEARTBEAT
+    );
+    let r = find("dead letter refused: `dead_letter` names `control` as its sender but is signed by `spine-1`");
+    assert_eq!((r.0.as_str(), r.2.as_str()), (subjects::DLQ, spine1.id()));
     let st = c.status(None).await.unwrap();
-    assert_eq!(st.counters.dead_letters, 4);
+    assert_eq!(st.counters.dead_letters, 7);
+    assert_eq!(st.counters.unverified_dead_letters, 1);
     assert!(
         st.components.is_empty(),
         "nothing registered from bad input"
@@ -344,15 +394,14 @@ async fn a_hundred_components_finalize(b: Backend) {
 /// by hand).
 async fn send_ack(env: &Env, ack: pb::Ack) {
     env.bus
-        .publish(subjects::ACK, env.component_signer.seal_bytes(&ack))
+        .publish(subjects::ACK, env.signer(&ack.component).seal_bytes(&ack))
         .await
         .unwrap();
 }
 
 /// The next message on `sub` that opens as `T` under the ledger's key.
 async fn next_signed<T: ben_wire::Kind>(env: &Env, sub: &mut ben_bus::Subscription) -> T {
-    let mut keys = Keyring::new();
-    keys.trust(env.ledger_signer.public());
+    let keys = env.ledger_keys();
     let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await
         .expect("a message within 10 s")

@@ -15,8 +15,8 @@ use ben_bus::Bus;
 use ben_control::ledger::DeployPhase;
 use ben_control::testkit::Behaviour;
 use ben_control::{subjects, Config, SystemClock};
-use ben_wire::{pb, Keyring};
-use common::pg::PrivatePg;
+use ben_sql::testing::PrivatePg;
+use ben_wire::pb;
 use common::*;
 use serde_json::json;
 use sqlx::{Connection, Row};
@@ -158,8 +158,7 @@ async fn postgres_down_fails_the_deploy_visibly_and_nothing_activates() {
     assert_eq!(code, 202, "{body:#}");
     let id = body["id"].as_i64().unwrap();
     assert!(id > first_id);
-    let mut keys = Keyring::new();
-    keys.trust(env.ledger_signer.public());
+    let keys = env.ledger_keys();
     let m = tokio::time::timeout(Duration::from_secs(10), announces.next())
         .await
         .unwrap()
@@ -191,7 +190,7 @@ async fn postgres_down_fails_the_deploy_visibly_and_nothing_activates() {
         ..Default::default()
     };
     env.bus
-        .publish(subjects::ACK, env.component_signer.seal_bytes(&ack))
+        .publish(subjects::ACK, env.signer("lucius-1").seal_bytes(&ack))
         .await
         .unwrap();
     let rec = wait_deploy(&c, id).await;

@@ -121,7 +121,7 @@ fn hops(c: &mut Criterion) {
         b.iter(|| {
             records
                 .iter()
-                .map(|r| ben_spine::process(&ev, r.clone()).unwrap().body.len())
+                .map(|r| ev.process_record(r.clone()).unwrap().body.len())
                 .sum::<usize>()
         })
     });

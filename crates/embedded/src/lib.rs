@@ -2,26 +2,32 @@
 //!
 //! Everything in one process on embedded defaults: the in-process bus,
 //! the files store and the SQLite ledger under the data dir (`.ben/`), the
-//! HTTP API on 127.0.0.1:7420, Beekeeper, and every component — detectors,
-//! spines, proxies, Lucius, the sidecar — started in that order and
-//! supervised by the orchestrator (restarted with backoff if one exits or
-//! panics; a restarted component loads the active version before it takes
-//! traffic).
+//! HTTP API on 127.0.0.1:7420, Beekeeper, and every component of the
+//! component table (`ben_runtime::KINDS`) — detectors and the CyberMesh AI
+//! service, spines, proxies, Lucius, the sidecar — started in the table's
+//! order and supervised by the orchestrator (restarted with backoff if one
+//! exits or panics; a restarted component loads the active version before
+//! it takes traffic).
 //!
 //! Keys: the ledger and every component get their own Ed25519 key from
 //! the OS's randomness at start; all of them trust each other's public
-//! keys (one process). The Blot hmac key comes from `BEN_BLOT_KEY` or
+//! keys (one process), each bound to its instance's id and role (`control`
+//! the ledger, `spine-1` a spine, …): a key signs only its role's kinds,
+//! and only in its own name (invariant 8). The Blot hmac key comes from `BEN_BLOT_KEY` or
 //! `.ben/blot.key`.
 //!
-//! [`cluster`] runs the same components as one OS process each over NATS
-//! (`ben run`, `ben cluster up`).
-
-pub mod cluster;
-pub mod mesh;
+//! The data dir is private: made (or narrowed to) 0700, and the ledger's
+//! and Lucius's databases (with their `-wal`/`-shm` files), the Blot key,
+//! the files store and the API token (`api.token`, which every API call
+//! but `/api/v1/health` needs; `benctl` reads it there) are 0600.
+//!
+//! Cluster mode (`ben run`, `ben cluster up`) is `ben-cluster`: the same
+//! table, one OS process per component over NATS.
 
 use ben_bee::{Beekeeper, Selector};
 use ben_bus::{Bus, InProcessBus};
 use ben_component::{subjects, Clock, Deps, Load, SystemClock};
+use ben_runtime::{metrics::ComponentMetrics, random32, Hop, Instance, KINDS};
 use ben_store::{FileStore, Store};
 use ben_wire::{pb, Keyring, Signer};
 use std::collections::BTreeMap;
@@ -36,13 +42,15 @@ use std::time::Duration;
 pub struct Config {
     pub data_dir: PathBuf,
     pub api_addr: SocketAddr,
+    /// The API's token; `None`: the one in `DATA_DIR/api.token`, made on
+    /// first start ([`ben_control::auth::token_file`]).
+    pub api_token: Option<ben_control::auth::ApiToken>,
     /// The sidecar's Unix socket (default `DATA_DIR/sidecar.sock`).
     pub socket: Option<PathBuf>,
     /// Beekeeper selectors on top of the bundles' `[[apps]]`.
     pub extra_selectors: Vec<Selector>,
-    pub spines: usize,
-    pub proxies: usize,
-    pub detectors: usize,
+    /// Instances per role where not the component table's count.
+    pub counts: BTreeMap<&'static str, usize>,
     /// BEE lifetime.
     pub bee_ttl_ns: i64,
     pub prepare_timeout_ms: u64,
@@ -51,7 +59,15 @@ pub struct Config {
     pub nats: Option<NatsConfig>,
     /// How often the CyberMesh loop runs the engines over buffered flows.
     pub mesh_every: Duration,
+    /// Keys of components outside this process (joining over NATS),
+    /// trusted as the ids given, each in its id's role.
+    pub trust: Vec<(String, ben_wire::VerifyingKey)>,
+    /// Wraps the bus every component uses (tests inject faults with it).
+    pub bus_layer: Option<BusLayer>,
 }
+
+/// A wrapper around the system's bus ([`Config::bus_layer`]).
+pub type BusLayer = fn(Arc<dyn Bus>) -> Arc<dyn Bus>;
 
 /// Running the bus over NATS.
 #[derive(Debug, Clone)]
@@ -67,15 +83,16 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(".ben"),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            api_token: None,
             socket: None,
             extra_selectors: vec![],
-            spines: 2,
-            proxies: 1,
-            detectors: 1,
+            counts: BTreeMap::new(),
             bee_ttl_ns: ben_bee::DEFAULT_TTL_NS,
             prepare_timeout_ms: 10_000,
             nats: None,
             mesh_every: Duration::from_secs(5),
+            trust: vec![],
+            bus_layer: None,
         }
     }
 }
@@ -88,24 +105,45 @@ impl Config {
     }
 }
 
-pub(crate) fn random32() -> Result<[u8; 32], String> {
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
-    Ok(b)
-}
-
 /// Live counters of the running system.
 pub struct Stats {
-    pub sidecar: Arc<ben_sidecar::Stats>,
-    pub detector: Arc<ben_detector::Stats>,
-    pub lucius: Arc<ben_lucius::Observations>,
+    /// Each kind's counters (the process's `ben_runtime::Shared`).
+    pub shared: Arc<ben_runtime::Shared>,
     pub loads: BTreeMap<String, Arc<Load>>,
     pub dead_letters: Arc<std::sync::atomic::AtomicU64>,
+    /// Dead letters that did not verify (forged, or written in another's
+    /// name): not counted in `dead_letters`, never trusted; the ledger
+    /// dead-letters each with the reason.
+    pub unverified_dead_letters: Arc<std::sync::atomic::AtomicU64>,
     /// The first [`KEPT_DEAD_LETTERS`] dead letters, as lines (sender,
     /// subject, reason), for the operator to read; later ones are counted.
     pub first_dead_letters: Arc<Mutex<Vec<String>>>,
+}
+
+impl Stats {
+    /// Every kind's counters, summed (with every instance's publish
+    /// errors).
+    pub fn totals(&self) -> ComponentMetrics {
+        let mut m = ComponentMetrics::default();
+        for k in &KINDS {
+            (k.probe)(&self.shared, &mut m);
+        }
+        m.publish_errors += self
+            .loads
+            .values()
+            .map(|l| l.publish_errors.load(Ordering::Relaxed))
+            .sum::<u64>();
+        m
+    }
+
+    /// Records processed by the instances whose kind stands at `hop`.
+    fn processed(&self, hop: Hop) -> u64 {
+        self.loads
+            .iter()
+            .filter(|(id, _)| ben_runtime::kind_of_id(id).is_some_and(|k| k.hop == hop))
+            .map(|(_, l)| l.processed.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// How many dead letters [`Stats::first_dead_letters`] keeps.
@@ -114,8 +152,6 @@ pub const KEPT_DEAD_LETTERS: usize = 10;
 /// The running system.
 pub struct System {
     pub cfg: Config,
-    /// CyberMesh loop counters.
-    pub mesh: Arc<mesh::MeshStats>,
     pub bus: Arc<dyn Bus>,
     pub store: Arc<FileStore>,
     pub control: ben_control::Handle,
@@ -125,52 +161,49 @@ pub struct System {
     /// The orchestrator's view of component health (signed heartbeats,
     /// judged by `ben_orchestrator::Health`).
     pub health: Arc<Mutex<ben_orchestrator::Health>>,
+    /// What each instance needs to be stopped cleanly.
+    instances: Vec<Instance>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// One identity: its id and key.
+struct Identity {
+    id: String,
+    kind: &'static ben_runtime::Kind,
+    signer: Arc<Signer>,
 }
 
 impl System {
     /// Starts everything. Returns once every component listens.
     pub async fn start(cfg: Config) -> Result<System, String> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
-        let bus: Arc<dyn Bus> = match &cfg.nats {
-            None => Arc::new(InProcessBus::default()),
-            Some(n) => {
-                let nats = ben_bus_nats::NatsBus::connect(&ben_bus_nats::Config {
-                    url: n.url.clone(),
-                    ..ben_bus_nats::Config::default()
-                })
-                .await?;
-                match &n.prefix {
-                    Some(p) => Arc::new(ben_bus::PrefixedBus::new(nats, p.clone())),
-                    None => Arc::new(nats),
-                }
-            }
+        ben_control::private::dir(&cfg.data_dir)?;
+        let api_token = match &cfg.api_token {
+            Some(t) => t.clone(),
+            None => ben_control::auth::token_file(&cfg.data_dir, random32()?)?,
+        };
+        let bus = open_bus(&cfg).await?;
+        let bus = match cfg.bus_layer {
+            Some(wrap) => wrap(bus),
+            None => bus,
         };
         let store =
             Arc::new(FileStore::open(cfg.data_dir.join("store")).map_err(|e| e.to_string())?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let blot_key = ben_intent::keys::load_blot_key("env:BEN_BLOT_KEY", None, &cfg.data_dir)?;
 
-        // Identities: the ledger's, Beekeeper's, and one per component.
-        let names = component_names(&cfg);
+        // Identities: the ledger's, and one per component instance, each
+        // trusted by all (one process).
         let ledger_signer = Arc::new(Signer::from_secret(random32()?));
-        let mut keyring = Keyring::new();
-        keyring.trust(ledger_signer.public());
-        let mut signers = BTreeMap::new();
-        for n in &names {
-            let s = Signer::from_secret(random32()?);
-            keyring.trust(s.public());
-            signers.insert(n.clone(), Arc::new(s));
-        }
-        let mesh_signer = Arc::new(Signer::from_secret(random32()?));
-        keyring.trust(mesh_signer.public());
+        let (identities, keyring) = identities(&cfg, &ledger_signer)?;
         let keyring_arc = Arc::new(keyring.clone());
 
-        let control = ben_control::start(
+        let ben_runtime::ControlPlane {
+            handle: control,
+            responder,
+        } = ben_runtime::start_control(
             ben_control::Config {
                 data_dir: cfg.data_dir.clone(),
                 api_addr: cfg.api_addr,
+                api_token: Some(api_token),
                 prepare_timeout_ms: cfg.prepare_timeout_ms,
                 ..ben_control::Config::default()
             },
@@ -182,208 +215,65 @@ impl System {
                 clock: Arc::new(|| SystemClock.now_ns()),
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
-
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(active_responder(
-            bus.clone(),
-            control.client(),
-            ledger_signer.clone(),
-        )));
+        .await?;
 
         let beekeeper: ben_sidecar::BeekeeperHandle = Arc::new(Mutex::new(Some(Beekeeper::new(
             random32()?,
             vec![],
             cfg.bee_ttl_ns,
         ))));
-        let lucius = ben_lucius::Observations::open(
-            &cfg.data_dir.join("lucius.db"),
-            ben_lucius::Config::default(),
-        )
-        .await?;
-        let mut stats = Stats {
-            sidecar: Arc::default(),
-            detector: Arc::default(),
-            lucius,
-            loads: BTreeMap::new(),
+        let env = component_env(&cfg, &beekeeper)?;
+
+        let stats = Arc::new(Stats {
+            shared: env.shared.clone(),
+            loads: identities
+                .iter()
+                .map(|i| (i.id.clone(), Arc::new(Load::default())))
+                .collect(),
             dead_letters: Arc::default(),
+            unverified_dead_letters: Arc::default(),
             first_dead_letters: Arc::default(),
-        };
-        for n in &names {
-            stats.loads.insert(n.clone(), Arc::new(Load::default()));
-        }
-        let stats = Arc::new(stats);
-        {
-            let mut dlq = bus
-                .subscribe(subjects::DLQ, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let counter = stats.dead_letters.clone();
-            let first = stats.first_dead_letters.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(m) = dlq.next().await {
-                    // Kept before it is counted: a count includes it.
-                    if let Ok(mut kept) = first.lock() {
-                        if kept.len() < KEPT_DEAD_LETTERS {
-                            kept.push(
-                                match <pb::DeadLetter as prost::Message>::decode(
-                                    m.payload.as_slice(),
-                                ) {
-                                    Ok(d) => format!(
-                                        "from {} on {} ({} bytes): {}",
-                                        d.sender, d.subject, d.size, d.reason
-                                    ),
-                                    Err(e) => format!("undecodable dead letter ({e})"),
-                                },
-                            );
-                        }
-                    }
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
+        });
+        let mut tasks = vec![
+            responder,
+            keep_dead_letters(bus.as_ref(), &stats, &keyring_arc).await?,
+        ];
 
         let mut specs = Vec::new();
-        for n in &names {
+        let mut instances = Vec::new();
+        for ident in &identities {
             let deps = Deps {
-                id: n.clone(),
+                id: ident.id.clone(),
                 bus: bus.clone(),
                 store: store.clone() as Arc<dyn Store>,
                 clock: clock.clone(),
-                signer: signers[n].clone(),
+                signer: ident.signer.clone(),
                 keyring: keyring_arc.clone(),
                 drain: Default::default(),
             };
-            let load = stats.loads[n].clone();
-            let kind: &'static str = role_of(n);
-            let start: Box<dyn Fn() -> ben_orchestrator::BoxFuture + Send + Sync> = match kind {
-                "spine" => {
-                    let key = blot_key.clone();
-                    Box::new(move || {
-                        Box::pin(ben_spine::run(
-                            ben_spine::Config {
-                                blot_key: Some(key.clone()),
-                            },
-                            deps.clone(),
-                            load.clone(),
-                        ))
-                    })
-                }
-                "proxy" => Box::new(move || Box::pin(ben_proxy::run(deps.clone(), load.clone()))),
-                "detector" => {
-                    let st = stats.detector.clone();
-                    Box::new(move || {
-                        Box::pin(ben_detector::run(deps.clone(), load.clone(), st.clone()))
-                    })
-                }
-                "lucius" => {
-                    let (key, obs) = (blot_key.clone(), stats.lucius.clone());
-                    Box::new(move || {
-                        Box::pin(ben_lucius::run(
-                            Some(key.clone()),
-                            deps.clone(),
-                            load.clone(),
-                            obs.clone(),
-                        ))
-                    })
-                }
-                _ => {
-                    let sc = ben_sidecar::Config {
-                        socket: cfg.socket_path(),
-                        beekeeper: beekeeper.clone(),
-                        extra_selectors: cfg.extra_selectors.clone(),
-                        max_record_bytes: 1 << 20,
-                    };
-                    let st = stats.sidecar.clone();
-                    Box::new(move || {
-                        Box::pin(ben_sidecar::run(
-                            sc.clone(),
-                            deps.clone(),
-                            load.clone(),
-                            st.clone(),
-                        ))
-                    })
-                }
-            };
-            specs.push(ben_orchestrator::Spec {
-                name: n.clone(),
-                kind,
-                start,
-            });
-        }
-        // The CyberMesh loop (no intent: it runs the shipped model and rules).
-        let mesh_stats = Arc::new(mesh::MeshStats::default());
-        {
-            let deps = Deps {
-                id: "mesh-1".into(),
-                bus: bus.clone(),
-                store: store.clone() as Arc<dyn Store>,
-                clock: clock.clone(),
-                signer: mesh_signer.clone(),
-                keyring: keyring_arc.clone(),
-                drain: Default::default(),
-            };
-            let (every, st) = (cfg.mesh_every, mesh_stats.clone());
-            specs.push(ben_orchestrator::Spec {
-                name: "mesh-1".into(),
-                kind: "detector",
-                start: Box::new(move || {
-                    Box::pin(mesh::run(deps.clone(), every, 100_000, st.clone()))
-                }),
-            });
+            let (spec, inst) = build(&env, ident, deps, stats.loads[&ident.id].clone()).await?;
+            specs.push(spec);
+            instances.push(inst);
         }
         let restarts = Arc::new(ben_orchestrator::Restarts::default());
         tasks.extend(ben_orchestrator::supervise(specs, restarts.clone()));
-        // Health: verified heartbeats only; replayed, stale, future and
-        // implausible ones are ignored and counted.
         let health = Arc::new(Mutex::new(ben_orchestrator::Health::new(
             ben_orchestrator::HealthLimits::default(),
         )));
-        {
-            let mut beats = bus
-                .subscribe(subjects::HEARTBEAT, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (health, keyring, clock) = (health.clone(), keyring_arc.clone(), clock.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Some(m) = beats.next().await {
-                    let Ok(v) = ben_wire::open_bytes::<pb::Heartbeat>(&m.payload, &keyring) else {
-                        continue;
-                    };
-                    let hb = v.into_inner();
-                    let beat = ben_orchestrator::Beat {
-                        component: hb.component,
-                        role: hb.role,
-                        seq: hb.seq,
-                        at_ns: hb.at_ns,
-                        queue_depth: hb.queue_depth,
-                        records_per_s: hb.records_per_s,
-                        intent_version: hb.intent_version,
-                    };
-                    if let Ok(mut h) = health.lock() {
-                        let _ = h.observe(beat, clock.now_ns());
-                    }
-                }
-            }));
-        }
-        // Wait until the sidecar socket exists and every component is
-        // registered with the ledger (first heartbeats).
+        tasks.push(judge_heartbeats(bus.as_ref(), &health, &keyring_arc, &clock).await?);
+
+        // Wait until the sidecar socket exists and every component that
+        // registers is registered with the ledger (first heartbeats).
+        let registering = identities.iter().filter(|i| i.kind.intent).count();
         let sock = cfg.socket_path();
-        for _ in 0..100 {
-            let registered = control
-                .client()
-                .status(None)
-                .await
-                .map(|s| s.components.len())
-                .unwrap_or(0);
-            if sock.exists() && registered >= names.len() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_ready(&control, &sock, registering).await;
+        tracing::info!(
+            components = identities.len(),
+            api = %control.api_addr(),
+            socket = %sock.display(),
+            "started"
+        );
         Ok(System {
-            mesh: mesh_stats,
             cfg,
             bus,
             store,
@@ -392,6 +282,7 @@ impl System {
             stats,
             restarts,
             health,
+            instances,
             tasks,
         })
     }
@@ -472,23 +363,45 @@ impl System {
             .stats
             .loads
             .iter()
-            .filter(|(n, _)| n.starts_with("sidecar"))
+            .filter(|(id, _)| ben_runtime::kind_of_id(id).is_some_and(|k| k.hop == Hop::Entry))
             .map(|(_, l)| l.rate())
             .sum();
+        let t = self.stats.totals();
         format!(
-            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} (dropped {}) | rejected {} | dead letters {} | healthy {} | restarts {} | intent {}",
-            self.stats.sidecar.accepted.load(Ordering::Relaxed),
+            "records {} ({:.0}/s) | flags {} | signals {} | lucius {} (dropped {}) | rejected {} | dead letters {} | publish errors {} | healthy {} | restarts {} | intent {}{}",
+            t.accepted,
             rate,
-            self.stats.detector.flags.load(Ordering::Relaxed),
-            self.stats.detector.signals.load(Ordering::Relaxed),
-            self.stats.lucius.count(),
-            self.stats.lucius.dropped(),
-            self.stats.sidecar.rejected.load(Ordering::Relaxed),
+            t.flags,
+            t.signals,
+            t.stored,
+            t.dropped,
+            t.rejected,
             self.stats.dead_letters.load(Ordering::Relaxed),
+            t.publish_errors,
             self.health.lock().map(|h| h.alive(SystemClock.now_ns()).len()).unwrap_or(0),
             self.restarts.total.load(Ordering::Relaxed),
-            active
+            active,
+            Self::mesh_status(&t)
         )
+    }
+
+    /// CyberMesh's part of the status line (from the table's probes): the
+    /// validators' committed height and the entries the enforcement agent
+    /// holds, and — loudly — a validator halted because its database does
+    /// not take its blocks, or the agent's circuit breaker holding
+    /// policies back.
+    fn mesh_status(t: &ben_runtime::metrics::ComponentMetrics) -> String {
+        let mut out = format!(" | chain height {} | blocked {}", t.chain_height, t.blocked);
+        if !t.halted.is_empty() {
+            out += &format!(
+                " | HALTED (database not taking blocks): {}",
+                t.halted.join(", ")
+            );
+        }
+        if t.breaker_open {
+            out += " | enforcement circuit breaker OPEN (policies held)";
+        }
+        out
     }
 
     /// Waits (up to `max`) until every record the sidecar accepted has
@@ -496,22 +409,11 @@ impl System {
     /// dead letter.
     pub async fn drain(&self, max: Duration) {
         let until = tokio::time::Instant::now() + max;
-        let processed = |prefix: &str| -> u64 {
-            self.stats
-                .loads
-                .iter()
-                .filter(|(n, _)| n.starts_with(prefix))
-                .map(|(_, l)| l.processed.load(Ordering::Relaxed))
-                .sum()
-        };
         while tokio::time::Instant::now() < until {
-            let accepted = self.stats.sidecar.accepted.load(Ordering::Relaxed);
-            let done = processed("detector")
-                + processed("lucius")
-                + self.stats.dead_letters.load(Ordering::Relaxed);
-            let lucius = &self.stats.lucius;
-            let stored = lucius.written() + lucius.dropped() >= processed("lucius");
-            if done >= accepted && stored {
+            let accepted = self.stats.totals().accepted;
+            let done =
+                self.stats.processed(Hop::Last) + self.stats.dead_letters.load(Ordering::Relaxed);
+            if done >= accepted && self.instances.iter().all(|i| (i.settled)()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -524,68 +426,194 @@ impl System {
             t.abort();
         }
         self.control.shutdown().await;
-        let _ = std::fs::remove_file(self.cfg.socket_path());
+        for i in &self.instances {
+            for f in &i.leaves {
+                let _ = std::fs::remove_file(f);
+            }
+        }
     }
 }
 
-fn component_names(cfg: &Config) -> Vec<String> {
-    let mut v = Vec::new();
-    for i in 1..=cfg.detectors.max(1) {
-        v.push(format!("detector-{i}"));
+/// What `ben up`'s components are built with: the data dir, the Blot key
+/// (loaded here, so a missing one fails the start, not a component), one
+/// Lucius file, the sidecar's socket and Beekeeper.
+fn component_env(
+    cfg: &Config,
+    beekeeper: &ben_sidecar::BeekeeperHandle,
+) -> Result<ben_runtime::Env, String> {
+    let mut env = ben_runtime::Env::new(
+        cfg.data_dir.clone(),
+        "env:BEN_BLOT_KEY".into(),
+        ben_sidecar::Config {
+            socket: cfg.socket_path(),
+            beekeeper: beekeeper.clone(),
+            extra_selectors: cfg.extra_selectors.clone(),
+            max_record_bytes: 1 << 20,
+            state_dir: Some(cfg.data_dir.clone()),
+        },
+    );
+    env.lucius_file = Some(cfg.data_dir.join("lucius.db"));
+    env.mesh_every = cfg.mesh_every;
+    env.blot_key()?;
+    let blot_key_file = cfg.data_dir.join("blot.key");
+    if blot_key_file.exists() {
+        ben_control::private::file(&blot_key_file)?;
     }
-    for i in 1..=cfg.spines.max(1) {
-        v.push(format!("spine-{i}"));
-    }
-    for i in 1..=cfg.proxies.max(1) {
-        v.push(format!("proxy-{i}"));
-    }
-    v.push("lucius-1".into());
-    v.push("sidecar-1".into());
-    v
+    Ok(env)
 }
 
-fn role_of(name: &str) -> &'static str {
-    match name.rsplit_once('-').map(|(k, _)| k) {
-        Some("detector") => "detector",
-        Some("spine") => "spine",
-        Some("proxy") => "proxy",
-        Some("lucius") => "lucius",
-        _ => "sidecar",
+/// Waits (up to 5 s) until the sidecar socket exists and `registering`
+/// components are registered with the ledger (first heartbeats).
+async fn wait_until_ready(control: &ben_control::Handle, sock: &Path, registering: usize) {
+    for _ in 0..100 {
+        let registered = control
+            .client()
+            .status(None)
+            .await
+            .map(|s| s.components.len())
+            .unwrap_or(0);
+        if sock.exists() && registered >= registering {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Answers `ben.intent.active` for starting components with a signed
-/// announce of the active version naming the asker.
-pub(crate) async fn active_responder(
-    bus: Arc<dyn Bus>,
-    client: ben_control::LedgerClient,
-    signer: Arc<Signer>,
-) {
-    let Ok(mut sub) = bus.subscribe(subjects::ACTIVE, None).await else {
-        return;
+/// One identity per component instance the table and `cfg.counts` call
+/// for, each with its own key, and the keyring that trusts them all and
+/// the ledger (one process).
+fn identities(cfg: &Config, ledger: &Signer) -> Result<(Vec<Identity>, Keyring), String> {
+    let mut keyring = Keyring::new();
+    keyring.trust(ben_wire::LEDGER_ID, ben_wire::Role::Ledger, ledger.public());
+    for (id, key) in &cfg.trust {
+        keyring.trust_id(id, *key).map_err(|e| e.to_string())?;
+    }
+    let mut identities = Vec::new();
+    for kind in &KINDS {
+        for i in 1..=cfg
+            .counts
+            .get(kind.role)
+            .copied()
+            .unwrap_or(kind.count)
+            .max(1)
+        {
+            let signer = Arc::new(Signer::from_secret(random32()?));
+            let id = format!("{}-{i}", kind.role);
+            keyring
+                .trust_id(&id, signer.public())
+                .map_err(|e| e.to_string())?;
+            identities.push(Identity { id, kind, signer });
+        }
+    }
+    Ok((identities, keyring))
+}
+
+/// Builds one instance from its table entry, and the orchestrator's spec
+/// that (re)starts it.
+async fn build(
+    env: &ben_runtime::Env,
+    ident: &Identity,
+    deps: Deps,
+    load: Arc<Load>,
+) -> Result<(ben_orchestrator::Spec, Instance), String> {
+    let inst = (ident.kind.build)(env, deps, load)
+        .await
+        .map_err(|e| format!("{}: {e}", ident.id))?;
+    let start = inst.start.clone();
+    let spec = ben_orchestrator::Spec {
+        name: ident.id.clone(),
+        kind: ident.kind.role,
+        order: ident.kind.order,
+        start: Box::new(move || start()),
     };
-    while let Some(m) = sub.next().await {
-        let asker = String::from_utf8_lossy(&m.payload).to_string();
-        let ann = match client.active().await {
-            Ok(a) => pb::Announce {
-                version: a.version.unwrap_or_default(),
-                artifacts: a.artifacts,
-                roles: a
-                    .roles
-                    .into_iter()
-                    .map(|(r, n)| {
-                        (
-                            r,
-                            pb::ArtifactNames {
-                                names: n.into_iter().collect(),
-                            },
-                        )
-                    })
-                    .collect(),
-                required: vec![asker],
-            },
-            Err(_) => pb::Announce::default(),
-        };
-        let _ = bus.reply(&m, signer.seal_bytes(&ann)).await;
-    }
+    Ok((spec, inst))
+}
+
+/// The bus: in-process, or NATS (optionally under a prefix).
+async fn open_bus(cfg: &Config) -> Result<Arc<dyn Bus>, String> {
+    Ok(match &cfg.nats {
+        None => Arc::new(InProcessBus::default()),
+        Some(n) => {
+            let nats = ben_bus_nats::NatsBus::connect(&ben_bus_nats::Config {
+                url: n.url.clone(),
+                ..ben_bus_nats::Config::default()
+            })
+            .await?;
+            match &n.prefix {
+                Some(p) => Arc::new(ben_bus::PrefixedBus::new(nats, p.clone())),
+                None => Arc::new(nats),
+            }
+        }
+    })
+}
+
+/// Counts dead letters and keeps the first few as lines. Only those signed
+/// by the component they name count; the others are counted apart.
+async fn keep_dead_letters(
+    bus: &dyn Bus,
+    stats: &Arc<Stats>,
+    keyring: &Arc<Keyring>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    // Ben's and CyberMesh's.
+    let mut dlq = bus
+        .subscribe(subjects::DLQ, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ai_dlq = bus
+        .subscribe(ben_mesh_wire::DLQ_SUBJECT, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let counter = stats.dead_letters.clone();
+    let unverified = stats.unverified_dead_letters.clone();
+    let first = stats.first_dead_letters.clone();
+    let keyring = keyring.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let m = tokio::select! {
+                m = dlq.next() => m,
+                m = ai_dlq.next() => m,
+            };
+            let Some(m) = m else { break };
+            let Ok(d) = ben_wire::open_bytes::<pb::DeadLetter>(&m.payload, &keyring) else {
+                unverified.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let d = d.into_inner();
+            // Kept before it is counted: a count includes it.
+            if let Ok(mut kept) = first.lock() {
+                if kept.len() < KEPT_DEAD_LETTERS {
+                    kept.push(format!(
+                        "from {} on {} ({} bytes): {}",
+                        d.sender, d.subject, d.size, d.reason
+                    ));
+                }
+            }
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }))
+}
+
+/// Health: verified heartbeats only; replayed, stale, future and
+/// implausible ones are ignored and counted.
+async fn judge_heartbeats(
+    bus: &dyn Bus,
+    health: &Arc<Mutex<ben_orchestrator::Health>>,
+    keyring: &Arc<Keyring>,
+    clock: &Arc<dyn Clock>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut beats = bus
+        .subscribe(subjects::HEARTBEAT, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (health, keyring, clock) = (health.clone(), keyring.clone(), clock.clone());
+    Ok(tokio::spawn(async move {
+        while let Some(m) = beats.next().await {
+            let Ok(v) = ben_wire::open_bytes::<pb::Heartbeat>(&m.payload, &keyring) else {
+                continue;
+            };
+            if let Ok(mut h) = health.lock() {
+                let _ = h.observe(ben_runtime::beat_of(v.into_inner()), clock.now_ns());
+            }
+        }
+    }))
 }

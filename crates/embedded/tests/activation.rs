@@ -28,18 +28,6 @@ fn copy_shop(to: &Path, server_error_threshold: u16) {
     }
 }
 
-fn uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_under_traffic_failure_rollback_history() {
     let base = std::env::temp_dir().join(format!("ben-activation-{}", std::process::id()));
@@ -55,7 +43,7 @@ async fn deploy_under_traffic_failure_rollback_history() {
         api_addr: "127.0.0.1:0".parse().unwrap(),
         extra_selectors: vec![Selector {
             app: "shop_web".into(),
-            uid: Some(uid()),
+            uid: Some(ben_bee::own_uid().unwrap()),
             exe: Some(std::env::current_exe().unwrap().display().to_string()),
             ..Selector::default()
         }],
@@ -64,7 +52,7 @@ async fn deploy_under_traffic_failure_rollback_history() {
     .await
     .unwrap();
     let v1 = sys.deploy_dir(&v1_dir).await.unwrap();
-    let mut spine_out = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.data.detector", None)
+    let mut spine_out = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.data.detector.*", None)
         .await
         .unwrap();
 
@@ -84,7 +72,7 @@ async fn deploy_under_traffic_failure_rollback_history() {
         accepted
     });
     // Deploy v2 once traffic is flowing under v1.
-    while sys.stats.sidecar.accepted.load(Ordering::Relaxed) < 200 {
+    while sys.stats.shared.sidecar.accepted.load(Ordering::Relaxed) < 200 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let v2 = {
@@ -113,7 +101,10 @@ async fn deploy_under_traffic_failure_rollback_history() {
     }
     let lucius = sys
         .stats
+        .shared
         .lucius
+        .get()
+        .expect("a Lucius runs")
         .query(&ben_lucius::Query {
             limit: Some(10_000),
             ..Default::default()

@@ -3,10 +3,12 @@
 //! flags, redaction, routing, Lucius, signals, activation, attestation and
 //! bad input are checked against what the example bundle declares.
 
+mod common;
 use ben_bee::Selector;
 use ben_client::{Client, ClientError};
 use ben_embedded::{Config, System};
 use ben_wire::pb;
+use common::http_get;
 use prost::Message;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -17,25 +19,8 @@ fn shop() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
 }
 
-fn uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|u| u.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn me() -> Selector {
-    Selector {
-        app: "shop_web".into(),
-        uid: Some(uid()),
-        exe: Some(std::env::current_exe().unwrap().display().to_string()),
-        ..Selector::default()
-    }
+    Selector::this_process("shop_web").unwrap()
 }
 
 async fn system(name: &str, ttl_ns: i64) -> System {
@@ -68,20 +53,6 @@ fn rec(i: usize, url: &str, code: u16, ip: &str, email: &str) -> serde_json::Val
     })
 }
 
-/// A minimal HTTP/1.1 GET; returns the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 /// Waits until `f` holds (records flow asynchronously).
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..500 {
@@ -102,10 +73,7 @@ async fn records_flow_flags_redaction_lucius_and_signals() {
 /// NATS server, under a subject prefix unique to this run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_flow_over_nats() {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let t = ben_time::now_ns();
     let nats = ben_embedded::NatsConfig {
         url: "nats://127.0.0.1:4222".into(),
         prefix: Some(format!("bentest{}x{t}", std::process::id())),
@@ -116,7 +84,7 @@ async fn records_flow_over_nats() {
 async fn flow(sys: System) {
     let version = sys.deploy_dir(&shop()).await.expect("deploy finalizes");
     // Everything the spines emit, to check flags and redaction downstream.
-    let mut downstream = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.data.detector", None)
+    let mut downstream = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.data.detector.*", None)
         .await
         .unwrap();
 
@@ -223,7 +191,13 @@ async fn flow(sys: System) {
     assert_eq!(flags.len(), 4);
 
     // Lucius holds the 40 page views, redacted.
-    let lucius = sys.stats.lucius.clone();
+    let lucius = sys
+        .stats
+        .shared
+        .lucius
+        .get()
+        .cloned()
+        .expect("a Lucius runs");
     eventually("40 records in Lucius", || lucius.count() == 40).await;
     let rows = lucius
         .query(&ben_lucius::Query {
@@ -240,36 +214,27 @@ async fn flow(sys: System) {
     assert!(!text.contains("@example.com"), "raw email in Lucius");
     assert!(!text.contains("4111 1111 1111 1111"), "raw card in Lucius");
     // The same through the HTTP API (what `benctl lucius query` calls).
-    let body = http_get(
-        sys.api_addr(),
-        "/api/v1/lucius?schema=http.request%40v2&limit=5",
-    )
-    .await;
+    let body = http_get(&sys, "/api/v1/lucius?schema=http.request%40v2&limit=5").await;
     let j: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(j["records"].as_array().map(Vec::len), Some(5), "{body}");
     assert_eq!(j["count"], 40);
-    let body = http_get(sys.api_addr(), "/api/v1/lucius?flag=server_error").await;
+    let body = http_get(&sys, "/api/v1/lucius?flag=server_error").await;
     let j: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         j["records"].as_array().map(Vec::len),
         Some(0),
         "server errors go to spines, not Lucius"
     );
-    let body = http_get(sys.api_addr(), "/api/v1/lucius?bogus=1").await;
+    let body = http_get(&sys, "/api/v1/lucius?bogus=1").await;
     assert!(body.contains("unknown query parameter"), "{body}");
     // No second signal: the burst is one window.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(app.signals.try_recv().is_err(), "one signal per window");
-    assert_eq!(sys.stats.detector.signals.load(Ordering::Relaxed), 1);
+    assert_eq!(sys.stats.shared.detector.signals.load(Ordering::Relaxed), 1);
     // The orchestrator sees all six components healthy (heartbeats come
     // every second; give a loaded machine a few).
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64
-    };
+    let now = ben_time::now_ns;
     let health = sys.health.clone();
     for _ in 0..50 {
         if health.lock().unwrap().alive(now()).len() == 6 {
@@ -322,10 +287,7 @@ async fn attestation_refusals() {
             exe_blake3: "00".repeat(32),
             start_time: 1,
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
+        let now = ben_time::now_ns();
         k.attest(&facts, now).unwrap().token
     };
     let frame = pb::AppFrame {
@@ -401,7 +363,7 @@ async fn an_app_gone_mid_frame_is_a_disconnect_not_a_dead_letter() {
         .await
         .unwrap();
     drop(gone);
-    let cut_off = || sys.stats.sidecar.cut_off.load(Ordering::Relaxed);
+    let cut_off = || sys.stats.shared.sidecar.cut_off.load(Ordering::Relaxed);
     for _ in 0..250 {
         if cut_off() > 0 {
             break;
@@ -496,12 +458,133 @@ async fn cybermesh_loop_publishes_signed_anomalies() {
             "evidence"
         );
     }
-    assert_eq!(sys.mesh.flows.load(Ordering::Relaxed), 40);
+    assert_eq!(sys.stats.shared.mesh.flows.load(Ordering::Relaxed), 40);
     assert_eq!(
-        sys.mesh.bad_rows.load(Ordering::Relaxed),
+        sys.stats.shared.mesh.bad_rows.load(Ordering::Relaxed),
         1,
         "the bad row is counted"
     );
-    assert_eq!(sys.mesh.published.load(Ordering::Relaxed), 2, "{classes:?}");
+    assert_eq!(
+        sys.stats.shared.mesh.published.load(Ordering::Relaxed),
+        2,
+        "{classes:?}"
+    );
+    sys.shutdown().await;
+}
+
+/// A POST with the API token from the data dir; returns status and body.
+async fn http_post(sys: &System, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = std::fs::read_to_string(sys.cfg.data_dir.join("api.token")).unwrap();
+    let mut s = tokio::net::TcpStream::connect(sys.api_addr())
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// Revocation through the API: the app's BEE is listed; revoking its
+/// subject drops its connection within 1 s and refuses its next Hello —
+/// also after the whole system restarts on the same data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_app_is_dropped_within_a_second_and_refused() {
+    assert_eq!(ben_sidecar::REVOKED, ben_control::bees::REVOKED);
+    assert_eq!(ben_sidecar::ROSTER, ben_control::bees::ROSTER);
+    let sys = system("revoke", 60_000_000_000).await;
+    sys.deploy_dir(&shop()).await.unwrap();
+    let mut app = Client::connect(sys.cfg.socket_path(), "shop_web")
+        .await
+        .unwrap();
+    let subject = app.welcome().await.bee_subject;
+    let acc = app
+        .send(&[rec(0, "/", 200, "10.0.0.1", "a@example.com")])
+        .await
+        .unwrap();
+    assert_eq!(acc.accepted, 1);
+    // The sidecar reports it; the API lists it.
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        listed = serde_json::from_str(&http_get(&sys, "/api/v1/bees").await).unwrap();
+        if listed["bees"].as_array().is_some_and(|b| !b.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bees = listed["bees"].as_array().cloned().unwrap_or_default();
+    assert_eq!(bees.len(), 1, "{listed}");
+    assert_eq!(bees[0]["subject"], subject.as_str(), "{listed}");
+    assert_eq!(bees[0]["pid"], std::process::id(), "{listed}");
+
+    let (code, body) = http_post(
+        &sys,
+        "/api/v1/bees/revoke",
+        &json!({ "subject": subject }).to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let t0 = std::time::Instant::now();
+    // The connection closes (the client's reader ends) within 1 s,
+    // without the app sending anything.
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if app.signals.recv().await.is_none() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "still connected {:?} after the revocation",
+        t0.elapsed()
+    );
+    // The next Hello is refused, naming the revocation.
+    match Client::connect(sys.cfg.socket_path(), "shop_web").await {
+        Err(ClientError::Refused(r)) => assert!(r.contains("revoked"), "{r}"),
+        other => panic!("expected a refusal, got {:?}", other.err()),
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&http_get(&sys, "/api/v1/bees").await).unwrap();
+    assert_eq!(listed["revoked"], json!([subject]), "{listed}");
+    let (code, body) = http_post(&sys, "/api/v1/bees/revoke", r#"{"subject":"no such"}"#).await;
+    assert_eq!(code, 400, "{body}");
+
+    // Restarted on the same data dir: still refused, before any word from
+    // control.
+    let dir = sys.cfg.data_dir.clone();
+    sys.shutdown().await;
+    let sys = System::start(Config {
+        data_dir: dir,
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        extra_selectors: vec![me()],
+        mesh_every: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await
+    .expect("ben up starts again");
+    match Client::connect(sys.cfg.socket_path(), "shop_web").await {
+        Err(ClientError::Refused(r)) => assert!(r.contains("revoked"), "{r}"),
+        other => panic!("expected a refusal after restart, got {:?}", other.err()),
+    }
     sys.shutdown().await;
 }

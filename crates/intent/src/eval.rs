@@ -192,6 +192,51 @@ fn set_path(obj: &mut Map<String, J>, path: &str, v: J) {
     }
 }
 
+/// The migrations (indexes into `program.migrations`) a record of `schema`
+/// goes through before packs evaluate it: from a schema no pack is on, the
+/// declared migration to the newest version, again, until a schema some
+/// pack is on (or none leads further). Empty when packs are on `schema`
+/// itself. Every hop that routes or evaluates a record follows this one
+/// rule, so the proxy routes an old record by the pack `benctl eval` and
+/// the spine apply to it.
+pub fn migration_path(program: &ben_bitspec::ir::Program, mut schema: usize) -> Vec<usize> {
+    let mut path = Vec::new();
+    // Each step goes to a different schema; a cycle of declared
+    // migrations ends after one pass.
+    for _ in 0..program.schemas.len() {
+        if program.packs_on(schema).next().is_some() {
+            break;
+        }
+        let Some((i, m)) = program
+            .migrations
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.from == schema)
+            .max_by_key(|(_, m)| program.schemas[m.to].version)
+        else {
+            break;
+        };
+        path.push(i);
+        schema = m.to;
+    }
+    path
+}
+
+/// Migrates a record of `schema` along [`migration_path`]; returns the
+/// schema packs evaluate it in, and its values there.
+pub fn migrate(
+    program: &ben_bitspec::ir::Program,
+    mut schema: usize,
+    mut rec: Vec<Value>,
+) -> Result<(usize, Vec<Value>), RecordError> {
+    for i in migration_path(program, schema) {
+        let m = &program.migrations[i];
+        rec = interp::migrate(program, m, &rec)?;
+        schema = m.to;
+    }
+    Ok((schema, rec))
+}
+
 impl Evaluator {
     /// `key` is the hmac key; without one, `hmac` redaction fails closed.
     pub fn new(built: &Built, key: Option<BlotKey>) -> Self {
@@ -299,29 +344,13 @@ impl Evaluator {
     }
 
     /// Schema index after following declared migrations to a schema that
-    /// packs evaluate (or the last one reachable).
+    /// packs evaluate (or the last one reachable); see [`migration_path`].
     fn migrate_chain(
         &self,
-        mut schema: usize,
-        mut rec: Vec<Value>,
+        schema: usize,
+        rec: Vec<Value>,
     ) -> Result<(usize, Vec<Value>), RecordError> {
-        let p = &self.program;
-        for _ in 0..p.schemas.len() {
-            if p.packs_on(schema).next().is_some() {
-                break;
-            }
-            let Some(m) = p
-                .migrations
-                .iter()
-                .filter(|m| m.from == schema)
-                .max_by_key(|m| p.schemas[m.to].version)
-            else {
-                break;
-            };
-            rec = interp::migrate(p, m, &rec)?;
-            schema = m.to;
-        }
-        Ok((schema, rec))
+        migrate(&self.program, schema, rec)
     }
 
     /// Translates one input record to a schema record.

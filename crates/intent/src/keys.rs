@@ -21,11 +21,9 @@ pub fn load_blot_key(
                     std::fs::create_dir_all(data_dir)
                         .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
                     let mut bytes = [0u8; 32];
-                    std::fs::File::open("/dev/urandom")
-                        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-                        .map_err(|e| format!("reading /dev/urandom for a new blot key: {e}"))?;
-                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                    write_private(&path, hex.as_bytes())?;
+                    getrandom::getrandom(&mut bytes)
+                        .map_err(|e| format!("drawing 32 random bytes for a new blot key: {e}"))?;
+                    write_private(&path, hex::encode(bytes).as_bytes())?;
                     eprintln!(
                         "note: BEN_BLOT_KEY is not set; created a new hmac key in {}",
                         path.display()
@@ -69,4 +67,41 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     f.write_all(bytes)
         .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without BEN_BLOT_KEY a key is drawn once into DATA_DIR/blot.key
+    /// (64 hex digits, owner-only) and read back the same afterwards.
+    #[test]
+    fn a_missing_key_is_created_once_in_the_data_dir() {
+        if std::env::var_os("BEN_BLOT_KEY").is_some_and(|v| !v.is_empty()) {
+            eprintln!("BEN_BLOT_KEY is set; this test needs it unset");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ben-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = load_blot_key("env:BEN_BLOT_KEY", None, &dir).unwrap();
+        let text = std::fs::read_to_string(dir.join("blot.key")).unwrap();
+        assert_eq!(text.len(), 64, "{text}");
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("blot.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_blot_key("env:BEN_BLOT_KEY", None, &dir).unwrap();
+        assert_eq!(first.id(), again.id());
+        let other = std::env::temp_dir().join(format!("ben-keys-other-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&other);
+        let fresh = load_blot_key("env:BEN_BLOT_KEY", None, &other).unwrap();
+        assert_ne!(first.id(), fresh.id(), "two draws gave the same key");
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
+    }
 }

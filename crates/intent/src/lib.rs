@@ -7,13 +7,16 @@
 //! [`Bundle::load`] reads it (the only I/O here); [`Bundle::build`]
 //! compiles, checks the lock, and produces content-addressed artifacts
 //! whose BLAKE3 digest is the bundle's identity; [`Evaluator`] runs the
-//! spine pipeline (translate → flags/meta/route → redact) on JSON records;
+//! spine pipeline (translate → flags/meta/route → redact) on JSON records,
+//! and on the data path's wire records ([`Evaluator::from_artifacts`],
+//! [`Evaluator::process_record`], shared by the spine and Lucius);
 //! [`run_tests`] runs the bundle's `test` blocks.
 
 pub mod eval;
 pub mod keys;
 pub mod lockfile;
 pub mod manifest;
+mod record;
 
 pub use eval::{Evaluator, InputKind};
 
@@ -162,7 +165,23 @@ impl Bundle {
                 map: compiled.map,
             });
         }
-        Ok(Built::new(self, compiled))
+        let mut built = Built::new(self, compiled);
+        for app in self.manifest.apps.iter().filter(|a| a.selector.any) {
+            built.warnings.push(
+                ben_bitspec::Diagnostic::warning(
+                    ben_bitspec::diag::codes::ANY_SELECTOR,
+                    ben_bitspec::Span::default(),
+                    format!(
+                        "ben.toml: app `{}` has selector = \"any\": every process that reaches the sidecar's socket can attest as it",
+                        app.name
+                    ),
+                )
+                .help_opt(Some(
+                    "name the app's processes instead: selector = { uid = …, exe = \"…\" }".into(),
+                )),
+            );
+        }
+        Ok(built)
     }
 }
 

@@ -96,11 +96,14 @@ impl Default for LimitsSection {
 pub struct AppSection {
     pub name: String,
     pub contract: String,
-    #[serde(default)]
+    /// Which processes may attest as this app. Required in `ben.toml`
+    /// ([`parse`]): a table (`{ uid = 1000, exe = "/usr/bin/shop" }`), or
+    /// `"any"` to accept every process on purpose (the build warns).
+    #[serde(default, deserialize_with = "selector_form")]
     pub selector: Selector,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     pub uid: Option<u32>,
@@ -108,6 +111,43 @@ pub struct Selector {
     pub exe: Option<String>,
     /// BLAKE3 of the executable, hex.
     pub exe_blake3: Option<String>,
+    /// `selector = "any"`: every process matches, declared on purpose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any: bool,
+}
+
+impl Selector {
+    /// No field set: every process matches.
+    pub fn matches_every_process(&self) -> bool {
+        self.uid.is_none() && self.gid.is_none() && self.exe.is_none() && self.exe_blake3.is_none()
+    }
+}
+
+/// `selector = "any"` or `selector = { … }`.
+fn selector_form<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Selector, D::Error> {
+    struct Form;
+    impl<'de> serde::de::Visitor<'de> for Form {
+        type Value = Selector;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table like { uid = 1000, exe = \"/usr/bin/app\" }, or \"any\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Selector, E> {
+            if v == "any" {
+                Ok(Selector {
+                    any: true,
+                    ..Selector::default()
+                })
+            } else {
+                Err(E::custom(format!(
+                    "selector = \"{v}\": write a table like {{ uid = 1000, exe = \"/usr/bin/app\" }}, or \"any\" to accept every process"
+                )))
+            }
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Selector, A::Error> {
+            Selector::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+        }
+    }
+    d.deserialize_any(Form)
 }
 
 /// Parses `ben.toml` text; the error names the key and line.
@@ -127,6 +167,37 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
             m.bundle.name
         ));
     }
+    // A missing or empty selector matches every process: refused unless
+    // said on purpose (`selector = "any"`).
+    let raw: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let declared = |i: usize| {
+        raw.get("apps")
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.get(i))
+            .and_then(|a| a.as_table())
+            .is_some_and(|a| a.contains_key("selector"))
+    };
+    for (i, app) in m.apps.iter().enumerate() {
+        let fix = "write `selector = { uid = …, exe = \"…\" }` (keys: uid, gid, exe, exe_blake3), or `selector = \"any\"` to accept every process on purpose";
+        if !declared(i) {
+            return Err(format!(
+                "[[apps]] `{}` has no selector, so any process that reaches the sidecar could attest as it; {fix}",
+                app.name
+            ));
+        }
+        if !app.selector.any && app.selector.matches_every_process() {
+            return Err(format!(
+                "[[apps]] `{}` has an empty selector, which matches every process; {fix}",
+                app.name
+            ));
+        }
+        if app.selector.any && !app.selector.matches_every_process() {
+            return Err(format!(
+                "[[apps]] `{}`: `any` cannot be combined with uid, gid, exe or exe_blake3",
+                app.name
+            ));
+        }
+    }
     if !(m.blot.key.starts_with("env:") || m.blot.key.starts_with("file:")) {
         return Err(format!(
             "[blot] key = \"{}\": write \"env:VARIABLE\" or \"file:PATH\"",
@@ -134,4 +205,39 @@ pub fn parse(text: &str) -> Result<Manifest, String> {
         ));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "[bundle]\nname = \"b\"\n[[apps]]\nname = \"web\"\ncontract = \"web\"\n";
+
+    #[test]
+    fn an_app_needs_a_selector_or_says_any() {
+        let e = parse(HEAD).unwrap_err();
+        assert!(e.contains("`web` has no selector"), "{e}");
+        assert!(e.contains("selector = \"any\""), "{e}");
+        let e = parse(&format!("{HEAD}selector = {{}}\n")).unwrap_err();
+        assert!(e.contains("empty selector"), "{e}");
+        let e = parse(&format!("{HEAD}selector = \"all\"\n")).unwrap_err();
+        assert!(e.contains("selector = \"all\""), "{e}");
+        let e = parse(&format!("{HEAD}selector = {{ uid = 1, user = 2 }}\n")).unwrap_err();
+        assert!(e.contains("user"), "{e}");
+        let m = parse(&format!("{HEAD}selector = \"any\"\n")).unwrap();
+        assert!(m.apps[0].selector.any);
+        let m = parse(&format!("{HEAD}selector = {{ uid = 1000 }}\n")).unwrap();
+        assert_eq!(m.apps[0].selector.uid, Some(1000));
+        assert!(!m.apps[0].selector.any);
+        // In the settings artifact a table selector is written as before
+        // (no `any` key), so existing versions keep their digests.
+        let json = serde_json::to_string(&m.apps[0]).unwrap();
+        assert!(!json.contains("any"), "{json}");
+        let back: AppSection = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.selector, m.apps[0].selector);
+        let any = parse(&format!("{HEAD}selector = \"any\"\n")).unwrap();
+        let json = serde_json::to_string(&any.apps[0]).unwrap();
+        let back: AppSection = serde_json::from_str(&json).unwrap();
+        assert!(back.selector.any, "{json}");
+    }
 }

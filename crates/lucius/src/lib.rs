@@ -17,16 +17,16 @@
 mod db;
 
 use ben_component::{subjects, Deps, IntentAgent, Load, Role};
-use ben_spine::SpineRole;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub const QUERY: &str = "ben.lucius.query";
 
-/// Lucius redacts like a spine, from its own role's artifacts
-/// (schemas, packs, settings).
-pub struct LuciusRole(SpineRole);
+/// Lucius redacts like a spine ([`ben_intent::Evaluator::from_artifacts`]),
+/// from its own role's artifacts (schemas, packs, settings), with its
+/// hmac key.
+pub struct LuciusRole(Option<ben_blot::BlotKey>);
 
 impl Role for LuciusRole {
     const NAME: &'static str = "lucius";
@@ -36,7 +36,7 @@ impl Role for LuciusRole {
         arts: &std::collections::BTreeMap<String, Vec<u8>>,
         version: &str,
     ) -> Result<Self::Compiled, String> {
-        self.0.compile(arts, version)
+        ben_intent::Evaluator::from_artifacts(arts, version, self.0.clone())
     }
 }
 
@@ -273,7 +273,17 @@ impl Observations {
             sql.push_str(&format!(" AND schema_version = ${}", next()));
         }
         if q.flag.is_some() {
-            sql.push_str(&format!(" AND flags LIKE ${}", next()));
+            // Exact, case-sensitive membership in the JSON array of flag
+            // names, on both backends: the column with its `[` turned into
+            // `,` contains `,"<name>"` (the name JSON-escaped) exactly when
+            // the array holds that name — inside a JSON string a `"` is
+            // always escaped, so `,"` only starts an element. `replace`
+            // matches literally (LIKE would read `_` and `%` in a flag
+            // name as wildcards, and SQLite's LIKE ignores case).
+            sql.push_str(&format!(
+                " AND replace(',' || substr(flags, 2), ${}, '') <> ',' || substr(flags, 2)",
+                next()
+            ));
         }
         sql.push_str(&format!(" ORDER BY at_ns, id LIMIT ${}", next()));
         let mut query = sqlx::query(&sql).bind(q.since_ns.unwrap_or(i64::MIN));
@@ -284,7 +294,7 @@ impl Observations {
             query = query.bind(version);
         }
         if let Some(f) = &q.flag {
-            query = query.bind(format!("%\"{f}\"%"));
+            query = query.bind(flag_needle(f));
         }
         let rows = query
             .bind(q.limit.unwrap_or(100).min(10_000) as i64)
@@ -313,6 +323,13 @@ impl Observations {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("Lucius query: {e}"))
     }
+}
+
+/// What the flag filter looks for in the stored JSON array (see
+/// [`Observations::query`]): `,` and the flag name as a JSON string.
+fn flag_needle(flag: &str) -> String {
+    // Serializing a string cannot fail.
+    format!(",{}", serde_json::to_string(flag).unwrap_or_default())
 }
 
 /// The writer's shared counters.
@@ -498,7 +515,7 @@ pub async fn run(
     load: Arc<Load>,
     store: Arc<Observations>,
 ) -> Result<(), String> {
-    let agent = IntentAgent::new(deps.clone(), LuciusRole(SpineRole::new(blot_key)));
+    let agent = IntentAgent::new(deps.clone(), LuciusRole(blot_key));
     let active = agent.active.clone();
     tokio::spawn(agent.clone().run());
     agent.ready().await;
@@ -548,7 +565,7 @@ pub async fn run(
         &active,
         &load,
         |loaded, rec, _| {
-            store.append_record(ben_spine::process(&loaded.compiled, rec)?);
+            store.append_record(loaded.compiled.process_record(rec)?);
             Ok(())
         },
     )
@@ -608,63 +625,7 @@ mod tests {
         panic!("timed out");
     }
 
-    /// A database of the test's own on the machine's PostgreSQL
-    /// (127.0.0.1:5432, trust auth), created through the `test` database
-    /// and dropped with the value.
-    struct TestDb {
-        name: String,
-        url: String,
-    }
-
-    const SHARED: &str = "postgres://postgres@127.0.0.1:5432";
-
-    async fn admin(sql: String) -> Result<(), String> {
-        use sqlx::{Connection, Executor};
-        let url = format!("{SHARED}/test");
-        let mut c = sqlx::PgConnection::connect(&url).await.map_err(|e| {
-            format!("PostgreSQL at {url} is required for this test and is not reachable: {e}")
-        })?;
-        c.execute(sql.as_str()).await.map_err(|e| e.to_string())?;
-        let _ = c.close().await;
-        Ok(())
-    }
-
-    impl TestDb {
-        async fn create() -> TestDb {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            let name = format!(
-                "ben_test_{}_{nanos}_{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            );
-            admin(format!("CREATE DATABASE {name}")).await.unwrap();
-            TestDb {
-                url: format!("{SHARED}/{name}"),
-                name,
-            }
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            let r = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?
-                    .block_on(admin(sql))
-            })
-            .join();
-            if !matches!(r, Ok(Ok(()))) {
-                eprintln!("warning: could not drop test database {}: {r:?}", self.name);
-            }
-        }
-    }
+    use ben_sql::testing::TestDb;
 
     /// SQLite in a temp dir, or a fresh PostgreSQL database.
     async fn backend(pg: bool, name: &str) -> (std::path::PathBuf, Option<TestDb>) {
@@ -782,6 +743,65 @@ mod tests {
         assert_eq!(s.count(), 1);
         let left = s.query(&Query::default()).await.unwrap();
         assert_eq!(left, [obs(10_000, &[])]);
+        drop(db);
+    }
+
+    on_both!(the_flag_filter_matches_names_exactly);
+    /// `_` and `%` in a flag name are characters, not wildcards, and case
+    /// counts (an unescaped `LIKE` matched `adminXpath` for `admin_path`,
+    /// and on SQLite `Admin_Path` too).
+    async fn the_flag_filter_matches_names_exactly(pg: bool) {
+        let (path, db) = backend(pg, "flags").await;
+        let s = Observations::open(
+            &path,
+            Config {
+                retention_ns: i64::MAX,
+                database_url: db.as_ref().map(|d| d.url.clone()),
+                ..Config::default()
+            },
+        )
+        .await
+        .unwrap();
+        let stored: [&[&str]; 8] = [
+            &["admin_path"],
+            &["adminXpath"],
+            &["Admin_Path"],
+            &["x", "admin_path_2"],
+            &["a%b"],
+            &["aXb", "login_failed"],
+            &[],
+            &["server_error", "admin_path"],
+        ];
+        for (t, flags) in stored.iter().enumerate() {
+            s.append(obs(t as i64, flags));
+        }
+        until(|| s.written() == stored.len() as u64).await;
+        let by = |flag: &str| {
+            let s = s.clone();
+            let flag = flag.to_string();
+            async move {
+                s.query(&Query {
+                    flag: Some(flag),
+                    ..Query::default()
+                })
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| o.at_ns)
+                .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(by("admin_path").await, [0, 7]);
+        assert_eq!(by("Admin_Path").await, [2]);
+        assert_eq!(by("a%b").await, [4]);
+        assert_eq!(by("a_b").await, [] as [i64; 0]);
+        assert_eq!(by("%").await, [] as [i64; 0]);
+        assert_eq!(by("_").await, [] as [i64; 0]);
+        assert_eq!(by("admin").await, [] as [i64; 0]);
+        assert_eq!(by("x").await, [3]);
+        assert_eq!(by("login_failed").await, [5]);
+        assert_eq!(by("\"").await, [] as [i64; 0]);
+        assert_eq!(by("").await, [] as [i64; 0]);
         drop(db);
     }
 

@@ -160,56 +160,10 @@ pub fn parse_time_us(v: &str) -> Option<i64> {
     parse_rfc3339_us(v)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → microseconds since the epoch.
+/// `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]` (no offset: UTC) → microseconds
+/// since the epoch, the fraction past microseconds dropped.
 fn parse_rfc3339_us(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac_us = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = s.get(start..i)?;
-        if digits.is_empty() {
-            return None;
-        }
-        let mut scaled = 0i64;
-        for (k, ch) in digits.bytes().take(6).enumerate() {
-            scaled += i64::from(ch - b'0') * 10i64.pow(5 - k as u32);
-        }
-        frac_us = scaled;
-    }
-    let offset_s = match s.get(i..)? {
-        "Z" | "z" | "" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
-            let oh: i64 = tz.get(1..3)?.parse().ok()?;
-            let om: i64 = tz.get(4..6)?.parse().ok()?;
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    // days from civil (proleptic Gregorian)
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_s;
-    Some(secs * 1_000_000 + frac_us)
+    ben_time::parse_rfc3339_utc_default(s).map(|ns| ns.div_euclid(1_000))
 }
 
 fn parse_value(v: &str, line: usize, name: &str) -> Result<f64, DetectError> {
@@ -303,34 +257,12 @@ impl RowBuilder {
     }
 }
 
-/// Splits one CSV line (RFC 4180 quotes supported, no embedded newlines).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
 fn csv_row(
     columns: &[Column],
     feature_names: &[String],
-    line: &str,
+    cells: &csv::StringRecord,
     line_no: usize,
 ) -> Result<FlowRecord, DetectError> {
-    let cells = split_csv(line);
     if cells.len() != columns.len() {
         return Err(flow_err(
             line_no,
@@ -339,13 +271,26 @@ fn csv_row(
     }
     let mut row = RowBuilder::new();
     let mut features = vec![f64::NAN; feature_names.len()];
-    for (col, cell) in columns.iter().zip(&cells) {
+    for (col, cell) in columns.iter().zip(cells) {
         match *col {
             Column::Feature(i) => features[i] = parse_value(cell, line_no, &feature_names[i])?,
             c => row.set(c, cell, line_no)?,
         }
     }
     row.finish(line_no, features)
+}
+
+/// Where a CSV record starts (1-based line).
+fn csv_line(cells: &csv::StringRecord) -> usize {
+    cells
+        .position()
+        .and_then(|p| usize::try_from(p.line()).ok())
+        .unwrap_or(0)
+}
+
+/// A line of nothing but white space (the reader already skips empty ones).
+fn csv_blank(cells: &csv::StringRecord) -> bool {
+    cells.len() == 1 && cells[0].trim().is_empty()
 }
 
 fn jsonl_row(
@@ -405,17 +350,45 @@ impl FlowTable {
     }
 
     fn csv(text: &str, lenient: bool) -> (Self, Vec<DetectError>) {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
-        let Some((_, header)) = lines.next() else {
-            return (Self::default(), Vec::new());
+        // RFC 4180: quotes, doubled quotes, CRLF, quoted newlines; rows of
+        // another length than the header are this module's error, with the
+        // line, so the reader is flexible about them.
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        // One record reused for every row: no allocation per row for the
+        // cells themselves.
+        let mut cells = csv::StringRecord::new();
+        let mut errors = Vec::new();
+        let mut next = |cells: &mut csv::StringRecord, errors: &mut Vec<DetectError>| loop {
+            match reader.read_record(cells) {
+                Ok(true) if csv_blank(cells) => continue,
+                Ok(true) => return true,
+                Ok(false) => return false,
+                Err(e) => {
+                    let line = e
+                        .position()
+                        .and_then(|p| usize::try_from(p.line()).ok())
+                        .unwrap_or(0);
+                    errors.push(flow_err(line, format!("not CSV: {e}")));
+                    return false;
+                }
+            }
         };
+        if !next(&mut cells, &mut errors) {
+            return (Self::default(), errors);
+        }
         let mut feature_names = Vec::new();
-        let columns: Vec<Column> = split_csv(header.trim_start_matches('\u{feff}'))
+        let columns: Vec<Column> = cells
             .iter()
-            .map(|h| {
+            .enumerate()
+            .map(|(i, h)| {
+                let h = if i == 0 {
+                    h.trim_start_matches('\u{feff}')
+                } else {
+                    h
+                };
                 let n = normalize_name(h);
                 classify(&n).unwrap_or_else(|| {
                     feature_names.push(n);
@@ -424,9 +397,8 @@ impl FlowTable {
             })
             .collect();
         let mut flows = Vec::new();
-        let mut errors = Vec::new();
-        for (no, line) in lines {
-            match csv_row(&columns, &feature_names, line, no + 1) {
+        while next(&mut cells, &mut errors) {
+            match csv_row(&columns, &feature_names, &cells, csv_line(&cells)) {
                 Ok(f) => flows.push(f),
                 Err(e) => {
                     errors.push(e);
@@ -548,6 +520,11 @@ mod tests {
         );
         assert_eq!(parse_time_us("yesterday"), None);
         assert_eq!(parse_time_us("2023-13-01T00:00:00Z"), None);
+        assert_eq!(parse_time_us("2023-02-31T00:00:00Z"), None);
+        assert_eq!(
+            parse_time_us("2023-11-14 22:13:20"),
+            Some(1_700_000_000_000_000)
+        );
     }
 
     #[test]
@@ -566,6 +543,26 @@ mod tests {
         assert!(t.flows[1].features[0].is_nan());
         assert_eq!(t.flows[1].endpoints.protocol, 17);
         assert_eq!(t.flows[1].label, None);
+    }
+
+    #[test]
+    fn csv_quotes_crlf_blank_lines_and_bom() {
+        let t = FlowTable::from_csv(
+            "\u{feff}Flow ID,src_ip,dst_ip,ts,x\r\n\
+             \"a,\"\"1\"\"\",10.0.0.1,10.0.0.2,1,3\r\n\
+             \x20\x20\r\n\
+             \n\
+             b,10.0.0.1,10.0.0.2,2,\"4\"\r\n",
+        )
+        .unwrap();
+        assert_eq!(t.feature_names, vec!["x"]);
+        assert_eq!(t.flows.len(), 2);
+        assert_eq!(t.flows[0].id, "a,\"1\"");
+        assert_eq!(t.flows[1].features, vec![4.0]);
+        // Lines are counted over blank lines, as the file has them.
+        let e = FlowTable::from_csv("src_ip,dst_ip,ts,x\n\n  \n10.0.0.1,10.0.0.2,1,oops\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("line 4"), "{e}");
     }
 
     #[test]

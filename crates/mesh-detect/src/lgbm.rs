@@ -207,10 +207,25 @@ impl LgbmModel {
                 "num_class and num_tree_per_iteration must be ≥ 1",
             ));
         }
+        // Sizes come from the file and size what evaluation allocates, so
+        // they are bounded here (invariant 11: a bad model is an error,
+        // never an allocation that aborts the process).
+        if num_class > MAX_CLASSES || trees_per_iteration > MAX_CLASSES {
+            return Err(model_err(
+                1,
+                &format!("num_class and num_tree_per_iteration must be ≤ {MAX_CLASSES}"),
+            ));
+        }
         let max_feature_idx: usize = match get("max_feature_idx") {
             Some((line, _, v)) => parse_num(v, line, "max_feature_idx")?,
             None => return Err(model_err(1, "missing `max_feature_idx` in the header")),
         };
+        if max_feature_idx >= MAX_FEATURES {
+            return Err(model_err(
+                1,
+                &format!("max_feature_idx={max_feature_idx}: at most {MAX_FEATURES} features"),
+            ));
+        }
         let feature_names: Vec<String> = match get("feature_names") {
             Some((_, _, v)) => v.split_whitespace().map(str::to_owned).collect(),
             None => (0..=max_feature_idx)
@@ -367,6 +382,11 @@ fn softmax(v: &mut [f64]) {
         *x /= sum;
     }
 }
+
+/// The most features a model may declare (CIC flows have 78).
+pub const MAX_FEATURES: usize = 1 << 16;
+/// The most classes (and trees per iteration) a model may declare.
+pub const MAX_CLASSES: usize = 1 << 10;
 
 fn model_err(line: usize, message: &str) -> DetectError {
     DetectError::Model {
@@ -608,5 +628,22 @@ mod tests {
             LgbmModel::parse(&TINY.replace("objective=binary", "objective=lambdarank")).is_err()
         );
         assert!(LgbmModel::parse(&TINY.replace("is_linear=0", "is_linear=1")).is_err());
+    }
+
+    /// Found by the `model` fuzz target: a header naming 700 billion
+    /// features made the parser allocate a name for each and abort the
+    /// process. Sizes from the file are bounded before anything is sized
+    /// by them.
+    #[test]
+    fn huge_declared_sizes_are_errors_not_allocations() {
+        let e =
+            LgbmModel::parse("num_class=2\nmax_feature_idx=700000000001\n\nTree=0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("max_feature_idx=700000000001"),
+            "{e}"
+        );
+        let huge = format!("max_feature_idx={}", usize::MAX);
+        assert!(LgbmModel::parse(&TINY.replace("max_feature_idx=1", &huge)).is_err());
+        assert!(LgbmModel::parse(&TINY.replace("num_class=1", "num_class=99999999999")).is_err());
     }
 }

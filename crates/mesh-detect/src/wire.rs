@@ -36,7 +36,7 @@
 //! let signer = Signer::from_secret([7; 32]);
 //! let env = signer.seal(&AnomalyEvent { class: "portscan".into(), ..Default::default() });
 //! let mut keys = Keyring::new();
-//! keys.trust(signer.public());
+//! keys.trust("mesh-1", ben_wire::Role::AiService, signer.public());
 //! assert_eq!(open::<AnomalyEvent>(&env, &keys).unwrap().get().class, "portscan");
 //! ```
 
@@ -227,7 +227,7 @@ mod tests {
     fn sealed_anomalies_open_only_as_anomalies() {
         let s = Signer::from_secret([7; 32]);
         let mut keys = Keyring::new();
-        keys.trust(s.public());
+        keys.trust("mesh-1", ben_wire::Role::AiService, s.public());
         let bytes = s.seal_bytes(&anomaly());
         assert_eq!(
             open_bytes::<AnomalyEvent>(&bytes, &keys).unwrap().get(),
@@ -244,13 +244,31 @@ mod tests {
         assert!(open::<AnomalyEvent>(&env, &keys).is_err());
         let other = Signer::from_secret([8; 32]).seal(&anomaly());
         assert!(open::<AnomalyEvent>(&other, &keys).is_err());
+        // only the AI service's role signs anomalies and evidence
+        // (invariant 8): a key of every other role is refused
+        for (i, role) in ben_wire::Role::ALL.into_iter().enumerate() {
+            let k = Signer::from_secret([20 + i as u8; 32]);
+            keys.trust(&format!("{}-7", role.name()), role, k.public());
+            let a = open::<AnomalyEvent>(&k.seal(&anomaly()), &keys);
+            let e = open::<EvidenceEvent>(&k.seal(&EvidenceEvent::default()), &keys);
+            if role == ben_wire::Role::AiService {
+                assert!(a.is_ok() && e.is_ok(), "{role}");
+            } else {
+                for r in [a.err(), e.err()] {
+                    assert!(
+                        matches!(r, Some(ben_wire::WireError::RoleMayNotSign { .. })),
+                        "{role}: {r:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
     fn evidence_round_trips() {
         let s = Signer::from_secret([9; 32]);
         let mut keys = Keyring::new();
-        keys.trust(s.public());
+        keys.trust("mesh-1", ben_wire::Role::AiService, s.public());
         let e = EvidenceEvent {
             anomaly_id: "a1".into(),
             flows: vec![EvidenceFlow {

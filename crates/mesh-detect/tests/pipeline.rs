@@ -75,7 +75,7 @@ fn anomalies_are_signed_with_domain_separation() {
     assert!(!report.detections.is_empty());
     let signer = Signer::from_secret([42; 32]);
     let mut keys = Keyring::new();
-    keys.trust(signer.public());
+    keys.trust("mesh-1", ben_wire::Role::AiService, signer.public());
     for d in report.detections.iter().take(20) {
         let bytes = signer.seal_bytes(&d.event);
         let opened = open_bytes::<AnomalyEvent>(&bytes, &keys).expect("verifies");

@@ -42,8 +42,9 @@
 //!   fixed buffer.
 //! * [`Labeler`] — labels for training data: a constant, or a CSV of
 //!   host/time-range rules (the format the attack-capture generator writes).
-//! * [`output`] — CSV and JSON Lines writers. [`synth`] — a pcap writer and
-//!   a seeded synthetic capture for benchmarks.
+//! * [`output`] — CSV and JSON Lines writers. `synth` (cargo feature
+//!   `test-support`, off by default) — a pcap writer, frame builders and
+//!   seeded synthetic captures for tests and benchmarks.
 //!
 //! ## Flows
 //!
@@ -180,7 +181,7 @@
 //! ## Performance
 //!
 //! Measured with `cargo bench -p ben-mesh-flows` (criterion, 200k-packet
-//! synthetic capture from [`synth::mixed_capture`], 60–1514-byte frames,
+//! synthetic capture from `synth::mixed_capture`, 60–1514-byte frames,
 //! ~12k flows) on the shared 2-core development machine with other builds
 //! running (load average ~4), so these are floors: decoder alone ≈ 11.0M
 //! packets/s, against ≈ 4.6M for `etherparse` extracting the same fields
@@ -220,6 +221,7 @@ pub mod features;
 mod flow;
 pub mod label;
 pub mod output;
+#[cfg(feature = "test-support")]
 pub mod synth;
 mod table;
 

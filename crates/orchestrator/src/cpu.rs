@@ -16,9 +16,10 @@
 //! thread) inherit it.
 
 /// A process's scheduling class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuClass {
     /// The kernel's default (`SCHED_OTHER`, nice unchanged).
+    #[default]
     Normal,
     /// `SCHED_IDLE`: runs only when nothing else wants the core.
     Background,

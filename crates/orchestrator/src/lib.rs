@@ -1,7 +1,8 @@
 //! # Orchestrator
 //!
-//! Starts components in the order the data path needs them — detectors,
-//! spines, proxies, Lucius, sidecars — so nothing sends into a hop that
+//! Starts components in the order the data path needs them (each
+//! [`Spec`] carries its place, from the runtime's component table) —
+//! detectors,//! spines, proxies, Lucius, sidecars — so nothing sends into a hop that
 //! does not exist yet; watches their health; restarts a component that
 //! exits or crashes, with exponential backoff, counting every restart.
 //!
@@ -32,9 +33,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Component kinds in start order.
-pub const START_ORDER: [&str; 5] = ["detector", "spine", "proxy", "lucius", "sidecar"];
 
 /// One heartbeat's content, as the orchestrator judges it.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,20 +190,14 @@ impl BackoffState {
     }
 }
 
-/// Position of `kind` in [`START_ORDER`] (unknown kinds last).
-pub fn start_rank(kind: &str) -> usize {
-    START_ORDER
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or(START_ORDER.len())
-}
-
 pub type BoxFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// How to (re)start one component.
 pub struct Spec {
     pub name: String,
     pub kind: &'static str,
+    /// Start order: lower starts first (the component table's `order`).
+    pub order: u8,
     pub start: Box<dyn Fn() -> BoxFuture + Send + Sync>,
 }
 
@@ -216,14 +208,14 @@ pub struct Restarts {
     pub total: AtomicU64,
 }
 
-/// Starts `specs` in [`START_ORDER`] and keeps each running: when one
+/// Starts `specs` by their `order` and keeps each running: when one
 /// returns or panics it is started again after a backoff (100 ms doubling
 /// to 5 s). Returns the task handles.
 pub fn supervise(
     mut specs: Vec<Spec>,
     restarts: Arc<Restarts>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    specs.sort_by_key(|s| start_rank(s.kind));
+    specs.sort_by_key(|s| s.order);
     specs
         .into_iter()
         .map(|spec| {
@@ -332,11 +324,12 @@ mod tests {
     async fn crashed_component_is_restarted_in_order() {
         let order = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let runs = Arc::new(AtomicU64::new(0));
-        let mk = |name: &str, kind: &'static str, crash: bool| {
+        let mk = |name: &str, kind: &'static str, rank: u8, crash: bool| {
             let (order, runs, name2) = (order.clone(), runs.clone(), name.to_string());
             Spec {
                 name: name.into(),
                 kind,
+                order: rank,
                 start: Box::new(move || {
                     let (order, runs, name) = (order.clone(), runs.clone(), name2.clone());
                     Box::pin(async move {
@@ -352,9 +345,9 @@ mod tests {
         };
         let restarts = Arc::new(Restarts::default());
         let specs = vec![
-            mk("sidecar", "sidecar", false),
-            mk("spine-1", "spine", true),
-            mk("detector-1", "detector", false),
+            mk("sidecar", "sidecar", 9, false),
+            mk("spine-1", "spine", 2, true),
+            mk("detector-1", "detector", 1, false),
         ];
         let handles = supervise(specs, restarts.clone());
         tokio::time::sleep(Duration::from_millis(600)).await;

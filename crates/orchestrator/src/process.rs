@@ -14,7 +14,7 @@
 //! SIGKILL`: if the supervisor itself is killed they die with it rather
 //! than run on unsupervised.
 
-use crate::{start_rank, Backoff, BackoffState, Restarts};
+use crate::{Backoff, BackoffState, Restarts};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,27 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Kinds in the order the process backend starts them: the control plane
-/// first, then [`crate::START_ORDER`].
-pub const PROCESS_START_ORDER: [&str; 6] =
-    ["control", "detector", "spine", "proxy", "lucius", "sidecar"];
-
-/// Position of `kind` in [`PROCESS_START_ORDER`].
-pub fn process_rank(kind: &str) -> usize {
-    if kind == "control" {
-        0
-    } else {
-        1 + start_rank(kind)
-    }
-}
-
 /// How to start one component process.
 #[derive(Debug, Clone)]
 pub struct ProcSpec {
     /// Unique name, e.g. `spine-2`.
     pub name: String,
-    /// Kind, one of [`PROCESS_START_ORDER`].
+    /// Kind (role), e.g. `spine`.
     pub kind: String,
+    /// Start order: lower starts first and stops last.
+    pub order: u8,
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -201,11 +189,11 @@ impl Supervisor {
     /// kind given `grace` before SIGKILL. Returns once all have exited.
     pub async fn stop(mut self) {
         self.children
-            .sort_by_key(|c| std::cmp::Reverse(process_rank(&c.spec.kind)));
+            .sort_by_key(|c| std::cmp::Reverse(c.spec.order));
         let mut groups: Vec<Vec<Child>> = Vec::new();
         for c in self.children.drain(..) {
             match groups.last_mut() {
-                Some(g) if g[0].spec.kind == c.spec.kind => g.push(c),
+                Some(g) if g[0].spec.order == c.spec.order => g.push(c),
                 _ => groups.push(vec![c]),
             }
         }
@@ -365,6 +353,7 @@ mod tests {
         ProcSpec {
             name: name.into(),
             kind: kind.into(),
+            order: if kind == "control" { 0 } else { 2 },
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![],

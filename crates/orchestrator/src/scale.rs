@@ -16,7 +16,8 @@
 //! * **Cooldown** — after any action the kind does nothing for `cooldown`,
 //!   and both windows start again from that moment, so a change is judged
 //!   on what the new count does.
-//! * **Detectors** are scaled conservatively: twice the mark, twice the
+//! * **Stateful kinds** ([`Style::UpOnly`], the detectors in the runtime's
+//!   component table) are scaled conservatively: twice the mark, twice the
 //!   window, and never down automatically (a detector holds playbook
 //!   windows; removing one loses them).
 //!
@@ -48,6 +49,15 @@ impl Default for ScalePolicy {
     }
 }
 
+/// How a kind may be scaled (set per kind by the component table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Up under pressure, down when idle.
+    Both,
+    /// Holds state: up only, at twice the mark and the window.
+    UpOnly,
+}
+
 /// The thresholds one kind is judged by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindPolicy {
@@ -61,10 +71,11 @@ pub struct KindPolicy {
 }
 
 impl ScalePolicy {
-    /// The thresholds for `kind`: detectors conservatively (twice the mark
-    /// and the window, never down), every other kind as configured.
-    pub fn for_kind(&self, kind: &str) -> KindPolicy {
-        let conservative = kind == "detector";
+    /// The thresholds for a kind scaled in `style`: [`Style::UpOnly`]
+    /// conservatively (twice the mark and the window, never down),
+    /// [`Style::Both`] as configured.
+    pub fn for_style(&self, style: Style) -> KindPolicy {
+        let conservative = style == Style::UpOnly;
         let (mark, window) = if conservative {
             (
                 self.high_water.saturating_mul(2),
@@ -160,6 +171,7 @@ pub struct Decision {
 
 #[derive(Debug, Clone)]
 struct KindState {
+    style: Style,
     min: usize,
     max: usize,
     above_since: Option<i64>,
@@ -190,14 +202,16 @@ impl Scaler {
 
     /// Lets `kind` range over `[min, max]` (`max` below `min` is read as
     /// `min`: no scaling).
-    pub fn set_limits(&mut self, kind: &str, min: usize, max: usize) {
+    pub fn set_limits(&mut self, kind: &str, style: Style, min: usize, max: usize) {
         let st = self.kinds.entry(kind.to_string()).or_insert(KindState {
+            style,
             min,
             max,
             above_since: None,
             idle_since: None,
             last_action_ns: None,
         });
+        st.style = style;
         st.min = min;
         st.max = max.max(min);
     }
@@ -211,8 +225,8 @@ impl Scaler {
     /// cooldown; the caller acts on it (or not: the next observation tells
     /// the truth either way).
     pub fn decide(&mut self, kind: &str, obs: &Observation, now: i64) -> Option<Decision> {
-        let p = self.policy.for_kind(kind);
         let st = self.kinds.get_mut(kind)?;
+        let p = self.policy.for_style(st.style);
         // Time only moves forward here: an earlier `now` is read as no time
         // having passed.
         let since = |t: i64| now.saturating_sub(t).max(0);
@@ -331,7 +345,7 @@ mod tests {
     #[test]
     fn sustained_depth_adds_one_then_idle_removes_it() {
         let mut s = Scaler::new(policy());
-        s.set_limits("spine", 1, 3);
+        s.set_limits("spine", Style::Both, 1, 3);
         let mut n = 1;
         // Within the start's cooldown nothing happens.
         assert!(run(&mut s, "spine", &mut n, 50, 0, 1900).is_empty());
@@ -363,7 +377,7 @@ mod tests {
     #[test]
     fn never_above_max_and_one_per_cooldown() {
         let mut s = Scaler::new(policy());
-        s.set_limits("proxy", 1, 3);
+        s.set_limits("proxy", Style::Both, 1, 3);
         let mut n = 1;
         let d = run(&mut s, "proxy", &mut n, 1000, 0, 30_000);
         assert_eq!(d.len(), 2, "{d:?}");
@@ -374,7 +388,7 @@ mod tests {
     #[test]
     fn detectors_conservative_and_never_down() {
         let mut s = Scaler::new(policy());
-        s.set_limits("detector", 1, 2);
+        s.set_limits("detector", Style::UpOnly, 1, 2);
         let mut n = 1;
         // Above the spine mark, below twice it: nothing.
         assert!(run(&mut s, "detector", &mut n, 15, 0, 10_000).is_empty());
@@ -392,7 +406,7 @@ mod tests {
     #[test]
     fn no_fresh_data_means_no_decision() {
         let mut s = Scaler::new(policy());
-        s.set_limits("spine", 1, 3);
+        s.set_limits("spine", Style::Both, 1, 3);
         let empty = Observation {
             running: 2,
             ..Observation::default()
@@ -466,7 +480,8 @@ mod tests {
                 cooldown_ns: cooldown * MS,
             });
             let max = min + extra;
-            s.set_limits(kind, min, max);
+            let style = if kind == "detector" { Style::UpOnly } else { Style::Both };
+            s.set_limits(kind, style, min, max);
             let mut n = min;
             let mut t = 0i64;
             let mut last: Option<i64> = None;

@@ -17,6 +17,15 @@
 //! since it fired, so a sustained attack gives one signal per window, not
 //! one per record.
 //!
+//! **Partitions.** Several detectors give the signals one would: each
+//! playbook's groups are spread over a fixed number of partitions by a
+//! stable hash of the playbook's name and the group key ([`partition`]),
+//! every record reaches the partitions its playbooks' groups live in
+//! ([`Partitions::of`]), and a detector observes, in the copy it gets from
+//! partition `k`, only the playbooks whose group is in `k`
+//! ([`Detector::observe_in`]). One partition is served by one detector at
+//! a time, so one group's window is in one place.
+//!
 //! Pure core: time is the record's time (nanoseconds), passed in; nothing
 //! reads a clock. Memory is bounded by [`Limits`]: past `max_keys` groups
 //! the least recently seen group is evicted and counted in
@@ -95,6 +104,107 @@ fn hkey(v: &Value) -> HKey {
     }
 }
 
+/// FNV-1a, 64 bits: stable across processes, versions and machines (the
+/// spine and every detector must agree on it).
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The partition (of `partitions`) that holds `pb`'s group for `record`:
+/// a stable hash of the playbook's name and the group key's values.
+pub fn partition(pb: &Playbook, record: &[Value], partitions: u32) -> u32 {
+    let mut h = FNV_OFFSET;
+    fnv(&mut h, pb.name.as_bytes());
+    for s in &pb.by {
+        fnv(&mut h, &[0xff]);
+        match record.get(*s).map(hkey) {
+            None | Some(HKey::Null) => fnv(&mut h, b"n"),
+            Some(HKey::Bool(b)) => fnv(&mut h, if b { b"t" } else { b"f" }),
+            Some(HKey::Int(i)) => {
+                fnv(&mut h, b"i");
+                fnv(&mut h, &i.to_le_bytes());
+            }
+            Some(HKey::Bits(x)) => {
+                fnv(&mut h, b"x");
+                fnv(&mut h, &x.to_le_bytes());
+            }
+            Some(HKey::Text(t)) => {
+                fnv(&mut h, b"s");
+                fnv(&mut h, t.as_bytes());
+            }
+        }
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// The partition of a record no playbook watches (spread by its id).
+pub fn partition_of_id(id: &str, partitions: u32) -> u32 {
+    let mut h = FNV_OFFSET;
+    fnv(&mut h, id.as_bytes());
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// Where one record goes among the detector partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitions {
+    /// The copy that counts (the record's books, its dead letter): the
+    /// partition of the first playbook on its schema, or of its id.
+    pub home: u32,
+    /// Further copies, one per other partition a playbook's group of it
+    /// lives in (each observed only for those playbooks).
+    pub copies: Vec<u32>,
+}
+
+impl Partitions {
+    /// The partitions of a record of `schema` (values as the detector
+    /// reads them: [`record_from_json`]).
+    pub fn of(
+        playbooks: &[Playbook],
+        schema: usize,
+        record: &[Value],
+        id: &str,
+        partitions: u32,
+    ) -> Partitions {
+        let mut home = None;
+        let mut copies = Vec::new();
+        for pb in playbooks.iter().filter(|p| p.schema == schema) {
+            let k = partition(pb, record, partitions);
+            match home {
+                None => home = Some(k),
+                Some(h) if h == k || copies.contains(&k) => {}
+                Some(_) => copies.push(k),
+            }
+        }
+        Partitions {
+            home: home.unwrap_or_else(|| partition_of_id(id, partitions)),
+            copies,
+        }
+    }
+}
+
+/// A record's fields as detectors see them: the redacted JSON body read
+/// without type coercion (a pseudonymised IP is a string here), `null`
+/// where a field is absent.
+pub fn record_from_json(schema: &ben_bitspec::ir::Schema, body: &serde_json::Value) -> Vec<Value> {
+    schema
+        .fields
+        .iter()
+        .map(|f| {
+            let mut cur = Some(body);
+            for seg in f.path.split('.') {
+                cur = cur.and_then(|j| j.get(seg));
+            }
+            cur.and_then(|j| interp::json_to_value(j).ok())
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
 /// Runs every playbook of a bundle over evaluated records.
 pub struct Detector {
     watches: Vec<Watch>,
@@ -146,11 +256,36 @@ impl Detector {
         self.watches.iter().map(|w| w.groups.len()).sum()
     }
 
+    /// Whether this detector runs exactly `playbooks` (same definitions,
+    /// same order): then its windows carry over to a version that did not
+    /// change them.
+    pub fn runs(&self, playbooks: &[Playbook]) -> bool {
+        self.watches.len() == playbooks.len()
+            && self
+                .watches
+                .iter()
+                .zip(playbooks)
+                .all(|(w, p)| serde_json::to_string(&w.pb).ok() == serde_json::to_string(p).ok())
+    }
+
     /// Feeds one record; returns the signals it triggers.
     pub fn observe(&mut self, ev: &Observed) -> Vec<Signal> {
+        self.observe_where(ev, None)
+    }
+
+    /// Feeds the copy of a record that partition `k` (of `partitions`)
+    /// got: only the playbooks whose group for it is in `k` observe it.
+    pub fn observe_in(&mut self, ev: &Observed, k: u32, partitions: u32) -> Vec<Signal> {
+        self.observe_where(ev, Some((k, partitions)))
+    }
+
+    fn observe_where(&mut self, ev: &Observed, only: Option<(u32, u32)>) -> Vec<Signal> {
         let mut out = Vec::new();
         for w in &mut self.watches {
             if w.pb.schema != ev.schema {
+                continue;
+            }
+            if only.is_some_and(|(k, n)| partition(&w.pb, ev.record, n) != k) {
                 continue;
             }
             let flags: Vec<bool> =
@@ -336,6 +471,76 @@ playbook scan on r v1 {
         .into_iter()
         .map(|s| s.name)
         .collect()
+    }
+
+    /// The same records through one detector, and through one detector
+    /// per partition each fed its home records and copies: the same
+    /// signals, each from one partition.
+    #[test]
+    fn partitions_give_the_signals_of_one_detector() {
+        let c = compile(
+            &[Source::new("t.bspec", SRC)],
+            &BitTable::default(),
+            Default::default(),
+        )
+        .unwrap();
+        let pbs = &c.program.playbooks;
+        const N: u32 = 8;
+        let mut one = Detector::new(pbs, Limits::default());
+        let mut parts: Vec<Detector> = (0..N)
+            .map(|_| Detector::new(pbs, Limits::default()))
+            .collect();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        let mut copies = 0;
+        for i in 0..400i64 {
+            let r = rec(
+                &format!("10.0.0.{}", i % 13),
+                &format!("/p{}", i % 7),
+                if i % 3 == 0 { 401 } else { 200 },
+                i % 500,
+            );
+            let failed = i % 3 == 0;
+            let flags: Vec<&str> = if failed { vec!["failed"] } else { vec![] };
+            let ev = Observed {
+                schema: 0,
+                at_ns: i * S / 10,
+                record: &r,
+                flags: &flags,
+            };
+            let name = |s: Signal| {
+                (
+                    s.name,
+                    s.key.iter().map(Value::to_text).collect::<Vec<_>>(),
+                    s.at_ns,
+                )
+            };
+            want.extend(one.observe(&ev).into_iter().map(name));
+            let p = Partitions::of(pbs, 0, &r, &i.to_string(), N);
+            assert!(!p.copies.contains(&p.home));
+            copies += p.copies.len();
+            for k in std::iter::once(p.home).chain(p.copies) {
+                got.extend(
+                    parts[k as usize]
+                        .observe_in(&ev, k, N)
+                        .into_iter()
+                        .map(name),
+                );
+            }
+        }
+        assert!(copies > 0, "three playbooks: some records need copies");
+        assert!(want.len() > 10, "{want:?}");
+        want.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        got.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        assert_eq!(got, want);
+        // A schema no playbook watches: spread by id, no copies.
+        let p = Partitions::of(pbs, 1, &[], "r-1", N);
+        assert_eq!(
+            p,
+            Partitions {
+                home: partition_of_id("r-1", N),
+                copies: vec![]
+            }
+        );
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //!
 //! Embedded mode runs one sidecar task serving every declared app on one
 //! socket (the app names itself in `Hello`); cluster mode runs one per app.
+//!
+//! **Revocation.** The sidecar reports its live BEEs to control
+//! ([`ROSTER`], signed, on each change and every 2 s) and takes the list of
+//! revoked subjects from it ([`REVOKED`], signed). A newly revoked subject
+//! is recorded in `<state_dir>/<id>.revoked-bees` (0600; read again at
+//! start, so a restarted sidecar refuses before control speaks), given to
+//! Beekeeper (no BEE for it, none of its BEEs verifies), and every
+//! connection holding one of its BEEs is refused and closed at once.
 
 use ben_bee::{Beekeeper, PeerFacts, Selector};
 use ben_bitspec::canon::program_from_artifacts;
@@ -47,6 +55,148 @@ pub struct Config {
     pub extra_selectors: Vec<Selector>,
     /// Largest record accepted, bytes.
     pub max_record_bytes: usize,
+    /// Where the revoked subjects are kept (`<id>.revoked-bees`); `None`:
+    /// in memory only.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Sidecar → control: signed `BeeRoster` (`ben_control::bees::ROSTER`).
+pub const ROSTER: &str = "ben.bee.roster";
+/// Control → sidecars: signed `BeeRevocations` (`ben_control::bees::REVOKED`).
+pub const REVOKED: &str = "ben.bee.revoked";
+
+/// One open, attested connection: its current BEE and how to drop it.
+struct Conn {
+    bee: pb::IssuedBee,
+    drop: Arc<tokio::sync::Notify>,
+}
+
+/// Open connections by a per-process number.
+#[derive(Default)]
+struct Conns {
+    next: AtomicU64,
+    open: Mutex<BTreeMap<u64, Conn>>,
+    /// Woken when the roster changes.
+    changed: tokio::sync::Notify,
+}
+
+fn issued(b: &ben_bee::Bee, exe: &str) -> pb::IssuedBee {
+    pb::IssuedBee {
+        subject: b.claims.subject(),
+        app: b.claims.app.clone(),
+        serial: b.claims.serial,
+        pid: b.claims.pid,
+        uid: b.claims.uid,
+        exe: exe.to_string(),
+        issued_ns: b.claims.issued_ns,
+        expires_ns: b.claims.expires_ns,
+    }
+}
+
+fn revocations_file(cfg: &Config, id: &str) -> Option<PathBuf> {
+    cfg.state_dir
+        .as_ref()
+        .map(|d| d.join(format!("{id}.revoked-bees")))
+}
+
+/// Reads the kept list (one subject a line; none when missing).
+fn read_revoked(path: &std::path::Path) -> Result<Vec<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(format!(
+            "reading revoked BEE subjects {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Adds `subjects` to the kept list (atomically, 0600).
+fn keep_revoked(path: &std::path::Path, subjects: &[String]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut all = read_revoked(path)?;
+    all.extend(subjects.iter().cloned());
+    all.sort();
+    all.dedup();
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    f.write_all(all.join("\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Applies a revocation list: new subjects are kept, given to Beekeeper,
+/// and their connections dropped.
+fn apply_revocations(cfg: &Config, id: &str, conns: &Conns, subjects: &[String]) {
+    let fresh: Vec<String> = {
+        let Ok(mut guard) = cfg.beekeeper.lock() else {
+            return;
+        };
+        let Some(keeper) = guard.as_mut() else {
+            return;
+        };
+        subjects
+            .iter()
+            .filter(|s| !keeper.is_revoked(s))
+            .cloned()
+            .collect()
+    };
+    if fresh.is_empty() {
+        return;
+    }
+    // Kept first: a crash right after still refuses on restart.
+    if let Some(path) = revocations_file(cfg, id) {
+        if let Err(e) = keep_revoked(&path, &fresh) {
+            tracing::warn!("{e}");
+        }
+    }
+    if let Ok(mut guard) = cfg.beekeeper.lock() {
+        if let Some(keeper) = guard.as_mut() {
+            for s in &fresh {
+                keeper.revoke_subject(s);
+            }
+        }
+    }
+    if let Ok(open) = conns.open.lock() {
+        for c in open.values().filter(|c| fresh.contains(&c.bee.subject)) {
+            c.drop.notify_one();
+        }
+    }
+}
+
+/// Sends this sidecar's roster on each change and every 2 s.
+async fn send_rosters(deps: Deps, conns: Arc<Conns>) {
+    loop {
+        let bees: Vec<pb::IssuedBee> = conns
+            .open
+            .lock()
+            .map(|o| o.values().map(|c| c.bee.clone()).collect())
+            .unwrap_or_default();
+        let roster = pb::BeeRoster {
+            sidecar: deps.id.clone(),
+            at_ns: deps.clock.now_ns(),
+            bees,
+        };
+        let _ = deps
+            .bus
+            .publish(ROSTER, deps.signer.seal_bytes(&roster))
+            .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), conns.changed.notified()).await;
+    }
 }
 
 /// What the sidecar runs: schemas, contracts, and the apps they serve.
@@ -132,8 +282,49 @@ pub async fn run(
     if let Some(dir) = cfg.socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
+    // Revocations kept from before, then those control sends.
+    let conns = Arc::new(Conns::default());
+    if let Some(path) = revocations_file(&cfg, &deps.id) {
+        let kept = read_revoked(&path)?;
+        if let Ok(mut guard) = cfg.beekeeper.lock() {
+            if let Some(keeper) = guard.as_mut() {
+                for s in &kept {
+                    keeper.revoke_subject(s);
+                }
+            }
+        }
+    }
+    let mut revoked_sub = deps
+        .bus
+        .subscribe(REVOKED, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let (cfg, deps, conns) = (cfg.clone(), deps.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Some(m) = revoked_sub.next().await {
+                match ben_wire::open_bytes::<pb::BeeRevocations>(&m.payload, &deps.keyring) {
+                    Ok(v) => apply_revocations(&cfg, &deps.id, &conns, &v.into_inner().subjects),
+                    Err(e) => {
+                        deps.dead_letter(&m.subject, e.to_string(), m.payload.len())
+                            .await
+                    }
+                }
+            }
+        });
+    }
+    tokio::spawn(send_rosters(deps.clone(), conns.clone()));
     let listener = UnixListener::bind(&cfg.socket)
         .map_err(|e| format!("binding {}: {e}", cfg.socket.display()))?;
+    // Any process that reaches the socket may ask: attestation (kernel
+    // facts against the declared selectors) decides who gets a BEE. Who
+    // reaches it is the directory's business (the private data dir by
+    // default; `ben up --socket` for apps of other users).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("opening {} to apps: {e}", cfg.socket.display()))?;
+    }
     let subs: Subscribers = Arc::new(Mutex::new(BTreeMap::new()));
     // Signals for any app: verify, then hand to that app's connections.
     let mut sig_sub = deps
@@ -166,8 +357,10 @@ pub async fn run(
                             }
                         }
                     }
+                    // Forged, or signed by a role that may not signal
+                    // (invariant 8): dead-lettered, never delivered.
                     Err(e) => {
-                        deps.dead_letter(&m.subject, e.to_string(), m.payload.len())
+                        deps.dead_letter_of(&m.subject, e.to_string(), m.payload.len(), &m.payload)
                             .await
                     }
                 }
@@ -179,16 +372,17 @@ pub async fn run(
             .accept()
             .await
             .map_err(|e| format!("accepting on {}: {e}", cfg.socket.display()))?;
-        let (cfg, deps, active, subs, stats, load) = (
+        let (cfg, deps, active, subs, stats, load, conns) = (
             cfg.clone(),
             deps.clone(),
             active.clone(),
             subs.clone(),
             stats.clone(),
             load.clone(),
+            conns.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = serve(stream, cfg, deps, active, subs, stats, load).await {
+            if let Err(e) = serve(stream, cfg, deps, active, subs, stats, load, conns).await {
                 tracing::debug!("app connection ended: {e}");
             }
         });
@@ -204,6 +398,7 @@ async fn serve(
     subs: Subscribers,
     stats: Arc<Stats>,
     load: Arc<Load>,
+    conns: Arc<Conns>,
 ) -> Result<(), String> {
     let facts = PeerFacts::of(&stream);
     let (mut r, mut w) = stream.into_split();
@@ -263,6 +458,30 @@ async fn serve(
     write_frame(&mut w, &frame(pb::app_frame::Body::Welcome(welcome)))
         .await
         .map_err(|e| e.to_string())?;
+    // On the roster until it closes; a revocation wakes `dropped`.
+    let exe = facts.as_ref().map(|f| f.exe.clone()).unwrap_or_default();
+    let conn_id = conns.next.fetch_add(1, Ordering::Relaxed);
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    if let Ok(mut open) = conns.open.lock() {
+        open.insert(
+            conn_id,
+            Conn {
+                bee: issued(&bee, &exe),
+                drop: dropped.clone(),
+            },
+        );
+    }
+    conns.changed.notify_one();
+    struct Leave(Arc<Conns>, u64);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            if let Ok(mut open) = self.0.open.lock() {
+                open.remove(&self.1);
+            }
+            self.0.changed.notify_one();
+        }
+    }
+    let _leave = Leave(conns.clone(), conn_id);
     // Signals for this app go out through this connection's writer task.
     let (sig_tx, mut sig_rx) = mpsc::channel::<pb::Signal>(1024);
     let (out_tx, mut out_rx) = mpsc::channel::<pb::AppFrame>(1024);
@@ -279,7 +498,20 @@ async fn serve(
     });
     let result = async {
         loop {
-            let f = match read_frame(&mut r).await {
+            let read = tokio::select! {
+                f = read_frame(&mut r) => f,
+                _ = dropped.notified() => {
+                    stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = out_tx
+                        .send(refuse(format!(
+                            "BEE revoked: subject {} was revoked by an operator; this connection is closed",
+                            bee.claims.subject()
+                        )))
+                        .await;
+                    return Err("BEE revoked".into());
+                }
+            };
+            let f = match read {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
                 Err(e @ ben_client::ClientError::CutOff { .. }) => {
@@ -324,6 +556,12 @@ async fn serve(
             if bee.should_rotate(now) {
                 if let Ok((b, welcome)) = attest(now) {
                     bee = b;
+                    if let Ok(mut open) = conns.open.lock() {
+                        if let Some(c) = open.get_mut(&conn_id) {
+                            c.bee = issued(&bee, &exe);
+                        }
+                    }
+                    conns.changed.notify_one();
                     let _ = out_tx
                         .send(frame(pb::app_frame::Body::Welcome(welcome)))
                         .await;
@@ -451,12 +689,7 @@ async fn forward(
                 )
             });
         match res {
-            Ok(rec) => {
-                acc.accepted += 1;
-                stats.accepted.fetch_add(1, Ordering::Relaxed);
-                load.processed.fetch_add(1, Ordering::Relaxed);
-                out.records.push(rec);
-            }
+            Ok(rec) => out.records.push(rec),
             Err(reason) => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
                 deps.dead_letter(
@@ -472,8 +705,38 @@ async fn forward(
             }
         }
     }
-    if !out.records.is_empty() {
-        let _ = deps.bus.publish(subjects::PROXY, out.encode_to_vec()).await;
+    if out.records.is_empty() {
+        return acc;
+    }
+    // Accepted only once forwarded: a batch the bus refuses is counted
+    // (`Load::publish_errors`) and each of its records is an error the
+    // app is told about, never a record dropped after "accepted".
+    let n = out.records.len() as u64;
+    let sent = ben_component::Publish::new(subjects::PROXY, out.encode_to_vec())
+        .send(deps.bus.as_ref(), &load.publish_errors)
+        .await;
+    if sent {
+        acc.accepted += n;
+        stats.accepted.fetch_add(n, Ordering::Relaxed);
+        load.processed.fetch_add(n, Ordering::Relaxed);
+    } else {
+        stats.rejected.fetch_add(n, Ordering::Relaxed);
+        let reason = "the sidecar could not forward this batch (the bus refused it); nothing of it was accepted; send it again".to_string();
+        let mut refused = vec![false; batch.records.len()];
+        for e in &acc.errors {
+            if let Some(r) = refused.get_mut(e.index as usize) {
+                *r = true;
+            }
+        }
+        acc.errors.extend(
+            (0..batch.records.len() as u64)
+                .filter(|i| !refused[*i as usize])
+                .map(|index| pb::RecordError {
+                    index,
+                    reason: reason.clone(),
+                }),
+        );
+        acc.errors.sort_by_key(|e| e.index);
     }
     acc
 }

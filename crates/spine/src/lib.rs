@@ -4,18 +4,23 @@
 //! `spines`), and for each, against one snapshot of the active intent:
 //! checks the envelope (schema and version known), evaluates every policy
 //! pack on the schema (flags, bitmask, metadata), applies Blot redaction,
-//! and forwards the enriched, redacted record to the detectors
-//! (`ben.data.detector`). The record then names the intent version that
-//! processed it (invariant 4).
+//! and forwards the enriched, redacted record to the detectors. The record
+//! then names the intent version that processed it (invariant 4).
+//!
+//! Detector traffic is partitioned by the playbooks' group keys
+//! ([`ben_playbook::Partitions`]): a record goes to
+//! `ben.data.detector.<home>` once (the copy that counts), and to
+//! `ben.data.detector.<k>.copy` for each other partition a playbook's
+//! group of it lives in, so every group's window is kept by the one
+//! detector serving its partition, however many detectors run.
 //!
 //! Fails closed (invariant 5): a record that cannot be decoded, whose
 //! schema is unknown, that arrives before any intent is active, or whose
 //! redaction fails goes to the dead-letter subject with the reason — never
 //! forward, never with its raw values.
 
-use ben_bitspec::canon::program_from_artifacts;
 use ben_component::{subjects, Deps, IntentAgent, Load, Role};
-use ben_intent::{Evaluator, Settings};
+use ben_intent::Evaluator;
 use ben_wire::pb;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,60 +52,35 @@ impl Role for SpineRole {
         arts: &BTreeMap<String, Vec<u8>>,
         version: &str,
     ) -> Result<Evaluator, String> {
-        let program = program_from_artifacts(arts).map_err(|e| e.to_string())?;
-        let settings =
-            Settings::from_artifact(arts.get("settings").ok_or("no settings artifact")?)?;
-        Ok(Evaluator::from_program(
-            Arc::new(program),
-            &settings.blot,
-            version.to_string(),
-            self.key.clone(),
-        ))
+        Evaluator::from_artifacts(arts, version, self.key.clone())
     }
 }
 
-/// Bitmask words as little-endian bytes, pack by pack.
-fn bits_bytes(bits: &[(String, Vec<u64>)]) -> Vec<u8> {
-    bits.iter()
-        .flat_map(|(_, w)| w.iter().flat_map(|x| x.to_le_bytes()))
-        .collect()
+/// Processes one record ([`Evaluator::process_record`]); `Err` is the
+/// dead-letter reason.
+pub fn process(ev: &Evaluator, rec: pb::Record) -> Result<pb::Record, String> {
+    ev.process_record(rec)
 }
 
-/// Processes one record; `Err` is the dead-letter reason.
-pub fn process(ev: &Evaluator, rec: pb::Record) -> Result<pb::Record, String> {
-    let schema = ev
-        .program()
+/// Where a processed record goes among the detector partitions: by the
+/// group keys of the playbooks on its schema, read from its redacted body
+/// exactly as detectors read it.
+pub fn partitions(ev: &Evaluator, rec: &pb::Record) -> ben_playbook::Partitions {
+    let p = ev.program();
+    let n = subjects::DETECTOR_PARTITIONS;
+    let schema = p
         .schema(&rec.schema, Some(rec.schema_version))
-        .ok_or_else(|| {
-            format!(
-                "unknown schema {} v{} in intent {}",
-                rec.schema,
-                rec.schema_version,
-                ev.version()
-            )
-        })?;
-    let (schema, values) = ev
-        .translate_encoded(schema, &rec.values, &rec.body)
-        .map_err(|e| e.to_string())?;
-    let out = ev
-        .evaluate_to_json(schema, &values)
-        .map_err(|e| e.to_string())?;
-    let s = &ev.program().schemas[schema];
-    Ok(pb::Record {
-        id: rec.id,
-        schema: s.name.clone(),
-        schema_version: s.version,
-        intent_version: ev.version().to_string(),
-        bee_subject: rec.bee_subject,
-        app: rec.app,
-        received_ns: rec.received_ns,
-        body: out.body,
-        flags: out.flags.into_iter().map(|(_, n)| n).collect(),
-        bits: bits_bytes(&out.bits),
-        meta: out.meta,
-        // The raw values never leave a spine: only the redacted body does.
-        values: Vec::new(),
-    })
+        .filter(|s| p.playbooks.iter().any(|pb| pb.schema == *s));
+    let Some(schema) = schema else {
+        return ben_playbook::Partitions {
+            home: ben_playbook::partition_of_id(&rec.id, n),
+            copies: vec![],
+        };
+    };
+    let body: serde_json::Value =
+        serde_json::from_slice(&rec.body).unwrap_or(serde_json::Value::Null);
+    let values = ben_playbook::record_from_json(&p.schemas[schema], &body);
+    ben_playbook::Partitions::of(&p.playbooks, schema, &values, &rec.id, n)
 }
 
 /// Runs a spine until the bus closes.
@@ -117,7 +97,12 @@ pub async fn run(cfg: Config, deps: Deps, load: Arc<Load>) -> Result<(), String>
         &active,
         &load,
         |loaded, rec, out| {
-            out.record(subjects::DETECTOR, process(&loaded.compiled, rec)?);
+            let rec = process(&loaded.compiled, rec)?;
+            let parts = partitions(&loaded.compiled, &rec);
+            for k in &parts.copies {
+                out.record(subjects::detector_copy(*k), rec.clone());
+            }
+            out.record(subjects::detector_partition(parts.home), rec);
             Ok(())
         },
     )

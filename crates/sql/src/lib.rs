@@ -4,7 +4,11 @@
 //! mode) through sqlx's `Any` driver with one SQL text. What they share is
 //! here: applying migrations kept in the repo (one table of applied ids
 //! per store), telling a concurrent-DDL conflict from a real error, and
-//! naming a database URL without its password.
+//! naming a database URL without its password. With the `test-support`
+//! feature, [`testing`] has the PostgreSQL fixtures their tests share.
+
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};

@@ -77,6 +77,15 @@ pub trait Store: Send + Sync {
     fn has(&self, key: &Key) -> Result<bool, StoreError>;
 }
 
+/// `create_dir_all` with mode 0700 for what it creates.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Blobs as files under a directory.
 #[derive(Debug, Clone)]
 pub struct FileStore {
@@ -84,12 +93,20 @@ pub struct FileStore {
 }
 
 impl FileStore {
+    /// Opens (creates) the store in `dir`. The directories are made 0700
+    /// and blobs 0600, whatever the umask: only Ben's user reads them.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        let io = |source| StoreError::Io {
             path: dir.clone(),
             source,
-        })?;
+        };
+        private_dir(&dir).map_err(io)?;
+        // An existing store made wider (by an older Ben) is narrowed.
+        if std::fs::metadata(&dir).map_err(io)?.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
         Ok(FileStore { dir })
     }
 
@@ -110,9 +127,18 @@ impl Store for FileStore {
             source,
         };
         let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| io(e, &parent))?;
+        private_dir(&parent).map_err(|e| io(e, &parent))?;
         let tmp = parent.join(format!(".{}.tmp{}", key.0, std::process::id()));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| io(e, &tmp))?
+        };
         f.write_all(bytes).map_err(|e| io(e, &tmp))?;
         f.sync_all().map_err(|e| io(e, &tmp))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(e, &path))?;

@@ -11,6 +11,12 @@
 //! signature and decodes the payload into a [`Verified<T>`] — a type that
 //! cannot be built any other way. What fails becomes a [`WireError`] whose
 //! text is the dead-letter reason.
+//!
+//! Every key in a [`Keyring`] is bound to one component id and its
+//! [`Role`]; `open` refuses a kind the signer's role may not sign
+//! ([`role::SIGNS`]) and a body that names another component than the
+//! signer ([`Kind::sender`]), so one spine's key can neither ack as
+//! another component nor activate anything.
 
 pub mod pb {
     //! Generated protobuf types (`ben.v1`).
@@ -18,9 +24,14 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/ben.v1.rs"));
 }
 
+pub mod role;
+pub mod subjects;
 pub mod view;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+pub use ed25519_dalek::VerifyingKey;
+pub use role::{Role, LEDGER_ID};
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _};
 use prost::Message;
 use std::collections::BTreeMap;
 
@@ -28,19 +39,48 @@ use std::collections::BTreeMap;
 pub trait Kind: Message + Default {
     /// The `<kind>` of `ben/v1/<kind>`.
     const KIND: &'static str;
+
+    /// The component id the body says sent it, for kinds that name one:
+    /// [`open`] refuses it unless it is the signer's id.
+    fn sender(&self) -> Option<&str> {
+        None
+    }
+
+    /// The role the body claims (a heartbeat's): [`open`] refuses it
+    /// unless it is the signer's role.
+    fn claimed_role(&self) -> Option<&str> {
+        None
+    }
 }
 
 macro_rules! kinds {
-    ($($t:ty => $k:literal),* $(,)?) => { $(impl Kind for $t { const KIND: &'static str = $k; })* };
+    ($($t:ty => $k:literal $(, sender: $f:ident)?;)*) => {
+        $(impl Kind for $t {
+            const KIND: &'static str = $k;
+            $(fn sender(&self) -> Option<&str> { Some(&self.$f) })?
+        })*
+    };
 }
 
 kinds! {
-    pb::Announce => "announce",
-    pb::Activate => "activate",
-    pb::Abort => "abort",
-    pb::Ack => "ack",
-    pb::Heartbeat => "heartbeat",
-    pb::Signal => "signal",
+    pb::Announce => "announce";
+    pb::Activate => "activate";
+    pb::Abort => "abort";
+    pb::Ack => "ack", sender: component;
+    pb::Signal => "signal", sender: sender;
+    pb::DeadLetter => "dead_letter", sender: sender;
+    pb::BeeRevocations => "bee_revocations";
+    pb::BeeRoster => "bee_roster", sender: sidecar;
+}
+
+impl Kind for pb::Heartbeat {
+    const KIND: &'static str = "heartbeat";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.component)
+    }
+    fn claimed_role(&self) -> Option<&str> {
+        Some(&self.role)
+    }
 }
 
 /// Why a message was refused; the text is the dead-letter reason.
@@ -58,14 +98,32 @@ pub enum WireError {
     BadSignature(String),
     #[error("payload does not decode as `{kind}`: {reason}")]
     Payload { kind: &'static str, reason: String },
+    #[error("`{id}` (role {role}) may not sign `{kind}` messages")]
+    RoleMayNotSign {
+        id: String,
+        role: Role,
+        kind: &'static str,
+    },
+    #[error("`{kind}` names `{claimed}` as its sender but is signed by `{id}`")]
+    NotTheSigner {
+        kind: &'static str,
+        claimed: String,
+        id: String,
+    },
+    #[error("`{0}` names no role: a key's role is its id's stem (spine-1, control, mesh-1, …)")]
+    NoRole(String),
+    #[error("`{kind}` claims role `{claimed}` but is signed by `{id}` (role {role})")]
+    NotTheSignersRole {
+        kind: &'static str,
+        claimed: String,
+        id: String,
+        role: Role,
+    },
 }
 
 /// Public key id: hex of the first 8 bytes of BLAKE3(public key).
 pub fn key_id(key: &VerifyingKey) -> String {
-    blake3::hash(key.as_bytes()).as_bytes()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&blake3::hash(key.as_bytes()).as_bytes()[..8])
 }
 
 fn domain(kind: &str, payload: &[u8]) -> Vec<u8> {
@@ -122,10 +180,19 @@ impl Signer {
     }
 }
 
-/// The public keys a receiver trusts.
+/// A trusted key and what it is bound to.
+#[derive(Debug, Clone)]
+struct Bound {
+    key: VerifyingKey,
+    component: String,
+    role: Role,
+}
+
+/// The public keys a receiver trusts, each bound to one component id and
+/// role by whoever provisioned it.
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
-    keys: BTreeMap<String, VerifyingKey>,
+    keys: BTreeMap<String, Bound>,
 }
 
 impl Keyring {
@@ -133,14 +200,36 @@ impl Keyring {
         Self::default()
     }
 
-    pub fn trust(&mut self, key: VerifyingKey) -> String {
+    /// Trusts `key` as component `component` of `role`; returns its key id.
+    pub fn trust(&mut self, component: &str, role: Role, key: VerifyingKey) -> String {
         let id = key_id(&key);
-        self.keys.insert(id.clone(), key);
+        self.keys.insert(
+            id.clone(),
+            Bound {
+                key,
+                component: component.to_string(),
+                role,
+            },
+        );
         id
     }
 
+    /// Trusts `key` as `component`, whose role is its id's
+    /// ([`Role::of_id`]); an id of no role is refused.
+    pub fn trust_id(&mut self, component: &str, key: VerifyingKey) -> Result<String, WireError> {
+        let role = Role::of_id(component)
+            .ok_or_else(|| WireError::NoRole(component.chars().take(64).collect()))?;
+        Ok(self.trust(component, role, key))
+    }
+
+    /// Stops trusting key `id`.
     pub fn revoke(&mut self, id: &str) {
         self.keys.remove(id);
+    }
+
+    /// The component id and role key `id` is bound to.
+    pub fn identity(&self, id: &str) -> Option<(&str, Role)> {
+        self.keys.get(id).map(|b| (b.component.as_str(), b.role))
     }
 }
 
@@ -149,6 +238,8 @@ impl Keyring {
 pub struct Verified<T> {
     msg: T,
     signer: String,
+    component: String,
+    role: Role,
 }
 
 impl<T> Verified<T> {
@@ -164,9 +255,21 @@ impl<T> Verified<T> {
     pub fn signer(&self) -> &str {
         &self.signer
     }
+
+    /// The component id the signer's key is bound to.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    /// The role the signer's key is bound to.
+    pub fn role(&self) -> Role {
+        self.role
+    }
 }
 
-/// Verifies an envelope's kind, signer and signature, then decodes it.
+/// Verifies an envelope's kind, signer and signature, that the signer's
+/// role may sign this kind, decodes it, and checks that a body naming its
+/// sender (or role) names the signer's (invariant 8).
 pub fn open<T: Kind>(env: &pb::SignedEnvelope, keys: &Keyring) -> Result<Verified<T>, WireError> {
     if env.kind != T::KIND {
         return Err(WireError::WrongKind {
@@ -174,7 +277,7 @@ pub fn open<T: Kind>(env: &pb::SignedEnvelope, keys: &Keyring) -> Result<Verifie
             got: env.kind.chars().take(64).collect(),
         });
     }
-    let key = keys
+    let bound = keys
         .keys
         .get(&env.key_id)
         .ok_or_else(|| WireError::UnknownKey(env.key_id.chars().take(64).collect()))?;
@@ -184,15 +287,42 @@ pub fn open<T: Kind>(env: &pb::SignedEnvelope, keys: &Keyring) -> Result<Verifie
         .try_into()
         .map_err(|_| WireError::BadSignatureBytes)?;
     let sig = Signature::from_bytes(&sig_bytes);
-    key.verify(&domain(&env.kind, &env.payload), &sig)
+    bound
+        .key
+        .verify(&domain(&env.kind, &env.payload), &sig)
         .map_err(|_| WireError::BadSignature(env.key_id.clone()))?;
+    // Checked after the signature: a refusal then names who really signed.
+    if !bound.role.may_sign(T::KIND) {
+        return Err(WireError::RoleMayNotSign {
+            id: bound.component.clone(),
+            role: bound.role,
+            kind: T::KIND,
+        });
+    }
     let msg = T::decode(env.payload.as_slice()).map_err(|e| WireError::Payload {
         kind: T::KIND,
         reason: e.to_string(),
     })?;
+    if let Some(claimed) = msg.sender().filter(|c| *c != bound.component) {
+        return Err(WireError::NotTheSigner {
+            kind: T::KIND,
+            claimed: claimed.chars().take(64).collect(),
+            id: bound.component.clone(),
+        });
+    }
+    if let Some(claimed) = msg.claimed_role().filter(|c| *c != bound.role.name()) {
+        return Err(WireError::NotTheSignersRole {
+            kind: T::KIND,
+            claimed: claimed.chars().take(64).collect(),
+            id: bound.component.clone(),
+            role: bound.role,
+        });
+    }
     Ok(Verified {
         msg,
         signer: env.key_id.clone(),
+        component: bound.component.clone(),
+        role: bound.role,
     })
 }
 
@@ -211,18 +341,20 @@ mod tests {
         Signer::from_secret([b; 32])
     }
 
-    fn ring(s: &Signer) -> Keyring {
+    /// A ring trusting `s` as component `id`.
+    fn ring(s: &Signer, id: &str) -> Keyring {
         let mut k = Keyring::new();
-        k.trust(s.public());
+        k.trust_id(id, s.public()).unwrap();
         k
     }
 
     #[test]
     fn round_trip_and_domain_separation() {
         let s = signer(1);
-        let keys = ring(&s);
+        let keys = ring(&s, "spine-1");
         let hb = pb::Heartbeat {
             component: "spine-1".into(),
+            role: "spine".into(),
             seq: 7,
             ..Default::default()
         };
@@ -230,6 +362,7 @@ mod tests {
         let v = open_bytes::<pb::Heartbeat>(&bytes, &keys).unwrap();
         assert_eq!(v.get(), &hb);
         assert_eq!(v.signer(), s.id());
+        assert_eq!((v.component(), v.role()), ("spine-1", Role::Spine));
         // The same bytes re-labelled as another kind do not verify.
         let mut env = s.seal(&hb);
         env.kind = "signal".into();
@@ -248,25 +381,30 @@ mod tests {
     fn untrusted_or_revoked_keys_are_refused() {
         let s = signer(1);
         let other = signer(2);
-        let mut keys = ring(&other);
+        let mut keys = ring(&other, "spine-1");
         let env = s.seal(&pb::Abort::default());
         assert!(matches!(
             open::<pb::Abort>(&env, &keys),
             Err(WireError::UnknownKey(_))
         ));
-        keys.trust(s.public());
+        keys.trust(LEDGER_ID, Role::Ledger, s.public());
         assert!(open::<pb::Abort>(&env, &keys).is_ok());
+        assert_eq!(keys.identity(s.id()), Some((LEDGER_ID, Role::Ledger)));
         keys.revoke(s.id());
         assert!(matches!(
             open::<pb::Abort>(&env, &keys),
             Err(WireError::UnknownKey(_))
         ));
+        assert_eq!(
+            keys.trust_id("nobody", s.public()),
+            Err(WireError::NoRole("nobody".into()))
+        );
     }
 
     #[test]
     fn tampered_payload_is_refused() {
         let s = signer(3);
-        let keys = ring(&s);
+        let keys = ring(&s, LEDGER_ID);
         let mut env = s.seal(&pb::Activate {
             version: "v1".into(),
             required: vec!["a".into()],
@@ -278,11 +416,132 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_role_signs_only_its_kinds() {
+        let spine = signer(5);
+        let ledger = signer(6);
+        let mut keys = ring(&spine, "spine-2");
+        keys.trust(LEDGER_ID, Role::Ledger, ledger.public());
+        let act = pb::Activate {
+            version: "v9".into(),
+            required: vec!["spine-2".into()],
+        };
+        // A spine's key cannot activate, however good its signature.
+        let e = open::<pb::Activate>(&spine.seal(&act), &keys).unwrap_err();
+        assert_eq!(
+            e,
+            WireError::RoleMayNotSign {
+                id: "spine-2".into(),
+                role: Role::Spine,
+                kind: "activate"
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "`spine-2` (role spine) may not sign `activate` messages"
+        );
+        assert!(open::<pb::Activate>(&ledger.seal(&act), &keys).is_ok());
+        // Nor can the ledger ack or beat.
+        let ack = pb::Ack {
+            component: LEDGER_ID.into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            open::<pb::Ack>(&ledger.seal(&ack), &keys),
+            Err(WireError::RoleMayNotSign { .. })
+        ));
+    }
+
+    #[test]
+    fn a_component_speaks_only_as_itself() {
+        let spine = signer(5);
+        let keys = ring(&spine, "spine-2");
+        let ack = pb::Ack {
+            component: "spine-1".into(),
+            ..Default::default()
+        };
+        let e = open::<pb::Ack>(&spine.seal(&ack), &keys).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`ack` names `spine-1` as its sender but is signed by `spine-2`"
+        );
+        let mine = pb::Ack {
+            component: "spine-2".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            open::<pb::Ack>(&spine.seal(&mine), &keys).unwrap().get(),
+            &mine
+        );
+        // A heartbeat claiming another role.
+        let hb = pb::Heartbeat {
+            component: "spine-2".into(),
+            role: "detector".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            open::<pb::Heartbeat>(&spine.seal(&hb), &keys),
+            Err(WireError::NotTheSignersRole { .. })
+        ));
+        // A dead letter written in another's name; an empty sender is no
+        // exception.
+        for sender in ["proxy-1", ""] {
+            let dl = pb::DeadLetter {
+                sender: sender.into(),
+                ..Default::default()
+            };
+            assert!(matches!(
+                open::<pb::DeadLetter>(&spine.seal(&dl), &keys),
+                Err(WireError::NotTheSigner { .. })
+            ));
+        }
+    }
+
+    /// Every kind defined here, sealed by a key of every role: it opens
+    /// exactly when the table lets that role sign it.
+    #[test]
+    fn every_kind_by_every_role() {
+        fn check<T: Kind + std::fmt::Debug>(mut msg: T, set: impl Fn(&mut T, &str, &str)) {
+            for (i, role) in Role::ALL.into_iter().enumerate() {
+                let s = signer(100 + i as u8);
+                let id = match role {
+                    Role::Ledger => LEDGER_ID.to_string(),
+                    r => format!("{}-1", r.name()),
+                };
+                let keys = ring(&s, &id);
+                set(&mut msg, &id, role.name());
+                let r = open::<T>(&s.seal(&msg), &keys);
+                if role.may_sign(T::KIND) {
+                    assert!(r.is_ok(), "{role} {}: {r:?}", T::KIND);
+                } else {
+                    assert!(
+                        matches!(r, Err(WireError::RoleMayNotSign { .. })),
+                        "{role} {}: {r:?}",
+                        T::KIND
+                    );
+                }
+            }
+        }
+        fn none<T>(_: &mut T, _: &str, _: &str) {}
+        check(pb::Announce::default(), none);
+        check(pb::Activate::default(), none);
+        check(pb::Abort::default(), none);
+        check(pb::Ack::default(), |m, id, _| m.component = id.into());
+        check(pb::Heartbeat::default(), |m, id, r| {
+            m.component = id.into();
+            m.role = r.into();
+        });
+        check(pb::Signal::default(), |m, id, _| m.sender = id.into());
+        check(pb::DeadLetter::default(), |m, id, _| m.sender = id.into());
+        check(pb::BeeRevocations::default(), none);
+        check(pb::BeeRoster::default(), |m, id, _| m.sidecar = id.into());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_or_verify(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let s = signer(4);
-            let keys = ring(&s);
+            let keys = ring(&s, "spine-1");
             prop_assert!(open_bytes::<pb::Ack>(&bytes, &keys).is_err());
         }
     }

@@ -122,8 +122,19 @@ pub fn mod97_ok(iban: &[u8]) -> bool {
 }
 
 /// An IBAN at `i` (two letters and two digits already seen); returns its end.
+///
+/// The registry length is tried first. A value of another length (15–34
+/// characters, upper case, electronic or in groups of four) whose mod-97
+/// check still holds is an IBAN too: generators and typists get the length
+/// wrong, and a checksum-valid account number is personal data whatever its
+/// length (one random string in 97 passes, and the shape itself is rare).
 pub(super) fn iban(text: &[u8], i: usize) -> Option<usize> {
     let len = country_length([text[i], text[i + 1]])?;
+    registry_length(text, i, len).or_else(|| any_length(text, i))
+}
+
+/// The value at `i` read as exactly `len` characters.
+fn registry_length(text: &[u8], i: usize, len: usize) -> Option<usize> {
     let grouped = at(text, i + 4) == b' ';
     let mut buf = [0u8; 34];
     let mut n = 0;
@@ -147,4 +158,36 @@ pub(super) fn iban(text: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     mod97_ok(&buf[..n]).then_some(j)
+}
+
+/// The whole upper-case run at `i` (electronic, or groups of four with one
+/// space, the last group 1–4), 15–34 characters, mod-97 = 1.
+fn any_length(text: &[u8], i: usize) -> Option<usize> {
+    let ok = |c: u8| c.is_ascii_uppercase() || c.is_ascii_digit();
+    let grouped = at(text, i + 4) == b' ';
+    let mut buf = [0u8; 34];
+    let mut n = 0;
+    let mut j = i;
+    loop {
+        let s = j;
+        while ok(at(text, j)) && j - s < 35 {
+            j += 1;
+        }
+        let g = j - s;
+        if is_word(at(text, j)) || (grouped && (g == 0 || g > 4)) || n + g > 34 {
+            // A lower-case tail, an over-long group or run: not this shape.
+            if grouped && n >= 15 && s > i {
+                j = s - 1;
+                break;
+            }
+            return None;
+        }
+        buf[n..n + g].copy_from_slice(&text[s..j]);
+        n += g;
+        if !grouped || g < 4 || at(text, j) != b' ' || !ok(at(text, j + 1)) {
+            break;
+        }
+        j += 1;
+    }
+    ((15..=34).contains(&n) && mod97_ok(&buf[..n])).then_some(j)
 }

@@ -91,6 +91,70 @@ pub(crate) fn prev2(text: &[u8], i: usize) -> u8 {
     }
 }
 
+/// Up to `n` bytes before `i`, for context words (`SSN`, `phone`, …), cut
+/// after the last `[kind]` placeholder in them.
+///
+/// The cut is what makes redaction settle. The scanner never looks back
+/// past a span it found (it restarts after each), so on the first pass a
+/// context window never holds an earlier value; on a re-scan of the output
+/// that value is a placeholder, and `[us_ssn]` must not then count as the
+/// label `ssn` for the next number (which would redact it, and then the
+/// next, one per pass). Cutting at placeholders gives both passes the same
+/// window.
+///
+/// A placeholder that straddles the window's start (`…_ssn]` with its `[us`
+/// just outside) counts too: the search reaches back one placeholder length
+/// further than the window.
+pub(crate) fn window_before(text: &[u8], i: usize, n: usize) -> &[u8] {
+    let from = i.saturating_sub(n);
+    let reach = from.saturating_sub(LONGEST_PLACEHOLDER);
+    let cut = match last_placeholder_end(&text[reach..i]) {
+        Some(e) => (reach + e).max(from),
+        None => from,
+    };
+    &text[cut..i]
+}
+
+/// Up to `n` bytes from `i` on, cut before the first `[kind]` placeholder
+/// that starts in them (even one that runs past their end).
+pub(crate) fn window_after(text: &[u8], i: usize, n: usize) -> &[u8] {
+    let w = text.get(i..text.len().min(i + n)).unwrap_or(&[]);
+    let mut k = 0;
+    while let Some(o) = memchr::memchr(b'[', &w[k..]) {
+        let s = k + o;
+        if placeholder_at(&text[i + s..]) {
+            return &w[..s];
+        }
+        k = s + 1;
+    }
+    w
+}
+
+/// Length of the longest `[kind]` placeholder (`[aws_access_key]`).
+const LONGEST_PLACEHOLDER: usize = 16;
+
+/// Whether `w` starts with a `[kind]` placeholder.
+fn placeholder_at(w: &[u8]) -> bool {
+    Kind::ALL
+        .iter()
+        .any(|k| w.starts_with(k.placeholder().as_bytes()))
+}
+
+/// The end of the last `[kind]` placeholder in `w`, if any.
+fn last_placeholder_end(w: &[u8]) -> Option<usize> {
+    let mut end = w.len();
+    while let Some(e) = memchr::memrchr(b']', &w[..end]) {
+        if let Some(s) = memchr::memrchr(b'[', &w[..e]) {
+            let name = &w[s + 1..e];
+            if Kind::ALL.iter().any(|k| k.name().as_bytes() == name) {
+                return Some(e + 1);
+            }
+        }
+        end = e;
+    }
+    None
+}
+
 /// Appends `s`, merging it with earlier spans it overlaps, so the list stays
 /// sorted and disjoint and covers the union of everything found (redacting
 /// more is always safe; redacting less never is).

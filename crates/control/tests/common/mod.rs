@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The API token the tests' control planes are given ([`Env::config`]);
+/// [`Http::req`] sends it.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
 pub fn tmp(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -39,7 +43,6 @@ pub struct Env {
     pub bus: Arc<InProcessBus>,
     pub store: Arc<FileStore>,
     pub ledger_signer: Arc<Signer>,
-    pub component_signer: Arc<Signer>,
     pub clock: Arc<dyn Clock>,
     /// None: SQLite under `dir`.
     pub database_url: Option<String>,
@@ -78,7 +81,6 @@ impl Env {
             bus: Arc::new(InProcessBus::default()),
             store: Arc::new(FileStore::open(dir.join("store")).unwrap()),
             ledger_signer: Arc::new(Signer::from_secret([7; 32])),
-            component_signer: Arc::new(Signer::from_secret([9; 32])),
             dir,
             clock,
         }
@@ -89,13 +91,31 @@ impl Env {
             data_dir: self.dir.clone(),
             database_url: self.database_url.clone(),
             api_addr: "127.0.0.1:0".parse().unwrap(),
+            api_token: Some(ben_control::auth::ApiToken::new(TEST_TOKEN).unwrap()),
+            roles: ben_control::testkit::roles(),
             ..Config::default()
         }
     }
 
+    /// The key component `id` signs with (the ledger trusts `<role>-<n>`
+    /// for n < 100).
+    pub fn signer(&self, id: &str) -> Signer {
+        testkit::sim_signer(id)
+    }
+
+    /// The keyring a component trusts: the ledger's key.
+    pub fn ledger_keys(&self) -> Keyring {
+        let mut keys = Keyring::new();
+        keys.trust(
+            ben_wire::LEDGER_ID,
+            ben_wire::Role::Ledger,
+            self.ledger_signer.public(),
+        );
+        keys
+    }
+
     pub fn deps(&self) -> Deps {
-        let mut keyring = Keyring::new();
-        keyring.trust(self.component_signer.public());
+        let keyring = testkit::sim_keyring(100);
         Deps {
             bus: self.bus.clone(),
             store: self.store.clone(),
@@ -110,8 +130,7 @@ impl Env {
     }
 
     pub async fn sim(&self, id: &str, role: &str, behaviour: Behaviour) -> SimComponent {
-        let mut ledger_keys = Keyring::new();
-        ledger_keys.trust(self.ledger_signer.public());
+        let ledger_keys = self.ledger_keys();
         testkit::spawn(
             SimSpec {
                 id: id.into(),
@@ -121,7 +140,7 @@ impl Env {
             },
             self.bus.clone() as Arc<dyn Bus>,
             self.store.clone() as Arc<dyn Store>,
-            self.component_signer.clone(),
+            Arc::new(self.signer(id)),
             ledger_keys,
             self.clock.clone(),
         )
@@ -215,20 +234,34 @@ pub struct Http {
 }
 
 impl Http {
+    /// A request with [`TEST_TOKEN`].
     pub async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        self.req_as(Some(TEST_TOKEN), method, path, body).await
+    }
+
+    /// A request with `token` as its bearer token, or none.
+    pub async fn req_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let method = method.to_string();
+        let auth = token.map(|t| format!("Bearer {t}"));
         tokio::task::spawn_blocking(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .build()
                 .into();
+            let auth = auth.as_deref();
             let res = match (method.as_str(), body) {
-                ("GET", _) => agent.get(&url).call(),
-                ("DELETE", _) => agent.delete(&url).call(),
-                ("PUT", Some(b)) => agent.put(&url).send(&b[..]),
-                ("POST", Some(b)) => agent.post(&url).send(&b[..]),
-                ("POST", None) => agent.post(&url).send_empty(),
+                ("GET", _) => with(agent.get(&url), auth).call(),
+                ("DELETE", _) => with(agent.delete(&url), auth).call(),
+                ("PUT", Some(b)) => with(agent.put(&url), auth).send(&b[..]),
+                ("POST", Some(b)) => with(agent.post(&url), auth).send(&b[..]),
+                ("POST", None) => with(agent.post(&url), auth).send_empty(),
                 _ => unreachable!(),
             };
             let mut r = res.unwrap();
@@ -260,5 +293,13 @@ impl Http {
             assert!(t0.elapsed() < Duration::from_secs(10), "{s:#}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// `r` with an `Authorization` header when there is one.
+fn with<B>(r: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => r.header("authorization", a),
+        None => r,
     }
 }

@@ -13,52 +13,21 @@
 //! Conservative by construction: a last hop's work after its final metrics
 //! report (≤ 500 ms before it died) is counted as lost, not delivered.
 
+use ben_runtime::Hop;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// One process's counters, as it publishes them (signed) every 500 ms on
-/// `ben.metrics.<id>`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ComponentMetrics {
-    pub id: String,
-    pub role: String,
-    pub pid: u32,
-    /// When this incarnation started (ns since the epoch).
-    pub started_ns: i64,
-    pub at_ns: i64,
-    pub seq: u64,
-    /// Records this component handled successfully.
-    pub processed: u64,
-    pub queue_depth: u64,
-    /// The active intent version, if any.
-    pub intent: Option<String>,
-    /// sidecar: records accepted from apps, rejected, signals delivered.
-    pub accepted: u64,
-    pub rejected: u64,
-    pub signals_delivered: u64,
-    /// detector: signals emitted, flags seen.
-    pub signals: u64,
-    pub flags: u64,
-    /// Lucius: observations held, written, dropped (bounded buffer).
-    pub stored: u64,
-    pub written: u64,
-    pub dropped: u64,
-    /// Records that arrived in this interval (500 ms), and how old they
-    /// were then, µs since the sidecar received them (p50, p99; at most
-    /// 19 % high). The sidecar's are its signals' (triggering record →
-    /// handed to the app). See `ben_component::age`.
-    pub age_n: u64,
-    pub age_p50_us: Option<u64>,
-    pub age_p99_us: Option<u64>,
-}
+pub use ben_runtime::metrics::ComponentMetrics;
 
 /// The books, as of one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Records {
+    /// Records the entry hop (the sidecars) accepted from apps.
     pub accepted: u64,
-    pub to_detectors: u64,
-    pub to_lucius: u64,
+    /// Per last hop of the component table, records it processed, under
+    /// `to_<plural>` (`to_detectors`, `to_lucius`).
+    #[serde(flatten)]
+    pub delivered: BTreeMap<String, u64>,
     pub dead_letters: u64,
     /// Accepted, not yet accounted for, counters still moving.
     pub in_flight: u64,
@@ -66,7 +35,29 @@ pub struct Records {
     pub lost: u64,
     pub settled: bool,
     pub signals: u64,
-    pub lucius_dropped: u64,
+    /// Records the last hops took in and dropped (a full Lucius queue),
+    /// counted, not lost.
+    pub dropped: u64,
+}
+
+impl Records {
+    /// Records processed by last hops, all together.
+    pub fn at_last_hops(&self) -> u64 {
+        self.delivered.values().sum()
+    }
+
+    /// Records processed by the last hop `role` (`detector`, `lucius`).
+    pub fn to(&self, role: &str) -> u64 {
+        ben_runtime::kind(role)
+            .and_then(|k| self.delivered.get(&format!("to_{}", k.plural)))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Where a role stands on the data path (unknown roles: off it).
+fn hop(role: &str) -> Hop {
+    ben_runtime::kind(role).map_or(Hop::Off, |k| k.hop)
 }
 
 /// The supervisor's books.
@@ -75,7 +66,7 @@ pub struct Tally {
     latest: BTreeMap<(String, i64), ComponentMetrics>,
     dead_letters: u64,
     other_dead_letters: u64,
-    last: Option<(u64, u64, u64, u64)>,
+    last: Option<(u64, u64, u64)>,
     since_ns: i64,
     lost: u64,
 }
@@ -96,7 +87,8 @@ impl Tally {
     /// but a sidecar are records that ended there; a sidecar's are records
     /// it refused (never accepted, the app was told).
     pub fn dead_letter(&mut self, subject: &str, sender: &str) {
-        if subject.starts_with("ben.data.") && !sender.starts_with("sidecar") {
+        let entry = ben_runtime::kind_of_id(sender).is_some_and(|k| k.hop == Hop::Entry);
+        if subject.starts_with("ben.data.") && !entry {
             self.dead_letters += 1;
         } else {
             self.other_dead_letters += 1;
@@ -109,8 +101,8 @@ impl Tally {
         self.other_dead_letters
     }
 
-    fn sum(&self, role: &str, f: impl Fn(&ComponentMetrics) -> u64) -> u64 {
-        self.latest.values().filter(|m| m.role == role).map(f).sum()
+    fn sum(&self, keep: impl Fn(&str) -> bool, f: impl Fn(&ComponentMetrics) -> u64) -> u64 {
+        self.latest.values().filter(|m| keep(&m.role)).map(f).sum()
     }
 
     /// The latest report of each id's newest incarnation.
@@ -127,29 +119,32 @@ impl Tally {
     /// The books at `now_ns`; counters unchanged for `settle_ns` settle
     /// what is unaccounted for as lost.
     pub fn records(&mut self, now_ns: i64, settle_ns: i64) -> Records {
-        let accepted = self.sum("sidecar", |m| m.accepted);
-        let to_detectors = self.sum("detector", |m| m.processed);
-        let to_lucius = self.sum("lucius", |m| m.processed);
-        let now = (accepted, to_detectors, to_lucius, self.dead_letters);
+        let accepted = self.sum(|r| hop(r) == Hop::Entry, |m| m.accepted);
+        let mut delivered = BTreeMap::new();
+        for k in ben_runtime::KINDS.iter().filter(|k| k.hop == Hop::Last) {
+            let n = self.sum(|r| r == k.role, |m| m.processed);
+            delivered.insert(format!("to_{}", k.plural), n);
+        }
+        let done: u64 = delivered.values().sum();
+        let now = (accepted, done, self.dead_letters);
         if self.last != Some(now) {
             self.last = Some(now);
             self.since_ns = now_ns;
         }
-        let unaccounted = accepted.saturating_sub(to_detectors + to_lucius + self.dead_letters);
+        let unaccounted = accepted.saturating_sub(done + self.dead_letters);
         let settled = now_ns.saturating_sub(self.since_ns) >= settle_ns;
         if settled {
             self.lost = unaccounted;
         }
         Records {
             accepted,
-            to_detectors,
-            to_lucius,
+            delivered,
             dead_letters: self.dead_letters,
             in_flight: if settled { 0 } else { unaccounted },
             lost: self.lost,
             settled,
-            signals: self.sum("detector", |m| m.signals),
-            lucius_dropped: self.sum("lucius", |m| m.dropped),
+            signals: self.sum(|_| true, |m| m.signals),
+            dropped: self.sum(|r| hop(r) == Hop::Last, |m| m.dropped),
         }
     }
 }
@@ -194,16 +189,18 @@ mod tests {
         t.observe(m("detector-1", "detector", 5, 1, |c| c.processed = 20));
         t.observe(m("detector-1", "detector", 1, 0, |c| c.processed = 1));
         let r = t.records(5, 10);
-        assert_eq!(r.to_detectors, 60);
+        assert_eq!(r.to("detector"), 60);
         assert_eq!((r.in_flight, r.settled), (9, false));
         assert_eq!(t.current()["detector-1"].started_ns, 5);
         // Nothing moves for the settle time: the 9 are lost.
         let r = t.records(15, 10);
         assert_eq!((r.in_flight, r.lost, r.settled), (0, 9, true));
-        assert_eq!(
-            r.accepted,
-            r.to_detectors + r.to_lucius + r.dead_letters + r.lost
-        );
+        assert_eq!(r.accepted, r.at_last_hops() + r.dead_letters + r.lost);
+        assert_eq!(r.to("detector") + r.to("lucius"), r.at_last_hops());
+        // The status keeps its keys.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["to_detectors"], 60);
+        assert_eq!(json["to_lucius"], 30);
         // A late delivery moves the counters again.
         t.observe(m("lucius-1", "lucius", 1, 2, |c| c.processed = 39));
         let r = t.records(16, 10);

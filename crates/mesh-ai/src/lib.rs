@@ -1,3 +1,5 @@
+//! # CyberMesh AI service
+//!
 //! The CyberMesh detection loop in the runtime: flow records arrive on
 //! `ben.mesh.flows` (one CIC CSV row each, as `ben flows` writes them), and
 //! every `every` (5 s by default) the buffered flows go through the three
@@ -5,7 +7,7 @@
 //! `ai.anomalies.v1`, their evidence on `ai.evidence.v1`. The buffer is
 //! bounded; flows that do not fit and rate-limited anomalies are counted.
 
-use ben_component::Deps;
+use ben_component::{Deps, Publish};
 use ben_mesh_detect as detect;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +25,9 @@ pub struct MeshStats {
     pub bad_rows: AtomicU64,
     pub published: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Anomalies and evidence the bus did not take (counted, not lost
+    /// silently).
+    pub publish_errors: AtomicU64,
 }
 
 /// The CSV header of the sensor's rows.
@@ -91,8 +96,14 @@ pub async fn run(
                         continue;
                     }
                     stats.published.fetch_add(1, Ordering::Relaxed);
-                    let _ = deps.bus.publish(ANOMALIES, deps.signer.seal_bytes(&d.event)).await;
-                    let _ = deps.bus.publish(EVIDENCE, deps.signer.seal_bytes(&d.evidence)).await;
+                    for (subject, sealed) in [
+                        (ANOMALIES, deps.signer.seal_bytes(&d.event)),
+                        (EVIDENCE, deps.signer.seal_bytes(&d.evidence)),
+                    ] {
+                        Publish::new(subject, sealed)
+                            .send(deps.bus.as_ref(), &stats.publish_errors)
+                            .await;
+                    }
                 }
             }
         }

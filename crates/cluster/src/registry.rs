@@ -90,6 +90,10 @@ impl Bus for Tap {
         self.inner.connected()
     }
 
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        self.inner.flush()
+    }
+
     fn subscribe<'a>(
         &'a self,
         subject: &'a str,
@@ -146,13 +150,6 @@ impl Drop for Announced {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Wraps `bus` so the heartbeats this process publishes are seen, and
 /// starts writing its entry (`id`, `role`) every [`REGISTRY_EVERY`]. The
 /// registry is a view: if its bucket cannot be opened the process runs
@@ -193,7 +190,7 @@ pub async fn announce(
                         .map(|h| h.intent_version.clone())
                         .unwrap_or_default(),
                     heartbeat_ns: hb.as_ref().map(|h| h.at_ns).unwrap_or(0),
-                    updated_ns: now_ns(),
+                    updated_ns: ben_time::now_ns(),
                 };
                 match reg.put(&entry).await {
                     Ok(()) => failing = false,

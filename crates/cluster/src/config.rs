@@ -71,6 +71,7 @@
 //! ```
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -87,7 +88,7 @@ struct FileCfg {
     #[serde(default)]
     control: ControlCfg,
     #[serde(default)]
-    scale: ScaleCfg,
+    scale: BTreeMap<String, toml::Spanned<toml::Value>>,
     #[serde(default)]
     sidecar: SidecarCfg,
     #[serde(default)]
@@ -101,13 +102,7 @@ struct FileCfg {
     #[serde(default)]
     registry: RegistryCfg,
     #[serde(default)]
-    cpu: CpuCfg,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CpuCfg {
-    lucius: Option<String>,
+    cpu: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,35 +143,125 @@ struct ControlCfg {
     prepare_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[scale]` as read: the general keys, and per scalable kind of the
+/// component table its count (`<plural>`) and ceiling (`max_<plural>`).
+#[derive(Debug, Default)]
 struct ScaleCfg {
-    detectors: Option<usize>,
-    spines: Option<usize>,
-    proxies: Option<usize>,
     spare: Option<usize>,
-    max_detectors: Option<usize>,
-    max_spines: Option<usize>,
-    max_proxies: Option<usize>,
     high_water: Option<u64>,
     window_ms: Option<u64>,
     cooldown_ms: Option<u64>,
+    counts: BTreeMap<&'static str, usize>,
+    maxes: BTreeMap<&'static str, usize>,
+}
+
+/// The kinds cluster mode runs whose count is configurable.
+fn scaled_kinds() -> impl Iterator<Item = &'static ben_runtime::Kind> {
+    ben_runtime::KINDS
+        .iter()
+        .filter(|k| k.in_cluster && matches!(k.scale, ben_runtime::Scale::Auto(_)))
+}
+
+/// Reads `[scale]` (`text`: the file, to name lines in errors).
+fn scale_cfg(
+    p: &str,
+    text: &str,
+    table: BTreeMap<String, toml::Spanned<toml::Value>>,
+) -> Result<ScaleCfg, String> {
+    let mut cfg = ScaleCfg::default();
+    for (key, v) in table {
+        let line = 1 + text[..v.span().start.min(text.len())].matches('\n').count();
+        let n = match v.get_ref() {
+            toml::Value::Integer(n) if *n >= 0 => *n as u64,
+            other => {
+                return Err(format!(
+                    "{p}: [scale] {key} = {other} (line {line}): expected a whole number, 0 or more"
+                ))
+            }
+        };
+        let count = usize::try_from(n).unwrap_or(usize::MAX);
+        match key.as_str() {
+            "spare" => cfg.spare = Some(count),
+            "high_water" => cfg.high_water = Some(n),
+            "window_ms" => cfg.window_ms = Some(n),
+            "cooldown_ms" => cfg.cooldown_ms = Some(n),
+            k => {
+                let kind = scaled_kinds().find(|x| x.plural == k);
+                let max = scaled_kinds().find(|x| k.strip_prefix("max_") == Some(x.plural));
+                match (kind, max) {
+                    (Some(x), _) => cfg.counts.insert(x.role, count),
+                    (_, Some(x)) => cfg.maxes.insert(x.role, count),
+                    _ => {
+                        let mut known = vec!["spare", "high_water", "window_ms", "cooldown_ms"]
+                            .into_iter()
+                            .map(String::from)
+                            .collect::<Vec<_>>();
+                        for x in scaled_kinds() {
+                            known.push(x.plural.to_string());
+                            known.push(format!("max_{}", x.plural));
+                        }
+                        return Err(format!(
+                            "{p}: [scale] {k} (line {line}): unknown key; one of: {}",
+                            known.join(", ")
+                        ));
+                    }
+                };
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// `[cpu]`: a scheduling class per role.
+fn cpu_cfg(
+    p: &str,
+    table: BTreeMap<String, String>,
+) -> Result<BTreeMap<&'static str, ben_orchestrator::cpu::CpuClass>, String> {
+    use ben_orchestrator::cpu::CpuClass;
+    let mut out = BTreeMap::new();
+    for (role, class) in table {
+        let Some(kind) = ben_runtime::kind(&role).filter(|k| k.in_cluster) else {
+            return Err(format!(
+                "{p}: [cpu] {role}: not a component cluster mode runs; one of: {}",
+                ben_runtime::KINDS
+                    .iter()
+                    .filter(|k| k.in_cluster)
+                    .map(|k| k.role)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let c = match class.as_str() {
+            "normal" => CpuClass::Normal,
+            "idle" => CpuClass::Background,
+            other => {
+                return Err(format!(
+                    "{p}: [cpu] {role} = {other:?}: \"normal\" or \"idle\" (SCHED_IDLE: only CPU time the data path leaves)"
+                ))
+            }
+        };
+        out.insert(kind.role, c);
+    }
+    Ok(out)
 }
 
 /// `[scale]`'s automatic scaling: how far each kind may grow (from its
 /// count, which is also its floor) and the thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scaling {
-    pub max_detectors: usize,
-    pub max_spines: usize,
-    pub max_proxies: usize,
+    /// Per scalable role, its ceiling.
+    pub max: BTreeMap<&'static str, usize>,
     pub policy: ben_orchestrator::scale::ScalePolicy,
 }
 
-/// Reads the automatic-scaling keys of `[scale]` (`counts`: the detector,
-/// spine and proxy counts already read; `p`: the file, for errors).
-fn scaling(p: &str, s: &ScaleCfg, counts: [usize; 3], spare: usize) -> Result<Scaling, String> {
-    let [detectors, spines, proxies] = counts;
+/// Reads the automatic-scaling keys of `[scale]` (`counts`: the counts
+/// already read; `p`: the file, for errors).
+fn scaling(
+    p: &str,
+    s: &ScaleCfg,
+    counts: &BTreeMap<&'static str, usize>,
+    spare: usize,
+) -> Result<Scaling, String> {
     let max = |key: &str, count_key: &str, v: Option<usize>, count: usize| {
         match v {
         None => Ok(count),
@@ -198,10 +283,17 @@ fn scaling(p: &str, s: &ScaleCfg, counts: [usize; 3], spare: usize) -> Result<Sc
     };
     let d = ben_orchestrator::scale::ScalePolicy::default();
     let ms_ns = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+    let mut maxes = BTreeMap::new();
+    for k in scaled_kinds() {
+        let count = counts.get(k.role).copied().unwrap_or(k.count);
+        let key = format!("max_{}", k.plural);
+        maxes.insert(
+            k.role,
+            max(&key, k.plural, s.maxes.get(k.role).copied(), count)?,
+        );
+    }
     Ok(Scaling {
-        max_detectors: max("max_detectors", "detectors", s.max_detectors, detectors)?,
-        max_spines: max("max_spines", "spines", s.max_spines, spines)?,
-        max_proxies: max("max_proxies", "proxies", s.max_proxies, proxies)?,
+        max: maxes,
         policy: ben_orchestrator::scale::ScalePolicy {
             high_water: positive("high_water", s.high_water, d.high_water)?,
             window_ns: ms_ns(positive(
@@ -277,9 +369,9 @@ pub struct ClusterConfig {
     /// PostgreSQL for the ledger and Lucius; `None`: SQLite files.
     pub database_url: Option<String>,
     pub prepare_timeout_ms: u64,
-    pub detectors: usize,
-    pub spines: usize,
-    pub proxies: usize,
+    /// Instances per role cluster mode runs (`[scale] <plural>` for the
+    /// scalable kinds, the table's count for the others).
+    pub counts: BTreeMap<&'static str, usize>,
     pub spare: usize,
     /// Automatic scaling (`[scale] max_*`, `high_water`, `window_ms`,
     /// `cooldown_ms`).
@@ -299,8 +391,8 @@ pub struct ClusterConfig {
     pub store: StoreKind,
     /// `[registry] ttl_ms`: how long an entry outlives its last write.
     pub registry_ttl: Duration,
-    /// `[cpu] lucius`: Lucius's scheduling class.
-    pub lucius_cpu: ben_orchestrator::cpu::CpuClass,
+    /// `[cpu]`: scheduling classes by role (the rest run normal).
+    pub cpu: BTreeMap<&'static str, ben_orchestrator::cpu::CpuClass>,
 }
 
 impl ClusterConfig {
@@ -351,16 +443,17 @@ impl ClusterConfig {
             Some(n) => Ok(n),
             None => Ok(default),
         };
-        let detectors = count("detectors", f.scale.detectors, 1, 1)?;
-        let spines = count("spines", f.scale.spines, 2, 1)?;
-        let proxies = count("proxies", f.scale.proxies, 1, 1)?;
-        let spare = count("spare", f.scale.spare, 2, 0)?;
-        let scaling = scaling(
-            &p.to_string(),
-            &f.scale,
-            [detectors, spines, proxies],
-            spare,
-        )?;
+        let scale = scale_cfg(&p.to_string(), text, f.scale)?;
+        let mut counts = BTreeMap::new();
+        for k in ben_runtime::KINDS.iter().filter(|k| k.in_cluster) {
+            let n = match scaled_kinds().any(|x| x.role == k.role) {
+                true => count(k.plural, scale.counts.get(k.role).copied(), k.count, 1)?,
+                false => k.count,
+            };
+            counts.insert(k.role, n);
+        }
+        let spare = count("spare", scale.spare, 2, 0)?;
+        let scaling = scaling(&p.to_string(), &scale, &counts, spare)?;
         let bee_ttl_s = ms("sidecar", "bee_ttl_s", f.sidecar.bee_ttl_s, 600)?;
         let mut selectors = Vec::new();
         for (i, s) in f.sidecar.selectors.into_iter().enumerate() {
@@ -422,15 +515,7 @@ impl ClusterConfig {
                 ))
             }
         };
-        let lucius_cpu = match f.cpu.lucius.as_deref() {
-            None | Some("normal") => ben_orchestrator::cpu::CpuClass::Normal,
-            Some("idle") => ben_orchestrator::cpu::CpuClass::Background,
-            Some(other) => {
-                return Err(format!(
-                    "{p}: [cpu] lucius = {other:?}: \"normal\" or \"idle\" (SCHED_IDLE: only CPU time the data path leaves)"
-                ))
-            }
-        };
+        let cpu = cpu_cfg(&p.to_string(), f.cpu)?;
         let registry_ttl_ms = ms("registry", "ttl_ms", f.registry.ttl_ms, 5000)?;
         if registry_ttl_ms < 2000 {
             return Err(format!(
@@ -441,7 +526,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
-            lucius_cpu,
+            cpu,
             nats,
             prefix,
             key_dir: f.key_dir.map(at).unwrap_or_else(|| data_dir.join("keys")),
@@ -473,9 +558,7 @@ impl ClusterConfig {
                 f.control.prepare_timeout_ms,
                 10_000,
             )?,
-            detectors,
-            spines,
-            proxies,
+            counts,
             spare,
             scaling,
             bee_ttl_ns: i64::try_from(bee_ttl_s)
@@ -532,48 +615,52 @@ impl ClusterConfig {
     }
 
     /// Every component id this cluster may run, with its kind, in start
-    /// order: `control`, then `detector-1…`, `spine-1…`, `proxy-1…` (each
-    /// with `spare` extra ids for late joiners), `lucius-1`, `sidecar-1`.
+    /// order: `control`, then each kind of the component table that cluster
+    /// mode runs, `<role>-1…<role>-<count>` (scalable kinds with `spare`
+    /// extra ids for late joiners and scaling).
     pub fn identities(&self) -> Vec<(String, &'static str)> {
-        let mut v = vec![("control".to_string(), "control")];
-        for (kind, n) in [
-            ("detector", self.detectors),
-            ("spine", self.spines),
-            ("proxy", self.proxies),
-        ] {
-            for i in 1..=n + self.spare {
-                v.push((format!("{kind}-{i}"), kind));
-            }
-        }
-        v.push(("lucius-1".into(), "lucius"));
-        v.push(("sidecar-1".into(), "sidecar"));
-        v
+        self.ids(true)
     }
 
     /// Each scalable kind with its configured count (the floor) and its
     /// `max_*` (the ceiling).
-    pub fn scale_bounds(&self) -> [(&'static str, usize, usize); 3] {
-        [
-            ("detector", self.detectors, self.scaling.max_detectors),
-            ("spine", self.spines, self.scaling.max_spines),
-            ("proxy", self.proxies, self.scaling.max_proxies),
-        ]
+    pub fn scale_bounds(&self) -> Vec<(&'static str, usize, usize)> {
+        scaled_kinds()
+            .map(|k| {
+                let n = self.count(k.role);
+                (
+                    k.role,
+                    n,
+                    self.scaling.max.get(k.role).copied().unwrap_or(n),
+                )
+            })
+            .collect()
     }
 
     /// The ids `ben cluster up` starts (the identities without spares).
     pub fn started(&self) -> Vec<(String, &'static str)> {
+        self.ids(false)
+    }
+
+    /// How many of `role` run.
+    pub fn count(&self, role: &str) -> usize {
+        self.counts.get(role).copied().unwrap_or(0)
+    }
+
+    /// The scheduling class of `role`'s processes.
+    pub fn cpu_class(&self, role: &str) -> ben_orchestrator::cpu::CpuClass {
+        self.cpu.get(role).copied().unwrap_or_default()
+    }
+
+    fn ids(&self, spares: bool) -> Vec<(String, &'static str)> {
         let mut v = vec![("control".to_string(), "control")];
-        for (kind, n) in [
-            ("detector", self.detectors),
-            ("spine", self.spines),
-            ("proxy", self.proxies),
-        ] {
-            for i in 1..=n {
-                v.push((format!("{kind}-{i}"), kind));
+        for k in ben_runtime::KINDS.iter().filter(|k| k.in_cluster) {
+            let scaled = matches!(k.scale, ben_runtime::Scale::Auto(_));
+            let extra = if spares && scaled { self.spare } else { 0 };
+            for i in 1..=self.count(k.role) + extra {
+                v.push((format!("{}-{i}", k.role), k.role));
             }
         }
-        v.push(("lucius-1".into(), "lucius"));
-        v.push(("sidecar-1".into(), "sidecar"));
         v
     }
 }
@@ -657,9 +744,10 @@ mod tests {
         let c = parse("prefix = \"t1\"\n[jetstream]\nenabled = false\n").unwrap();
         assert_eq!(c.jetstream, None);
         use ben_orchestrator::cpu::CpuClass;
-        assert_eq!(c.lucius_cpu, CpuClass::Normal);
+        assert_eq!(c.cpu_class("lucius"), CpuClass::Normal);
         let c = parse("prefix = \"t1\"\n[cpu]\nlucius = \"idle\"\n").unwrap();
-        assert_eq!(c.lucius_cpu, CpuClass::Background);
+        assert_eq!(c.cpu_class("lucius"), CpuClass::Background);
+        assert_eq!(c.cpu_class("spine"), CpuClass::Normal);
         let c = parse("prefix = \"t1\"\n[jetstream]\nmax_age_s = 60\nmax_bytes = 1024\n").unwrap();
         assert_eq!(
             c.jetstream,
@@ -702,6 +790,8 @@ mod tests {
         assert!(e.contains("[store] kind = \"s3\""), "{e}");
         let e = parse("prefix = \"a\"\n[cpu]\nlucius = \"low\"\n").unwrap_err();
         assert!(e.contains("[cpu] lucius = \"low\""), "{e}");
+        let e = parse("prefix = \"a\"\n[cpu]\nlucios = \"idle\"\n").unwrap_err();
+        assert!(e.contains("[cpu] lucios: not a component"), "{e}");
         let e = parse("prefix = \"a\"\n[registry]\nttl_ms = 500\n").unwrap_err();
         assert!(e.contains("[registry] ttl_ms = 500"), "{e}");
         let e = parse("prefix = [").unwrap_err();

@@ -4,7 +4,11 @@
 //! component id the config names (spares included) an Ed25519 secret
 //! `<id>.key` (hex, mode 0600, the directory 0700) and its public key
 //! `<id>.pub` (hex). A process started as `<id>` signs with `<id>.key` only
-//! and trusts every `*.pub` in the directory — the cluster's keyring.
+//! and trusts every `*.pub` in the directory — the cluster's keyring —
+//! each as the id its file names, in the role that id's stem names
+//! (`spine-2.pub` signs as `spine-2`, a spine; `control.pub` as the ledger;
+//! see `ben_wire::Role`): a key signs only its role's kinds, and only in
+//! its own name (invariant 8).
 //! Existing keys are kept, so restarts and re-runs keep their identities;
 //! deleting a `.pub` (and restarting) revokes that id.
 //!
@@ -27,19 +31,9 @@ pub fn valid_id(id: &str) -> bool {
         && !id.starts_with('-')
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(s.trim(), &mut out).ok()?;
     Some(out)
 }
 
@@ -73,22 +67,27 @@ pub fn provision<'a>(dir: &Path, ids: impl IntoIterator<Item = &'a str>) -> Resu
         if !valid_id(id) {
             return Err(format!("`{id}` is not a component id (a-z, 0-9, -)"));
         }
+        if ben_wire::Role::of_id(id).is_none() {
+            return Err(format!(
+                "`{id}` names no role: a key's role is its id's stem (spine-1, control, …)"
+            ));
+        }
         let kp = key_path(dir, id);
         let secret = if kp.exists() {
             read_secret(&kp)?
         } else {
-            let secret = crate::random32()?;
+            let secret = ben_runtime::random32()?;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&kp)
                 .map_err(|e| format!("creating {}: {e}", kp.display()))?;
-            f.write_all(hex(&secret).as_bytes())
+            f.write_all(hex::encode(secret).as_bytes())
                 .map_err(|e| format!("writing {}: {e}", kp.display()))?;
             secret
         };
-        let public = hex(Signer::from_secret(secret).public().as_bytes());
+        let public = hex::encode(Signer::from_secret(secret).public().as_bytes());
         let pp = pub_path(dir, id);
         if std::fs::read_to_string(&pp).ok().as_deref().map(str::trim) != Some(public.as_str()) {
             let tmp = dir.join(format!(".{id}.pub.tmp"));
@@ -100,7 +99,8 @@ pub fn provision<'a>(dir: &Path, ids: impl IntoIterator<Item = &'a str>) -> Resu
     Ok(())
 }
 
-/// The cluster's keyring: every `*.pub` in `dir`.
+/// The cluster's keyring: every `*.pub` in `dir`, bound to the id its
+/// file names and that id's role.
 pub fn keyring(dir: &Path) -> Result<Keyring, String> {
     let mut ring = Keyring::new();
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -117,6 +117,11 @@ pub fn keyring(dir: &Path) -> Result<Keyring, String> {
         if path.extension().and_then(|x| x.to_str()) != Some("pub") {
             continue;
         }
+        let id = path
+            .file_stem()
+            .and_then(|x| x.to_str())
+            .filter(|id| valid_id(id))
+            .ok_or_else(|| format!("{}: not named after a component id", path.display()))?;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         let key = unhex32(&text)
@@ -127,7 +132,8 @@ pub fn keyring(dir: &Path) -> Result<Keyring, String> {
                     path.display()
                 )
             })?;
-        ring.trust(key);
+        ring.trust_id(id, key)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         n += 1;
     }
     if n == 0 {
@@ -167,7 +173,7 @@ pub fn load(dir: &Path, id: &str) -> Result<(Signer, Keyring), String> {
     }
     let signer = Signer::from_secret(read_secret(&kp)?);
     let ring = keyring(dir)?;
-    if !ring_has(&ring, &signer) {
+    if ring.identity(signer.id()).map(|(bound, _)| bound) != Some(id) {
         return Err(format!(
             "{} has no matching {}: this id is not trusted by the cluster",
             kp.display(),
@@ -177,10 +183,9 @@ pub fn load(dir: &Path, id: &str) -> Result<(Signer, Keyring), String> {
     Ok((signer, ring))
 }
 
+#[cfg(test)]
 fn ring_has(ring: &Keyring, s: &Signer) -> bool {
-    // A message sealed by `s` opens with the ring iff its key is in it.
-    let probe = ben_wire::pb::Heartbeat::default();
-    ben_wire::open_bytes::<ben_wire::pb::Heartbeat>(&s.seal_bytes(&probe), ring).is_ok()
+    ring.identity(s.id()).is_some()
 }
 
 #[cfg(test)]
@@ -229,6 +234,20 @@ mod tests {
         assert!(load_err(&dir, "spine-2").contains("not trusted"));
         std::fs::write(dir.join("bad.pub"), "zz").unwrap();
         assert!(keyring(&dir).unwrap_err().contains("bad.pub"));
+        std::fs::remove_file(dir.join("bad.pub")).unwrap();
+        // Each key is bound to its file's id and that id's role.
+        let ring = keyring(&dir).unwrap();
+        assert_eq!(
+            ring.identity(s1.id()),
+            Some(("spine-1", ben_wire::Role::Spine))
+        );
+        assert_eq!(
+            ring.identity(c.id()),
+            Some(("control", ben_wire::Role::Ledger))
+        );
+        // A key file of no role is refused, not trusted with a guess.
+        std::fs::copy(dir.join("spine-1.pub"), dir.join("intruder-1.pub")).unwrap();
+        assert!(keyring(&dir).unwrap_err().contains("names no role"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,0 +1,192 @@
+//! The security path of `ben up --demo`: a bundled capture of a port scan
+//! (`examples/mesh/portscan.pcap`, made by `cargo run -p ben-mesh-flows
+//! --features test-support --example write-demo-scan`) replayed through
+//! the sensor's flow extraction onto `ben.mesh.flows`, its timestamps
+//! moved to now; then each stage as it happens, with its time since the
+//! replay: the AI service's signed anomaly, the four validators' commit,
+//! the policy with its QC, the enforcement agent's ack. A stage that does
+//! not come within its time is said, not left out.
+
+use anyhow::Result;
+use ben_bus::Bus;
+use ben_mesh_detect::wire::AnomalyEvent;
+use ben_mesh_flows::output::write_row;
+use ben_mesh_flows::{read_capture, Config, FlowTable, Format};
+use ben_mesh_wire::{CommitEvent, PolicyAck, PolicyEvent};
+use ben_wire::pb;
+use prost::Message as _;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The capture.
+pub const CAPTURE: &[u8] = include_bytes!("../../../examples/mesh/portscan.pcap");
+/// Its scanner.
+pub const SCANNER: &str = "203.0.113.66";
+/// How long the path may take (the AI service runs every 5 s).
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// The capture's flows as CSV rows (no header), timestamps moved so its
+/// last packet is `now_ns`. A packet the sensor cannot decode is counted
+/// in the table, as `ben flows` counts it; a capture that cannot be read is
+/// an error.
+pub fn flows(now_ns: u64) -> Result<(usize, Vec<Vec<u8>>)> {
+    let mut last = 0;
+    read_capture(CAPTURE, |ts, _, _| last = last.max(ts))?;
+    let shift = now_ns.saturating_sub(last);
+    let mut table = FlowTable::new(Config::default());
+    read_capture(CAPTURE, |ts, link, frame| {
+        let _ = table.push(ts + shift, link, frame);
+    })?;
+    table.finish_all();
+    let packets = table.counters().packets as usize;
+    let mut rows = vec![];
+    for r in table.drain_finished() {
+        let mut line = Vec::new();
+        write_row(&mut line, Format::Csv, &r, "")?;
+        while line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        rows.push(line);
+    }
+    Ok((packets, rows))
+}
+
+fn say(t0: Instant, tty: bool, what: String) {
+    if tty {
+        print!("\r\x1b[2K");
+    }
+    println!("security path +{:.2} s  {what}", t0.elapsed().as_secs_f64());
+}
+
+/// The next message on `sub` (a signed `T`) for which `want` holds, or
+/// none by `deadline`.
+async fn next<T: prost::Message + Default>(
+    sub: &mut ben_bus::Subscription,
+    deadline: tokio::time::Instant,
+    want: impl Fn(&T) -> bool,
+) -> Option<T> {
+    loop {
+        let m = tokio::time::timeout_at(deadline, sub.next()).await.ok()??;
+        let Ok(env) = pb::SignedEnvelope::decode(&m.payload[..]) else {
+            continue;
+        };
+        match T::decode(&env.payload[..]) {
+            Ok(t) if want(&t) => return Some(t),
+            _ => continue,
+        }
+    }
+}
+
+/// Replays the scan and follows it to the enforcement agent's ack.
+pub async fn run(bus: Arc<dyn Bus>, tty: bool) -> Result<()> {
+    let mut anomalies = bus
+        .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
+        .await?;
+    let mut commits = bus.subscribe(ben_mesh_wire::COMMITS_SUBJECT, None).await?;
+    let mut policies = bus.subscribe(ben_mesh_wire::POLICY_SUBJECT, None).await?;
+    let mut acks = bus.subscribe(ben_mesh_wire::ACK_SUBJECT, None).await?;
+    let t0 = Instant::now();
+    let (packets, rows) = flows(ben_time::now_ns().max(0) as u64)?;
+    let n = rows.len();
+    for row in rows {
+        bus.publish(ben_mesh_ai::FLOWS, row).await?;
+    }
+    say(
+        t0,
+        tty,
+        format!(
+            "port scan from {SCANNER} replayed: {packets} packets → {n} flows on ben.mesh.flows"
+        ),
+    );
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    let late = |stage: &str| {
+        say(
+            t0,
+            tty,
+            format!(
+                "no {stage} within {} s: see the status line and dead letters",
+                WITHIN.as_secs()
+            ),
+        )
+    };
+    // The anomaly.
+    let scanned = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == SCANNER);
+    let Some(a) = next(&mut anomalies, deadline, scanned).await else {
+        late("anomaly");
+        return Ok(());
+    };
+    say(
+        t0,
+        tty,
+        format!(
+            "anomaly {} from {SCANNER}: {} (confidence {:.2}, {} flows, {} targets), signed by the AI service",
+            &a.id[..a.id.len().min(8)], a.class, a.confidence, a.flow_count, a.distinct_targets
+        ),
+    );
+    // Committed by every validator.
+    let mut committed = BTreeSet::new();
+    while committed.len() < ben_runtime::table::VALIDATORS {
+        let carries = |c: &CommitEvent| c.anomalies.contains(&a.id);
+        let Some(c) = next(&mut commits, deadline, carries).await else {
+            late("commit by every validator");
+            return Ok(());
+        };
+        if committed.insert(c.validator.clone()) && committed.len() == 1 {
+            say(
+                t0,
+                tty,
+                format!(
+                    "committed at height {} (state root {}…)",
+                    c.height,
+                    &c.state_root[..c.state_root.len().min(12)]
+                ),
+            );
+        }
+    }
+    say(
+        t0,
+        tty,
+        format!("all {} validators committed it", committed.len()),
+    );
+    // The policy, with its QC.
+    let blocks = |e: &PolicyEvent| e.policies.iter().any(|p| p.target == SCANNER);
+    let Some(ev) = next(&mut policies, deadline, blocks).await else {
+        late("policy");
+        return Ok(());
+    };
+    if let Some(pol) = ev.policies.iter().find(|p| p.target == SCANNER) {
+        say(
+            t0,
+            tty,
+            format!(
+                "policy {}: {} {SCANNER} until {} (block {}, with its QC)",
+                pol.id,
+                pol.action,
+                ben_time::format_rfc3339(pol.expires_at_ms as i64 * 1_000_000),
+                ev.height
+            ),
+        );
+    }
+    // The agent's ack.
+    let Some(ack) = next(&mut acks, deadline, |a: &PolicyAck| a.target == SCANNER).await else {
+        late("enforcement ack");
+        return Ok(());
+    };
+    say(
+        t0,
+        tty,
+        format!(
+            "{} {} it ({}{}): QC checked against the validator set",
+            ack.agent,
+            ack.status,
+            ack.backend,
+            if ack.backend == "dry-run" {
+                "; as root with BEN_ENFORCE=nftables it drops the packets"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! `ben up` runs four CyberMesh validators: signed anomalies published on
+//! `ai.anomalies.v1` are committed by all four (each announces every block
+//! on `control.commits.v1`, signed as itself, with one state root per
+//! height), and an anomaly no AI service signed is dead-lettered by each
+//! with the reason, never committed.
+
+mod common;
+use ben_embedded::{Config, System};
+use ben_mesh_consensus::{verify_certified, wire, CertError, Hash};
+use ben_mesh_detect::wire::{AnomalyEvent, Endpoint, ANOMALIES_SUBJECT};
+use ben_mesh_validator::bus::{
+    CommitEvent, PolicyEvent, ReputationEvent, COMMITS_SUBJECT, POLICY_SUBJECT, REPUTATION_SUBJECT,
+};
+use ben_wire::{pb, Signer};
+use prost::Message as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+fn anomaly(signer: &Signer, k: usize) -> Vec<u8> {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    signer.seal_bytes(&AnomalyEvent {
+        id: format!("scan-{k}"),
+        class: "portscan".into(),
+        confidence: 0.92,
+        source: Some(Endpoint {
+            ip: format!("192.0.2.{k}"),
+            port: 0,
+        }),
+        window_end_us: now_us,
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_ones() {
+    let dir = std::env::temp_dir().join(format!("ben-validators-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("BEN_BLOT_KEY", "validators test key 0123456789abcdef");
+    let ai = Signer::from_secret([77; 32]);
+    let sys = System::start(Config {
+        data_dir: dir.clone(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        trust: vec![("mesh-9".into(), ai.public())],
+        ..Config::default()
+    })
+    .await
+    .expect("ben up starts");
+    let mut commits = sys.bus.subscribe(COMMITS_SUBJECT, None).await.unwrap();
+    let mut dlq = sys.bus.subscribe("ai.dlq.v1", None).await.unwrap();
+    let mut policies = sys.bus.subscribe(POLICY_SUBJECT, None).await.unwrap();
+    let mut reputation = sys.bus.subscribe(REPUTATION_SUBJECT, None).await.unwrap();
+    let mut acks = sys
+        .bus
+        .subscribe(ben_mesh_wire::ACK_SUBJECT, None)
+        .await
+        .unwrap();
+    // The validators subscribe as they start; give them a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for k in 0..20 {
+        sys.bus
+            .publish(ANOMALIES_SUBJECT, anomaly(&ai, k))
+            .await
+            .unwrap();
+    }
+    let forger = Signer::from_secret([78; 32]);
+    sys.bus
+        .publish(ANOMALIES_SUBJECT, anomaly(&forger, 99))
+        .await
+        .unwrap();
+
+    let want: BTreeSet<String> = (0..20).map(|k| format!("scan-{k}")).collect();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut roots: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    let t = Instant::now();
+    while seen.len() < 4 || seen.values().any(|s| *s != want) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not every validator committed all 20 anomalies in 30 s: {seen:?}"
+        );
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), commits.next()).await else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).expect("an envelope");
+        assert_eq!(env.kind, "commit");
+        let ev = CommitEvent::decode(&env.payload[..]).expect("a commit");
+        assert!(ev.validator.starts_with("validator-"), "{ev:?}");
+        assert_eq!(ev.refused, 0, "{ev:?}");
+        roots
+            .entry(ev.height)
+            .or_default()
+            .insert(ev.state_root.clone());
+        seen.entry(ev.validator).or_default().extend(ev.anomalies);
+    }
+    let committed_in = t.elapsed();
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["validator-1", "validator-2", "validator-3", "validator-4"]
+    );
+    for (h, r) in &roots {
+        assert_eq!(
+            r.len(),
+            1,
+            "validators disagree on the state root at height {h}: {r:?}"
+        );
+    }
+    // The forged one: dead-lettered by each validator, with the reason.
+    let mut refused = BTreeSet::new();
+    let t = Instant::now();
+    while refused.len() < 4 && t.elapsed() < Duration::from_secs(10) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), dlq.next()).await else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        let dl = pb::DeadLetter::decode(&env.payload[..]).unwrap();
+        if dl.subject == ANOMALIES_SUBJECT {
+            assert!(dl.reason.starts_with("anomaly refused"), "{dl:?}");
+            refused.insert(dl.sender);
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        4,
+        "each validator dead-letters the forged anomaly: {refused:?}"
+    );
+    // Each anomaly (confidence 0.92) blocks its source: the policy comes
+    // with its block and QC, and checks out with the validator set's
+    // public keys alone; a QC with one signature changed does not.
+    let secrets = std::fs::read(dir.join("validators/keys")).expect("the set's keys");
+    let set: Vec<_> = secrets
+        .chunks(32)
+        .map(|c| ed25519_dalek::SigningKey::from_bytes(c.try_into().unwrap()).verifying_key())
+        .collect();
+    let mut targets = BTreeSet::new();
+    let t = Instant::now();
+    while targets.len() < 20 && t.elapsed() < Duration::from_secs(10) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), policies.next()).await
+        else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        assert_eq!(env.kind, "policy");
+        let p = PolicyEvent::decode(&env.payload[..]).unwrap();
+        let block = wire::decode_block(&p.block).unwrap();
+        let mut qc = wire::decode_qc(&p.qc).unwrap();
+        let chain = Hash(
+            (0..32)
+                .map(|i| u8::from_str_radix(&p.chain[2 * i..2 * i + 2], 16).unwrap())
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(verify_certified(&block, &qc, &chain, &set), Ok(()), "{p:?}");
+        assert_eq!(p.height, block.height);
+        assert!(!p.policies.is_empty(), "a policy message without policies");
+        qc.votes[0].1[0] ^= 1;
+        assert_eq!(
+            verify_certified(&block, &qc, &chain, &set),
+            Err(CertError::BadSignature)
+        );
+        for pol in p.policies {
+            assert_eq!(pol.action, "drop");
+            targets.insert(pol.target);
+        }
+    }
+    // Reputation: every validator announces the same table for a height;
+    // the proposers of committed blocks and the voters of their QCs count.
+    type Table = Vec<(u32, u64, u64)>;
+    let mut tables: BTreeMap<u64, BTreeSet<Table>> = BTreeMap::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(500), reputation.next()).await
+    {
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        assert_eq!(env.kind, "reputation");
+        let r = ReputationEvent::decode(&env.payload[..]).unwrap();
+        let table = r
+            .validators
+            .iter()
+            .map(|v| (v.index, v.proposed, v.voted))
+            .collect();
+        tables.entry(r.height).or_default().insert(table);
+    }
+    assert!(!tables.is_empty(), "no reputation announced");
+    for (h, t) in &tables {
+        assert_eq!(
+            t.len(),
+            1,
+            "validators disagree on reputation at height {h}: {t:?}"
+        );
+        let votes: u64 = t.iter().next().unwrap().iter().map(|v| v.2).sum();
+        assert!(votes >= 3 * (h - 1), "height {h}: {votes} votes counted");
+    }
+    let want_targets: BTreeSet<String> = (0..20).map(|k| format!("192.0.2.{k}")).collect();
+    assert_eq!(
+        targets, want_targets,
+        "a checked policy for every anomaly's source"
+    );
+    println!(
+        "4 validators in ben up: 20 anomalies committed by each in {:.2} s, {} heights, the forged one dead-lettered by each, 20 policies checked against the set's keys",
+        committed_in.as_secs_f64(),
+        roots.len()
+    );
+    // The enforcement agent (a dry run here) checked each policy itself
+    // and acks each source once, though four validators announce it.
+    let mut applied = BTreeMap::new();
+    let t = Instant::now();
+    while applied.len() < 20 && t.elapsed() < Duration::from_secs(10) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        assert_eq!(env.kind, "policy_ack");
+        let a = ben_mesh_wire::PolicyAck::decode(&env.payload[..]).unwrap();
+        assert_eq!(
+            (a.status.as_str(), a.backend.as_str()),
+            ("applied", "dry-run"),
+            "{a:?}"
+        );
+        *applied.entry(a.target).or_insert(0) += 1;
+    }
+    assert_eq!(
+        applied.keys().cloned().collect::<BTreeSet<_>>(),
+        want_targets
+    );
+    assert!(
+        applied.values().all(|n| *n == 1),
+        "acked more than once: {applied:?}"
+    );
+    // What `benctl mesh enforcement` shows: every source, since and until
+    // when, and why.
+    let body = common::http_get(&sys, "/api/v1/mesh/enforcement").await;
+    let j: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(j["backend"], "dry-run", "{body}");
+    let entries = j["entries"].as_array().unwrap();
+    let shown: BTreeSet<String> = entries
+        .iter()
+        .map(|e| e["target"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shown, want_targets);
+    for e in entries {
+        assert!(e["expires_at_ms"].as_u64() > e["since_ms"].as_u64(), "{e}");
+        assert!(e["height"].as_u64().unwrap() >= 1, "{e}");
+        assert_eq!(e["anomalies"].as_array().map(Vec::len), Some(1), "{e}");
+    }
+    let line = sys.status_line().await;
+    assert!(
+        line.contains("| blocked 20")
+            && line.contains("| chain height ")
+            && !line.contains("HALTED"),
+        "{line}"
+    );
+    sys.shutdown().await;
+    // Each validator wrote its blocks to its own SQLite file, every height
+    // from 1, the 20 anomalies among them.
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    for i in 1..=4 {
+        let db = dir.join(format!("validators/validator-{i}/blocks.db"));
+        let url = format!("sqlite://{}?mode=ro", db.display());
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let (blocks, top): (i64, i64) =
+            sqlx::query("SELECT COUNT(*), COALESCE(MAX(height), 0) FROM blocks")
+                .fetch_one(&pool)
+                .await
+                .map(|r| (r.get(0), r.get(1)))
+                .unwrap();
+        let anomalies: i64 = sqlx::query("SELECT COUNT(*) FROM anomalies")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            blocks > 0 && blocks == top,
+            "validator-{i}: {blocks} blocks up to {top}"
+        );
+        assert_eq!(anomalies, 20, "validator-{i}");
+        pool.close().await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `ben up` stopped and started again on the same data directory: the
+/// validators resume their chain (same keys, their files) and go on from
+/// the height they reached, committing new anomalies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_resume_their_chain_when_ben_up_restarts() {
+    let dir = std::env::temp_dir().join(format!("ben-validators-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("BEN_BLOT_KEY", "validators test key 0123456789abcdef");
+    let ai = Signer::from_secret([79; 32]);
+    let start = || async {
+        System::start(Config {
+            data_dir: dir.clone(),
+            api_addr: "127.0.0.1:0".parse().unwrap(),
+            trust: vec![("mesh-9".into(), ai.public())],
+            ..Config::default()
+        })
+        .await
+        .expect("ben up starts")
+    };
+    // Commits of `ids` by all four; returns the highest height seen.
+    async fn committed(
+        sys: &System,
+        ids: std::ops::Range<usize>,
+        ai: &Signer,
+    ) -> (u64, BTreeSet<u64>) {
+        let mut commits = sys.bus.subscribe(COMMITS_SUBJECT, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for k in ids.clone() {
+            sys.bus
+                .publish(ANOMALIES_SUBJECT, anomaly(ai, k))
+                .await
+                .unwrap();
+        }
+        let want: BTreeSet<String> = ids.map(|k| format!("scan-{k}")).collect();
+        let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut heights = BTreeSet::new();
+        let t = Instant::now();
+        while seen.len() < 4 || seen.values().any(|s| !s.is_superset(&want)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "not committed by all four in 30 s: {seen:?}"
+            );
+            let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), commits.next()).await
+            else {
+                continue;
+            };
+            let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+            let ev = CommitEvent::decode(&env.payload[..]).unwrap();
+            heights.insert(ev.height);
+            seen.entry(ev.validator).or_default().extend(ev.anomalies);
+        }
+        (heights.iter().max().copied().unwrap_or(0), heights)
+    }
+    let sys = start().await;
+    let (first_top, _) = committed(&sys, 0..10, &ai).await;
+    sys.shutdown().await;
+    let sys = start().await;
+    let (_, after) = committed(&sys, 10..20, &ai).await;
+    assert!(
+        after.iter().all(|h| *h > first_top),
+        "after the restart the chain goes on above height {first_top}: {after:?}"
+    );
+    println!("validators resumed: heights up to {first_top} before the restart, {after:?} after");
+    sys.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

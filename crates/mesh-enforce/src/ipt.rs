@@ -1,0 +1,337 @@
+//! The iptables + ipset backend, for hosts without nftables: one ipset per
+//! action × direction × family (`hash:net` with timeouts: each entry has
+//! its own), an allowlist ipset per family, and the agent's own chains
+//! `BEN-INPUT` / `BEN-OUTPUT` (jumped to first from `INPUT` / `OUTPUT`)
+//! holding one `-m set` rule per set, the allowlist's ACCEPT ahead of
+//! them. Entries go in with `ipset restore -exist` (one invocation per
+//! batch; `-exist` makes an add refresh an entry's timeout and a delete of
+//! a missing entry harmless). Nothing outside its chains and sets is
+//! touched.
+//!
+//! Rendering and parsing are pure; [`Iptables`] runs the commands
+//! (optionally in a network namespace, for tests).
+
+use crate::backend::{Backend, Held};
+use crate::model::{Action, Allowlist, Direction, Net};
+use crate::schedule::{Change, SetKey};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// The ipset name of a set.
+pub fn ipset_name(s: &SetKey) -> String {
+    format!("ben-{}", s.name())
+}
+
+fn allow_name(v6: bool) -> &'static str {
+    if v6 {
+        "ben-allow6"
+    } else {
+        "ben-allow4"
+    }
+}
+
+fn chain_of(d: Direction) -> (&'static str, &'static str) {
+    match d {
+        Direction::Ingress => ("INPUT", "BEN-INPUT"),
+        Direction::Egress => ("OUTPUT", "BEN-OUTPUT"),
+    }
+}
+
+/// `ipset restore` input that creates the sets (if missing) and refills
+/// the allowlists.
+pub fn render_sets(allow: &Allowlist, maxelem: usize) -> String {
+    let mut out = String::new();
+    for s in SetKey::all() {
+        out += &format!(
+            "create {} hash:net family {} timeout 0 maxelem {maxelem}\n",
+            ipset_name(&s),
+            if s.v6 { "inet6" } else { "inet" }
+        );
+    }
+    for v6 in [false, true] {
+        out += &format!(
+            "create {} hash:net family {}\nflush {}\n",
+            allow_name(v6),
+            if v6 { "inet6" } else { "inet" },
+            allow_name(v6)
+        );
+        for n in allow.nets().filter(|n| n.is_v6() == v6) {
+            out += &format!("add {} {n}\n", allow_name(v6));
+        }
+    }
+    out
+}
+
+/// The rules of the agent's chains, as `(ip6?, chain, rule args)`.
+pub fn render_rules() -> Vec<(bool, &'static str, Vec<String>)> {
+    let mut out = vec![];
+    for d in [Direction::Ingress, Direction::Egress] {
+        let (_, chain) = chain_of(d);
+        let dir = if d == Direction::Ingress {
+            "src"
+        } else {
+            "dst"
+        };
+        for v6 in [false, true] {
+            out.push((
+                v6,
+                chain,
+                vec![
+                    "-m",
+                    "set",
+                    "--match-set",
+                    allow_name(v6),
+                    dir,
+                    "-j",
+                    "ACCEPT",
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ));
+        }
+        for s in SetKey::all().into_iter().filter(|s| s.direction == d) {
+            let verdict = match s.action {
+                Action::Drop => "DROP",
+                Action::Reject => "REJECT",
+            };
+            out.push((
+                s.v6,
+                chain,
+                vec![
+                    "-m".into(),
+                    "set".into(),
+                    "--match-set".into(),
+                    ipset_name(&s),
+                    dir.into(),
+                    "-j".into(),
+                    verdict.into(),
+                ],
+            ));
+        }
+    }
+    out
+}
+
+/// `ipset restore -exist` input for a batch.
+pub fn render_changes(changes: &[Change], remove: &[(SetKey, Net)], now_ms: u64) -> String {
+    let mut out = String::new();
+    for (s, n) in remove {
+        out += &format!("del {} {n}\n", ipset_name(s));
+    }
+    for c in changes {
+        out += &format!(
+            "add {} {} timeout {}\n",
+            ipset_name(&c.set),
+            c.target,
+            crate::nft::timeout_s(c.expires_at_ms, now_ms)
+        );
+    }
+    out
+}
+
+/// Entries in `ipset save` output, for the agent's timeout sets.
+pub fn parse_save(text: &str) -> Result<Vec<Held>, String> {
+    let mut out = vec![];
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() != Some("add") {
+            continue;
+        }
+        let Some(set) = w.next().and_then(|s| s.strip_prefix("ben-")) else {
+            continue;
+        };
+        if set.starts_with("allow") {
+            continue;
+        }
+        let target = Net::parse(w.next().ok_or_else(|| format!("ipset line {line:?}"))?)?;
+        let mut expires_s = None;
+        while let Some(k) = w.next() {
+            if k == "timeout" {
+                expires_s = w.next().and_then(|v| v.parse().ok());
+            }
+        }
+        out.push(Held {
+            set: set.to_string(),
+            target,
+            expires_s,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs ipset and iptables, in the network namespace `netns` when set.
+pub struct Iptables {
+    /// A network namespace (`ip netns exec`), for tests.
+    pub netns: Option<String>,
+    /// Entries per set at most (ipset's `maxelem`).
+    pub maxelem: usize,
+}
+
+impl Iptables {
+    fn command(&self, bin: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        }
+    }
+
+    fn run(&self, bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut child = self
+            .command(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                format!("running {bin}: {e} (are the iptables and ipset packages installed?)")
+            })?;
+        if let (Some(mut i), Some(text)) = (child.stdin.take(), stdin) {
+            i.write_all(text.as_bytes())
+                .map_err(|e| format!("writing to {bin}: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for {bin}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{bin} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Backend for Iptables {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn setup(&mut self, allow: &Allowlist) -> Result<(), String> {
+        self.run(
+            "ipset",
+            &["restore", "-exist"],
+            Some(&render_sets(allow, self.maxelem)),
+        )?;
+        for v6 in [false, true] {
+            let bin = if v6 { "ip6tables" } else { "iptables" };
+            for d in [Direction::Ingress, Direction::Egress] {
+                let (hook, chain) = chain_of(d);
+                // Made if missing, emptied, refilled; jumped to first.
+                if self.run(bin, &["-w", "-L", chain, "-n"], None).is_err() {
+                    self.run(bin, &["-w", "-N", chain], None)?;
+                }
+                self.run(bin, &["-w", "-F", chain], None)?;
+                for (r6, c, args) in render_rules() {
+                    if r6 == v6 && c == chain {
+                        let mut a = vec!["-w", "-A", chain];
+                        a.extend(args.iter().map(String::as_str));
+                        self.run(bin, &a, None)?;
+                    }
+                }
+                if self
+                    .run(bin, &["-w", "-C", hook, "-j", chain], None)
+                    .is_err()
+                {
+                    self.run(bin, &["-w", "-I", hook, "1", "-j", chain], None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        changes: &[Change],
+        remove: &[(SetKey, Net)],
+        now_ms: u64,
+    ) -> Result<(), String> {
+        if changes.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        self.run(
+            "ipset",
+            &["restore", "-exist"],
+            Some(&render_changes(changes, remove, now_ms)),
+        )
+        .map(|_| ())
+    }
+
+    fn read(&mut self) -> Result<Vec<Held>, String> {
+        let mut out = vec![];
+        for s in SetKey::all() {
+            out.extend(parse_save(&self.run(
+                "ipset",
+                &["save", &ipset_name(&s)],
+                None,
+            )?)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_rules_and_batches_render_as_ipset_and_iptables_take_them() {
+        let mut a = Allowlist::default();
+        a.add(Net::parse("10.0.0.1").unwrap(), "validator");
+        let sets = render_sets(&a, 200_000);
+        assert!(
+            sets.contains("create ben-drop4_in hash:net family inet timeout 0 maxelem 200000\n")
+        );
+        assert!(sets.contains("flush ben-allow4\nadd ben-allow4 10.0.0.1\n"));
+        let rules = render_rules();
+        let input: Vec<_> = rules
+            .iter()
+            .filter(|r| r.1 == "BEN-INPUT" && !r.0)
+            .collect();
+        assert!(
+            input[0].2.contains(&"ACCEPT".to_string()),
+            "allowlist first"
+        );
+        assert_eq!(input.len(), 1 + 4);
+        let set = SetKey {
+            action: Action::Drop,
+            direction: Direction::Ingress,
+            v6: false,
+            net: true,
+        };
+        let c = Change {
+            set,
+            target: Net::parse("192.0.2.0/24").unwrap(),
+            expires_at_ms: 61_000,
+            policy: "p".into(),
+            height: 1,
+            replace: false,
+        };
+        let text = render_changes(&[c], &[(set, Net::parse("192.0.2.9").unwrap())], 1_000);
+        assert_eq!(
+            text,
+            "del ben-drop4_in_net 192.0.2.9\nadd ben-drop4_in_net 192.0.2.0/24 timeout 60\n"
+        );
+    }
+
+    #[test]
+    fn save_output_reads_back() {
+        let h = parse_save(
+            "create ben-drop4_in hash:net family inet hashsize 1024 maxelem 65536 timeout 0\n\
+             add ben-drop4_in 10.1.0.0/16 timeout 29\nadd ben-drop4_in 10.2.3.4 timeout 59\n\
+             add ben-allow4 10.0.0.1\nadd theirs 1.2.3.4\n",
+        )
+        .unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].set.as_str(), h[0].expires_s), ("drop4_in", Some(29)));
+        assert_eq!(h[1].target.to_string(), "10.2.3.4");
+    }
+}

@@ -1,0 +1,34 @@
+//! CyberMesh enforcement: the agent that turns committed policies into
+//! packet drops on a host, proves it with a signed ack, and keeps the host
+//! in that state (DESIGN.md §2, invariant 10).
+//!
+//! * [`model`] — action, target, direction, the guards every target
+//!   passes, the allowlist (pure);
+//! * [`verify`] — the policy's signature, its QC (2f+1 votes of the known
+//!   validator set for the block it carries), and the block's anomalies
+//!   behind its target (pure);
+//! * [`schedule`] — desired state, batches, TTL, limits, circuit breaker
+//!   (pure: time is an argument);
+//! * [`backend`] — the one backend trait, the dry run, the reconciler's
+//!   diff (pure);
+//! * [`nft`] — nftables: the `inet ben` table through `nft -j -f -`;
+//! * [`ipt`] — iptables + ipset, for hosts without nftables;
+//! * `k8s` (feature `kubernetes`) — NetworkPolicy objects, server-side
+//!   applied through `kube`;
+//! * [`agent`] — the component on the bus.
+//!
+//! Not built yet (said here and in the note): rate-limit actions,
+//! ports and protocols in a policy, scopes beyond the Kubernetes backend's
+//! pod labels (every agent enforces every policy), `ben enforce --config
+//! F`, and the Kubernetes backend in a binary (it is a library backend,
+//! tested against a recorded API).
+
+pub mod agent;
+pub mod backend;
+pub mod ipt;
+#[cfg(feature = "kubernetes")]
+pub mod k8s;
+pub mod model;
+pub mod nft;
+pub mod schedule;
+pub mod verify;

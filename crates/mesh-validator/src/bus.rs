@@ -1,0 +1,273 @@
+//! The validator on Ben's bus: signed anomalies in from
+//! `ai.anomalies.v1` (what does not verify is dead-lettered with the
+//! reason), each committed block out on `control.commits.v1`, signed by the
+//! validator (`ben/v1/commit`; only validators may sign it).
+//!
+//! [`ValidatorSet`] is the set a process runs (`ben up`: four in one
+//! process): its keys, kept in the data directory so a restarted `ben up`
+//! resumes the same chain, and its loopback addresses.
+
+use crate::link::LinkConfig;
+use crate::run::{run, Counters, Settings};
+use crate::state;
+use ben_component::Deps;
+use ben_mesh_consensus::{Config, Hash, NodeId};
+use ben_mesh_detect::wire::{AnomalyEvent, ANOMALIES_SUBJECT};
+use ed25519_dalek::SigningKey;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+pub use ben_mesh_wire::{
+    BlockPolicy, CommitEvent, PolicyEvent, ReputationEvent, ValidatorReputation, COMMITS_SUBJECT,
+    POLICY_SUBJECT, REPUTATION_SUBJECT,
+};
+
+/// The validators one process runs: keys and addresses.
+pub struct ValidatorSet {
+    secrets: Vec<[u8; 32]>,
+    addrs: Vec<SocketAddr>,
+    /// Each running validator's counters, by id.
+    pub counters: Mutex<BTreeMap<String, Arc<Counters>>>,
+}
+
+impl ValidatorSet {
+    /// `n` validators on loopback ports free now, with the keys in
+    /// `dir/keys` (made, private, the first time).
+    pub fn load_or_create(
+        dir: &Path,
+        n: usize,
+        random: impl Fn() -> Result<[u8; 32], String>,
+    ) -> Result<ValidatorSet, String> {
+        ben_control::private::dir(dir)?;
+        let path = dir.join("keys");
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+        let bytes = if path.exists() {
+            read(&path)?
+        } else {
+            let mut b = vec![];
+            for _ in 0..n {
+                b.extend_from_slice(&random()?);
+            }
+            // Another process may have made it meanwhile: then its keys.
+            if ben_control::private::create_new(&path, &b)? {
+                b
+            } else {
+                read(&path)?
+            }
+        };
+        if bytes.len() != 32 * n {
+            return Err(format!(
+                "{}: holds {} bytes, not the keys of {n} validators; remove it to start a new chain",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        let secrets = bytes
+            .chunks(32)
+            .map(|c| {
+                let mut s = [0u8; 32];
+                s.copy_from_slice(c);
+                s
+            })
+            .collect();
+        let mut addrs = vec![];
+        for _ in 0..n {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| format!("a loopback port for a validator: {e}"))?;
+            addrs.push(l.local_addr().map_err(|e| e.to_string())?);
+        }
+        Ok(ValidatorSet {
+            secrets,
+            addrs,
+            counters: Mutex::default(),
+        })
+    }
+
+    /// The set's consensus keys, by index.
+    pub fn public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        self.secrets
+            .iter()
+            .map(|s| SigningKey::from_bytes(s).verifying_key())
+            .collect()
+    }
+
+    /// The validators' link addresses, by index.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The chain these keys run: named after the set's public keys.
+    pub fn chain(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for s in &self.secrets {
+            h.update(SigningKey::from_bytes(s).verifying_key().as_bytes());
+        }
+        format!("ben-validators-{}", &h.finalize().to_hex()[..16])
+    }
+
+    /// Validator `index`'s settings, its files under `dir`.
+    pub fn settings(&self, index: usize, dir: &Path) -> Result<Settings, String> {
+        let n = self.secrets.len();
+        if index >= n {
+            return Err(format!(
+                "the validator set has {n} validators; there is no validator {}",
+                index + 1
+            ));
+        }
+        Ok(Settings {
+            consensus: Config::new(n, index as NodeId),
+            state: state::Config::default(),
+            link: LinkConfig {
+                me: index as NodeId,
+                addrs: self.addrs.clone(),
+                keys: self
+                    .secrets
+                    .iter()
+                    .map(|s| SigningKey::from_bytes(s).verifying_key())
+                    .collect(),
+                secret: self.secrets[index],
+                chain: Hash::ZERO,
+                queue: 4_096,
+            },
+            dir: dir.to_path_buf(),
+            mempool: 100_000,
+            chain: self.chain(),
+            database: Some(crate::persist::Target::Sqlite(dir.join("blocks.db"))),
+            intake: crate::run::Intake::Anomalies,
+        })
+    }
+}
+
+/// Runs one validator on the bus until the bus closes: anomalies that
+/// verify go to it, the others are dead-lettered with the reason; each
+/// block it commits is announced.
+pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> Result<(), String> {
+    let mut sub = deps
+        .bus
+        .subscribe(ANOMALIES_SUBJECT, None)
+        .await
+        .map_err(|e| format!("subscribing to {ANOMALIES_SUBJECT}: {e}"))?;
+    let (atx, arx) = mpsc::channel(4_096);
+    let (ctx, mut crx) = mpsc::channel::<crate::run::Committed>(1_024);
+    let (_stop, stop_rx) = oneshot::channel();
+    let announce = {
+        let deps = deps.clone();
+        let counters = counters.clone();
+        let chain = ben_mesh_consensus::Block::genesis(&settings.chain).id.hex();
+        tokio::spawn(async move {
+            while let Some(c) = crx.recv().await {
+                let qc = ben_mesh_consensus::wire::encode_qc(&c.qc);
+                // Reputation changes with every block; announced every
+                // 16th (and with every block that makes a policy).
+                if c.height.is_multiple_of(16) || !c.policies.is_empty() {
+                    let ev = ReputationEvent {
+                        validator: deps.id.clone(),
+                        height: c.height,
+                        validators: c
+                            .reputation
+                            .iter()
+                            .map(|(i, r)| ValidatorReputation {
+                                index: *i as u32,
+                                proposed: r.proposed,
+                                voted: r.voted,
+                            })
+                            .collect(),
+                    };
+                    if let Err(e) = deps
+                        .bus
+                        .publish(REPUTATION_SUBJECT, deps.signer.seal_bytes(&ev))
+                        .await
+                    {
+                        counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(validator = %deps.id, error = %e, "reputation not published");
+                    }
+                }
+                if !c.policies.is_empty() {
+                    let ev = PolicyEvent {
+                        validator: deps.id.clone(),
+                        height: c.height,
+                        block: c.block_bytes.clone(),
+                        qc: qc.clone(),
+                        chain: chain.clone(),
+                        policies: c
+                            .policies
+                            .iter()
+                            .map(|p| BlockPolicy {
+                                id: p.id.clone(),
+                                action: "drop".into(),
+                                target: p.target.to_string(),
+                                expires_at_ms: p.expires_at,
+                                anomalies: p.anomalies.clone(),
+                            })
+                            .collect(),
+                    };
+                    if let Err(e) = deps
+                        .bus
+                        .publish(POLICY_SUBJECT, deps.signer.seal_bytes(&ev))
+                        .await
+                    {
+                        counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(validator = %deps.id, height = c.height, policies = c.policies.len(), error = %e, "block policies not published");
+                    }
+                }
+                let ev = CommitEvent {
+                    validator: deps.id.clone(),
+                    height: c.height,
+                    block: c.block.hex(),
+                    time_ms: c.time,
+                    state_root: c.root.hex(),
+                    anomalies: c.admitted,
+                    refused: c.refused.len() as u32,
+                    policies: c.policies.len() as u32,
+                };
+                if let Err(e) = deps
+                    .bus
+                    .publish(COMMITS_SUBJECT, deps.signer.seal_bytes(&ev))
+                    .await
+                {
+                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(validator = %deps.id, height = c.height, error = %e, "commit not announced");
+                }
+            }
+        })
+    };
+    let forward = {
+        let deps = deps.clone();
+        let counters = counters.clone();
+        async move {
+            while let Some(m) = sub.next().await {
+                match ben_wire::open_bytes::<AnomalyEvent>(&m.payload, &deps.keyring) {
+                    Ok(_) => {
+                        if atx.send(m.payload).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
+                        let size = m.payload.len();
+                        deps.dead_letter_to(
+                            ben_mesh_wire::DLQ_SUBJECT,
+                            ANOMALIES_SUBJECT,
+                            format!("anomaly refused: {e}"),
+                            size,
+                            &m.payload,
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    };
+    let keyring = deps.keyring.clone();
+    let r = tokio::select! {
+        r = run(settings, keyring, arx, ctx, deps.clock.clone(), counters, stop_rx) => r.map_err(|e| e.to_string()),
+        _ = forward => Err(format!("{}: the bus closed", deps.id)),
+    };
+    announce.abort();
+    r
+}

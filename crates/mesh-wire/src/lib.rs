@@ -1,0 +1,193 @@
+//! CyberMesh's messages after detection, as they travel on the bus: what
+//! the validators announce (`control.commits.v1`, `control.policy.v1`,
+//! `control.reputation.v1`) and what enforcement agents answer
+//! (`control.policy.ack.v1`), with the subject where CyberMesh's refused
+//! input goes (`ai.dlq.v1`). Hand-written `prost` structs, each a
+//! [`ben_wire::Kind`] so it travels signed in Ben's one envelope and only a
+//! role allowed that kind can sign it (`ben_wire::role::SIGNS`).
+//!
+//! Here, below both, so the validators and the enforcement agent share
+//! them without depending on each other.
+
+/// Where CyberMesh dead-letters what it refuses (signed
+/// `ben.v1.DeadLetter`s, the reason in each).
+pub const DLQ_SUBJECT: &str = "ai.dlq.v1";
+
+/// Where committed blocks are announced.
+pub const COMMITS_SUBJECT: &str = "control.commits.v1";
+
+/// A committed block, as one validator announces it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CommitEvent {
+    /// The validator announcing it (its component id).
+    #[prost(string, tag = "1")]
+    pub validator: String,
+    /// Block height.
+    #[prost(uint64, tag = "2")]
+    pub height: u64,
+    /// Block id, hex.
+    #[prost(string, tag = "3")]
+    pub block: String,
+    /// Block time (ms since the epoch).
+    #[prost(uint64, tag = "4")]
+    pub time_ms: u64,
+    /// State root after it, hex.
+    #[prost(string, tag = "5")]
+    pub state_root: String,
+    /// Anomalies it committed.
+    #[prost(string, repeated, tag = "6")]
+    pub anomalies: Vec<String>,
+    /// Transactions the state machine refused.
+    #[prost(uint32, tag = "7")]
+    pub refused: u32,
+    /// Block policies it created or extended.
+    #[prost(uint32, tag = "8")]
+    pub policies: u32,
+}
+
+impl ben_wire::Kind for CommitEvent {
+    const KIND: &'static str = "commit";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.validator)
+    }
+}
+
+/// Where agreed policies go.
+pub const POLICY_SUBJECT: &str = "control.policy.v1";
+
+/// One policy a block made.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BlockPolicy {
+    /// Policy id (one per target).
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// `drop`.
+    #[prost(string, tag = "2")]
+    pub action: String,
+    /// The address to block.
+    #[prost(string, tag = "3")]
+    pub target: String,
+    /// Until this block time (ms since the epoch).
+    #[prost(uint64, tag = "4")]
+    pub expires_at_ms: u64,
+    /// The anomalies behind it.
+    #[prost(string, repeated, tag = "5")]
+    pub anomalies: Vec<String>,
+}
+
+/// The policies one committed block made, with that block (it carries the
+/// anomalies behind them) and the QC that certifies it, so an enforcement
+/// agent can check them with nothing but the validator set's keys
+/// (`ben_mesh_consensus::verify_certified`). One message per block, not
+/// per policy: the block travels once.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyEvent {
+    /// The validator announcing it (its component id).
+    #[prost(string, tag = "1")]
+    pub validator: String,
+    /// The block's height.
+    #[prost(uint64, tag = "7")]
+    pub height: u64,
+    /// The block, encoded.
+    #[prost(bytes = "vec", tag = "8")]
+    pub block: Vec<u8>,
+    /// The QC certifying it, encoded.
+    #[prost(bytes = "vec", tag = "9")]
+    pub qc: Vec<u8>,
+    /// The chain's genesis id, hex.
+    #[prost(string, tag = "10")]
+    pub chain: String,
+    /// The policies it created or extended.
+    #[prost(message, repeated, tag = "11")]
+    pub policies: Vec<BlockPolicy>,
+}
+
+impl ben_wire::Kind for PolicyEvent {
+    const KIND: &'static str = "policy";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.validator)
+    }
+}
+
+/// Where the validators' reputation goes.
+pub const REPUTATION_SUBJECT: &str = "control.reputation.v1";
+
+/// One validator's record in the chain.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValidatorReputation {
+    /// Its index in the set (`validator-<index + 1>`).
+    #[prost(uint32, tag = "1")]
+    pub index: u32,
+    /// Committed blocks it proposed.
+    #[prost(uint64, tag = "2")]
+    pub proposed: u64,
+    /// Its votes in committed blocks' QCs.
+    #[prost(uint64, tag = "3")]
+    pub voted: u64,
+}
+
+/// The validators' reputation as of a height, as one validator's state
+/// machine computed it (every validator computes the same).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReputationEvent {
+    /// The validator announcing it.
+    #[prost(string, tag = "1")]
+    pub validator: String,
+    /// As of this height.
+    #[prost(uint64, tag = "2")]
+    pub height: u64,
+    /// Every validator's record.
+    #[prost(message, repeated, tag = "3")]
+    pub validators: Vec<ValidatorReputation>,
+}
+
+impl ben_wire::Kind for ReputationEvent {
+    const KIND: &'static str = "reputation";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.validator)
+    }
+}
+
+/// Where an enforcement agent answers what it holds (request/reply,
+/// JSON: `benctl mesh enforcement` through the API).
+pub const ENFORCEMENT_QUERY: &str = "ben.mesh.enforcement.query";
+
+/// Where enforcement agents acknowledge policies.
+pub const ACK_SUBJECT: &str = "control.policy.ack.v1";
+
+/// What an agent did with a policy.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyAck {
+    /// The agent (its component id).
+    #[prost(string, tag = "1")]
+    pub agent: String,
+    /// The policy id.
+    #[prost(string, tag = "2")]
+    pub policy: String,
+    /// The height of the block that carried it.
+    #[prost(uint64, tag = "3")]
+    pub height: u64,
+    /// `applied` (read back from the host), `failed`, `skipped` or
+    /// `expired`.
+    #[prost(string, tag = "4")]
+    pub status: String,
+    /// Why (for failed and skipped), or what was applied.
+    #[prost(string, tag = "5")]
+    pub reason: String,
+    /// The target as enforced (address or CIDR).
+    #[prost(string, tag = "6")]
+    pub target: String,
+    /// Until when it holds on this host (ms since the epoch).
+    #[prost(uint64, tag = "7")]
+    pub expires_at_ms: u64,
+    /// The backend that holds it (`nftables`, `iptables`, `dry-run`).
+    #[prost(string, tag = "8")]
+    pub backend: String,
+}
+
+impl ben_wire::Kind for PolicyAck {
+    const KIND: &'static str = "policy_ack";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.agent)
+    }
+}
