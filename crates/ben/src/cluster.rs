@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The component: control, or a kind of the component table cluster
-    /// mode runs (detector, spine, proxy, lucius, sidecar).
+    /// mode runs (detector, validator, spine, proxy, lucius, sidecar).
     pub component: String,
     /// The cluster config (TOML; see README "Cluster mode").
     #[arg(long)]
@@ -20,6 +20,28 @@ pub struct RunArgs {
     /// must be in the cluster's key directory.
     #[arg(long)]
     pub id: Option<String>,
+}
+
+/// `ben validator`: `ben run validator` by its own name.
+#[derive(clap::Args)]
+pub struct ValidatorArgs {
+    /// The cluster config (TOML); `[validators] addrs` names the set.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Which validator (default `validator-1`); its key must be in the
+    /// cluster's key directory.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+impl From<ValidatorArgs> for RunArgs {
+    fn from(a: ValidatorArgs) -> RunArgs {
+        RunArgs {
+            component: "validator".into(),
+            config: a.config,
+            id: a.id,
+        }
+    }
 }
 
 #[derive(clap::Args)]

@@ -38,8 +38,13 @@ enum Cmd {
     /// files store, HTTP API on 127.0.0.1:7420).
     Up(up::UpArgs),
     /// Run one component as this process over NATS (cluster mode):
-    /// control, sidecar, proxy, spine, detector or lucius.
+    /// control, sidecar, proxy, spine, detector, lucius or validator.
     Run(cluster::RunArgs),
+    /// Run one CyberMesh validator of a cluster (`ben run validator`):
+    /// HotStuff with the others over its own TCP links (`[validators]
+    /// addrs`), anomalies in and results out over NATS, blocks to
+    /// PostgreSQL.
+    Validator(cluster::ValidatorArgs),
     /// Cluster mode: `ben cluster up --config FILE` starts every component
     /// as its own supervised process.
     Cluster(cluster::ClusterArgs),
@@ -80,6 +85,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Validator(args) => match cluster::run(args.into()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben validator: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Cluster(args) => match cluster::cluster(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -99,7 +99,7 @@ impl Cluster {
         control: &str,
         extra: &str,
     ) -> Cluster {
-        Self::start_all(name, spines, spare, "", control, "", extra).await
+        Self::start_all(name, spines, spare, "", control, "", extra, &[], 0).await
     }
 
     /// [`Cluster::start_with`] with `scale` added to the `[scale]` table.
@@ -111,7 +111,7 @@ impl Cluster {
         scale: &str,
         extra: &str,
     ) -> Cluster {
-        Self::start_all(name, spines, spare, "", control, scale, extra).await
+        Self::start_all(name, spines, spare, "", control, scale, extra, &[], 0).await
     }
 
     /// [`Cluster::start_with`] with `top` added before the first table
@@ -124,11 +124,13 @@ impl Cluster {
         control: &str,
         extra: &str,
     ) -> Cluster {
-        Self::start_all(name, spines, spare, top, control, "", extra).await
+        Self::start_all(name, spines, spare, top, control, "", extra, &[], 0).await
     }
 
     /// Writes the config (`top` keys, then `[control]` + `control`,
-    /// `[scale]` + `scale`, … `extra` last) and starts the cluster.
+    /// `[scale]` + `scale`, … `extra` last), provisions keys for `ids`
+    /// beside the ones the cluster makes (a test's own producers) and
+    /// starts the cluster, which runs `validators` validator processes.
     #[allow(clippy::too_many_arguments)]
     async fn start_all(
         name: &str,
@@ -138,6 +140,8 @@ impl Cluster {
         control: &str,
         scale: &str,
         extra: &str,
+        ids: &[&str],
+        validators: usize,
     ) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ben-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -170,6 +174,7 @@ stop_grace_ms = 5000
         );
         std::fs::write(&path, toml).unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();
+        cluster::keys::provision(&cfg.key_dir, ids.iter().copied()).unwrap();
         let log = dir.join("cluster.log");
         let out = std::fs::File::create(&log).unwrap();
         let proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_ben"))
@@ -196,7 +201,7 @@ stop_grace_ms = 5000
             .and_then(|r| r.trim().strip_prefix('='))
             .and_then(|n| n.trim().parse::<usize>().ok())
             .unwrap_or(1);
-        let want = 4 + spines + detectors;
+        let want = 4 + spines + detectors + validators;
         c.wait("every process healthy", Duration::from_secs(90), |s| {
             s["components"]
                 .as_object()
@@ -1684,5 +1689,260 @@ async fn a_detector_stopped_under_traffic_hands_its_partitions_over() {
     );
     assert_eq!(n("lost"), 0, "records lost while a detector left: {st:#}");
     assert_eq!(n("to_detectors") + n("dead_letters"), accepted, "{st:#}");
+    c.stop().await;
+}
+
+/// Each validator's announced commits: (validator, height, anomalies
+/// admitted, when it arrived), verified against the cluster's keyring.
+type Commits = Arc<std::sync::Mutex<Vec<(String, u64, u32, Instant)>>>;
+
+fn watch_commits(bus: Arc<dyn Bus>, keyring: ben_wire::Keyring) -> Commits {
+    let seen: Commits = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let mut sub = bus
+            .subscribe(ben_mesh_wire::COMMITS_SUBJECT, None)
+            .await
+            .unwrap();
+        while let Some(m) = sub.next().await {
+            let c = ben_wire::open_bytes::<ben_mesh_wire::CommitEvent>(&m.payload, &keyring)
+                .expect("a commit signed by a validator")
+                .into_inner();
+            out.lock().unwrap().push((
+                c.validator,
+                c.height,
+                c.anomalies.len() as u32,
+                Instant::now(),
+            ));
+        }
+    });
+    seen
+}
+
+/// The highest height announced by `who` (any validator: None) since `t`.
+fn top(seen: &Commits, who: Option<&str>, since: Instant) -> u64 {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(v, _, _, at)| who.is_none_or(|w| w == v) && *at >= since)
+        .map(|(_, h, _, _)| *h)
+        .max()
+        .unwrap_or(0)
+}
+
+async fn wait_for(what: &str, max: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + max;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `sig` to `pid`; false when there is no such process.
+fn signal(pid: u64, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// CyberMesh's validators in cluster mode: four `ben run validator`
+/// processes agree over their own TCP links, take signed anomalies from
+/// NATS and write each block once to PostgreSQL. One killed with SIGKILL
+/// is restarted by the supervisor, catches up and votes again; with one
+/// killed and another frozen (two of four: no quorum) nothing commits,
+/// and commits resume when the killed one returns while the frozen one is
+/// still away; thawed, it catches up too. The tables end with every height
+/// once, no gap, and every anomaly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_run_as_processes_and_ride_out_kills() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = ben_sql::testing::TestDb::create().await;
+    let addrs: Vec<String> = (0..4)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("\"{}\"", l.local_addr().unwrap())
+        })
+        .collect();
+    // Restarts wait 3 s: long enough to see what a missing validator does.
+    let extra = format!(
+        "backoff_initial_ms = 3000\nbackoff_max_ms = 3000\n[validators]\naddrs = [{}]\n",
+        addrs.join(", ")
+    );
+    let mut c = Cluster::start_all(
+        "validators",
+        1,
+        0,
+        "",
+        &format!("database_url = \"{}\"", db.url),
+        "",
+        &extra,
+        &["mesh-1"],
+        4,
+    )
+    .await;
+    let seen = watch_commits(c.bus.clone(), c.keyring.clone());
+    let t0 = Instant::now();
+    wait_for(
+        "every validator committing",
+        Duration::from_secs(60),
+        || (1..=4).all(|i| top(&seen, Some(&format!("validator-{i}")), t0) >= 2),
+    )
+    .await;
+    let line = cluster::status_line(&c.status().await);
+    assert!(line.contains("| chain height "), "{line}");
+
+    // Signed anomalies from the AI service's key: committed once each.
+    let (ai, _) = cluster::keys::load(&c.cfg.key_dir, "mesh-1").unwrap();
+    let now_us = ben_time::now_ns() / 1_000;
+    for k in 0..20u32 {
+        let ev = ben_mesh_detect::wire::AnomalyEvent {
+            id: format!("cl-an-{k}"),
+            class: "portscan".into(),
+            confidence: 0.9,
+            source: Some(ben_mesh_detect::wire::Endpoint {
+                ip: format!("10.9.0.{}", k + 1),
+                port: 0,
+            }),
+            window_end_us: now_us,
+            ..Default::default()
+        };
+        c.bus
+            .publish(ben_mesh_detect::wire::ANOMALIES_SUBJECT, ai.seal_bytes(&ev))
+            .await
+            .unwrap();
+    }
+    wait_for("20 anomalies committed", Duration::from_secs(30), || {
+        let s = seen.lock().unwrap();
+        s.iter()
+            .filter(|(v, ..)| v == "validator-1")
+            .map(|(_, _, a, _)| *a)
+            .sum::<u32>()
+            >= 20
+    })
+    .await;
+
+    let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();
+    let voted = |id: &'static str| {
+        let url = db.url.clone();
+        async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let v: Option<i64> = sqlx::query_scalar("SELECT voted FROM validators WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            v.unwrap_or(0)
+        }
+    };
+
+    // SIGKILL one: restarted, it catches up and votes again.
+    let st = c.status().await;
+    let old = pid_of(&st, "validator-2").unwrap();
+    assert!(signal(old, "-KILL"));
+    let killed = Instant::now();
+    c.wait("validator-2 restarted", Duration::from_secs(30), |s| {
+        pid_of(s, "validator-2").is_some_and(|p| p != old)
+    })
+    .await;
+    let back = Instant::now();
+    assert!(
+        back - killed >= Duration::from_millis(2_500),
+        "restarted before its back-off"
+    );
+    let others = top(&seen, None, t0);
+    let votes = voted("validator-2").await;
+    wait_for("validator-2 caught up", Duration::from_secs(30), || {
+        top(&seen, Some("validator-2"), back) >= others + 3
+    })
+    .await;
+    let caught_up = back.elapsed();
+    let t = Instant::now();
+    loop {
+        if voted("validator-2").await >= votes + 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "validator-2 does not vote again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // One killed and one frozen: no quorum, nothing commits.
+    let st = c.status().await;
+    let (three, four) = (
+        pid_of(&st, "validator-3").unwrap(),
+        pid_of(&st, "validator-4").unwrap(),
+    );
+    assert!(signal(three, "-KILL"));
+    assert!(signal(four, "-STOP"));
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let stuck = top(&seen, None, t0);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let st = c.status().await;
+    assert_eq!(
+        pid_of(&st, "validator-3"),
+        None,
+        "validator-3 came back before its back-off"
+    );
+    assert_eq!(top(&seen, None, t0), stuck, "committed without a quorum");
+    assert!(down.elapsed() < Duration::from_millis(3_000));
+    // validator-3 returns (validator-4 still frozen): commits resume.
+    c.wait("validator-3 restarted", Duration::from_secs(30), |s| {
+        pid_of(s, "validator-3").is_some()
+    })
+    .await;
+    let returned = Instant::now();
+    wait_for(
+        "commits resumed with three of four",
+        Duration::from_secs(30),
+        || top(&seen, None, t0) >= stuck + 3,
+    )
+    .await;
+    let resumed = returned.elapsed();
+    // validator-4 thaws (or, frozen past hung_after, was killed and
+    // restarted): it catches up.
+    let _ = signal(four, "-CONT");
+    let thawed = Instant::now();
+    let now_top = top(&seen, None, t0);
+    wait_for("validator-4 caught up", Duration::from_secs(40), || {
+        top(&seen, Some("validator-4"), thawed) >= now_top + 2
+    })
+    .await;
+    let thaw_took = thawed.elapsed();
+
+    // The tables: every height once from 1, no gap; every anomaly once.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let heights: Vec<i64> = sqlx::query_scalar("SELECT height FROM blocks ORDER BY height")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(heights.len() as u64 >= stuck, "{} blocks", heights.len());
+    assert!(
+        heights.iter().enumerate().all(|(i, h)| *h == i as i64 + 1),
+        "heights with a gap: {heights:?}"
+    );
+    let anomalies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM anomalies WHERE id LIKE 'cl-an-%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(anomalies, 20);
+    pool.close().await;
+    println!(
+        "validator processes: killed validator-2 back after {:.1} s, caught up {:.2} s later; no commit for {:.1} s with two of four away (height {stuck}); 3 more heights {:.2} s after validator-3 returned; validator-4 caught up {:.2} s after thawing; {} heights in PostgreSQL, no gap",
+        (back - killed).as_secs_f64(),
+        caught_up.as_secs_f64(),
+        (returned - down).as_secs_f64(),
+        resumed.as_secs_f64(),
+        thaw_took.as_secs_f64(),
+        heights.len()
+    );
     c.stop().await;
 }

@@ -150,6 +150,125 @@ pub enum MeshCmd {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// The newest committed blocks: height, time, id, state root,
+    /// anomalies, policies, and how many validators announced each.
+    Blocks {
+        /// How many (newest first).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Each validator: committed height, round, lag behind the highest,
+    /// last commit, reputation (blocks proposed, votes in certificates).
+    Validators {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// One anomaly: the block that committed it and the policies made
+    /// from it.
+    Anomaly {
+        /// The anomaly's id (as `ben detect` and the AI service name it).
+        id: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+}
+
+/// GETs `path`; prints the JSON with `--json`, else hands it to `show`.
+fn mesh_get(api: &Api, path: &str, json: bool, show: impl FnOnce(&Value)) -> Result<ExitCode> {
+    let r = api.call("GET", path, None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if json {
+        println!("{}", r.body);
+    } else {
+        show(&r.body);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mesh_blocks(b: &Value) {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let rows = b["blocks"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("no blocks committed since the control process started");
+    }
+    for r in &rows {
+        let short = |h: String| h.chars().take(12).collect::<String>();
+        println!(
+            "height {}  {}  block {}  root {}  anomalies {}  refused {}  policies {}  announced by {}",
+            u(r, "height"),
+            ms_rfc3339(u(r, "time_ms")),
+            short(s(r, "block")),
+            short(s(r, "state_root")),
+            r["anomalies"].as_array().map(Vec::len).unwrap_or(0),
+            u(r, "refused"),
+            u(r, "policies"),
+            r["announced_by"].as_array().map(Vec::len).unwrap_or(0),
+        );
+    }
+    if let Some(f) = b["forks"].as_array().filter(|f| !f.is_empty()) {
+        println!("FORK: two different blocks announced at heights {f:?}: the validators disagree; stop and investigate");
+    }
+}
+
+fn mesh_validators(b: &Value) {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let rows = b["validators"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("no validator has announced a commit since the control process started");
+    }
+    for r in &rows {
+        println!(
+            "{}  height {}  round {}  lag {}  last commit {}  proposed {}  voted {}",
+            s(r, "id"),
+            u(r, "height"),
+            u(r, "round"),
+            u(r, "lag"),
+            ms_rfc3339(u(r, "last_commit_ms")),
+            u(r, "proposed"),
+            u(r, "voted"),
+        );
+    }
+}
+
+fn mesh_anomaly(a: &Value) {
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    println!(
+        "anomaly {}  committed at height {} ({}), block {}",
+        s(a, "id"),
+        u(a, "height"),
+        ms_rfc3339(u(a, "time_ms")),
+        s(a, "block")
+    );
+    let policies = a["policies"].as_array().cloned().unwrap_or_default();
+    if policies.is_empty() {
+        println!("no policy made from it (yet)");
+    }
+    for p in &policies {
+        println!(
+            "policy {}  {} {}  until {}  at height {}",
+            s(p, "id"),
+            s(p, "action"),
+            s(p, "target"),
+            ms_rfc3339(u(p, "expires_at_ms")),
+            u(p, "height")
+        );
+    }
 }
 
 fn ms_rfc3339(ms: u64) -> String {
@@ -400,6 +519,28 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Mesh {
             cmd: MeshCmd::Enforcement { json, api },
         } => mesh_enforcement(&Api::new(api), json),
+        Cmd::Mesh {
+            cmd: MeshCmd::Blocks { limit, json, api },
+        } => mesh_get(
+            &Api::new(api),
+            &format!("/api/v1/mesh/blocks?limit={limit}"),
+            json,
+            mesh_blocks,
+        ),
+        Cmd::Mesh {
+            cmd: MeshCmd::Validators { json, api },
+        } => mesh_get(
+            &Api::new(api),
+            "/api/v1/mesh/validators",
+            json,
+            mesh_validators,
+        ),
+        Cmd::Mesh {
+            cmd: MeshCmd::Anomaly { id, json, api },
+        } => {
+            let path = format!("/api/v1/mesh/anomalies/{}", percent(&id));
+            mesh_get(&Api::new(api), &path, json, mesh_anomaly)
+        }
     }
 }
 
@@ -792,5 +933,28 @@ mod tests {
         assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(time(1_767_225_600_123_000_000), "2026-01-01T00:00:00.123Z");
         assert_eq!(time(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    }
+}
+
+/// `s` as one URL path segment: every byte but the unreserved ones
+/// (RFC 3986: letters, digits, `-._~`) as `%XX`.
+fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod percent_tests {
+    #[test]
+    fn a_path_segment_keeps_only_unreserved_bytes() {
+        assert_eq!(super::percent("an-1.x_~"), "an-1.x_~");
+        assert_eq!(super::percent("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
 }

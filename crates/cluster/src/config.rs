@@ -61,6 +61,12 @@
 //!                                 # path leaves (lower app→signal latency; under long saturation
 //!                                 # Lucius falls behind and drops what its queue cannot hold, counted)
 //!
+//! [validators]                    # CyberMesh's validators, one process each (none without this
+//! addrs = ["127.0.0.1:7611",      # table): the address each listens on for its links to the
+//!          "127.0.0.1:7612",      # others, by index (validator-1 first); at least 4 (3f + 1,
+//!          "127.0.0.1:7613",      # f = 1). Their keys are validator-<n> of key_dir; their blocks
+//!          "127.0.0.1:7614"]      # go to database_url's tables (SQLite files without it)
+//!
 //! [supervisor]
 //! backoff_initial_ms = 100        # restart waits double from this…
 //! backoff_max_ms = 5000           # …up to this
@@ -103,6 +109,15 @@ struct FileCfg {
     registry: RegistryCfg,
     #[serde(default)]
     cpu: BTreeMap<String, String>,
+    #[serde(default)]
+    validators: ValidatorsCfg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidatorsCfg {
+    #[serde(default)]
+    addrs: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +225,34 @@ fn scale_cfg(
         }
     }
     Ok(cfg)
+}
+
+/// `[validators] addrs`: none, or at least four distinct socket
+/// addresses (n = 3f + 1 with f ≥ 1; at most 64).
+fn validator_addrs(p: &str, addrs: &[String]) -> Result<Vec<SocketAddr>, String> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let addr: SocketAddr = a.trim().parse().map_err(|_| {
+            format!(
+                "{p}: [validators] addrs #{} = {a:?}: not a socket address (e.g. \"127.0.0.1:7611\")",
+                i + 1
+            )
+        })?;
+        if out.contains(&addr) {
+            return Err(format!(
+                "{p}: [validators] addrs #{} = {a:?}: named twice; each validator listens on its own",
+                i + 1
+            ));
+        }
+        out.push(addr);
+    }
+    if !out.is_empty() && !(4..=64).contains(&out.len()) {
+        return Err(format!(
+            "{p}: [validators] addrs names {} validators: 4 to 64 (3f + 1 tolerate f faults; fewer than 4 tolerate none), or leave the table out",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// `[cpu]`: a scheduling class per role.
@@ -393,6 +436,9 @@ pub struct ClusterConfig {
     pub registry_ttl: Duration,
     /// `[cpu]`: scheduling classes by role (the rest run normal).
     pub cpu: BTreeMap<&'static str, ben_orchestrator::cpu::CpuClass>,
+    /// The validators' link addresses, by index (`[validators] addrs`;
+    /// empty: no validators run).
+    pub validator_addrs: Vec<SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -452,6 +498,8 @@ impl ClusterConfig {
             };
             counts.insert(k.role, n);
         }
+        let validator_addrs = validator_addrs(&p.to_string(), &f.validators.addrs)?;
+        counts.insert("validator", validator_addrs.len());
         let spare = count("spare", scale.spare, 2, 0)?;
         let scaling = scaling(&p.to_string(), &scale, &counts, spare)?;
         let bee_ttl_s = ms("sidecar", "bee_ttl_s", f.sidecar.bee_ttl_s, 600)?;
@@ -524,6 +572,7 @@ impl ClusterConfig {
         }
         Ok(ClusterConfig {
             path: path.to_path_buf(),
+            validator_addrs,
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
             cpu,
@@ -709,6 +758,26 @@ mod tests {
             ]
         );
         assert_eq!(c.identities().len(), started.len() + 3);
+        // No validators unless [validators] names their addresses; then
+        // one process each, started with the first kinds.
+        assert!(c.validator_addrs.is_empty());
+        let cv = parse(
+            "prefix = \"t1\"\n[validators]\naddrs = [\"127.0.0.1:7611\", \"127.0.0.1:7612\", \"127.0.0.1:7613\", \"127.0.0.1:7614\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cv.validator_addrs.len(), 4);
+        let started: Vec<String> = cv.started().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(
+            started[..6],
+            [
+                "control",
+                "detector-1",
+                "validator-1",
+                "validator-2",
+                "validator-3",
+                "validator-4"
+            ]
+        );
         // Scaling is off unless a max_* is raised.
         assert_eq!(
             c.scale_bounds(),
@@ -811,6 +880,19 @@ mod tests {
         );
         let e = parse("prefix = \"a\"\n[scale]\nwindow_ms = -5\n").unwrap_err();
         assert!(e.contains("window_ms"), "{e}");
+        let e = parse("prefix = \"a\"\n[validators]\naddrs = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n")
+            .unwrap_err();
+        assert!(e.contains("names 2 validators: 4 to 64"), "{e}");
+        let e = parse("prefix = \"a\"\n[validators]\naddrs = [\"here\"]\n").unwrap_err();
+        assert!(
+            e.contains("[validators] addrs #1 = \"here\": not a socket address"),
+            "{e}"
+        );
+        let e = parse(
+            "prefix = \"a\"\n[validators]\naddrs = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:1\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("addrs #4") && e.contains("named twice"), "{e}");
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
         assert!(e.contains("/nonexistent/c.toml"), "{e}");
     }

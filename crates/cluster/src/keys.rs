@@ -145,6 +145,48 @@ pub fn keyring(dir: &Path) -> Result<Keyring, String> {
     Ok(ring)
 }
 
+/// The cluster's validator set as process `id` sees it: `validator-<n>`'s
+/// public key for each address of `[validators] addrs`, and, when `id` is
+/// one of them, its secret key (a validator signs its consensus messages
+/// with its component key; the digests are domain-separated).
+pub fn validator_set(
+    dir: &Path,
+    addrs: &[std::net::SocketAddr],
+    id: &str,
+) -> Result<ben_mesh_validator::bus::ValidatorSet, String> {
+    let mut keys = Vec::with_capacity(addrs.len());
+    let mut own = None;
+    for i in 0..addrs.len() {
+        let vid = format!("validator-{}", i + 1);
+        let pp = pub_path(dir, &vid);
+        let text = std::fs::read_to_string(&pp).map_err(|e| {
+            format!(
+                "reading {}: {e} (`ben cluster up` provisions a key for each address of [validators] addrs)",
+                pp.display()
+            )
+        })?;
+        let key = unhex32(&text)
+            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+            .ok_or_else(|| {
+                format!(
+                    "{}: not an Ed25519 public key (64 hex digits)",
+                    pp.display()
+                )
+            })?;
+        keys.push(key);
+        if vid == id {
+            own = Some((i, read_secret(&key_path(dir, id))?));
+        }
+    }
+    if own.is_none() && ben_wire::Role::of_id(id) == Some(ben_wire::Role::Validator) {
+        return Err(format!(
+            "`{id}` is not one of the {} validators [validators] addrs names",
+            addrs.len()
+        ));
+    }
+    ben_mesh_validator::bus::ValidatorSet::spread(keys, addrs.to_vec(), own)
+}
+
 /// The signing identity of `id` and the cluster's keyring.
 pub fn load(dir: &Path, id: &str) -> Result<(Signer, Keyring), String> {
     if !valid_id(id) {

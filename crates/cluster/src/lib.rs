@@ -313,6 +313,10 @@ pub async fn run_component(
         Process::Component(k) => k,
     };
     let env = component_env(cfg)?;
+    if !cfg.validator_addrs.is_empty() {
+        let set = keys::validator_set(&cfg.key_dir, &cfg.validator_addrs, id)?;
+        let _ = env.shared.validators_set.set(Arc::new(set));
+    }
     let deps = Deps {
         id: id.to_string(),
         bus: bus.clone(),
@@ -1073,7 +1077,8 @@ fn autoscale(
     }
 }
 
-/// Kills a running child whose heartbeats stopped for `hung_after` (it is
+/// Kills a running child whose heartbeats (metrics, for kinds without an
+/// intent agent) stopped for `hung_after` (it is
 /// alive but not working); the supervisor then restarts it. Called only
 /// while the supervisor itself has been connected to NATS for `hung_after`
 /// (a NATS outage silences every child; that is not theirs to pay for).
@@ -1088,6 +1093,7 @@ fn kill_hung(
     let now = ben_time::now_ns();
     let hung = cfg.hung_after.as_nanos() as i64;
     let Ok(o) = observed.lock() else { return };
+    let metrics = o.tally.current();
     for (id, st) in s.states() {
         if st.kind == "control" {
             continue; // the control process sends no heartbeats
@@ -1095,7 +1101,18 @@ fn kill_hung(
         let (Some(pid), Some(since)) = (st.pid, st.running_since) else {
             continue;
         };
-        let last = o.last_beat.get(&id).map(|(t, _)| *t).unwrap_or(0);
+        // Kinds without an intent agent send no heartbeats: their signed
+        // metrics (every second) are their sign of life.
+        let beats = ben_runtime::kind(&st.kind).is_some_and(|k| k.intent);
+        let last = if beats {
+            o.last_beat.get(&id).map(|(t, _)| *t).unwrap_or(0)
+        } else {
+            metrics
+                .get(&id)
+                .filter(|m| m.pid == pid)
+                .map(|m| m.at_ns)
+                .unwrap_or(0)
+        };
         let running_for = since.elapsed().as_nanos() as i64;
         if running_for > hung && now - last > hung {
             say(format!(
@@ -1127,6 +1144,14 @@ fn status_json(
     let mut components = serde_json::Map::new();
     for (id, st) in states {
         let m = current.get(id);
+        // Kinds without an intent agent send no heartbeats: alive while
+        // their process runs and its metrics (every second) are fresh.
+        let beats = ben_runtime::kind(&st.kind).is_some_and(|k| k.intent);
+        let healthy = alive.contains(id)
+            || (st.kind == "control" && st.pid.is_some())
+            || (!beats
+                && st.pid.is_some()
+                && m.is_some_and(|m| Some(m.pid) == st.pid && now - m.at_ns < 3_000_000_000));
         components.insert(
             id.clone(),
             serde_json::json!({
@@ -1135,7 +1160,7 @@ fn status_json(
                 "incarnation": st.incarnation,
                 "restarts": restarts.of(id),
                 "last_exit": st.last_exit,
-                "healthy": alive.contains(id) || (st.kind == "control" && st.pid.is_some()),
+                "healthy": healthy,
                 "intent": o.last_beat.get(id).map(|(_, v)| v.clone()).filter(|v| !v.is_empty()),
                 "processed": m.map(|m| m.processed),
                 "queue_depth": m.map(|m| m.queue_depth),
@@ -1143,6 +1168,8 @@ fn status_json(
                 "dropped": m.map(|m| m.dropped),
                 "publish_errors": m.map(|m| m.publish_errors),
                 "age": m.map(age_json),
+                "chain_height": m.map(|m| m.chain_height),
+                "halted": m.map(|m| !m.halted.is_empty()),
             }),
         );
     }
@@ -1173,6 +1200,8 @@ fn status_json(
         "unverified_dead_letters": o.unverified_dead_letters,
         "refused_metrics": o.refused_metrics,
         "publish_errors": current.values().map(|m| m.publish_errors).sum::<u64>(),
+        "chain_height": current.values().map(|m| m.chain_height).max().unwrap_or(0),
+        "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
 }
@@ -1190,8 +1219,29 @@ pub fn status_line(s: &serde_json::Value) -> String {
         .filter(|k| k.hop == ben_runtime::Hop::Last)
         .map(|k| format!(" | {} {}", k.plural, r[format!("to_{}", k.plural)]))
         .collect();
+    // CyberMesh's validators, when the cluster runs them.
+    let validators = comps.is_some_and(|c| c.values().any(|v| v["kind"] == "validator"));
+    let chain = if validators {
+        let halted = s["halted"].as_array().map(Vec::len).unwrap_or(0);
+        let halted = match halted {
+            0 => String::new(),
+            _ => format!(
+                " (HALTED: {}; their database does not take blocks)",
+                s["halted"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        format!(" | chain height {}{halted}", s["chain_height"])
+    } else {
+        String::new()
+    };
     format!(
-        "processes {}/{} healthy | restarts {} | accepted {}{delivered} | dead letters {} | in flight {} | lost {} | signals {} | publish errors {}",
+        "processes {}/{} healthy | restarts {} | accepted {}{delivered} | dead letters {} | in flight {} | lost {} | signals {} | publish errors {}{chain}",
         healthy,
         comps.map(|c| c.len()).unwrap_or(0),
         s["restarts"],

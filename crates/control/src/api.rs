@@ -42,6 +42,7 @@ struct AppState {
     store: Arc<dyn Store>,
     bus: Arc<dyn ben_bus::Bus>,
     bees: Arc<crate::bees::Bees>,
+    mesh: Arc<crate::mesh::Watch>,
     max_artifact_bytes: usize,
     max_json_bytes: usize,
 }
@@ -52,6 +53,7 @@ pub struct Parts {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn ben_bus::Bus>,
     pub bees: Arc<crate::bees::Bees>,
+    pub mesh: Arc<crate::mesh::Watch>,
 }
 
 /// An error response: status + `{"error": …}` (+ `missing` for staging).
@@ -287,6 +289,66 @@ async fn mesh_enforcement(State(st): State<AppState>) -> Result<Response, ApiErr
     Ok(axum::Json(json).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlocksQuery {
+    limit: Option<usize>,
+}
+
+fn mesh_view(st: &AppState) -> Result<std::sync::MutexGuard<'_, crate::mesh::View>, ApiError> {
+    st.mesh.view.lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the CyberMesh view is poisoned (a panic while it was held); restart the control process",
+        )
+    })
+}
+
+/// `GET /api/v1/mesh/blocks?limit=N`: the newest committed blocks (20 by
+/// default), as the validators announced them since the control process
+/// started; `forks` lists heights announced with two different blocks.
+async fn mesh_blocks(
+    State(st): State<AppState>,
+    q: Result<axum::extract::Query<BlocksQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (expected ?limit=N)")))?;
+    let v = mesh_view(&st)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "blocks": v.blocks(q.limit.unwrap_or(20).min(crate::mesh::BLOCKS)),
+            "forks": v.forks,
+        }),
+    ))
+}
+
+/// `GET /api/v1/mesh/validators`: each validator heard from, its height,
+/// round, lag and reputation.
+async fn mesh_validators(State(st): State<AppState>) -> ApiResult {
+    let v = mesh_view(&st)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "validators": v.validators() }),
+    ))
+}
+
+/// `GET /api/v1/mesh/anomalies/{id}`: the block that committed it and the
+/// policies made from it.
+async fn mesh_anomaly(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let v = mesh_view(&st)?;
+    match v.anomaly(&id) {
+        Some(a) => Ok(json(StatusCode::OK, &a)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "anomaly {id:?} is not among the last {} committed since the control process started (older ones are in the validators' tables)",
+                crate::mesh::ANOMALIES
+            ),
+        )),
+    }
+}
+
 async fn list_bees(State(st): State<AppState>) -> ApiResult {
     Ok(json(StatusCode::OK, &st.bees.list()))
 }
@@ -335,12 +397,14 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         store,
         bus,
         bees,
+        mesh,
     } = parts;
     let state = AppState {
         ledger,
         store,
         bus,
         bees,
+        mesh,
         max_artifact_bytes: cfg.max_artifact_bytes,
         max_json_bytes: cfg.max_json_bytes,
     };
@@ -355,6 +419,9 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         .route("/api/v1/active", get(active))
         .route("/api/v1/lucius", get(lucius))
         .route("/api/v1/mesh/enforcement", get(mesh_enforcement))
+        .route("/api/v1/mesh/blocks", get(mesh_blocks))
+        .route("/api/v1/mesh/validators", get(mesh_validators))
+        .route("/api/v1/mesh/anomalies/{id}", get(mesh_anomaly))
         .route("/api/v1/bees", get(list_bees))
         .route("/api/v1/bees/revoke", post(revoke_bee))
         .route(crate::auth::HEALTH, get(health))

@@ -152,10 +152,13 @@ impl Bees {
                             &m.payload,
                             b.clock.now_ns(),
                         );
-                        let _ = b
+                        if let Err(e) = b
                             .bus
                             .publish(crate::subjects::DLQ, b.signer.seal_bytes(&dl))
-                            .await;
+                            .await
+                        {
+                            tracing::error!(error = %e, "a refused BEE roster could not be dead-lettered");
+                        }
                     }
                 }
             }

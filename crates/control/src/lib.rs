@@ -66,6 +66,7 @@ pub mod api;
 pub mod auth;
 pub mod bees;
 mod db;
+pub mod mesh;
 pub use db::Database;
 pub mod ledger;
 pub mod private;
@@ -294,6 +295,7 @@ pub struct Handle {
     ledger: ledger::Service,
     api: api::Server,
     bees: Arc<bees::Bees>,
+    mesh: Arc<mesh::Watch>,
 }
 
 impl Handle {
@@ -311,6 +313,7 @@ impl Handle {
     pub async fn shutdown(self) {
         self.api.shutdown().await;
         self.bees.stop();
+        self.mesh.stop();
         self.ledger.shutdown().await;
     }
 }
@@ -345,6 +348,14 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
     )
     .await
     .map_err(ControlError::Bees)?;
+    let mesh = mesh::Watch::start(
+        deps.bus.clone(),
+        deps.signer.clone(),
+        deps.keyring.clone(),
+        deps.clock.clone(),
+    )
+    .await
+    .map_err(ControlError::Bees)?;
     let api = api::Server::start(
         listener,
         api::Parts {
@@ -352,6 +363,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
             store: deps.store.clone(),
             bus: deps.bus.clone(),
             bees: bees.clone(),
+            mesh: mesh.clone(),
         },
         &cfg,
     );
@@ -361,6 +373,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
         ledger,
         api,
         bees,
+        mesh,
     })
 }
 

@@ -245,6 +245,54 @@ async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_one
         assert!(e["height"].as_u64().unwrap() >= 1, "{e}");
         assert_eq!(e["anomalies"].as_array().map(Vec::len), Some(1), "{e}");
     }
+    // What `benctl mesh validators | blocks | anomaly ID` show: every
+    // validator at the top (or close), the newest blocks announced by
+    // all four, and an anomaly with its block and policy.
+    let get = |path: &'static str| {
+        let sys = &sys;
+        async move {
+            let body = common::http_get(sys, path).await;
+            serde_json::from_str::<serde_json::Value>(&body)
+                .unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+        }
+    };
+    let v = get("/api/v1/mesh/validators").await;
+    let vals = v["validators"].as_array().unwrap();
+    assert_eq!(vals.len(), 4, "{v}");
+    let top = vals
+        .iter()
+        .filter_map(|x| x["height"].as_u64())
+        .max()
+        .unwrap();
+    assert!(top >= 1, "{v}");
+    for x in vals {
+        assert_eq!(
+            x["lag"].as_u64(),
+            Some(top - x["height"].as_u64().unwrap()),
+            "{x}"
+        );
+        assert!(
+            x["round"].as_u64().unwrap() >= x["height"].as_u64().unwrap(),
+            "{x}"
+        );
+    }
+    assert!(
+        vals.iter()
+            .map(|x| x["voted"].as_u64().unwrap())
+            .sum::<u64>()
+            > 0,
+        "{v}"
+    );
+    let b = get("/api/v1/mesh/blocks?limit=5").await;
+    let blocks = b["blocks"].as_array().unwrap();
+    assert!(!blocks.is_empty() && blocks.len() <= 5, "{b}");
+    assert_eq!(blocks[0]["height"].as_u64(), Some(top), "{b}");
+    assert_eq!(b["forks"], serde_json::json!([]), "{b}");
+    let a = get("/api/v1/mesh/anomalies/scan-7").await;
+    assert!(a["height"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(a["policies"][0]["target"], "192.0.2.7", "{a}");
+    let missing = common::http_get(&sys, "/api/v1/mesh/anomalies/nope").await;
+    assert!(missing.contains("is not among the last"), "{missing}");
     let line = sys.status_line().await;
     assert!(
         line.contains("| blocked 20")

@@ -26,9 +26,13 @@ pub use ben_mesh_wire::{
     POLICY_SUBJECT, REPUTATION_SUBJECT,
 };
 
-/// The validators one process runs: keys and addresses.
+/// A validator set as one process sees it: every validator's public key
+/// and link address, and the secret keys of those it runs (`ben up`: all
+/// four; a cluster process: its own, or none).
 pub struct ValidatorSet {
-    secrets: Vec<[u8; 32]>,
+    keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Secret keys of the validators run here, by index.
+    secrets: BTreeMap<usize, [u8; 32]>,
     addrs: Vec<SocketAddr>,
     /// Each running validator's counters, by id.
     pub counters: Mutex<BTreeMap<String, Arc<Counters>>>,
@@ -67,13 +71,14 @@ impl ValidatorSet {
                 bytes.len()
             ));
         }
-        let secrets = bytes
+        let secrets: BTreeMap<usize, [u8; 32]> = bytes
             .chunks(32)
             .map(|c| {
                 let mut s = [0u8; 32];
                 s.copy_from_slice(c);
                 s
             })
+            .enumerate()
             .collect();
         let mut addrs = vec![];
         for _ in 0..n {
@@ -82,6 +87,54 @@ impl ValidatorSet {
             addrs.push(l.local_addr().map_err(|e| e.to_string())?);
         }
         Ok(ValidatorSet {
+            keys: secrets
+                .values()
+                .map(|s| SigningKey::from_bytes(s).verifying_key())
+                .collect(),
+            secrets,
+            addrs,
+            counters: Mutex::default(),
+        })
+    }
+
+    /// A set spread over processes (cluster mode): every validator's key
+    /// and address, by index, and `own`, the index and secret key of the
+    /// validator this process runs (none: it only checks their work, as an
+    /// enforcement agent does).
+    pub fn spread(
+        keys: Vec<ed25519_dalek::VerifyingKey>,
+        addrs: Vec<SocketAddr>,
+        own: Option<(usize, [u8; 32])>,
+    ) -> Result<ValidatorSet, String> {
+        if keys.len() != addrs.len() {
+            return Err(format!(
+                "{} validator keys for {} addresses: each validator needs both",
+                keys.len(),
+                addrs.len()
+            ));
+        }
+        let mut secrets = BTreeMap::new();
+        if let Some((i, secret)) = own {
+            match keys.get(i) {
+                Some(k) if *k == SigningKey::from_bytes(&secret).verifying_key() => {}
+                Some(_) => {
+                    return Err(format!(
+                        "validator {}: its secret key is not the key the set names for it",
+                        i + 1
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "the validator set has {} validators; there is no validator {}",
+                        keys.len(),
+                        i + 1
+                    ))
+                }
+            }
+            secrets.insert(i, secret);
+        }
+        Ok(ValidatorSet {
+            keys,
             secrets,
             addrs,
             counters: Mutex::default(),
@@ -90,10 +143,7 @@ impl ValidatorSet {
 
     /// The set's consensus keys, by index.
     pub fn public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
-        self.secrets
-            .iter()
-            .map(|s| SigningKey::from_bytes(s).verifying_key())
-            .collect()
+        self.keys.clone()
     }
 
     /// The validators' link addresses, by index.
@@ -104,33 +154,35 @@ impl ValidatorSet {
     /// The chain these keys run: named after the set's public keys.
     pub fn chain(&self) -> String {
         let mut h = blake3::Hasher::new();
-        for s in &self.secrets {
-            h.update(SigningKey::from_bytes(s).verifying_key().as_bytes());
+        for k in &self.keys {
+            h.update(k.as_bytes());
         }
         format!("ben-validators-{}", &h.finalize().to_hex()[..16])
     }
 
     /// Validator `index`'s settings, its files under `dir`.
     pub fn settings(&self, index: usize, dir: &Path) -> Result<Settings, String> {
-        let n = self.secrets.len();
+        let n = self.keys.len();
         if index >= n {
             return Err(format!(
                 "the validator set has {n} validators; there is no validator {}",
                 index + 1
             ));
         }
+        let secret = *self.secrets.get(&index).ok_or_else(|| {
+            format!(
+                "validator {}: its secret key is not held by this process",
+                index + 1
+            )
+        })?;
         Ok(Settings {
             consensus: Config::new(n, index as NodeId),
             state: state::Config::default(),
             link: LinkConfig {
                 me: index as NodeId,
                 addrs: self.addrs.clone(),
-                keys: self
-                    .secrets
-                    .iter()
-                    .map(|s| SigningKey::from_bytes(s).verifying_key())
-                    .collect(),
-                secret: self.secrets[index],
+                keys: self.keys.clone(),
+                secret,
                 chain: Hash::ZERO,
                 queue: 4_096,
             },
@@ -224,6 +276,7 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                     anomalies: c.admitted,
                     refused: c.refused.len() as u32,
                     policies: c.policies.len() as u32,
+                    round: c.qc.round(),
                 };
                 if let Err(e) = deps
                     .bus

@@ -43,6 +43,9 @@ pub struct CommitEvent {
     /// Block policies it created or extended.
     #[prost(uint32, tag = "8")]
     pub policies: u32,
+    /// The round of the certificate that committed it.
+    #[prost(uint64, tag = "9")]
+    pub round: u64,
 }
 
 impl ben_wire::Kind for CommitEvent {

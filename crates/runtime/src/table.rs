@@ -95,7 +95,7 @@ pub struct Env {
     /// variable falls back to `<data_dir>/blot.key`), read on first use.
     pub blot_key_spec: String,
     blot_key: OnceLock<ben_blot::BlotKey>,
-    /// PostgreSQL for Lucius; `None`: SQLite.
+    /// PostgreSQL for Lucius and the validators' tables; `None`: SQLite.
     pub database_url: Option<String>,
     /// Lucius's SQLite file; `None`: `<data_dir>/<id>.db`.
     pub lucius_file: Option<PathBuf>,
@@ -215,10 +215,10 @@ pub static KINDS: [Kind; 8] = [
         scale: Scale::Fixed,
         hop: Hop::Off,
         intent: false,
-        // Not yet run by `ben cluster up` (it needs `ben validator` and
-        // addresses in the cluster config); `ben up` runs four.
+        // `ben up` runs four; cluster mode one process per address in its
+        // config's `[validators] addrs` (none without it).
         artifacts: &[],
-        in_cluster: false,
+        in_cluster: true,
         subscribes: &[ben_mesh_detect::wire::ANOMALIES_SUBJECT],
         build: build_validator,
         probe: |s, m| {
@@ -386,8 +386,10 @@ fn build_detector(
 /// The validator set `ben up` runs (n = 3f + 1, f = 1).
 pub const VALIDATORS: usize = 4;
 
-/// The process's validator set: loaded or made by the first who asks
-/// (a validator, or the enforcement agent that checks their QCs).
+/// The process's validator set: the one its mode set in
+/// [`Shared::validators_set`] (cluster mode: from the key directory and
+/// the config's addresses), or in `ben up` loaded or made by the first who
+/// asks (a validator, or the enforcement agent that checks their QCs).
 fn validator_set(
     shared: &Shared,
     dir: &std::path::Path,
@@ -474,7 +476,12 @@ fn build_validator(
             .and_then(|(_, n)| n.parse::<usize>().ok())
             .and_then(|n| n.checked_sub(1))
             .ok_or_else(|| format!("{}: not a validator id (validator-<n>)", deps.id))?;
-        let settings = set.settings(index, &dir.join(&deps.id))?;
+        let mut settings = set.settings(index, &dir.join(&deps.id))?;
+        // Cluster mode: the blocks go to the cluster's PostgreSQL, which
+        // every validator writes (each block once, by height).
+        if let Some(url) = env.database_url.as_deref().filter(|u| !u.is_empty()) {
+            settings.database = Some(ben_mesh_validator::persist::Target::Url(url.to_string()));
+        }
         let counters = Arc::new(ben_mesh_validator::run::Counters::default());
         if let Ok(mut c) = shared.validators.counters.lock() {
             c.insert(deps.id.clone(), counters.clone());
