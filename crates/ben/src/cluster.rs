@@ -22,24 +22,27 @@ pub struct RunArgs {
     pub id: Option<String>,
 }
 
-/// `ben validator`: `ben run validator` by its own name.
+/// `ben validator` and `ben enforce`: `ben run validator|enforcer` by
+/// their own names.
 #[derive(clap::Args)]
 pub struct ValidatorArgs {
-    /// The cluster config (TOML); `[validators] addrs` names the set.
+    /// The cluster config (TOML); `[validators] addrs` names the set,
+    /// `[enforcer]` the agent's backend and allowlist.
     #[arg(long)]
     pub config: PathBuf,
-    /// Which validator (default `validator-1`); its key must be in the
-    /// cluster's key directory.
+    /// Which one (default `validator-1`, `enforcer-1`); its key must be in
+    /// the cluster's key directory.
     #[arg(long)]
     pub id: Option<String>,
 }
 
-impl From<ValidatorArgs> for RunArgs {
-    fn from(a: ValidatorArgs) -> RunArgs {
+impl ValidatorArgs {
+    /// `ben run <component>` with these arguments.
+    pub fn run_as(self, component: &str) -> RunArgs {
         RunArgs {
-            component: "validator".into(),
-            config: a.config,
-            id: a.id,
+            component: component.into(),
+            config: self.config,
+            id: self.id,
         }
     }
 }

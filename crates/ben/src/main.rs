@@ -45,6 +45,11 @@ enum Cmd {
     /// addrs`), anomalies in and results out over NATS, blocks to
     /// PostgreSQL.
     Validator(cluster::ValidatorArgs),
+    /// Run a CyberMesh enforcement agent of a cluster (`ben run
+    /// enforcer`), one per host: policies the validators committed, each
+    /// checked against their keys, into nftables, iptables + ipset or a dry
+    /// run (`[enforcer]` in the config), acked on `control.policy.ack.v1`.
+    Enforce(cluster::ValidatorArgs),
     /// Cluster mode: `ben cluster up --config FILE` starts every component
     /// as its own supervised process.
     Cluster(cluster::ClusterArgs),
@@ -85,10 +90,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Validator(args) => match cluster::run(args.into()) {
+        Cmd::Validator(args) => match cluster::run(args.run_as("validator")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ben validator: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Enforce(args) => match cluster::run(args.run_as("enforcer")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben enforce: {e:#}");
                 ExitCode::from(1)
             }
         },

@@ -130,7 +130,8 @@ impl Cluster {
     /// Writes the config (`top` keys, then `[control]` + `control`,
     /// `[scale]` + `scale`, … `extra` last), provisions keys for `ids`
     /// beside the ones the cluster makes (a test's own producers) and
-    /// starts the cluster, which runs `validators` validator processes.
+    /// starts the cluster, which runs `mesh` CyberMesh processes
+    /// (validators, an enforcement agent) besides the data path's.
     #[allow(clippy::too_many_arguments)]
     async fn start_all(
         name: &str,
@@ -141,7 +142,7 @@ impl Cluster {
         scale: &str,
         extra: &str,
         ids: &[&str],
-        validators: usize,
+        mesh: usize,
     ) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ben-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -201,7 +202,7 @@ stop_grace_ms = 5000
             .and_then(|r| r.trim().strip_prefix('='))
             .and_then(|n| n.trim().parse::<usize>().ok())
             .unwrap_or(1);
-        let want = 4 + spines + detectors + validators;
+        let want = 4 + spines + detectors + mesh;
         c.wait("every process healthy", Duration::from_secs(90), |s| {
             s["components"]
                 .as_object()
@@ -1768,7 +1769,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         .collect();
     // Restarts wait 3 s: long enough to see what a missing validator does.
     let extra = format!(
-        "backoff_initial_ms = 3000\nbackoff_max_ms = 3000\n[validators]\naddrs = [{}]\n",
+        "backoff_initial_ms = 3000\nbackoff_max_ms = 3000\n[validators]\naddrs = [{}]\n[enforcer]\nbackend = \"dry-run\"\n",
         addrs.join(", ")
     );
     let mut c = Cluster::start_all(
@@ -1780,9 +1781,14 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         "",
         &extra,
         &["mesh-1"],
-        4,
+        5,
     )
     .await;
+    let mut acks = c
+        .bus
+        .subscribe(ben_mesh_wire::ACK_SUBJECT, None)
+        .await
+        .unwrap();
     let seen = watch_commits(c.bus.clone(), c.keyring.clone());
     let t0 = Instant::now();
     wait_for(
@@ -1823,6 +1829,31 @@ async fn validators_run_as_processes_and_ride_out_kills() {
             >= 20
     })
     .await;
+
+    // The agent checked each block policy against the validators' keys
+    // and acks each source once (a dry run), though four validators
+    // announce it; `benctl mesh enforcement | validators` show it all.
+    let mut applied = BTreeMap::new();
+    let t = Instant::now();
+    while applied.len() < 20 && t.elapsed() < Duration::from_secs(20) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
+            continue;
+        };
+        let a = ben_wire::open_bytes::<ben_mesh_wire::PolicyAck>(&m.payload, &c.keyring)
+            .expect("an ack signed by the agent")
+            .into_inner();
+        assert_eq!(
+            (a.status.as_str(), a.backend.as_str()),
+            ("applied", "dry-run"),
+            "{a:?}"
+        );
+        *applied.entry(a.target).or_insert(0) += 1;
+    }
+    assert_eq!(applied.len(), 20, "{applied:?}");
+    let e = get_json(c.api, "/api/v1/mesh/enforcement").await;
+    assert_eq!(e["entries"].as_array().map(Vec::len), Some(20), "{e}");
+    let v = get_json(c.api, "/api/v1/mesh/validators").await;
+    assert_eq!(v["validators"].as_array().map(Vec::len), Some(4), "{v}");
 
     let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();
     let voted = |id: &'static str| {
@@ -1900,7 +1931,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     let returned = Instant::now();
     wait_for(
         "commits resumed with three of four",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || top(&seen, None, t0) >= stuck + 3,
     )
     .await;

@@ -67,6 +67,13 @@
 //!          "127.0.0.1:7613",      # f = 1). Their keys are validator-<n> of key_dir; their blocks
 //!          "127.0.0.1:7614"]      # go to database_url's tables (SQLite files without it)
 //!
+//! [enforcer]                      # CyberMesh's enforcement agent on this host (none without this
+//! backend = "dry-run"             # table; it needs [validators]): "nftables", "iptables" (root),
+//! allow = ["10.0.0.0/8"]          # or "dry-run"; networks never blocked besides this host's own
+//! reconcile_ms = 5000             # addresses, the validators, NATS and the database; how often the
+//!                                 # host's table is read back and repaired. Another host runs
+//!                                 # `ben enforce --config F --id enforcer-2` with that id's key
+//!
 //! [supervisor]
 //! backoff_initial_ms = 100        # restart waits double from this…
 //! backoff_max_ms = 5000           # …up to this
@@ -111,6 +118,26 @@ struct FileCfg {
     cpu: BTreeMap<String, String>,
     #[serde(default)]
     validators: ValidatorsCfg,
+    enforcer: Option<EnforcerCfg>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnforcerCfg {
+    backend: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    reconcile_ms: Option<u64>,
+}
+
+/// `[enforcer]`: the enforcement agent this cluster runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforcer {
+    /// `nftables`, `iptables` or `dry-run`.
+    pub backend: String,
+    /// Networks never blocked besides the host's own and the servers'.
+    pub allow: Vec<String>,
+    pub reconcile_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,6 +466,8 @@ pub struct ClusterConfig {
     /// The validators' link addresses, by index (`[validators] addrs`;
     /// empty: no validators run).
     pub validator_addrs: Vec<SocketAddr>,
+    /// `[enforcer]`: the host's enforcement agent (none: not run).
+    pub enforcer: Option<Enforcer>,
 }
 
 impl ClusterConfig {
@@ -500,6 +529,32 @@ impl ClusterConfig {
         }
         let validator_addrs = validator_addrs(&p.to_string(), &f.validators.addrs)?;
         counts.insert("validator", validator_addrs.len());
+        let enforcer = match f.enforcer {
+            None => None,
+            Some(_) if validator_addrs.is_empty() => {
+                return Err(format!(
+                    "{p}: [enforcer] needs [validators]: the agent applies only policies certified by the validators' keys"
+                ))
+            }
+            Some(e) => {
+                let backend = e.backend.unwrap_or_else(|| "dry-run".into());
+                if !["nftables", "iptables", "dry-run"].contains(&backend.as_str()) {
+                    return Err(format!(
+                        "{p}: [enforcer] backend = {backend:?}: \"nftables\", \"iptables\" or \"dry-run\""
+                    ));
+                }
+                for (i, a) in e.allow.iter().enumerate() {
+                    ben_mesh_enforce::model::Net::parse(a)
+                        .map_err(|err| format!("{p}: [enforcer] allow #{}: {err}", i + 1))?;
+                }
+                Some(Enforcer {
+                    backend,
+                    allow: e.allow,
+                    reconcile_ms: ms("enforcer", "reconcile_ms", e.reconcile_ms, 5_000)?,
+                })
+            }
+        };
+        counts.insert("enforcer", usize::from(enforcer.is_some()));
         let spare = count("spare", scale.spare, 2, 0)?;
         let scaling = scaling(&p.to_string(), &scale, &counts, spare)?;
         let bee_ttl_s = ms("sidecar", "bee_ttl_s", f.sidecar.bee_ttl_s, 600)?;
@@ -573,6 +628,7 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             path: path.to_path_buf(),
             validator_addrs,
+            enforcer,
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
             cpu,
@@ -893,6 +949,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("addrs #4") && e.contains("named twice"), "{e}");
+        let e = parse("prefix = \"a\"\n[enforcer]\n").unwrap_err();
+        assert!(e.contains("[enforcer] needs [validators]"), "{e}");
+        let v4 = "[validators]\naddrs = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]\n";
+        let e = parse(&format!(
+            "prefix = \"a\"\n{v4}[enforcer]\nbackend = \"pf\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("[enforcer] backend = \"pf\""), "{e}");
+        let e = parse(&format!(
+            "prefix = \"a\"\n{v4}[enforcer]\nallow = [\"10.0.0.0/99\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("[enforcer] allow #1"), "{e}");
+        let c = parse(&format!(
+            "prefix = \"a\"\n{v4}[enforcer]\nallow = [\"10.0.0.0/8\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.enforcer,
+            Some(Enforcer {
+                backend: "dry-run".into(),
+                allow: vec!["10.0.0.0/8".into()],
+                reconcile_ms: 5_000
+            })
+        );
+        assert!(c.started().iter().any(|(id, _)| id == "enforcer-1"));
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
         assert!(e.contains("/nonexistent/c.toml"), "{e}");
     }

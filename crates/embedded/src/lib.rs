@@ -454,6 +454,7 @@ fn component_env(
     );
     env.lucius_file = Some(cfg.data_dir.join("lucius.db"));
     env.mesh_every = cfg.mesh_every;
+    env.enforce.bus_url = cfg.nats.as_ref().map(|n| n.url.clone());
     env.blot_key()?;
     let blot_key_file = cfg.data_dir.join("blot.key");
     if blot_key_file.exists() {

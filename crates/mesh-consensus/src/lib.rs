@@ -10,7 +10,7 @@
 //! * [`safety`]: the voting rules and the state that is durable before a
 //!   vote leaves (kept apart, small enough to audit);
 //! * [`node`]: the block tree, pacemaker (round = max(QC, TC) + 1, timeouts
-//!   doubling with rounds since the last commit up to a cap, the f + 1 join
+//!   growing ×1.5 a round since the last commit up to a cap, the f + 1 join
 //!   rule, TCs broadcast, round-robin leaders, a heartbeat block from an
 //!   idle leader every 500 ms), vote and timeout collection, block sync,
 //!   equivocation evidence, and the 2-chain commit rule;

@@ -17,7 +17,7 @@ pub struct Config {
     pub n: usize,
     /// This validator's index.
     pub me: NodeId,
-    /// Round timeout right after a commit.
+    /// Round timeout right after a commit (it grows ×1.5 a round since).
     pub base_timeout: Millis,
     /// The longest a round timeout grows to.
     pub max_timeout: Millis,
@@ -478,12 +478,20 @@ impl<C: Crypto> Node<C> {
         p
     }
 
+    /// The round's timeout: `base_timeout` right after a commit, then
+    /// half as long again for every round since (×1.5: a round lost to a
+    /// crashed leader or a quorum that just came back costs seconds, not
+    /// the doubling's 12), up to `max_timeout`.
     fn timeout_for(&self, round: Round) -> Millis {
-        let since = round.saturating_sub(self.root.block.round + 2).min(16);
-        self.cfg
-            .base_timeout
-            .saturating_mul(1 << since)
-            .min(self.cfg.max_timeout)
+        let since = round.saturating_sub(self.root.block.round + 2).min(32);
+        let mut t = self.cfg.base_timeout;
+        for _ in 0..since {
+            if t >= self.cfg.max_timeout {
+                break;
+            }
+            t = t.saturating_mul(3) / 2;
+        }
+        t.min(self.cfg.max_timeout)
     }
 
     // --- verification at the edge ------------------------------------

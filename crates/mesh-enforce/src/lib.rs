@@ -4,6 +4,8 @@
 //!
 //! * [`model`] — action, target, direction, the guards every target
 //!   passes, the allowlist (pure);
+//! * [`host`] — what the host's allowlist holds: its own addresses, the
+//!   bus's and the database's (by URL);
 //! * [`verify`] — the policy's signature, its QC (2f+1 votes of the known
 //!   validator set for the block it carries), and the block's anomalies
 //!   behind its target (pure);
@@ -19,12 +21,13 @@
 //!
 //! Not built yet (said here and in the note): rate-limit actions,
 //! ports and protocols in a policy, scopes beyond the Kubernetes backend's
-//! pod labels (every agent enforces every policy), `ben enforce --config
-//! F`, and the Kubernetes backend in a binary (it is a library backend,
+//! pod labels (every agent enforces every policy), and the Kubernetes
+//! backend in a binary (it is a library backend,
 //! tested against a recorded API).
 
 pub mod agent;
 pub mod backend;
+pub mod host;
 pub mod ipt;
 #[cfg(feature = "kubernetes")]
 pub mod k8s;

@@ -102,7 +102,24 @@ pub struct Env {
     pub sidecar: ben_sidecar::Config,
     /// How often the CyberMesh AI service runs its engines.
     pub mesh_every: Duration,
+    /// The enforcement agent's settings.
+    pub enforce: EnforceEnv,
     pub shared: Arc<Shared>,
+}
+
+/// What a mode tells its enforcement agent.
+#[derive(Clone, Debug, Default)]
+pub struct EnforceEnv {
+    /// `dry-run`, `nftables` or `iptables`; none: `BEN_ENFORCE`, else a
+    /// dry run.
+    pub backend: Option<String>,
+    /// Networks never blocked besides the host's own addresses, the
+    /// validators, the bus and the database.
+    pub allow: Vec<String>,
+    /// The bus's URL, when it is a server (its hosts are never blocked).
+    pub bus_url: Option<String>,
+    /// How often the host is read back and repaired (ms).
+    pub reconcile_ms: u64,
 }
 
 impl Env {
@@ -116,6 +133,10 @@ impl Env {
             lucius_file: None,
             sidecar,
             mesh_every: Duration::from_secs(5),
+            enforce: EnforceEnv {
+                reconcile_ms: 5_000,
+                ..EnforceEnv::default()
+            },
             shared: Arc::default(),
         }
     }
@@ -265,10 +286,10 @@ pub static KINDS: [Kind; 8] = [
         scale: Scale::Fixed,
         hop: Hop::Off,
         intent: false,
-        // One per host; not yet in `ben cluster up` (it needs
-        // `ben enforce --config F`).
+        // One per host: `ben up` runs one; cluster mode one when its
+        // config has `[enforcer]` (`ben enforce --config F` on each host).
         artifacts: &[],
-        in_cluster: false,
+        in_cluster: true,
         subscribes: &[ben_mesh_wire::POLICY_SUBJECT],
         build: build_enforcer,
         probe: |s, m| {
@@ -405,9 +426,12 @@ fn validator_set(
     Ok(shared.validators_set.get_or_init(|| s).clone())
 }
 
-/// The enforcement agent in `ben up`: a dry run (it logs what it would
-/// block and acks as `dry-run`) unless `BEN_ENFORCE=nftables` and the
-/// process runs as root, when it holds the host's `inet ben` table.
+/// The enforcement agent: a dry run (it logs what it would block and
+/// acks as `dry-run`) unless its mode's settings (cluster config
+/// `[enforcer] backend`) or `BEN_ENFORCE` name `nftables` (the host's
+/// `inet ben` table) or `iptables` (ipset + iptables), which need root.
+/// Never blocked: the host's own addresses, the validators, the bus, the
+/// database and the configured networks.
 fn build_enforcer(
     env: &Env,
     deps: Deps,
@@ -424,32 +448,44 @@ fn build_enforcer(
             chain: ben_mesh_consensus::Block::genesis(&set.chain()).id,
             max_ttl_ms: 24 * 3_600_000,
         };
-        let nft = match std::env::var("BEN_ENFORCE").as_deref() {
-            Ok("nftables") => true,
-            Ok("dry-run") | Ok("") | Err(_) => false,
-            Ok(other) => {
+        let backend = match env.enforce.backend.clone() {
+            Some(b) => b,
+            None => std::env::var("BEN_ENFORCE").unwrap_or_default(),
+        };
+        let backend = match backend.as_str() {
+            "nftables" | "iptables" => backend,
+            "dry-run" | "" => "dry-run".to_string(),
+            other => {
                 return Err(format!(
-                    "BEN_ENFORCE={other:?}: the enforcement backends here are nftables and dry-run"
+                    "enforcement backend {other:?}: one of nftables, iptables, dry-run"
                 ))
             }
         };
-        let mut allow = ben_mesh_enforce::model::Allowlist::default();
-        for a in set.addrs() {
-            allow.add(ben_mesh_enforce::model::Net::host(a.ip()), "validator");
-        }
+        let allow = ben_mesh_enforce::host::allowlist(
+            set.addrs(),
+            env.enforce.bus_url.as_deref(),
+            env.database_url.as_deref(),
+            &env.enforce.allow,
+        )?;
+        let schedule = ben_mesh_enforce::schedule::Config::default();
+        // An ipset holds as many entries as the scheduler allows.
+        let maxelem = schedule.max_entries;
         let cfg = ben_mesh_enforce::agent::Config {
             verifier,
-            schedule: Default::default(),
+            schedule,
             allow,
-            reconcile_ms: 5_000,
+            reconcile_ms: env.enforce.reconcile_ms,
             state: Some(state),
         };
         let counters = shared.enforcer.clone();
         Ok(Instance::new(Arc::new(move || {
-            let backend: Box<dyn ben_mesh_enforce::backend::Backend> = if nft {
-                Box::new(ben_mesh_enforce::nft::Nft { netns: None })
-            } else {
-                Box::new(ben_mesh_enforce::backend::DryRun::default())
+            let backend: Box<dyn ben_mesh_enforce::backend::Backend> = match backend.as_str() {
+                "nftables" => Box::new(ben_mesh_enforce::nft::Nft { netns: None }),
+                "iptables" => Box::new(ben_mesh_enforce::ipt::Iptables {
+                    netns: None,
+                    maxelem,
+                }),
+                _ => Box::new(ben_mesh_enforce::backend::DryRun::default()),
             };
             Box::pin(ben_mesh_enforce::agent::run(
                 deps.clone(),
