@@ -349,12 +349,15 @@ fn redaction_settles_when_a_placeholder_straddles_the_window() {
     let s = Scanner::new();
     let t = "403-03-8222\u{0}222222222~R017633~112222222";
     assert_eq!(s.redact(t).unwrap(), one_pass(&s, t));
-    // Found by the fuzzer: a placeholder at a window's start, and a run of
+    // Found by the fuzzer: a placeholder at a window's start, a run of
     // dotted groups whose last group is a phone (redacting it must not
-    // make the group before it one on the next scan).
+    // make the group before it one on the next scan), and sixteen
+    // `eyJ…` segments chained by dots (a JWT at the end, then one more
+    // before each placeholder, pass after pass).
     for raw in [
         &include_bytes!("data/fuzz-settle-straddle.bin")[..],
         &include_bytes!("data/fuzz-settle-run.bin")[..],
+        &include_bytes!("data/fuzz-settle-jwt-chain.bin")[..],
     ] {
         let text = String::from_utf8_lossy(raw);
         let out = s.redact(&text).expect("redaction settles");
@@ -363,4 +366,7 @@ fn redaction_settles_when_a_placeholder_straddles_the_window() {
     }
     let t = "01.01.01706 01.0667767";
     assert_eq!(s.redact(t).unwrap(), one_pass(&s, t));
+    // A JWE-like chain of five segments is one token.
+    let t = "tok eyJhbGciOiJSU0EtT0FFUCJ9.eyJzdWIiOiIxMjMifQ.a2V5.aXY.dGFn end";
+    assert_eq!(s.redact(t).unwrap(), "tok [jwt] end");
 }
