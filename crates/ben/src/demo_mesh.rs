@@ -4,8 +4,9 @@
 //! the sensor's flow extraction onto `ben.mesh.flows`, its timestamps
 //! moved to now; then each stage as it happens, with its time since the
 //! replay: the AI service's signed anomaly, the four validators' commit,
-//! the policy with its QC, the enforcement agent's ack. A stage that does
-//! not come within its time is said, not left out.
+//! the policy with its QC, the enforcement agent's ack, and the feedback
+//! loop's record of it (lifecycle COMMITTED, ack seen, the threshold). A
+//! stage that does not come within its time is said, not left out.
 
 use anyhow::Result;
 use ben_bus::Bus;
@@ -188,5 +189,49 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool) -> Result<()> {
             }
         ),
     );
-    Ok(())
+    // The feedback loop: the anomaly's lifecycle ends COMMITTED with the
+    // ack, and the threshold the AI service publishes above.
+    loop {
+        let life = bus
+            .request(
+                ben_mesh_wire::FEEDBACK_QUERY,
+                a.id.as_bytes().to_vec(),
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
+            .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+            .map(|v| v["lifecycle"].clone())
+            .unwrap_or_default();
+        let acked = life["acks"].as_array().is_some_and(|x| !x.is_empty());
+        if life["state"] == "COMMITTED" && acked {
+            let summary = bus
+                .request(
+                    ben_mesh_wire::FEEDBACK_QUERY,
+                    vec![],
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+                .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+                .unwrap_or_default();
+            let ms = |k: &str| life[k].as_u64().unwrap_or(0);
+            say(
+                t0,
+                tty,
+                format!(
+                    "feedback: anomaly COMMITTED {:.2} s after it was published, ack recorded; publish threshold {:.2} (benctl mesh anomaly {}, benctl mesh thresholds)",
+                    ms("committed_ms").saturating_sub(ms("published_ms")) as f64 / 1000.0,
+                    summary["threshold"].as_f64().unwrap_or(f64::NAN),
+                    a.id
+                ),
+            );
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            late("feedback lifecycle COMMITTED with the ack");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

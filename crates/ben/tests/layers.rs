@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ben-mesh-flows", 1),
     ("ben-mesh-detect", 1),
     ("ben-mesh-consensus", 1),
+    ("ben-mesh-feedback", 1),
     // shells
     ("ben-bus", 2),
     ("ben-bus-nats", 2),

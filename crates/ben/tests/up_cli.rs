@@ -32,13 +32,15 @@ fn ben_up_demo_runs_and_signals_reach_the_app() {
         "{out}"
     );
     // The security path: the bundled port scan, detected, committed by
-    // the four validators, its policy checked and acked by the agent.
+    // the four validators, its policy checked and acked by the agent, and
+    // the feedback loop's record of it.
     for stage in [
         "port scan from 203.0.113.66 replayed",
         "anomaly ",
         "all 4 validators committed it",
         "policy block-203.0.113.66: drop 203.0.113.66",
         "enforcer-1 applied it (dry-run",
+        "feedback: anomaly COMMITTED ",
     ] {
         assert!(
             out.lines()

@@ -171,8 +171,18 @@ pub enum MeshCmd {
         #[command(flatten)]
         api: ApiArg,
     },
-    /// One anomaly: the block that committed it and the policies made
-    /// from it.
+    /// The AI service's publish threshold, its anomalies by lifecycle
+    /// state, and every threshold change with its inputs and reason.
+    Thresholds {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// One anomaly from detection to enforcement: its lifecycle
+    /// (detected, published, admitted, committed or why not), the block
+    /// that committed it, the policies made from it and the agents' acks.
     Anomaly {
         /// The anomaly's id (as `ben detect` and the AI service name it).
         id: String,
@@ -248,25 +258,88 @@ fn mesh_validators(b: &Value) {
 fn mesh_anomaly(a: &Value) {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    println!(
-        "anomaly {}  committed at height {} ({}), block {}",
-        s(a, "id"),
-        u(a, "height"),
-        ms_rfc3339(u(a, "time_ms")),
-        s(a, "block")
-    );
-    let policies = a["policies"].as_array().cloned().unwrap_or_default();
-    if policies.is_empty() {
-        println!("no policy made from it (yet)");
-    }
-    for p in &policies {
+    let at = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).map(ms_rfc3339);
+    println!("anomaly {}", s(a, "id"));
+    let l = &a["lifecycle"];
+    if l.is_object() {
         println!(
-            "policy {}  {} {}  until {}  at height {}",
+            "  state {}  class {}  confidence {:.3}",
+            s(l, "state"),
+            s(l, "class"),
+            l["confidence"].as_f64().unwrap_or(0.0)
+        );
+        for (what, key) in [
+            ("detected", "detected_ms"),
+            ("published", "published_ms"),
+            ("admitted", "admitted_ms"),
+            ("committed", "committed_ms"),
+            ("ended", "ended_ms"),
+        ] {
+            if let Some(t) = at(l, key) {
+                println!("  {what:<10} {t}");
+            }
+        }
+        if let Some(r) = l["reason"].as_str() {
+            println!("  reason     {r}");
+        }
+        for k in l["acks"].as_array().into_iter().flatten() {
+            println!(
+                "  ack        {} {} {} (policy {}) at {}",
+                s(k, "agent"),
+                s(k, "status"),
+                s(k, "target"),
+                s(k, "policy"),
+                at(k, "at_ms").unwrap_or_default()
+            );
+        }
+    } else if let Some(e) = a["lifecycle_error"].as_str() {
+        println!("  lifecycle unknown: {e}");
+    }
+    if a.get("height").is_some() {
+        println!(
+            "  block      height {} ({}), {}",
+            u(a, "height"),
+            at(a, "time_ms").unwrap_or_default(),
+            s(a, "block")
+        );
+    }
+    for p in a["policies"].as_array().into_iter().flatten() {
+        println!(
+            "  policy     {}  {} {}  until {}  at height {}",
             s(p, "id"),
             s(p, "action"),
             s(p, "target"),
             ms_rfc3339(u(p, "expires_at_ms")),
             u(p, "height")
+        );
+    }
+}
+
+fn mesh_thresholds(t: &Value) {
+    println!(
+        "publish threshold {:.4}",
+        t["threshold"].as_f64().unwrap_or(f64::NAN)
+    );
+    if let Some(c) = t["counts"].as_object() {
+        let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("anomalies: {}", parts.join(", "));
+    }
+    let changes = t["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        println!("no change yet");
+    }
+    for c in &changes {
+        println!(
+            "{}  {:.4} -> {:.4}  acceptance {:.1} % ({} of {} decided, {} published in {} min): {}",
+            ms_rfc3339(c["at_ms"].as_u64().unwrap_or(0)),
+            c["from"].as_f64().unwrap_or(0.0),
+            c["to"].as_f64().unwrap_or(0.0),
+            c["rate"].as_f64().unwrap_or(0.0) * 100.0,
+            c["committed"],
+            c["decided"],
+            c["published"],
+            c["window_ms"].as_u64().unwrap_or(0) / 60_000,
+            c["reason"].as_str().unwrap_or("")
         );
     }
 }
@@ -534,6 +607,14 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             "/api/v1/mesh/validators",
             json,
             mesh_validators,
+        ),
+        Cmd::Mesh {
+            cmd: MeshCmd::Thresholds { json, api },
+        } => mesh_get(
+            &Api::new(api),
+            "/api/v1/mesh/thresholds",
+            json,
+            mesh_thresholds,
         ),
         Cmd::Mesh {
             cmd: MeshCmd::Anomaly { id, json, api },

@@ -333,20 +333,64 @@ async fn mesh_validators(State(st): State<AppState>) -> ApiResult {
     ))
 }
 
-/// `GET /api/v1/mesh/anomalies/{id}`: the block that committed it and the
-/// policies made from it.
+/// Asks the AI service's feedback loop (`query`: empty for the summary,
+/// an anomaly id for its lifecycle).
+async fn ask_feedback(st: &AppState, query: &str) -> Result<serde_json::Value, ApiError> {
+    let reply = st
+        .bus
+        .request(
+            ben_mesh_wire::FEEDBACK_QUERY,
+            query.as_bytes().to_vec(),
+            std::time::Duration::from_secs(3),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the AI service's feedback loop did not answer: {e}"),
+            )
+        })?;
+    serde_json::from_slice(&reply.payload).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the AI service answered garbage: {e}"),
+        )
+    })
+}
+
+/// `GET /api/v1/mesh/thresholds`: the AI service's publish threshold, its
+/// anomalies by lifecycle state, and every threshold change with its
+/// inputs and reason.
+async fn mesh_thresholds(State(st): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &ask_feedback(&st, "").await?))
+}
+
+/// `GET /api/v1/mesh/anomalies/{id}`: the anomaly's lifecycle from the AI
+/// service (detected, published, admitted, committed or why not, acks) and
+/// from the chain (the block that committed it, the policies made from it).
 async fn mesh_anomaly(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let v = mesh_view(&st)?;
-    match v.anomaly(&id) {
-        Some(a) => Ok(json(StatusCode::OK, &a)),
-        None => Err(ApiError::new(
+    let chain = mesh_view(&st)?.anomaly(&id);
+    let life = ask_feedback(&st, &id).await;
+    let mut out = match &chain {
+        Some(a) => serde_json::to_value(a).unwrap_or_default(),
+        None => serde_json::json!({ "id": id }),
+    };
+    match life {
+        Ok(v) if v.get("lifecycle").is_some() => out["lifecycle"] = v["lifecycle"].clone(),
+        Ok(v) => out["lifecycle_error"] = v["error"].clone(),
+        Err(e) => out["lifecycle_error"] = serde_json::Value::String(e.message.clone()),
+    }
+    if chain.is_none() && out.get("lifecycle").is_none() {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
-                "anomaly {id:?} is not among the last {} committed since the control process started (older ones are in the validators' tables)",
-                crate::mesh::ANOMALIES
+                "anomaly {id:?} is not among the last {} committed since the control process started (older ones are in the validators' tables), and the AI service does not know it: {}",
+                crate::mesh::ANOMALIES,
+                out["lifecycle_error"].as_str().unwrap_or("")
             ),
-        )),
+        ));
     }
+    Ok(json(StatusCode::OK, &out))
 }
 
 async fn list_bees(State(st): State<AppState>) -> ApiResult {
@@ -422,6 +466,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         .route("/api/v1/mesh/blocks", get(mesh_blocks))
         .route("/api/v1/mesh/validators", get(mesh_validators))
         .route("/api/v1/mesh/anomalies/{id}", get(mesh_anomaly))
+        .route("/api/v1/mesh/thresholds", get(mesh_thresholds))
         .route("/api/v1/bees", get(list_bees))
         .route("/api/v1/bees/revoke", post(revoke_bee))
         .route(crate::auth::HEALTH, get(health))

@@ -26,7 +26,9 @@ fn anomaly(signer: &Signer, k: usize) -> Vec<u8> {
         class: "portscan".into(),
         confidence: 0.92,
         source: Some(Endpoint {
-            ip: format!("192.0.2.{k}"),
+            // TEST-NET-2: not this machine's (its eth0 may sit in
+            // TEST-NET-1), which the agent would rightly never block.
+            ip: format!("198.51.100.{k}"),
             port: 0,
         }),
         window_end_us: now_us,
@@ -192,7 +194,7 @@ async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_one
         let votes: u64 = t.iter().next().unwrap().iter().map(|v| v.2).sum();
         assert!(votes >= 3 * (h - 1), "height {h}: {votes} votes counted");
     }
-    let want_targets: BTreeSet<String> = (0..20).map(|k| format!("192.0.2.{k}")).collect();
+    let want_targets: BTreeSet<String> = (0..20).map(|k| format!("198.51.100.{k}")).collect();
     assert_eq!(
         targets, want_targets,
         "a checked policy for every anomaly's source"
@@ -290,9 +292,26 @@ async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_one
     assert_eq!(b["forks"], serde_json::json!([]), "{b}");
     let a = get("/api/v1/mesh/anomalies/scan-7").await;
     assert!(a["height"].as_u64().unwrap() >= 1, "{a}");
-    assert_eq!(a["policies"][0]["target"], "192.0.2.7", "{a}");
+    assert_eq!(a["policies"][0]["target"], "198.51.100.7", "{a}");
+    // These anomalies were signed by the test, not the AI service: its
+    // feedback loop does not know them, and says so.
+    assert!(
+        a["lifecycle_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not among those this AI service published")),
+        "{a}"
+    );
     let missing = common::http_get(&sys, "/api/v1/mesh/anomalies/nope").await;
     assert!(missing.contains("is not among the last"), "{missing}");
+    // `benctl mesh thresholds`: the AI service's threshold, unchanged
+    // (nothing of its own was decided), and no change recorded.
+    let t = get("/api/v1/mesh/thresholds").await;
+    assert_eq!(t["threshold"].as_f64(), Some(0.70), "{t}");
+    assert_eq!(t["changes"], serde_json::json!([]), "{t}");
+    assert!(
+        t["unknown"].as_u64().unwrap() >= 20,
+        "commits of others' anomalies are counted: {t}"
+    );
     let line = sys.status_line().await;
     assert!(
         line.contains("| blocked 20")

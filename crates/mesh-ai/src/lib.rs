@@ -6,12 +6,94 @@
 //! engines; anomalies are sealed (`ben/v1/anomaly`) and published on
 //! `ai.anomalies.v1`, their evidence on `ai.evidence.v1`. The buffer is
 //! bounded; flows that do not fit and rate-limited anomalies are counted.
+//!
+//! The feedback loop runs here too (the seed: "the AI service adjusts
+//! thresholds based on validator acceptance rates"): every published
+//! anomaly enters a [`ben_mesh_feedback::Feedback`] core, which the
+//! validators' commits (`control.commits.v1`), block policies
+//! (`control.policy.v1`) and the enforcement agents' acks
+//! (`control.policy.ack.v1`), each verified, move along its lifecycle; its
+//! threshold changes are applied to the detector at once and logged, and
+//! the whole state is kept in a file so a restart resumes it. It answers
+//! `ben.mesh.feedback.query` (`benctl mesh thresholds`, and an anomaly's
+//! lifecycle for `benctl mesh anomaly ID`).
 
 use ben_component::{Deps, Publish};
 use ben_mesh_detect as detect;
+use ben_mesh_feedback::{Ack, Feedback};
+use ben_mesh_wire::{CommitEvent, PolicyAck, PolicyEvent};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use ben_mesh_wire::FEEDBACK_QUERY;
+
+/// The feedback loop's settings in a running AI service.
+#[derive(Clone, Debug)]
+pub struct FeedbackSettings {
+    pub cfg: ben_mesh_feedback::Config,
+    /// f of the validator set (f + 1 announcements prove a commit).
+    pub f: usize,
+    /// Where lifecycles and thresholds are kept across restarts (none:
+    /// memory only).
+    pub state: Option<PathBuf>,
+}
+
+impl Default for FeedbackSettings {
+    fn default() -> Self {
+        FeedbackSettings {
+            cfg: ben_mesh_feedback::Config::default(),
+            f: 1,
+            state: None,
+        }
+    }
+}
+
+/// The feedback core as kept in `s.state`, or a new one. A file that
+/// cannot be read is an error naming it: starting over silently would
+/// throw the calibration away.
+pub fn load_feedback(s: &FeedbackSettings) -> Result<Feedback, String> {
+    s.cfg.check()?;
+    let Some(path) = s.state.as_ref().filter(|p| p.exists()) else {
+        return Ok(Feedback::new(s.cfg.clone(), s.f));
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let snap = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "{}: not a feedback state ({e}); move it away to start the calibration over",
+            path.display()
+        )
+    })?;
+    Ok(Feedback::restore(s.cfg.clone(), s.f, snap))
+}
+
+fn save_feedback(fb: &Feedback, path: &std::path::Path) -> Result<(), String> {
+    let bytes = serde_json::to_vec(&fb.snapshot()).map_err(|e| e.to_string())?;
+    ben_control::private::replace(path, &bytes)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// What the feedback loop answers to `query` (empty: the summary).
+pub fn feedback_answer(fb: &Feedback, query: &[u8]) -> serde_json::Value {
+    let id = String::from_utf8_lossy(query).trim().to_string();
+    if id.is_empty() {
+        let changes: Vec<_> = fb.changes().collect();
+        let skip = changes.len().saturating_sub(100);
+        return serde_json::json!({
+            "threshold": fb.threshold(),
+            "counts": fb.counts(),
+            "unknown": fb.unknown,
+            "changes": &changes[skip..],
+        });
+    }
+    match fb.lifecycle(&id) {
+        Some(l) => serde_json::json!({ "lifecycle": l }),
+        None => {
+            serde_json::json!({ "error": format!("anomaly {id:?} is not among those this AI service published (or kept)") })
+        }
+    }
+}
 
 pub const FLOWS: &str = "ben.mesh.flows";
 pub const ANOMALIES: &str = "ai.anomalies.v1";
@@ -28,6 +110,8 @@ pub struct MeshStats {
     /// Anomalies and evidence the bus did not take (counted, not lost
     /// silently).
     pub publish_errors: AtomicU64,
+    /// Times the feedback state could not be stored.
+    pub feedback_write_errors: AtomicU64,
 }
 
 /// The CSV header of the sensor's rows.
@@ -43,6 +127,7 @@ pub async fn run(
     every: Duration,
     max_buffer: usize,
     stats: Arc<MeshStats>,
+    feedback: FeedbackSettings,
 ) -> Result<(), String> {
     let header = csv_header();
     let names = detect::FlowTable::parse(&header)
@@ -60,16 +145,30 @@ pub async fn run(
         &names,
     )
     .map_err(|e| e.to_string())?;
-    let mut sub = deps
-        .bus
-        .subscribe(FLOWS, Some("mesh"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut fb = load_feedback(&feedback)?;
+    detector.set_threshold(fb.threshold());
+    let sub = |s: &'static str, q: Option<&'static str>| {
+        let bus = deps.bus.clone();
+        async move {
+            bus.subscribe(s, q)
+                .await
+                .map_err(|e| format!("subscribing to {s}: {e}"))
+        }
+    };
+    let mut flows = sub(FLOWS, Some("mesh")).await?;
+    let mut commits = sub(ben_mesh_wire::COMMITS_SUBJECT, None).await?;
+    let mut policies = sub(ben_mesh_wire::POLICY_SUBJECT, None).await?;
+    let mut acks = sub(ben_mesh_wire::ACK_SUBJECT, None).await?;
+    let mut queries = sub(FEEDBACK_QUERY, None).await?;
     let mut rows: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(every);
+    let mut fb_tick = tokio::time::interval(Duration::from_secs(1));
+    let now_ms = || (deps.clock.now_ns() / 1_000_000).max(0) as u64;
+    let mut dirty = false;
+    let mut saved_at = 0u64;
     loop {
         tokio::select! {
-            m = sub.next() => {
+            m = flows.next() => {
                 let Some(m) = m else { break };
                 if rows.len() >= max_buffer {
                     stats.dropped_flows.fetch_add(1, Ordering::Relaxed);
@@ -96,17 +195,113 @@ pub async fn run(
                         continue;
                     }
                     stats.published.fetch_add(1, Ordering::Relaxed);
-                    for (subject, sealed) in [
-                        (ANOMALIES, deps.signer.seal_bytes(&d.event)),
-                        (EVIDENCE, deps.signer.seal_bytes(&d.evidence)),
-                    ] {
-                        Publish::new(subject, sealed)
-                            .send(deps.bus.as_ref(), &stats.publish_errors)
-                            .await;
+                    let sent = Publish::new(ANOMALIES, deps.signer.seal_bytes(&d.event))
+                        .send(deps.bus.as_ref(), &stats.publish_errors)
+                        .await;
+                    if sent {
+                        let e = &d.event;
+                        let detected = (e.window_end_us / 1_000).max(0) as u64;
+                        fb.published(&e.id, &e.class, e.confidence, detected, now_ms());
+                        dirty = true;
+                    }
+                    Publish::new(EVIDENCE, deps.signer.seal_bytes(&d.evidence))
+                        .send(deps.bus.as_ref(), &stats.publish_errors)
+                        .await;
+                }
+            }
+            m = commits.next() => {
+                let Some(m) = m else { break };
+                match ben_wire::open_bytes::<CommitEvent>(&m.payload, &deps.keyring) {
+                    Ok(v) => {
+                        let c = v.into_inner();
+                        let rejected: Vec<(String, String)> =
+                            c.rejected.into_iter().map(|r| (r.id, r.reason)).collect();
+                        fb.commit(&c.validator, c.height, &c.anomalies, &rejected, now_ms());
+                        dirty |= !c.anomalies.is_empty() || !rejected.is_empty();
+                    }
+                    Err(e) => refused(&deps, ben_mesh_wire::COMMITS_SUBJECT, e, &m.payload).await,
+                }
+            }
+            m = policies.next() => {
+                let Some(m) = m else { break };
+                match ben_wire::open_bytes::<PolicyEvent>(&m.payload, &deps.keyring) {
+                    Ok(v) => {
+                        for p in v.into_inner().policies {
+                            fb.policy(&p.id, &p.anomalies);
+                        }
+                        dirty = true;
+                    }
+                    Err(e) => refused(&deps, ben_mesh_wire::POLICY_SUBJECT, e, &m.payload).await,
+                }
+            }
+            m = acks.next() => {
+                let Some(m) = m else { break };
+                match ben_wire::open_bytes::<PolicyAck>(&m.payload, &deps.keyring) {
+                    Ok(v) => {
+                        let a = v.into_inner();
+                        fb.ack(Ack {
+                            agent: a.agent,
+                            policy: a.policy,
+                            target: a.target,
+                            status: a.status,
+                            at_ms: now_ms(),
+                        });
+                        dirty = true;
+                    }
+                    Err(e) => refused(&deps, ben_mesh_wire::ACK_SUBJECT, e, &m.payload).await,
+                }
+            }
+            q = queries.next() => {
+                let Some(q) = q else { break };
+                let answer = serde_json::to_vec(&feedback_answer(&fb, &q.payload)).unwrap_or_default();
+                if let Err(e) = deps.bus.reply(&q, answer).await {
+                    tracing::warn!(service = %deps.id, error = %e, "feedback query not answered");
+                }
+            }
+            _ = fb_tick.tick() => {
+                let now = now_ms();
+                if let Some(c) = fb.tick(now) {
+                    detector.set_threshold(c.to);
+                    tracing::info!(
+                        service = %deps.id, from = c.from, to = c.to, rate = c.rate,
+                        committed = c.committed, decided = c.decided, reason = %c.reason,
+                        "publish threshold changed"
+                    );
+                    dirty = true;
+                    saved_at = 0; // a change is stored at once
+                }
+                if let Some(path) = feedback.state.as_ref() {
+                    if dirty && now >= saved_at + 5_000 {
+                        match save_feedback(&fb, path) {
+                            Ok(()) => {
+                                dirty = false;
+                                saved_at = now;
+                            }
+                            Err(e) => {
+                                stats.feedback_write_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(service = %deps.id, error = %e, "feedback state not stored");
+                            }
+                        }
                     }
                 }
             }
         }
     }
+    if let Some(path) = feedback.state.as_ref().filter(|_| dirty) {
+        save_feedback(&fb, path)?;
+    }
     Ok(())
+}
+
+/// A message on one of the validators' or agents' subjects that does not
+/// verify: dead-lettered with the reason, never used.
+async fn refused(deps: &Deps, subject: &str, e: ben_wire::WireError, payload: &[u8]) {
+    deps.dead_letter_to(
+        ben_mesh_wire::DLQ_SUBJECT,
+        subject,
+        format!("refused by the AI service's feedback loop: {e}"),
+        payload.len(),
+        payload,
+    )
+    .await;
 }

@@ -278,6 +278,11 @@ impl Detector {
         &self.classes
     }
 
+    /// Sets the publish threshold (the feedback loop's calibration).
+    pub fn set_threshold(&mut self, t: f64) {
+        self.cfg.threshold = t;
+    }
+
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.cfg

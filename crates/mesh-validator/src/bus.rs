@@ -277,6 +277,14 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                     refused: c.refused.len() as u32,
                     policies: c.policies.len() as u32,
                     round: c.qc.round(),
+                    rejected: c
+                        .rejected
+                        .iter()
+                        .map(|(id, reason)| ben_mesh_wire::RejectedAnomaly {
+                            id: id.clone(),
+                            reason: reason.clone(),
+                        })
+                        .collect(),
                 };
                 if let Err(e) = deps
                     .bus

@@ -61,6 +61,15 @@ pub enum Intake {
     BenchRaw,
 }
 
+/// The id an anomaly envelope names, read without verifying it (for
+/// telling the AI service which of its anomalies a block refused).
+fn anomaly_id(tx: &[u8]) -> Option<String> {
+    use prost::Message;
+    let env = ben_wire::pb::SignedEnvelope::decode(tx).ok()?;
+    let ev = AnomalyEvent::decode(&env.payload[..]).ok()?;
+    (!ev.id.is_empty() && ev.id.len() <= 128).then_some(ev.id)
+}
+
 /// A committed block, as the state machine saw it.
 #[derive(Clone, Debug)]
 pub struct Committed {
@@ -74,6 +83,8 @@ pub struct Committed {
     pub admitted: Vec<String>,
     /// Transactions refused, with the reason.
     pub refused: Vec<(usize, String)>,
+    /// Refused anomalies whose id could be read: id and reason.
+    pub rejected: Vec<(String, String)>,
     /// Policies created or extended.
     pub policies: Vec<Policy>,
     /// Policies that expired.
@@ -291,6 +302,13 @@ pub async fn run(
                         time: block.time,
                         block: block.id,
                         admitted: a.admitted.clone(),
+                        rejected: a
+                            .refused
+                            .iter()
+                            .filter_map(|(i, why)| {
+                                anomaly_id(block.payload.get(*i)?).map(|id| (id, why.clone()))
+                            })
+                            .collect(),
                         refused: a.refused.clone(),
                         policies: a.policies.clone(),
                         expired: a.expired.clone(),

@@ -46,6 +46,19 @@ pub struct CommitEvent {
     /// The round of the certificate that committed it.
     #[prost(uint64, tag = "9")]
     pub round: u64,
+    /// Anomalies the state machine refused in it (those whose id could be
+    /// read), with the reason: the feedback loop's REJECTED.
+    #[prost(message, repeated, tag = "10")]
+    pub rejected: Vec<RejectedAnomaly>,
+}
+
+/// An anomaly a block refused, and why.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RejectedAnomaly {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub reason: String,
 }
 
 impl ben_wire::Kind for CommitEvent {
@@ -154,6 +167,11 @@ impl ben_wire::Kind for ReputationEvent {
 /// Where an enforcement agent answers what it holds (request/reply,
 /// JSON: `benctl mesh enforcement` through the API).
 pub const ENFORCEMENT_QUERY: &str = "ben.mesh.enforcement.query";
+
+/// Where the AI service's feedback loop answers (JSON): an empty request
+/// gets the publish threshold, counts by lifecycle state and the threshold
+/// changes; a request holding an anomaly id gets that anomaly's lifecycle.
+pub const FEEDBACK_QUERY: &str = "ben.mesh.feedback.query";
 
 /// Where enforcement agents acknowledge policies.
 pub const ACK_SUBJECT: &str = "control.policy.ack.v1";

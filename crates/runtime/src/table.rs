@@ -533,14 +533,26 @@ fn build_validator(
 }
 
 fn build_mesh(env: &Env, deps: Deps, _load: Arc<Load>) -> BoxFuture<'_, Result<Instance, String>> {
-    let (every, stats) = (env.mesh_every, env.shared.mesh.clone());
+    let (every, stats, shared) = (env.mesh_every, env.shared.mesh.clone(), env.shared.clone());
+    let dir = env.data_dir.join("validators");
+    let state = env.data_dir.join(format!("{}-feedback.json", deps.id));
     Box::pin(async move {
+        // f of the validator set the AI service's anomalies go to.
+        let n = validator_set(&shared, &dir)?.public_keys().len();
+        let feedback = ben_mesh_ai::FeedbackSettings {
+            f: n.saturating_sub(1) / 3,
+            state: Some(state),
+            ..Default::default()
+        };
+        // A state file that cannot be read stops the build, naming it.
+        ben_mesh_ai::load_feedback(&feedback)?;
         Ok(Instance::new(Arc::new(move || {
             Box::pin(ben_mesh_ai::run(
                 deps.clone(),
                 every,
                 100_000,
                 stats.clone(),
+                feedback.clone(),
             ))
         })))
     })
