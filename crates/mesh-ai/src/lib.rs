@@ -305,3 +305,60 @@ async fn refused(deps: &Deps, subject: &str, e: ben_wire::WireError, payload: &[
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shell's store: what it saved comes back after a restart
+    /// (threshold, lifecycles, changes); a file it cannot read stops the
+    /// start with the file's name instead of starting the calibration over.
+    #[test]
+    fn feedback_state_survives_a_restart_and_a_bad_file_is_named() {
+        let dir = std::env::temp_dir().join(format!(
+            "ben-feedback-{}-{}",
+            std::process::id(),
+            ben_time::now_ns()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = FeedbackSettings {
+            cfg: ben_mesh_feedback::Config {
+                min_decided: 5,
+                ..Default::default()
+            },
+            f: 1,
+            state: Some(dir.join("mesh-1-feedback.json")),
+        };
+        let mut fb = load_feedback(&settings).unwrap();
+        for k in 0..10 {
+            let id = format!("a{k}");
+            fb.published(&id, "portscan", 0.8, 1_000, 2_000);
+            fb.commit("validator-1", 3, &[], &[(id, "stale".into())], 3_000);
+        }
+        let change = fb
+            .tick(120_000)
+            .expect("10 of 10 refused: the threshold rises");
+        save_feedback(&fb, settings.state.as_ref().unwrap()).unwrap();
+        let back = load_feedback(&settings).unwrap();
+        assert_eq!(back.threshold(), change.to);
+        assert_eq!(back.changes().count(), 1);
+        assert_eq!(
+            back.lifecycle("a3").map(|l| l.state),
+            Some(ben_mesh_feedback::State::Rejected)
+        );
+        let answer = feedback_answer(&back, b"");
+        assert_eq!(answer["threshold"].as_f64(), Some(change.to));
+        assert_eq!(answer["counts"]["REJECTED"], 10);
+        assert_eq!(
+            feedback_answer(&back, b"a3")["lifecycle"]["reason"],
+            "stale"
+        );
+        std::fs::write(settings.state.as_ref().unwrap(), b"{not json").unwrap();
+        let e = load_feedback(&settings).err().unwrap();
+        assert!(
+            e.contains("mesh-1-feedback.json") && e.contains("move it away"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
