@@ -11,8 +11,6 @@
 use anyhow::Result;
 use ben_bus::Bus;
 use ben_mesh_detect::wire::AnomalyEvent;
-use ben_mesh_flows::output::write_row;
-use ben_mesh_flows::{read_capture, Config, FlowTable, Format};
 use ben_mesh_wire::{CommitEvent, PolicyAck, PolicyEvent};
 use ben_wire::pb;
 use prost::Message as _;
@@ -27,30 +25,10 @@ pub const SCANNER: &str = "203.0.113.66";
 /// How long the path may take (the AI service runs every 5 s).
 const WITHIN: Duration = Duration::from_secs(15);
 
-/// The capture's flows as CSV rows (no header), timestamps moved so its
-/// last packet is `now_ns`. A packet the sensor cannot decode is counted
-/// in the table, as `ben flows` counts it; a capture that cannot be read is
-/// an error.
+/// The capture's flows as CSV rows, timestamps moved so its last packet
+/// is `now_ns` (see [`ben_mesh_flows::replay_rows`]).
 pub fn flows(now_ns: u64) -> Result<(usize, Vec<Vec<u8>>)> {
-    let mut last = 0;
-    read_capture(CAPTURE, |ts, _, _| last = last.max(ts))?;
-    let shift = now_ns.saturating_sub(last);
-    let mut table = FlowTable::new(Config::default());
-    read_capture(CAPTURE, |ts, link, frame| {
-        let _ = table.push(ts + shift, link, frame);
-    })?;
-    table.finish_all();
-    let packets = table.counters().packets as usize;
-    let mut rows = vec![];
-    for r in table.drain_finished() {
-        let mut line = Vec::new();
-        write_row(&mut line, Format::Csv, &r, "")?;
-        while line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        rows.push(line);
-    }
-    Ok((packets, rows))
+    Ok(ben_mesh_flows::replay_rows(CAPTURE, now_ns)?)
 }
 
 fn say(t0: Instant, tty: bool, what: String) {

@@ -1749,9 +1749,12 @@ fn signal(pid: u64, sig: &str) -> bool {
         .success()
 }
 
-/// CyberMesh's validators in cluster mode: four `ben run validator`
-/// processes agree over their own TCP links, take signed anomalies from
-/// NATS and write each block once to PostgreSQL. One killed with SIGKILL
+/// CyberMesh in cluster mode: the AI service, four validators and an
+/// enforcement agent, each its own process. A recorded port scan's flows
+/// go through the whole loop (anomaly → block → policy → ack → feedback
+/// lifecycle COMMITTED). The validators agree over their own TCP links,
+/// take signed anomalies from NATS and write each block once to
+/// PostgreSQL. One killed with SIGKILL
 /// is restarted by the supervisor, catches up and votes again; with one
 /// killed and another frozen (two of four: no quorum) nothing commits,
 /// and commits resume when the killed one returns while the frozen one is
@@ -1769,7 +1772,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         .collect();
     // Restarts wait 3 s: long enough to see what a missing validator does.
     let extra = format!(
-        "backoff_initial_ms = 3000\nbackoff_max_ms = 3000\n[validators]\naddrs = [{}]\n[enforcer]\nbackend = \"dry-run\"\n",
+        "backoff_initial_ms = 3000\nbackoff_max_ms = 3000\n[validators]\naddrs = [{}]\n[enforcer]\nbackend = \"dry-run\"\n[mesh]\nevery_ms = 1000\n",
         addrs.join(", ")
     );
     let mut c = Cluster::start_all(
@@ -1780,8 +1783,8 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         &format!("database_url = \"{}\"", db.url),
         "",
         &extra,
-        &["mesh-1"],
-        5,
+        &[],
+        6,
     )
     .await;
     let mut acks = c
@@ -1801,6 +1804,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     assert!(line.contains("| chain height "), "{line}");
 
     // Signed anomalies from the AI service's key: committed once each.
+    // Signed with the AI service's key, as if it had published them.
     let (ai, _) = cluster::keys::load(&c.cfg.key_dir, "mesh-1").unwrap();
     let now_us = ben_time::now_ns() / 1_000;
     for k in 0..20u32 {
@@ -1854,6 +1858,72 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     assert_eq!(e["entries"].as_array().map(Vec::len), Some(20), "{e}");
     let v = get_json(c.api, "/api/v1/mesh/validators").await;
     assert_eq!(v["validators"].as_array().map(Vec::len), Some(4), "{v}");
+
+    // The whole loop across processes: a recorded port scan's flows on
+    // ben.mesh.flows → the AI service's anomaly → the validators' block →
+    // the agent's ack → the feedback loop's lifecycle, COMMITTED, acked.
+    let scanner = "203.0.113.66";
+    let mut anomalies = c
+        .bus
+        .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
+        .await
+        .unwrap();
+    let capture = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/portscan.pcap"),
+    )
+    .unwrap();
+    let (_, rows) = ben_mesh_flows::replay_rows(&capture, ben_time::now_ns() as u64).unwrap();
+    let replayed = Instant::now();
+    for row in rows {
+        c.bus.publish(ben_mesh_ai::FLOWS, row).await.unwrap();
+    }
+    let scan = loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), anomalies.next())
+            .await
+            .expect("an anomaly for the scan within 20 s")
+            .unwrap();
+        let a = ben_wire::open_bytes::<ben_mesh_detect::wire::AnomalyEvent>(&m.payload, &c.keyring)
+            .expect("signed by the AI service")
+            .into_inner();
+        if a.source.as_ref().is_some_and(|s| s.ip == scanner) {
+            break a;
+        }
+    };
+    let t = Instant::now();
+    let acked = loop {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no ack for the scanner"
+            );
+            continue;
+        };
+        let a = ben_wire::open_bytes::<ben_mesh_wire::PolicyAck>(&m.payload, &c.keyring)
+            .unwrap()
+            .into_inner();
+        if a.target == scanner {
+            break a;
+        }
+    };
+    assert_eq!(acked.status, "applied", "{acked:?}");
+    let blocked_in = replayed.elapsed();
+    let t = Instant::now();
+    let life = loop {
+        let a = get_json(c.api, &format!("/api/v1/mesh/anomalies/{}", scan.id)).await;
+        if a["lifecycle"]["state"] == "COMMITTED"
+            && a["lifecycle"]["acks"]
+                .as_array()
+                .is_some_and(|x| !x.is_empty())
+        {
+            break a;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "lifecycle: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(life["height"].as_u64().unwrap() >= 1, "{life}");
+    assert_eq!(life["policies"][0]["target"], scanner, "{life}");
+    let th = get_json(c.api, "/api/v1/mesh/thresholds").await;
+    assert_eq!(th["counts"]["COMMITTED"], 1, "{th}");
 
     let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();
     let voted = |id: &'static str| {
@@ -1966,6 +2036,10 @@ async fn validators_run_as_processes_and_ride_out_kills() {
             .unwrap();
     assert_eq!(anomalies, 20);
     pool.close().await;
+    println!(
+        "cluster closed loop: scan flows replayed -> ack applied in {:.2} s",
+        blocked_in.as_secs_f64()
+    );
     println!(
         "validator processes: killed validator-2 back after {:.1} s, caught up {:.2} s later; no commit for {:.1} s with two of four away (height {stuck}); 3 more heights {:.2} s after validator-3 returned; validator-4 caught up {:.2} s after thawing; {} heights in PostgreSQL, no gap",
         (back - killed).as_secs_f64(),

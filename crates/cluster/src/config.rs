@@ -67,6 +67,11 @@
 //!          "127.0.0.1:7613",      # f = 1). Their keys are validator-<n> of key_dir; their blocks
 //!          "127.0.0.1:7614"]      # go to database_url's tables (SQLite files without it)
 //!
+//! [mesh]                          # CyberMesh's AI service (none without this table; it needs
+//! every_ms = 5000                 # [validators]): flows on ben.mesh.flows through the engines
+//!                                 # every every_ms, signed anomalies to the validators; its
+//!                                 # feedback loop calibrates its threshold
+//!
 //! [enforcer]                      # CyberMesh's enforcement agent on this host (none without this
 //! backend = "dry-run"             # table; it needs [validators]): "nftables", "iptables" (root),
 //! allow = ["10.0.0.0/8"]          # or "dry-run"; networks never blocked besides this host's own
@@ -119,6 +124,13 @@ struct FileCfg {
     #[serde(default)]
     validators: ValidatorsCfg,
     enforcer: Option<EnforcerCfg>,
+    mesh: Option<MeshCfg>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeshCfg {
+    every_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -468,6 +480,9 @@ pub struct ClusterConfig {
     pub validator_addrs: Vec<SocketAddr>,
     /// `[enforcer]`: the host's enforcement agent (none: not run).
     pub enforcer: Option<Enforcer>,
+    /// `[mesh] every_ms`: how often the AI service runs its engines (none:
+    /// no AI service).
+    pub mesh_every: Option<Duration>,
 }
 
 impl ClusterConfig {
@@ -555,6 +570,16 @@ impl ClusterConfig {
             }
         };
         counts.insert("enforcer", usize::from(enforcer.is_some()));
+        let mesh_every = match f.mesh {
+            None => None,
+            Some(_) if validator_addrs.is_empty() => {
+                return Err(format!(
+                    "{p}: [mesh] needs [validators]: the AI service's anomalies go to them, and its feedback loop judges its threshold by what they commit"
+                ))
+            }
+            Some(m) => Some(Duration::from_millis(ms("mesh", "every_ms", m.every_ms, 5_000)?)),
+        };
+        counts.insert("mesh", usize::from(mesh_every.is_some()));
         let spare = count("spare", scale.spare, 2, 0)?;
         let scaling = scaling(&p.to_string(), &scale, &counts, spare)?;
         let bee_ttl_s = ms("sidecar", "bee_ttl_s", f.sidecar.bee_ttl_s, 600)?;
@@ -629,6 +654,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             validator_addrs,
             enforcer,
+            mesh_every,
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
             cpu,
@@ -975,6 +1001,12 @@ mod tests {
             })
         );
         assert!(c.started().iter().any(|(id, _)| id == "enforcer-1"));
+        assert!(!c.started().iter().any(|(id, _)| id == "mesh-1"));
+        let e = parse("prefix = \"a\"\n[mesh]\n").unwrap_err();
+        assert!(e.contains("[mesh] needs [validators]"), "{e}");
+        let c = parse(&format!("prefix = \"a\"\n{v4}[mesh]\nevery_ms = 1000\n")).unwrap();
+        assert_eq!(c.mesh_every, Some(Duration::from_secs(1)));
+        assert!(c.started().iter().any(|(id, _)| id == "mesh-1"));
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
         assert!(e.contains("/nonexistent/c.toml"), "{e}");
     }

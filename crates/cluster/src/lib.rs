@@ -382,6 +382,9 @@ fn component_env(cfg: &ClusterConfig) -> Result<ben_runtime::Env, String> {
     );
     env.database_url = cfg.database_url.clone();
     env.enforce.bus_url = Some(cfg.nats.clone());
+    if let Some(every) = cfg.mesh_every {
+        env.mesh_every = every;
+    }
     if let Some(e) = &cfg.enforcer {
         env.enforce.backend = Some(e.backend.clone());
         env.enforce.allow = e.allow.clone();

@@ -225,7 +225,7 @@ pub mod output;
 pub mod synth;
 mod table;
 
-pub use capture::{read_capture, CaptureStats};
+pub use capture::{read_capture, replay_rows, CaptureStats};
 pub use decode::{decode, Addr, LinkType, Packet};
 pub use error::{DecodeError, Error, Layer};
 pub use features::{

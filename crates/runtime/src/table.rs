@@ -268,10 +268,9 @@ pub static KINDS: [Kind; 8] = [
         scale: Scale::Fixed,
         hop: Hop::Off,
         intent: false,
-        // Not yet run by `ben cluster up` (the CyberMesh loop there is the
-        // closed-loop issue's work); `ben up` runs it.
+        // `ben up` runs it; cluster mode when its config has `[mesh]`.
         artifacts: &[],
-        in_cluster: false,
+        in_cluster: true,
         subscribes: &[ben_mesh_ai::FLOWS],
         build: build_mesh,
         probe: |s, m| {
