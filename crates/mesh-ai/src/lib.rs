@@ -333,7 +333,9 @@ mod tests {
         for k in 0..10 {
             let id = format!("a{k}");
             fb.published(&id, "portscan", 0.8, 1_000, 2_000);
-            fb.commit("validator-1", 3, &[], &[(id, "stale".into())], 3_000);
+            for v in ["validator-1", "validator-2"] {
+                fb.commit(v, 3, &[], &[(id.clone(), "stale".into())], 3_000);
+            }
         }
         let change = fb
             .tick(120_000)

@@ -6,8 +6,8 @@
 //! * **Lifecycle**, seven states: DETECTED (the engines' window), PUBLISHED
 //!   (signed and sent), ADMITTED (a validator's committed block admitted
 //!   it), COMMITTED (f + 1 validators announced that block, so at least one
-//!   honest one committed it), REJECTED (the validators' state machine
-//!   refused it, with the reason), TIMEOUT (no decision within
+//!   honest one committed it), REJECTED (f + 1 validators announced a
+//!   block whose state machine refused it, with the reason), TIMEOUT (no decision within
 //!   [`Config::timeout_ms`], 5 min), EXPIRED (admitted, never committed
 //!   within [`Config::ttl_ms`], 30 days). The policies made from it and the
 //!   enforcement agents' acks are kept beside its state.
@@ -183,6 +183,9 @@ pub struct Lifecycle {
     pub height: Option<u64>,
     /// The validators that announced that block.
     pub validators: BTreeSet<String>,
+    /// The validators that announced a block refusing it.
+    #[serde(default)]
+    pub rejected_by: BTreeSet<String>,
     /// Why it was rejected, timed out or expired.
     pub reason: Option<String>,
     /// Policies made from it.
@@ -351,6 +354,7 @@ impl Feedback {
             ended_ms: None,
             height: None,
             validators: BTreeSet::new(),
+            rejected_by: BTreeSet::new(),
             reason: None,
             policies: BTreeSet::new(),
             acks: vec![],
@@ -392,10 +396,15 @@ impl Feedback {
                 self.unknown += 1;
                 continue;
             };
-            if matches!(
-                it.state,
-                State::Published | State::Admitted | State::Timeout
-            ) {
+            // One validator's word is not enough either way: a lying one
+            // could otherwise push the threshold up, and detection down.
+            it.rejected_by.insert(validator.to_string());
+            if it.rejected_by.len() >= quorum
+                && matches!(
+                    it.state,
+                    State::Published | State::Admitted | State::Timeout
+                )
+            {
                 it.state = State::Rejected;
                 it.ended_ms = Some(now);
                 it.reason = Some(reason.clone());
@@ -558,13 +567,9 @@ mod tests {
                         fb.commit(v, k as u64, std::slice::from_ref(&id), &[], now);
                     }
                 } else {
-                    fb.commit(
-                        "validator-1",
-                        k as u64,
-                        &[],
-                        &[(id.clone(), "stale".into())],
-                        now,
-                    );
+                    for v in ["validator-1", "validator-3"] {
+                        fb.commit(v, k as u64, &[], &[(id.clone(), "stale".into())], now);
+                    }
                 }
             }
             if let Some(c) = fb.tick(now) {
@@ -662,6 +667,16 @@ mod tests {
             &["e".into()],
             &[("r".into(), "expired TTL".into())],
             10,
+        );
+        // One validator's refusal is not a decision (a liar could push the
+        // threshold up); a second one's is.
+        assert_eq!(fb.lifecycle("r").unwrap().state, State::Published);
+        fb.commit(
+            "validator-2",
+            1,
+            &[],
+            &[("r".into(), "expired TTL".into())],
+            11,
         );
         let _ = fb.tick(5 * MIN + 1);
         assert_eq!(fb.lifecycle("t").unwrap().state, State::Timeout);
