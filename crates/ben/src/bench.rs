@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus"])]
+    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -69,6 +69,13 @@ pub struct BenchArgs {
     /// consensus: signed anomalies (each verified) instead of opaque bytes.
     #[arg(long)]
     pub signed: bool,
+    /// loop: replays of the port scan, each from another address.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// loop: how often the AI service runs its engines (ms; `ben up`'s
+    /// default is 5000).
+    #[arg(long, default_value_t = 5_000)]
+    pub every_ms: u64,
     /// enforce: entries to apply through the agent.
     #[arg(long, default_value_t = 100_000)]
     pub entries: usize,
@@ -98,6 +105,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.seconds,
             args.signed,
         );
+    }
+    if args.what == "loop" {
+        return crate::bench_loop::run(args.runs, args.every_ms);
     }
     if args.what == "enforce" {
         return crate::bench_enforce::run(args.entries, args.one_by_one);

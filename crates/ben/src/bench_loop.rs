@@ -1,0 +1,121 @@
+//! `ben bench loop`: CyberMesh's closed loop in `ben up`, timed. The
+//! bundled port scan (`examples/mesh/portscan.pcap`) is replayed onto
+//! `ben.mesh.flows` `--runs` times, each time from another scanner address
+//! (so each run is a new anomaly and a new policy), and each stage is
+//! timed from the replay: the AI service's anomaly, the first validator's
+//! commit of it, the enforcement agent's ack (a dry run). The AI service
+//! runs its engines every `--every-ms`: detection waits for that batch
+//! (each replay starts at another phase of that period).
+
+use crate::bench::pct;
+use anyhow::{anyhow, Context, Result};
+use ben_embedded::{Config, System};
+use ben_mesh_detect::wire::AnomalyEvent;
+use ben_mesh_wire::{CommitEvent, PolicyAck};
+use ben_wire::pb;
+use prost::Message as _;
+use std::time::{Duration, Instant};
+
+/// The next message on `sub` (a signed `T`) for which `want` holds.
+async fn next<T: prost::Message + Default>(
+    sub: &mut ben_bus::Subscription,
+    within: Duration,
+    want: impl Fn(&T) -> bool,
+) -> Result<T> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let m = tokio::time::timeout_at(until, sub.next())
+            .await
+            .map_err(|_| anyhow!("nothing within {within:?}"))?
+            .ok_or_else(|| anyhow!("the bus closed"))?;
+        let Ok(env) = pb::SignedEnvelope::decode(&m.payload[..]) else {
+            continue;
+        };
+        if let Ok(t) = T::decode(&env.payload[..]) {
+            if want(&t) {
+                return Ok(t);
+            }
+        }
+    }
+}
+
+pub fn run(runs: usize, every_ms: u64) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(bench(runs, every_ms))
+}
+
+async fn bench(runs: usize, every_ms: u64) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("ben-bench-loop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sys = System::start(Config {
+        data_dir: dir.join("data"),
+        api_addr: "127.0.0.1:0".parse()?,
+        mesh_every: Duration::from_millis(every_ms.max(1)),
+        ..Config::default()
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let bus = sys.bus.clone();
+    let mut anomalies = bus
+        .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
+        .await?;
+    let mut commits = bus.subscribe(ben_mesh_wire::COMMITS_SUBJECT, None).await?;
+    let mut acks = bus.subscribe(ben_mesh_wire::ACK_SUBJECT, None).await?;
+    let (mut detect, mut commit, mut ack) = (vec![], vec![], vec![]);
+    let within = Duration::from_millis(every_ms) * 2 + Duration::from_secs(10);
+    for k in 0..runs {
+        // Each replay at another phase of the engines' period (a
+        // low-discrepancy spread), so waiting for the batch is measured as
+        // it falls, not locked to the previous run's ack.
+        let phase = (k as f64 * 0.618_033_988_75).fract();
+        tokio::time::sleep(Duration::from_millis((phase * every_ms as f64) as u64)).await;
+        let scanner = format!("198.51.{}.{}", 100 + k / 250, 1 + k % 250);
+        let (_, rows) = ben_mesh_flows::replay_rows(
+            crate::demo_mesh::CAPTURE,
+            ben_time::now_ns().max(0) as u64,
+        )?;
+        let t0 = Instant::now();
+        for row in rows {
+            let row = String::from_utf8_lossy(&row).replace(crate::demo_mesh::SCANNER, &scanner);
+            bus.publish(ben_mesh_ai::FLOWS, row.into_bytes()).await?;
+        }
+        let from = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == scanner);
+        let a = next(&mut anomalies, within, from)
+            .await
+            .with_context(|| format!("run {k}: the anomaly"))?;
+        detect.push(t0.elapsed());
+        let carries = |c: &CommitEvent| c.anomalies.contains(&a.id);
+        next(&mut commits, within, carries)
+            .await
+            .with_context(|| format!("run {k}: the commit"))?;
+        commit.push(t0.elapsed());
+        let applied = |x: &PolicyAck| x.target == scanner && x.status == "applied";
+        next(&mut acks, within, applied)
+            .await
+            .with_context(|| format!("run {k}: the ack"))?;
+        ack.push(t0.elapsed());
+    }
+    sys.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = |what: &str, v: &mut Vec<Duration>| {
+        v.sort();
+        println!(
+            "{what:<24} p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+            pct(v, 0.5).as_secs_f64() * 1e3,
+            pct(v, 0.99).as_secs_f64() * 1e3,
+            v.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        );
+    };
+    line("flows -> anomaly", &mut detect);
+    line("flows -> first commit", &mut commit);
+    line("flows -> ack (dry run)", &mut ack);
+    println!(
+        "closed loop: {runs} runs, engines every {every_ms} ms: flows -> ack p50 {:.0} ms, p99 {:.0} ms",
+        pct(&ack, 0.5).as_secs_f64() * 1e3,
+        pct(&ack, 0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
