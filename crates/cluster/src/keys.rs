@@ -56,6 +56,20 @@ fn read_secret(path: &Path) -> Result<[u8; 32], String> {
     })
 }
 
+/// The Ed25519 public key in `path` (hex); `hint` follows a read error.
+fn read_public(path: &Path, hint: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading {}: {e}{hint}", path.display()))?;
+    unhex32(&text)
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| {
+            format!(
+                "{}: not an Ed25519 public key (64 hex digits)",
+                path.display()
+            )
+        })
+}
+
 /// Creates the directory and any missing key pair for `ids`.
 pub fn provision<'a>(dir: &Path, ids: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
     std::fs::DirBuilder::new()
@@ -122,16 +136,7 @@ pub fn keyring(dir: &Path) -> Result<Keyring, String> {
             .and_then(|x| x.to_str())
             .filter(|id| valid_id(id))
             .ok_or_else(|| format!("{}: not named after a component id", path.display()))?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let key = unhex32(&text)
-            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
-            .ok_or_else(|| {
-                format!(
-                    "{}: not an Ed25519 public key (64 hex digits)",
-                    path.display()
-                )
-            })?;
+        let key = read_public(&path, "")?;
         ring.trust_id(id, key)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         n += 1;
@@ -158,21 +163,10 @@ pub fn validator_set(
     let mut own = None;
     for i in 0..addrs.len() {
         let vid = format!("validator-{}", i + 1);
-        let pp = pub_path(dir, &vid);
-        let text = std::fs::read_to_string(&pp).map_err(|e| {
-            format!(
-                "reading {}: {e} (`ben cluster up` provisions a key for each address of [validators] addrs)",
-                pp.display()
-            )
-        })?;
-        let key = unhex32(&text)
-            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
-            .ok_or_else(|| {
-                format!(
-                    "{}: not an Ed25519 public key (64 hex digits)",
-                    pp.display()
-                )
-            })?;
+        let key = read_public(
+            &pub_path(dir, &vid),
+            " (`ben cluster up` provisions a key for each address of [validators] addrs)",
+        )?;
         keys.push(key);
         if vid == id {
             own = Some((i, read_secret(&key_path(dir, id))?));

@@ -270,6 +270,8 @@ pub enum ControlError {
     OpenApi { addr: SocketAddr },
     #[error("BEE revocations: {0}")]
     Bees(String),
+    #[error("the CyberMesh view: {0}")]
+    Mesh(String),
     #[error("bus: {0}")]
     Bus(#[from] ben_bus::BusError),
     #[error(transparent)]
@@ -355,7 +357,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
         deps.clock.clone(),
     )
     .await
-    .map_err(ControlError::Bees)?;
+    .map_err(ControlError::Mesh)?;
     let api = api::Server::start(
         listener,
         api::Parts {
