@@ -1924,6 +1924,17 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     assert_eq!(life["policies"][0]["target"], scanner, "{life}");
     let th = get_json(c.api, "/api/v1/mesh/thresholds").await;
     assert_eq!(th["counts"]["COMMITTED"], 1, "{th}");
+    // 20 test anomalies' sources and the scanner, in the agent's books
+    // and on the status line.
+    let st = c
+        .wait(
+            "the agent's entries in the status",
+            Duration::from_secs(10),
+            |s| s["blocked"] == 21,
+        )
+        .await;
+    let line = cluster::status_line(&st);
+    assert!(line.contains("| blocked 21"), "{line}");
 
     let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();
     let voted = |id: &'static str| {

@@ -1210,6 +1210,8 @@ fn status_json(
         "refused_metrics": o.refused_metrics,
         "publish_errors": current.values().map(|m| m.publish_errors).sum::<u64>(),
         "chain_height": current.values().map(|m| m.chain_height).max().unwrap_or(0),
+        "blocked": current.values().map(|m| m.blocked).sum::<u64>(),
+        "breaker_open": current.values().any(|m| m.breaker_open),
         "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
@@ -1248,6 +1250,18 @@ pub fn status_line(s: &serde_json::Value) -> String {
         format!(" | chain height {}{halted}", s["chain_height"])
     } else {
         String::new()
+    };
+    // The enforcement agents, when the cluster runs them.
+    let enforcers = comps.is_some_and(|c| c.values().any(|v| v["kind"] == "enforcer"));
+    let chain = if enforcers {
+        let breaker = if s["breaker_open"] == true {
+            " (circuit breaker OPEN: new policies held)"
+        } else {
+            ""
+        };
+        format!("{chain} | blocked {}{breaker}", s["blocked"])
+    } else {
+        chain
     };
     format!(
         "processes {}/{} healthy | restarts {} | accepted {}{delivered} | dead letters {} | in flight {} | lost {} | signals {} | publish errors {}{chain}",
