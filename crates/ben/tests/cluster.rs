@@ -1758,12 +1758,16 @@ fn signal(pid: u64, sig: &str) -> bool {
 /// is restarted by the supervisor, catches up and votes again; with one
 /// killed and another frozen (two of four: no quorum) nothing commits,
 /// and commits resume when the killed one returns while the frozen one is
-/// still away; thawed, it catches up too. The tables end with every height
+/// still away; thawed, it catches up too. PostgreSQL stopped: every
+/// validator retries, then halts (the status line says HALTED) and nothing
+/// commits; restarted, the chain resumes. The tables end with every height
 /// once, no gap, and every anomaly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validators_run_as_processes_and_ride_out_kills() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let db = ben_sql::testing::TestDb::create().await;
+    // A PostgreSQL of the test's own: it goes away near the end.
+    let pg = ben_sql::testing::PrivatePg::start();
+    let db_url = pg.url();
     let addrs: Vec<String> = (0..4)
         .map(|_| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1780,7 +1784,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         1,
         0,
         "",
-        &format!("database_url = \"{}\"", db.url),
+        &format!("database_url = \"{db_url}\""),
         "",
         &extra,
         &[],
@@ -1938,7 +1942,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
 
     let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();
     let voted = |id: &'static str| {
-        let url = db.url.clone();
+        let url = db_url.clone();
         async move {
             let pool = sqlx::PgPool::connect(&url).await.unwrap();
             let v: Option<i64> = sqlx::query_scalar("SELECT voted FROM validators WHERE id = $1")
@@ -2028,9 +2032,36 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     .await;
     let thaw_took = thawed.elapsed();
 
+    // PostgreSQL goes away: the validators retry, then halt, visibly
+    // (status line), and nothing commits; back, the chain resumes with no
+    // height lost or skipped.
+    pg.stop();
+    let st = c
+        .wait("every validator halted", Duration::from_secs(60), |s| {
+            s["halted"].as_array().map(Vec::len) == Some(4)
+        })
+        .await;
+    let line = cluster::status_line(&st);
+    assert!(line.contains("HALTED: validator-1"), "{line}");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let halted_at = top(&seen, None, t0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(top(&seen, None, t0), halted_at, "committed while halted");
+    pg.resume();
+    let resumed_pg = Instant::now();
+    c.wait("the halt lifted", Duration::from_secs(60), |s| {
+        s["halted"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    wait_for("commits after the outage", Duration::from_secs(60), || {
+        top(&seen, None, t0) >= halted_at + 3
+    })
+    .await;
+    let pg_back = resumed_pg.elapsed();
+
     // The tables: every height once from 1, no gap; every anomaly once.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
     let heights: Vec<i64> = sqlx::query_scalar("SELECT height FROM blocks ORDER BY height")
         .fetch_all(&pool)
         .await
@@ -2050,6 +2081,10 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     println!(
         "cluster closed loop: scan flows replayed -> ack applied in {:.2} s",
         blocked_in.as_secs_f64()
+    );
+    println!(
+        "PostgreSQL down: every validator halted at height {halted_at}; back, 3 more heights in {:.2} s",
+        pg_back.as_secs_f64()
     );
     println!(
         "validator processes: killed validator-2 back after {:.1} s, caught up {:.2} s later; no commit for {:.1} s with two of four away (height {stuck}); 3 more heights {:.2} s after validator-3 returned; validator-4 caught up {:.2} s after thawing; {} heights in PostgreSQL, no gap",
