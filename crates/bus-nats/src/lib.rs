@@ -689,6 +689,10 @@ impl Bus for NatsBus {
         self.is_connected()
     }
 
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.client.server_info().max_payload)
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(NatsBus::flush(self))
     }

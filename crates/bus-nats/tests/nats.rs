@@ -184,3 +184,19 @@ async fn a_draining_queue_member_hands_over_without_losing_a_message() {
         "B took over after A drained"
     );
 }
+
+/// The server's payload limit reaches the producers (through a prefix
+/// too), and a message over it is refused with an error, not dropped
+/// silently: validators size their blocks by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payload_limit_is_known_and_enforced() {
+    let nats = bus().await;
+    let max = nats.max_payload().expect("a NATS server names its limit");
+    assert!(max >= 64 * 1024, "{max}");
+    let prefixed = ben_bus::PrefixedBus::new(nats, prefix());
+    assert_eq!(prefixed.max_payload(), Some(max));
+    let e = prefixed.publish("big", vec![0u8; max + 1]).await;
+    assert!(e.is_err(), "a message over the limit was taken: {e:?}");
+    assert!(prefixed.publish("small", vec![0u8; 1024]).await.is_ok());
+    let _ = prefixed.flush().await;
+}

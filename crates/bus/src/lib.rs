@@ -124,6 +124,12 @@ pub trait Bus: Send + Sync {
     fn connected(&self) -> bool {
         true
     }
+    /// The largest message this bus carries (a NATS server's
+    /// `max_payload`); `None`: no limit. Producers of large messages (a
+    /// validator's block policies, which carry the block) size them by it.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
     /// Waits until everything published so far has left this process (a
     /// networked client buffers writes: a process that exits without this
     /// loses them). The in-process bus hands messages over at once.
@@ -427,6 +433,10 @@ impl<B: Bus> Bus for PrefixedBus<B> {
 
     fn connected(&self) -> bool {
         self.inner.connected()
+    }
+
+    fn max_payload(&self) -> Option<usize> {
+        self.inner.max_payload()
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {

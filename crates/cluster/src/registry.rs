@@ -90,6 +90,10 @@ impl Bus for Tap {
         self.inner.connected()
     }
 
+    fn max_payload(&self) -> Option<usize> {
+        self.inner.max_payload()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
         self.inner.flush()
     }

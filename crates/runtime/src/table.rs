@@ -517,6 +517,14 @@ fn build_validator(
         if let Some(url) = env.database_url.as_deref().filter(|u| !u.is_empty()) {
             settings.database = Some(ben_mesh_validator::persist::Target::Url(url.to_string()));
         }
+        // A block's policies travel in one message with the block: over a
+        // bus with a payload limit (NATS: 1 MiB by default), half of it for
+        // the block leaves room for the policies (≤ one per transaction)
+        // and the QC. Larger blocks could not be announced at all.
+        if let Some(max) = deps.bus.max_payload() {
+            let c = &mut settings.consensus;
+            c.max_block_bytes = c.max_block_bytes.min(max / 2);
+        }
         let counters = Arc::new(ben_mesh_validator::run::Counters::default());
         if let Ok(mut c) = shared.validators.counters.lock() {
             c.insert(deps.id.clone(), counters.clone());
