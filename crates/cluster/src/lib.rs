@@ -702,7 +702,9 @@ impl Running<'_> {
             tasks.push(tokio::spawn(async move {
                 while let Some(m) = reqs.next().await {
                     let body = serde_json::to_vec(&status()).unwrap_or_default();
-                    let _ = bus.reply(&m, body).await;
+                    if let Err(e) = bus.reply(&m, body).await {
+                        tracing::warn!(error = %e, "a status request was not answered");
+                    }
                 }
             }));
         }
@@ -712,6 +714,9 @@ impl Running<'_> {
         // break (a changed connection count is a break, however short).
         let mut nats_up_since = Some(tokio::time::Instant::now());
         let mut connections = nats.connections();
+        // Whether the last write of the status file failed (said once per
+        // change, not every second).
+        let mut status_file_failing = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -719,7 +724,17 @@ impl Running<'_> {
                 _ = tick.tick() => {
                     n += 1;
                     let s = status();
-                    let _ = write_atomic(&cfg.status_file(), &serde_json::to_string_pretty(&s).unwrap_or_default());
+                    match write_atomic(&cfg.status_file(), &serde_json::to_string_pretty(&s).unwrap_or_default()) {
+                        Err(e) if !status_file_failing => {
+                            status_file_failing = true;
+                            say(format!("warning: the status file is not being written: {e}"));
+                        }
+                        Ok(()) if status_file_failing => {
+                            status_file_failing = false;
+                            say(format!("the status file {} is written again", cfg.status_file().display()));
+                        }
+                        _ => {}
+                    }
                     if n.is_multiple_of(5) {
                         say(status_line(&s));
                     }

@@ -212,6 +212,8 @@ pub fn replay_rows(capture: &[u8], now_ns: u64) -> Result<(usize, Vec<Vec<u8>>),
     let shift = now_ns.saturating_sub(last);
     let mut table = crate::FlowTable::new(crate::Config::default());
     read_capture(capture, |ts, link, frame| {
+        // A frame that does not decode is counted in the table's counters
+        // (truncated, malformed, non-IP, …), as `ben flows` counts it.
         let _ = table.push(ts + shift, link, frame);
     })?;
     table.finish_all();

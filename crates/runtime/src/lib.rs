@@ -94,7 +94,9 @@ async fn active_responder(
             },
             Err(_) => pb::Announce::default(),
         };
-        let _ = bus.reply(&m, signer.seal_bytes(&ann)).await;
+        if let Err(e) = bus.reply(&m, signer.seal_bytes(&ann)).await {
+            tracing::warn!(error = %e, "an active-intent request was not answered");
+        }
     }
 }
 
