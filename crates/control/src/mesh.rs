@@ -303,24 +303,36 @@ impl Watch {
         keyring: &Keyring,
         now_ms: u64,
     ) -> Result<(), String> {
+        // Verified before the view is locked: the API's readers do not
+        // wait on signature checks (a policy message carries a whole block).
+        enum Verified {
+            Commit(CommitEvent),
+            Reputation(ReputationEvent),
+            Policy(PolicyEvent),
+        }
+        let open = |e: ben_wire::WireError| e.to_string();
+        let v = match subject {
+            ben_mesh_wire::COMMITS_SUBJECT => Verified::Commit(
+                ben_wire::open_bytes(bytes, keyring)
+                    .map_err(open)?
+                    .into_inner(),
+            ),
+            ben_mesh_wire::REPUTATION_SUBJECT => Verified::Reputation(
+                ben_wire::open_bytes(bytes, keyring)
+                    .map_err(open)?
+                    .into_inner(),
+            ),
+            _ => Verified::Policy(
+                ben_wire::open_bytes(bytes, keyring)
+                    .map_err(open)?
+                    .into_inner(),
+            ),
+        };
         let mut view = self.view.lock().map_err(|_| "poisoned".to_string())?;
-        match subject {
-            ben_mesh_wire::COMMITS_SUBJECT => {
-                let ev = ben_wire::open_bytes::<CommitEvent>(bytes, keyring)
-                    .map_err(|e| e.to_string())?
-                    .into_inner();
-                view.commit(ev, now_ms);
-            }
-            ben_mesh_wire::REPUTATION_SUBJECT => view.reputation(
-                ben_wire::open_bytes::<ReputationEvent>(bytes, keyring)
-                    .map_err(|e| e.to_string())?
-                    .into_inner(),
-            ),
-            _ => view.policy(
-                ben_wire::open_bytes::<PolicyEvent>(bytes, keyring)
-                    .map_err(|e| e.to_string())?
-                    .into_inner(),
-            ),
+        match v {
+            Verified::Commit(ev) => view.commit(ev, now_ms),
+            Verified::Reputation(ev) => view.reputation(ev),
+            Verified::Policy(ev) => view.policy(ev),
         }
         Ok(())
     }
