@@ -10,6 +10,9 @@
 //! `queue_len` setting as the in-process bus); a full channel holds the
 //! forwarding task back, and NATS then reports the subscriber as a slow
 //! consumer rather than anything being dropped silently here.
+//! A core subscription is returned once the server has confirmed it, and
+//! draining one (scaling a queue-group member down) does not lose what the
+//! server had already routed to it: see `core_sub`.
 //!
 //! ## Durable subjects (JetStream)
 //!
@@ -62,6 +65,7 @@
 //! process keeps its entry fresh. Both are named by
 //! [`store::bucket_name`] of the cluster prefix.
 
+mod core_sub;
 pub mod registry;
 pub mod store;
 
@@ -98,14 +102,6 @@ impl Default for Config {
         }
     }
 }
-
-/// A draining subscription takes at most this many more messages (see
-/// `subscribe`): more than can be in flight to it when it starts.
-const DRAIN_MARGIN: u64 = 64;
-/// A draining subscription that hears nothing for this long stops.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
-/// How long each drain fence is given before a tighter one (then the end).
-const DRAIN_STEP: Duration = Duration::from_millis(150);
 
 /// Ben's subjects kept in JetStream (below a cluster's prefix).
 pub const DURABLE_SUBJECTS: [&str; 6] = [
@@ -318,9 +314,15 @@ impl NatsBus {
         Self::connect(cfg).await
     }
 
-    /// Waits until everything published so far reached the server.
+    /// Waits until the server has handled everything this connection sent
+    /// so far (publishes, subscriptions): a round trip, not only the
+    /// client's write buffer written out.
     pub async fn flush(&self) -> Result<(), BusError> {
-        self.client.flush().await.map_err(|_| BusError::Closed)
+        self.client.flush().await.map_err(|_| BusError::Closed)?;
+        core_sub::round_trip(&self.client).await.map_err(|e| {
+            tracing::warn!(error = %e, "a flush did not come back from the server");
+            BusError::Closed
+        })
     }
 
     /// Deletes this bus's stream and every consumer on it (for runs that
@@ -709,7 +711,7 @@ impl Bus for NatsBus {
             if let Some(js) = self.js.as_ref().filter(|j| j.cfg.covers(subject)) {
                 return js.subscribe(subject, queue, self.queue_len).await;
             }
-            let mut sub = match queue {
+            let sub = match queue {
                 Some(q) => {
                     self.client
                         .queue_subscribe(subject.to_string(), q.to_string())
@@ -718,82 +720,37 @@ impl Bus for NatsBus {
                 None => self.client.subscribe(subject.to_string()).await,
             }
             .map_err(|_| BusError::Closed)?;
+            // Returned once the server has the interest: what anyone
+            // publishes after this reaches the subscription (as on the
+            // in-process bus), not only what this connection publishes.
+            // While disconnected the client subscribes again when it is
+            // back; there is nothing to wait for until then.
+            if self.client.connection_state() == async_nats::connection::State::Connected {
+                if let Err(e) = core_sub::round_trip(&self.client).await {
+                    tracing::warn!(%subject, error = %e, "the server did not confirm a subscription; it is kept (the client renews it on reconnect)");
+                }
+            }
             let (tx, rx) = mpsc::channel(self.queue_len);
             let js = self.js.clone();
-            let (drain_tx, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(async move {
-                let mut draining = false;
-                // Messages taken from `sub` so far.
-                let mut seen: u64 = 0;
-                // While draining: the fences set, and when to tighten.
-                let mut fences = 0u32;
-                let mut tighten = tokio::time::Instant::now();
-                loop {
-                    let m = tokio::select! {
-                        biased;
-                        _ = &mut drain_rx, if !draining => {
-                            draining = true;
-                            // Not `sub.drain()`: async-nats forgets the
-                            // subscription as soon as its UNSUB is written,
-                            // and what the server sent before reading it
-                            // (a queue group's next batches) is then
-                            // dropped — lost records. Instead the server is
-                            // told to stop after a count a margin above what
-                            // has arrived, and the client stops at the same
-                            // count: both end on the same message.
-                            if sub.unsubscribe_after(seen + DRAIN_MARGIN).await.is_err() {
-                                break;
-                            }
-                            fences = 1;
-                            tighten = tokio::time::Instant::now() + DRAIN_STEP;
-                            continue;
-                        }
-                        m = sub.next() => m,
-                        // Draining and nothing arrives: nothing is in flight
-                        // either; stop here instead of waiting for the count.
-                        _ = tokio::time::sleep(DRAIN_QUIET), if draining => {
-                            if let Err(e) = sub.unsubscribe().await {
-                                // The connection is gone: the server drops
-                                // the subscription with it.
-                                tracing::warn!(error = %e, "ending a drained subscription failed");
-                            }
-                            break;
-                        }
-                        // Traffic keeps coming: the fence moves close to what
-                        // has arrived (a few more messages), then, if even
-                        // that is not reached in time, the subscription ends
-                        // (components have a bounded time to drain).
-                        _ = tokio::time::sleep_until(tighten), if draining => {
-                            if fences == 1 && sub.unsubscribe_after(seen + 4).await.is_ok() {
-                                fences = 2;
-                                tighten = tokio::time::Instant::now() + DRAIN_STEP;
-                                continue;
-                            }
-                            if let Err(e) = sub.unsubscribe().await {
-                                // The connection is gone: the server drops
-                                // the subscription with it.
-                                tracing::warn!(error = %e, "ending a drained subscription failed");
-                            }
-                            break;
-                        }
-                    };
-                    seen += 1;
-                    let Some(m) = m else { break };
-                    let mut m = convert(m);
-                    // A durable message seen on core NATS (a pattern wider
-                    // than the durable subjects): its reply subject is the
-                    // publisher's ack inbox, not a request's.
-                    if js.as_ref().is_some_and(|j| j.cfg.is_durable(&m.subject)) {
-                        m.reply = None;
-                    }
-                    if tx.send(m).await.is_err() {
-                        break; // the component dropped its subscription
-                    }
+            let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+            // A durable message seen on core NATS (a pattern wider than the
+            // durable subjects): its reply subject is the publisher's ack
+            // inbox, not a request's.
+            let fix = move |m| {
+                let mut m = convert(m);
+                if js.as_ref().is_some_and(|j| j.cfg.is_durable(&m.subject)) {
+                    m.reply = None;
                 }
-                if !draining {
-                    let _ = sub.unsubscribe().await;
-                }
-            });
+                m
+            };
+            tokio::spawn(core_sub::forward(
+                self.client.clone(),
+                sub,
+                tx,
+                drain_rx,
+                self.connects.clone(),
+                fix,
+            ));
             Ok(Subscription::with_drain(rx, move || {
                 let _ = drain_tx.send(());
             }))

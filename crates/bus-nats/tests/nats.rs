@@ -123,7 +123,9 @@ async fn a_draining_queue_member_hands_over_without_losing_a_message() {
     let mut qb = b.subscribe(&subject, Some("spines")).await.unwrap();
     a.flush().await.unwrap();
     b.flush().await.unwrap();
-    const N: u32 = 4000;
+    // Long enough (about half a second) that A's fence, 150 ms of its
+    // traffic past the drain, is reached while B still receives.
+    const N: u32 = 16_000;
     let publisher = {
         let subject = subject.clone();
         tokio::spawn(async move {
