@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ben-control", 2),
     ("ben-component", 2),
     ("ben-orchestrator", 2),
+    ("ben-mesh-sensor", 2),
     // components
     ("ben-sidecar", 3),
     ("ben-proxy", 3),
