@@ -50,10 +50,12 @@ pub fn run(runs: usize, every_ms: u64) -> Result<()> {
 async fn bench(runs: usize, every_ms: u64) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("ben-bench-loop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let sensor = crate::demo_mesh::sensor_key()?;
     let sys = System::start(Config {
         data_dir: dir.join("data"),
         api_addr: "127.0.0.1:0".parse()?,
         mesh_every: Duration::from_millis(every_ms.max(1)),
+        trust: vec![(crate::demo_mesh::SENSOR_ID.to_string(), sensor.public())],
         ..Config::default()
     })
     .await
@@ -78,9 +80,16 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
             ben_time::now_ns().max(0) as u64,
         )?;
         let t0 = Instant::now();
-        for row in rows {
-            let row = String::from_utf8_lossy(&row).replace(crate::demo_mesh::SCANNER, &scanner);
-            bus.publish(ben_mesh_ai::FLOWS, row.into_bytes()).await?;
+        let rows = rows
+            .into_iter()
+            .map(|row| {
+                String::from_utf8_lossy(&row)
+                    .replace(crate::demo_mesh::SCANNER, &scanner)
+                    .into_bytes()
+            })
+            .collect();
+        for batch in crate::demo_mesh::sealed(&sensor, rows) {
+            bus.publish(ben_mesh_ai::FLOWS, batch).await?;
         }
         let from = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == scanner);
         let a = next(&mut anomalies, within, from)

@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 pub const CAPTURE: &[u8] = include_bytes!("../../../examples/mesh/portscan.pcap");
 /// Its scanner.
 pub const SCANNER: &str = "203.0.113.66";
+/// The id the demo's replay signs its flows as: a sensor key made for
+/// the run and trusted by `ben up` (the AI service takes flows only from
+/// sensors' keys).
+pub const SENSOR_ID: &str = "sensor-demo";
 /// How long the path may take (the AI service runs every 5 s).
 const WITHIN: Duration = Duration::from_secs(15);
 
@@ -57,8 +61,28 @@ async fn next<T: prost::Message + Default>(
     }
 }
 
-/// Replays the scan and follows it to the enforcement agent's ack.
-pub async fn run(bus: Arc<dyn Bus>, tty: bool) -> Result<()> {
+/// A sensor key for the replay, to be trusted as [`SENSOR_ID`].
+pub fn sensor_key() -> Result<ben_wire::Signer> {
+    Ok(ben_wire::Signer::from_secret(
+        ben_runtime::random32().map_err(anyhow::Error::msg)?,
+    ))
+}
+
+/// The rows as signed batches for `ben.mesh.flows`.
+pub fn sealed(sensor: &ben_wire::Signer, rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut seq = 0;
+    ben_mesh_sensor::seal_batches(
+        sensor,
+        SENSOR_ID,
+        &mut seq,
+        rows,
+        ben_mesh_sensor::MAX_BATCH_BYTES,
+    )
+}
+
+/// Replays the scan, signed by `sensor` (trusted as [`SENSOR_ID`]), and
+/// follows it to the enforcement agent's ack.
+pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Result<()> {
     let mut anomalies = bus
         .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
         .await?;
@@ -68,8 +92,8 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool) -> Result<()> {
     let t0 = Instant::now();
     let (packets, rows) = flows(ben_time::now_ns().max(0) as u64)?;
     let n = rows.len();
-    for row in rows {
-        bus.publish(ben_mesh_ai::FLOWS, row).await?;
+    for batch in sealed(&sensor, rows) {
+        bus.publish(ben_mesh_ai::FLOWS, batch).await?;
     }
     say(
         t0,

@@ -69,11 +69,17 @@ async fn up(args: UpArgs) -> Result<()> {
             .map(|url| ben_embedded::NatsConfig { url, prefix: None }),
         ..Config::default()
     };
+    let mut sensor = None;
     if args.demo {
         // The demo app is this same binary (`ben demo-app`): Beekeeper is
         // told to accept it as `shop_web`, by executable path and uid.
         cfg.extra_selectors
             .push(crate::shop::selector_for_this_process()?);
+        // The security path's replay signs its flows as a sensor.
+        let key = crate::demo_mesh::sensor_key()?;
+        cfg.trust
+            .push((crate::demo_mesh::SENSOR_ID.to_string(), key.public()));
+        sensor = Some(key);
     }
     let sys = System::start(cfg)
         .await
@@ -107,10 +113,10 @@ async fn up(args: UpArgs) -> Result<()> {
         println!("ben up: no bundle deployed; stage one with `benctl stage DIR` and `benctl deploy VERSION`");
     }
     let tty = std::io::stdout().is_terminal();
-    let security = args.demo.then(|| {
+    let security = sensor.map(|sensor| {
         let bus = sys.bus.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::demo_mesh::run(bus, tty).await {
+            if let Err(e) = crate::demo_mesh::run(bus, tty, sensor).await {
                 println!("security path: the demo stopped: {e:#}");
             }
         })

@@ -175,7 +175,8 @@ stop_grace_ms = 5000
         );
         std::fs::write(&path, toml).unwrap();
         let cfg = ClusterConfig::load(&path).unwrap();
-        cluster::keys::provision(&cfg.key_dir, ids.iter().copied()).unwrap();
+        // The tests' own sensor (it replays captures onto ben.mesh.flows).
+        cluster::keys::provision(&cfg.key_dir, ids.iter().copied().chain(["sensor-test"])).unwrap();
         let log = dir.join("cluster.log");
         let out = std::fs::File::create(&log).unwrap();
         let proc = tokio::process::Command::new(env!("CARGO_BIN_EXE_ben"))
@@ -1888,8 +1889,16 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         assert!(replays <= 3, "no anomaly for the scan after 3 replays");
         let (_, rows) = ben_mesh_flows::replay_rows(&capture, ben_time::now_ns() as u64).unwrap();
         replayed = Instant::now();
-        for row in rows {
-            c.bus.publish(ben_mesh_ai::FLOWS, row).await.unwrap();
+        let (sensor, _) = cluster::keys::load(&c.cfg.key_dir, "sensor-test").unwrap();
+        let mut seq = replays as u64 * 1000;
+        for batch in ben_mesh_sensor::seal_batches(
+            &sensor,
+            "sensor-test",
+            &mut seq,
+            rows,
+            ben_mesh_sensor::MAX_BATCH_BYTES,
+        ) {
+            c.bus.publish(ben_mesh_ai::FLOWS, batch).await.unwrap();
         }
         let until = tokio::time::Instant::now() + Duration::from_secs(8);
         while let Ok(m) = tokio::time::timeout_at(until, anomalies.next()).await {

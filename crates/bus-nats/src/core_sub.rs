@@ -24,21 +24,23 @@
 //! routes to this member between reading the barrier and reading the
 //! `UNSUB`: a local round trip, plus however long this task waits for a
 //! core on a loaded machine. It is sized in time, from the member's
-//! arrival rate: the first fence allows 150 ms of traffic.
+//! arrival rate: the first fence allows 150 ms of traffic and a few
+//! messages more.
 //!
 //! The drain ends:
 //! * when the fence is reached (the normal end under traffic; lossless);
-//! * after [`QUIET`] with nothing arriving, confirmed by one more barrier:
-//!   then a plain `UNSUB`. A message the server routes here in the instant
-//!   between that barrier and the `UNSUB` would be lost; it needs a
-//!   publish at exactly that moment after a tenth of a second of silence
+//! * after [`quiet`] (three mean gaps of its traffic, 100–250 ms) with
+//!   nothing arriving, confirmed by one more barrier: then a plain `UNSUB`.
+//!   A message the server routes here in the instant between that barrier
+//!   and the `UNSUB` would be lost; it needs a publish at exactly that
+//!   moment after a tenth of a second or more of silence
 //!   (async-nats cannot keep the subscription until the server's `PONG`,
 //!   which is how the Go client closes that window);
-//! * if traffic grew and the fence is not reached within [`STEP`], a closer
-//!   one (100 ms of the traffic just seen); after [`STEPS`] fences the
-//!   subscription ends with a plain `UNSUB` and a warning, as components
-//!   have a bounded time to drain (a detector has about half a second
-//!   left when it drains).
+//! * if the fence is not reached within [`STEP`], a closer one when the
+//!   traffic just seen puts it closer (a fence never moves away); after
+//!   [`STEPS`] steps the subscription ends with a plain `UNSUB` and a
+//!   warning, as components have a bounded time to drain (a detector has
+//!   about half a second left when it drains).
 //!
 //! A fence is lost if this task is kept from running for longer than its
 //! margin's time between the barrier and the `UNSUB`; the test
@@ -52,12 +54,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// A draining subscription that hears nothing for this long stops.
-pub const QUIET: Duration = Duration::from_millis(100);
 /// How long a fence is given before a closer one.
-pub const STEP: Duration = Duration::from_millis(200);
+pub const STEP: Duration = Duration::from_millis(100);
 /// Fences set before the subscription is ended regardless.
-pub const STEPS: u32 = 2;
+pub const STEPS: u32 = 4;
 /// Arrival rates are measured over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_millis(250);
 /// How long a round trip may take before the connection is judged gone.
@@ -65,15 +65,26 @@ const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many deliveries past the counted ones the `step`-th fence allows,
 /// for a member receiving `per_s` messages a second, of which
-/// `in_barrier` arrived while the barrier was out: a floor (generous for
-/// the first fence), the traffic of 150 ms (the first fence) or 100 ms
-/// (later ones: they must be reached within a [`STEP`]), and four times
-/// the traffic of the barrier's round trip. Pure.
+/// `in_barrier` arrived while the barrier was out: one message, the
+/// traffic of 150 ms (the first fence) or 100 ms (later ones: they must
+/// be reached within a [`STEP`]), and four times the traffic of the
+/// barrier's round trip. Small on purpose for slow traffic: a fence that
+/// is reached ends the drain without loss, one that is not ends in a
+/// plain `UNSUB`. Pure.
 pub fn margin(step: u32, per_s: f64, in_barrier: u64) -> u64 {
-    let (floor, window) = if step == 0 { (256, 0.150) } else { (8, 0.100) };
+    let window = if step == 0 { 0.150 } else { 0.100 };
+    let floor = 1;
     // Saturating: a rate is finite and not negative, but never trusted.
-    let traffic = (per_s.max(0.0) * window).min(1e12) as u64;
+    let traffic = (per_s.max(0.0) * window).ceil().min(1e12) as u64;
     floor + traffic + 4 * in_barrier
+}
+
+/// How long a draining member waits with nothing arriving before it
+/// checks that nothing is on its way and ends: three mean gaps of its
+/// traffic, between 100 and 250 ms. Pure.
+pub fn quiet(per_s: f64) -> Duration {
+    let gaps = if per_s > 0.0 { 3.0 / per_s } else { 0.0 };
+    Duration::from_secs_f64(gaps.clamp(0.100, 0.250))
 }
 
 /// A member's arrival rate: counts in the current and the previous
@@ -179,6 +190,7 @@ pub async fn forward(
                         seen,
                         ended: false,
                         rate,
+                        fence: None,
                     };
                     drained(&client, d, fenced, &tx, &fix).await;
                 } else if let Err(e) = sub.unsubscribe().await {
@@ -212,6 +224,8 @@ struct Draining {
     ended: bool,
     /// Arrivals (before the drain: what the component took).
     rate: Rate,
+    /// The count the subscription ends at, once set.
+    fence: Option<u64>,
 }
 
 impl Draining {
@@ -256,7 +270,13 @@ impl Draining {
         // and a fence that is never reached ends in a plain UNSUB.
         let per_s = self.rate.per_s(Instant::now());
         let max = self.seen + margin(step, per_s, during);
-        self.sub.unsubscribe_after(max).await.ok()
+        // A fence only ever moves closer.
+        if self.fence.is_some_and(|f| f <= max) {
+            return Some(());
+        }
+        self.sub.unsubscribe_after(max).await.ok()?;
+        self.fence = Some(max);
+        Some(())
     }
 
     /// Ends the subscription now (see the module's notes for the window).
@@ -311,7 +331,7 @@ async fn drained(
                 }
                 None => d.ended = true,
             },
-            _ = tokio::time::sleep_until(last_arrival + QUIET), if !d.ended => {
+            _ = tokio::time::sleep_until(last_arrival + quiet(d.rate.per_s(last_arrival))), if !d.ended => {
                 // Quiet: confirmed by a barrier that nothing is on its way.
                 match d.barrier(client).await {
                     Some(0) | None => d.end().await,
@@ -322,8 +342,11 @@ async fn drained(
                 step += 1;
                 if step >= STEPS {
                     tracing::warn!(
-                        fences = STEPS,
-                        "a draining subscription still receives traffic; ended without waiting for its fence (a message routed to it at this instant would be lost)"
+                        steps = STEPS,
+                        seen = d.seen,
+                        fence = ?d.fence,
+                        per_s = d.rate.per_s(Instant::now()),
+                        "a draining subscription did not reach its fence in time; ended with a plain UNSUB (a message routed to it at this instant would be lost)"
                     );
                     d.end().await;
                 } else {
@@ -343,19 +366,30 @@ mod tests {
 
     #[test]
     fn fences_allow_a_span_of_the_traffic() {
-        assert_eq!(margin(0, 0.0, 0), 256);
-        assert_eq!(margin(1, 0.0, 0), 8);
+        assert_eq!(margin(0, 0.0, 0), 1);
+        assert_eq!(margin(1, 0.0, 0), 1);
         // 20,000 messages a second: 150 ms of them past the first fence,
         // 100 ms past later ones.
-        assert_eq!(margin(0, 20_000.0, 0), 256 + 3_000);
-        assert_eq!(margin(1, 20_000.0, 0), 8 + 2_000);
+        assert_eq!(margin(0, 20_000.0, 0), 1 + 3_000);
+        assert_eq!(margin(1, 20_000.0, 0), 1 + 2_000);
+        // Slow traffic: a few messages, reached soon.
+        assert_eq!(margin(0, 10.0, 0), 1 + 2);
         // What arrived during the barrier's round trip counts four times.
-        assert_eq!(margin(2, 0.0, 10), 48);
+        assert_eq!(margin(2, 0.0, 10), 41);
         // A rate that is not a number of messages adds nothing, and a
         // huge one saturates instead of wrapping.
-        assert_eq!(margin(1, f64::NAN, 0), 8);
-        assert_eq!(margin(1, -5.0, 0), 8);
+        assert_eq!(margin(1, f64::NAN, 0), 1);
+        assert_eq!(margin(1, -5.0, 0), 1);
         assert!(margin(0, f64::INFINITY, 0) >= 1_000_000_000_000);
+    }
+
+    #[test]
+    fn quiet_follows_the_gaps_within_bounds() {
+        assert_eq!(quiet(0.0), Duration::from_millis(100));
+        assert_eq!(quiet(1_000.0), Duration::from_millis(100));
+        assert_eq!(quiet(20.0), Duration::from_millis(150));
+        assert_eq!(quiet(2.0), Duration::from_millis(250));
+        assert_eq!(quiet(f64::NAN), Duration::from_millis(100));
     }
 
     #[test]

@@ -344,8 +344,11 @@ pub async fn run_component(
         last.clone(),
     ));
     // The supervisor kills a process that has not exited this long after
-    // SIGTERM; draining gets most of it.
-    let grace = cfg.stop_grace.mul_f64(0.8);
+    // SIGTERM; draining gets most of it (a leaving detector serves, silent,
+    // for 3.5 s of the default 5 s, then drains its queue subscriptions,
+    // which can take 400 ms: see ben_bus_nats's drain), the rest is for
+    // the final metrics and the flush.
+    let grace = cfg.stop_grace.mul_f64(0.9);
     let r = stop_instance(&inst, shutdown, &drain, grace, id).await;
     // The final figures: what was processed since the last metrics would
     // otherwise be counted lost.

@@ -166,7 +166,7 @@ pub const HANDOVER_NS: i64 = 2_000_000_000;
 
 /// How long a detector asked to stop keeps serving, silent, while other
 /// detectors run: until they count it gone and take its partitions (within
-/// the 4 s a cluster process has to drain).
+/// the 4.5 s a cluster process has to drain).
 pub const LEAVE_NS: i64 = LIVE_NS + 500_000_000;
 
 /// The live detectors as one detector sees them, and the partitions each

@@ -27,6 +27,12 @@ async fn system(name: &str, ttl_ns: i64) -> System {
     system_on(name, ttl_ns, None).await
 }
 
+/// The tests' sensor: `ben up` trusts it as `sensor-e2e` (flows are taken
+/// only from sensors' keys).
+fn sensor() -> ben_wire::Signer {
+    ben_wire::Signer::from_secret([9; 32])
+}
+
 async fn system_on(name: &str, ttl_ns: i64, nats: Option<ben_embedded::NatsConfig>) -> System {
     let dir = std::env::temp_dir().join(format!("ben-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -38,6 +44,7 @@ async fn system_on(name: &str, ttl_ns: i64, nats: Option<ben_embedded::NatsConfi
         bee_ttl_ns: ttl_ns,
         nats,
         mesh_every: Duration::from_millis(300),
+        trust: vec![("sensor-e2e".into(), sensor().public())],
         ..Config::default()
     })
     .await
@@ -427,14 +434,50 @@ async fn cybermesh_loop_publishes_signed_anomalies() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-detect/tests/data/example-flows.csv"),
     )
     .unwrap();
-    for row in csv.lines().skip(1) {
-        ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", row.as_bytes().to_vec())
-            .await
-            .unwrap();
-    }
-    ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", b"not,a,flow".to_vec())
+    let mut dlq = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ben.dlq", None)
         .await
         .unwrap();
+    let batch = |rows: Vec<Vec<u8>>| {
+        sensor().seal_bytes(&ben_mesh_wire::FlowBatch {
+            sensor: "sensor-e2e".into(),
+            seq: 1,
+            rows,
+        })
+    };
+    let rows = csv.lines().skip(1).map(|r| r.as_bytes().to_vec()).collect();
+    ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", batch(rows))
+        .await
+        .unwrap();
+    ben_bus::Bus::publish(
+        sys.bus.as_ref(),
+        "ben.mesh.flows",
+        batch(vec![b"not,a,flow".to_vec()]),
+    )
+    .await
+    .unwrap();
+    // A row as it travelled before flows were signed: refused, counted,
+    // dead-lettered with the reason.
+    let row = csv.lines().nth(1).unwrap().as_bytes().to_vec();
+    ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", row)
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = dlq.next().await.unwrap();
+            let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
+            let dl = pb::DeadLetter::decode(env.payload.as_slice()).unwrap();
+            if dl.subject == "ben.mesh.flows" && dl.reason.contains("sensor's key") {
+                return dl.reason;
+            }
+        }
+    })
+    .await
+    .expect("the unsigned row is dead-lettered");
+    assert!(refused.contains("flows refused"), "{refused}");
+    assert_eq!(
+        sys.stats.shared.mesh.refused_flows.load(Ordering::Relaxed),
+        1
+    );
     let mut classes = Vec::new();
     for _ in 0..2 {
         let m = tokio::time::timeout(Duration::from_secs(5), anomalies.next())

@@ -246,6 +246,20 @@ async fn forged(sys: System) {
                 ),
             ),
             ("dead_letter", by_role(role, "ben.dlq", &dl)),
+            // Flows decide which addresses the mesh names and blocks:
+            // only a sensor's key.
+            (
+                "flows",
+                by_role(
+                    role,
+                    ben_mesh_wire::FLOWS_SUBJECT,
+                    &ben_mesh_wire::FlowBatch {
+                        sensor: id.clone(),
+                        seq: 1,
+                        rows: vec![b"forged".to_vec()],
+                    },
+                ),
+            ),
         ];
         for (kind, f) in cases {
             if !role.may_sign(kind) {
@@ -307,12 +321,22 @@ async fn forged(sys: System) {
         &signal("detector-1", "forged-as-detector-1"),
         "detector-1",
     ));
-    // What the table forbids, counted: the ledger's 4 kinds × 8 other
-    // roles, ack and heartbeat × 4 roles each, signal and bee_roster × 8,
-    // plus 9 + 4 in another's name.
+    forged.push(in_name_of(
+        Role::Sensor,
+        ben_mesh_wire::FLOWS_SUBJECT,
+        &ben_mesh_wire::FlowBatch {
+            sensor: "sensor-1".into(),
+            seq: 1,
+            rows: vec![b"forged".to_vec()],
+        },
+        "sensor-1",
+    ));
+    // What the table forbids, counted: the ledger's 4 kinds × 9 other
+    // roles, ack and heartbeat × 5 roles each, signal and bee_roster × 9,
+    // flows × 9, plus 10 + 5 in another's name.
     assert_eq!(
         forged.len(),
-        32 + 8 + 16 + 9 + 4,
+        36 + 10 + 18 + 9 + 10 + 5,
         "the suite covers the table"
     );
 

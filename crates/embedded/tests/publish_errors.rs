@@ -95,12 +95,15 @@ async fn refused_publishes_are_counted_and_shown() {
     let dir = std::env::temp_dir().join(format!("ben-pub-errors-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("BEN_BLOT_KEY", "e2e test key 0123456789abcdef");
+    // Flows are taken only from a sensor's key.
+    let sensor = ben_wire::Signer::from_secret([9; 32]);
     let sys = System::start(Config {
         data_dir: dir,
         api_addr: "127.0.0.1:0".parse().unwrap(),
         extra_selectors: vec![me()],
         mesh_every: Duration::from_millis(200),
         bus_layer: Some(|bus| Arc::new(Refusing(bus))),
+        trust: vec![("sensor-t".into(), sensor.public())],
         ..Config::default()
     })
     .await
@@ -138,12 +141,13 @@ async fn refused_publishes_are_counted_and_shown() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-detect/tests/data/example-flows.csv"),
     )
     .unwrap();
-    for row in csv.lines().skip(1) {
-        sys.bus
-            .publish("ben.mesh.flows", row.as_bytes().to_vec())
-            .await
-            .unwrap();
-    }
+    let rows = csv.lines().skip(1).map(|r| r.as_bytes().to_vec()).collect();
+    let batch = sensor.seal_bytes(&ben_mesh_wire::FlowBatch {
+        sensor: "sensor-t".into(),
+        seq: 1,
+        rows,
+    });
+    sys.bus.publish("ben.mesh.flows", batch).await.unwrap();
     // Each anomaly published is two refused publishes (event, evidence).
     let mut published = 0;
     for _ in 0..500 {

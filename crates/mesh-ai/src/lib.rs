@@ -1,7 +1,8 @@
 //! # CyberMesh AI service
 //!
 //! The CyberMesh detection loop in the runtime: flow records arrive on
-//! `ben.mesh.flows` (one CIC CSV row each, as `ben flows` writes them), and
+//! `ben.mesh.flows` in [`FlowBatch`]es signed by a sensor's key (CIC CSV
+//! rows, as `ben flows` writes them; anything else is dead-lettered), and
 //! every `every` (5 s by default) the buffered flows go through the three
 //! engines; anomalies are sealed (`ben/v1/anomaly`) and published on
 //! `ai.anomalies.v1`, their evidence on `ai.evidence.v1`. The buffer is
@@ -21,7 +22,7 @@
 use ben_component::{Deps, Publish};
 use ben_mesh_detect as detect;
 use ben_mesh_feedback::{Ack, Feedback};
-use ben_mesh_wire::{CommitEvent, PolicyAck, PolicyEvent};
+use ben_mesh_wire::{CommitEvent, FlowBatch, PolicyAck, PolicyEvent};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,7 +96,7 @@ pub fn feedback_answer(fb: &Feedback, query: &[u8]) -> serde_json::Value {
     }
 }
 
-pub const FLOWS: &str = "ben.mesh.flows";
+pub const FLOWS: &str = ben_mesh_wire::FLOWS_SUBJECT;
 pub const ANOMALIES: &str = "ai.anomalies.v1";
 pub const EVIDENCE: &str = "ai.evidence.v1";
 
@@ -105,6 +106,8 @@ pub struct MeshStats {
     pub flows: AtomicU64,
     pub dropped_flows: AtomicU64,
     pub bad_rows: AtomicU64,
+    /// Flow batches not signed by a sensor's key (dead-lettered).
+    pub refused_flows: AtomicU64,
     pub published: AtomicU64,
     pub rate_limited: AtomicU64,
     /// Anomalies and evidence the bus did not take (counted, not lost
@@ -170,11 +173,28 @@ pub async fn run(
         tokio::select! {
             m = flows.next() => {
                 let Some(m) = m else { break };
-                if rows.len() >= max_buffer {
-                    stats.dropped_flows.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                // Only a sensor's key: flows decide which addresses get
+                // named, and blocked.
+                let batch = match ben_wire::open_bytes::<FlowBatch>(&m.payload, &deps.keyring) {
+                    Ok(b) => b.into_inner(),
+                    Err(e) => {
+                        stats.refused_flows.fetch_add(1, Ordering::Relaxed);
+                        deps.dead_letter(
+                            FLOWS,
+                            format!("flows refused: not a batch signed by a sensor's key ({e})"),
+                            m.payload.len(),
+                        )
+                        .await;
+                        continue;
+                    }
+                };
+                for row in batch.rows {
+                    if rows.len() >= max_buffer {
+                        stats.dropped_flows.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    rows.push(String::from_utf8_lossy(&row).trim().to_string());
                 }
-                rows.push(String::from_utf8_lossy(&m.payload).trim().to_string());
             }
             _ = tick.tick() => {
                 if rows.is_empty() {

@@ -90,6 +90,45 @@ impl Live {
     }
 }
 
+/// What a batch may hold at most, bytes of rows (well under a NATS
+/// server's default 1 MiB payload limit, with the envelope around it).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Rows into [`ben_mesh_wire::FlowBatch`]es signed by `signer` as sensor
+/// `sensor`, each at most `max_bytes` of rows (a single larger row goes
+/// alone); `seq` numbers them. What goes on `ben.mesh.flows`.
+pub fn seal_batches(
+    signer: &ben_wire::Signer,
+    sensor: &str,
+    seq: &mut u64,
+    rows: Vec<Vec<u8>>,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    let mut batch: Vec<Vec<u8>> = vec![];
+    let mut size = 0;
+    let seal = |batch: Vec<Vec<u8>>, seq: &mut u64| {
+        *seq += 1;
+        signer.seal_bytes(&ben_mesh_wire::FlowBatch {
+            sensor: sensor.to_string(),
+            seq: *seq,
+            rows: batch,
+        })
+    };
+    for row in rows {
+        if !batch.is_empty() && size + row.len() > max_bytes {
+            out.push(seal(std::mem::take(&mut batch), seq));
+            size = 0;
+        }
+        size += row.len();
+        batch.push(row);
+    }
+    if !batch.is_empty() {
+        out.push(seal(batch, seq));
+    }
+    out
+}
+
 /// A flow as the CSV row the AI service reads (`ben flows`' columns, no
 /// line end).
 pub fn csv_row(r: &FlowRecord) -> Vec<u8> {
@@ -120,6 +159,38 @@ mod tests {
         f[46] = 5 << 4;
         f[47] = flags;
         f
+    }
+
+    #[test]
+    fn batches_are_signed_bounded_and_numbered() {
+        let signer = ben_wire::Signer::from_secret([7; 32]);
+        let mut keys = ben_wire::Keyring::new();
+        keys.trust("sensor-1", ben_wire::Role::Sensor, signer.public());
+        let rows: Vec<Vec<u8>> = (0..10).map(|i| vec![b'a' + i as u8; 100]).collect();
+        let mut seq = 5;
+        let out = seal_batches(&signer, "sensor-1", &mut seq, rows, 250);
+        assert_eq!(out.len(), 5, "two rows of 100 bytes per 250");
+        assert_eq!(seq, 10);
+        let first = ben_wire::open_bytes::<ben_mesh_wire::FlowBatch>(&out[0], &keys)
+            .unwrap()
+            .into_inner();
+        assert_eq!((first.seq, first.rows.len()), (6, 2));
+        // Another role's key is refused, and so is a batch naming another
+        // sensor than its signer.
+        let mut wrong = ben_wire::Keyring::new();
+        wrong.trust("mesh-1", ben_wire::Role::AiService, signer.public());
+        assert!(ben_wire::open_bytes::<ben_mesh_wire::FlowBatch>(&out[0], &wrong).is_err());
+        let other = seal_batches(&signer, "sensor-2", &mut seq, vec![b"x".to_vec()], 250);
+        assert!(ben_wire::open_bytes::<ben_mesh_wire::FlowBatch>(&other[0], &keys).is_err());
+        // One row over the limit goes alone.
+        let big = seal_batches(
+            &signer,
+            "sensor-1",
+            &mut seq,
+            vec![vec![1; 400], vec![2; 10]],
+            250,
+        );
+        assert_eq!(big.len(), 2);
     }
 
     #[test]

@@ -9,6 +9,33 @@
 //! Here, below both, so the validators and the enforcement agent share
 //! them without depending on each other.
 
+/// Where sensors publish flows (signed [`FlowBatch`]es).
+pub const FLOWS_SUBJECT: &str = "ben.mesh.flows";
+
+/// Flows a sensor assembled, as CSV rows in the columns `ben flows`
+/// writes (no header, no line ends). Signed by the sensor: the AI service
+/// takes flows only from keys provisioned as sensors, so nobody else on
+/// the bus can make it name (and the validators block) an address.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FlowBatch {
+    /// The sensor (its component id).
+    #[prost(string, tag = "1")]
+    pub sensor: String,
+    /// The sensor's batch counter (gaps: batches the bus lost).
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// The rows.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub rows: Vec<Vec<u8>>,
+}
+
+impl ben_wire::Kind for FlowBatch {
+    const KIND: &'static str = "flows";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.sensor)
+    }
+}
+
 /// Where CyberMesh dead-letters what it refuses (signed
 /// `ben.v1.DeadLetter`s, the reason in each).
 pub const DLQ_SUBJECT: &str = "ai.dlq.v1";

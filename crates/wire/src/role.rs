@@ -18,6 +18,7 @@
 //! | AI service | `mesh` | `anomaly` `evidence` `dead_letter` `metrics` |
 //! | validator | `validator` | `commit` `policy` `reputation` `dead_letter` `metrics` |
 //! | enforcement agent | `enforcer` | `policy_ack` `dead_letter` `metrics` |
+//! | sensor | `sensor` | `flows` `dead_letter` `metrics` |
 //!
 //! Every role writes dead letters about what it refused, signed as itself.
 //! `commit`, `policy`, `reputation` and `policy_ack` are the CyberMesh
@@ -42,6 +43,8 @@ pub enum Role {
     Validator,
     /// A CyberMesh enforcement agent.
     Enforcer,
+    /// A CyberMesh sensor (flows from an interface or a capture).
+    Sensor,
 }
 
 /// Who signs what: each role and the kinds (`ben/v1/<kind>`) it may sign.
@@ -80,11 +83,12 @@ pub const SIGNS: &[(Role, &[&str])] = &[
         &["commit", "policy", "reputation", "dead_letter", "metrics"],
     ),
     (Role::Enforcer, &["policy_ack", "dead_letter", "metrics"]),
+    (Role::Sensor, &["flows", "dead_letter", "metrics"]),
 ];
 
 impl Role {
     /// Every role, in [`SIGNS`] order.
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Ledger,
         Role::Sidecar,
         Role::Proxy,
@@ -94,6 +98,7 @@ impl Role {
         Role::AiService,
         Role::Validator,
         Role::Enforcer,
+        Role::Sensor,
     ];
 
     /// The role's name: what heartbeats and the component table call it
@@ -109,6 +114,7 @@ impl Role {
             Role::AiService => "mesh",
             Role::Validator => "validator",
             Role::Enforcer => "enforcer",
+            Role::Sensor => "sensor",
         }
     }
 
