@@ -30,8 +30,8 @@ pub struct ValidatorArgs {
     /// `[enforcer]` the agent's backend and allowlist.
     #[arg(long)]
     pub config: PathBuf,
-    /// Which one (default `validator-1`, `enforcer-1`); its key must be in
-    /// the cluster's key directory.
+    /// Which one (default `validator-1`, `enforcer-1`, `sensor-1`); its key
+    /// must be in the cluster's key directory.
     #[arg(long)]
     pub id: Option<String>,
 }

@@ -51,6 +51,10 @@ enum Cmd {
     /// checked against their keys, into nftables, iptables + ipset or a dry
     /// run (`[enforcer]` in the config), acked on `control.policy.ack.v1`.
     Enforce(cluster::ValidatorArgs),
+    /// Run a CyberMesh live sensor of a cluster (`ben run sensor`), one per
+    /// host: AF_PACKET capture on `[sensor] iface` (CAP_NET_RAW), flows
+    /// signed by its key on `ben.mesh.flows`.
+    Sensor(cluster::ValidatorArgs),
     /// Cluster mode: `ben cluster up --config FILE` starts every component
     /// as its own supervised process.
     Cluster(cluster::ClusterArgs),
@@ -102,6 +106,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ben enforce: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Sensor(args) => match cluster::run(args.run_as("sensor")) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ben sensor: {e:#}");
                 ExitCode::from(1)
             }
         },

@@ -32,6 +32,16 @@ pub struct UpArgs {
     /// Stop by itself this many seconds after start (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
+    /// Run CyberMesh's live sensor on this interface (AF_PACKET, needs
+    /// CAP_NET_RAW): its flows, signed, go to the AI service.
+    #[arg(long, value_name = "IF")]
+    pub sensor_iface: Option<String>,
+    /// A pcap filter for the sensor (compiled with tcpdump).
+    #[arg(long, value_name = "EXPR", requires = "sensor_iface")]
+    pub sensor_filter: Option<String>,
+    /// The network namespace (`ip netns` name) the sensor's interface is in.
+    #[arg(long, value_name = "NAME", requires = "sensor_iface")]
+    pub sensor_netns: Option<String>,
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
@@ -69,6 +79,15 @@ async fn up(args: UpArgs) -> Result<()> {
             .map(|url| ben_embedded::NatsConfig { url, prefix: None }),
         ..Config::default()
     };
+    if let Some(iface) = &args.sensor_iface {
+        cfg.counts.insert("sensor", 1);
+        cfg.sensor = ben_runtime::table::SensorEnv {
+            iface: Some(iface.clone()),
+            filter: args.sensor_filter.clone(),
+            netns: args.sensor_netns.clone(),
+            idle_timeout_ms: 0,
+        };
+    }
     let mut sensor = None;
     if args.demo {
         // The demo app is this same binary (`ben demo-app`): Beekeeper is

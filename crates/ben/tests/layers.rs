@@ -35,7 +35,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("ben-control", 2),
     ("ben-component", 2),
     ("ben-orchestrator", 2),
-    ("ben-mesh-sensor", 2),
     // components
     ("ben-sidecar", 3),
     ("ben-proxy", 3),
@@ -45,6 +44,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ben-mesh-ai", 3),
     ("ben-mesh-validator", 3),
     ("ben-mesh-enforce", 3),
+    ("ben-mesh-sensor", 3),
     // wiring: the component table, then the two modes on it
     ("ben-runtime", 4),
     ("ben-embedded", 5),

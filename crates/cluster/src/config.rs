@@ -79,6 +79,13 @@
 //!                                 # host's table is read back and repaired. Another host runs
 //!                                 # `ben enforce --config F --id enforcer-2` with that id's key
 //!
+//! [sensor]                        # CyberMesh's live sensor on this host (none without this
+//! iface = "eth0"                  # table): AF_PACKET capture on iface (CAP_NET_RAW), flows signed
+//! filter = "not port 4222"        # by its key on ben.mesh.flows; a pcap filter (compiled with
+//! netns = ""                      # tcpdump); the interface's `ip netns` name, if not the host's;
+//! idle_timeout_ms = 15000         # a flow ends this long after its last packet. Another host runs
+//!                                 # `ben sensor --config F --id sensor-2` with that id's key
+//!
 //! [supervisor]
 //! backoff_initial_ms = 100        # restart waits double from this…
 //! backoff_max_ms = 5000           # …up to this
@@ -125,6 +132,25 @@ struct FileCfg {
     validators: ValidatorsCfg,
     enforcer: Option<EnforcerCfg>,
     mesh: Option<MeshCfg>,
+    sensor: Option<SensorCfg>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SensorCfg {
+    iface: Option<String>,
+    filter: Option<String>,
+    netns: Option<String>,
+    idle_timeout_ms: Option<u64>,
+}
+
+/// `[sensor]`: the live sensor this cluster runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sensor {
+    pub iface: String,
+    pub filter: Option<String>,
+    pub netns: Option<String>,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -480,6 +506,8 @@ pub struct ClusterConfig {
     pub validator_addrs: Vec<SocketAddr>,
     /// `[enforcer]`: the host's enforcement agent (none: not run).
     pub enforcer: Option<Enforcer>,
+    /// `[sensor]`: the host's live sensor (none: not run).
+    pub sensor: Option<Sensor>,
     /// `[mesh] every_ms`: how often the AI service runs its engines (none:
     /// no AI service).
     pub mesh_every: Option<Duration>,
@@ -570,6 +598,21 @@ impl ClusterConfig {
             }
         };
         counts.insert("enforcer", usize::from(enforcer.is_some()));
+        let sensor = match f.sensor {
+            None => None,
+            Some(x) => {
+                let iface = x.iface.filter(|i| !i.is_empty()).ok_or_else(|| {
+                    format!("{p}: [sensor] needs iface: the interface to capture on (ip link lists them)")
+                })?;
+                Some(Sensor {
+                    iface,
+                    filter: x.filter.filter(|f| !f.is_empty()),
+                    netns: x.netns.filter(|n| !n.is_empty()),
+                    idle_timeout_ms: ms("sensor", "idle_timeout_ms", x.idle_timeout_ms, 15_000)?,
+                })
+            }
+        };
+        counts.insert("sensor", usize::from(sensor.is_some()));
         let mesh_every = match f.mesh {
             None => None,
             Some(_) if validator_addrs.is_empty() => {
@@ -654,6 +697,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             validator_addrs,
             enforcer,
+            sensor,
             mesh_every,
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
@@ -1007,6 +1051,22 @@ mod tests {
         let c = parse(&format!("prefix = \"a\"\n{v4}[mesh]\nevery_ms = 1000\n")).unwrap();
         assert_eq!(c.mesh_every, Some(Duration::from_secs(1)));
         assert!(c.started().iter().any(|(id, _)| id == "mesh-1"));
+        assert!(!c.started().iter().any(|(id, _)| id == "sensor-1"));
+        let e = parse("prefix = \"a\"\n[sensor]\nfilter = \"udp\"\n").unwrap_err();
+        assert!(e.contains("[sensor] needs iface"), "{e}");
+        let e = parse("prefix = \"a\"\n[sensor]\niface = \"eth0\"\nmode = 1\n").unwrap_err();
+        assert!(e.contains("mode"), "{e}");
+        let c = parse("prefix = \"a\"\n[sensor]\niface = \"eth0\"\nnetns = \"\"\n").unwrap();
+        assert_eq!(
+            c.sensor,
+            Some(Sensor {
+                iface: "eth0".into(),
+                filter: None,
+                netns: None,
+                idle_timeout_ms: 15_000
+            })
+        );
+        assert!(c.started().iter().any(|(id, _)| id == "sensor-1"));
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
         assert!(e.contains("/nonexistent/c.toml"), "{e}");
     }

@@ -388,6 +388,14 @@ fn component_env(cfg: &ClusterConfig) -> Result<ben_runtime::Env, String> {
     if let Some(every) = cfg.mesh_every {
         env.mesh_every = every;
     }
+    if let Some(x) = &cfg.sensor {
+        env.sensor = ben_runtime::table::SensorEnv {
+            iface: Some(x.iface.clone()),
+            filter: x.filter.clone(),
+            netns: x.netns.clone(),
+            idle_timeout_ms: x.idle_timeout_ms,
+        };
+    }
     if let Some(e) = &cfg.enforcer {
         env.enforce.backend = Some(e.backend.clone());
         env.enforce.allow = e.allow.clone();
@@ -1230,6 +1238,8 @@ fn status_json(
         "chain_height": current.values().map(|m| m.chain_height).max().unwrap_or(0),
         "blocked": current.values().map(|m| m.blocked).sum::<u64>(),
         "breaker_open": current.values().any(|m| m.breaker_open),
+        "captured": current.values().map(|m| m.captured).sum::<u64>(),
+        "capture_drops": current.values().map(|m| m.capture_drops).sum::<u64>(),
         "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
@@ -1278,6 +1288,15 @@ pub fn status_line(s: &serde_json::Value) -> String {
             ""
         };
         format!("{chain} | blocked {}{breaker}", s["blocked"])
+    } else {
+        chain
+    };
+    // The live sensors, when the cluster runs them.
+    let chain = if comps.is_some_and(|c| c.values().any(|v| v["kind"] == "sensor")) {
+        format!(
+            "{chain} | captured {} (kernel drops {})",
+            s["captured"], s["capture_drops"]
+        )
     } else {
         chain
     };

@@ -64,6 +64,9 @@ pub struct Config {
     pub trust: Vec<(String, ben_wire::VerifyingKey)>,
     /// Wraps the bus every component uses (tests inject faults with it).
     pub bus_layer: Option<BusLayer>,
+    /// The live sensor (`ben up --sensor-iface IF`): with an interface,
+    /// one sensor runs unless `counts` says otherwise.
+    pub sensor: ben_runtime::table::SensorEnv,
 }
 
 /// A wrapper around the system's bus ([`Config::bus_layer`]).
@@ -93,6 +96,7 @@ impl Default for Config {
             mesh_every: Duration::from_secs(5),
             trust: vec![],
             bus_layer: None,
+            sensor: Default::default(),
         }
     }
 }
@@ -392,6 +396,12 @@ impl System {
     /// policies back.
     fn mesh_status(t: &ben_runtime::metrics::ComponentMetrics) -> String {
         let mut out = format!(" | chain height {} | blocked {}", t.chain_height, t.blocked);
+        if t.captured > 0 || t.capture_drops > 0 {
+            out += &format!(
+                " | captured {} (kernel drops {})",
+                t.captured, t.capture_drops
+            );
+        }
         if !t.halted.is_empty() {
             out += &format!(
                 " | HALTED (database not taking blocks): {}",
@@ -455,6 +465,7 @@ fn component_env(
     env.lucius_file = Some(cfg.data_dir.join("lucius.db"));
     env.mesh_every = cfg.mesh_every;
     env.enforce.bus_url = cfg.nats.as_ref().map(|n| n.url.clone());
+    env.sensor = cfg.sensor.clone();
     env.blot_key()?;
     let blot_key_file = cfg.data_dir.join("blot.key");
     if blot_key_file.exists() {
@@ -491,13 +502,12 @@ fn identities(cfg: &Config, ledger: &Signer) -> Result<(Vec<Identity>, Keyring),
     }
     let mut identities = Vec::new();
     for kind in &KINDS {
-        for i in 1..=cfg
-            .counts
-            .get(kind.role)
-            .copied()
-            .unwrap_or(kind.count)
-            .max(1)
-        {
+        let n = cfg.counts.get(kind.role).copied().unwrap_or(kind.count);
+        // Every kind the table runs by default runs at least once (the
+        // data path has every hop); one it runs only when asked for (a
+        // sensor needs an interface) runs as often as asked.
+        let n = if kind.count > 0 { n.max(1) } else { n };
+        for i in 1..=n {
             let signer = Arc::new(Signer::from_secret(random32()?));
             let id = format!("{}-{i}", kind.role);
             keyring

@@ -20,10 +20,16 @@
 //!   (non-IP, fragment, truncated, malformed, cut by the ring), never a
 //!   panic.
 //!
-//! `ben sensor --iface IF` runs them (see the binary).
+//! * [`run`] — the component: the ring on its own thread, each tick's
+//!   finished flows sealed as `FlowBatch`es by the sensor's key and
+//!   published on `ben.mesh.flows`, everything counted ([`run::Counters`]).
+//!
+//! `ben sensor --config F` runs one in a cluster, `ben up --sensor-iface IF`
+//! in one process.
 
 pub mod bpf;
 pub mod ring;
+pub mod run;
 
 use ben_mesh_flows::{Config, Counters, FlowRecord, FlowTable, LinkType};
 

@@ -183,6 +183,18 @@ pub fn ifindex(iface: &str) -> io::Result<u32> {
     Ok(i)
 }
 
+/// The index of interface `iface` in the network namespace at `netns`
+/// (this process's when `None`): whether a sensor has something to open.
+pub fn ifindex_in(iface: &str, netns: Option<&std::path::Path>) -> io::Result<u32> {
+    match netns {
+        None => ifindex(iface),
+        Some(ns) => {
+            let name = iface.to_string();
+            in_netns(ns, move || ifindex(&name))
+        }
+    }
+}
+
 impl Ring {
     /// Opens the socket on `iface` with the ring `cfg`, `filter` attached
     /// (empty: every frame). Needs CAP_NET_RAW.

@@ -51,4 +51,8 @@ pub struct ComponentMetrics {
     /// breaker holds policies back.
     pub blocked: u64,
     pub breaker_open: bool,
+    /// CyberMesh live sensors: frames captured, and packets the kernel
+    /// dropped because the capture ring was full.
+    pub captured: u64,
+    pub capture_drops: u64,
 }

@@ -104,7 +104,23 @@ pub struct Env {
     pub mesh_every: Duration,
     /// The enforcement agent's settings.
     pub enforce: EnforceEnv,
+    /// The live sensor's settings.
+    pub sensor: SensorEnv,
     pub shared: Arc<Shared>,
+}
+
+/// What a mode tells its live sensor (`ben up --sensor-iface`, cluster
+/// `[sensor]`).
+#[derive(Clone, Debug, Default)]
+pub struct SensorEnv {
+    /// The interface to capture on (none: a sensor built anyway says so).
+    pub iface: Option<String>,
+    /// A pcap filter expression.
+    pub filter: Option<String>,
+    /// The network namespace of the interface (`ip netns` name).
+    pub netns: Option<String>,
+    /// End a flow after this long without packets (ms; 0: 15 s).
+    pub idle_timeout_ms: u64,
 }
 
 /// What a mode tells its enforcement agent.
@@ -137,6 +153,7 @@ impl Env {
                 reconcile_ms: 5_000,
                 ..EnforceEnv::default()
             },
+            sensor: SensorEnv::default(),
             shared: Arc::default(),
         }
     }
@@ -168,6 +185,8 @@ pub struct Shared {
     pub validators_set: OnceLock<Arc<ben_mesh_validator::bus::ValidatorSet>>,
     /// The enforcement agent's counters.
     pub enforcer: Arc<ben_mesh_enforce::agent::Counters>,
+    /// The live sensor's counters.
+    pub sensor: Arc<ben_mesh_sensor::run::Counters>,
 }
 
 /// Each running validator's counters, by id.
@@ -207,7 +226,7 @@ impl Instance {
 }
 
 /// The kinds, in start order.
-pub static KINDS: [Kind; 8] = [
+pub static KINDS: [Kind; 9] = [
     Kind {
         role: "detector",
         plural: "detectors",
@@ -295,6 +314,26 @@ pub static KINDS: [Kind; 8] = [
             m.publish_errors += s.enforcer.publish_errors.load(Ordering::Relaxed);
             m.blocked += s.enforcer.entries.load(Ordering::Relaxed);
             m.breaker_open |= s.enforcer.breaker_open.load(Ordering::Relaxed);
+        },
+    },
+    Kind {
+        role: "sensor",
+        plural: "sensors",
+        order: 2,
+        // None unless an interface is given: `ben up --sensor-iface IF`,
+        // cluster `[sensor]` (`ben sensor --config F` on each host).
+        count: 0,
+        scale: Scale::Fixed,
+        hop: Hop::Off,
+        intent: false,
+        artifacts: &[],
+        in_cluster: true,
+        subscribes: &[],
+        build: build_sensor,
+        probe: |s, m| {
+            m.publish_errors += s.sensor.publish_errors.load(Ordering::Relaxed);
+            m.captured += s.sensor.frames.load(Ordering::Relaxed);
+            m.capture_drops += s.sensor.kernel_drops.load(Ordering::Relaxed);
         },
     },
     Kind {
@@ -493,6 +532,52 @@ fn build_enforcer(
                 counters.clone(),
             ))
         })))
+    })
+}
+
+/// The live sensor: captures on the mode's interface and publishes the
+/// flows it finishes, signed, on `ben.mesh.flows`.
+fn build_sensor(
+    env: &Env,
+    deps: Deps,
+    _load: Arc<Load>,
+) -> BoxFuture<'_, Result<Instance, String>> {
+    let counters = env.shared.sensor.clone();
+    let cfg = env.sensor.clone();
+    Box::pin(async move {
+        let iface = cfg.iface.clone().ok_or_else(|| {
+            format!(
+                "{}: no interface to capture on (ben up --sensor-iface IF, or iface in the cluster's [sensor])",
+                deps.id
+            )
+        })?;
+        let mut s = ben_mesh_sensor::run::Settings::new(&iface);
+        s.filter = cfg.filter.clone();
+        s.netns = cfg
+            .netns
+            .as_ref()
+            .map(|n| std::path::Path::new("/run/netns").join(n));
+        if cfg.idle_timeout_ms > 0 {
+            s.flows.idle_timeout_ns = cfg.idle_timeout_ms * 1_000_000;
+        }
+        // A filter that does not compile or an interface that is not there
+        // stops the build, named.
+        if let Some(expr) = &s.filter {
+            ben_mesh_sensor::bpf::compile(expr)?;
+        }
+        ben_mesh_sensor::ring::ifindex_in(&iface, s.netns.as_deref())
+            .map_err(|e| format!("{}: {e}", deps.id))?;
+        Ok(Instance {
+            // Nothing to drain: it holds no queue group.
+            drains: false,
+            ..Instance::new(Arc::new(move || {
+                Box::pin(ben_mesh_sensor::run::run(
+                    deps.clone(),
+                    s.clone(),
+                    counters.clone(),
+                ))
+            }))
+        })
     })
 }
 

@@ -1,0 +1,130 @@
+//! CyberMesh on live traffic, in one process: `ben up` with its sensor on
+//! the victim's interface of a LAN of network namespaces (see
+//! `crates/mesh-sensor/tests/lan`). A TCP connect scan and a UDP flood
+//! (6,000 datagrams) from two attacker hosts, and a benign client's page loads, go over the
+//! wire; the sensor's flows, signed, reach the AI service, whose signed
+//! anomalies name the scanner (portscan) and the flooder (flood) and never
+//! the benign client. The status line shows what was captured and that
+//! the kernel dropped nothing.
+//!
+//! Needs root (namespaces, CAP_NET_RAW) and python3.
+
+use ben_embedded::{Config, System};
+use ben_wire::pb;
+use lan::{py, Lan};
+use prost::Message as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[path = "../../mesh-sensor/tests/lan/mod.rs"]
+mod lan;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
+    let lan = Lan::new();
+    let dir = std::env::temp_dir().join(format!("ben-sensor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("BEN_BLOT_KEY", "sensor test key 0123456789abcdef");
+    let mut counts = BTreeMap::new();
+    counts.insert("sensor", 1);
+    let sys = System::start(Config {
+        data_dir: dir.clone(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        // The seed's cycle (the default): the AI service judges what
+        // arrived since its last run, each source's window within that
+        // batch, so a flood cut in two by a run must still be a flood in
+        // each part (6,000 datagrams). Keeping windows across runs is the
+        // streaming detection still to build (the sensing issue).
+        mesh_every: Duration::from_secs(5),
+        counts,
+        sensor: ben_runtime::table::SensorEnv {
+            iface: Some("evictim".into()),
+            filter: None,
+            netns: Some(lan.ns("victim")),
+            idle_timeout_ms: 2_000,
+        },
+        ..Config::default()
+    })
+    .await
+    .expect("ben up starts with a sensor");
+    let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
+        .await
+        .unwrap();
+    let victim = lan.ip(1);
+    let user = {
+        let (ns, victim) = (lan.ns("user"), victim.clone());
+        std::thread::spawn(move || {
+            py(
+                &ns,
+                &format!(
+                    "import urllib.request,time\n\
+                     for i in range(30):\n \
+                       urllib.request.urlopen('http://{victim}:8080/page%d' % i, timeout=5).read()\n \
+                       time.sleep(0.1)\n"
+                ),
+            )
+        })
+    };
+    let (scan_ns, flood_ns, v) = (lan.ns("scan"), lan.ns("flood"), victim.clone());
+    tokio::task::spawn_blocking(move || {
+        py(
+            &scan_ns,
+            &format!(
+                "import socket\n\
+                 for p in range(1,301):\n \
+                   s=socket.socket(); s.settimeout(0.5)\n \
+                   s.connect_ex(('{v}',p)); s.close()\n"
+            ),
+        );
+        py(
+            &flood_ns,
+            &format!(
+                "import socket\n\
+                 for i in range(6000):\n \
+                   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n \
+                   s.sendto(b'x'*16,('{v}',9999)); s.close()\n"
+            ),
+        );
+    })
+    .await
+    .unwrap();
+    // The anomalies, by source, until both attackers are named (the
+    // flood's flows end 2 s after its last datagram) and a little after.
+    let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let want = |n: &BTreeMap<String, BTreeSet<String>>| {
+        n.get(&lan.ip(2)).is_some_and(|c| c.contains("portscan"))
+            && n.get(&lan.ip(3)).is_some_and(|c| c.contains("flood"))
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut settle = None;
+    loop {
+        let deadline = settle.unwrap_or(until).min(until);
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, anomalies.next()).await else {
+            break;
+        };
+        let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
+        assert_eq!(env.kind, "anomaly");
+        let a = ben_mesh_detect::wire::AnomalyEvent::decode(env.payload.as_slice()).unwrap();
+        let src = a.source.map(|s| s.ip).unwrap_or_default();
+        named.entry(src).or_default().insert(a.class);
+        if settle.is_none() && want(&named) {
+            settle = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+        }
+    }
+    user.join().expect("the benign client");
+    let status = sys.status_line().await;
+    eprintln!("named: {named:?}\n{status}");
+    assert!(want(&named), "the scan and the flood, named: {named:?}");
+    assert!(
+        !named.contains_key(&lan.ip(4)),
+        "the benign client was named: {named:?}"
+    );
+    assert!(
+        !named.contains_key(&victim),
+        "the victim was named: {named:?}"
+    );
+    assert!(status.contains("captured "), "{status}");
+    assert!(status.contains("(kernel drops 0)"), "{status}");
+    sys.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

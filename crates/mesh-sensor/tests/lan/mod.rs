@@ -1,0 +1,138 @@
+//! A LAN of network namespaces for the sensor's tests (shared with
+//! `crates/embedded/tests/sensor.rs` through `#[path]`): a bridge in its own
+//! namespace; a victim (10.214.K.1) running a web server on 8080; a
+//! scanner (.2), a flooder (.3) and a benign client (.4). Each host's
+//! interface is `e<who>`. Needs root and python3.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::atomic::Ordering;
+
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+pub fn must(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a Python program in namespace `ns`; its stdout.
+pub fn py(ns: &str, program: &str) -> String {
+    must(&["ip", "netns", "exec", ns, "python3", "-c", program])
+}
+
+/// The LAN; namespaces removed when dropped.
+pub struct Lan {
+    k: u32,
+    names: Vec<String>,
+    server: std::process::Child,
+}
+
+impl Lan {
+    pub fn ns(&self, who: &str) -> String {
+        format!("s{who}{}", self.k)
+    }
+
+    pub fn ip(&self, host: u8) -> String {
+        format!("10.214.{}.{host}", self.k)
+    }
+
+    pub fn new() -> Lan {
+        assert!(
+            sh(&["id", "-u"]).stdout.starts_with(b"0"),
+            "this test makes network namespaces and needs root"
+        );
+        // Two tests run at once: each its own LAN.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = std::process::id() % 100 * 2 + 20 + N.fetch_add(1, Ordering::Relaxed) % 2;
+        let hosts = [("victim", 1u8), ("scan", 2), ("flood", 3), ("user", 4)];
+        let lan = format!("slan{k}");
+        let mut names = vec![lan.clone()];
+        names.extend(hosts.iter().map(|(w, _)| format!("s{w}{k}")));
+        for ns in &names {
+            let _ = sh(&["ip", "netns", "del", ns]);
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        must(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        for (who, host) in hosts {
+            let ns = format!("s{who}{k}");
+            let (inner, outer) = (format!("e{who}"), format!("p{who}"));
+            must(&[
+                "ip", "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
+                "netns", &lan,
+            ]);
+            must(&[
+                "ip", "-n", &lan, "link", "set", &outer, "master", "br0", "up",
+            ]);
+            must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.214.{k}.{host}/24"),
+                "dev",
+                &inner,
+            ]);
+            // Jumbo frames fit the LAN.
+            must(&["ip", "-n", &lan, "link", "set", &outer, "mtu", "9000"]);
+            must(&["ip", "-n", &ns, "link", "set", &inner, "mtu", "9000", "up"]);
+        }
+        must(&["ip", "-n", &lan, "link", "set", "br0", "mtu", "9000"]);
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("svictim{k}"),
+                "python3",
+                "-c",
+                "import http.server, socketserver\n\
+                 class H(http.server.BaseHTTPRequestHandler):\n \
+                   def do_GET(self):\n  \
+                     body=b'<html>'+b'x'*1500+b'</html>'\n  \
+                     self.send_response(200); self.send_header('Content-Length',str(len(body))); self.end_headers(); self.wfile.write(body)\n \
+                   def log_message(self,*a): pass\n\
+                 socketserver.ThreadingTCPServer.allow_reuse_address=True\n\
+                 socketserver.ThreadingTCPServer(('0.0.0.0',8080),H).serve_forever()\n",
+            ])
+            .spawn()
+            .expect("python3 for the victim's web server");
+        let lan = Lan { k, names, server };
+        // The server listens and every host reaches the victim.
+        for who in ["scan", "flood", "user"] {
+            py(
+                &lan.ns(who),
+                &format!(
+                    "import socket,time\n\
+                     for i in range(100):\n \
+                       try:\n  socket.create_connection(('{}',8080),timeout=1).close(); break\n \
+                       except OSError: time.sleep(0.05)\n\
+                     else: raise SystemExit('the victim is unreachable')\n",
+                    lan.ip(1)
+                ),
+            );
+        }
+        lan
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        for ns in &self.names {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
