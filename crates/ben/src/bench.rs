@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop"])]
+    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -83,6 +83,12 @@ pub struct BenchArgs {
     /// (the time for all `--entries` is extrapolated from these).
     #[arg(long, default_value_t = 1_000)]
     pub one_by_one: usize,
+    /// sensor: UDP datagrams sent over the veth pair.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub packets: u64,
+    /// sensor: payload bytes per datagram.
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
 }
 
 impl BenchArgs {
@@ -108,6 +114,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.what == "loop" {
         return crate::bench_loop::run(args.runs, args.every_ms);
+    }
+    if args.what == "sensor" {
+        return crate::bench_sensor::run(args.packets, args.payload);
     }
     if args.what == "enforce" {
         return crate::bench_enforce::run(args.entries, args.one_by_one);

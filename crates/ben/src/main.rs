@@ -5,6 +5,7 @@ mod bench_activation;
 mod bench_cluster;
 mod bench_consensus;
 mod bench_enforce;
+mod bench_sensor;
 mod bench_loop;
 mod cluster;
 mod demo_app;

@@ -184,6 +184,7 @@ mod tests {
                 ("mesh", with(&["anomaly", "evidence"])),
                 ("validator", with(&["commit", "policy", "reputation"])),
                 ("enforcer", with(&["policy_ack"])),
+                ("sensor", with(&["flows"])),
             ]
         );
         // Only the ledger announces, activates and aborts.
@@ -202,6 +203,7 @@ mod tests {
         assert_eq!(Role::of_id("mesh-1"), Some(Role::AiService));
         assert_eq!(Role::of_id("lucius-10"), Some(Role::Lucius));
         assert_eq!(Role::of_id("enforcer-a"), Some(Role::Enforcer));
+        assert_eq!(Role::of_id("sensor-edge-1"), Some(Role::Sensor));
         for bad in [
             "",
             "spine",
