@@ -91,12 +91,9 @@ pub fn run(packets: u64, payload: usize) -> Result<()> {
     ip(&["-n", &b, "addr", "add", "10.215.0.2/24", "dev", "bvb"])?;
     ip(&["-n", &a, "link", "set", "bva", "up"])?;
     ip(&["-n", &b, "link", "set", "bvb", "up"])?;
-    // The receiving side needs the sender's MAC without asking each time.
     let path = |n: &str| std::path::PathBuf::from(format!("/run/netns/{n}"));
-    let mut ring = ring::in_netns(&path(&b), || {
-        Ring::open("bvb", &RingConfig::default(), &[])
-    })
-    .context("opening the capture ring on the veth")?;
+    let mut ring = ring::in_netns(&path(&b), || Ring::open("bvb", &RingConfig::default(), &[]))
+        .context("opening the capture ring on the veth")?;
     let done = Arc::new(AtomicBool::new(false));
     let capture = {
         let done = done.clone();
