@@ -11,7 +11,7 @@
 
 use ben_embedded::{Config, System};
 use ben_wire::pb;
-use lan::{py, Lan};
+use lan::Lan;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -51,40 +51,12 @@ async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
         .await
         .unwrap();
     let victim = lan.ip(1);
-    let user = {
-        let (ns, victim) = (lan.ns("user"), victim.clone());
-        std::thread::spawn(move || {
-            py(
-                &ns,
-                &format!(
-                    "import urllib.request,time\n\
-                     for i in range(30):\n \
-                       urllib.request.urlopen('http://{victim}:8080/page%d' % i, timeout=5).read()\n \
-                       time.sleep(0.1)\n"
-                ),
-            )
-        })
-    };
-    let (scan_ns, flood_ns, v) = (lan.ns("scan"), lan.ns("flood"), victim.clone());
+    let user = lan.browse();
+    let lan = std::sync::Arc::new(lan);
+    let l = lan.clone();
     tokio::task::spawn_blocking(move || {
-        py(
-            &scan_ns,
-            &format!(
-                "import socket\n\
-                 for p in range(1,301):\n \
-                   s=socket.socket(); s.settimeout(0.5)\n \
-                   s.connect_ex(('{v}',p)); s.close()\n"
-            ),
-        );
-        py(
-            &flood_ns,
-            &format!(
-                "import socket\n\
-                 for i in range(6000):\n \
-                   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n \
-                   s.sendto(b'x'*16,('{v}',9999)); s.close()\n"
-            ),
-        );
+        l.scan();
+        l.flood(6000);
     })
     .await
     .unwrap();

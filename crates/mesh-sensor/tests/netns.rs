@@ -113,43 +113,11 @@ fn a_scan_and_a_flood_are_named_and_the_benign_client_is_not() {
     let lan = Lan::new();
     let stop = Arc::new(AtomicBool::new(false));
     let sensor = sense(&lan, "victim", vec![], stop.clone());
-    let victim = lan.ip(1);
-    // The benign client: pages fetched one after another, a short pause
-    // between them, for the whole run.
-    let user = {
-        let (ns, victim) = (lan.ns("user"), victim.clone());
-        std::thread::spawn(move || {
-            py(
-                &ns,
-                &format!(
-                    "import urllib.request,time\n\
-                     for i in range(30):\n \
-                       urllib.request.urlopen('http://{victim}:8080/page%d' % i, timeout=5).read()\n \
-                       time.sleep(0.1)\n"
-                ),
-            )
-        })
-    };
-    // A TCP connect scan of 300 ports.
-    py(
-        &lan.ns("scan"),
-        &format!(
-            "import socket\n\
-             for p in range(1,301):\n \
-               s=socket.socket(); s.settimeout(0.5)\n \
-               s.connect_ex(('{victim}',p)); s.close()\n"
-        ),
-    );
-    // A UDP flood: 3,000 small datagrams, each from a fresh source port.
-    py(
-        &lan.ns("flood"),
-        &format!(
-            "import socket\n\
-             for i in range(3000):\n \
-               s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n \
-               s.sendto(b'x'*16,('{victim}',9999)); s.close()\n"
-        ),
-    );
+    // The benign client's page loads for the whole run; a TCP connect
+    // scan of 300 ports; a UDP flood of 3,000 datagrams.
+    let user = lan.browse();
+    lan.scan();
+    lan.flood(3000);
     user.join().expect("the benign client");
     // Idle flows end 2 s after their last packet.
     std::thread::sleep(Duration::from_millis(2500));

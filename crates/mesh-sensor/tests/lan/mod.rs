@@ -136,3 +136,51 @@ impl Drop for Lan {
         }
     }
 }
+
+impl Lan {
+    /// The benign client: 30 pages fetched one after another, 0.1 s apart,
+    /// on a thread of its own.
+    pub fn browse(&self) -> std::thread::JoinHandle<String> {
+        let (ns, victim) = (self.ns("user"), self.ip(1));
+        std::thread::spawn(move || {
+            py(
+                &ns,
+                &format!(
+                    "import urllib.request,time\n\
+                     for i in range(30):\n \
+                       urllib.request.urlopen('http://{victim}:8080/page%d' % i, timeout=5).read()\n \
+                       time.sleep(0.1)\n"
+                ),
+            )
+        })
+    }
+
+    /// A TCP connect scan of the victim's ports 1 to 300, from the scanner.
+    pub fn scan(&self) {
+        py(
+            &self.ns("scan"),
+            &format!(
+                "import socket\n\
+                 for p in range(1,301):\n \
+                   s=socket.socket(); s.settimeout(0.5)\n \
+                   s.connect_ex(('{}',p)); s.close()\n",
+                self.ip(1)
+            ),
+        );
+    }
+
+    /// A UDP flood from the flooder: `n` datagrams of 16 bytes to the
+    /// victim's port 9999, each from a fresh socket (source port).
+    pub fn flood(&self, n: usize) {
+        py(
+            &self.ns("flood"),
+            &format!(
+                "import socket\n\
+                 for i in range({n}):\n \
+                   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n \
+                   s.sendto(b'x'*16,('{}',9999)); s.close()\n",
+                self.ip(1)
+            ),
+        );
+    }
+}
