@@ -67,6 +67,11 @@ pub struct Config {
     /// The live sensor (`ben up --sensor-iface IF`): with an interface,
     /// one sensor runs unless `counts` says otherwise.
     pub sensor: ben_runtime::table::SensorEnv,
+    /// The enforcement agent's backend (`nftables`, `iptables`,
+    /// `dry-run`; none: `BEN_ENFORCE`, else a dry run) and the network
+    /// namespace whose firewall it holds (none: the host's).
+    pub enforce_backend: Option<String>,
+    pub enforce_netns: Option<String>,
 }
 
 /// A wrapper around the system's bus ([`Config::bus_layer`]).
@@ -97,6 +102,8 @@ impl Default for Config {
             trust: vec![],
             bus_layer: None,
             sensor: Default::default(),
+            enforce_backend: None,
+            enforce_netns: None,
         }
     }
 }
@@ -466,6 +473,8 @@ fn component_env(
     env.mesh_every = cfg.mesh_every;
     env.enforce.bus_url = cfg.nats.as_ref().map(|n| n.url.clone());
     env.sensor = cfg.sensor.clone();
+    env.enforce.backend = cfg.enforce_backend.clone();
+    env.enforce.netns = cfg.enforce_netns.clone();
     env.blot_key()?;
     let blot_key_file = cfg.data_dir.join("blot.key");
     if blot_key_file.exists() {

@@ -136,6 +136,9 @@ pub struct EnforceEnv {
     pub bus_url: Option<String>,
     /// How often the host is read back and repaired (ms).
     pub reconcile_ms: u64,
+    /// The network namespace (`ip netns` name) whose firewall it holds;
+    /// none: the host's.
+    pub netns: Option<String>,
 }
 
 impl Env {
@@ -516,11 +519,14 @@ fn build_enforcer(
             state: Some(state),
         };
         let counters = shared.enforcer.clone();
+        let netns = env.enforce.netns.clone();
         Ok(Instance::new(Arc::new(move || {
             let backend: Box<dyn ben_mesh_enforce::backend::Backend> = match backend.as_str() {
-                "nftables" => Box::new(ben_mesh_enforce::nft::Nft { netns: None }),
+                "nftables" => Box::new(ben_mesh_enforce::nft::Nft {
+                    netns: netns.clone(),
+                }),
                 "iptables" => Box::new(ben_mesh_enforce::ipt::Iptables {
-                    netns: None,
+                    netns: netns.clone(),
                     maxelem,
                 }),
                 _ => Box::new(ben_mesh_enforce::backend::DryRun::default()),

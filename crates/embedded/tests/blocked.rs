@@ -1,0 +1,148 @@
+//! CyberMesh's closed loop on live traffic, in one process: `ben up` with
+//! its sensor on the victim's interface of a LAN of network namespaces
+//! (see `crates/mesh-sensor/tests/lan`) and its enforcement agent holding
+//! the victim's nftables. A TCP connect scan (what `nmap -sT` sends) from
+//! the scanner is detected from the live flows, committed by the four
+//! validators, and the agent's policy drops the scanner's packets: its
+//! next connection to the victim's web server fails, while the benign
+//! client's page loads succeed before, during and after. The anomaly's
+//! lifecycle ends COMMITTED with the agent's `applied` ack.
+//!
+//! Needs root (namespaces, CAP_NET_RAW, nftables) and python3.
+
+use ben_embedded::{Config, System};
+use ben_mesh_wire::PolicyAck;
+use ben_wire::pb;
+use lan::{py, Lan};
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[path = "../../mesh-sensor/tests/lan/mod.rs"]
+mod lan;
+
+/// Can the scanner open a connection to the victim's web server?
+fn scanner_connects(lan: &Lan) -> bool {
+    py(
+        &lan.ns("scan"),
+        &format!(
+            "import socket\n\
+             s=socket.socket(); s.settimeout(1.0)\n\
+             print('open' if s.connect_ex(('{}',8080))==0 else 'shut')\n",
+            lan.ip(1)
+        ),
+    )
+    .trim()
+        == "open"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
+    let nft = std::process::Command::new("nft").arg("--version").output();
+    assert!(
+        nft.is_ok_and(|o| o.status.success()),
+        "nft is missing: install nftables (scripts/test does)"
+    );
+    let lan = Lan::new();
+    let dir = std::env::temp_dir().join(format!("ben-blocked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("BEN_BLOT_KEY", "blocked test key 0123456789abcdef");
+    let mut counts = BTreeMap::new();
+    counts.insert("sensor", 1);
+    let sys = System::start(Config {
+        data_dir: dir.clone(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        mesh_every: Duration::from_millis(500),
+        counts,
+        sensor: ben_runtime::table::SensorEnv {
+            iface: Some("evictim".into()),
+            filter: None,
+            netns: Some(lan.ns("victim")),
+            idle_timeout_ms: 2_000,
+        },
+        enforce_backend: Some("nftables".into()),
+        enforce_netns: Some(lan.ns("victim")),
+        ..Config::default()
+    })
+    .await
+    .expect("ben up starts with a sensor and an nftables agent");
+    let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
+        .await
+        .unwrap();
+    let mut acks = ben_bus::Bus::subscribe(sys.bus.as_ref(), ben_mesh_wire::ACK_SUBJECT, None)
+        .await
+        .unwrap();
+    assert!(
+        scanner_connects(&lan),
+        "before the scan the scanner connects"
+    );
+    // The benign client loads pages for the whole run (30 pages, 0.1 s
+    // apart; a failed load fails its thread).
+    let user = lan.browse();
+    let scanned = Instant::now();
+    lan.scan();
+    let scanner = lan.ip(2);
+    // The anomaly naming the scanner.
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let anomaly = loop {
+        let m = tokio::time::timeout_at(until, anomalies.next())
+            .await
+            .expect("an anomaly naming the scanner within 20 s")
+            .unwrap();
+        let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
+        let a = ben_mesh_detect::wire::AnomalyEvent::decode(env.payload.as_slice()).unwrap();
+        if a.source.as_ref().is_some_and(|s| s.ip == scanner) {
+            assert_eq!(a.class, "portscan");
+            break a;
+        }
+    };
+    let detected = scanned.elapsed();
+    // The agent's ack: applied to the victim's nftables.
+    let ack = loop {
+        let m = tokio::time::timeout_at(until, acks.next())
+            .await
+            .expect("the agent's ack within 20 s")
+            .unwrap();
+        let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
+        let ack = PolicyAck::decode(env.payload.as_slice()).unwrap();
+        if ack.target == scanner {
+            break ack;
+        }
+    };
+    let blocked = scanned.elapsed();
+    assert_eq!(ack.status, "applied", "{ack:?}");
+    assert_eq!(ack.backend, "nftables", "{ack:?}");
+    // The scanner's packets stop; the client's do not.
+    assert!(
+        !scanner_connects(&lan),
+        "the scanner still connects after the block"
+    );
+    user.join().expect("the benign client's pages all loaded");
+    // The feedback loop's record: COMMITTED, with the ack.
+    let mut life = serde_json::Value::Null;
+    for _ in 0..50 {
+        life = ben_bus::Bus::request(
+            sys.bus.as_ref(),
+            ben_mesh_wire::FEEDBACK_QUERY,
+            anomaly.id.as_bytes().to_vec(),
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()
+        .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .map(|v| v["lifecycle"].clone())
+        .unwrap_or_default();
+        if life["state"] == "COMMITTED" && life["acks"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(life["state"], "COMMITTED", "{life}");
+    eprintln!(
+        "scan → anomaly {:.2} s, → applied in nftables {:.2} s",
+        detected.as_secs_f64(),
+        blocked.as_secs_f64()
+    );
+    sys.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
