@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor"])]
+    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor", "block"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -69,7 +69,8 @@ pub struct BenchArgs {
     /// consensus: signed anomalies (each verified) instead of opaque bytes.
     #[arg(long)]
     pub signed: bool,
-    /// loop: replays of the port scan, each from another address.
+    /// loop: replays of the port scan, each from another address; block:
+    /// live scans, each from another scanner address.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
     /// loop: how often the AI service runs its engines (ms; `ben up`'s
@@ -114,6 +115,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if args.what == "loop" {
         return crate::bench_loop::run(args.runs, args.every_ms);
+    }
+    if args.what == "block" {
+        return crate::bench_block::run(args.runs, args.every_ms);
     }
     if args.what == "sensor" {
         return crate::bench_sensor::run(args.packets, args.payload);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_activation;
+mod bench_block;
 mod bench_cluster;
 mod bench_consensus;
 mod bench_enforce;

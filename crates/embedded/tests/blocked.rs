@@ -1,6 +1,6 @@
 //! CyberMesh's closed loop on live traffic, in one process: `ben up` with
 //! its sensor on the victim's interface of a LAN of network namespaces
-//! (see `crates/mesh-sensor/tests/lan`) and its enforcement agent holding
+//! (see `ben_mesh_sensor::lab`) and its enforcement agent holding
 //! the victim's nftables. A TCP connect scan (what `nmap -sT` sends) from
 //! the scanner is detected from the live flows, committed by the four
 //! validators, and the agent's policy drops the scanner's packets: its
@@ -11,30 +11,12 @@
 //! Needs root (namespaces, CAP_NET_RAW, nftables) and python3.
 
 use ben_embedded::{Config, System};
+use ben_mesh_sensor::lab::Lan;
 use ben_mesh_wire::PolicyAck;
 use ben_wire::pb;
-use lan::{py, Lan};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-#[path = "../../mesh-sensor/tests/lan/mod.rs"]
-mod lan;
-
-/// Can the scanner open a connection to the victim's web server?
-fn scanner_connects(lan: &Lan) -> bool {
-    py(
-        &lan.ns("scan"),
-        &format!(
-            "import socket\n\
-             s=socket.socket(); s.settimeout(1.0)\n\
-             print('open' if s.connect_ex(('{}',8080))==0 else 'shut')\n",
-            lan.ip(1)
-        ),
-    )
-    .trim()
-        == "open"
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
@@ -43,7 +25,7 @@ async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
         nft.is_ok_and(|o| o.status.success()),
         "nft is missing: install nftables (scripts/test does)"
     );
-    let lan = Lan::new();
+    let lan = Lan::new().expect("a LAN of namespaces (root)");
     let dir = std::env::temp_dir().join(format!("ben-blocked-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("BEN_BLOT_KEY", "blocked test key 0123456789abcdef");
@@ -73,14 +55,14 @@ async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
         .await
         .unwrap();
     assert!(
-        scanner_connects(&lan),
+        lan.scanner_connects(2).unwrap(),
         "before the scan the scanner connects"
     );
     // The benign client loads pages for the whole run (30 pages, 0.1 s
     // apart; a failed load fails its thread).
     let user = lan.browse();
     let scanned = Instant::now();
-    lan.scan();
+    lan.scan(2).expect("the scan");
     let scanner = lan.ip(2);
     // The anomaly naming the scanner.
     let until = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -114,10 +96,12 @@ async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
     assert_eq!(ack.backend, "nftables", "{ack:?}");
     // The scanner's packets stop; the client's do not.
     assert!(
-        !scanner_connects(&lan),
+        !lan.scanner_connects(2).unwrap(),
         "the scanner still connects after the block"
     );
-    user.join().expect("the benign client's pages all loaded");
+    user.join()
+        .expect("the benign client")
+        .expect("its pages all loaded");
     // The feedback loop's record: COMMITTED, with the ack.
     let mut life = serde_json::Value::Null;
     for _ in 0..50 {

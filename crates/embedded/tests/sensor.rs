@@ -1,6 +1,6 @@
 //! CyberMesh on live traffic, in one process: `ben up` with its sensor on
 //! the victim's interface of a LAN of network namespaces (see
-//! `crates/mesh-sensor/tests/lan`). A TCP connect scan and a UDP flood
+//! `ben_mesh_sensor::lab`). A TCP connect scan and a UDP flood
 //! (6,000 datagrams) from two attacker hosts, and a benign client's page loads, go over the
 //! wire; the sensor's flows, signed, reach the AI service, whose signed
 //! anomalies name the scanner (portscan) and the flooder (flood) and never
@@ -10,18 +10,15 @@
 //! Needs root (namespaces, CAP_NET_RAW) and python3.
 
 use ben_embedded::{Config, System};
+use ben_mesh_sensor::lab::Lan;
 use ben_wire::pb;
-use lan::Lan;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-#[path = "../../mesh-sensor/tests/lan/mod.rs"]
-mod lan;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
-    let lan = Lan::new();
+    let lan = Lan::new().expect("a LAN of namespaces (root)");
     let dir = std::env::temp_dir().join(format!("ben-sensor-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("BEN_BLOT_KEY", "sensor test key 0123456789abcdef");
@@ -55,8 +52,8 @@ async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
     let lan = std::sync::Arc::new(lan);
     let l = lan.clone();
     tokio::task::spawn_blocking(move || {
-        l.scan();
-        l.flood(6000);
+        l.scan(2).expect("the scan");
+        l.flood(6000).expect("the flood");
     })
     .await
     .unwrap();
@@ -83,7 +80,9 @@ async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
             settle = Some(tokio::time::Instant::now() + Duration::from_secs(1));
         }
     }
-    user.join().expect("the benign client");
+    user.join()
+        .expect("the benign client")
+        .expect("its pages loaded");
     let status = sys.status_line().await;
     eprintln!("named: {named:?}\n{status}");
     assert!(want(&named), "the scan and the flood, named: {named:?}");

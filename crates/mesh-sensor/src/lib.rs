@@ -28,6 +28,7 @@
 //! in one process.
 
 pub mod bpf;
+pub mod lab;
 pub mod ring;
 pub mod run;
 

@@ -13,11 +13,9 @@
 //! Needs root (namespaces, CAP_NET_RAW) and python3.
 
 use ben_mesh_flows::{Config, FlowRecord};
+use ben_mesh_sensor::lab::{py, Lan};
 use ben_mesh_sensor::ring::{self, Ring, RingConfig};
 use ben_mesh_sensor::{bpf, Live};
-use lan::{py, Lan};
-
-mod lan;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -110,15 +108,17 @@ fn csv_header() -> Vec<u8> {
 
 #[test]
 fn a_scan_and_a_flood_are_named_and_the_benign_client_is_not() {
-    let lan = Lan::new();
+    let lan = Lan::new().expect("a LAN of namespaces (root)");
     let stop = Arc::new(AtomicBool::new(false));
     let sensor = sense(&lan, "victim", vec![], stop.clone());
     // The benign client's page loads for the whole run; a TCP connect
     // scan of 300 ports; a UDP flood of 3,000 datagrams.
     let user = lan.browse();
-    lan.scan();
-    lan.flood(3000);
-    user.join().expect("the benign client");
+    lan.scan(2).expect("the scan");
+    lan.flood(3000).expect("the flood");
+    user.join()
+        .expect("the benign client")
+        .expect("its pages loaded");
     // Idle flows end 2 s after their last packet.
     std::thread::sleep(Duration::from_millis(2500));
     stop.store(true, Ordering::Relaxed);
@@ -188,7 +188,7 @@ fn a_scan_and_a_flood_are_named_and_the_benign_client_is_not() {
 
 #[test]
 fn frames_of_every_shape_are_counted_and_the_filter_is_applied() {
-    let lan = Lan::new();
+    let lan = Lan::new().expect("a LAN of namespaces (root)");
     let stop = Arc::new(AtomicBool::new(false));
     // A ring on the sender's interface sees every frame it sends (the
     // bridge would drop the malformed ones before the victim); a ring on
@@ -217,7 +217,8 @@ fn frames_of_every_shape_are_counted_and_the_filter_is_applied() {
              r.send(dst+src+b'\\x08\\x00'+bytes.fromhex('4f00003c00000000401100000a0000010a000002')+bytes(26))\n\
              t=socket.socket(); t.settimeout(0.5); t.connect_ex(('{victim}',8080)); t.close()\n"
         ),
-    );
+    )
+    .expect("the odd frames");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (all, udp) = (

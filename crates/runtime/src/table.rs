@@ -297,6 +297,8 @@ pub static KINDS: [Kind; 9] = [
         build: build_mesh,
         probe: |s, m| {
             m.publish_errors += s.mesh.publish_errors.load(Ordering::Relaxed);
+            // Flows judged (refused ones are dead letters).
+            m.processed += s.mesh.flows.load(Ordering::Relaxed);
         },
     },
     Kind {

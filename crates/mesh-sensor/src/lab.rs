@@ -1,32 +1,35 @@
-//! A LAN of network namespaces for the sensor's tests (shared with
-//! `crates/embedded/tests/sensor.rs` through `#[path]`): a bridge in its own
-//! namespace; a victim (10.214.K.1) running a web server on 8080; a
-//! scanner (.2), a flooder (.3) and a benign client (.4). Each host's
-//! interface is `e<who>`. Needs root and python3.
-#![allow(dead_code)]
+//! A LAN of network namespaces, for the sensor's tests, `ben bench block`
+//! and demos on live traffic: a bridge in its own namespace; a victim
+//! (10.214.K.1) running a web server on 8080; a scanner (.2), a flooder
+//! (.3) and a benign client (.4), each host's interface `e<who>`. Built
+//! with `ip` and `python3`; needs root. Removed when dropped. Every loop
+//! in it is bounded; only namespace-local addresses are used.
 
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
-pub fn sh(args: &[&str]) -> Output {
+fn sh(args: &[&str]) -> Result<Output, String> {
     Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        .map_err(|e| format!("running {}: {e}", args.join(" ")))
 }
 
-pub fn must(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Runs a command; its stdout, or what it said on failure.
+pub fn must(args: &[&str]) -> Result<String, String> {
+    let out = sh(args)?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs a Python program in namespace `ns`; its stdout.
-pub fn py(ns: &str, program: &str) -> String {
+pub fn py(ns: &str, program: &str) -> Result<String, String> {
     must(&["ip", "netns", "exec", ns, "python3", "-c", program])
 }
 
@@ -46,12 +49,12 @@ impl Lan {
         format!("10.214.{}.{host}", self.k)
     }
 
-    pub fn new() -> Lan {
-        assert!(
-            sh(&["id", "-u"]).stdout.starts_with(b"0"),
-            "this test makes network namespaces and needs root"
-        );
-        // Two tests run at once: each its own LAN.
+    /// A new LAN, numbered from this process's id (two at once in one
+    /// process get different numbers).
+    pub fn new() -> Result<Lan, String> {
+        if !sh(&["id", "-u"])?.stdout.starts_with(b"0") {
+            return Err("network namespaces need root".into());
+        }
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let k = std::process::id() % 100 * 2 + 20 + N.fetch_add(1, Ordering::Relaxed) % 2;
         let hosts = [("victim", 1u8), ("scan", 2), ("flood", 3), ("user", 4)];
@@ -59,22 +62,22 @@ impl Lan {
         let mut names = vec![lan.clone()];
         names.extend(hosts.iter().map(|(w, _)| format!("s{w}{k}")));
         for ns in &names {
-            let _ = sh(&["ip", "netns", "del", ns]);
-            must(&["ip", "netns", "add", ns]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            let _ = sh(&["ip", "netns", "del", ns])?;
+            must(&["ip", "netns", "add", ns])?;
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
-        must(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
-        must(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        must(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"])?;
+        must(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
         for (who, host) in hosts {
             let ns = format!("s{who}{k}");
             let (inner, outer) = (format!("e{who}"), format!("p{who}"));
             must(&[
                 "ip", "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
                 "netns", &lan,
-            ]);
+            ])?;
             must(&[
                 "ip", "-n", &lan, "link", "set", &outer, "master", "br0", "up",
-            ]);
+            ])?;
             must(&[
                 "ip",
                 "-n",
@@ -84,12 +87,12 @@ impl Lan {
                 &format!("10.214.{k}.{host}/24"),
                 "dev",
                 &inner,
-            ]);
+            ])?;
             // Jumbo frames fit the LAN.
-            must(&["ip", "-n", &lan, "link", "set", &outer, "mtu", "9000"]);
-            must(&["ip", "-n", &ns, "link", "set", &inner, "mtu", "9000", "up"]);
+            must(&["ip", "-n", &lan, "link", "set", &outer, "mtu", "9000"])?;
+            must(&["ip", "-n", &ns, "link", "set", &inner, "mtu", "9000", "up"])?;
         }
-        must(&["ip", "-n", &lan, "link", "set", "br0", "mtu", "9000"]);
+        must(&["ip", "-n", &lan, "link", "set", "br0", "mtu", "9000"])?;
         let server = Command::new("ip")
             .args([
                 "netns",
@@ -107,7 +110,7 @@ impl Lan {
                  socketserver.ThreadingTCPServer(('0.0.0.0',8080),H).serve_forever()\n",
             ])
             .spawn()
-            .expect("python3 for the victim's web server");
+            .map_err(|e| format!("python3 for the victim's web server: {e}"))?;
         let lan = Lan { k, names, server };
         // The server listens and every host reaches the victim.
         for who in ["scan", "flood", "user"] {
@@ -121,9 +124,9 @@ impl Lan {
                      else: raise SystemExit('the victim is unreachable')\n",
                     lan.ip(1)
                 ),
-            );
+            )?;
         }
-        lan
+        Ok(lan)
     }
 }
 
@@ -139,8 +142,9 @@ impl Drop for Lan {
 
 impl Lan {
     /// The benign client: 30 pages fetched one after another, 0.1 s apart,
-    /// on a thread of its own.
-    pub fn browse(&self) -> std::thread::JoinHandle<String> {
+    /// on a thread of its own (a page that does not load ends it with an
+    /// error).
+    pub fn browse(&self) -> std::thread::JoinHandle<Result<String, String>> {
         let (ns, victim) = (self.ns("user"), self.ip(1));
         std::thread::spawn(move || {
             py(
@@ -155,23 +159,58 @@ impl Lan {
         })
     }
 
-    /// A TCP connect scan of the victim's ports 1 to 300, from the scanner.
-    pub fn scan(&self) {
+    /// A TCP connect scan of the victim's ports 1 to 300 (what `nmap -sT`
+    /// sends), from the scanner's address `.from`.
+    pub fn scan(&self, from: u8) -> Result<(), String> {
         py(
             &self.ns("scan"),
             &format!(
                 "import socket\n\
                  for p in range(1,301):\n \
-                   s=socket.socket(); s.settimeout(0.5)\n \
+                   s=socket.socket(); s.settimeout(0.5); s.bind(('{}',0))\n \
                    s.connect_ex(('{}',p)); s.close()\n",
+                self.ip(from),
                 self.ip(1)
             ),
-        );
+        )
+        .map(|_| ())
+    }
+
+    /// Gives the scanner another address, `.host` (each run of a bench
+    /// scans from a new one: the last is blocked).
+    pub fn add_scanner_address(&self, host: u8) -> Result<(), String> {
+        must(&[
+            "ip",
+            "-n",
+            &self.ns("scan"),
+            "addr",
+            "add",
+            &format!("{}/24", self.ip(host)),
+            "dev",
+            "escan",
+        ])
+        .map(|_| ())
+    }
+
+    /// Whether the scanner, from `.from`, opens a connection to the
+    /// victim's web server within a second.
+    pub fn scanner_connects(&self, from: u8) -> Result<bool, String> {
+        let out = py(
+            &self.ns("scan"),
+            &format!(
+                "import socket\n\
+                 s=socket.socket(); s.settimeout(1.0); s.bind(('{}',0))\n\
+                 print('open' if s.connect_ex(('{}',8080))==0 else 'shut')\n",
+                self.ip(from),
+                self.ip(1)
+            ),
+        )?;
+        Ok(out.trim() == "open")
     }
 
     /// A UDP flood from the flooder: `n` datagrams of 16 bytes to the
     /// victim's port 9999, each from a fresh socket (source port).
-    pub fn flood(&self, n: usize) {
+    pub fn flood(&self, n: usize) -> Result<(), String> {
         py(
             &self.ns("flood"),
             &format!(
@@ -181,6 +220,7 @@ impl Lan {
                    s.sendto(b'x'*16,('{}',9999)); s.close()\n",
                 self.ip(1)
             ),
-        );
+        )
+        .map(|_| ())
     }
 }
