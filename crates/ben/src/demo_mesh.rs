@@ -80,15 +80,31 @@ pub fn sealed(sensor: &ben_wire::Signer, rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     )
 }
 
+/// The subscriptions the security path follows.
+struct Stages {
+    anomalies: ben_bus::Subscription,
+    commits: ben_bus::Subscription,
+    policies: ben_bus::Subscription,
+    acks: ben_bus::Subscription,
+}
+
+impl Stages {
+    async fn new(bus: &Arc<dyn Bus>) -> Result<Stages> {
+        Ok(Stages {
+            anomalies: bus
+                .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
+                .await?,
+            commits: bus.subscribe(ben_mesh_wire::COMMITS_SUBJECT, None).await?,
+            policies: bus.subscribe(ben_mesh_wire::POLICY_SUBJECT, None).await?,
+            acks: bus.subscribe(ben_mesh_wire::ACK_SUBJECT, None).await?,
+        })
+    }
+}
+
 /// Replays the scan, signed by `sensor` (trusted as [`SENSOR_ID`]), and
 /// follows it to the enforcement agent's ack.
 pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Result<()> {
-    let mut anomalies = bus
-        .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
-        .await?;
-    let mut commits = bus.subscribe(ben_mesh_wire::COMMITS_SUBJECT, None).await?;
-    let mut policies = bus.subscribe(ben_mesh_wire::POLICY_SUBJECT, None).await?;
-    let mut acks = bus.subscribe(ben_mesh_wire::ACK_SUBJECT, None).await?;
+    let stages = Stages::new(&bus).await?;
     let t0 = Instant::now();
     let (packets, rows) = flows(ben_time::now_ns().max(0) as u64)?;
     let n = rows.len();
@@ -102,6 +118,83 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
             "port scan from {SCANNER} replayed: {packets} packets → {n} flows on ben.mesh.flows"
         ),
     );
+    follow(&bus, stages, t0, tty, SCANNER).await
+}
+
+/// `ben up --demo --netns`: the same path on live traffic. A LAN of
+/// network namespaces; the sensor on the victim's interface and the agent
+/// in the victim's nftables (set up by the caller); a benign client loads
+/// pages throughout; the scanner scans, is followed to its block, and its
+/// next connection is shown to fail.
+pub async fn live(bus: Arc<dyn Bus>, tty: bool, lan: Arc<ben_mesh_sensor::lab::Lan>) -> Result<()> {
+    let stages = Stages::new(&bus).await?;
+    let t0 = Instant::now();
+    let (scanner, victim) = (lan.ip(2), lan.ip(1));
+    let reach = |lan: Arc<ben_mesh_sensor::lab::Lan>| async move {
+        match tokio::task::spawn_blocking(move || lan.scanner_connects(2)).await {
+            Ok(Ok(true)) => "connects",
+            Ok(Ok(false)) => "cannot connect (its packets are dropped)",
+            _ => "could not be tried",
+        }
+    };
+    say(
+        t0,
+        tty,
+        format!(
+            "live in network namespaces: sensor on the victim's interface ({victim}), agent in the victim's nftables; {scanner} {} to the victim's web server",
+            reach(lan.clone()).await
+        ),
+    );
+    let user = lan.browse();
+    let l = lan.clone();
+    tokio::task::spawn_blocking(move || l.scan(2))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    say(
+        t0,
+        tty,
+        format!("{scanner} scanned ports 1–300 of {victim} (a TCP connect scan)"),
+    );
+    follow(&bus, stages, t0, tty, &scanner).await?;
+    say(
+        t0,
+        tty,
+        format!(
+            "{scanner} now {} to the victim's web server",
+            reach(lan.clone()).await
+        ),
+    );
+    let pages = tokio::task::spawn_blocking(move || user.join())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    say(
+        t0,
+        tty,
+        match pages {
+            Some(Ok(_)) => "the benign client loaded all its 30 pages throughout".to_string(),
+            Some(Err(e)) => format!("the benign client failed: {e}"),
+            None => "the benign client's thread did not finish".to_string(),
+        },
+    );
+    Ok(())
+}
+
+/// Follows the scan from `scanner` through its stages: anomaly, commit,
+/// policy, the agent's ack, the feedback loop's record.
+async fn follow(
+    bus: &Arc<dyn Bus>,
+    stages: Stages,
+    t0: Instant,
+    tty: bool,
+    scanner: &str,
+) -> Result<()> {
+    let Stages {
+        mut anomalies,
+        mut commits,
+        mut policies,
+        mut acks,
+    } = stages;
     let deadline = tokio::time::Instant::now() + WITHIN;
     let late = |stage: &str| {
         say(
@@ -114,7 +207,7 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
         )
     };
     // The anomaly.
-    let scanned = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == SCANNER);
+    let scanned = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == scanner);
     let Some(a) = next(&mut anomalies, deadline, scanned).await else {
         late("anomaly");
         return Ok(());
@@ -123,7 +216,7 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
         t0,
         tty,
         format!(
-            "anomaly {} from {SCANNER}: {} (confidence {:.2}, {} flows, {} targets), signed by the AI service",
+            "anomaly {} from {scanner}: {} (confidence {:.2}, {} flows, {} targets), signed by the AI service",
             &a.id[..a.id.len().min(8)], a.class, a.confidence, a.flow_count, a.distinct_targets
         ),
     );
@@ -153,17 +246,17 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
         format!("all {} validators committed it", committed.len()),
     );
     // The policy, with its QC.
-    let blocks = |e: &PolicyEvent| e.policies.iter().any(|p| p.target == SCANNER);
+    let blocks = |e: &PolicyEvent| e.policies.iter().any(|p| p.target == scanner);
     let Some(ev) = next(&mut policies, deadline, blocks).await else {
         late("policy");
         return Ok(());
     };
-    if let Some(pol) = ev.policies.iter().find(|p| p.target == SCANNER) {
+    if let Some(pol) = ev.policies.iter().find(|p| p.target == scanner) {
         say(
             t0,
             tty,
             format!(
-                "policy {}: {} {SCANNER} until {} (block {}, with its QC)",
+                "policy {}: {} {scanner} until {} (block {}, with its QC)",
                 pol.id,
                 pol.action,
                 ben_time::format_rfc3339(pol.expires_at_ms as i64 * 1_000_000),
@@ -172,7 +265,7 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
         );
     }
     // The agent's ack.
-    let Some(ack) = next(&mut acks, deadline, |a: &PolicyAck| a.target == SCANNER).await else {
+    let Some(ack) = next(&mut acks, deadline, |a: &PolicyAck| a.target == scanner).await else {
         late("enforcement ack");
         return Ok(());
     };

@@ -12,6 +12,12 @@ pub struct UpArgs {
     /// Deploy the example bundle (examples/shop) and run the demo app.
     #[arg(long)]
     pub demo: bool,
+    /// With --demo (root): the security path live, in network namespaces
+    /// this run makes (a victim, a scanner, a benign client): the sensor
+    /// on the victim's interface, the agent in its nftables, the AI
+    /// service every second; the scanner's packets stop.
+    #[arg(long, requires = "demo", conflicts_with = "sensor_iface")]
+    pub netns: bool,
     /// Data directory (ledger database, store, keys, sockets). Private
     /// (0700): only its owner gets in.
     #[arg(long, default_value = ".ben")]
@@ -88,6 +94,23 @@ async fn up(args: UpArgs) -> Result<()> {
             idle_timeout_ms: 0,
         };
     }
+    let lan = if args.netns {
+        let lan =
+            ben_mesh_sensor::lab::Lan::new().map_err(|e| anyhow::anyhow!("ben up --netns: {e}"))?;
+        cfg.counts.insert("sensor", 1);
+        cfg.sensor = ben_runtime::table::SensorEnv {
+            iface: Some("evictim".into()),
+            filter: None,
+            netns: Some(lan.ns("victim")),
+            idle_timeout_ms: 2_000,
+        };
+        cfg.enforce_backend = Some("nftables".into());
+        cfg.enforce_netns = Some(lan.ns("victim"));
+        cfg.mesh_every = Duration::from_secs(1);
+        Some(std::sync::Arc::new(lan))
+    } else {
+        None
+    };
     let mut sensor = None;
     if args.demo {
         // The demo app is this same binary (`ben demo-app`): Beekeeper is
@@ -134,8 +157,13 @@ async fn up(args: UpArgs) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     let security = sensor.map(|sensor| {
         let bus = sys.bus.clone();
+        let lan = lan.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::demo_mesh::run(bus, tty, sensor).await {
+            let r = match lan {
+                Some(lan) => crate::demo_mesh::live(bus, tty, lan).await,
+                None => crate::demo_mesh::run(bus, tty, sensor).await,
+            };
+            if let Err(e) = r {
                 println!("security path: the demo stopped: {e:#}");
             }
         })
@@ -171,6 +199,9 @@ async fn up(args: UpArgs) -> Result<()> {
     }
     if let Some(t) = security {
         t.abort();
+        // Its hold on the namespaces (--netns) goes with it; they are
+        // removed when the last is dropped.
+        let _ = t.await;
     }
     // Let records in flight reach their last hop before stopping.
     sys.drain(Duration::from_secs(3)).await;

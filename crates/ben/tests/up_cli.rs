@@ -61,6 +61,63 @@ fn ben_up_demo_runs_and_signals_reach_the_app() {
 /// Logs reach the user: `ben up` installs a subscriber, so events from the
 /// components (here the start event) are written to stderr, one line each,
 /// or as JSON objects with `--log-format json`; `RUST_LOG` chooses.
+/// `ben up --demo --netns` (root): the security path on live traffic in
+/// namespaces the run makes, and removes.
+#[test]
+fn ben_up_demo_netns_blocks_a_live_scan() {
+    let dir = std::env::temp_dir().join(format!("ben-up-netns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let child = Command::new(env!("CARGO_BIN_EXE_ben"))
+        .args([
+            "up",
+            "--demo",
+            "--netns",
+            "--duration",
+            "12",
+            "--api",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("BEN_BLOT_KEY", "up-cli-test-key-0123456789")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its LAN is numbered from its pid (ben_mesh_sensor::lab).
+    let k = child.id() % 100 * 2 + 20;
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    for stage in [
+        "connects to the victim's web server",
+        "(a TCP connect scan)",
+        ": portscan (confidence",
+        "all 4 validators committed it",
+        "applied it (nftables)",
+        "feedback: anomaly COMMITTED",
+        "now cannot connect (its packets are dropped)",
+        "the benign client loaded all its 30 pages throughout",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("security path +") && l.contains(stage)),
+            "no security path line with {stage:?}:\n{out}"
+        );
+    }
+    // The namespaces went with the run.
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&format!("svictim{k}"))),
+        "namespaces left behind: {left}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn ben_up_logs_to_stderr_in_both_formats() {
     let run = |format: &str, filter: Option<&str>| {
