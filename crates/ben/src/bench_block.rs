@@ -79,6 +79,7 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
         let l = lan.clone();
         tokio::task::spawn_blocking(move || l.scan(host))
             .await?
+            .map(|_| ())
             .map_err(|e| anyhow!(e))?;
         let t0 = Instant::now();
         let until = tokio::time::Instant::now() + within;

@@ -147,13 +147,13 @@ pub async fn live(bus: Arc<dyn Bus>, tty: bool, lan: Arc<ben_mesh_sensor::lab::L
     );
     let user = lan.browse();
     let l = lan.clone();
-    tokio::task::spawn_blocking(move || l.scan(2))
+    let how = tokio::task::spawn_blocking(move || l.scan(2))
         .await?
         .map_err(anyhow::Error::msg)?;
     say(
         t0,
         tty,
-        format!("{scanner} scanned ports 1–300 of {victim} (a TCP connect scan)"),
+        format!("{scanner} scanned ports 1–300 of {victim} (a TCP connect scan: {how})"),
     );
     follow(&bus, stages, t0, tty, &scanner).await?;
     say(

@@ -92,7 +92,7 @@ fn ben_up_demo_netns_blocks_a_live_scan() {
     assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
     for stage in [
         "connects to the victim's web server",
-        "(a TCP connect scan)",
+        "(a TCP connect scan: ",
         ": portscan (confidence",
         "all 4 validators committed it",
         "applied it (nftables)",
