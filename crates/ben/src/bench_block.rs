@@ -38,7 +38,6 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 async fn bench(runs: usize, every_ms: u64) -> Result<()> {
     let lan = Arc::new(Lan::new().map_err(|e| anyhow!(e))?);
     let dir = std::env::temp_dir().join(format!("ben-bench-block-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     let mut counts = BTreeMap::new();
     counts.insert("sensor", 1);
     let sys = System::start(Config {
@@ -119,7 +118,9 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
         }
     }
     sys.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("ben bench block: {} stays behind: {e}", dir.display());
+    }
     let (d50, d99) = (pct(&mut detect, 0.5), pct(&mut detect, 0.99));
     let (b50, b99) = (pct(&mut block, 0.5), pct(&mut block, 0.99));
     println!(

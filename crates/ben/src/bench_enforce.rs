@@ -17,14 +17,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Instant;
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 fn target(i: usize) -> Net {
     // 11.0.0.0 upwards: public space, never loopback or multicast.
     Net::host(IpAddr::V4(Ipv4Addr::from(0x0b00_0000u32 + i as u32)))
@@ -34,9 +26,11 @@ pub fn run(entries: usize, one_by_one: usize) -> Result<()> {
     if entries == 0 || entries > 1_000_000 {
         bail!("--entries must be 1 to 1,000,000");
     }
-    let ns = Netns(format!("benbench{}", std::process::id()));
+    let name = format!("benbench{}", std::process::id());
+    // Removed when the bench ends, however it ends.
+    let _ns = ben_mesh_sensor::lab::Namespaces(vec![name.clone()]);
     let out = Command::new("ip")
-        .args(["netns", "add", &ns.0])
+        .args(["netns", "add", &name])
         .output()
         .context("running ip (iproute2)")?;
     if !out.status.success() {
@@ -46,7 +40,7 @@ pub fn run(entries: usize, one_by_one: usize) -> Result<()> {
         );
     }
     let mut nft = Nft {
-        netns: Some(ns.0.clone()),
+        netns: Some(name.clone()),
     };
     nft.setup(&Allowlist::default())
         .map_err(anyhow::Error::msg)
@@ -108,7 +102,7 @@ pub fn run(entries: usize, one_by_one: usize) -> Result<()> {
         let ip = Ipv4Addr::from(0x0c00_0000u32 + i as u32);
         let out = Command::new("ip")
             .args([
-                "netns", "exec", &ns.0, "nft", "add", "element", "inet", "ben", "drop4_in",
+                "netns", "exec", &name, "nft", "add", "element", "inet", "ben", "drop4_in",
             ])
             .arg(format!("{{ {ip} timeout 3600s }}"))
             .output()

@@ -201,7 +201,11 @@ async fn up(args: UpArgs) -> Result<()> {
         t.abort();
         // Its hold on the namespaces (--netns) goes with it; they are
         // removed when the last is dropped.
-        let _ = t.await;
+        if let Err(e) = t.await {
+            if e.is_panic() {
+                println!("security path: the demo panicked: {e}");
+            }
+        }
     }
     // Let records in flight reach their last hop before stopping.
     sys.drain(Duration::from_secs(3)).await;

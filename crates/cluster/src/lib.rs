@@ -1240,6 +1240,7 @@ fn status_json(
         "breaker_open": current.values().any(|m| m.breaker_open),
         "captured": current.values().map(|m| m.captured).sum::<u64>(),
         "capture_drops": current.values().map(|m| m.capture_drops).sum::<u64>(),
+        "capture_undecodable": current.values().map(|m| m.capture_undecodable).sum::<u64>(),
         "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
@@ -1294,8 +1295,8 @@ pub fn status_line(s: &serde_json::Value) -> String {
     // The live sensors, when the cluster runs them.
     let chain = if comps.is_some_and(|c| c.values().any(|v| v["kind"] == "sensor")) {
         format!(
-            "{chain} | captured {} (kernel drops {})",
-            s["captured"], s["capture_drops"]
+            "{chain} | captured {} (kernel drops {}, undecodable {})",
+            s["captured"], s["capture_drops"], s["capture_undecodable"]
         )
     } else {
         chain

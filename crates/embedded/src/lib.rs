@@ -405,8 +405,8 @@ impl System {
         let mut out = format!(" | chain height {} | blocked {}", t.chain_height, t.blocked);
         if t.captured > 0 || t.capture_drops > 0 {
             out += &format!(
-                " | captured {} (kernel drops {})",
-                t.captured, t.capture_drops
+                " | captured {} (kernel drops {}, undecodable {})",
+                t.captured, t.capture_drops, t.capture_undecodable
             );
         }
         if !t.halted.is_empty() {

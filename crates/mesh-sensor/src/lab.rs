@@ -28,6 +28,29 @@ pub fn must(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Removes the network namespace `name` if there is one; the error says
+/// why one stays.
+pub fn remove_netns(name: &str) -> Result<(), String> {
+    if !std::path::Path::new("/run/netns").join(name).exists() {
+        return Ok(());
+    }
+    must(&["ip", "netns", "del", name]).map(|_| ())
+}
+
+/// Network namespaces removed when this is dropped (one that stays is a
+/// warning).
+pub struct Namespaces(pub Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            if let Err(e) = remove_netns(ns) {
+                tracing::warn!(netns = %ns, error = %e, "a network namespace stays behind");
+            }
+        }
+    }
+}
+
 /// Runs a Python program in namespace `ns`; its stdout.
 pub fn py(ns: &str, program: &str) -> Result<String, String> {
     must(&["ip", "netns", "exec", ns, "python3", "-c", program])
@@ -36,8 +59,9 @@ pub fn py(ns: &str, program: &str) -> Result<String, String> {
 /// The LAN; namespaces removed when dropped.
 pub struct Lan {
     k: u32,
-    names: Vec<String>,
     server: std::process::Child,
+    // Dropped after the server is stopped (fields drop after `drop`).
+    _names: Namespaces,
 }
 
 impl Lan {
@@ -61,8 +85,10 @@ impl Lan {
         let lan = format!("slan{k}");
         let mut names = vec![lan.clone()];
         names.extend(hosts.iter().map(|(w, _)| format!("s{w}{k}")));
-        for ns in &names {
-            let _ = sh(&["ip", "netns", "del", ns])?;
+        // Removed again if anything below fails.
+        let names = Namespaces(names);
+        for ns in &names.0 {
+            remove_netns(ns)?;
             must(&["ip", "netns", "add", ns])?;
             must(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -111,7 +137,11 @@ impl Lan {
             ])
             .spawn()
             .map_err(|e| format!("python3 for the victim's web server: {e}"))?;
-        let lan = Lan { k, names, server };
+        let lan = Lan {
+            k,
+            server,
+            _names: names,
+        };
         // The server listens and every host reaches the victim.
         for who in ["scan", "flood", "user"] {
             py(
@@ -132,10 +162,8 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        for ns in &self.names {
-            let _ = sh(&["ip", "netns", "del", ns]);
+        if let Err(e) = self.server.kill().and_then(|()| self.server.wait()) {
+            tracing::warn!(error = %e, "the lab's web server did not stop");
         }
     }
 }

@@ -61,7 +61,8 @@ impl Live {
     pub fn frame(&mut self, ts_ns: u64, data: &[u8]) {
         self.now_ns = self.now_ns.max(ts_ns);
         // Decode failures are counted by the table (truncated, malformed,
-        // non-IP, fragments); nothing else is to be done with them here.
+        // non-IP, fragments), and the run loop puts the counts on the
+        // status line; nothing else is to be done with them here.
         let _ = self.table.push(ts_ns, LinkType::ETHERNET, data);
     }
 

@@ -55,4 +55,7 @@ pub struct ComponentMetrics {
     /// dropped because the capture ring was full.
     pub captured: u64,
     pub capture_drops: u64,
+    /// Captured frames that formed no flow because they did not decode
+    /// (truncated, malformed) or the ring's header for them did not fit.
+    pub capture_undecodable: u64,
 }

@@ -339,6 +339,8 @@ pub static KINDS: [Kind; 9] = [
             m.publish_errors += s.sensor.publish_errors.load(Ordering::Relaxed);
             m.captured += s.sensor.frames.load(Ordering::Relaxed);
             m.capture_drops += s.sensor.kernel_drops.load(Ordering::Relaxed);
+            m.capture_undecodable += s.sensor.corrupt.load(Ordering::Relaxed)
+                + s.sensor.bad_headers.load(Ordering::Relaxed);
         },
     },
     Kind {
