@@ -9,12 +9,13 @@
 //!
 //! Needs root, nftables and python3. The last line is what scripts read.
 
+use crate::bench::pct;
+use crate::bench_loop::next_within;
 use anyhow::{anyhow, bail, Context, Result};
 use ben_embedded::{Config, System};
+use ben_mesh_detect::wire::AnomalyEvent;
 use ben_mesh_sensor::lab::Lan;
-use ben_wire::pb;
-use prost::Message as _;
-use std::collections::BTreeMap;
+use ben_mesh_wire::PolicyAck;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,34 +30,17 @@ pub fn run(runs: usize, every_ms: u64) -> Result<()> {
         .block_on(bench(runs, every_ms))
 }
 
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i].as_secs_f64() * 1000.0
-}
-
 async fn bench(runs: usize, every_ms: u64) -> Result<()> {
     let lan = Arc::new(Lan::new().map_err(|e| anyhow!(e))?);
     let dir = std::env::temp_dir().join(format!("ben-bench-block-{}", std::process::id()));
-    let mut counts = BTreeMap::new();
-    counts.insert("sensor", 1);
-    let sys = System::start(Config {
+    let mut cfg = Config {
         data_dir: dir.join("data"),
         api_addr: "127.0.0.1:0".parse()?,
-        mesh_every: Duration::from_millis(every_ms.max(1)),
-        counts,
-        sensor: ben_runtime::table::SensorEnv {
-            iface: Some("evictim".into()),
-            filter: None,
-            netns: Some(lan.ns("victim")),
-            idle_timeout_ms: 2_000,
-        },
-        enforce_backend: Some("nftables".into()),
-        enforce_netns: Some(lan.ns("victim")),
         ..Config::default()
-    })
-    .await
-    .map_err(|e| anyhow!(e))?;
+    };
+    crate::demo_mesh::live_config(&mut cfg, &lan, Duration::from_millis(every_ms.max(1)));
+    let sys = System::start(cfg).await.map_err(|e| anyhow!(e))?;
+    crate::demo_mesh::sensor_ready(&sys).await?;
     let bus = sys.bus.clone();
     let mut anomalies = bus
         .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
@@ -68,52 +52,27 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
         let host = 100 + r as u8;
         lan.add_scanner_address(host).map_err(|e| anyhow!(e))?;
         let scanner = lan.ip(host);
-        let l = lan.clone();
-        if !tokio::task::spawn_blocking(move || l.scanner_connects(host))
-            .await?
-            .map_err(|e| anyhow!(e))?
-        {
+        if !crate::demo_mesh::connects(&lan, host).await? {
             bail!("run {r}: {scanner} cannot reach the victim before its scan");
         }
         let l = lan.clone();
         tokio::task::spawn_blocking(move || l.scan(host))
             .await?
-            .map(|_| ())
             .map_err(|e| anyhow!(e))?;
         let t0 = Instant::now();
-        let until = tokio::time::Instant::now() + within;
-        loop {
-            let m = tokio::time::timeout_at(until, anomalies.next())
-                .await
-                .with_context(|| format!("run {r}: no anomaly for {scanner}"))?
-                .ok_or_else(|| anyhow!("the bus closed"))?;
-            let env = pb::SignedEnvelope::decode(m.payload.as_slice())?;
-            let a = ben_mesh_detect::wire::AnomalyEvent::decode(env.payload.as_slice())?;
-            if a.source.as_ref().is_some_and(|s| s.ip == scanner) {
-                break;
-            }
-        }
+        let named = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == scanner);
+        next_within(&mut anomalies, within, named)
+            .await
+            .with_context(|| format!("run {r}: no anomaly for {scanner}"))?;
         detect.push(t0.elapsed());
-        loop {
-            let m = tokio::time::timeout_at(until, acks.next())
-                .await
-                .with_context(|| format!("run {r}: no ack for {scanner}"))?
-                .ok_or_else(|| anyhow!("the bus closed"))?;
-            let env = pb::SignedEnvelope::decode(m.payload.as_slice())?;
-            let ack = ben_mesh_wire::PolicyAck::decode(env.payload.as_slice())?;
-            if ack.target == scanner {
-                if ack.status != "applied" {
-                    bail!("run {r}: the agent said {} ({})", ack.status, ack.reason);
-                }
-                break;
-            }
+        let ack = next_within(&mut acks, within, |a: &PolicyAck| a.target == scanner)
+            .await
+            .with_context(|| format!("run {r}: no ack for {scanner}"))?;
+        if ack.status != "applied" {
+            bail!("run {r}: the agent said {} ({})", ack.status, ack.reason);
         }
         block.push(t0.elapsed());
-        let l = lan.clone();
-        if tokio::task::spawn_blocking(move || l.scanner_connects(host))
-            .await?
-            .map_err(|e| anyhow!(e))?
-        {
+        if crate::demo_mesh::connects(&lan, host).await? {
             bail!("run {r}: {scanner} still connects after its block was applied");
         }
     }
@@ -121,8 +80,11 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         eprintln!("ben bench block: {} stays behind: {e}", dir.display());
     }
-    let (d50, d99) = (pct(&mut detect, 0.5), pct(&mut detect, 0.99));
-    let (b50, b99) = (pct(&mut block, 0.5), pct(&mut block, 0.99));
+    detect.sort();
+    block.sort();
+    let ms = |v: &[Duration], p: f64| pct(v, p).as_secs_f64() * 1000.0;
+    let (d50, d99) = (ms(&detect, 0.5), ms(&detect, 0.99));
+    let (b50, b99) = (ms(&block, 0.5), ms(&block, 0.99));
     println!(
         "{runs} live scans, AI cycle {every_ms} ms, from the scan's end: anomaly p50 {d50:.0} ms p99 {d99:.0} ms; applied in nftables p50 {b50:.0} ms p99 {b99:.0} ms; every scanner blocked"
     );

@@ -12,31 +12,18 @@ use anyhow::{anyhow, Context, Result};
 use ben_embedded::{Config, System};
 use ben_mesh_detect::wire::AnomalyEvent;
 use ben_mesh_wire::{CommitEvent, PolicyAck};
-use ben_wire::pb;
-use prost::Message as _;
 use std::time::{Duration, Instant};
 
-/// The next message on `sub` (a signed `T`) for which `want` holds.
-async fn next<T: prost::Message + Default>(
+/// The next message on `sub` (a signed `T`) for which `want` holds,
+/// within `within` (see [`crate::demo_mesh::next`]).
+pub(crate) async fn next_within<T: prost::Message + Default>(
     sub: &mut ben_bus::Subscription,
     within: Duration,
     want: impl Fn(&T) -> bool,
 ) -> Result<T> {
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        let m = tokio::time::timeout_at(until, sub.next())
-            .await
-            .map_err(|_| anyhow!("nothing within {within:?}"))?
-            .ok_or_else(|| anyhow!("the bus closed"))?;
-        let Ok(env) = pb::SignedEnvelope::decode(&m.payload[..]) else {
-            continue;
-        };
-        if let Ok(t) = T::decode(&env.payload[..]) {
-            if want(&t) {
-                return Ok(t);
-            }
-        }
-    }
+    crate::demo_mesh::next(sub, tokio::time::Instant::now() + within, want)
+        .await
+        .ok_or_else(|| anyhow!("nothing within {within:?} (or the bus closed)"))
 }
 
 pub fn run(runs: usize, every_ms: u64) -> Result<()> {
@@ -92,17 +79,17 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
             bus.publish(ben_mesh_ai::FLOWS, batch).await?;
         }
         let from = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == scanner);
-        let a = next(&mut anomalies, within, from)
+        let a = next_within(&mut anomalies, within, from)
             .await
             .with_context(|| format!("run {k}: the anomaly"))?;
         detect.push(t0.elapsed());
         let carries = |c: &CommitEvent| c.anomalies.contains(&a.id);
-        next(&mut commits, within, carries)
+        next_within(&mut commits, within, carries)
             .await
             .with_context(|| format!("run {k}: the commit"))?;
         commit.push(t0.elapsed());
         let applied = |x: &PolicyAck| x.target == scanner && x.status == "applied";
-        next(&mut acks, within, applied)
+        next_within(&mut acks, within, applied)
             .await
             .with_context(|| format!("run {k}: the ack"))?;
         ack.push(t0.elapsed());

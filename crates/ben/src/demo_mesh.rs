@@ -11,6 +11,7 @@
 use anyhow::Result;
 use ben_bus::Bus;
 use ben_mesh_detect::wire::AnomalyEvent;
+use ben_mesh_sensor::lab::Lan;
 use ben_mesh_wire::{CommitEvent, PolicyAck, PolicyEvent};
 use ben_wire::pb;
 use prost::Message as _;
@@ -44,7 +45,7 @@ fn say(t0: Instant, tty: bool, what: String) {
 
 /// The next message on `sub` (a signed `T`) for which `want` holds, or
 /// none by `deadline`.
-async fn next<T: prost::Message + Default>(
+pub(crate) async fn next<T: prost::Message + Default>(
     sub: &mut ben_bus::Subscription,
     deadline: tokio::time::Instant,
     want: impl Fn(&T) -> bool,
@@ -121,20 +122,59 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
     follow(&bus, stages, t0, tty, SCANNER).await
 }
 
+/// `ben up` on `lan`: its sensor on the victim's interface (flows ending
+/// 2 s after their last packet), its enforcement agent holding the
+/// victim's nftables, the AI service every `every`. What `ben up --demo
+/// --netns` and `ben bench block` run.
+pub fn live_config(cfg: &mut ben_embedded::Config, lan: &Lan, every: Duration) {
+    cfg.counts.insert("sensor", 1);
+    cfg.sensor = ben_runtime::table::SensorEnv {
+        iface: Some("evictim".into()),
+        filter: None,
+        netns: Some(lan.ns("victim")),
+        idle_timeout_ms: 2_000,
+    };
+    cfg.enforce_backend = Some("nftables".into());
+    cfg.enforce_netns = Some(lan.ns("victim"));
+    cfg.mesh_every = every;
+}
+
+/// Waits (up to 10 s) until `sys`'s sensor has its ring bound: a scan
+/// sent before would not be seen.
+pub async fn sensor_ready(sys: &ben_embedded::System) -> Result<()> {
+    let sensor = &sys.stats.shared.sensor;
+    let until = Instant::now() + Duration::from_secs(10);
+    while !sensor.capturing.load(std::sync::atomic::Ordering::Acquire) {
+        if Instant::now() >= until {
+            anyhow::bail!("the sensor is not capturing after 10 s (see the log for why)");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Whether the scanner, from `.host`, connects to the victim's web server.
+pub async fn connects(lan: &Arc<Lan>, host: u8) -> Result<bool> {
+    let lan = lan.clone();
+    tokio::task::spawn_blocking(move || lan.scanner_connects(host))
+        .await?
+        .map_err(anyhow::Error::msg)
+}
+
 /// `ben up --demo --netns`: the same path on live traffic. A LAN of
 /// network namespaces; the sensor on the victim's interface and the agent
 /// in the victim's nftables (set up by the caller); a benign client loads
 /// pages throughout; the scanner scans, is followed to its block, and its
 /// next connection is shown to fail.
-pub async fn live(bus: Arc<dyn Bus>, tty: bool, lan: Arc<ben_mesh_sensor::lab::Lan>) -> Result<()> {
+pub async fn live(bus: Arc<dyn Bus>, tty: bool, lan: Arc<Lan>) -> Result<()> {
     let stages = Stages::new(&bus).await?;
     let t0 = Instant::now();
     let (scanner, victim) = (lan.ip(2), lan.ip(1));
-    let reach = |lan: Arc<ben_mesh_sensor::lab::Lan>| async move {
-        match tokio::task::spawn_blocking(move || lan.scanner_connects(2)).await {
-            Ok(Ok(true)) => "connects",
-            Ok(Ok(false)) => "cannot connect (its packets are dropped)",
-            _ => "could not be tried",
+    let reach = |lan: Arc<Lan>| async move {
+        match connects(&lan, 2).await {
+            Ok(true) => "connects",
+            Ok(false) => "cannot connect (its packets are dropped)",
+            Err(_) => "could not be tried",
         }
     };
     say(
@@ -287,28 +327,16 @@ async fn follow(
     // The feedback loop: the anomaly's lifecycle ends COMMITTED with the
     // ack, and the threshold the AI service publishes above.
     loop {
-        let life = bus
-            .request(
-                ben_mesh_wire::FEEDBACK_QUERY,
-                a.id.as_bytes().to_vec(),
-                Duration::from_secs(2),
-            )
+        // No answer yet is "not yet" until the deadline (then said below).
+        let wait = Duration::from_secs(2);
+        let life = ben_control::mesh::ask_feedback(bus.as_ref(), &a.id, wait)
             .await
-            .ok()
-            .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
             .map(|v| v["lifecycle"].clone())
             .unwrap_or_default();
         let acked = life["acks"].as_array().is_some_and(|x| !x.is_empty());
         if life["state"] == "COMMITTED" && acked {
-            let summary = bus
-                .request(
-                    ben_mesh_wire::FEEDBACK_QUERY,
-                    vec![],
-                    Duration::from_secs(2),
-                )
+            let summary = ben_control::mesh::ask_feedback(bus.as_ref(), "", wait)
                 .await
-                .ok()
-                .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
                 .unwrap_or_default();
             let ms = |k: &str| life[k].as_u64().unwrap_or(0);
             say(

@@ -97,16 +97,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let lan = if args.netns {
         let lan =
             ben_mesh_sensor::lab::Lan::new().map_err(|e| anyhow::anyhow!("ben up --netns: {e}"))?;
-        cfg.counts.insert("sensor", 1);
-        cfg.sensor = ben_runtime::table::SensorEnv {
-            iface: Some("evictim".into()),
-            filter: None,
-            netns: Some(lan.ns("victim")),
-            idle_timeout_ms: 2_000,
-        };
-        cfg.enforce_backend = Some("nftables".into());
-        cfg.enforce_netns = Some(lan.ns("victim"));
-        cfg.mesh_every = Duration::from_secs(1);
+        crate::demo_mesh::live_config(&mut cfg, &lan, Duration::from_secs(1));
         Some(std::sync::Arc::new(lan))
     } else {
         None
@@ -127,6 +118,9 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!(e))
         .context("starting Ben")?;
+    if lan.is_some() {
+        crate::demo_mesh::sensor_ready(&sys).await?;
+    }
     println!(
         "ben up: API http://{} (token: {token_from})  sidecar {}  data {}",
         sys.api_addr(),

@@ -336,26 +336,16 @@ async fn mesh_validators(State(st): State<AppState>) -> ApiResult {
 /// Asks the AI service's feedback loop (`query`: empty for the summary,
 /// an anomaly id for its lifecycle).
 async fn ask_feedback(st: &AppState, query: &str) -> Result<serde_json::Value, ApiError> {
-    let reply = st
-        .bus
-        .request(
-            ben_mesh_wire::FEEDBACK_QUERY,
-            query.as_bytes().to_vec(),
-            std::time::Duration::from_secs(3),
-        )
+    use crate::mesh::FeedbackError;
+    crate::mesh::ask_feedback(st.bus.as_ref(), query, std::time::Duration::from_secs(3))
         .await
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the AI service's feedback loop did not answer: {e}"),
-            )
-        })?;
-    serde_json::from_slice(&reply.payload).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("the AI service answered garbage: {e}"),
-        )
-    })
+            let status = match e {
+                FeedbackError::NoAnswer(_) => StatusCode::SERVICE_UNAVAILABLE,
+                FeedbackError::Garbage(_) => StatusCode::BAD_GATEWAY,
+            };
+            ApiError::new(status, e.to_string())
+        })
 }
 
 /// `GET /api/v1/mesh/thresholds`: the AI service's publish threshold, its

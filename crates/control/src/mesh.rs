@@ -24,6 +24,44 @@ pub const BLOCKS: usize = 1_024;
 /// Anomalies the view keeps (the newest).
 pub const ANOMALIES: usize = 100_000;
 
+/// Why the AI service's feedback loop gave no answer.
+#[derive(Debug)]
+pub enum FeedbackError {
+    /// Nobody answered (no AI service, or not in time).
+    NoAnswer(String),
+    /// The answer was not JSON.
+    Garbage(String),
+}
+
+impl std::fmt::Display for FeedbackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeedbackError::NoAnswer(e) => {
+                write!(f, "the AI service's feedback loop did not answer: {e}")
+            }
+            FeedbackError::Garbage(e) => write!(f, "the AI service answered garbage: {e}"),
+        }
+    }
+}
+
+/// Asks the AI service's feedback loop over `bus` (`query`: empty for the
+/// summary, an anomaly id for its lifecycle), waiting up to `timeout`.
+pub async fn ask_feedback(
+    bus: &dyn Bus,
+    query: &str,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, FeedbackError> {
+    let reply = bus
+        .request(
+            ben_mesh_wire::FEEDBACK_QUERY,
+            query.as_bytes().to_vec(),
+            timeout,
+        )
+        .await
+        .map_err(|e| FeedbackError::NoAnswer(e.to_string()))?;
+    serde_json::from_slice(&reply.payload).map_err(|e| FeedbackError::Garbage(e.to_string()))
+}
+
 /// One validator as its announcements show it.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ValidatorView {

@@ -10,13 +10,13 @@
 //!
 //! Needs root (namespaces, CAP_NET_RAW, nftables) and python3.
 
-use ben_embedded::{Config, System};
 use ben_mesh_sensor::lab::Lan;
 use ben_mesh_wire::PolicyAck;
 use ben_wire::pb;
 use prost::Message as _;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+mod live;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
@@ -26,28 +26,7 @@ async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
         "nft is missing: install nftables (scripts/test does)"
     );
     let lan = Lan::new().expect("a LAN of namespaces (root)");
-    let dir = std::env::temp_dir().join(format!("ben-blocked-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::env::set_var("BEN_BLOT_KEY", "blocked test key 0123456789abcdef");
-    let mut counts = BTreeMap::new();
-    counts.insert("sensor", 1);
-    let sys = System::start(Config {
-        data_dir: dir.clone(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        mesh_every: Duration::from_millis(500),
-        counts,
-        sensor: ben_runtime::table::SensorEnv {
-            iface: Some("evictim".into()),
-            filter: None,
-            netns: Some(lan.ns("victim")),
-            idle_timeout_ms: 2_000,
-        },
-        enforce_backend: Some("nftables".into()),
-        enforce_netns: Some(lan.ns("victim")),
-        ..Config::default()
-    })
-    .await
-    .expect("ben up starts with a sensor and an nftables agent");
+    let (sys, dir) = live::start("blocked", &lan, Duration::from_millis(500), true).await;
     let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
         .await
         .unwrap();
@@ -105,17 +84,11 @@ async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
     // The feedback loop's record: COMMITTED, with the ack.
     let mut life = serde_json::Value::Null;
     for _ in 0..50 {
-        life = ben_bus::Bus::request(
-            sys.bus.as_ref(),
-            ben_mesh_wire::FEEDBACK_QUERY,
-            anomaly.id.as_bytes().to_vec(),
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()
-        .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
-        .map(|v| v["lifecycle"].clone())
-        .unwrap_or_default();
+        life =
+            ben_control::mesh::ask_feedback(sys.bus.as_ref(), &anomaly.id, Duration::from_secs(2))
+                .await
+                .map(|v| v["lifecycle"].clone())
+                .unwrap_or_default();
         if life["state"] == "COMMITTED" && life["acks"].as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }
@@ -128,5 +101,5 @@ async fn a_live_scan_is_blocked_and_the_benign_client_keeps_working() {
         blocked.as_secs_f64()
     );
     sys.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::remove_dir_all(&dir).expect("the data dir removed");
 }

@@ -9,41 +9,23 @@
 //!
 //! Needs root (namespaces, CAP_NET_RAW) and python3.
 
-use ben_embedded::{Config, System};
 use ben_mesh_sensor::lab::Lan;
 use ben_wire::pb;
 use prost::Message as _;
 use std::collections::{BTreeMap, BTreeSet};
+
+mod live;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
     let lan = Lan::new().expect("a LAN of namespaces (root)");
-    let dir = std::env::temp_dir().join(format!("ben-sensor-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::env::set_var("BEN_BLOT_KEY", "sensor test key 0123456789abcdef");
-    let mut counts = BTreeMap::new();
-    counts.insert("sensor", 1);
-    let sys = System::start(Config {
-        data_dir: dir.clone(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        // The seed's cycle (the default): the AI service judges what
-        // arrived since its last run, each source's window within that
-        // batch, so a flood cut in two by a run must still be a flood in
-        // each part (6,000 datagrams). Keeping windows across runs is the
-        // streaming detection still to build (the sensing issue).
-        mesh_every: Duration::from_secs(5),
-        counts,
-        sensor: ben_runtime::table::SensorEnv {
-            iface: Some("evictim".into()),
-            filter: None,
-            netns: Some(lan.ns("victim")),
-            idle_timeout_ms: 2_000,
-        },
-        ..Config::default()
-    })
-    .await
-    .expect("ben up starts with a sensor");
+    // The seed's cycle (the default): the AI service judges what arrived
+    // since its last run, each source's window within that batch, so a
+    // flood cut in two by a run must still be a flood in each part (6,000
+    // datagrams). Keeping windows across runs is the streaming detection
+    // still to build (the sensing issue).
+    let (sys, dir) = live::start("sensor", &lan, Duration::from_secs(5), false).await;
     let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
         .await
         .unwrap();
@@ -97,5 +79,5 @@ async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
     assert!(status.contains("captured "), "{status}");
     assert!(status.contains("(kernel drops 0, undecodable "), "{status}");
     sys.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::remove_dir_all(&dir).expect("the data dir removed");
 }

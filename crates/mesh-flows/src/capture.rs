@@ -220,13 +220,7 @@ pub fn replay_rows(capture: &[u8], now_ns: u64) -> Result<(usize, Vec<Vec<u8>>),
     let packets = table.counters().packets as usize;
     let mut rows = vec![];
     for r in table.drain_finished() {
-        let mut line = Vec::new();
-        // Writing into a Vec cannot fail.
-        let _ = crate::output::write_row(&mut line, crate::Format::Csv, &r, "");
-        while line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        rows.push(line);
+        rows.push(crate::output::csv_line(&r));
     }
     Ok((packets, rows))
 }

@@ -120,6 +120,17 @@ pub fn write_jsonl_row<W: Write>(w: &mut W, r: &FlowRecord, label: &str) -> io::
     w.write_all(b"}\n")
 }
 
+/// One flow as a CSV row with an empty label, without its line end: what
+/// sensors put on `ben.mesh.flows`.
+pub fn csv_line(r: &FlowRecord) -> Vec<u8> {
+    let mut line = Vec::new();
+    // Writing into a Vec cannot fail; the row itself ends in "\n".
+    if write_csv_row(&mut line, r, "").is_ok() && line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    line
+}
+
 /// Writes one flow in `format` (no header).
 pub fn write_row<W: Write>(
     w: &mut W,

@@ -137,18 +137,6 @@ pub fn seal_batches(
     out
 }
 
-/// A flow as the CSV row the AI service reads (`ben flows`' columns, no
-/// line end).
-pub fn csv_row(r: &FlowRecord) -> Vec<u8> {
-    let mut line = Vec::new();
-    // Writing into a Vec cannot fail.
-    let _ = ben_mesh_flows::output::write_row(&mut line, ben_mesh_flows::Format::Csv, r, "");
-    while line.last() == Some(&b'\n') {
-        line.pop();
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +230,6 @@ mod tests {
         assert_eq!(c.packets, 5);
         assert_eq!(c.non_ip, 1);
         assert!(c.corrupt() >= 2, "{c:?}");
-        assert!(!csv_row(&done[0]).ends_with(b"\n"));
+        assert!(!ben_mesh_flows::output::csv_line(&done[0]).ends_with(b"\n"));
     }
 }

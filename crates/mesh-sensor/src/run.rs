@@ -5,10 +5,11 @@
 //! shows what was captured and what the kernel dropped).
 
 use crate::ring::{self, Ring, RingConfig};
-use crate::{bpf, csv_row, seal_batches, Live, MAX_BATCH_BYTES};
+use crate::{bpf, seal_batches, Live, MAX_BATCH_BYTES};
 use ben_component::Deps;
+use ben_mesh_flows::output::csv_line;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +69,10 @@ pub struct Counters {
     pub flows: AtomicU64,
     pub batches: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// The ring is bound to its interface: every frame from here on is
+    /// captured (or counted as a kernel drop). Traffic a test or demo
+    /// sends before this is not seen.
+    pub capturing: AtomicBool,
 }
 
 fn now_ns() -> u64 {
@@ -93,6 +98,7 @@ pub fn open(s: &Settings) -> Result<Ring, String> {
 /// Runs the sensor until the bus closes or the capture fails.
 pub async fn run(deps: Deps, s: Settings, c: Arc<Counters>) -> Result<(), String> {
     let ring = open(&s)?;
+    c.capturing.store(true, Ordering::Release);
     tracing::info!(id = %deps.id, iface = %s.iface, filter = ?s.filter, "sensor capturing");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(64);
     let counters = c.clone();
@@ -117,6 +123,7 @@ pub async fn run(deps: Deps, s: Settings, c: Arc<Counters>) -> Result<(), String
         }
         c.flows.fetch_add(n, Ordering::Relaxed);
     }
+    c.capturing.store(false, Ordering::Release);
     // The capture ended: say why.
     match capture.join() {
         Ok(Ok(())) => Err("the capture stopped".into()),
@@ -168,7 +175,7 @@ fn capture(
             }
             continue;
         }
-        let rows = done.iter().map(csv_row).collect();
+        let rows = done.iter().map(csv_line).collect();
         // Waiting here holds the ring back: what the kernel cannot queue
         // meanwhile it drops, and counts (shown as kernel drops).
         if tx.blocking_send(rows).is_err() {

@@ -84,7 +84,7 @@ fn sense(
 fn detect(flows: &[FlowRecord]) -> ben_mesh_detect::RunReport {
     let mut text = String::from_utf8(csv_header()).unwrap();
     for r in flows {
-        text.push_str(std::str::from_utf8(&ben_mesh_sensor::csv_row(r)).unwrap());
+        text.push_str(std::str::from_utf8(&ben_mesh_flows::output::csv_line(r)).unwrap());
         text.push('\n');
     }
     let table = ben_mesh_detect::FlowTable::parse(&text).expect("the sensor's rows parse");
