@@ -75,7 +75,7 @@ async fn bench(runs: usize, every_ms: u64) -> Result<()> {
                     .into_bytes()
             })
             .collect();
-        for batch in crate::demo_mesh::sealed(&sensor, rows) {
+        for batch in crate::demo_mesh::sealed(bus.as_ref(), &sensor, rows) {
             bus.publish(ben_mesh_ai::FLOWS, batch).await?;
         }
         let from = |a: &AnomalyEvent| a.source.as_ref().is_some_and(|s| s.ip == scanner);

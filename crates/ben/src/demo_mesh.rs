@@ -70,14 +70,14 @@ pub fn sensor_key() -> Result<ben_wire::Signer> {
 }
 
 /// The rows as signed batches for `ben.mesh.flows`.
-pub fn sealed(sensor: &ben_wire::Signer, rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub fn sealed(bus: &dyn Bus, sensor: &ben_wire::Signer, rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut seq = 0;
     ben_mesh_sensor::seal_batches(
         sensor,
         SENSOR_ID,
         &mut seq,
         rows,
-        ben_mesh_sensor::MAX_BATCH_BYTES,
+        ben_mesh_sensor::batch_bytes(bus.max_payload()),
     )
 }
 
@@ -109,7 +109,7 @@ pub async fn run(bus: Arc<dyn Bus>, tty: bool, sensor: ben_wire::Signer) -> Resu
     let t0 = Instant::now();
     let (packets, rows) = flows(ben_time::now_ns().max(0) as u64)?;
     let n = rows.len();
-    for batch in sealed(&sensor, rows) {
+    for batch in sealed(bus.as_ref(), &sensor, rows) {
         bus.publish(ben_mesh_ai::FLOWS, batch).await?;
     }
     say(

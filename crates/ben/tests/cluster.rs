@@ -1903,7 +1903,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
             "sensor-test",
             &mut seq,
             rows,
-            ben_mesh_sensor::MAX_BATCH_BYTES,
+            ben_mesh_sensor::batch_bytes(c.bus.max_payload()),
         ) {
             c.bus.publish(ben_mesh_ai::FLOWS, batch).await.unwrap();
         }

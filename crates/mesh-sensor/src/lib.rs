@@ -102,6 +102,14 @@ impl Live {
 /// server's default 1 MiB payload limit, with the envelope around it).
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
+/// The rows' bytes per batch over a bus whose messages may be at most
+/// `max_payload` bytes (`Bus::max_payload`): half of that, as validators
+/// size their blocks, and never over [`MAX_BATCH_BYTES`]. A NATS server
+/// configured below its default would otherwise refuse every batch.
+pub fn batch_bytes(max_payload: Option<usize>) -> usize {
+    max_payload.map_or(MAX_BATCH_BYTES, |m| (m / 2).clamp(1, MAX_BATCH_BYTES))
+}
+
 /// Rows into [`ben_mesh_wire::FlowBatch`]es signed by `signer` as sensor
 /// `sensor`, each at most `max_bytes` of rows (a single larger row goes
 /// alone); `seq` numbers them. What goes on `ben.mesh.flows`.
@@ -155,6 +163,14 @@ mod tests {
         f[46] = 5 << 4;
         f[47] = flags;
         f
+    }
+
+    #[test]
+    fn batches_fit_the_bus() {
+        assert_eq!(batch_bytes(None), MAX_BATCH_BYTES);
+        assert_eq!(batch_bytes(Some(1024 * 1024)), MAX_BATCH_BYTES);
+        assert_eq!(batch_bytes(Some(64 * 1024)), 32 * 1024);
+        assert_eq!(batch_bytes(Some(0)), 1);
     }
 
     #[test]

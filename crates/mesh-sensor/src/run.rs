@@ -5,7 +5,7 @@
 //! shows what was captured and what the kernel dropped).
 
 use crate::ring::{self, Ring, RingConfig};
-use crate::{bpf, seal_batches, Live, MAX_BATCH_BYTES};
+use crate::{batch_bytes, bpf, seal_batches, Live};
 use ben_component::Deps;
 use ben_mesh_flows::output::csv_line;
 use std::path::PathBuf;
@@ -108,9 +108,10 @@ pub async fn run(deps: Deps, s: Settings, c: Arc<Counters>) -> Result<(), String
         .spawn(move || capture(ring, flows, tick, tx, &counters))
         .map_err(|e| format!("starting the capture thread: {e}"))?;
     let mut seq = 0u64;
+    let limit = batch_bytes(deps.bus.max_payload());
     while let Some(rows) = rx.recv().await {
         let n = rows.len() as u64;
-        for batch in seal_batches(&deps.signer, &deps.id, &mut seq, rows, MAX_BATCH_BYTES) {
+        for batch in seal_batches(&deps.signer, &deps.id, &mut seq, rows, limit) {
             match deps.bus.publish(ben_mesh_wire::FLOWS_SUBJECT, batch).await {
                 Ok(_) => {
                     c.batches.fetch_add(1, Ordering::Relaxed);
