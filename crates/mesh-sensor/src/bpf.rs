@@ -50,7 +50,9 @@ pub fn parse(text: &str) -> Result<Vec<BpfInsn>, String> {
 /// Compiles a pcap filter expression for Ethernet with `tcpdump -ddd`.
 pub fn compile(expr: &str) -> Result<Vec<BpfInsn>, String> {
     let out = std::process::Command::new("tcpdump")
-        .args(["-ddd", "-y", "EN10MB", expr])
+        // `--`: an expression starting with `-` is an expression, never
+        // one of tcpdump's options (`-r FILE`, `-w FILE`, …).
+        .args(["-ddd", "-y", "EN10MB", "--", expr])
         .output()
         .map_err(|e| {
             format!("running tcpdump to compile the filter {expr:?}: {e} (install the tcpdump package, or run without --filter)")
@@ -81,6 +83,20 @@ mod tests {
                 k: 2048
             }
         );
+    }
+
+    #[test]
+    fn a_filter_is_never_taken_for_an_option() {
+        if std::process::Command::new("tcpdump")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return; // scripts/test installs tcpdump; the netns tests need it anyway
+        }
+        let e = compile("-r /etc/passwd").unwrap_err();
+        assert!(e.contains("does not compile"), "{e}");
+        assert!(compile("udp").is_ok_and(|p| p.len() > 2));
     }
 
     #[test]
