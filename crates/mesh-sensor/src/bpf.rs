@@ -87,13 +87,13 @@ mod tests {
 
     #[test]
     fn a_filter_is_never_taken_for_an_option() {
-        if std::process::Command::new("tcpdump")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            return; // scripts/test installs tcpdump; the netns tests need it anyway
-        }
+        assert!(
+            std::process::Command::new("tcpdump")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "tcpdump is missing: install it (scripts/test does)"
+        );
         let e = compile("-r /etc/passwd").unwrap_err();
         assert!(e.contains("does not compile"), "{e}");
         assert!(compile("udp").is_ok_and(|p| p.len() > 2));
