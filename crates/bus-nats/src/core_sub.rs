@@ -248,21 +248,21 @@ impl Draining {
 
     /// Sends a barrier through the server and waits for it; what the
     /// server sent this subscription before it is then taken out. Returns
-    /// how many messages arrived while it was out, or `None` if it did not
-    /// come back (the connection is gone).
-    async fn barrier(&mut self, client: &async_nats::Client) -> Option<u64> {
+    /// how many messages arrived while it was out, or why it did not come
+    /// back (the connection is gone).
+    async fn barrier(&mut self, client: &async_nats::Client) -> Result<u64, String> {
         self.take_arrived();
         let before = self.seen;
-        round_trip(client).await.ok()?;
+        round_trip(client).await?;
         self.take_arrived();
-        Some(self.seen - before)
+        Ok(self.seen - before)
     }
 
-    /// Sets the `step`-th fence; `None` if the connection is gone.
-    async fn fence(&mut self, client: &async_nats::Client, step: u32) -> Option<()> {
+    /// Sets the `step`-th fence, or says why it could not.
+    async fn fence(&mut self, client: &async_nats::Client, step: u32) -> Result<(), String> {
         let during = self.barrier(client).await?;
         if self.ended {
-            return Some(());
+            return Ok(());
         }
         // The rate over the last windows, not over the barrier's round
         // trip: messages arrive in bursts (a socket read's worth), so a
@@ -272,11 +272,21 @@ impl Draining {
         let max = self.seen + margin(step, per_s, during);
         // A fence only ever moves closer.
         if self.fence.is_some_and(|f| f <= max) {
-            return Some(());
+            return Ok(());
         }
-        self.sub.unsubscribe_after(max).await.ok()?;
+        self.sub
+            .unsubscribe_after(max)
+            .await
+            .map_err(|e| format!("setting the fence: {e}"))?;
         self.fence = Some(max);
-        Some(())
+        Ok(())
+    }
+
+    /// Ends the subscription now because a round trip or fence failed,
+    /// saying so: what the server still routes here may be lost.
+    async fn end_because(&mut self, why: &str) {
+        tracing::warn!(seen = self.seen, error = %why, "a draining subscription could not be fenced; ended with a plain UNSUB (a message routed to it meanwhile would be lost)");
+        self.end().await;
     }
 
     /// Ends the subscription now (see the module's notes for the window).
@@ -302,8 +312,10 @@ async fn drained(
     tx: &mpsc::Sender<Message>,
     fix: &impl Fn(async_nats::Message) -> Message,
 ) {
-    if !fenced || d.fence(client, 0).await.is_none() {
+    if !fenced {
         d.end().await;
+    } else if let Err(e) = d.fence(client, 0).await {
+        d.end_because(&e).await;
     }
     let mut step = 0;
     let mut next_step = Instant::now() + STEP;
@@ -334,8 +346,9 @@ async fn drained(
             _ = tokio::time::sleep_until(last_arrival + quiet(d.rate.per_s(last_arrival))), if !d.ended => {
                 // Quiet: confirmed by a barrier that nothing is on its way.
                 match d.barrier(client).await {
-                    Some(0) | None => d.end().await,
-                    Some(_) => last_arrival = Instant::now(),
+                    Ok(0) => d.end().await,
+                    Ok(_) => last_arrival = Instant::now(),
+                    Err(e) => d.end_because(&e).await,
                 }
             }
             _ = tokio::time::sleep_until(next_step), if !d.ended => {
@@ -350,8 +363,8 @@ async fn drained(
                     );
                     d.end().await;
                 } else {
-                    if d.fence(client, step).await.is_none() {
-                        d.end().await;
+                    if let Err(e) = d.fence(client, step).await {
+                        d.end_because(&e).await;
                     }
                     next_step = Instant::now() + STEP;
                 }
