@@ -73,9 +73,10 @@ pub struct BenchArgs {
     /// live scans, each from another scanner address.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    /// loop: how often the AI service runs its engines (ms; `ben up`'s
-    /// default is 5000).
-    #[arg(long, default_value_t = 5_000)]
+    /// loop, block: the AI service's step (ms): it judges arriving flows at
+    /// most once per this (`ben up`'s default, 200; the seed's cycle was
+    /// 5000).
+    #[arg(long, default_value_t = 200)]
     pub every_ms: u64,
     /// enforce: entries to apply through the agent.
     #[arg(long, default_value_t = 100_000)]

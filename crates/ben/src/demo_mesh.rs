@@ -27,7 +27,8 @@ pub const SCANNER: &str = "203.0.113.66";
 /// the run and trusted by `ben up` (the AI service takes flows only from
 /// sensors' keys).
 pub const SENSOR_ID: &str = "sensor-demo";
-/// How long the path may take (the AI service runs every 5 s).
+/// How long each stage may take (the AI service judges flows as they
+/// arrive; validators, agent and feedback each take well under a second).
 const WITHIN: Duration = Duration::from_secs(15);
 
 /// The capture's flows as CSV rows, timestamps moved so its last packet
@@ -69,9 +70,10 @@ pub fn sensor_key() -> Result<ben_wire::Signer> {
     ))
 }
 
-/// The rows as signed batches for `ben.mesh.flows`.
+/// The rows as signed batches for `ben.mesh.flows`, a new run of the
+/// demo's sensor each time (the AI service refuses a batch it has taken).
 pub fn sealed(bus: &dyn Bus, sensor: &ben_wire::Signer, rows: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut seq = 0;
+    let mut seq = ben_mesh_sensor::Numbering::starting_at(ben_time::now_ns().max(0) as u64);
     ben_mesh_sensor::seal_batches(
         sensor,
         SENSOR_ID,

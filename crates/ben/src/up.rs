@@ -15,7 +15,7 @@ pub struct UpArgs {
     /// With --demo (root): the security path live, in network namespaces
     /// this run makes (a victim, a scanner, a benign client): the sensor
     /// on the victim's interface, the agent in its nftables, the AI
-    /// service every second; the scanner's packets stop.
+    /// service judging flows as they arrive; the scanner's packets stop.
     #[arg(long, requires = "demo", conflicts_with = "sensor_iface")]
     pub netns: bool,
     /// Data directory (ledger database, store, keys, sockets). Private
@@ -97,7 +97,8 @@ async fn up(args: UpArgs) -> Result<()> {
     let lan = if args.netns {
         let lan =
             ben_mesh_sensor::lab::Lan::new().map_err(|e| anyhow::anyhow!("ben up --netns: {e}"))?;
-        crate::demo_mesh::live_config(&mut cfg, &lan, Duration::from_secs(1));
+        let every = cfg.mesh_every;
+        crate::demo_mesh::live_config(&mut cfg, &lan, every);
         Some(std::sync::Arc::new(lan))
     } else {
         None

@@ -1897,7 +1897,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         let (_, rows) = ben_mesh_flows::replay_rows(&capture, ben_time::now_ns() as u64).unwrap();
         replayed = Instant::now();
         let (sensor, _) = cluster::keys::load(&c.cfg.key_dir, "sensor-test").unwrap();
-        let mut seq = replays as u64 * 1000;
+        let mut seq = ben_mesh_sensor::Numbering::starting_at(ben_time::now_ns() as u64);
         for batch in ben_mesh_sensor::seal_batches(
             &sensor,
             "sensor-test",

@@ -68,9 +68,10 @@
 //!          "127.0.0.1:7614"]      # go to database_url's tables (SQLite files without it)
 //!
 //! [mesh]                          # CyberMesh's AI service (none without this table; it needs
-//! every_ms = 5000                 # [validators]): flows on ben.mesh.flows through the engines
-//!                                 # every every_ms, signed anomalies to the validators; its
-//!                                 # feedback loop calibrates its threshold
+//! every_ms = 200                  # [validators]): flows on ben.mesh.flows judged as they arrive
+//!                                 # (at most one step per every_ms; windows kept across steps),
+//!                                 # signed anomalies to the validators; its feedback loop
+//!                                 # calibrates its threshold
 //!
 //! [enforcer]                      # CyberMesh's enforcement agent on this host (none without this
 //! backend = "dry-run"             # table; it needs [validators]): "nftables", "iptables" (root),
@@ -508,8 +509,8 @@ pub struct ClusterConfig {
     pub enforcer: Option<Enforcer>,
     /// `[sensor]`: the host's live sensor (none: not run).
     pub sensor: Option<Sensor>,
-    /// `[mesh] every_ms`: how often the AI service runs its engines (none:
-    /// no AI service).
+    /// `[mesh] every_ms`: the AI service judges arriving flows at most once
+    /// per this (none: no AI service).
     pub mesh_every: Option<Duration>,
 }
 
@@ -620,7 +621,7 @@ impl ClusterConfig {
                     "{p}: [mesh] needs [validators]: the AI service's anomalies go to them, and its feedback loop judges its threshold by what they commit"
                 ))
             }
-            Some(m) => Some(Duration::from_millis(ms("mesh", "every_ms", m.every_ms, 5_000)?)),
+            Some(m) => Some(Duration::from_millis(ms("mesh", "every_ms", m.every_ms, 200)?)),
         };
         counts.insert("mesh", usize::from(mesh_every.is_some()));
         let spare = count("spare", scale.spare, 2, 0)?;

@@ -1241,6 +1241,9 @@ fn status_json(
         "captured": current.values().map(|m| m.captured).sum::<u64>(),
         "capture_drops": current.values().map(|m| m.capture_drops).sum::<u64>(),
         "capture_undecodable": current.values().map(|m| m.capture_undecodable).sum::<u64>(),
+        "flows_dropped": current.values().map(|m| m.flows_dropped).sum::<u64>(),
+        "flows_late": current.values().map(|m| m.flows_late).sum::<u64>(),
+        "flow_batches_missing": current.values().map(|m| m.flow_batches_missing).sum::<u64>(),
         "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
@@ -1298,6 +1301,18 @@ pub fn status_line(s: &serde_json::Value) -> String {
             "{chain} | captured {} (kernel drops {}, undecodable {})",
             s["captured"], s["capture_drops"], s["capture_undecodable"]
         )
+    } else {
+        chain
+    };
+    // The AI service's flows it could not take or judged late, when any.
+    let count = |k: &str| s[k].as_u64().unwrap_or(0);
+    let (d, l, m) = (
+        count("flows_dropped"),
+        count("flows_late"),
+        count("flow_batches_missing"),
+    );
+    let chain = if d + l + m > 0 {
+        format!("{chain} | AI flows dropped {d} (windows full), late {l}, batches missing {m}")
     } else {
         chain
     };

@@ -57,7 +57,8 @@ pub struct Config {
     /// Use NATS instead of the in-process bus (same components, same
     /// subjects).
     pub nats: Option<NatsConfig>,
-    /// How often the CyberMesh loop runs the engines over buffered flows.
+    /// The CyberMesh AI service judges arriving flows at most once per this
+    /// (streaming; the seed's 5 s cycle is a value of it).
     pub mesh_every: Duration,
     /// Keys of components outside this process (joining over NATS),
     /// trusted as the ids given, each in its id's role.
@@ -98,7 +99,7 @@ impl Default for Config {
             bee_ttl_ns: ben_bee::DEFAULT_TTL_NS,
             prepare_timeout_ms: 10_000,
             nats: None,
-            mesh_every: Duration::from_secs(5),
+            mesh_every: Duration::from_millis(200),
             trust: vec![],
             bus_layer: None,
             sensor: Default::default(),
@@ -407,6 +408,12 @@ impl System {
             out += &format!(
                 " | captured {} (kernel drops {}, undecodable {})",
                 t.captured, t.capture_drops, t.capture_undecodable
+            );
+        }
+        if t.flows_dropped > 0 || t.flows_late > 0 || t.flow_batches_missing > 0 {
+            out += &format!(
+                " | AI flows dropped {} (windows full), late {}, batches missing {}",
+                t.flows_dropped, t.flows_late, t.flow_batches_missing
             );
         }
         if !t.halted.is_empty() {

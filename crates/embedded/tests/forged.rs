@@ -257,6 +257,7 @@ async fn forged(sys: System) {
                         sensor: id.clone(),
                         seq: 1,
                         rows: vec![b"forged".to_vec()],
+                        incarnation: 1,
                     },
                 ),
             ),
@@ -328,6 +329,7 @@ async fn forged(sys: System) {
             sensor: "sensor-1".into(),
             seq: 1,
             rows: vec![b"forged".to_vec()],
+            incarnation: 1,
         },
         "sensor-1",
     ));

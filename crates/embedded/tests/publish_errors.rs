@@ -146,6 +146,7 @@ async fn refused_publishes_are_counted_and_shown() {
         sensor: "sensor-t".into(),
         seq: 1,
         rows,
+        incarnation: 1,
     });
     sys.bus.publish("ben.mesh.flows", batch).await.unwrap();
     // Each anomaly published is two refused publishes (event, evidence).

@@ -2,11 +2,16 @@
 //!
 //! The CyberMesh detection loop in the runtime: flow records arrive on
 //! `ben.mesh.flows` in [`FlowBatch`]es signed by a sensor's key (CIC CSV
-//! rows, as `ben flows` writes them; anything else is dead-lettered), and
-//! every `every` (5 s by default) the buffered flows go through the three
-//! engines; anomalies are sealed (`ben/v1/anomaly`) and published on
-//! `ai.anomalies.v1`, their evidence on `ai.evidence.v1`. The buffer is
-//! bounded; flows that do not fit and rate-limited anomalies are counted.
+//! rows, as `ben flows` writes them; anything else is dead-lettered) and go
+//! into a [`detect::Stream`]: each batch is judged as it arrives (at most
+//! one step per `every`, 200 ms by default; the seed's 5 s cycle is this
+//! setting, not the mechanism), against windows kept open across batches,
+//! so an anomaly is out within a step of the flow that makes it and a
+//! window split over many batches is still one window. Anomalies are sealed
+//! (`ben/v1/anomaly`) and published on `ai.anomalies.v1` with their
+//! evidence so far on `ai.evidence.v1`; when a window closes, the complete
+//! evidence follows. Open windows hold at most `max_buffer` flows; flows
+//! over it, flows filed late and rate-limited anomalies are counted.
 //!
 //! The feedback loop runs here too (the seed: "the AI service adjusts
 //! thresholds based on validator acceptance rates"): every published
@@ -22,7 +27,7 @@
 use ben_component::{Deps, Publish};
 use ben_mesh_detect as detect;
 use ben_mesh_feedback::{Ack, Feedback};
-use ben_mesh_wire::{CommitEvent, FlowBatch, PolicyAck, PolicyEvent};
+use ben_mesh_wire::{BatchOrder, CommitEvent, FlowBatch, Order, PolicyAck, PolicyEvent};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -104,9 +109,16 @@ pub const EVIDENCE: &str = "ai.evidence.v1";
 #[derive(Debug, Default)]
 pub struct MeshStats {
     pub flows: AtomicU64,
+    /// Flows refused because the open windows held the most allowed.
     pub dropped_flows: AtomicU64,
+    /// Flows that arrived after their window had closed (judged in a later
+    /// one).
+    pub late_flows: AtomicU64,
+    /// Sensors' batches that never arrived (gaps in their numbers).
+    pub missing_batches: AtomicU64,
     pub bad_rows: AtomicU64,
-    /// Flow batches not signed by a sensor's key (dead-lettered).
+    /// Flow batches not signed by a sensor's key, or taken before (a
+    /// replay): dead-lettered.
     pub refused_flows: AtomicU64,
     pub published: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -139,7 +151,7 @@ pub async fn run(
     let model = detect::LgbmModel::parse(detect::defaults::MODEL).map_err(|e| e.to_string())?;
     let baseline =
         detect::Baseline::parse(detect::defaults::BASELINE).map_err(|e| e.to_string())?;
-    let mut detector = detect::Detector::new(
+    let detector = detect::Detector::new(
         detect::Config::default(),
         model,
         detect::defaults::MODEL_VERSION.to_owned(),
@@ -148,8 +160,15 @@ pub async fn run(
         &names,
     )
     .map_err(|e| e.to_string())?;
+    let mut stream = detect::Stream::new(
+        detector,
+        detect::StreamConfig {
+            max_open_flows: max_buffer,
+            ..detect::StreamConfig::default()
+        },
+    );
     let mut fb = load_feedback(&feedback)?;
-    detector.set_threshold(fb.threshold());
+    stream.detector_mut().set_threshold(fb.threshold());
     let sub = |s: &'static str, q: Option<&'static str>| {
         let bus = deps.bus.clone();
         async move {
@@ -163,8 +182,13 @@ pub async fn run(
     let mut policies = sub(ben_mesh_wire::POLICY_SUBJECT, None).await?;
     let mut acks = sub(ben_mesh_wire::ACK_SUBJECT, None).await?;
     let mut queries = sub(FEEDBACK_QUERY, None).await?;
-    let mut rows: Vec<String> = Vec::new();
+    let every = every.max(Duration::from_millis(1));
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_step = tokio::time::Instant::now();
+    let mut counted = (0u64, 0u64);
+    let mut order = BatchOrder::default();
+    let now_us = || deps.clock.now_ns() / 1_000;
     let mut fb_tick = tokio::time::interval(Duration::from_secs(1));
     let now_ms = || (deps.clock.now_ns() / 1_000_000).max(0) as u64;
     let mut dirty = false;
@@ -188,46 +212,57 @@ pub async fn run(
                         continue;
                     }
                 };
-                for row in batch.rows {
-                    if rows.len() >= max_buffer {
-                        stats.dropped_flows.fetch_add(1, Ordering::Relaxed);
+                // A signed batch taken before is refused: a replay would
+                // count its flows again and name their sources again.
+                match order.take(&batch) {
+                    Order::Next { missing } => {
+                        stats.missing_batches.fetch_add(missing, Ordering::Relaxed);
+                        if missing > 0 {
+                            tracing::warn!(
+                                service = %deps.id, sensor = %batch.sensor, missing,
+                                "batches of flows never arrived"
+                            );
+                        }
+                    }
+                    o @ (Order::Replayed | Order::OldRun) => {
+                        stats.refused_flows.fetch_add(1, Ordering::Relaxed);
+                        let why = if o == Order::Replayed { "taken before" } else { "from an earlier run of the sensor" };
+                        deps.dead_letter(
+                            FLOWS,
+                            format!(
+                                "flows refused: batch {} of {}'s run {} was {why} (a replay)",
+                                batch.seq, batch.sensor, batch.incarnation
+                            ),
+                            m.payload.len(),
+                        )
+                        .await;
                         continue;
                     }
-                    rows.push(String::from_utf8_lossy(&row).trim().to_string());
                 }
-            }
-            _ = tick.tick() => {
-                if rows.is_empty() {
-                    continue;
-                }
-                let text = format!("{header}\n{}", rows.join("\n"));
-                rows.clear();
+                let text = batch.rows.iter().fold(header.clone(), |mut t, row| {
+                    t.push('\n');
+                    t.push_str(String::from_utf8_lossy(row).trim());
+                    t
+                });
                 let (table, errors) = detect::FlowTable::parse_lenient(&text);
                 stats.bad_rows.fetch_add(errors.len() as u64, Ordering::Relaxed);
                 for e in errors.iter().take(3) {
                     deps.dead_letter(FLOWS, format!("bad flow record: {e}"), 0).await;
                 }
                 stats.flows.fetch_add(table.flows.len() as u64, Ordering::Relaxed);
-                let report = detector.run(&table);
-                for d in &report.detections {
-                    if !d.published {
-                        stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    stats.published.fetch_add(1, Ordering::Relaxed);
-                    let sent = Publish::new(ANOMALIES, deps.signer.seal_bytes(&d.event))
-                        .send(deps.bus.as_ref(), &stats.publish_errors)
-                        .await;
-                    if sent {
-                        let e = &d.event;
-                        let detected = (e.window_end_us / 1_000).max(0) as u64;
-                        fb.published(&e.id, &e.class, e.confidence, detected, now_ms());
-                        dirty = true;
-                    }
-                    Publish::new(EVIDENCE, deps.signer.seal_bytes(&d.evidence))
-                        .send(deps.bus.as_ref(), &stats.publish_errors)
-                        .await;
+                stream.push(table.flows, now_us());
+                // Judged at once unless a step ran less than `every` ago
+                // (then the tick takes them).
+                if last_step.elapsed() >= every {
+                    last_step = tokio::time::Instant::now();
+                    let step = stream.step(now_us());
+                    publish_step(&deps, &stats, &mut stream, step, &mut fb, &mut dirty, &mut counted).await;
                 }
+            }
+            _ = tick.tick() => {
+                last_step = tokio::time::Instant::now();
+                let step = stream.step(now_us());
+                publish_step(&deps, &stats, &mut stream, step, &mut fb, &mut dirty, &mut counted).await;
             }
             m = commits.next() => {
                 let Some(m) = m else { break };
@@ -281,7 +316,7 @@ pub async fn run(
             _ = fb_tick.tick() => {
                 let now = now_ms();
                 if let Some(c) = fb.tick(now) {
-                    detector.set_threshold(c.to);
+                    stream.detector_mut().set_threshold(c.to);
                     tracing::info!(
                         service = %deps.id, from = c.from, to = c.to, rate = c.rate,
                         committed = c.committed, decided = c.decided, reason = %c.reason,
@@ -311,6 +346,59 @@ pub async fn run(
         save_feedback(&fb, path)?;
     }
     Ok(())
+}
+
+/// Publishes what a step of the stream produced: new anomalies (sealed, on
+/// `ai.anomalies.v1`, into the feedback loop) with their evidence so far,
+/// and the complete evidence of anomalies whose window closed. Counts what
+/// the stream refused or filed late.
+#[allow(clippy::too_many_arguments)]
+async fn publish_step(
+    deps: &Deps,
+    stats: &MeshStats,
+    stream: &mut detect::Stream,
+    step: detect::Step,
+    fb: &mut Feedback,
+    dirty: &mut bool,
+    counted: &mut (u64, u64),
+) {
+    // The stream's totals since this run began, added as they grow (a
+    // restarted service starts a new stream).
+    let c = stream.counts();
+    stats
+        .dropped_flows
+        .fetch_add(c.dropped - counted.0, Ordering::Relaxed);
+    stats
+        .late_flows
+        .fetch_add(c.late - counted.1, Ordering::Relaxed);
+    *counted = (c.dropped, c.late);
+    let now_ms = (deps.clock.now_ns() / 1_000_000).max(0) as u64;
+    let detected_ms = stream
+        .flow_now(deps.clock.now_ns() / 1_000)
+        .map_or(now_ms, |t| (t / 1_000).max(0) as u64);
+    for d in &step.detections {
+        if !d.published {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        stats.published.fetch_add(1, Ordering::Relaxed);
+        let sent = Publish::new(ANOMALIES, deps.signer.seal_bytes(&d.event))
+            .send(deps.bus.as_ref(), &stats.publish_errors)
+            .await;
+        if sent {
+            let e = &d.event;
+            fb.published(&e.id, &e.class, e.confidence, detected_ms, now_ms);
+            *dirty = true;
+        }
+        Publish::new(EVIDENCE, deps.signer.seal_bytes(&d.evidence))
+            .send(deps.bus.as_ref(), &stats.publish_errors)
+            .await;
+    }
+    for e in &step.evidence {
+        Publish::new(EVIDENCE, deps.signer.seal_bytes(e))
+            .send(deps.bus.as_ref(), &stats.publish_errors)
+            .await;
+    }
 }
 
 /// A message on one of the validators' or agents' subjects that does not

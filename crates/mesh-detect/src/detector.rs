@@ -134,21 +134,23 @@ pub struct RunReport {
 
 /// The CyberMesh detector bound to one flow feature layout.
 pub struct Detector {
-    cfg: Config,
+    pub(crate) cfg: Config,
     classes: Vec<String>,
     feature_names: Vec<String>,
     model: LgbmModel,
     model_version: String,
     /// For each model column, what feeds it.
     model_columns: Vec<ModelInput>,
-    rules: RuleSet,
-    math: MathEngine,
-    cols: FlowColumns,
+    pub(crate) rules: RuleSet,
+    pub(crate) math: MathEngine,
+    pub(crate) cols: FlowColumns,
     bucket: TokenBucket,
-    summary: Summary,
+    pub(crate) summary: Summary,
     row: Vec<f64>,
     probs: Vec<f64>,
     hits: Vec<RuleHit>,
+    rule_scores: Vec<f64>,
+    math_scores: Vec<f64>,
 }
 
 /// Where a model column's value comes from: a flow feature, or a metric of
@@ -168,9 +170,10 @@ fn fill_row(row: &mut [f64], inputs: &[ModelInput], flow: &FlowRecord, stats: &S
     }
 }
 
-struct Scored {
-    flow: usize,
-    class: usize,
+#[derive(Clone)]
+pub(crate) struct Scored {
+    pub(crate) flow: usize,
+    pub(crate) class: usize,
     confidence: f64,
     ml: f64,
     ml_class: usize,
@@ -259,6 +262,8 @@ impl Detector {
             row: vec![0.0; model_columns.len()],
             probs: vec![0.0; classes.len().max(n_out)],
             hits: Vec::new(),
+            rule_scores: vec![0.0; classes.len()],
+            math_scores: vec![0.0; classes.len()],
             cfg,
             classes,
             feature_names: feature_names.to_vec(),
@@ -383,84 +388,17 @@ impl Detector {
             .iter()
             .map(|(ip, s)| (*ip, self.math.source_score(ip, s)))
             .collect();
-        let nc = self.classes.len();
-        let w = self.cfg.weights;
-        let vote_min = self.cfg.math.vote_min;
         let mut verdicts = Vec::with_capacity(flows.len());
         let mut flagged: Vec<Scored> = Vec::new();
-        let mut rule_scores = vec![0.0f64; nc];
-        let mut math_scores = vec![0.0f64; nc];
         let empty = SourceStats::default();
         for (fi, flow) in flows.iter().enumerate() {
             let src = &flow.endpoints.src_ip;
             let st = stats.get(src).unwrap_or(&empty);
-            self.predict_ml(flow, st);
-            let ml_class = argmax(&self.probs[..nc]);
-            self.hits.clear();
-            self.rules.evaluate(flow, st, &mut self.hits);
-            rule_scores.iter_mut().for_each(|x| *x = 0.0);
-            for h in &self.hits {
-                rule_scores[h.class] = rule_scores[h.class].max(h.score);
-            }
-            let rules_vote = !self.hits.is_empty();
-            // Math votes from the source's window (class-specific EWMA
-            // z-scores); the flow's own robust z-scores only strengthen a
-            // source-level signal, never start one: benign flows are
-            // multimodal (DNS, web, SSH, bulk) and their per-feature tails
-            // are long, so flow z alone would vote on a quarter of them.
-            let src_scores = source_scores.get(src).map(|s| &s.per_class);
-            let any_src = src_scores.is_some_and(|v| v.iter().any(|&x| x > 0.0));
-            let flow_math = if any_src {
-                self.math.flow_score(flow)
-            } else {
-                0.0
-            };
-            let mut math_best: f64 = 0.0;
-            for (c, m) in math_scores.iter_mut().enumerate().skip(1) {
-                let src_s = src_scores.and_then(|v| v.get(c)).copied().unwrap_or(0.0);
-                *m = if src_s > 0.0 {
-                    0.7 * src_s + 0.3 * flow_math
-                } else {
-                    0.0
-                };
-                math_best = math_best.max(*m);
-            }
-            let math_vote = math_best >= vote_min;
-            // Fixed weights (an abstaining engine adds 0; no
-            // renormalisation): ML alone cannot publish. See the crate doc.
-            let denom = w.ml + w.rules + w.math;
-            let mut best = (0usize, 0.0f64);
-            for c in 1..nc {
-                let mut s = w.ml * self.probs[c];
-                if rules_vote {
-                    s += w.rules * rule_scores[c];
-                }
-                if math_vote {
-                    s += w.math * math_scores[c];
-                }
-                let conf = s / denom;
-                if conf > best.1 {
-                    best = (c, conf);
-                }
-            }
-            let is_flagged = best.1 > self.cfg.threshold;
-            verdicts.push(FlowVerdict {
-                class: if is_flagged { best.0 } else { 0 },
-                confidence: best.1,
-                ml_class,
-                rules_class: if rules_vote { argmax(&rule_scores) } else { 0 },
-                math_class: if math_vote { argmax(&math_scores) } else { 0 },
-            });
-            if is_flagged {
-                flagged.push(Scored {
-                    flow: fi,
-                    class: best.0,
-                    confidence: best.1,
-                    ml: self.probs[best.0],
-                    ml_class,
-                    rules: rules_vote.then_some(rule_scores[best.0]),
-                    math: math_vote.then_some(math_scores[best.0]),
-                });
+            let (verdict, scored) = self.judge(flow, st, source_scores.get(src));
+            verdicts.push(verdict);
+            if let Some(mut s) = scored {
+                s.flow = fi;
+                flagged.push(s);
             }
         }
         self.summary.flows += flows.len() as u64;
@@ -481,28 +419,17 @@ impl Detector {
         let mut flagged_sources: Vec<IpAddr> = Vec::new();
         for ((src, class), members) in groups {
             flagged_sources.push(src);
-            let d = self.build_detection(
+            let built = self.build_detection(
                 flows,
                 src,
                 class,
                 &members,
-                &stats,
+                stats.get(&src),
                 source_scores.get(&src),
                 window_start_us,
                 window_end_us,
             );
-            let published = self.bucket.try_take(window_end_us);
-            self.summary.anomalies += 1;
-            if published {
-                self.summary.published += 1;
-            } else {
-                self.summary.rate_limited += 1;
-            }
-            detections.push(Detection {
-                event: d.0,
-                evidence: d.1,
-                published,
-            });
+            detections.push(self.emit(built, window_end_us));
         }
         // Flagged sources do not teach the baseline their traffic.
         let mut srcs: Vec<&IpAddr> = stats.keys().collect();
@@ -517,14 +444,126 @@ impl Detector {
         (verdicts, detections)
     }
 
+    /// Judges one flow whose source has `st` in its window (and, from the
+    /// math engine, `src_score`): the verdict, and what an anomaly needs
+    /// when the flow is flagged (`flow` left 0 for the caller to set).
+    pub(crate) fn judge(
+        &mut self,
+        flow: &FlowRecord,
+        st: &SourceStats,
+        src_score: Option<&crate::math::SourceScore>,
+    ) -> (FlowVerdict, Option<Scored>) {
+        let nc = self.classes.len();
+        let w = self.cfg.weights;
+        self.predict_ml(flow, st);
+        let ml_class = argmax(&self.probs[..nc]);
+        // The model's vote is its attack-vs-benign output, the same for
+        // every attack class: a family it never saw still scores as an
+        // attack when it looks like none of the benign traffic, though its
+        // probability mass spreads over several attack classes. Rules and
+        // math name the class (ties go to the model's own ranking).
+        let p_attack = (1.0 - self.probs[0]).clamp(0.0, 1.0);
+        self.hits.clear();
+        self.rules.evaluate(flow, st, &mut self.hits);
+        self.rule_scores.iter_mut().for_each(|x| *x = 0.0);
+        for h in &self.hits {
+            self.rule_scores[h.class] = self.rule_scores[h.class].max(h.score);
+        }
+        let rules_vote = !self.hits.is_empty();
+        // Math votes from the source's window (class-specific EWMA
+        // z-scores); the flow's own robust z-scores only strengthen a
+        // source-level signal, never start one: benign flows are
+        // multimodal (DNS, web, SSH, bulk) and their per-feature tails
+        // are long, so flow z alone would vote on a quarter of them.
+        let src_scores = src_score.map(|s| &s.per_class);
+        let any_src = src_scores.is_some_and(|v| v.iter().any(|&x| x > 0.0));
+        let flow_math = if any_src {
+            self.math.flow_score(flow)
+        } else {
+            0.0
+        };
+        let mut math_best: f64 = 0.0;
+        for (c, m) in self.math_scores.iter_mut().enumerate().skip(1) {
+            let src_s = src_scores.and_then(|v| v.get(c)).copied().unwrap_or(0.0);
+            *m = if src_s > 0.0 {
+                0.7 * src_s + 0.3 * flow_math
+            } else {
+                0.0
+            };
+            math_best = math_best.max(*m);
+        }
+        let math_vote = math_best >= self.cfg.math.vote_min;
+        // Fixed weights (an abstaining engine adds 0; no
+        // renormalisation): ML alone cannot publish. See the crate doc.
+        let denom = w.ml + w.rules + w.math;
+        let mut best = (0usize, 0.0f64);
+        for c in 1..nc {
+            let mut s = w.ml * p_attack;
+            if rules_vote {
+                s += w.rules * self.rule_scores[c];
+            }
+            if math_vote {
+                s += w.math * self.math_scores[c];
+            }
+            let conf = s / denom;
+            let tie = (conf - best.1).abs() <= 1e-12;
+            if (conf > best.1 && !tie) || (tie && self.probs[c] > self.probs[best.0]) {
+                best = (c, conf);
+            }
+        }
+        let is_flagged = best.0 != 0 && best.1 > self.cfg.threshold;
+        let verdict = FlowVerdict {
+            class: if is_flagged { best.0 } else { 0 },
+            confidence: best.1,
+            ml_class,
+            rules_class: if rules_vote {
+                argmax(&self.rule_scores)
+            } else {
+                0
+            },
+            math_class: if math_vote {
+                argmax(&self.math_scores)
+            } else {
+                0
+            },
+        };
+        let scored = is_flagged.then(|| Scored {
+            flow: 0,
+            class: best.0,
+            confidence: best.1,
+            ml: p_attack,
+            ml_class,
+            rules: rules_vote.then_some(self.rule_scores[best.0]),
+            math: math_vote.then_some(self.math_scores[best.0]),
+        });
+        (verdict, scored)
+    }
+
+    /// Counts a built anomaly and passes it through the rate limiter at
+    /// `at_us`.
+    pub(crate) fn emit(&mut self, built: (AnomalyEvent, EvidenceEvent), at_us: i64) -> Detection {
+        let published = self.bucket.try_take(at_us);
+        self.summary.anomalies += 1;
+        if published {
+            self.summary.published += 1;
+        } else {
+            self.summary.rate_limited += 1;
+        }
+        Detection {
+            event: built.0,
+            evidence: built.1,
+            published,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
-    fn build_detection(
+    pub(crate) fn build_detection(
         &self,
         flows: &[&FlowRecord],
         src: IpAddr,
         class: usize,
         members: &[Scored],
-        stats: &HashMap<IpAddr, SourceStats>,
+        st: Option<&SourceStats>,
         source_score: Option<&crate::math::SourceScore>,
         window_start_us: i64,
         window_end_us: i64,
@@ -610,7 +649,7 @@ impl Detector {
         let mut top = Vec::new();
         // Rule hits on the representative flow.
         let mut hits = Vec::new();
-        if let Some(st) = stats.get(&src) {
+        if let Some(st) = st {
             self.rules.evaluate(rep_flow, st, &mut hits);
         }
         for h in &hits {
@@ -642,7 +681,7 @@ impl Detector {
             &mut row,
             &self.model_columns,
             rep_flow,
-            stats.get(&src).unwrap_or(&empty),
+            st.unwrap_or(&empty),
         );
         let out = match self.model.objective() {
             Objective::Binary { .. } => 0,

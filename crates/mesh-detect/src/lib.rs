@@ -10,7 +10,7 @@
 //! time) or the caller, and the id seed and signing key are inputs.
 //!
 //! ```text
-//!  flows ──► window (per source stats) ──┬─► ML: LightGBM, per flow ───────┐
+//!  flows ──► window (per source stats) ──┬─► ML: LightGBM, P(attack) ──────┐
 //!                                        ├─► rules: declared thresholds ───┼─► ensemble ─► aggregate ─► rate limit ─► sign
 //!                                        └─► math: robust z + EWMA ────────┘  0.5/0.3/0.2   per (source, window, class)
 //! ```
@@ -26,7 +26,12 @@
 //!   inputs are the flow's CIC features plus metrics of the flow's source
 //!   over the current window (model columns named `src_<metric>`), so a
 //!   flood of individually normal flows is visible to it
-//!   (`tests/normal_looking.rs`). It always votes: its class probabilities.
+//!   (`tests/normal_looking.rs`). It always votes, and its vote in the
+//!   ensemble is its **attack-vs-benign** output, P(attack) = 1 − P(benign)
+//!   (its class ranking only breaks ties): an attack family it never saw
+//!   spreads its probability over several attack classes, and a per-class
+//!   vote would then stay under the threshold although the model is sure
+//!   it is no benign traffic.
 //! * **Rules** ([`rules`]) — thresholds declared in a versioned TOML file
 //!   (`models/rules.toml`) over per-source window metrics
 //!   ([`window::SourceMetric`]: distinct destination ports, empty-flow ratio,
@@ -44,9 +49,11 @@
 //! 0.2) over the engines that voted (ML always does):
 //!
 //! ```text
-//! conf(c) = w_ml·p_ml(c) + w_rules·r(c) + w_math·m(c)      (weights sum to 1; an abstaining engine adds 0)
+//! conf(c) = w_ml·P_ml(attack) + w_rules·r(c) + w_math·m(c)   (weights sum to 1; an abstaining engine adds 0)
 //! ```
 //!
+//! Rules and math name the class; when they do not separate two classes,
+//! the model's own class probabilities do.
 //! A flow is flagged with the class of highest confidence when that
 //! confidence is **strictly above the threshold** (setting, 0.70 to start).
 //! The weights are fixed, as DESIGN.md states them: an abstaining engine
@@ -107,8 +114,11 @@
 //!   caveats and how to regenerate the data are in `scripts/mesh/README.md`.
 //! * Windows are tumbling, aligned to multiples of `window_secs` of flow
 //!   start time; a flow belongs to the window it starts in. Replaying a file
-//!   processes it window by window; a live shell would call
-//!   [`Detector::process_window`] as each window closes (wall time).
+//!   ([`Detector::run`]) processes it window by window; live, [`Stream`]
+//!   judges flows as they arrive against the windows it keeps open, emits an
+//!   anomaly the first time its (source, window, class) has a flagged flow,
+//!   and judges each window whole again when it closes (the same anomalies
+//!   as `run`, `tests/stream.rs`).
 
 pub mod detector;
 pub mod error;
@@ -118,6 +128,7 @@ pub mod math;
 pub mod quality;
 pub mod ratelimit;
 pub mod rules;
+pub mod stream;
 pub mod window;
 pub mod wire;
 
@@ -126,6 +137,7 @@ pub use error::DetectError;
 pub use flow::{FlowRecord, FlowTable};
 pub use lgbm::LgbmModel;
 pub use math::Baseline;
+pub use stream::{Step, Stream, StreamConfig, StreamCounts};
 
 /// The committed model, baseline and rules (`models/`), built in so the
 /// detector runs with no files beside it.

@@ -110,37 +110,56 @@ pub fn batch_bytes(max_payload: Option<usize>) -> usize {
     max_payload.map_or(MAX_BATCH_BYTES, |m| (m / 2).clamp(1, MAX_BATCH_BYTES))
 }
 
+/// How a sensor numbers its batches: its run (larger at every start) and
+/// the last batch's number in it.
+#[derive(Clone, Copy, Debug)]
+pub struct Numbering {
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+impl Numbering {
+    /// A new run, numbered by its start time (ns since the epoch).
+    pub fn starting_at(now_ns: u64) -> Numbering {
+        Numbering {
+            incarnation: now_ns,
+            seq: 0,
+        }
+    }
+}
+
 /// Rows into [`ben_mesh_wire::FlowBatch`]es signed by `signer` as sensor
 /// `sensor`, each at most `max_bytes` of rows (a single larger row goes
-/// alone); `seq` numbers them. What goes on `ben.mesh.flows`.
+/// alone), numbered by `n`. What goes on `ben.mesh.flows`.
 pub fn seal_batches(
     signer: &ben_wire::Signer,
     sensor: &str,
-    seq: &mut u64,
+    n: &mut Numbering,
     rows: Vec<Vec<u8>>,
     max_bytes: usize,
 ) -> Vec<Vec<u8>> {
     let mut out = vec![];
     let mut batch: Vec<Vec<u8>> = vec![];
     let mut size = 0;
-    let seal = |batch: Vec<Vec<u8>>, seq: &mut u64| {
-        *seq += 1;
+    let seal = |batch: Vec<Vec<u8>>, n: &mut Numbering| {
+        n.seq += 1;
         signer.seal_bytes(&ben_mesh_wire::FlowBatch {
             sensor: sensor.to_string(),
-            seq: *seq,
+            seq: n.seq,
             rows: batch,
+            incarnation: n.incarnation,
         })
     };
     for row in rows {
         if !batch.is_empty() && size + row.len() > max_bytes {
-            out.push(seal(std::mem::take(&mut batch), seq));
+            out.push(seal(std::mem::take(&mut batch), n));
             size = 0;
         }
         size += row.len();
         batch.push(row);
     }
     if !batch.is_empty() {
-        out.push(seal(batch, seq));
+        out.push(seal(batch, n));
     }
     out
 }
@@ -179,14 +198,17 @@ mod tests {
         let mut keys = ben_wire::Keyring::new();
         keys.trust("sensor-1", ben_wire::Role::Sensor, signer.public());
         let rows: Vec<Vec<u8>> = (0..10).map(|i| vec![b'a' + i as u8; 100]).collect();
-        let mut seq = 5;
+        let mut seq = Numbering {
+            incarnation: 77,
+            seq: 5,
+        };
         let out = seal_batches(&signer, "sensor-1", &mut seq, rows, 250);
         assert_eq!(out.len(), 5, "two rows of 100 bytes per 250");
-        assert_eq!(seq, 10);
+        assert_eq!(seq.seq, 10);
         let first = ben_wire::open_bytes::<ben_mesh_wire::FlowBatch>(&out[0], &keys)
             .unwrap()
             .into_inner();
-        assert_eq!((first.seq, first.rows.len()), (6, 2));
+        assert_eq!((first.seq, first.rows.len(), first.incarnation), (6, 2, 77));
         // Another role's key is refused, and so is a batch naming another
         // sensor than its signer.
         let mut wrong = ben_wire::Keyring::new();

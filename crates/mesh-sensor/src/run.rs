@@ -107,7 +107,7 @@ pub async fn run(deps: Deps, s: Settings, c: Arc<Counters>) -> Result<(), String
         .name("ben-sensor".into())
         .spawn(move || capture(ring, flows, tick, tx, &counters))
         .map_err(|e| format!("starting the capture thread: {e}"))?;
-    let mut seq = 0u64;
+    let mut seq = crate::Numbering::starting_at(now_ns());
     let limit = batch_bytes(deps.bus.max_payload());
     while let Some(rows) = rx.recv().await {
         let n = rows.len() as u64;

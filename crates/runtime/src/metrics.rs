@@ -58,4 +58,12 @@ pub struct ComponentMetrics {
     /// Captured frames that formed no flow because they did not decode
     /// (truncated, malformed) or the ring's header for them did not fit.
     pub capture_undecodable: u64,
+    /// CyberMesh AI service: flows refused because its open windows held
+    /// the most allowed, and flows that came after their window had
+    /// closed (judged in a later one).
+    pub flows_dropped: u64,
+    pub flows_late: u64,
+    /// Sensors' batches of flows the AI service never got (gaps in their
+    /// numbers).
+    pub flow_batches_missing: u64,
 }

@@ -100,7 +100,8 @@ pub struct Env {
     /// Lucius's SQLite file; `None`: `<data_dir>/<id>.db`.
     pub lucius_file: Option<PathBuf>,
     pub sidecar: ben_sidecar::Config,
-    /// How often the CyberMesh AI service runs its engines.
+    /// The CyberMesh AI service judges arriving flows at most once per this
+    /// (streaming; the seed's 5 s cycle is a value of it).
     pub mesh_every: Duration,
     /// The enforcement agent's settings.
     pub enforce: EnforceEnv,
@@ -151,7 +152,7 @@ impl Env {
             database_url: None,
             lucius_file: None,
             sidecar,
-            mesh_every: Duration::from_secs(5),
+            mesh_every: Duration::from_millis(200),
             enforce: EnforceEnv {
                 reconcile_ms: 5_000,
                 ..EnforceEnv::default()
@@ -299,6 +300,9 @@ pub static KINDS: [Kind; 9] = [
             m.publish_errors += s.mesh.publish_errors.load(Ordering::Relaxed);
             // Flows judged (refused ones are dead letters).
             m.processed += s.mesh.flows.load(Ordering::Relaxed);
+            m.flows_dropped += s.mesh.dropped_flows.load(Ordering::Relaxed);
+            m.flows_late += s.mesh.late_flows.load(Ordering::Relaxed);
+            m.flow_batches_missing += s.mesh.missing_batches.load(Ordering::Relaxed);
         },
     },
     Kind {

@@ -1,0 +1,365 @@
+//! Streaming detection: flows judged as they arrive, windows kept open
+//! across arrivals.
+//!
+//! [`Detector::run`] judges a finished file window by window. A live AI
+//! service cannot wait for a window to end: an anomaly must be out within
+//! a second of the flow that makes it, while the engines that need windows
+//! (per-source metrics, the math engine's baselines) still see whole
+//! windows. [`Stream`] does both:
+//!
+//! * **Arrival.** [`Stream::push`] files each flow in the window its start
+//!   falls in (tumbling windows of `window_secs`, as in [`Detector::run`]);
+//!   [`Stream::step`] then judges the flows that arrived since the last
+//!   step, each against its source's metrics over *everything of that
+//!   window so far*. The first time a (source, window, class) has a flagged
+//!   flow, its anomaly is emitted — once; later flagged flows of it only
+//!   add to its evidence. Rates are per window length, so a window's
+//!   metrics only grow towards their final value: what is flagged early
+//!   would be flagged at the end too, in all but contrived cases.
+//! * **Close.** A window closes when the flow clock passes its end plus
+//!   `lateness_secs`. Every flow of it is judged again against the
+//!   complete window, exactly as [`Detector::run`] would: an anomaly
+//!   only that pass finds is emitted then, and an emitted anomaly whose
+//!   flows grew gets its complete evidence (same anomaly id; the last
+//!   evidence for an id is the whole). Sources with no anomaly teach the
+//!   math engine's baselines, in window order.
+//! * **Flow clock.** Time is the flows' own (capture time), never compared
+//!   with the caller's clock: the newest flow end seen, advanced by the
+//!   caller's time elapsed since it arrived. So a live sensor's windows
+//!   close on time when traffic stops, and a replayed capture from last
+//!   year behaves the same as live traffic.
+//! * **Late flows.** A flow whose window has closed (a long flow exported
+//!   at its end) goes to the window its end falls in, or the oldest open
+//!   one; counted in [`StreamCounts::late`]. Flows over `max_open_flows`
+//!   are counted in [`StreamCounts::dropped`], never silently lost.
+//!
+//! Pure: time is an argument, nothing is read from a clock.
+
+use crate::detector::{Detection, Detector, Scored};
+use crate::flow::FlowRecord;
+use crate::math::SourceScore;
+use crate::window::SourceStats;
+use crate::wire::EvidenceEvent;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Streaming settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// How long after its end (flow clock) a window waits for flows that
+    /// started in it before it closes.
+    pub lateness_secs: f64,
+    /// Flows held in open windows at most; more are dropped and counted.
+    pub max_open_flows: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            lateness_secs: 2.0,
+            max_open_flows: 500_000,
+        }
+    }
+}
+
+/// What the stream counted besides the detector's [`crate::Summary`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StreamCounts {
+    /// Flows that arrived after their window had closed (filed in a later
+    /// window).
+    pub late: u64,
+    /// Flows refused because `max_open_flows` were held.
+    pub dropped: u64,
+    /// Anomalies emitted when their window closed (not on arrival).
+    pub at_close: u64,
+    /// Evidence messages completed at close.
+    pub evidence_updates: u64,
+}
+
+/// What one step produced.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// New anomalies (each (source, window, class) at most once).
+    pub detections: Vec<Detection>,
+    /// Complete evidence of anomalies emitted earlier whose flows grew.
+    pub evidence: Vec<EvidenceEvent>,
+}
+
+#[derive(Default)]
+struct Source {
+    flows: Vec<FlowRecord>,
+    /// Flows judged on arrival so far.
+    judged: usize,
+    flagged: Vec<Scored>,
+    /// (class, its flagged flows when it was emitted).
+    emitted: Vec<(usize, Vec<usize>)>,
+}
+
+/// A [`Detector`] fed flow by flow.
+pub struct Stream {
+    det: Detector,
+    cfg: StreamConfig,
+    window_us: i64,
+    windows: BTreeMap<i64, BTreeMap<IpAddr, Source>>,
+    /// Windows below this index have closed.
+    floor: i64,
+    /// (flow time, caller time) where the flow clock was last set.
+    clock: Option<(i64, i64)>,
+    open_flows: usize,
+    counts: StreamCounts,
+}
+
+impl Stream {
+    pub fn new(det: Detector, cfg: StreamConfig) -> Stream {
+        let window_us = (det.config().window_secs * 1e6).round().max(1.0) as i64;
+        Stream {
+            det,
+            cfg,
+            window_us,
+            windows: BTreeMap::new(),
+            floor: i64::MIN,
+            clock: None,
+            open_flows: 0,
+            counts: StreamCounts::default(),
+        }
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.det
+    }
+
+    /// The detector, to change its threshold (the feedback loop).
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.det
+    }
+
+    pub fn counts(&self) -> &StreamCounts {
+        &self.counts
+    }
+
+    /// Flows held in open windows.
+    pub fn open_flows(&self) -> usize {
+        self.open_flows
+    }
+
+    /// The flow clock at caller time `now_us`: the newest flow end seen,
+    /// plus the caller's time since it arrived. None before any flow.
+    pub fn flow_now(&self, now_us: i64) -> Option<i64> {
+        self.clock
+            .map(|(flow, at)| flow.saturating_add(now_us.saturating_sub(at).max(0)))
+    }
+
+    fn end_us(&self, f: &FlowRecord) -> i64 {
+        let d = self
+            .det
+            .cols
+            .duration
+            .and_then(|i| f.features.get(i))
+            .copied()
+            .filter(|d| d.is_finite() && *d > 0.0)
+            .unwrap_or(0.0);
+        f.start_us.saturating_add(d.min(1e15) as i64)
+    }
+
+    /// Files flows that arrived at caller time `now_us`; they are judged
+    /// at the next [`Stream::step`].
+    pub fn push(&mut self, flows: impl IntoIterator<Item = FlowRecord>, now_us: i64) {
+        for f in flows {
+            if self.open_flows >= self.cfg.max_open_flows {
+                self.counts.dropped += 1;
+                continue;
+            }
+            let end = self.end_us(&f);
+            if self.flow_now(now_us).is_none_or(|t| end > t) {
+                self.clock = Some((end, now_us));
+            }
+            let mut w = f.start_us.div_euclid(self.window_us);
+            if w < self.floor {
+                self.counts.late += 1;
+                w = end.div_euclid(self.window_us).max(self.floor);
+            }
+            self.open_flows += 1;
+            self.windows
+                .entry(w)
+                .or_default()
+                .entry(f.endpoints.src_ip)
+                .or_default()
+                .flows
+                .push(f);
+        }
+    }
+
+    /// Judges what arrived since the last step, emits new anomalies, and
+    /// closes the windows the flow clock has passed (caller time `now_us`).
+    pub fn step(&mut self, now_us: i64) -> Step {
+        let mut out = Step::default();
+        let Some(t) = self.flow_now(now_us) else {
+            return out;
+        };
+        let mut windows = std::mem::take(&mut self.windows);
+        for (&w, sources) in windows.iter_mut() {
+            for (&src, s) in sources.iter_mut() {
+                if s.judged == s.flows.len() {
+                    continue;
+                }
+                let (st, score) = self.source_state(src, &s.flows);
+                let before = s.flagged.len();
+                for i in s.judged..s.flows.len() {
+                    if let (_, Some(mut sc)) = self.det.judge(&s.flows[i], &st, Some(&score)) {
+                        sc.flow = i;
+                        s.flagged.push(sc);
+                    }
+                }
+                self.det.summary.flows += (s.flows.len() - s.judged) as u64;
+                self.det.summary.flagged_flows += (s.flagged.len() - before) as u64;
+                s.judged = s.flows.len();
+                self.emit_new(w, src, s, &st, &score, t, &mut out);
+            }
+        }
+        self.windows = windows;
+        let lateness = (self.cfg.lateness_secs.max(0.0) * 1e6) as i64;
+        while let Some((&w, _)) = self.windows.iter().next() {
+            let end = (w + 1).saturating_mul(self.window_us);
+            if end.saturating_add(lateness) > t {
+                break;
+            }
+            let sources = self.windows.remove(&w).unwrap_or_default();
+            self.floor = self.floor.max(w + 1);
+            self.close(w, sources, t, &mut out);
+        }
+        out
+    }
+
+    /// Closes every open window now (the end of a replay).
+    pub fn finish(&mut self) -> Step {
+        let mut out = Step::default();
+        let t = self.clock.map_or(0, |c| c.0);
+        let windows = std::mem::take(&mut self.windows);
+        for (w, sources) in windows {
+            self.floor = self.floor.max(w + 1);
+            self.close(w, sources, t, &mut out);
+        }
+        out
+    }
+
+    fn source_state(&self, src: IpAddr, flows: &[FlowRecord]) -> (SourceStats, SourceScore) {
+        let st = SourceStats::by_source(
+            flows,
+            &self.det.cols,
+            self.window_us as f64 / 1e6,
+            &self.det.rules.auth_ports,
+        )
+        .remove(&src)
+        .unwrap_or_default();
+        let score = self.det.math.source_score(&src, &st);
+        (st, score)
+    }
+
+    /// Emits the classes of `s` flagged but not yet emitted.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_new(
+        &mut self,
+        w: i64,
+        src: IpAddr,
+        s: &mut Source,
+        st: &SourceStats,
+        score: &SourceScore,
+        at_us: i64,
+        out: &mut Step,
+    ) -> usize {
+        let mut classes: Vec<usize> = s.flagged.iter().map(|f| f.class).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        let mut n = 0;
+        for class in classes {
+            if s.emitted.iter().any(|(c, _)| *c == class) {
+                continue;
+            }
+            let built = self.build(w, src, s, class, st, score);
+            s.emitted.push((class, members_of(s, class)));
+            out.detections.push(self.det.emit(built, at_us));
+            n += 1;
+        }
+        n
+    }
+
+    fn build(
+        &self,
+        w: i64,
+        src: IpAddr,
+        s: &Source,
+        class: usize,
+        st: &SourceStats,
+        score: &SourceScore,
+    ) -> (crate::wire::AnomalyEvent, EvidenceEvent) {
+        let refs: Vec<&FlowRecord> = s.flows.iter().collect();
+        let members: Vec<Scored> = s
+            .flagged
+            .iter()
+            .filter(|f| f.class == class)
+            .cloned()
+            .collect();
+        let start = w.saturating_mul(self.window_us);
+        self.det.build_detection(
+            &refs,
+            src,
+            class,
+            &members,
+            Some(st),
+            Some(score),
+            start,
+            start.saturating_add(self.window_us),
+        )
+    }
+
+    /// The whole window judged again, as [`Detector::run`] judges it.
+    fn close(&mut self, w: i64, mut sources: BTreeMap<IpAddr, Source>, t: i64, out: &mut Step) {
+        let mut quiet = Vec::new();
+        for (&src, s) in sources.iter_mut() {
+            self.open_flows = self.open_flows.saturating_sub(s.flows.len());
+            let (st, score) = self.source_state(src, &s.flows);
+            // Flows that arrived after the last step are judged here first.
+            self.det.summary.flows += (s.flows.len() - s.judged) as u64;
+            s.judged = s.flows.len();
+            let before = s.flagged.len();
+            s.flagged.clear();
+            for i in 0..s.flows.len() {
+                if let (_, Some(mut sc)) = self.det.judge(&s.flows[i], &st, Some(&score)) {
+                    sc.flow = i;
+                    s.flagged.push(sc);
+                }
+            }
+            self.det.summary.flagged_flows += s.flagged.len().saturating_sub(before) as u64;
+            let emitted_before = s.emitted.len();
+            self.counts.at_close += self.emit_new(w, src, s, &st, &score, t, out) as u64;
+            for k in 0..emitted_before {
+                let class = s.emitted[k].0;
+                let now = members_of(s, class);
+                if !now.is_empty() && now != s.emitted[k].1 {
+                    out.evidence
+                        .push(self.build(w, src, s, class, &st, &score).1);
+                    self.counts.evidence_updates += 1;
+                }
+            }
+            if s.emitted.is_empty() {
+                quiet.push((src, st));
+            }
+        }
+        // Sources with no anomaly teach the baselines (flagged ones do not
+        // teach them their attack).
+        for (src, st) in quiet {
+            self.det.math.update(src, &st);
+        }
+        self.det.summary.windows += 1;
+    }
+}
+
+fn members_of(s: &Source, class: usize) -> Vec<usize> {
+    s.flagged
+        .iter()
+        .filter(|f| f.class == class)
+        .map(|f| f.flow)
+        .collect()
+}
