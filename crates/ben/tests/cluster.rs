@@ -1769,12 +1769,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     // A PostgreSQL of the test's own: it goes away near the end.
     let pg = ben_sql::testing::PrivatePg::start();
     let db_url = pg.url();
-    let addrs: Vec<String> = (0..4)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("\"{}\"", l.local_addr().unwrap())
-        })
-        .collect();
+    let addrs = validator_addrs();
     // Restarts wait 3 s: long enough to see what a missing validator does.
     let extra = format!(
         "backoff_initial_ms = 3000\nbackoff_max_ms = 3000\n[validators]\naddrs = [{}]\n[enforcer]\nbackend = \"dry-run\"\n[mesh]\nevery_ms = 1000\n",
@@ -2119,6 +2114,16 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     c.stop().await;
 }
 
+/// Four free loopback addresses for `[validators] addrs`, quoted.
+fn validator_addrs() -> Vec<String> {
+    (0..4)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("\"{}\"", l.local_addr().unwrap())
+        })
+        .collect()
+}
+
 /// Live capture in cluster mode: `[sensor]` runs `ben sensor` as a process
 /// of its own, capturing on a victim's interface in a network namespace;
 /// a port scan from another namespace reaches the AI service's process as
@@ -2130,12 +2135,7 @@ async fn a_live_scan_is_named_across_processes() {
     let lan = std::sync::Arc::new(
         ben_mesh_sensor::lab::Lan::new().expect("a LAN of network namespaces (root)"),
     );
-    let addrs: Vec<String> = (0..4)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("\"{}\"", l.local_addr().unwrap())
-        })
-        .collect();
+    let addrs = validator_addrs();
     let extra = format!(
         "[validators]\naddrs = [{}]\n[enforcer]\nbackend = \"dry-run\"\n[mesh]\n[sensor]\niface = \"evictim\"\nnetns = \"{}\"\nidle_timeout_ms = 2000\n",
         addrs.join(", "),

@@ -462,18 +462,9 @@ async fn cybermesh_loop_publishes_signed_anomalies() {
     ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", first)
         .await
         .unwrap();
-    let replay = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let m = dlq.next().await.unwrap();
-            let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
-            let dl = pb::DeadLetter::decode(env.payload.as_slice()).unwrap();
-            if dl.subject == "ben.mesh.flows" && dl.reason.contains("replay") {
-                return dl.reason;
-            }
-        }
-    })
-    .await
-    .expect("the replayed batch is dead-lettered");
+    let replay = flows_dead_letter(&mut dlq, "replay")
+        .await
+        .expect("the replayed batch is dead-lettered");
     assert!(replay.contains("batch 1 of sensor-e2e"), "{replay}");
     // A row as it travelled before flows were signed: refused, counted,
     // dead-lettered with the reason.
@@ -481,18 +472,9 @@ async fn cybermesh_loop_publishes_signed_anomalies() {
     ben_bus::Bus::publish(sys.bus.as_ref(), "ben.mesh.flows", row)
         .await
         .unwrap();
-    let refused = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let m = dlq.next().await.unwrap();
-            let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
-            let dl = pb::DeadLetter::decode(env.payload.as_slice()).unwrap();
-            if dl.subject == "ben.mesh.flows" && dl.reason.contains("sensor's key") {
-                return dl.reason;
-            }
-        }
-    })
-    .await
-    .expect("the unsigned row is dead-lettered");
+    let refused = flows_dead_letter(&mut dlq, "sensor's key")
+        .await
+        .expect("the unsigned row is dead-lettered");
     assert!(refused.contains("flows refused"), "{refused}");
     assert_eq!(
         sys.stats.shared.mesh.refused_flows.load(Ordering::Relaxed),
@@ -608,6 +590,24 @@ async fn cybermesh_judges_a_window_split_over_many_batches_once() {
     assert_eq!(sys.stats.shared.mesh.flows.load(Ordering::Relaxed), 40);
     assert_eq!(sys.stats.shared.mesh.published.load(Ordering::Relaxed), 2);
     sys.shutdown().await;
+}
+
+/// The reason of the next dead letter for `ben.mesh.flows` that says
+/// `what`, within 5 s.
+async fn flows_dead_letter(dlq: &mut ben_bus::Subscription, what: &str) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = dlq.next().await?;
+            let env = pb::SignedEnvelope::decode(m.payload.as_slice()).ok()?;
+            let dl = pb::DeadLetter::decode(env.payload.as_slice()).ok()?;
+            if dl.subject == "ben.mesh.flows" && dl.reason.contains(what) {
+                return Some(dl.reason);
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// A POST with the API token from the data dir; returns status and body.
