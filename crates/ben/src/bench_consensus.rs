@@ -168,7 +168,7 @@ async fn one_rate(
                         s.insert(seq, Instant::now());
                     }
                     for input in &inputs {
-                        if input.try_send(tx.clone()).is_err() {
+                        if input.try_send(tx.clone().into()).is_err() {
                             dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }

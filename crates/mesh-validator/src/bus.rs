@@ -303,8 +303,13 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
         async move {
             while let Some(m) = sub.next().await {
                 match ben_wire::open_bytes::<AnomalyEvent>(&m.payload, &deps.keyring) {
-                    Ok(_) => {
-                        if atx.send(m.payload).await.is_err() {
+                    Ok(v) => {
+                        // Checked here, once: the validator takes it as is.
+                        let offer = crate::run::Offer {
+                            bytes: m.payload,
+                            opened: Some(v),
+                        };
+                        if atx.send(offer).await.is_err() {
                             break;
                         }
                     }

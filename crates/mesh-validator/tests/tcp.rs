@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 type Log = Arc<Mutex<Vec<Committed>>>;
 
 struct Running {
-    anomalies: mpsc::Sender<Vec<u8>>,
+    anomalies: mpsc::Sender<ben_mesh_validator::run::Offer>,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
     _stop: oneshot::Sender<()>,
@@ -124,7 +124,7 @@ impl Set {
 
     async fn offer(&self, tx: &[u8]) {
         for r in self.up.iter().flatten() {
-            r.anomalies.send(tx.to_vec()).await.unwrap();
+            r.anomalies.send(tx.to_vec().into()).await.unwrap();
         }
     }
 
@@ -221,7 +221,7 @@ async fn four_validators_over_tcp_survive_a_kill_lose_quorum_and_recover() {
             .as_ref()
             .unwrap()
             .anomalies
-            .send(anomaly(&ai, k))
+            .send(anomaly(&ai, k).into())
             .await
             .unwrap();
     }
@@ -504,7 +504,7 @@ async fn blocks_reach_postgres_in_order_and_an_outage_halts_then_resumes() {
             .as_ref()
             .unwrap()
             .anomalies
-            .send(anomaly(&ai, k))
+            .send(anomaly(&ai, k).into())
             .await
             .unwrap();
     }
