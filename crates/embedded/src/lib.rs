@@ -279,6 +279,12 @@ impl System {
         let registering = identities.iter().filter(|i| i.kind.intent).count();
         let sock = cfg.socket_path();
         wait_until_ready(&control, &sock, registering).await;
+        // The AI service takes flows once it answers its feedback query (it
+        // subscribes to flows first): flows a sensor or the demo sends at
+        // once are then not published to nobody.
+        if identities.iter().any(|i| i.kind.role == "mesh") {
+            mesh_ready(bus.as_ref()).await;
+        }
         tracing::info!(
             components = identities.len(),
             api = %control.api_addr(),
@@ -505,6 +511,19 @@ async fn wait_until_ready(control: &ben_control::Handle, sock: &Path, registerin
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (up to 5 s) until the AI service answers a feedback query; says
+/// so when it does not.
+async fn mesh_ready(bus: &dyn Bus) {
+    for _ in 0..50 {
+        let asked = ben_control::mesh::ask_feedback(bus, "", Duration::from_millis(100)).await;
+        if asked.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!("the AI service did not answer within 5 s: flows sent now may reach no one");
 }
 
 /// One identity per component instance the table and `cfg.counts` call

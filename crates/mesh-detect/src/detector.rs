@@ -496,19 +496,36 @@ impl Detector {
         // Fixed weights (an abstaining engine adds 0; no
         // renormalisation): ML alone cannot publish. See the crate doc.
         let denom = w.ml + w.rules + w.math;
-        let mut best = (0usize, 0.0f64);
-        for c in 1..nc {
+        let conf_of = |c: usize, rules: &[f64], maths: &[f64]| {
             let mut s = w.ml * p_attack;
             if rules_vote {
-                s += w.rules * self.rule_scores[c];
+                s += w.rules * rules[c];
             }
             if math_vote {
-                s += w.math * self.math_scores[c];
+                s += w.math * maths[c];
             }
-            let conf = s / denom;
-            let tie = (conf - best.1).abs() <= 1e-12;
-            if (conf > best.1 && !tie) || (tie && self.probs[c] > self.probs[best.0]) {
-                best = (c, conf);
+            s / denom
+        };
+        let mut best = (0usize, 0.0f64);
+        if rules_vote {
+            // The rules name the class: of the classes their best hit
+            // names, the one the model ranks first (then math). Math
+            // alone must not rename a rule's class: a password-guessing
+            // storm is also many flows, which math reads as a flood.
+            let top = self.rule_scores[1..].iter().copied().fold(0.0, f64::max);
+            let key = |c: usize| (self.probs[c], self.math_scores[c]);
+            for c in (1..nc).filter(|&c| self.rule_scores[c] == top) {
+                if best.0 == 0 || key(c) > key(best.0) {
+                    best = (c, conf_of(c, &self.rule_scores, &self.math_scores));
+                }
+            }
+        } else {
+            for c in 1..nc {
+                let conf = conf_of(c, &self.rule_scores, &self.math_scores);
+                let tie = (conf - best.1).abs() <= 1e-12;
+                if (conf > best.1 && !tie) || (tie && self.probs[c] > self.probs[best.0]) {
+                    best = (c, conf);
+                }
             }
         }
         let is_flagged = best.0 != 0 && best.1 > self.cfg.threshold;
