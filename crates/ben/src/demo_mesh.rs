@@ -135,6 +135,7 @@ pub fn live_config(cfg: &mut ben_embedded::Config, lan: &Lan, every: Duration) {
         filter: None,
         netns: Some(lan.ns("victim")),
         idle_timeout_ms: 2_000,
+        flow_timeout_ms: 0,
     };
     cfg.enforce_backend = Some("nftables".into());
     cfg.enforce_netns = Some(lan.ns("victim"));

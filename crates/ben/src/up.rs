@@ -92,6 +92,7 @@ async fn up(args: UpArgs) -> Result<()> {
             filter: args.sensor_filter.clone(),
             netns: args.sensor_netns.clone(),
             idle_timeout_ms: 0,
+            flow_timeout_ms: 0,
         };
     }
     let lan = if args.netns {

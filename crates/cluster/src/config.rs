@@ -84,7 +84,9 @@
 //! iface = "eth0"                  # table): AF_PACKET capture on iface (CAP_NET_RAW), flows signed
 //! filter = "not port 4222"        # by its key on ben.mesh.flows; a pcap filter (compiled with
 //! netns = ""                      # tcpdump); the interface's `ip netns` name, if not the host's;
-//! idle_timeout_ms = 15000         # a flow ends this long after its last packet. Another host runs
+//! idle_timeout_ms = 15000         # a flow ends this long after its last packet, and is cut
+//! flow_timeout_ms = 10000         # this long after its first (a long flood reaches detection
+//!                                 # while it lasts). Another host runs
 //!                                 # `ben sensor --config F --id sensor-2` with that id's key
 //!
 //! [supervisor]
@@ -143,6 +145,7 @@ struct SensorCfg {
     filter: Option<String>,
     netns: Option<String>,
     idle_timeout_ms: Option<u64>,
+    flow_timeout_ms: Option<u64>,
 }
 
 /// `[sensor]`: the live sensor this cluster runs.
@@ -152,6 +155,7 @@ pub struct Sensor {
     pub filter: Option<String>,
     pub netns: Option<String>,
     pub idle_timeout_ms: u64,
+    pub flow_timeout_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -610,6 +614,7 @@ impl ClusterConfig {
                     filter: x.filter.filter(|f| !f.is_empty()),
                     netns: x.netns.filter(|n| !n.is_empty()),
                     idle_timeout_ms: ms("sensor", "idle_timeout_ms", x.idle_timeout_ms, 15_000)?,
+                    flow_timeout_ms: ms("sensor", "flow_timeout_ms", x.flow_timeout_ms, 10_000)?,
                 })
             }
         };
@@ -1064,7 +1069,8 @@ mod tests {
                 iface: "eth0".into(),
                 filter: None,
                 netns: None,
-                idle_timeout_ms: 15_000
+                idle_timeout_ms: 15_000,
+                flow_timeout_ms: 10_000
             })
         );
         assert!(c.started().iter().any(|(id, _)| id == "sensor-1"));

@@ -394,6 +394,7 @@ fn component_env(cfg: &ClusterConfig) -> Result<ben_runtime::Env, String> {
             filter: x.filter.clone(),
             netns: x.netns.clone(),
             idle_timeout_ms: x.idle_timeout_ms,
+            flow_timeout_ms: x.flow_timeout_ms,
         };
     }
     if let Some(e) = &cfg.enforcer {

@@ -20,12 +20,10 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
     let lan = Lan::new().expect("a LAN of namespaces (root)");
-    // The seed's cycle (the default): the AI service judges what arrived
-    // since its last run, each source's window within that batch, so a
-    // flood cut in two by a run must still be a flood in each part (6,000
-    // datagrams). Keeping windows across runs is the streaming detection
-    // still to build (the sensing issue).
-    let (sys, dir) = live::start("sensor", &lan, Duration::from_secs(5), false).await;
+    // The default step: flows judged as they arrive, windows kept open
+    // across steps.
+    let every = ben_embedded::Config::default().mesh_every;
+    let (sys, dir) = live::start("sensor", &lan, every, false).await;
     let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
         .await
         .unwrap();
@@ -78,6 +76,64 @@ async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
     );
     assert!(status.contains("captured "), "{status}");
     assert!(status.contains("(kernel drops 0, undecodable "), "{status}");
+    sys.shutdown().await;
+    std::fs::remove_dir_all(&dir).expect("the data dir removed");
+}
+
+/// A flood on one 5-tuple is one flow (ICMP echo: one identifier): the
+/// live sensor cuts it every 10 s (the detector's window), so it is named
+/// while it lasts, not when it ends (a capture file's 120 s flow timeout
+/// would have held it back two minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_flow_icmp_flood_is_named_while_it_lasts() {
+    let lan = Lan::new().expect("a LAN of namespaces (root)");
+    let every = ben_embedded::Config::default().mesh_every;
+    let (sys, dir) = live::start("sensor-icmp", &lan, every, false).await;
+    let mut anomalies = ben_bus::Bus::subscribe(sys.bus.as_ref(), "ai.anomalies.v1", None)
+        .await
+        .unwrap();
+    let flooder = lan.ip(3);
+    // 500 echo requests a second for 25 s, one flow.
+    let mut ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lan.ns("flood"),
+            "ping",
+            "-q",
+            "-i",
+            "0.002",
+            "-w",
+            "25",
+        ])
+        .arg(lan.ip(1))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ping runs");
+    let until = tokio::time::Instant::now() + Duration::from_secs(25);
+    let named = loop {
+        let Ok(Some(m)) = tokio::time::timeout_at(until, anomalies.next()).await else {
+            let _ = ping.kill();
+            panic!(
+                "the flood was not named while it lasted: {}",
+                sys.status_line().await
+            );
+        };
+        let env = pb::SignedEnvelope::decode(m.payload.as_slice()).unwrap();
+        let a = ben_mesh_detect::wire::AnomalyEvent::decode(env.payload.as_slice()).unwrap();
+        if a.source.as_ref().is_some_and(|s| s.ip == flooder) {
+            break a;
+        }
+    };
+    let still_flooding = ping.try_wait().expect("ping's state").is_none();
+    let _ = ping.kill();
+    let _ = ping.wait();
+    assert!(
+        still_flooding,
+        "named only after the flood ended: {named:?}"
+    );
+    assert_eq!(named.class, "flood", "{named:?}");
+    assert_eq!(named.protocol, 1, "{named:?}");
     sys.shutdown().await;
     std::fs::remove_dir_all(&dir).expect("the data dir removed");
 }

@@ -25,7 +25,11 @@ pub struct Settings {
     pub netns: Option<PathBuf>,
     pub ring: RingConfig,
     /// Flow timeouts: a live sensor ends idle flows sooner than a capture
-    /// file's 120 s (default 15 s), so a flood's flows reach detection.
+    /// file's 120 s (default 15 s), so a flood's flows reach detection, and
+    /// cuts a flow that lasts longer than the detector's 10 s window into
+    /// pieces of at most that (a flood on one 5-tuple, such as an ICMP echo
+    /// flood, is one flow: with a capture file's 120 s it would reach
+    /// detection two minutes after it began).
     pub flows: ben_mesh_flows::Config,
     /// How often finished flows are sent (default 100 ms).
     pub tick: Duration,
@@ -40,6 +44,7 @@ impl Settings {
             ring: RingConfig::default(),
             flows: ben_mesh_flows::Config {
                 idle_timeout_ns: 15_000_000_000,
+                flow_timeout_ns: 10_000_000_000,
                 sweep_interval_ns: 100_000_000,
                 ..ben_mesh_flows::Config::default()
             },

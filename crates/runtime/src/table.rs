@@ -122,6 +122,9 @@ pub struct SensorEnv {
     pub netns: Option<String>,
     /// End a flow after this long without packets (ms; 0: 15 s).
     pub idle_timeout_ms: u64,
+    /// Cut a flow this long after its first packet (ms; 0: 10 s, the
+    /// detector's window).
+    pub flow_timeout_ms: u64,
 }
 
 /// What a mode tells its enforcement agent.
@@ -573,6 +576,9 @@ fn build_sensor(
             .map(|n| std::path::Path::new("/run/netns").join(n));
         if cfg.idle_timeout_ms > 0 {
             s.flows.idle_timeout_ns = cfg.idle_timeout_ms * 1_000_000;
+        }
+        if cfg.flow_timeout_ms > 0 {
+            s.flows.flow_timeout_ns = cfg.flow_timeout_ms * 1_000_000;
         }
         // A filter that does not compile or an interface that is not there
         // stops the build, named.

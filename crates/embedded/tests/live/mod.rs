@@ -29,6 +29,7 @@ pub async fn start(name: &str, lan: &Lan, every: Duration, nftables: bool) -> (S
             filter: None,
             netns: Some(lan.ns("victim")),
             idle_timeout_ms: 2_000,
+            flow_timeout_ms: 0,
         },
         enforce_backend: nftables.then(|| "nftables".into()),
         enforce_netns: nftables.then(|| lan.ns("victim")),
