@@ -186,7 +186,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_step = tokio::time::Instant::now();
-    let mut counted = (0u64, 0u64);
+    let mut counted = (0u64, 0u64, 0u64);
     let mut order = BatchOrder::default();
     let now_us = || deps.clock.now_ns() / 1_000;
     let mut fb_tick = tokio::time::interval(Duration::from_secs(1));
@@ -360,7 +360,7 @@ async fn publish_step(
     step: detect::Step,
     fb: &mut Feedback,
     dirty: &mut bool,
-    counted: &mut (u64, u64),
+    counted: &mut (u64, u64, u64),
 ) {
     // The stream's totals since this run began, added as they grow (a
     // restarted service starts a new stream).
@@ -371,7 +371,13 @@ async fn publish_step(
     stats
         .late_flows
         .fetch_add(c.late - counted.1, Ordering::Relaxed);
-    *counted = (c.dropped, c.late);
+    if c.clock_refused > counted.2 {
+        tracing::warn!(
+            service = %deps.id, flows = c.clock_refused - counted.2,
+            "flows ending more than ten minutes ahead of the flow clock (a sensor's clock wrong?): judged, the clock did not follow them"
+        );
+    }
+    *counted = (c.dropped, c.late, c.clock_refused);
     let now_ms = (deps.clock.now_ns() / 1_000_000).max(0) as u64;
     let detected_ms = stream
         .flow_now(deps.clock.now_ns() / 1_000)

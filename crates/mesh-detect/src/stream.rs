@@ -28,6 +28,9 @@
 //!   caller's time elapsed since it arrived. So a live sensor's windows
 //!   close on time when traffic stops, and a replayed capture from last
 //!   year behaves the same as live traffic.
+//! * **Flows from far ahead** of the clock (more than ten minutes) are
+//!   judged but do not move it (counted): one bad time stamp would
+//!   otherwise close every window and make all later flows late.
 //! * **Late flows.** A flow whose window has closed (a long flow exported
 //!   at its end) goes to the window its end falls in, or the oldest open
 //!   one; counted in [`StreamCounts::late`]. Flows over `max_open_flows`
@@ -76,7 +79,14 @@ pub struct StreamCounts {
     pub at_close: u64,
     /// Evidence messages completed at close.
     pub evidence_updates: u64,
+    /// Flows that ended more than [`MAX_JUMP_US`] ahead of the flow clock
+    /// (judged, but the clock did not follow them).
+    pub clock_refused: u64,
 }
+
+/// How far ahead of the flow clock a flow may end and still move it: ten
+/// minutes. Live flows arrive as they end, a replay's within its span.
+pub const MAX_JUMP_US: i64 = 600_000_000;
 
 /// What one step produced.
 #[derive(Debug, Default)]
@@ -151,6 +161,7 @@ impl Stream {
             .map(|(flow, at)| flow.saturating_add(now_us.saturating_sub(at).max(0)))
     }
 
+    /// Where `f` ends: its start plus its duration.
     fn end_us(&self, f: &FlowRecord) -> i64 {
         let d = self
             .det
@@ -172,8 +183,15 @@ impl Stream {
                 continue;
             }
             let end = self.end_us(&f);
-            if self.flow_now(now_us).is_none_or(|t| end > t) {
-                self.clock = Some((end, now_us));
+            match self.flow_now(now_us) {
+                None => self.clock = Some((end, now_us)),
+                // A record from far ahead of the clock (a sensor's clock
+                // gone wrong, a duration of years) would close every open
+                // window and make every flow after it late: it is judged,
+                // but does not move the clock.
+                Some(t) if end > t.saturating_add(MAX_JUMP_US) => self.counts.clock_refused += 1,
+                Some(t) if end > t => self.clock = Some((end, now_us)),
+                Some(_) => {}
             }
             let mut w = f.start_us.div_euclid(self.window_us);
             if w < self.floor {

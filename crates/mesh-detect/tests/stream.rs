@@ -253,3 +253,32 @@ fn over_the_cap_is_counted() {
     assert_eq!(stream.open_flows(), 10);
     assert_eq!(stream.counts().dropped, 15);
 }
+
+/// A record claiming a duration of years does not move the flow clock: the
+/// windows of the flows around it stay open, and a flow of the same window
+/// coming after it is not late.
+#[test]
+fn a_flow_from_far_ahead_does_not_close_every_window() {
+    let table = common::test_split();
+    let col = duration_col();
+    let mut stream = Stream::new(
+        common::detector(Config::default(), table),
+        StreamConfig::default(),
+    );
+    let mut first = table.flows[0].clone();
+    first.features[col] = 0.0;
+    let mut odd = first.clone();
+    odd.id = "odd".into();
+    odd.features[col] = 1e15;
+    stream.push([first.clone(), odd], 0);
+    stream.step(0);
+    assert_eq!(stream.flow_now(0), Some(first.start_us));
+    assert_eq!(stream.counts().clock_refused, 1);
+    let mut same = first.clone();
+    same.id = "same".into();
+    same.start_us += 1;
+    stream.push([same], 0);
+    stream.step(0);
+    assert_eq!(stream.counts().late, 0);
+    assert_eq!(stream.detector().summary().flows, 3);
+}
