@@ -455,6 +455,16 @@ impl System {
         for t in &self.tasks {
             t.abort();
         }
+        // Each task (and, through its supervisor, each component) is gone
+        // before this returns: nothing writes into the data dir after.
+        for t in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a task did not stop within 5 s of shutdown");
+            }
+        }
         self.control.shutdown().await;
         for i in &self.instances {
             for f in &i.leaves {

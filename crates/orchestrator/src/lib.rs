@@ -208,6 +208,15 @@ pub struct Restarts {
     pub total: AtomicU64,
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Starts `specs` by their `order` and keeps each running: when one
 /// returns or panics it is started again after a backoff (100 ms doubling
 /// to 5 s). Returns the task handles.
@@ -224,7 +233,13 @@ pub fn supervise(
                 let mut backoff = BackoffState::new(Backoff::default());
                 loop {
                     let started = tokio::time::Instant::now();
-                    let outcome = tokio::spawn((spec.start)()).await;
+                    // The component runs as a task of its own (a panic is
+                    // an outcome, not the supervisor's end); cancelling the
+                    // supervisor (shutdown) cancels it too: a dropped
+                    // handle alone would leave it running.
+                    let mut run = tokio::spawn((spec.start)());
+                    let _cancel = AbortOnDrop(run.abort_handle());
+                    let outcome = (&mut run).await;
                     let why = match outcome {
                         Ok(Ok(())) => "exited".to_string(),
                         Ok(Err(e)) => format!("failed: {e}"),
