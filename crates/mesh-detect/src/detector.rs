@@ -762,20 +762,38 @@ impl Detector {
             rules_version: self.rules.version,
             threshold: self.cfg.threshold,
         };
+        let evidence = self.evidence(flows, members, id, &class_name);
+        (event, evidence)
+    }
+
+    /// The evidence of anomaly `id`: its flagged flows (at most
+    /// `max_evidence_flows`, the rest counted).
+    pub(crate) fn evidence(
+        &self,
+        flows: &[&FlowRecord],
+        members: &[Scored],
+        id: String,
+        class_name: &str,
+    ) -> EvidenceEvent {
         let ev_flows: Vec<EvidenceFlow> = members
             .iter()
             .take(self.cfg.max_evidence_flows)
             .map(|m| {
                 let f = flows[m.flow];
-                evidence_flow(f, &f.endpoints, m.confidence, &class_name)
+                evidence_flow(f, &f.endpoints, m.confidence, class_name)
             })
             .collect();
-        let evidence = EvidenceEvent {
+        EvidenceEvent {
             anomaly_id: id,
             truncated: (members.len() - ev_flows.len()) as u64,
             flows: ev_flows,
-        };
-        (event, evidence)
+        }
+    }
+
+    /// The id of the anomaly of `class` from `src` in the window starting
+    /// at `window_start_us`.
+    pub(crate) fn anomaly_id(&self, src: &IpAddr, window_start_us: i64, class: usize) -> String {
+        anomaly_id(self.cfg.id_seed, src, window_start_us, &self.classes[class])
     }
 }
 

@@ -32,8 +32,8 @@
 //!   judged but do not move it (counted): one bad time stamp would
 //!   otherwise close every window and make all later flows late.
 //! * **Late flows.** A flow whose window has closed (a long flow exported
-//!   at its end) goes to the window its end falls in, or the oldest open
-//!   one; counted in [`StreamCounts::late`]. Flows over `max_open_flows`
+//!   at its end) goes to the window its end falls in, or the first one not
+//!   yet closed; counted in [`StreamCounts::late`]. Flows over `max_open_flows`
 //!   are counted in [`StreamCounts::dropped`], never silently lost.
 //!
 //! Pure: time is an argument, nothing is read from a clock.
@@ -223,15 +223,9 @@ impl Stream {
                     continue;
                 }
                 let (st, score) = self.source_state(src, &s.flows);
-                let before = s.flagged.len();
-                for i in s.judged..s.flows.len() {
-                    if let (_, Some(mut sc)) = self.det.judge(&s.flows[i], &st, Some(&score)) {
-                        sc.flow = i;
-                        s.flagged.push(sc);
-                    }
-                }
+                let flagged = self.judge_from(s, s.judged, &st, &score);
                 self.det.summary.flows += (s.flows.len() - s.judged) as u64;
-                self.det.summary.flagged_flows += (s.flagged.len() - before) as u64;
+                self.det.summary.flagged_flows += flagged as u64;
                 s.judged = s.flows.len();
                 self.emit_new(w, src, s, &st, &score, t, &mut out);
             }
@@ -313,23 +307,47 @@ impl Stream {
         score: &SourceScore,
     ) -> (crate::wire::AnomalyEvent, EvidenceEvent) {
         let refs: Vec<&FlowRecord> = s.flows.iter().collect();
-        let members: Vec<Scored> = s
-            .flagged
-            .iter()
-            .filter(|f| f.class == class)
-            .cloned()
-            .collect();
         let start = w.saturating_mul(self.window_us);
         self.det.build_detection(
             &refs,
             src,
             class,
-            &members,
+            &class_members(s, class),
             Some(st),
             Some(score),
             start,
             start.saturating_add(self.window_us),
         )
+    }
+
+    /// The complete evidence of an anomaly emitted earlier (the anomaly
+    /// itself is not built again).
+    fn evidence(&self, w: i64, src: IpAddr, s: &Source, class: usize) -> EvidenceEvent {
+        let refs: Vec<&FlowRecord> = s.flows.iter().collect();
+        let id = self
+            .det
+            .anomaly_id(&src, w.saturating_mul(self.window_us), class);
+        let name = &self.det.classes()[class];
+        self.det.evidence(&refs, &class_members(s, class), id, name)
+    }
+
+    /// Judges `s`'s flows from index `from` against `st` and `score`;
+    /// the flagged ones join `s.flagged`. Returns how many were flagged.
+    fn judge_from(
+        &mut self,
+        s: &mut Source,
+        from: usize,
+        st: &SourceStats,
+        score: &SourceScore,
+    ) -> usize {
+        let before = s.flagged.len();
+        for i in from..s.flows.len() {
+            if let (_, Some(mut sc)) = self.det.judge(&s.flows[i], st, Some(score)) {
+                sc.flow = i;
+                s.flagged.push(sc);
+            }
+        }
+        s.flagged.len() - before
     }
 
     /// The whole window judged again, as [`Detector::run`] judges it.
@@ -343,21 +361,15 @@ impl Stream {
             s.judged = s.flows.len();
             let before = s.flagged.len();
             s.flagged.clear();
-            for i in 0..s.flows.len() {
-                if let (_, Some(mut sc)) = self.det.judge(&s.flows[i], &st, Some(&score)) {
-                    sc.flow = i;
-                    s.flagged.push(sc);
-                }
-            }
-            self.det.summary.flagged_flows += s.flagged.len().saturating_sub(before) as u64;
+            let flagged = self.judge_from(s, 0, &st, &score);
+            self.det.summary.flagged_flows += flagged.saturating_sub(before) as u64;
             let emitted_before = s.emitted.len();
             self.counts.at_close += self.emit_new(w, src, s, &st, &score, t, out) as u64;
             for k in 0..emitted_before {
                 let class = s.emitted[k].0;
                 let now = members_of(s, class);
                 if !now.is_empty() && now != s.emitted[k].1 {
-                    out.evidence
-                        .push(self.build(w, src, s, class, &st, &score).1);
+                    out.evidence.push(self.evidence(w, src, s, class));
                     self.counts.evidence_updates += 1;
                 }
             }
@@ -372,6 +384,14 @@ impl Stream {
         }
         self.det.summary.windows += 1;
     }
+}
+
+fn class_members(s: &Source, class: usize) -> Vec<Scored> {
+    s.flagged
+        .iter()
+        .filter(|f| f.class == class)
+        .cloned()
+        .collect()
 }
 
 fn members_of(s: &Source, class: usize) -> Vec<usize> {
