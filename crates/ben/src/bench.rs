@@ -76,7 +76,7 @@ pub struct BenchArgs {
     /// loop, block: the AI service's step (ms): it judges arriving flows at
     /// most once per this (`ben up`'s default, 200; the seed's cycle was
     /// 5000).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = ben_runtime::table::MESH_EVERY.as_millis() as u64)]
     pub every_ms: u64,
     /// enforce: entries to apply through the agent.
     #[arg(long, default_value_t = 100_000)]

@@ -626,7 +626,7 @@ impl ClusterConfig {
                     "{p}: [mesh] needs [validators]: the AI service's anomalies go to them, and its feedback loop judges its threshold by what they commit"
                 ))
             }
-            Some(m) => Some(Duration::from_millis(ms("mesh", "every_ms", m.every_ms, 200)?)),
+            Some(m) => Some(Duration::from_millis(ms("mesh", "every_ms", m.every_ms, ben_runtime::table::MESH_EVERY.as_millis() as u64)?)),
         };
         counts.insert("mesh", usize::from(mesh_every.is_some()));
         let spare = count("spare", scale.spare, 2, 0)?;

@@ -1307,16 +1307,12 @@ pub fn status_line(s: &serde_json::Value) -> String {
     };
     // The AI service's flows it could not take or judged late, when any.
     let count = |k: &str| s[k].as_u64().unwrap_or(0);
-    let (d, l, m) = (
-        count("flows_dropped"),
-        count("flows_late"),
-        count("flow_batches_missing"),
-    );
-    let chain = if d + l + m > 0 {
-        format!("{chain} | AI flows dropped {d} (windows full), late {l}, batches missing {m}")
-    } else {
-        chain
-    };
+    let chain = chain
+        + &ben_runtime::metrics::ai_flows_status(
+            count("flows_dropped"),
+            count("flows_late"),
+            count("flow_batches_missing"),
+        );
     format!(
         "processes {}/{} healthy | restarts {} | accepted {}{delivered} | dead letters {} | in flight {} | lost {} | signals {} | publish errors {}{chain}",
         healthy,

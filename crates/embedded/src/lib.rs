@@ -99,7 +99,7 @@ impl Default for Config {
             bee_ttl_ns: ben_bee::DEFAULT_TTL_NS,
             prepare_timeout_ms: 10_000,
             nats: None,
-            mesh_every: Duration::from_millis(200),
+            mesh_every: ben_runtime::table::MESH_EVERY,
             trust: vec![],
             bus_layer: None,
             sensor: Default::default(),
@@ -416,12 +416,11 @@ impl System {
                 t.captured, t.capture_drops, t.capture_undecodable
             );
         }
-        if t.flows_dropped > 0 || t.flows_late > 0 || t.flow_batches_missing > 0 {
-            out += &format!(
-                " | AI flows dropped {} (windows full), late {}, batches missing {}",
-                t.flows_dropped, t.flows_late, t.flow_batches_missing
-            );
-        }
+        out += &ben_runtime::metrics::ai_flows_status(
+            t.flows_dropped,
+            t.flows_late,
+            t.flow_batches_missing,
+        );
         if !t.halted.is_empty() {
             out += &format!(
                 " | HALTED (database not taking blocks): {}",

@@ -5,6 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The AI service's flows on a status line (both modes), when it dropped,
+/// filed late or never got any: ` | AI flows dropped D (windows full),
+/// late L, batches missing M`; empty when all are 0.
+pub fn ai_flows_status(dropped: u64, late: u64, missing: u64) -> String {
+    if dropped + late + missing == 0 {
+        return String::new();
+    }
+    format!(" | AI flows dropped {dropped} (windows full), late {late}, batches missing {missing}")
+}
+
 /// One process's counters, as it publishes them (signed) every 500 ms on
 /// `ben.metrics.<id>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -66,4 +76,16 @@ pub struct ComponentMetrics {
     /// Sensors' batches of flows the AI service never got (gaps in their
     /// numbers).
     pub flow_batches_missing: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ai_flows_show_only_when_something_was_lost_or_late() {
+        assert_eq!(super::ai_flows_status(0, 0, 0), "");
+        assert_eq!(
+            super::ai_flows_status(3, 0, 2),
+            " | AI flows dropped 3 (windows full), late 0, batches missing 2"
+        );
+    }
 }

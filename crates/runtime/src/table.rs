@@ -155,7 +155,7 @@ impl Env {
             database_url: None,
             lucius_file: None,
             sidecar,
-            mesh_every: Duration::from_millis(200),
+            mesh_every: MESH_EVERY,
             enforce: EnforceEnv {
                 reconcile_ms: 5_000,
                 ..EnforceEnv::default()
@@ -458,6 +458,10 @@ fn build_detector(
 
 /// The validator set `ben up` runs (n = 3f + 1, f = 1).
 pub const VALIDATORS: usize = 4;
+
+/// The AI service's step: it judges arriving flows at most once per this
+/// much (`ben up`, `[mesh] every_ms`); the seed's 5 s cycle is one value.
+pub const MESH_EVERY: Duration = Duration::from_millis(200);
 
 /// The process's validator set: the one its mode set in
 /// [`Shared::validators_set`] (cluster mode: from the key directory and
