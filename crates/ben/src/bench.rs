@@ -129,10 +129,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.what == "activation" {
         return crate::bench_activation::run(args.nats.as_deref(), &args.components, args.rounds);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = crate::cluster::runtime()?;
     if args.cluster {
         return rt.block_on(crate::bench_cluster::datapath(args));
     }

@@ -78,10 +78,7 @@ fn p50(d: &[Duration]) -> Duration {
 /// Runs the bench for each N in `components` and prints one line per N.
 pub fn run(nats: Option<&str>, components: &[usize], rounds: usize) -> Result<()> {
     let url = nats.unwrap_or("nats://127.0.0.1:4222").to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = crate::cluster::runtime()?;
     rt.block_on(async {
         for &n in components {
             let f = measure(&url, n, rounds).await?;

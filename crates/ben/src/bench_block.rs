@@ -24,11 +24,7 @@ pub fn run(runs: usize, every_ms: u64) -> Result<()> {
     if runs == 0 || runs > 150 {
         bail!("--runs must be 1 to 150 (one scanner address each)");
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(bench(runs, every_ms))
+    crate::cluster::runtime()?.block_on(bench(runs, every_ms))
 }
 
 async fn bench(runs: usize, every_ms: u64) -> Result<()> {

@@ -229,10 +229,7 @@ async fn one_rate(
 pub fn run(n: usize, rates: &[u64], tx_size: usize, seconds: u64, signed: bool) -> Result<()> {
     anyhow::ensure!(n >= 4, "--validators: at least 4 (n = 3f + 1, f ≥ 1)");
     anyhow::ensure!(seconds >= 1, "--seconds: at least 1");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = crate::cluster::runtime()?;
     println!(
         "{n} validators on loopback, {} transactions of {tx_size} B, {seconds} s per rate",
         if signed { "signed anomaly" } else { "opaque" }

@@ -27,11 +27,7 @@ pub(crate) async fn next_within<T: prost::Message + Default>(
 }
 
 pub fn run(runs: usize, every_ms: u64) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(bench(runs, every_ms))
+    crate::cluster::runtime()?.block_on(bench(runs, every_ms))
 }
 
 async fn bench(runs: usize, every_ms: u64) -> Result<()> {

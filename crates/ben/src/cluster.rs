@@ -74,7 +74,8 @@ pub enum ClusterCmd {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A multi-threaded runtime (every `ben` command that runs async code).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -51,10 +51,7 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = crate::cluster::runtime()?;
     rt.block_on(up(args))
 }
 
