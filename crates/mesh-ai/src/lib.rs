@@ -226,7 +226,13 @@ pub async fn run(
                     }
                     o @ (Order::Replayed | Order::OldRun) => {
                         stats.refused_flows.fetch_add(1, Ordering::Relaxed);
-                        let why = if o == Order::Replayed { "taken before" } else { "from an earlier run of the sensor" };
+                        let why = if o == Order::Replayed {
+                            "taken before"
+                        } else {
+                            // A sensor restarted on a clock set back is refused too:
+                            // the reason says how to let it in.
+                            "from an earlier run of the sensor (or its clock went back: restarting the AI service forgets the runs)"
+                        };
                         deps.dead_letter(
                             FLOWS,
                             format!(
