@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 use ben_mesh_enforce::backend::Backend;
-use ben_mesh_enforce::model::{Action, Allowlist, Direction, Net, Policy};
+use ben_mesh_enforce::model::{Allowlist, Net, Policy, Spec};
 use ben_mesh_enforce::nft::Nft;
 use ben_mesh_enforce::schedule::{self, Scheduler};
 use std::net::{IpAddr, Ipv4Addr};
@@ -49,13 +49,13 @@ pub fn run(entries: usize, one_by_one: usize) -> Result<()> {
     let policies: Vec<Policy> = (0..entries)
         .map(|i| Policy {
             id: format!("block-{i}"),
-            action: Action::Drop,
+            spec: Spec::BLOCK,
             target: target(i),
-            direction: Direction::Ingress,
             expires_at_ms: now + 3_600_000 + (i as u64 % 600) * 1_000,
             anomalies: vec![format!("an-{i}")],
             height: 1 + i as u64 / 1_000,
             block_time_ms: now,
+            scope: vec![],
         })
         .collect();
 

@@ -304,13 +304,27 @@ fn mesh_anomaly(a: &Value) {
         );
     }
     for p in a["policies"].as_array().into_iter().flatten() {
+        let scope: Vec<&str> = p["scope"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         println!(
-            "  policy     {}  {} {}  until {}  at height {}",
+            "  policy     {}  {} {}  until {}  at height {}{}{}",
             s(p, "id"),
-            s(p, "action"),
+            s(p, "rule"),
             s(p, "target"),
             ms_rfc3339(u(p, "expires_at_ms")),
-            u(p, "height")
+            u(p, "height"),
+            if scope.is_empty() {
+                String::new()
+            } else {
+                format!("  on {}", scope.join(","))
+            },
+            if s(p, "request").is_empty() {
+                String::new()
+            } else {
+                format!("  requested by {}", s(p, "request"))
+            }
         );
     }
 }
@@ -383,10 +397,9 @@ fn mesh_enforcement(api: &Api, json: bool) -> Result<ExitCode> {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         println!(
-            "{}  {} {}  since {}  until {}  policy {} at height {}  anomalies {}",
+            "{}  {}  since {}  until {}  policy {} at height {}  anomalies {}",
             s(e, "target"),
-            s(e, "action"),
-            s(e, "direction"),
+            s(e, "rule"),
             ms_rfc3339(u(e, "since_ms")),
             ms_rfc3339(u(e, "expires_at_ms")),
             s(e, "policy"),

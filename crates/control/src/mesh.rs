@@ -99,7 +99,13 @@ pub struct BlockView {
 pub struct PolicyView {
     pub id: String,
     pub action: String,
+    /// What it does in words (`rate-limit 20/s ingress udp 9999`).
+    pub rule: String,
     pub target: String,
+    /// The hosts that enforce it (empty: all).
+    pub scope: Vec<String>,
+    /// The AI service's request it came from (empty: an anomaly).
+    pub request: String,
     pub expires_at_ms: u64,
     pub height: u64,
 }
@@ -211,10 +217,21 @@ impl View {
     /// A block's policies (each validator announces them; kept once).
     pub fn policy(&mut self, ev: PolicyEvent) {
         for p in ev.policies {
+            let rule = ben_mesh_wire::policy::Spec::parse(
+                &p.action,
+                p.rate,
+                &p.direction,
+                &p.protocol,
+                &p.ports,
+            )
+            .map_or_else(|e| format!("unreadable: {e}"), |s| s.describe());
             let view = PolicyView {
                 id: p.id,
                 action: p.action,
+                rule,
                 target: p.target,
+                scope: p.scope,
+                request: p.request,
                 expires_at_ms: p.expires_at_ms,
                 height: ev.height,
             };
@@ -438,6 +455,7 @@ mod tests {
                 target: "10.0.0.9/32".into(),
                 expires_at_ms: 9_000,
                 anomalies: vec!["an-2".into(), "unknown".into()],
+                ..Default::default()
             }],
             ..PolicyEvent::default()
         });

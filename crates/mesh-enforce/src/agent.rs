@@ -71,6 +71,8 @@ pub struct Counters {
 
 struct Agent {
     deps: Deps,
+    /// This host's name (a policy's scope may name it).
+    host: String,
     cfg: Config,
     sched: Scheduler,
     backend: Option<Box<dyn Backend>>,
@@ -168,7 +170,17 @@ impl Agent {
                 p.target.to_string(),
                 p.expires_at_ms,
             );
-            match self.sched.offer(p, now) {
+            let offered = if p.in_scope(&self.deps.id, &self.host) {
+                self.sched.offer(p, now)
+            } else {
+                Offer::Skipped(format!(
+                    "not in the policy's scope ({}): this agent is {} on host {}",
+                    p.scope.join(", "),
+                    self.deps.id,
+                    self.host
+                ))
+            };
+            match offered {
                 Offer::Queued => queued = true,
                 Offer::Duplicate => {}
                 Offer::Skipped(why) => {
@@ -272,9 +284,20 @@ impl Agent {
         if batch.is_empty() {
             return;
         }
-        let b = batch.clone();
+        let (rules, sets): (Vec<Change>, Vec<Change>) =
+            batch.iter().cloned().partition(|c| c.set.is_rule());
+        // A rule changed: the rules are written whole.
+        let rules = (!rules.is_empty()).then(|| self.sched.rules());
         let r = self
-            .with_backend(move |be| be.apply(&b, &[], now).and_then(|_| be.read()))
+            .with_backend(move |be| {
+                if !sets.is_empty() {
+                    be.apply(&sets, &[], now)?;
+                }
+                if let Some(r) = rules {
+                    be.rules(&r, now)?;
+                }
+                be.read()
+            })
             .await
             .and_then(|r| r);
         match r {
@@ -284,8 +307,12 @@ impl Agent {
                 for c in batch {
                     if there.contains(&(c.set.name(), c.target)) {
                         self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                        self.ack_change(&c, "applied", format!("in set {}", c.set.name()))
-                            .await;
+                        let what = if c.set.is_rule() {
+                            format!("rule {} ({})", c.set.name(), c.set.spec.describe())
+                        } else {
+                            format!("in set {}", c.set.name())
+                        };
+                        self.ack_change(&c, "applied", what).await;
                     } else {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
                         self.ack_change(&c, "failed", "not on the host after the batch".into())
@@ -316,7 +343,20 @@ impl Agent {
     }
 
     async fn expire(&mut self) {
-        for e in self.sched.expire(now_ms(&self.deps)) {
+        let now = now_ms(&self.deps);
+        let gone = self.sched.expire(now);
+        if gone.iter().any(|e| !e.policy.spec.is_whole()) {
+            // The kernel stopped matching them at their time; now they go.
+            let rules = self.sched.rules();
+            if let Err(e) = self
+                .with_backend(move |b| b.rules(&rules, now))
+                .await
+                .and_then(|r| r)
+            {
+                tracing::error!(agent = %self.deps.id, error = %e, "expired rules not removed; the reconciler retries");
+            }
+        }
+        for e in gone {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             let p = e.policy;
             self.ack(
@@ -351,8 +391,13 @@ impl Agent {
                 serde_json::json!({
                     "target": n.to_string(),
                     "set": s.name(),
-                    "action": s.action.name(),
-                    "direction": if s.direction == crate::model::Direction::Ingress { "ingress" } else { "egress" },
+                    "action": s.action().name(),
+                    "rate": s.action().rate(),
+                    "direction": s.direction().name(),
+                    "protocol": s.spec.protocol.name(),
+                    "ports": s.spec.ports.map(|p| p.to_string()).unwrap_or_default(),
+                    "rule": s.spec.describe(),
+                    "scope": e.policy.scope,
                     "policy": e.policy.id,
                     "height": e.policy.height,
                     "anomalies": e.policy.anomalies,
@@ -397,13 +442,23 @@ impl Agent {
                 return;
             }
         };
-        let (add, remove) = diff(self.sched.desired(), &held, now);
-        if add.is_empty() && remove.is_empty() {
+        let repair = diff(self.sched.desired(), &held, now);
+        if repair.is_empty() {
             return;
         }
-        let (na, nr) = (add.len(), remove.len());
+        let (na, nr) = (repair.add.len(), repair.remove.len());
+        let rules = repair.rules.then(|| self.sched.rules());
+        let nrules = rules.as_ref().map_or(0, Vec::len);
         match self
-            .with_backend(move |b| b.apply(&add, &remove, now))
+            .with_backend(move |b| {
+                if !repair.add.is_empty() || !repair.remove.is_empty() {
+                    b.apply(&repair.add, &repair.remove, now)?;
+                }
+                if let Some(r) = rules {
+                    b.rules(&r, now)?;
+                }
+                Ok::<(), String>(())
+            })
             .await
             .and_then(|r| r)
         {
@@ -414,7 +469,10 @@ impl Agent {
                 self.counters
                     .removed
                     .fetch_add(nr as u64, Ordering::Relaxed);
-                tracing::warn!(agent = %self.deps.id, restored = na, removed = nr, "reconciler repaired the host");
+                self.counters
+                    .repaired
+                    .fetch_add(u64::from(nrules > 0), Ordering::Relaxed);
+                tracing::warn!(agent = %self.deps.id, restored = na, removed = nr, rules_rewritten = nrules, "reconciler repaired the host");
             }
             Err(e) => {
                 tracing::error!(agent = %self.deps.id, error = %e, "reconciler could not repair the host")
@@ -441,7 +499,11 @@ pub async fn run(
         .await
         .map_err(|e| format!("subscribing to {ENFORCEMENT_QUERY}: {e}"))?;
     let backend_name = backend.name();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
     let mut a = Agent {
+        host,
         sched: Scheduler::new(cfg.schedule.clone(), cfg.allow.clone()),
         deps,
         cfg,

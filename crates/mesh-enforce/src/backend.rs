@@ -14,6 +14,9 @@ pub struct Held {
     pub target: Net,
     /// Seconds it has left (none: no timeout).
     pub expires_s: Option<u64>,
+    /// For a rule: the time it holds until, as written (ms since the
+    /// epoch).
+    pub until_ms: Option<u64>,
 }
 
 /// Where entries are enforced. Calls are synchronous (they run commands);
@@ -32,7 +35,12 @@ pub trait Backend: Send + Sync {
         remove: &[(SetKey, Net)],
         now_ms: u64,
     ) -> Result<(), String>;
-    /// What the host holds.
+    /// Makes the host's rules (policies with a port, protocol or rate
+    /// limit) exactly `rules`, in one transaction where the backend has
+    /// them; each stops matching at its time even if no agent is left to
+    /// remove it.
+    fn rules(&mut self, rules: &[Change], now_ms: u64) -> Result<(), String>;
+    /// What the host holds: set entries and rules.
     fn read(&mut self) -> Result<Vec<Held>, String>;
 }
 
@@ -40,6 +48,7 @@ pub trait Backend: Send + Sync {
 #[derive(Default)]
 pub struct DryRun {
     held: BTreeMap<(String, Net), u64>,
+    rules: BTreeMap<(String, Net), u64>,
 }
 
 impl Backend for DryRun {
@@ -74,16 +83,30 @@ impl Backend for DryRun {
         Ok(())
     }
 
+    fn rules(&mut self, rules: &[Change], now_ms: u64) -> Result<(), String> {
+        self.rules.clear();
+        for c in rules {
+            tracing::info!(rule = %c.set.spec.describe(), target = %c.target, policy = %c.policy, height = c.height,
+                timeout_s = crate::nft::timeout_s(c.expires_at_ms, now_ms), "enforcement dry run: would hold rule");
+            self.rules.insert((c.set.name(), c.target), c.expires_at_ms);
+        }
+        Ok(())
+    }
+
     fn read(&mut self) -> Result<Vec<Held>, String> {
-        Ok(self
-            .held
-            .iter()
-            .map(|((set, target), _)| Held {
-                set: set.clone(),
-                target: *target,
-                expires_s: None,
-            })
-            .collect())
+        let sets = self.held.iter().map(|((set, target), _)| Held {
+            set: set.clone(),
+            target: *target,
+            expires_s: None,
+            until_ms: None,
+        });
+        let rules = self.rules.iter().map(|((set, target), until)| Held {
+            set: set.clone(),
+            target: *target,
+            expires_s: None,
+            until_ms: Some(*until),
+        });
+        Ok(sets.chain(rules).collect())
     }
 }
 
@@ -91,66 +114,88 @@ impl Backend for DryRun {
 /// reconciler re-asserts it.
 pub const DRIFT_S: u64 = 2;
 
-/// What the reconciler does: entries missing or with the wrong time left
-/// (re-added, each with its own remaining time, so entries never all
-/// expire together after a restart), and entries held in the agent's sets
-/// that nothing wants (removed).
+/// What the reconciler does to the host.
+#[derive(Debug, Default, PartialEq)]
+pub struct Repair {
+    /// Set entries missing or with the wrong time left: re-added, each
+    /// with its own remaining time, so entries never all expire together
+    /// after a restart.
+    pub add: Vec<Change>,
+    /// Set entries nothing wants: removed.
+    pub remove: Vec<(SetKey, Net)>,
+    /// Rules missing, with another time, or unwanted: the rules are
+    /// written again whole.
+    pub rules: bool,
+}
+
+impl Repair {
+    /// Whether the host is as it should be.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && !self.rules
+    }
+}
+
+/// The reconciler's diff between what should be held and what is.
 pub fn diff<'a>(
     desired: impl Iterator<Item = (&'a SetKey, &'a Net, &'a Entry)>,
     held: &[Held],
     now_ms: u64,
-) -> (Vec<Change>, Vec<(SetKey, Net)>) {
+) -> Repair {
     let by_name: BTreeMap<String, SetKey> =
         SetKey::all().into_iter().map(|s| (s.name(), s)).collect();
-    let held_map: BTreeMap<(String, Net), Option<u64>> = held
+    let held_map: BTreeMap<(String, Net), &Held> = held
         .iter()
-        .map(|h| ((h.set.clone(), h.target), h.expires_s))
+        .map(|h| ((h.set.clone(), h.target), h))
         .collect();
     let mut wanted = BTreeSet::new();
-    let mut add = vec![];
+    let mut out = Repair::default();
     for (s, n, e) in desired {
         if e.policy.expires_at_ms <= now_ms {
             continue;
         }
         wanted.insert((s.name(), *n));
+        let there = held_map.get(&(s.name(), *n));
+        if s.is_rule() {
+            out.rules |= there.and_then(|h| h.until_ms) != Some(e.policy.expires_at_ms);
+            continue;
+        }
         let want_s = crate::nft::timeout_s(e.policy.expires_at_ms, now_ms);
-        let ok = match held_map.get(&(s.name(), *n)) {
+        let ok = match there.map(|h| h.expires_s) {
             None => false,
             Some(None) => true,
             Some(Some(left)) => left.abs_diff(want_s) <= DRIFT_S,
         };
         if !ok {
-            add.push(Change {
+            out.add.push(Change {
                 set: *s,
                 target: *n,
                 expires_at_ms: e.policy.expires_at_ms,
                 policy: e.policy.id.clone(),
                 height: e.policy.height,
-                replace: held_map.contains_key(&(s.name(), *n)),
+                replace: there.is_some(),
             });
         }
     }
-    let remove = held
-        .iter()
-        .filter(|h| !wanted.contains(&(h.set.clone(), h.target)))
-        .filter_map(|h| by_name.get(&h.set).map(|s| (*s, h.target)))
-        .collect();
-    (add, remove)
+    for h in held {
+        if wanted.contains(&(h.set.clone(), h.target)) {
+            continue;
+        }
+        match by_name.get(&h.set) {
+            Some(s) => out.remove.push((*s, h.target)),
+            None => out.rules = true,
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Direction, Policy};
+    use crate::model::{Action, Direction, Policy, Spec};
 
     #[test]
     fn the_diff_restores_missing_reasserts_drifted_and_removes_unwanted() {
-        let set = SetKey {
-            action: Action::Drop,
-            direction: Direction::Ingress,
-            v6: false,
-            net: false,
-        };
+        let set = SetKey::set(Action::Drop, Direction::Ingress, false, false);
         let entry = |t: &str, exp: u64| {
             (
                 set,
@@ -158,13 +203,13 @@ mod tests {
                 Entry {
                     policy: Policy {
                         id: format!("block-{t}"),
-                        action: Action::Drop,
+                        spec: Spec::BLOCK,
                         target: Net::parse(t).unwrap(),
-                        direction: Direction::Ingress,
                         expires_at_ms: exp,
                         anomalies: vec![],
                         height: 1,
                         block_time_ms: 0,
+                        scope: vec![],
                     },
                     since_ms: 0,
                 },
@@ -180,14 +225,17 @@ mod tests {
             set: "drop4_in".into(),
             target: Net::parse(t).unwrap(),
             expires_s: Some(s),
+            until_ms: None,
         };
         let h = [
             held("192.0.2.1", 99),
             held("192.0.2.3", 10),
             held("203.0.113.9", 50),
         ];
-        let (add, remove) = diff(desired.iter().map(|(s, n, e)| (s, n, e)), &h, 1_000);
-        let added: Vec<(String, bool)> = add
+        let r = diff(desired.iter().map(|(s, n, e)| (s, n, e)), &h, 1_000);
+        assert!(!r.rules);
+        let added: Vec<(String, bool)> = r
+            .add
             .iter()
             .map(|c| (c.target.to_string(), c.replace))
             .collect();
@@ -195,6 +243,43 @@ mod tests {
             added,
             [("192.0.2.2".into(), false), ("192.0.2.3".into(), true)]
         );
-        assert_eq!(remove, [(set, Net::parse("203.0.113.9").unwrap())]);
+        assert_eq!(r.remove, [(set, Net::parse("203.0.113.9").unwrap())]);
+    }
+
+    #[test]
+    fn rules_are_rewritten_when_one_is_missing_retimed_or_unwanted() {
+        let spec = Spec::parse("rate-limit", 50, "", "udp", "53").unwrap();
+        let key = SetKey {
+            spec,
+            v6: false,
+            net: false,
+        };
+        let target = Net::parse("192.0.2.1").unwrap();
+        let e = Entry {
+            policy: Policy {
+                id: "req-1".into(),
+                spec,
+                target,
+                expires_at_ms: 90_000,
+                anomalies: vec![],
+                height: 1,
+                block_time_ms: 0,
+                scope: vec![],
+            },
+            since_ms: 0,
+        };
+        let rule = |until: u64, t: &str| Held {
+            set: key.name(),
+            target: Net::parse(t).unwrap(),
+            expires_s: None,
+            until_ms: Some(until),
+        };
+        let d = [(key, target, e)];
+        let run = |h: &[Held]| diff(d.iter().map(|(s, n, e)| (s, n, e)), h, 1_000);
+        assert!(run(&[rule(90_000, "192.0.2.1")]).is_empty());
+        assert!(run(&[]).rules, "missing");
+        assert!(run(&[rule(80_000, "192.0.2.1")]).rules, "another time");
+        let extra = run(&[rule(90_000, "192.0.2.1"), rule(90_000, "192.0.2.2")]);
+        assert!(extra.rules && extra.remove.is_empty(), "unwanted");
     }
 }

@@ -8,11 +8,20 @@
 //! a missing entry harmless). Nothing outside its chains and sets is
 //! touched.
 //!
+//! Policies with a protocol, ports or a rate limit are rules of their own
+//! in `BEN-RULES-IN` / `BEN-RULES-OUT` (jumped to last from the agent's
+//! chains), written whole with `iptables-restore --noflush` (declaring a
+//! chain there empties it; one transaction per family), each matching
+//! until its time (`-m time --datestop`, UTC) and carrying its set name,
+//! target and time in its comment, as the nftables backend does. A rate
+//! limit is `-m hashlimit --hashlimit-above N/sec` (burst N) with a bucket
+//! of its own.
+//!
 //! Rendering and parsing are pure; [`Iptables`] runs the commands
 //! (optionally in a network namespace, for tests).
 
 use crate::backend::{Backend, Held};
-use crate::model::{Action, Allowlist, Direction, Net};
+use crate::model::{Action, Allowlist, Direction, Net, Protocol};
 use crate::schedule::{Change, SetKey};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -34,6 +43,20 @@ fn chain_of(d: Direction) -> (&'static str, &'static str) {
     match d {
         Direction::Ingress => ("INPUT", "BEN-INPUT"),
         Direction::Egress => ("OUTPUT", "BEN-OUTPUT"),
+    }
+}
+
+fn rules_chain(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "BEN-RULES-IN",
+        Direction::Egress => "BEN-RULES-OUT",
+    }
+}
+
+fn verdict(a: Action) -> &'static str {
+    match a {
+        Action::Reject => "REJECT",
+        Action::Drop | Action::RateLimit(_) => "DROP",
     }
 }
 
@@ -90,11 +113,8 @@ pub fn render_rules() -> Vec<(bool, &'static str, Vec<String>)> {
                 .collect(),
             ));
         }
-        for s in SetKey::all().into_iter().filter(|s| s.direction == d) {
-            let verdict = match s.action {
-                Action::Drop => "DROP",
-                Action::Reject => "REJECT",
-            };
+        for s in SetKey::all().into_iter().filter(|s| s.direction() == d) {
+            let verdict = verdict(s.action());
             out.push((
                 s.v6,
                 chain,
@@ -109,8 +129,71 @@ pub fn render_rules() -> Vec<(bool, &'static str, Vec<String>)> {
                 ],
             ));
         }
+        for v6 in [false, true] {
+            out.push((v6, chain, vec!["-j".into(), rules_chain(d).into()]));
+        }
     }
     out
+}
+
+/// `iptables-restore --noflush` input (`v6`: for `ip6tables-restore`)
+/// that makes the rules' chains hold exactly the rules of that family in
+/// `rules` (those whose time is up left out).
+pub fn render_rule_chains(rules: &[Change], v6: bool, now_ms: u64) -> String {
+    let mut out = String::from("*filter\n");
+    for d in [Direction::Ingress, Direction::Egress] {
+        out += &format!(":{} - [0:0]\n", rules_chain(d));
+    }
+    for c in rules
+        .iter()
+        .filter(|c| c.target.is_v6() == v6 && c.expires_at_ms > now_ms)
+    {
+        let spec = c.set.spec;
+        let addr = if spec.direction == Direction::Ingress {
+            "-s"
+        } else {
+            "-d"
+        };
+        out += &format!("-A {} {addr} {}", rules_chain(spec.direction), c.target);
+        match spec.protocol {
+            Protocol::Any => {}
+            Protocol::Icmp if v6 => out += " -p ipv6-icmp",
+            p => out += &format!(" -p {}", p.name()),
+        }
+        if let Some(p) = spec.ports {
+            out += &format!(" --dport {}:{}", p.from, p.to);
+        }
+        let until = ben_time::rfc3339::format_rfc3339(
+            (c.expires_at_ms.div_ceil(1_000) as i64).saturating_mul(1_000_000_000),
+        );
+        out += &format!(" -m time --datestop {}", until.trim_end_matches('Z'));
+        if let Action::RateLimit(r) = spec.action {
+            let mut h = blake3::Hasher::new();
+            h.update(crate::nft::rule_comment(c).as_bytes());
+            out += &format!(
+                " -m hashlimit --hashlimit-above {r}/sec --hashlimit-burst {r} --hashlimit-name ben{}",
+                &h.finalize().to_hex()[..12]
+            );
+        }
+        out += &format!(
+            " -m comment --comment \"{}\" -j {}\n",
+            crate::nft::rule_comment(c),
+            verdict(spec.action)
+        );
+    }
+    out + "COMMIT\n"
+}
+
+/// The rules in `iptables -S` output of the rules' chains, by comment.
+pub fn parse_rule_listing(text: &str) -> Vec<Held> {
+    text.lines()
+        .filter_map(|l| {
+            let at = l.find("--comment ")? + "--comment ".len();
+            let c = l[at..].trim_start_matches('"');
+            let end = c.find(['"', ' ']).unwrap_or(c.len());
+            crate::nft::parse_rule_comment(&c[..end])
+        })
+        .collect()
 }
 
 /// `ipset restore -exist` input for a batch.
@@ -155,6 +238,7 @@ pub fn parse_save(text: &str) -> Result<Vec<Held>, String> {
             set: set.to_string(),
             target,
             expires_s,
+            until_ms: None,
         });
     }
     Ok(out)
@@ -224,6 +308,15 @@ impl Backend for Iptables {
         for v6 in [false, true] {
             let bin = if v6 { "ip6tables" } else { "iptables" };
             for d in [Direction::Ingress, Direction::Egress] {
+                // The rules' chains: made if missing, left as they are.
+                if self
+                    .run(bin, &["-w", "-L", rules_chain(d), "-n"], None)
+                    .is_err()
+                {
+                    self.run(bin, &["-w", "-N", rules_chain(d)], None)?;
+                }
+            }
+            for d in [Direction::Ingress, Direction::Egress] {
                 let (hook, chain) = chain_of(d);
                 // Made if missing, emptied, refilled; jumped to first.
                 if self.run(bin, &["-w", "-L", chain, "-n"], None).is_err() {
@@ -265,6 +358,22 @@ impl Backend for Iptables {
         .map(|_| ())
     }
 
+    fn rules(&mut self, rules: &[Change], now_ms: u64) -> Result<(), String> {
+        for v6 in [false, true] {
+            let bin = if v6 {
+                "ip6tables-restore"
+            } else {
+                "iptables-restore"
+            };
+            self.run(
+                bin,
+                &["--noflush", "-w"],
+                Some(&render_rule_chains(rules, v6, now_ms)),
+            )?;
+        }
+        Ok(())
+    }
+
     fn read(&mut self) -> Result<Vec<Held>, String> {
         let mut out = vec![];
         for s in SetKey::all() {
@@ -273,6 +382,15 @@ impl Backend for Iptables {
                 &["save", &ipset_name(&s)],
                 None,
             )?)?);
+        }
+        for bin in ["iptables", "ip6tables"] {
+            for d in [Direction::Ingress, Direction::Egress] {
+                out.extend(parse_rule_listing(&self.run(
+                    bin,
+                    &["-w", "-S", rules_chain(d)],
+                    None,
+                )?));
+            }
         }
         Ok(out)
     }
@@ -300,13 +418,9 @@ mod tests {
             input[0].2.contains(&"ACCEPT".to_string()),
             "allowlist first"
         );
-        assert_eq!(input.len(), 1 + 4);
-        let set = SetKey {
-            action: Action::Drop,
-            direction: Direction::Ingress,
-            v6: false,
-            net: true,
-        };
+        assert_eq!(input.len(), 1 + 4 + 1);
+        assert_eq!(input[5].2, ["-j", "BEN-RULES-IN"], "rules last");
+        let set = SetKey::set(Action::Drop, Direction::Ingress, false, true);
         let c = Change {
             set,
             target: Net::parse("192.0.2.0/24").unwrap(),
@@ -319,6 +433,65 @@ mod tests {
         assert_eq!(
             text,
             "del ben-drop4_in_net 192.0.2.9\nadd ben-drop4_in_net 192.0.2.0/24 timeout 60\n"
+        );
+    }
+
+    #[test]
+    fn rules_render_for_iptables_restore_and_read_back() {
+        let c = |spec: &str, rate: u32, dir: &str, proto: &str, ports: &str, t: &str| {
+            let spec = crate::model::Spec::parse(spec, rate, dir, proto, ports).unwrap();
+            let target = Net::parse(t).unwrap();
+            Change {
+                set: SetKey {
+                    spec,
+                    v6: target.is_v6(),
+                    net: !target.is_host(),
+                },
+                target,
+                // 2026-12-05T12:00:00Z, less half a second.
+                expires_at_ms: 1_796_472_000_000 - 500,
+                policy: "req-1".into(),
+                height: 1,
+                replace: false,
+            }
+        };
+        let rules = [
+            c("rate-limit", 50, "", "tcp", "22", "192.0.2.0/24"),
+            c("reject", 0, "egress", "icmp", "", "2001:db8::7"),
+            c("drop", 0, "", "udp", "53-60", "192.0.2.9"),
+        ];
+        let v4 = render_rule_chains(&rules, false, 0);
+        let lines: Vec<&str> = v4.lines().collect();
+        assert_eq!(
+            lines[..3],
+            ["*filter", ":BEN-RULES-IN - [0:0]", ":BEN-RULES-OUT - [0:0]"]
+        );
+        assert!(lines[3].starts_with(
+            "-A BEN-RULES-IN -s 192.0.2.0/24 -p tcp --dport 22:22 -m time --datestop 2026-12-05T12:00:00 -m hashlimit --hashlimit-above 50/sec --hashlimit-burst 50 --hashlimit-name ben"
+        ), "{}", lines[3]);
+        assert!(lines[3].ends_with(
+            " -m comment --comment \"ben|rl50_in_tcp_22|192.0.2.0/24|1796471999500\" -j DROP"
+        ));
+        assert!(lines[4].starts_with("-A BEN-RULES-IN -s 192.0.2.9 -p udp --dport 53:60 -m time"));
+        assert_eq!(lines[5], "COMMIT");
+        let v6 = render_rule_chains(&rules, true, 0);
+        assert!(
+            v6.contains("-A BEN-RULES-OUT -d 2001:db8::7 -p ipv6-icmp -m time"),
+            "{v6}"
+        );
+        assert!(v6.contains("-j REJECT"));
+        assert_eq!(
+            render_rule_chains(&rules, false, 1_796_472_000_000)
+                .lines()
+                .count(),
+            4
+        );
+        let listing = "-N BEN-RULES-IN\n-A BEN-RULES-IN -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -m comment --comment \"ben|rl50_in_tcp_22|192.0.2.0/24|1796471999500\" -j DROP\n-A BEN-RULES-IN -s 1.2.3.4/32 -j DROP\n";
+        let h = parse_rule_listing(listing);
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            (h[0].set.as_str(), h[0].until_ms),
+            ("rl50_in_tcp_22", Some(1_796_471_999_500))
         );
     }
 

@@ -7,7 +7,10 @@
 //! `ipBlock { cidr: 0.0.0.0/0, except: [...] }` and the same for `::/0`.
 //! Kubernetes has no timeouts: the agent re-applies the object as entries
 //! expire. Dropping is what a NetworkPolicy does; `reject` entries are
-//! enforced as drops and said so in the ack's backend name.
+//! enforced as drops and said so in the ack's backend name. Policies
+//! with a port, a protocol or a rate limit (rules) are not rendered: the
+//! backend refuses them, and the agent acks them `failed` with that
+//! reason (a NetworkPolicy has no rate limit; ports are not built here).
 //!
 //! What the API server does with them cannot be tested here (no API server
 //! runs on this machine): the objects are checked against the Kubernetes
@@ -150,7 +153,7 @@ impl Kubernetes {
         let blocked: BTreeSet<Net> = self
             .held
             .keys()
-            .filter(|(s, _)| s.direction == d)
+            .filter(|(s, _)| s.direction() == d)
             .map(|(_, n)| *n)
             .collect();
         let obj = render(&self.cfg, d, &blocked);
@@ -188,11 +191,11 @@ impl Backend for Kubernetes {
         let mut touched = BTreeSet::new();
         for k in remove {
             self.held.remove(k);
-            touched.insert(k.0.direction);
+            touched.insert(k.0.direction());
         }
         for c in changes {
             self.held.insert((c.set, c.target), c.expires_at_ms);
-            touched.insert(c.set.direction);
+            touched.insert(c.set.direction());
         }
         let before = self.held.len();
         self.held.retain(|_, exp| *exp > now_ms);
@@ -203,6 +206,20 @@ impl Backend for Kubernetes {
             self.push(d)?;
         }
         Ok(())
+    }
+
+    fn rules(&mut self, rules: &[Change], now_ms: u64) -> Result<(), String> {
+        let live: Vec<&Change> = rules.iter().filter(|c| c.expires_at_ms > now_ms).collect();
+        match live.first() {
+            None => Ok(()),
+            Some(c) => Err(format!(
+                "the Kubernetes backend enforces whole-address drops only; {} polic{} with a port, protocol or rate limit (such as {} {}) cannot be NetworkPolicies here",
+                live.len(),
+                if live.len() == 1 { "y" } else { "ies" },
+                c.set.spec.describe(),
+                c.target
+            )),
+        }
     }
 
     fn read(&mut self) -> Result<Vec<Held>, String> {
@@ -219,18 +236,19 @@ impl Backend for Kubernetes {
                 let set = self
                     .held
                     .keys()
-                    .find(|(s, t)| s.direction == d && *t == n)
+                    .find(|(s, t)| s.direction() == d && *t == n)
                     .map(|(s, _)| *s)
-                    .unwrap_or(SetKey {
-                        action: crate::model::Action::Drop,
-                        direction: d,
-                        v6: n.is_v6(),
-                        net: !n.is_host(),
-                    });
+                    .unwrap_or(SetKey::set(
+                        crate::model::Action::Drop,
+                        d,
+                        n.is_v6(),
+                        !n.is_host(),
+                    ));
                 out.push(Held {
                     set: set.name(),
                     target: n,
                     expires_s: None,
+                    until_ms: None,
                 });
             }
         }

@@ -19,11 +19,15 @@
 //!   applied through `kube`;
 //! * [`agent`] — the component on the bus.
 //!
-//! Not built yet (said here and in the note): rate-limit actions,
-//! ports and protocols in a policy, scopes beyond the Kubernetes backend's
-//! pod labels (every agent enforces every policy), and the Kubernetes
-//! backend in a binary (it is a library backend,
-//! tested against a recorded API).
+//! A policy may name a protocol, destination ports and a rate limit (the
+//! nftables and iptables backends make each such policy a rule of its
+//! own, matching until its time) and a scope of hosts (an agent whose id
+//! or host name is not in it acks `skipped`).
+//!
+//! Not built yet (said here and in the note): ports and rate
+//! limits in the Kubernetes backend (it refuses those policies, so they
+//! are acked `failed` with the reason), and the Kubernetes backend in a
+//! binary (it is a library backend, tested against a recorded API).
 
 pub mod agent;
 pub mod backend;

@@ -4,6 +4,16 @@
 //! accept rule ahead of them, and every change one atomic batch through
 //! `nft -j -f -`. Nothing outside `inet ben` is touched.
 //!
+//! Policies with a protocol, ports or a rate limit are rules of their own
+//! in the chains `rules_in` / `rules_out` (jumped to after the sets, so
+//! the allowlist still comes first), written whole in one transaction
+//! (`flush chain` + the rules) whenever one changes. Each matches only
+//! before its time (`meta time <`), so it stops on time even if no agent
+//! is left to remove it, and carries its set name, target and time in
+//! its comment (`ben|rl50_in_tcp_22|192.0.2.9|1796…`), which is how it is
+//! read back. A rate limit drops what goes over the rate (`limit rate
+//! over N/second`, burst N): the target's packets share one budget.
+//!
 //! Rendering and reading back are pure (tested without a kernel); [`Nft`]
 //! runs `nft` (optionally inside a network namespace, for tests).
 //!
@@ -13,7 +23,7 @@
 //! a timeout given as a string).
 
 use crate::backend::{Backend, Held};
-use crate::model::{Allowlist, Direction, Net};
+use crate::model::{Action, Allowlist, Direction, Net, Protocol};
 use crate::schedule::{Change, SetKey};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -63,6 +73,14 @@ fn chain_of(d: Direction) -> &'static str {
     }
 }
 
+/// The regular chain holding the rules of a direction.
+fn rules_chain(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "rules_in",
+        Direction::Egress => "rules_out",
+    }
+}
+
 fn rule(chain: &str, v6: bool, field: &str, set: &str, verdict: Value) -> Value {
     json!({"add": {"rule": {
         "family": "inet", "table": TABLE, "chain": chain,
@@ -85,6 +103,13 @@ pub fn render_setup(allow: &Allowlist) -> Value {
     for c in ["input", "output"] {
         cmds.push(json!({"add": chain_obj(c)}));
         cmds.push(json!({"flush": {"chain": {"family": "inet", "table": TABLE, "name": c}}}));
+    }
+    // The rules' chains are made if missing and left as they are: the
+    // agent writes them.
+    for d in [Direction::Ingress, Direction::Egress] {
+        cmds.push(
+            json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": rules_chain(d)}}}),
+        );
     }
     for v6 in [false, true] {
         let name = if v6 { "allow6" } else { "allow4" };
@@ -121,18 +146,109 @@ pub fn render_setup(allow: &Allowlist) -> Value {
     }
     for s in SetKey::all() {
         cmds.push(json!({"add": set_obj(&s.name(), s.v6, s.net, true)}));
-        let field = if s.direction == Direction::Ingress {
+        let field = if s.direction() == Direction::Ingress {
             "saddr"
         } else {
             "daddr"
         };
-        let verdict = match s.action {
-            crate::model::Action::Drop => json!({"drop": null}),
-            crate::model::Action::Reject => json!({"reject": null}),
-        };
-        cmds.push(rule(chain_of(s.direction), s.v6, field, &s.name(), verdict));
+        cmds.push(rule(
+            chain_of(s.direction()),
+            s.v6,
+            field,
+            &s.name(),
+            verdict(s.action()),
+        ));
+    }
+    for d in [Direction::Ingress, Direction::Egress] {
+        cmds.push(json!({"add": {"rule": {
+            "family": "inet", "table": TABLE, "chain": chain_of(d),
+            "expr": [{"jump": {"target": rules_chain(d)}}],
+        }}}));
     }
     json!({"nftables": cmds})
+}
+
+fn verdict(a: Action) -> Value {
+    match a {
+        Action::Reject => json!({"reject": null}),
+        Action::Drop | Action::RateLimit(_) => json!({"drop": null}),
+    }
+}
+
+/// The one transaction that makes the rules' chains hold exactly `rules`
+/// (each matching until its time; those whose time is up are left out).
+pub fn render_rules(rules: &[Change], now_ms: u64) -> Value {
+    let mut cmds = vec![];
+    for d in [Direction::Ingress, Direction::Egress] {
+        cmds.push(
+            json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": rules_chain(d)}}}),
+        );
+        cmds.push(
+            json!({"flush": {"chain": {"family": "inet", "table": TABLE, "name": rules_chain(d)}}}),
+        );
+    }
+    for c in rules.iter().filter(|c| c.expires_at_ms > now_ms) {
+        let spec = c.set.spec;
+        let v6 = c.target.is_v6();
+        let field = if spec.direction == Direction::Ingress {
+            "saddr"
+        } else {
+            "daddr"
+        };
+        let mut expr = vec![json!({"match": {"op": "==",
+            "left": {"payload": {"protocol": if v6 { "ip6" } else { "ip" }, "field": field}},
+            "right": target_json(&c.target)}})];
+        let proto = match spec.protocol {
+            Protocol::Any => None,
+            Protocol::Icmp if v6 => Some("ipv6-icmp"),
+            p => Some(p.name()),
+        };
+        if let Some(p) = proto {
+            expr.push(json!({"match": {"op": "==",
+                "left": {"meta": {"key": "l4proto"}}, "right": p}}));
+        }
+        if let Some(p) = spec.ports {
+            expr.push(json!({"match": {"op": "==",
+                "left": {"payload": {"protocol": "th", "field": "dport"}},
+                "right": {"range": [p.from, p.to]}}}));
+        }
+        // Seconds since the epoch: nft reads a number here as that.
+        expr.push(json!({"match": {"op": "<",
+            "left": {"meta": {"key": "time"}}, "right": c.expires_at_ms.div_ceil(1_000)}}));
+        if let Action::RateLimit(r) = spec.action {
+            expr.push(json!({"limit": {"rate": r, "burst": r, "per": "second", "inv": true}}));
+        }
+        expr.push(json!({"counter": null}));
+        expr.push(verdict(spec.action));
+        cmds.push(json!({"add": {"rule": {
+            "family": "inet", "table": TABLE, "chain": rules_chain(spec.direction),
+            "comment": rule_comment(c),
+            "expr": expr,
+        }}}));
+    }
+    json!({"nftables": cmds})
+}
+
+/// `ben|<set name>|<target>|<until ms>`: how a rule is read back.
+pub fn rule_comment(c: &Change) -> String {
+    format!("ben|{}|{}|{}", c.set.name(), c.target, c.expires_at_ms)
+}
+
+/// A rule's comment read back: its set name, target and time.
+pub fn parse_rule_comment(s: &str) -> Option<Held> {
+    let mut w = s.split('|');
+    if w.next()? != "ben" {
+        return None;
+    }
+    let set = w.next()?.to_string();
+    let target = Net::parse(w.next()?).ok()?;
+    let until = w.next()?.parse().ok()?;
+    Some(Held {
+        set,
+        target,
+        expires_s: None,
+        until_ms: Some(until),
+    })
 }
 
 /// Seconds left until `expires_at_ms` (at least one).
@@ -206,6 +322,19 @@ pub fn parse_listing(v: &Value) -> Result<Vec<Held>, String> {
         .ok_or("nft listing without an \"nftables\" array")?;
     let mut out = vec![];
     for o in objs {
+        if let Some(r) = o.get("rule") {
+            let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default();
+            if chain.starts_with("rules_") {
+                if let Some(h) = r
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .and_then(parse_rule_comment)
+                {
+                    out.push(h);
+                }
+            }
+            continue;
+        }
         let Some(set) = o.get("set") else { continue };
         let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
         if name.starts_with("allow") {
@@ -228,6 +357,7 @@ pub fn parse_listing(v: &Value) -> Result<Vec<Held>, String> {
                 set: name.to_string(),
                 target: parse_target(val)?,
                 expires_s: expires,
+                until_ms: None,
             });
         }
     }
@@ -336,6 +466,10 @@ impl Backend for Nft {
         Ok(())
     }
 
+    fn rules(&mut self, rules: &[Change], now_ms: u64) -> Result<(), String> {
+        self.run(&render_rules(rules, now_ms))
+    }
+
     fn read(&mut self) -> Result<Vec<Held>, String> {
         parse_listing(&self.list()?)
     }
@@ -347,12 +481,7 @@ mod tests {
     use crate::model::Action;
 
     fn set(net: bool) -> SetKey {
-        SetKey {
-            action: Action::Drop,
-            direction: Direction::Ingress,
-            v6: false,
-            net,
-        }
+        SetKey::set(Action::Drop, Direction::Ingress, false, net)
     }
 
     #[test]
@@ -379,7 +508,12 @@ mod tests {
         let first_input = rules.iter().find(|r| r["chain"] == "input").unwrap();
         assert_eq!(first_input["expr"][0]["match"]["right"], "@allow4");
         assert_eq!(first_input["expr"][2], json!({"accept": null}));
-        assert_eq!(rules.len(), 4 + SetKey::all().len());
+        assert_eq!(rules.len(), 4 + SetKey::all().len() + 2);
+        let last_input = rules.iter().rfind(|r| r["chain"] == "input").unwrap();
+        assert_eq!(
+            last_input["expr"][0]["jump"]["target"], "rules_in",
+            "rules after the sets"
+        );
         let chain = cmds.iter().find_map(|c| c["add"].get("chain")).unwrap();
         assert!(chain["prio"].is_i64());
         let text = v.to_string();
@@ -450,6 +584,78 @@ mod tests {
             .sum();
         assert_eq!(elems, 100_000);
         assert!(b.len() > 1, "large batches go in pieces");
+    }
+
+    #[test]
+    fn rules_render_whole_with_their_match_time_rate_and_comment_and_read_back() {
+        use crate::model::Spec;
+        let c = |spec: Spec, t: &str, until: u64| Change {
+            set: SetKey {
+                spec,
+                v6: t.contains(':'),
+                net: t.contains('/'),
+            },
+            target: Net::parse(t).unwrap(),
+            expires_at_ms: until,
+            policy: "req-1".into(),
+            height: 3,
+            replace: false,
+        };
+        let rl = Spec::parse("rate-limit", 50, "", "tcp", "22").unwrap();
+        let out = Spec::parse("reject", 0, "egress", "icmp", "").unwrap();
+        let v = render_rules(
+            &[
+                c(rl, "192.0.2.0/24", 61_500),
+                c(out, "2001:db8::7", 90_000),
+                c(rl, "192.0.2.9", 900),
+            ],
+            1_000,
+        );
+        let cmds = v["nftables"].as_array().unwrap();
+        let verbs: Vec<&str> = cmds[..4]
+            .iter()
+            .map(|c| c.as_object().unwrap().keys().next().unwrap().as_str())
+            .collect();
+        assert_eq!(verbs, ["add", "flush", "add", "flush"], "written whole");
+        let rules: Vec<&Value> = cmds.iter().filter_map(|c| c["add"].get("rule")).collect();
+        assert_eq!(rules.len(), 2, "the one whose time is up is left out");
+        let r = rules[0];
+        assert_eq!(r["chain"], "rules_in");
+        assert_eq!(r["comment"], "ben|rl50_in_tcp_22|192.0.2.0/24|61500");
+        let e = r["expr"].as_array().unwrap();
+        assert_eq!(e[0]["match"]["right"]["prefix"]["len"], json!(24));
+        assert_eq!(e[1]["match"]["right"], "tcp");
+        assert_eq!(e[2]["match"]["right"], json!({"range": [22, 22]}));
+        assert_eq!(e[3]["match"]["right"], json!(62), "seconds, rounded up");
+        assert_eq!(
+            e[4]["limit"],
+            json!({"rate": 50, "burst": 50, "per": "second", "inv": true})
+        );
+        assert_eq!(e[6], json!({"drop": null}));
+        let r6 = rules[1];
+        assert_eq!(r6["chain"], "rules_out");
+        assert_eq!(
+            r6["expr"][0]["match"]["left"]["payload"],
+            json!({"protocol": "ip6", "field": "daddr"})
+        );
+        assert_eq!(r6["expr"][1]["match"]["right"], "ipv6-icmp");
+        assert_eq!(
+            r6["expr"].as_array().unwrap().last().unwrap(),
+            &json!({"reject": null})
+        );
+        // Read back from a listing.
+        let listing = json!({"nftables": [
+            {"rule": {"chain": "rules_in", "comment": "ben|rl50_in_tcp_22|192.0.2.0/24|61500", "expr": []}},
+            {"rule": {"chain": "input", "comment": "ben|x|192.0.2.1|5", "expr": []}},
+            {"rule": {"chain": "rules_out", "comment": "someone else's", "expr": []}},
+        ]});
+        let h = parse_listing(&listing).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            (h[0].set.as_str(), h[0].until_ms),
+            ("rl50_in_tcp_22", Some(61_500))
+        );
+        assert_eq!(h[0].target.to_string(), "192.0.2.0/24");
     }
 
     #[test]

@@ -9,13 +9,14 @@
 //! * **Batches** by time and count: a change waits at most `batch_ms`, and
 //!   `batch_max` changes go at once.
 //! * **Guards**: an allowlisted target is skipped with the reason, as is
-//!   one past `max_entries`; the **circuit breaker** opens when more than
+//!   one past `max_entries` (or `max_rules` for rules: policies with a
+//!   port, a protocol or a rate limit); the **circuit breaker** opens when more than
 //!   `max_blocks_per_s` distinct block heights arrive within a second and
 //!   holds what arrives (nothing is applied) until the rate has stayed
 //!   under the limit for `breaker_cooldown_ms`.
 //! * **TTL**: an entry leaves the desired state when its time is up.
 
-use crate::model::{Action, Allowlist, Direction, Net, Policy};
+use crate::model::{Action, Allowlist, Direction, Net, Policy, Protocol, Spec};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Scheduler settings.
@@ -27,6 +28,9 @@ pub struct Config {
     pub batch_max: usize,
     /// Entries the host holds at most.
     pub max_entries: usize,
+    /// Of them, rules at most (a rule is checked against every packet
+    /// that reaches it; set entries are one lookup).
+    pub max_rules: usize,
     /// Distinct block heights per second above which the breaker opens.
     pub max_blocks_per_s: usize,
     /// How long the rate stays under the limit before the breaker closes.
@@ -39,19 +43,20 @@ impl Default for Config {
             batch_ms: 50,
             batch_max: 10_000,
             max_entries: 100_000,
+            max_rules: 1_000,
             max_blocks_per_s: 50,
             breaker_cooldown_ms: 5_000,
         }
     }
 }
 
-/// Which set an entry lives in.
+/// Where an entry lives: a whole-address drop or reject in one of the
+/// agent's sets (one lookup, 100k entries), or any other policy (a port,
+/// a protocol, a rate limit) as a rule of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SetKey {
-    /// Its action.
-    pub action: Action,
-    /// Its direction.
-    pub direction: Direction,
+    /// What it does.
+    pub spec: Spec,
     /// IPv6 or IPv4.
     pub v6: bool,
     /// Networks (an interval set) or single hosts (a hash set: hosts are
@@ -61,26 +66,69 @@ pub struct SetKey {
 }
 
 impl SetKey {
-    /// The set of `p`.
+    /// The set (or rule) of `p`.
     pub fn of(p: &Policy) -> SetKey {
         SetKey {
-            action: p.action,
-            direction: p.direction,
+            spec: p.spec,
             v6: p.target.is_v6(),
             net: !p.target.is_host(),
         }
     }
 
-    /// `drop4_in`, `reject6_out_net`…
-    pub fn name(&self) -> String {
-        format!(
-            "{}{}_{}{}",
-            self.action.name(),
-            if self.v6 { 6 } else { 4 },
-            match self.direction {
-                Direction::Ingress => "in",
-                Direction::Egress => "out",
+    /// A whole-address set.
+    pub fn set(action: Action, direction: Direction, v6: bool, net: bool) -> SetKey {
+        SetKey {
+            spec: Spec {
+                action,
+                direction,
+                ..Spec::BLOCK
             },
+            v6,
+            net,
+        }
+    }
+
+    /// Its action.
+    pub fn action(&self) -> Action {
+        self.spec.action
+    }
+
+    /// Its direction.
+    pub fn direction(&self) -> Direction {
+        self.spec.direction
+    }
+
+    /// Whether it is a rule (not a set entry).
+    pub fn is_rule(&self) -> bool {
+        !self.spec.is_whole()
+    }
+
+    /// `drop4_in`, `reject6_out_net`… for sets; `rl50_in_tcp_22`,
+    /// `drop_out_udp_53`, `reject_in_icmp`… for rules (the family is the
+    /// target's).
+    pub fn name(&self) -> String {
+        let dir = match self.direction() {
+            Direction::Ingress => "in",
+            Direction::Egress => "out",
+        };
+        if self.is_rule() {
+            let mut n = match self.action() {
+                Action::RateLimit(r) => format!("rl{r}_{dir}"),
+                a => format!("{}_{dir}", a.name()),
+            };
+            if self.spec.protocol != Protocol::Any {
+                n += "_";
+                n += self.spec.protocol.name();
+            }
+            if let Some(p) = self.spec.ports {
+                n += &format!("_{p}");
+            }
+            return n;
+        }
+        format!(
+            "{}{}_{dir}{}",
+            self.action().name(),
+            if self.v6 { 6 } else { 4 },
             if self.net { "_net" } else { "" }
         )
     }
@@ -92,12 +140,7 @@ impl SetKey {
             for direction in [Direction::Ingress, Direction::Egress] {
                 for v6 in [false, true] {
                     for net in [false, true] {
-                        v.push(SetKey {
-                            action,
-                            direction,
-                            v6,
-                            net,
-                        });
+                        v.push(SetKey::set(action, direction, v6, net));
                     }
                 }
             }
@@ -170,6 +213,8 @@ pub struct Scheduler {
     /// Entries that are networks, not hosts (overlaps are possible only
     /// then).
     networks: usize,
+    /// Entries that are rules.
+    rules: usize,
 }
 
 impl Scheduler {
@@ -185,6 +230,7 @@ impl Scheduler {
             breaker: Breaker::Closed,
             calm_since_ms: 0,
             networks: 0,
+            rules: 0,
         }
     }
 
@@ -217,7 +263,7 @@ impl Scheduler {
                 // An interval set holds no overlapping elements: of two
                 // overlapping networks the first one held stays (hosts
                 // live in their own set).
-                let scan = self.networks > 0 && key.0.net;
+                let scan = self.networks > 0 && key.0.net && !key.0.is_rule();
                 let overlap = if scan {
                     self.desired
                         .keys()
@@ -239,7 +285,14 @@ impl Scheduler {
                         self.cfg.max_entries
                     ));
                 }
-                self.networks += usize::from(!p.target.is_host());
+                if key.0.is_rule() && self.rules >= self.cfg.max_rules {
+                    return Offer::Skipped(format!(
+                        "the host holds its maximum of {} rules (policies with a port, protocol or rate)",
+                        self.cfg.max_rules
+                    ));
+                }
+                self.networks += usize::from(!p.target.is_host() && !key.0.is_rule());
+                self.rules += usize::from(key.0.is_rule());
                 self.desired.insert(
                     key,
                     Entry {
@@ -327,7 +380,11 @@ impl Scheduler {
             .filter(|(_, e)| e.policy.expires_at_ms <= now_ms)
             .map(|(k, _)| *k)
             .collect();
-        self.networks -= gone.iter().filter(|(_, n)| !n.is_host()).count();
+        self.networks -= gone
+            .iter()
+            .filter(|(s, n)| !n.is_host() && !s.is_rule())
+            .count();
+        self.rules -= gone.iter().filter(|(s, _)| s.is_rule()).count();
         gone.into_iter()
             .filter_map(|k| self.desired.remove(&k))
             .collect()
@@ -342,6 +399,22 @@ impl Scheduler {
             .iter()
             .filter(move |(k, _)| !pending.contains(k))
             .map(|((s, n), e)| (s, n, e))
+    }
+
+    /// The rules the host should hold now, as changes (what a backend
+    /// writes whole).
+    pub fn rules(&self) -> Vec<Change> {
+        self.desired()
+            .filter(|(s, _, _)| s.is_rule())
+            .map(|(s, n, e)| Change {
+                set: *s,
+                target: *n,
+                expires_at_ms: e.policy.expires_at_ms,
+                policy: e.policy.id.clone(),
+                height: e.policy.height,
+                replace: false,
+            })
+            .collect()
     }
 
     /// Changes waiting.
@@ -367,13 +440,13 @@ mod tests {
     fn policy(target: &str, height: u64, expires: u64) -> Policy {
         Policy {
             id: format!("block-{target}"),
-            action: Action::Drop,
+            spec: Spec::BLOCK,
             target: Net::parse(target).unwrap(),
-            direction: Direction::Ingress,
             expires_at_ms: expires,
             anomalies: vec![format!("an-{height}")],
             height,
             block_time_ms: 0,
+            scope: vec![],
         }
     }
 
@@ -415,6 +488,48 @@ mod tests {
         assert_eq!(s.offer(policy("192.0.2.2", 1, 9_000), 0), Offer::Queued);
         assert!(
             matches!(s.offer(policy("192.0.2.3", 1, 9_000), 0), Offer::Skipped(r) if r.contains("maximum"))
+        );
+    }
+
+    #[test]
+    fn ports_protocols_and_rates_are_rules_of_their_own_and_bounded() {
+        let cfg = Config {
+            max_rules: 2,
+            ..Config::default()
+        };
+        let mut s = Scheduler::new(cfg, allow());
+        let rule = |t: &str, spec: &str| Policy {
+            spec: Spec::parse(
+                spec,
+                if spec == "rate-limit" { 50 } else { 0 },
+                "",
+                "tcp",
+                "22",
+            )
+            .unwrap(),
+            ..policy(t, 1, 9_000)
+        };
+        // A whole-address drop and a port drop of one network are two
+        // entries: no overlap between a rule and a set.
+        assert_eq!(s.offer(policy("192.0.2.0/24", 1, 9_000), 0), Offer::Queued);
+        assert_eq!(s.offer(rule("192.0.2.0/24", "drop"), 0), Offer::Queued);
+        assert_eq!(
+            s.offer(rule("192.0.2.0/25", "rate-limit"), 0),
+            Offer::Queued
+        );
+        assert!(
+            matches!(s.offer(rule("198.51.100.1", "drop"), 0), Offer::Skipped(r) if r.contains("rules"))
+        );
+        let b = s.batch(50).unwrap();
+        let names: Vec<String> = b.iter().map(|c| c.set.name()).collect();
+        assert_eq!(names, ["drop4_in_net", "drop_in_tcp_22", "rl50_in_tcp_22"]);
+        assert_eq!(s.rules().len(), 2);
+        assert_eq!(s.expire(9_000).len(), 3);
+        assert!(s.rules().is_empty());
+        assert_eq!(
+            s.offer(rule("198.51.100.1", "drop"), 9_001),
+            Offer::Queued,
+            "room again"
         );
     }
 

@@ -1,14 +1,17 @@
 //! Before anything: a policy is enforced only if its envelope verifies
 //! under a validator's key, the QC it carries holds 2f+1 valid votes of
 //! the known validator set for the block it carries, that block is the
-//! one the policy names, and the block holds an anomaly behind the policy
-//! whose source is the target. A validator key alone cannot make one up;
-//! a QC alone cannot be bent to another target (pure).
+//! one the policy names, and the block itself says it: an anomaly's
+//! policy (drop everything from one host) needs an anomaly of the block
+//! from that host; a request's policy needs the request in the block,
+//! saying the same target, shape, scope and anomalies. A validator key
+//! alone cannot make one up; a QC alone cannot be bent to another target
+//! or shape (pure).
 
-use crate::model::{refuse_target, Action, Direction, Net, Policy};
+use crate::model::{check_scope, refuse_target, request_policy_id, Net, Policy, Spec};
 use ben_mesh_consensus::{verify_certified, wire, Hash};
 use ben_mesh_detect::wire::AnomalyEvent;
-use ben_mesh_wire::{BlockPolicy, PolicyEvent};
+use ben_mesh_wire::{BlockPolicy, PolicyEvent, PolicyRequest};
 use ben_wire::{pb, Keyring};
 use ed25519_dalek::VerifyingKey;
 use prost::Message as _;
@@ -66,17 +69,25 @@ impl Verifier {
         if ev.policies.is_empty() {
             return Err("policy message holds no policy".into());
         }
-        // The block's anomalies, by id, with their source.
+        // The block's anomalies, by id, with their source, and its
+        // requests.
         let mut sources = std::collections::HashMap::new();
+        let mut requests = std::collections::HashMap::new();
         for tx in &block.payload {
-            if let Some(a) = anomaly_in(tx) {
-                let src = a.source.as_ref().and_then(|s| s.ip.parse().ok());
-                sources.insert(a.id, src);
+            match in_block(tx) {
+                Some(InBlock::Anomaly(a)) => {
+                    let src = a.source.as_ref().and_then(|s| s.ip.parse().ok());
+                    sources.insert(a.id, src);
+                }
+                Some(InBlock::Request(r)) => {
+                    requests.insert(r.id.clone(), r);
+                }
+                None => {}
             }
         }
         ev.policies
             .iter()
-            .map(|p| self.one(p, &block, &sources))
+            .map(|p| self.one(p, &block, &sources, &requests))
             .collect()
     }
 
@@ -85,14 +96,29 @@ impl Verifier {
         p: &BlockPolicy,
         block: &ben_mesh_consensus::Block,
         sources: &std::collections::HashMap<String, Option<std::net::IpAddr>>,
+        requests: &std::collections::HashMap<String, PolicyRequest>,
     ) -> Result<Policy, String> {
         let target = Net::parse(&p.target).map_err(|e| format!("policy target: {e}"))?;
         if let Some(why) = refuse_target(&target) {
             return Err(why);
         }
-        let action = Action::parse(&p.action)?;
+        let spec = Spec::parse(&p.action, p.rate, &p.direction, &p.protocol, &p.ports)
+            .map_err(|e| format!("policy {}: {e}", p.id))?;
+        for h in &p.scope {
+            check_scope(h).map_err(|e| format!("policy {}: {e}", p.id))?;
+        }
         if p.anomalies.is_empty() {
             return Err(format!("policy {} names no anomaly", p.id));
+        }
+        if !p.request.is_empty() {
+            return self.requested(p, spec, target, block, requests);
+        }
+        if spec != Spec::BLOCK || !p.scope.is_empty() || !target.is_host() {
+            return Err(format!(
+                "policy {} ({} {target}) names no request: an anomaly's policy only drops everything from one host",
+                p.id,
+                spec.describe()
+            ));
         }
         // The block must carry an anomaly behind it from the target; none
         // of the block's anomalies it names may come from elsewhere.
@@ -116,6 +142,62 @@ impl Verifier {
                 block.height
             ));
         }
+        self.policy(p, spec, target, block)
+    }
+
+    /// A request's policy: the request is in the block and says the same.
+    fn requested(
+        &self,
+        p: &BlockPolicy,
+        spec: Spec,
+        target: Net,
+        block: &ben_mesh_consensus::Block,
+        requests: &std::collections::HashMap<String, PolicyRequest>,
+    ) -> Result<Policy, String> {
+        let r = requests.get(&p.request).ok_or_else(|| {
+            format!(
+                "policy {} names request {}, which is not in block {} at height {}",
+                p.id,
+                p.request,
+                block.id.short(),
+                block.height
+            )
+        })?;
+        let differs = |what: &str| {
+            Err(format!(
+                "policy {} says another {what} than request {} in its block",
+                p.id, r.id
+            ))
+        };
+        if Net::parse(&r.target).ok() != Some(target) {
+            return differs("target");
+        }
+        if Spec::parse(&r.action, r.rate, &r.direction, &r.protocol, &r.ports).ok() != Some(spec) {
+            return differs("action, direction, protocol or ports");
+        }
+        let mut scope = r.scope.clone();
+        scope.sort();
+        scope.dedup();
+        if scope != p.scope {
+            return differs("scope");
+        }
+        if r.anomalies.iter().any(|a| !p.anomalies.contains(a)) {
+            return differs("set of anomalies");
+        }
+        if p.id != request_policy_id(&target, &spec, &scope) {
+            return differs("id");
+        }
+        self.policy(p, spec, target, block)
+    }
+
+    /// The policy, its TTL checked.
+    fn policy(
+        &self,
+        p: &BlockPolicy,
+        spec: Spec,
+        target: Net,
+        block: &ben_mesh_consensus::Block,
+    ) -> Result<Policy, String> {
         if p.expires_at_ms.saturating_sub(block.time) > self.max_ttl_ms {
             return Err(format!(
                 "policy {} lasts {} ms past its block, over the {} ms maximum",
@@ -126,13 +208,13 @@ impl Verifier {
         }
         Ok(Policy {
             id: p.id.clone(),
-            action,
+            spec,
             target,
-            direction: Direction::Ingress,
             expires_at_ms: p.expires_at_ms,
             anomalies: p.anomalies.clone(),
             height: block.height,
             block_time_ms: block.time,
+            scope: p.scope.clone(),
         })
     }
 }
@@ -147,11 +229,26 @@ pub fn expired(p: &Policy, now_ms: u64) -> Option<String> {
     })
 }
 
-/// The anomaly a block transaction carries (its envelope is not checked
-/// again: the validators admitted it, and the QC covers the bytes).
-fn anomaly_in(tx: &[u8]) -> Option<AnomalyEvent> {
+enum InBlock {
+    Anomaly(AnomalyEvent),
+    Request(PolicyRequest),
+}
+
+/// The anomaly or request a block transaction carries (its envelope is
+/// not checked again: the validators admitted it, and the QC covers the
+/// bytes).
+fn in_block(tx: &[u8]) -> Option<InBlock> {
+    use ben_wire::Kind;
     let env = pb::SignedEnvelope::decode(tx).ok()?;
-    AnomalyEvent::decode(&env.payload[..]).ok()
+    if env.kind == PolicyRequest::KIND {
+        PolicyRequest::decode(&env.payload[..])
+            .ok()
+            .map(InBlock::Request)
+    } else {
+        AnomalyEvent::decode(&env.payload[..])
+            .ok()
+            .map(InBlock::Anomaly)
+    }
 }
 
 /// 64 hex digits → a hash.

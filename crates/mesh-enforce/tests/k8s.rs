@@ -67,12 +67,7 @@ async fn server_side_apply_requests_are_exactly_these() {
     let (service, mut api) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
     let client = kube::Client::new(service, "shop");
     let mut backend = Kubernetes::new(cfg(), client, tokio::runtime::Handle::current());
-    let set = SetKey {
-        action: Action::Drop,
-        direction: Direction::Ingress,
-        v6: false,
-        net: false,
-    };
+    let set = SetKey::set(Action::Drop, Direction::Ingress, false, false);
     let change = Change {
         set,
         target: Net::parse("203.0.113.66").unwrap(),

@@ -60,7 +60,8 @@ struct Net3 {
 }
 
 impl Net3 {
-    fn new(fw: Fw) -> Net3 {
+    /// `slot` keeps the namespaces of tests running at once apart.
+    fn new(fw: Fw, slot: u32) -> Net3 {
         assert!(
             sh(&["id", "-u"]).stdout.starts_with(b"0"),
             "this test makes network namespaces and needs root"
@@ -70,7 +71,7 @@ impl Net3 {
             sh(&[tool, "--version"]).status.success(),
             "{tool} is missing: install the nftables, iptables and ipset packages (scripts/test does)"
         );
-        let k = (std::process::id() % 100) * 2 + 20 + (fw == Fw::Ipt) as u32;
+        let k = (std::process::id() % 50) * 4 + 20 + slot * 2 + (fw == Fw::Ipt) as u32;
         let (victim, attacker, other) = (format!("bv{k}"), format!("ba{k}"), format!("bo{k}"));
         for ns in [&victim, &attacker, &other] {
             let _ = sh(&["ip", "netns", "del", ns]);
@@ -108,7 +109,7 @@ impl Net3 {
         }
         let server = Command::new("ip")
             .args(["netns", "exec", &victim, "python3", "-c",
-                "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(64)\nwhile True:\n c,_=s.accept()\n c.close()\n"])
+                "import socket,threading\ndef serve(p):\n s=socket.socket()\n s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n s.bind(('0.0.0.0',p))\n s.listen(64)\n while True:\n  c,_=s.accept()\n  c.close()\nthreading.Thread(target=serve,args=(8081,),daemon=True).start()\nserve(8080)\n"])
             .spawn()
             .expect("python3 for the victim's server");
         let n = Net3 {
@@ -134,10 +135,16 @@ impl Net3 {
         format!("10.{net}.{}.2", self.k)
     }
 
-    /// Whether `ns` completes a TCP connect to the victim within a second.
+    /// Whether `ns` completes a TCP connect to the victim's port 8080
+    /// within a second.
     fn connects(&self, ns: &str, net: u32) -> bool {
+        self.connects_to(ns, net, 8080)
+    }
+
+    /// The same, to `port` (the victim serves 8080 and 8081).
+    fn connects_to(&self, ns: &str, net: u32, port: u16) -> bool {
         let code = format!(
-            "import socket\ns=socket.socket()\ns.settimeout(1)\ns.connect(('10.{net}.{}.1',8080))\n",
+            "import socket\ns=socket.socket()\ns.settimeout(1)\ns.connect(('10.{net}.{}.1',{port}))\n",
             self.k
         );
         sh(&["ip", "netns", "exec", ns, "python3", "-c", &code])
@@ -208,6 +215,64 @@ impl Net3 {
                 .filter(|l| l.contains("ben-drop4_in"))
                 .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
                 .sum(),
+        }
+    }
+
+    /// Datagrams the victim's UDP port 9999 took from each of the
+    /// attacker and the other host when both send `n` over `secs` seconds
+    /// at once.
+    fn udp_race(&self, n: u32, secs: f64) -> (u32, u32) {
+        let k = self.k;
+        let counter = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',9999))\ns.settimeout(0.2)\nc={{}}\nend=time.time()+{}\nprint('ready',flush=True)\nwhile time.time()<end:\n try:\n  _,a=s.recvfrom(64)\n  c[a[0]]=c.get(a[0],0)+1\n except socket.timeout:\n  pass\nprint(c.get('10.201.{k}.2',0),c.get('10.202.{k}.2',0))\n",
+            secs + 1.5
+        );
+        let mut rx = Command::new("ip")
+            .args(["netns", "exec", &self.victim, "python3", "-c", &counter])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 for the UDP counter");
+        let mut out = std::io::BufReader::new(rx.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let send = |ns: &str, net: u32| {
+            let code = format!(
+                "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range({n}):\n s.sendto(b'x',('10.{net}.{k}.1',9999))\n time.sleep({})\n",
+                secs / n as f64
+            );
+            Command::new("ip")
+                .args(["netns", "exec", ns, "python3", "-c", &code])
+                .spawn()
+                .expect("python3 for a UDP sender")
+        };
+        let mut a = send(&self.attacker, 201);
+        let mut o = send(&self.other, 202);
+        a.wait().unwrap();
+        o.wait().unwrap();
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        rx.wait().unwrap();
+        let v: Vec<u32> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1])
+    }
+
+    /// Deletes the agent's rules behind its back.
+    fn flush_rules(&self) {
+        match self.fw {
+            Fw::Nft => self.nft(&["flush", "chain", "inet", "ben", "rules_in"]),
+            Fw::Ipt => self.exec(&["iptables", "-w", "-F", "BEN-RULES-IN"]),
+        };
+    }
+
+    /// The agent's rules as the host shows them.
+    fn rules(&self) -> String {
+        match self.fw {
+            Fw::Nft => self.nft(&["list", "chain", "inet", "ben", "rules_in"]),
+            Fw::Ipt => self.exec(&["iptables", "-w", "-S", "BEN-RULES-IN"]),
         }
     }
 
@@ -380,7 +445,7 @@ async fn iptables_a_committed_policy_drops_the_attacker_and_the_host_stays_that_
 }
 
 async fn scenario(fw: Fw) {
-    let n = Net3::new(fw);
+    let n = Net3::new(fw, 0);
     n.foreign();
     let bus = Arc::new(InProcessBus::default());
     let mut acks = bus.subscribe(ACK_SUBJECT, None).await.unwrap();
@@ -547,6 +612,127 @@ async fn scenario(fw: Fw) {
     assert!(h.n.connects(&attacker, 201));
     // The other table is still there.
     assert!(h.n.foreign_intact(), "the agent touched rules not its own");
+    h.stop();
+    let _ = std::fs::remove_dir_all(&h.state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_ports_rate_limits_and_scopes_are_enforced_as_requested() {
+    rules_scenario(Fw::Nft).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_ports_rate_limits_and_scopes_are_enforced_as_requested() {
+    rules_scenario(Fw::Ipt).await
+}
+
+/// Policies an AI service requested (DESIGN: `ai.policy.v1`), certified
+/// like any other: a port drop cuts the attacker off one service and not
+/// the other; a rate limit lets a trickle of its datagrams through while
+/// the other host's all arrive; a policy scoped to another host is
+/// skipped; a deleted rule comes back; a restart rebuilds the rules; and
+/// at its time the port opens again.
+async fn rules_scenario(fw: Fw) {
+    let n = Net3::new(fw, 1);
+    let bus = Arc::new(InProcessBus::default());
+    let mut acks = bus.subscribe(ACK_SUBJECT, None).await.unwrap();
+    let state =
+        std::env::temp_dir().join(format!("ben-enforce-rules-{}-{fw:?}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut h = Harness {
+        bus,
+        world: World::new(),
+        n,
+        state,
+        task: None,
+        counters: Arc::new(Counters::default()),
+    };
+    h.start();
+    let (attacker, other) = (h.n.attacker.clone(), h.n.other.clone());
+    let a_ip = h.n.ip(201);
+    assert!(h.n.connects_to(&attacker, 201, 8080));
+    let (a0, o0) = h.n.udp_race(200, 1.0);
+    assert!(
+        a0 >= 190 && o0 >= 190,
+        "before any policy: {a0} and {o0} of 200"
+    );
+
+    let now = now_ms();
+    // Port 8080/tcp dropped from the attacker, for 8 s.
+    let mut port = h.world.request("r-port", &a_ip, "an-port", 8_000);
+    port.action = "drop".into();
+    port.rate = 0;
+    port.protocol = "tcp".into();
+    port.ports = "8080".into();
+    h.publish(h.world.requested(&port, &a_ip, 10, now, |_| {}))
+        .await;
+    // UDP to 9999 from the attacker limited to 20 a second.
+    let mut rl = h.world.request("r-rate", &a_ip, "an-rate", 60_000);
+    rl.rate = 20;
+    rl.protocol = "udp".into();
+    rl.ports = "9999".into();
+    h.publish(h.world.requested(&rl, &a_ip, 11, now, |_| {}))
+        .await;
+    let ack = next_ack(&mut acks, "applied", &a_ip).await;
+    assert!(ack.reason.starts_with("rule "), "{ack:?}");
+    next_ack(&mut acks, "applied", &a_ip).await;
+    assert!(
+        !h.n.connects_to(&attacker, 201, 8080),
+        "the attacker still reaches the dropped port"
+    );
+    assert!(
+        h.n.connects_to(&attacker, 201, 8081),
+        "the attacker lost a port no policy names"
+    );
+    let (a1, o1) = h.n.udp_race(200, 1.0);
+    eprintln!("rate-limited: attacker {a1} of 200, other {o1} of 200 (before: {a0}, {o0})");
+    assert!(
+        (5..=80).contains(&a1),
+        "rate-limited to 20/s (burst 20), the attacker got {a1} of 200 through in 1 s"
+    );
+    assert!(o1 >= 190, "the other host lost datagrams: {o1} of 200");
+
+    // Scoped to another host: skipped, saying why.
+    let mut scoped = h.world.request("r-scope", &h.n.ip(202), "an-scope", 60_000);
+    scoped.scope = vec!["enforcer-9".into()];
+    h.publish(h.world.requested(&scoped, &h.n.ip(202), 12, now, |_| {}))
+        .await;
+    let skipped = next_ack(&mut acks, "skipped", &h.n.ip(202)).await;
+    assert!(skipped.reason.contains("scope"), "{skipped:?}");
+
+    // The rules deleted behind the agent's back: back within its period.
+    h.n.flush_rules();
+    let n = &h.n;
+    wait_for("the deleted rules restored", Duration::from_secs(3), || {
+        n.rules().matches("ben|").count() == 2
+    })
+    .await;
+    assert!(!h.n.connects_to(&attacker, 201, 8080));
+
+    // Restarted: the same rules.
+    h.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(h.n.rules().matches("ben|").count(), 2, "{}", h.n.rules());
+    assert!(!h.n.connects_to(&attacker, 201, 8080));
+
+    // The port policy's time is up: the port opens, the rate limit stays.
+    let n = &h.n;
+    let until = now + 8_000 + 2_500;
+    wait_for(
+        "the port opens at the policy's time",
+        Duration::from_millis(until.saturating_sub(now_ms())),
+        || n.connects_to(&attacker, 201, 8080),
+    )
+    .await;
+    next_ack(&mut acks, "expired", &a_ip).await;
+    let n = &h.n;
+    wait_for("the expired rule removed", Duration::from_secs(3), || {
+        n.rules().matches("ben|").count() == 1
+    })
+    .await;
+    assert!(h.n.connects_to(&other, 202, 8080));
     h.stop();
     let _ = std::fs::remove_dir_all(&h.state);
 }

@@ -112,6 +112,7 @@ fn a_block_s_policies_travel_and_fail_together() {
         target: "198.51.100.1".into(),
         expires_at_ms: now + 60_000,
         anomalies: vec!["an-elsewhere".into()],
+        ..Default::default()
     });
     let bad = w.envelope[0].seal_bytes(&ev);
     let err = v.verify(&bad).unwrap_err();
@@ -120,4 +121,63 @@ fn a_block_s_policies_travel_and_fail_together() {
     ev.policies.clear();
     let empty = w.envelope[0].seal_bytes(&ev);
     assert!(v.verify(&empty).unwrap_err().contains("no policy"));
+}
+
+/// A request's policy passes only as its request in the block says it:
+/// target, shape, scope, anomalies and id; an anomaly's policy is only a
+/// whole drop of one host.
+#[test]
+fn a_requested_policy_must_say_what_its_request_in_the_block_says() {
+    let w = World::new();
+    let v = w.verifier();
+    let now = now_ms();
+    let mut r = w.request("r1", "192.0.2.7", "an-1", 60_000);
+    r.protocol = "tcp".into();
+    r.ports = "22".into();
+    r.scope = vec!["web-1".into()];
+    let good = w.requested(&r, "192.0.2.7", 6, now, |_| {});
+    let p = v.verify(&good).expect("the request's policy verifies");
+    assert_eq!(p[0].spec.describe(), "rate-limit 10/s ingress tcp 22");
+    assert_eq!(p[0].scope, ["web-1"]);
+    assert!(p[0].in_scope("web-1", "h") && !p[0].in_scope("enforcer-1", "h"));
+    type Edit = Box<dyn Fn(&mut ben_mesh_wire::BlockPolicy)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|p| p.target = "192.0.2.8".into()),
+            "another target",
+        ),
+        (Box::new(|p| p.ports = "23".into()), "another action"),
+        (Box::new(|p| p.rate = 1_000), "another action"),
+        (Box::new(|p| p.action = "drop".into()), "rate"),
+        (
+            Box::new(|p| p.direction = "egress".into()),
+            "another action",
+        ),
+        (Box::new(|p| p.scope.clear()), "another scope"),
+        (Box::new(|p| p.anomalies = vec!["an-2".into()]), "anomalies"),
+        (Box::new(|p| p.id = "req-0000".into()), "another id"),
+        (Box::new(|p| p.request = "r2".into()), "not in block"),
+        (Box::new(|p| p.scope = vec!["a;b".into()]), "scope"),
+        // Without its request, the policy is an anomaly's: only a whole
+        // drop of one host.
+        (Box::new(|p| p.request.clear()), "names no request"),
+    ];
+    for (i, (edit, want)) in cases.iter().enumerate() {
+        let bytes = w.requested(&r, "192.0.2.7", 6, now, edit);
+        let err = v.verify(&bytes).expect_err(&format!("case {i} verified"));
+        assert!(
+            err.contains(want),
+            "case {i}: {err:?} does not say {want:?}"
+        );
+    }
+    // A network target (the validators checked its anomalies; the agent
+    // checks the request says it).
+    let mut net = w.request("r3", "192.0.2.0/24", "an-3", 60_000);
+    net.action = "drop".into();
+    net.rate = 0;
+    let p = v
+        .verify(&w.requested(&net, "192.0.2.7", 7, now, |_| {}))
+        .unwrap();
+    assert_eq!(p[0].target.to_string(), "192.0.2.0/24");
+    assert!(p[0].spec.is_whole());
 }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use ben_mesh_wire::{
     BlockPolicy, CommitEvent, PolicyEvent, ReputationEvent, ValidatorReputation, COMMITS_SUBJECT,
-    POLICY_SUBJECT, REPUTATION_SUBJECT,
+    POLICY_REQUEST_SUBJECT, POLICY_SUBJECT, REPUTATION_SUBJECT,
 };
 
 /// A validator set as one process sees it: every validator's public key
@@ -195,15 +195,41 @@ impl ValidatorSet {
     }
 }
 
-/// Runs one validator on the bus until the bus closes: anomalies that
-/// verify go to it, the others are dead-lettered with the reason; each
-/// block it commits is announced.
+/// A policy as `control.policy.v1` carries it.
+pub fn block_policy(p: &state::Policy) -> BlockPolicy {
+    let s = &p.spec;
+    BlockPolicy {
+        id: p.id.clone(),
+        action: s.action.name().into(),
+        target: p.target.to_string(),
+        expires_at_ms: p.expires_at,
+        anomalies: p.anomalies.clone(),
+        direction: s.direction.name().into(),
+        protocol: match s.protocol {
+            ben_mesh_wire::policy::Protocol::Any => String::new(),
+            other => other.name().into(),
+        },
+        ports: s.ports.map(|p| p.to_string()).unwrap_or_default(),
+        rate: s.action.rate(),
+        scope: p.scope.clone(),
+        request: p.request.clone().unwrap_or_default(),
+    }
+}
+
+/// Runs one validator on the bus until the bus closes: anomalies and
+/// policy requests that verify go to it, the others are dead-lettered
+/// with the reason; each block it commits is announced.
 pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> Result<(), String> {
     let mut sub = deps
         .bus
         .subscribe(ANOMALIES_SUBJECT, None)
         .await
         .map_err(|e| format!("subscribing to {ANOMALIES_SUBJECT}: {e}"))?;
+    let mut requests = deps
+        .bus
+        .subscribe(POLICY_REQUEST_SUBJECT, None)
+        .await
+        .map_err(|e| format!("subscribing to {POLICY_REQUEST_SUBJECT}: {e}"))?;
     let (atx, arx) = mpsc::channel(4_096);
     let (ctx, mut crx) = mpsc::channel::<crate::run::Committed>(1_024);
     let (_stop, stop_rx) = oneshot::channel();
@@ -246,17 +272,7 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                         block: c.block_bytes.clone(),
                         qc: qc.clone(),
                         chain: chain.clone(),
-                        policies: c
-                            .policies
-                            .iter()
-                            .map(|p| BlockPolicy {
-                                id: p.id.clone(),
-                                action: "drop".into(),
-                                target: p.target.to_string(),
-                                expires_at_ms: p.expires_at,
-                                anomalies: p.anomalies.clone(),
-                            })
-                            .collect(),
+                        policies: c.policies.iter().map(block_policy).collect(),
                     };
                     if let Err(e) = deps
                         .bus
@@ -301,13 +317,26 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
         let deps = deps.clone();
         let counters = counters.clone();
         async move {
-            while let Some(m) = sub.next().await {
-                match ben_wire::open_bytes::<AnomalyEvent>(&m.payload, &deps.keyring) {
-                    Ok(v) => {
-                        // Checked here, once: the validator takes it as is.
+            loop {
+                let (m, anomaly) = tokio::select! {
+                    m = sub.next() => (m, true),
+                    m = requests.next() => (m, false),
+                };
+                let Some(m) = m else { break };
+                // Checked here, once for an anomaly (the validator takes it
+                // as is); a request (rare) is checked again by the
+                // validator, which reads what it rests on.
+                let checked = if anomaly {
+                    ben_wire::open_bytes::<AnomalyEvent>(&m.payload, &deps.keyring).map(Some)
+                } else {
+                    ben_wire::open_bytes::<ben_mesh_wire::PolicyRequest>(&m.payload, &deps.keyring)
+                        .map(|_| None)
+                };
+                match checked {
+                    Ok(opened) => {
                         let offer = crate::run::Offer {
                             bytes: m.payload,
-                            opened: Some(v),
+                            opened,
                         };
                         if atx.send(offer).await.is_err() {
                             break;
@@ -315,11 +344,16 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                     }
                     Err(e) => {
                         counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
+                        let (subject, what) = if anomaly {
+                            (ANOMALIES_SUBJECT, "anomaly")
+                        } else {
+                            (POLICY_REQUEST_SUBJECT, "policy request")
+                        };
                         let size = m.payload.len();
                         deps.dead_letter_to(
                             ben_mesh_wire::DLQ_SUBJECT,
-                            ANOMALIES_SUBJECT,
-                            format!("anomaly refused: {e}"),
+                            subject,
+                            format!("{what} refused: {e}"),
                             size,
                             &m.payload,
                         )

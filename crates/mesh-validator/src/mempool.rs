@@ -28,6 +28,17 @@ struct Entry {
     digest: [u8; 32],
 }
 
+/// Policy requests waiting at most.
+pub const MAX_REQUESTS: usize = 1_024;
+
+struct Request {
+    id: String,
+    tx: Vec<u8>,
+    digest: [u8; 32],
+    /// Anomaly ids not committed when it arrived.
+    needs: Vec<String>,
+}
+
 /// Confidence ordered as an integer (parts per billion), so ordering is
 /// total and the same everywhere.
 type Confidence = u64;
@@ -49,6 +60,12 @@ pub struct Mempool {
     /// backlog between the bus and this mempool) is a duplicate, not a
     /// transaction to propose again.
     committed_digests: HashSet<[u8; 32]>,
+    /// Policy requests by arrival, and their ids.
+    requests: std::collections::BTreeMap<u64, Request>,
+    request_ids: HashMap<String, u64>,
+    request_digests: HashMap<[u8; 32], u64>,
+    /// Requests let go because [`MAX_REQUESTS`] were waiting.
+    pub requests_evicted: u64,
     /// Anomalies let go because the mempool was full.
     pub evicted: u64,
     /// Anomalies refused because the mempool was full.
@@ -72,20 +89,56 @@ impl Mempool {
             order: BTreeSet::new(),
             committed: HashSet::new(),
             committed_digests: HashSet::new(),
+            requests: Default::default(),
+            request_ids: HashMap::new(),
+            request_digests: HashMap::new(),
+            requests_evicted: 0,
             evicted: 0,
             refused_full: 0,
             duplicates: 0,
         }
     }
 
-    /// Anomalies waiting.
+    /// Anomalies and requests waiting.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.by_id.len() + self.requests.len()
     }
 
     /// Whether none are waiting.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len() == 0
+    }
+
+    /// Offers a verified policy request: its id, the anomalies it rests
+    /// on that are not committed yet, and its signed bytes.
+    pub fn offer_request(&mut self, id: &str, needs: Vec<String>, tx: Vec<u8>) -> Offered {
+        let digest = *blake3::hash(&tx).as_bytes();
+        if self.request_ids.contains_key(id) || self.committed_digests.contains(&digest) {
+            self.duplicates += 1;
+            return Offered::Duplicate;
+        }
+        let mut outcome = Offered::Added;
+        if self.requests.len() >= MAX_REQUESTS {
+            if let Some((_, old)) = self.requests.pop_first() {
+                self.request_ids.remove(&old.id);
+                self.request_digests.remove(&old.digest);
+                self.requests_evicted += 1;
+                outcome = Offered::Evicted(old.id);
+            }
+        }
+        self.seq += 1;
+        self.request_ids.insert(id.to_string(), self.seq);
+        self.request_digests.insert(digest, self.seq);
+        self.requests.insert(
+            self.seq,
+            Request {
+                id: id.to_string(),
+                tx,
+                digest,
+                needs,
+            },
+        );
+        outcome
     }
 
     /// Offers a verified anomaly: its id, confidence and the signed bytes
@@ -158,6 +211,11 @@ impl Pool for Mempool {
             if let Some(id) = self.by_digest.get(&d) {
                 ids.push(id.clone());
             }
+            if let Some(seq) = self.request_digests.remove(&d) {
+                if let Some(r) = self.requests.remove(&seq) {
+                    self.request_ids.remove(&r.id);
+                }
+            }
             self.committed_digests.insert(d);
         }
         self.remove_committed(ids.iter().map(String::as_str));
@@ -170,6 +228,12 @@ impl Pool for Mempool {
             .collect();
         let mut out = vec![];
         let mut bytes = 0;
+        // Anomalies in this batch or the pending blocks: a request may
+        // rest on them.
+        let mut present: HashSet<&str> = taken
+            .iter()
+            .filter_map(|d| self.by_digest.get(d).map(String::as_str))
+            .collect();
         for (_, _, id) in self.order.iter().rev() {
             if out.len() >= max_txs {
                 break;
@@ -182,6 +246,21 @@ impl Pool for Mempool {
             }
             bytes += e.tx.len();
             out.push(e.tx.clone());
+            present.insert(id);
+        }
+        for r in self.requests.values() {
+            if out.len() >= max_txs {
+                break;
+            }
+            let ready = r
+                .needs
+                .iter()
+                .all(|a| self.committed.contains(a) || present.contains(a.as_str()));
+            if !ready || taken.contains(&r.digest) || bytes + r.tx.len() > max_bytes {
+                continue;
+            }
+            bytes += r.tx.len();
+            out.push(r.tx.clone());
         }
         out
     }
@@ -227,6 +306,47 @@ mod tests {
         m.remove_committed(["a"]);
         assert_eq!(m.offer("a", 0.9, b"a1".to_vec()), Offered::Duplicate);
         assert_eq!(m.batch(&[], 10, 1 << 20), vec![b"c".to_vec()]);
+    }
+
+    #[test]
+    fn a_request_waits_for_its_anomalies() {
+        let mut m = Mempool::new(10);
+        assert_eq!(
+            m.offer_request("r1", vec!["a".into(), "b".into()], b"r1".to_vec()),
+            Offered::Added
+        );
+        assert_eq!(
+            m.offer_request("r1", vec![], b"r1-again".to_vec()),
+            Offered::Duplicate
+        );
+        assert!(m.batch(&[], 10, 1 << 20).is_empty(), "a and b not here yet");
+        m.offer("a", 0.9, b"a".to_vec());
+        assert_eq!(m.batch(&[], 10, 1 << 20), vec![b"a".to_vec()]);
+        m.offer("b", 0.8, b"b".to_vec());
+        // Both in the batch: the request goes after them.
+        assert_eq!(
+            m.batch(&[], 10, 1 << 20),
+            vec![b"a".to_vec(), b"b".to_vec(), b"r1".to_vec()]
+        );
+        // a committed, b in a pending block: ready without them.
+        let mut blk = Block::genesis("t");
+        blk.payload = vec![b"a".to_vec()];
+        m.committed(&blk);
+        blk.payload = vec![b"b".to_vec()];
+        assert_eq!(m.batch(&[&blk], 10, 1 << 20), vec![b"r1".to_vec()]);
+        blk.payload = vec![b"b".to_vec(), b"r1".to_vec()];
+        m.committed(&blk);
+        assert!(m.is_empty());
+        // Bounded: the oldest goes.
+        for i in 0..MAX_REQUESTS + 1 {
+            m.offer_request(
+                &format!("q{i}"),
+                vec!["never".into()],
+                vec![i as u8, (i >> 8) as u8],
+            );
+        }
+        assert_eq!(m.len(), MAX_REQUESTS);
+        assert_eq!(m.requests_evicted, 1);
     }
 
     #[test]

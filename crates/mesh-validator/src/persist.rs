@@ -81,6 +81,8 @@ pub struct Record {
     pub admitted: Vec<(usize, String, String, f64)>,
     /// Refused transactions: index and reason.
     pub refused: Vec<(usize, String)>,
+    /// Admitted policy requests, by transaction index.
+    pub requests: Vec<usize>,
     /// Every validator's reputation after it, by index.
     pub reputation: Vec<(u16, Reputation)>,
 }
@@ -103,6 +105,7 @@ impl Record {
                 .map(|(id, (i, class, conf))| (*i, id.clone(), class.clone(), *conf))
                 .collect(),
             refused: a.refused.clone(),
+            requests: a.requests.iter().map(|(i, _)| *i).collect(),
             reputation,
         }
     }
@@ -315,7 +318,13 @@ async fn write(pool: &AnyPool, r: &Record) -> Result<(), String> {
         .bind(&id)
         .bind(height)
         .bind(i as i64)
-        .bind(if why.is_some() { "refused" } else { "anomaly" })
+        .bind(if why.is_some() {
+            "refused"
+        } else if r.requests.contains(&i) {
+            "policy_request"
+        } else {
+            "anomaly"
+        })
         .bind(hex::encode(payload))
         .bind(why)
         .execute(&mut *tx)

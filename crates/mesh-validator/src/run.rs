@@ -394,6 +394,35 @@ pub async fn run(
                     }
                     node.on_payload(now(), &mut pool, &mut out);
                 }
+                Some(Offer { bytes: tx, opened: None })
+                    if state::kind_of(&tx).as_deref()
+                        == Some(<ben_mesh_wire::PolicyRequest as ben_wire::Kind>::KIND) =>
+                {
+                    match ben_wire::open_bytes::<ben_mesh_wire::PolicyRequest>(&tx, &keyring) {
+                        Ok(v) => {
+                            let r = v.into_inner();
+                            let needs = r
+                                .anomalies
+                                .into_iter()
+                                .filter(|a| sm.anomaly(a).is_none())
+                                .collect();
+                            match pool.offer_request(&r.id, needs, tx) {
+                                Offered::Duplicate => {
+                                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Offered::Evicted(_) | Offered::Full => {
+                                    counters.mempool_full.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Offered::Added => {}
+                            }
+                            node.on_payload(now(), &mut pool, &mut out);
+                        }
+                        Err(e) => {
+                            counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "policy request refused before the mempool");
+                        }
+                    }
+                }
                 Some(Offer { bytes: tx, opened: checked }) => match checked
                     .map_or_else(|| ben_wire::open_bytes::<AnomalyEvent>(&tx, &keyring), Ok)
                 {

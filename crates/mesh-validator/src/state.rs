@@ -15,13 +15,25 @@
 //!   blocks its source for a TTL scaled by its confidence and class
 //!   (one policy per source: a later anomaly extends it and adds its id);
 //!   policies past their expiry go;
+//! * **policy requests** (`ai.policy.v1`): a `PolicyRequest` signed by an
+//!   AI-service key asks for another shape of policy — a network, a port
+//!   and protocol, a rate limit, an egress block, some hosts only. It is
+//!   admitted when it is fresh and not a replay, every anomaly it names is
+//!   committed (earlier, or earlier in the same block) and came from
+//!   inside its target, a network target is no wider than the chain's
+//!   limit and rests on anomalies from at least two of its addresses, and
+//!   its TTL is within the chain's maximum. Its policy's id comes from its
+//!   target, shape and scope, so asking again extends it;
 //! * **validator reputation**: the block's author proposed one more block
 //!   that committed, each signer of the QC it carries voted one more;
 //! * the **state root**: a BLAKE3 Merkle root over the sorted records.
 
 use ben_mesh_consensus::{Block, Hash, Height, Millis, NodeId};
 use ben_mesh_detect::wire::AnomalyEvent;
+use ben_mesh_wire::policy::{check_scope, refuse_target, request_policy_id, Net, Spec};
+use ben_mesh_wire::PolicyRequest;
 use ben_wire::{open_bytes, Keyring, Verified};
+use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,6 +53,12 @@ pub struct Config {
     pub policy_ttl: Millis,
     /// Anomaly records are kept this long (the seed's 30 days).
     pub retention: Millis,
+    /// The longest TTL a policy request may ask for.
+    pub request_max_ttl: Millis,
+    /// The widest network a request may target (prefix length, IPv4).
+    pub request_widest_v4: u8,
+    /// The same for IPv6.
+    pub request_widest_v6: u8,
 }
 
 impl Default for Config {
@@ -51,6 +69,9 @@ impl Default for Config {
             policy_min_confidence: 0.7,
             policy_ttl: 60 * 60_000,
             retention: 30 * 24 * 3_600_000,
+            request_max_ttl: 2 * 60 * 60_000,
+            request_widest_v4: 24,
+            request_widest_v6: 64,
         }
     }
 }
@@ -63,6 +84,24 @@ fn class_weight(class: &str) -> f64 {
         "portscan" | "scan" => 1.0,
         _ => 1.0,
     }
+}
+
+/// The kind a transaction's envelope names, read without verifying it.
+pub fn kind_of(tx: &[u8]) -> Option<String> {
+    ben_wire::pb::SignedEnvelope::decode(tx)
+        .ok()
+        .map(|e| e.kind)
+}
+
+/// An admitted policy request.
+struct Request {
+    id: String,
+    spec: Spec,
+    target: Net,
+    anomalies: Vec<String>,
+    /// Sorted, without repeats.
+    scope: Vec<String>,
+    ttl: Millis,
 }
 
 /// A committed anomaly.
@@ -82,19 +121,26 @@ pub struct AnomalyRecord {
     pub committed_at: Millis,
 }
 
-/// A block policy the validators agreed on.
+/// A policy the validators agreed on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
-    /// Stable id: derived from the target.
+    /// Stable id: derived from the target (and, for a request's, its
+    /// shape and scope).
     pub id: String,
-    /// The address to drop (a single host).
-    pub target: IpAddr,
-    /// Drop until this block time.
+    /// What it does.
+    pub spec: Spec,
+    /// The address or network.
+    pub target: Net,
+    /// Until this block time.
     pub expires_at: Millis,
     /// Anomalies behind it.
     pub anomalies: Vec<String>,
     /// Height that created or last extended it.
     pub height: Height,
+    /// Hosts that enforce it (empty: all).
+    pub scope: Vec<String>,
+    /// The request that made or last extended it (none: an anomaly).
+    pub request: Option<String>,
 }
 
 /// A validator's record in the chain.
@@ -111,6 +157,8 @@ pub struct Reputation {
 pub struct Applied {
     /// Anomalies admitted (committed), by id.
     pub admitted: Vec<String>,
+    /// Policy requests admitted: transaction index and request id.
+    pub requests: Vec<(usize, String)>,
     /// The same: each one's transaction index in the block, class and
     /// confidence.
     pub detail: Vec<(usize, String, f64)>,
@@ -131,6 +179,9 @@ pub struct StateMachine {
     height: Height,
     anomalies: BTreeMap<String, AnomalyRecord>,
     policies: BTreeMap<String, Policy>,
+    /// Admitted request ids and their block time (kept as long as
+    /// anomalies, so a replay is refused).
+    requests: BTreeMap<String, Millis>,
     validators: BTreeMap<NodeId, Reputation>,
 }
 
@@ -143,6 +194,7 @@ impl StateMachine {
             height: 0,
             anomalies: BTreeMap::new(),
             policies: BTreeMap::new(),
+            requests: BTreeMap::new(),
             validators: BTreeMap::new(),
         }
     }
@@ -185,7 +237,14 @@ impl StateMachine {
     ) -> Applied {
         let now = block.time;
         let mut out = Applied::default();
+        // Requests after the block's anomalies: one may rest on an anomaly
+        // the same block commits.
+        let mut requests = vec![];
         for (i, tx) in block.payload.iter().enumerate() {
+            if kind_of(tx).as_deref() == Some(<PolicyRequest as ben_wire::Kind>::KIND) {
+                requests.push(i);
+                continue;
+            }
             match self.admit(tx, now, verified(tx)) {
                 Ok((id, rec)) => {
                     if rec.confidence >= self.cfg.policy_min_confidence {
@@ -206,6 +265,17 @@ impl StateMachine {
                 Err(reason) => out.refused.push((i, reason)),
             }
         }
+        for i in requests {
+            match self.admit_request(&block.payload[i], now) {
+                Ok(r) => {
+                    self.requests.insert(r.id.clone(), now);
+                    out.requests.push((i, r.id.clone()));
+                    out.policies.push(self.request_policy(r, block.height, now));
+                }
+                Err(reason) => out.refused.push((i, reason)),
+            }
+        }
+        out.refused.sort_by_key(|r| r.0);
         // Expiry, by the block's time.
         let expired: Vec<String> = self
             .policies
@@ -219,6 +289,7 @@ impl StateMachine {
         out.expired = expired;
         let keep_after = now.saturating_sub(self.cfg.retention);
         self.anomalies.retain(|_, a| a.committed_at > keep_after);
+        self.requests.retain(|_, at| *at > keep_after);
         // Reputation: who proposed it, who certified its parent.
         self.validators.entry(block.author).or_default().proposed += 1;
         for (a, _) in &block.qc.votes {
@@ -304,15 +375,137 @@ impl StateMachine {
         let id = format!("block-{}", a.source);
         let p = self.policies.entry(id.clone()).or_insert_with(|| Policy {
             id,
-            target: a.source,
+            spec: Spec::BLOCK,
+            target: Net::host(a.source),
             expires_at,
             anomalies: vec![],
             height,
+            scope: vec![],
+            request: None,
         });
         p.expires_at = p.expires_at.max(expires_at);
         p.height = height;
         if !p.anomalies.iter().any(|x| x == anomaly) {
             p.anomalies.push(anomaly.to_string());
+        }
+        p.clone()
+    }
+
+    /// A policy request, checked (see the module documentation).
+    fn admit_request(&self, tx: &[u8], now: Millis) -> Result<Request, String> {
+        let r = open_bytes::<PolicyRequest>(tx, &self.keyring)
+            .map_err(|e| format!("policy request: {e}"))?
+            .into_inner();
+        if r.id.is_empty() || r.id.len() > 128 {
+            return Err(format!(
+                "policy request id of {} bytes (1 to 128 expected)",
+                r.id.len()
+            ));
+        }
+        let id = r.id.clone();
+        let fail = |why: String| format!("policy request {id}: {why}");
+        if self.requests.contains_key(&r.id) {
+            return Err(fail("a replay of an admitted request".into()));
+        }
+        if r.requested_at_ms.saturating_add(self.cfg.max_age) < now {
+            return Err(fail(format!(
+                "stale (asked {} ms before the block)",
+                now - r.requested_at_ms
+            )));
+        }
+        if r.requested_at_ms > now.saturating_add(self.cfg.max_ahead) {
+            return Err(fail(format!(
+                "asked {} ms after the block",
+                r.requested_at_ms - now
+            )));
+        }
+        let spec =
+            Spec::parse(&r.action, r.rate, &r.direction, &r.protocol, &r.ports).map_err(fail)?;
+        let target = Net::parse(&r.target).map_err(fail)?;
+        if let Some(why) = refuse_target(&target) {
+            return Err(fail(why));
+        }
+        let widest = if target.is_v6() {
+            self.cfg.request_widest_v6
+        } else {
+            self.cfg.request_widest_v4
+        };
+        if target.prefix < widest {
+            return Err(fail(format!(
+                "target {target} is wider than the chain's limit of a /{widest}"
+            )));
+        }
+        if r.ttl_ms == 0 || r.ttl_ms > self.cfg.request_max_ttl {
+            return Err(fail(format!(
+                "TTL of {} ms (1 to {} ms)",
+                r.ttl_ms, self.cfg.request_max_ttl
+            )));
+        }
+        if r.scope.len() > 64 {
+            return Err(fail(format!("{} scope hosts (64 at most)", r.scope.len())));
+        }
+        for h in &r.scope {
+            check_scope(h).map_err(fail)?;
+        }
+        if r.anomalies.is_empty() || r.anomalies.len() > 64 {
+            return Err(fail(format!(
+                "names {} anomalies (1 to 64)",
+                r.anomalies.len()
+            )));
+        }
+        let mut sources = std::collections::BTreeSet::new();
+        for a in &r.anomalies {
+            let rec = self
+                .anomalies
+                .get(a)
+                .ok_or_else(|| fail(format!("anomaly {a} is not committed")))?;
+            if !target.contains(rec.source) {
+                return Err(fail(format!(
+                    "anomaly {a} came from {}, outside the target {target}",
+                    rec.source
+                )));
+            }
+            sources.insert(rec.source);
+        }
+        if !target.is_host() && sources.len() < 2 {
+            return Err(fail(format!(
+                "a network ({target}) needs anomalies from at least two of its addresses"
+            )));
+        }
+        let mut scope = r.scope;
+        scope.sort();
+        scope.dedup();
+        Ok(Request {
+            id: r.id,
+            spec,
+            target,
+            anomalies: r.anomalies,
+            scope,
+            ttl: r.ttl_ms,
+        })
+    }
+
+    /// The policy an admitted request makes, or extends.
+    fn request_policy(&mut self, r: Request, height: Height, now: Millis) -> Policy {
+        let id = request_policy_id(&r.target, &r.spec, &r.scope);
+        let expires_at = now.saturating_add(r.ttl);
+        let p = self.policies.entry(id.clone()).or_insert_with(|| Policy {
+            id,
+            spec: r.spec,
+            target: r.target,
+            expires_at,
+            anomalies: vec![],
+            height,
+            scope: r.scope,
+            request: None,
+        });
+        p.expires_at = p.expires_at.max(expires_at);
+        p.height = height;
+        p.request = Some(r.id);
+        for a in r.anomalies {
+            if !p.anomalies.contains(&a) {
+                p.anomalies.push(a);
+            }
         }
         p.clone()
     }
@@ -345,13 +538,19 @@ impl StateMachine {
         }
         for (id, p) in &self.policies {
             let v = format!(
-                "{}|{}|{}|{}",
+                "{}|{}|{}|{}|{}|{}|{}",
                 p.target,
                 p.expires_at,
                 p.height,
-                p.anomalies.join(",")
+                p.anomalies.join(","),
+                p.spec.describe(),
+                p.scope.join(","),
+                p.request.as_deref().unwrap_or("")
             );
             leaves.push(leaf("policy", id, v));
+        }
+        for (id, at) in &self.requests {
+            leaves.push(leaf("request", id, at.to_string()));
         }
         for (n, r) in &self.validators {
             leaves.push(leaf(
@@ -463,6 +662,123 @@ mod tests {
         let later = sm.apply(&block(2, p.expires_at, vec![]));
         assert_eq!(later.expired, vec![p.id.clone()]);
         assert_eq!(sm.policies().count(), 0);
+    }
+
+    fn request(id: &str, anomalies: &[&str], target: &str, at: u64) -> PolicyRequest {
+        PolicyRequest {
+            service: "mesh-1".into(),
+            id: id.into(),
+            anomalies: anomalies.iter().map(|a| a.to_string()).collect(),
+            action: "rate-limit".into(),
+            rate: 50,
+            target: target.into(),
+            protocol: "tcp".into(),
+            ports: "22".into(),
+            ttl_ms: 600_000,
+            scope: vec!["web-2".into(), "web-1".into(), "web-1".into()],
+            requested_at_ms: at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_makes_its_policy_only_on_committed_anomalies_from_inside_its_target() {
+        let (ai, k) = keys();
+        let mut sm = StateMachine::new(Config::default(), k.clone());
+        let t: u64 = 2_000_000;
+        let a = |id: &str, src: &str| ai.seal_bytes(&anomaly(id, 0.9, src, t));
+        // The request comes first in the block, its anomalies after it:
+        // requests are applied after the block's anomalies.
+        let out = sm.apply(&block(
+            1,
+            t,
+            vec![
+                ai.seal_bytes(&request("r1", &["a1"], "192.0.2.9", t)),
+                a("a1", "192.0.2.9"),
+                a("a2", "198.51.100.7"),
+                a("a3", "198.51.100.8"),
+            ],
+        ));
+        assert!(out.refused.is_empty(), "{:?}", out.refused);
+        assert_eq!(out.requests, vec![(0, "r1".to_string())]);
+        let p = out.policies.iter().find(|p| p.request.is_some()).unwrap();
+        assert_eq!(p.spec.describe(), "rate-limit 50/s ingress tcp 22");
+        assert_eq!(p.target.to_string(), "192.0.2.9");
+        assert_eq!(p.scope, ["web-1", "web-2"]);
+        assert_eq!(p.expires_at, t + 600_000);
+        assert!(p.id.starts_with("req-"));
+        let first_id = p.id.clone();
+        let mut net = request("r2", &["a2", "a3"], "198.51.100.0/24", t);
+        net.action = "drop".into();
+        net.rate = 0;
+        let mut wide = request("r3", &["a2", "a3"], "198.51.0.0/16", t);
+        wide.rate = 10;
+        let mut lone = request("r4", &["a2"], "198.51.100.0/24", t);
+        lone.action = "drop".into();
+        lone.rate = 0;
+        let mut long = request("r5", &["a1"], "192.0.2.9", t);
+        long.ttl_ms = 3 * 3_600_000;
+        let mut bad_spec = request("r6", &["a1"], "192.0.2.9", t);
+        bad_spec.protocol = "icmp".into();
+        let mut bad_scope = request("r7", &["a1"], "192.0.2.9", t);
+        bad_scope.scope = vec!["a host".into()];
+        let spine = Signer::from_secret([6; 32]);
+        let mut by_spine = request("r8", &["a1"], "192.0.2.9", t);
+        by_spine.service = "spine-1".into();
+        let again = request("r9", &["a1"], "192.0.2.9", t + 5);
+        let out = sm.apply(&block(
+            2,
+            t + 10,
+            vec![
+                ai.seal_bytes(&net),
+                ai.seal_bytes(&request("r1", &["a1"], "192.0.2.9", t)),
+                ai.seal_bytes(&request("r10", &["zz"], "192.0.2.9", t)),
+                ai.seal_bytes(&request("r11", &["a2"], "192.0.2.9", t)),
+                ai.seal_bytes(&wide),
+                ai.seal_bytes(&lone),
+                ai.seal_bytes(&long),
+                ai.seal_bytes(&bad_spec),
+                ai.seal_bytes(&bad_scope),
+                spine.seal_bytes(&by_spine),
+                ai.seal_bytes(&request("r12", &["a1"], "192.0.2.9", t - 10 * 60_000)),
+                ai.seal_bytes(&again),
+            ],
+        ));
+        let reasons: Vec<&str> = out.refused.iter().map(|r| r.1.as_str()).collect();
+        let expect = [
+            "replay",
+            "not committed",
+            "outside the target",
+            "wider than",
+            "at least two",
+            "TTL",
+            "need protocol tcp or udp",
+            "scope",
+            "may not sign",
+            "stale",
+        ];
+        assert_eq!(reasons.len(), expect.len(), "{reasons:?}");
+        for (r, e) in reasons.iter().zip(expect) {
+            assert!(r.contains(e), "{r:?} should say {e:?}");
+        }
+        assert_eq!(
+            out.requests
+                .iter()
+                .map(|r| r.1.as_str())
+                .collect::<Vec<_>>(),
+            ["r2", "r9"]
+        );
+        // r9 asks for r1's shape again: the same policy, extended.
+        let ext = out.policies.iter().find(|p| p.id == first_id).unwrap();
+        assert_eq!(ext.expires_at, t + 10 + 600_000);
+        assert_eq!(ext.request.as_deref(), Some("r9"));
+        let net = out
+            .policies
+            .iter()
+            .find(|p| p.request.as_deref() == Some("r2"))
+            .unwrap();
+        assert_eq!(net.spec, Spec::parse("drop", 0, "", "tcp", "22").unwrap());
+        assert_eq!(net.anomalies, ["a2", "a3"]);
     }
 
     #[test]

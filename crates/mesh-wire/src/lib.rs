@@ -7,7 +7,10 @@
 //! role allowed that kind can sign it (`ben_wire::role::SIGNS`).
 //!
 //! Here, below both, so the validators and the enforcement agent share
-//! them without depending on each other.
+//! them without depending on each other; [`policy`] is what a policy
+//! does, parsed the same way on both sides.
+
+pub mod policy;
 
 /// Where sensors publish flows (signed [`FlowBatch`]es).
 pub const FLOWS_SUBJECT: &str = "ben.mesh.flows";
@@ -150,16 +153,18 @@ impl ben_wire::Kind for CommitEvent {
 /// Where agreed policies go.
 pub const POLICY_SUBJECT: &str = "control.policy.v1";
 
-/// One policy a block made.
+/// One policy a block made. An anomaly's policy drops everything from its
+/// source (the empty direction, protocol and ports); a policy a
+/// [`PolicyRequest`] asked for says what the request said, and names it.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct BlockPolicy {
-    /// Policy id (one per target).
+    /// Policy id (one per target, or per target and request shape).
     #[prost(string, tag = "1")]
     pub id: String,
-    /// `drop`.
+    /// `drop`, `reject` or `rate-limit`.
     #[prost(string, tag = "2")]
     pub action: String,
-    /// The address to block.
+    /// The address or network.
     #[prost(string, tag = "3")]
     pub target: String,
     /// Until this block time (ms since the epoch).
@@ -168,6 +173,85 @@ pub struct BlockPolicy {
     /// The anomalies behind it.
     #[prost(string, repeated, tag = "5")]
     pub anomalies: Vec<String>,
+    /// `ingress` (empty) or `egress`.
+    #[prost(string, tag = "6")]
+    pub direction: String,
+    /// `tcp`, `udp`, `icmp`, or empty for every protocol.
+    #[prost(string, tag = "7")]
+    pub protocol: String,
+    /// Destination ports (`22`, `8000-8100`), empty for all.
+    #[prost(string, tag = "8")]
+    pub ports: String,
+    /// Packets a second, for `rate-limit`.
+    #[prost(uint32, tag = "9")]
+    pub rate: u32,
+    /// The hosts (agent ids or host names) that enforce it; empty: all.
+    #[prost(string, repeated, tag = "10")]
+    pub scope: Vec<String>,
+    /// The request in the same block it came from (empty: from an
+    /// anomaly of the block).
+    #[prost(string, tag = "11")]
+    pub request: String,
+}
+
+/// Where AI services ask the validators for a policy other than an
+/// anomaly's own (a network, a port, a rate limit, some hosts).
+pub const POLICY_REQUEST_SUBJECT: &str = "ai.policy.v1";
+
+/// A policy an AI service asks for, resting on anomalies the validators
+/// committed. Signed by the AI service (`ben/v1/policy_request`); the
+/// validators' state machine admits it only if every anomaly it names is
+/// committed and comes from inside its target, and its shape and time are
+/// within the chain's limits. The fields are in the text forms of
+/// [`policy`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyRequest {
+    /// The AI service asking (its component id).
+    #[prost(string, tag = "1")]
+    pub service: String,
+    /// The request's id (one per request; a second with the same id is a
+    /// replay).
+    #[prost(string, tag = "2")]
+    pub id: String,
+    /// The committed anomalies it rests on.
+    #[prost(string, repeated, tag = "3")]
+    pub anomalies: Vec<String>,
+    /// `drop`, `reject` or `rate-limit`.
+    #[prost(string, tag = "4")]
+    pub action: String,
+    /// Packets a second, for `rate-limit`.
+    #[prost(uint32, tag = "5")]
+    pub rate: u32,
+    /// An address or network.
+    #[prost(string, tag = "6")]
+    pub target: String,
+    /// `ingress` (empty) or `egress`.
+    #[prost(string, tag = "7")]
+    pub direction: String,
+    /// `tcp`, `udp`, `icmp`, or empty.
+    #[prost(string, tag = "8")]
+    pub protocol: String,
+    /// Destination ports (`22`, `8000-8100`), empty for all.
+    #[prost(string, tag = "9")]
+    pub ports: String,
+    /// How long it should hold (ms from its block).
+    #[prost(uint64, tag = "10")]
+    pub ttl_ms: u64,
+    /// The hosts that should enforce it (agent ids or host names); empty:
+    /// every agent.
+    #[prost(string, repeated, tag = "11")]
+    pub scope: Vec<String>,
+    /// When it was asked (ms since the epoch): a request older than the
+    /// chain's `max_age` is stale.
+    #[prost(uint64, tag = "12")]
+    pub requested_at_ms: u64,
+}
+
+impl ben_wire::Kind for PolicyRequest {
+    const KIND: &'static str = "policy_request";
+    fn sender(&self) -> Option<&str> {
+        Some(&self.service)
+    }
 }
 
 /// The policies one committed block made, with that block (it carries the

@@ -76,7 +76,13 @@ pub const SIGNS: &[(Role, &[&str])] = &[
     ),
     (
         Role::AiService,
-        &["anomaly", "evidence", "dead_letter", "metrics"],
+        &[
+            "anomaly",
+            "evidence",
+            "policy_request",
+            "dead_letter",
+            "metrics",
+        ],
     ),
     (
         Role::Validator,

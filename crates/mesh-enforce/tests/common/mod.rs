@@ -6,8 +6,9 @@
 
 use ben_mesh_consensus::{Block, Crypto, Ed25519, Hash, QuorumCert};
 use ben_mesh_detect::wire::{AnomalyEvent, Endpoint};
+use ben_mesh_enforce::model::{request_policy_id, Net, Spec};
 use ben_mesh_enforce::verify::Verifier;
-use ben_mesh_wire::{BlockPolicy, PolicyEvent};
+use ben_mesh_wire::{BlockPolicy, PolicyEvent, PolicyRequest};
 use ben_wire::{Keyring, Role, Signer};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use std::sync::Arc;
@@ -71,9 +72,9 @@ impl World {
         }
     }
 
-    fn block(&self, chain: &Hash, height: u64, time: u64, source: &str, anomaly: &str) -> Block {
-        let g = Block::genesis("enforce-test");
-        let tx = self.ai.seal_bytes(&AnomalyEvent {
+    /// A signed anomaly from `source`.
+    pub fn anomaly_tx(&self, source: &str, anomaly: &str) -> Vec<u8> {
+        self.ai.seal_bytes(&AnomalyEvent {
             id: anomaly.into(),
             class: "portscan".into(),
             confidence: 0.95,
@@ -82,7 +83,15 @@ impl World {
                 port: 0,
             }),
             ..Default::default()
-        });
+        })
+    }
+
+    fn block(&self, chain: &Hash, height: u64, time: u64, source: &str, anomaly: &str) -> Block {
+        self.block_of(chain, height, time, vec![self.anomaly_tx(source, anomaly)])
+    }
+
+    fn block_of(&self, chain: &Hash, height: u64, time: u64, payload: Vec<Vec<u8>>) -> Block {
+        let g = Block::genesis("enforce-test");
         let mut b = Block {
             id: Hash::ZERO,
             round: height,
@@ -91,7 +100,7 @@ impl World {
             qc: g.genesis_qc(),
             author: 0,
             time,
-            payload: vec![tx],
+            payload,
         };
         b.id = b.compute_id(chain);
         b
@@ -153,7 +162,71 @@ impl World {
                 target: target.into(),
                 expires_at_ms: expires_ms,
                 anomalies: vec![anomaly],
+                ..Default::default()
             }],
+        })
+    }
+}
+
+impl World {
+    /// A request of the AI service's (defaults: rate-limit 10/s of every
+    /// protocol from `target`, for `ttl_ms`).
+    pub fn request(&self, id: &str, target: &str, anomaly: &str, ttl_ms: u64) -> PolicyRequest {
+        PolicyRequest {
+            service: "mesh-1".into(),
+            id: id.into(),
+            anomalies: vec![anomaly.into()],
+            action: "rate-limit".into(),
+            rate: 10,
+            target: target.into(),
+            ttl_ms,
+            ..Default::default()
+        }
+    }
+
+    /// The policy validators make of request `r` (its anomaly from
+    /// `source` in the same block), certified at `height`, the block at
+    /// `block_ms`; `edit` spoils the announced policy.
+    pub fn requested(
+        &self,
+        r: &PolicyRequest,
+        source: &str,
+        height: u64,
+        block_ms: u64,
+        edit: impl FnOnce(&mut BlockPolicy),
+    ) -> Vec<u8> {
+        let payload = vec![
+            self.anomaly_tx(source, &r.anomalies[0]),
+            self.ai.seal_bytes(r),
+        ];
+        let block = self.block_of(&self.chain, height, block_ms, payload);
+        let qc = self.qc(&block, &self.chain, &self.secrets[..3]);
+        let spec = Spec::parse(&r.action, r.rate, &r.direction, &r.protocol, &r.ports).unwrap();
+        let target = Net::parse(&r.target).unwrap();
+        let mut scope = r.scope.clone();
+        scope.sort();
+        scope.dedup();
+        let mut p = BlockPolicy {
+            id: request_policy_id(&target, &spec, &scope),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            expires_at_ms: block_ms + r.ttl_ms,
+            anomalies: r.anomalies.clone(),
+            direction: r.direction.clone(),
+            protocol: r.protocol.clone(),
+            ports: r.ports.clone(),
+            rate: r.rate,
+            scope,
+            request: r.id.clone(),
+        };
+        edit(&mut p);
+        self.envelope[0].seal_bytes(&PolicyEvent {
+            validator: "validator-1".into(),
+            height,
+            block: ben_mesh_consensus::wire::encode_block(&block),
+            qc: ben_mesh_consensus::wire::encode_qc(&qc),
+            chain: self.chain.hex(),
+            policies: vec![p],
         })
     }
 }
