@@ -441,3 +441,176 @@ async fn validators_resume_their_chain_when_ben_up_restarts() {
     sys.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An AI service's policy request in `ben up`: published before the
+/// anomalies it rests on (they travel on two subjects), held by the
+/// mempools until those commit, admitted by the four validators' state
+/// machines, and enforced by the agent as the request says (here a dry
+/// run: a rule per policy); a request resting on anomalies from outside
+/// its target is refused in the block, a forged one dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_request_is_committed_checked_and_enforced_as_asked() {
+    use ben_mesh_wire::{PolicyAck, PolicyRequest, ACK_SUBJECT, POLICY_REQUEST_SUBJECT};
+    let dir = std::env::temp_dir().join(format!("ben-validators-req-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("BEN_BLOT_KEY", "validators test key 0123456789abcdef");
+    let ai = Signer::from_secret([77; 32]);
+    let sys = System::start(Config {
+        data_dir: dir.clone(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        trust: vec![("mesh-9".into(), ai.public())],
+        ..Config::default()
+    })
+    .await
+    .expect("ben up starts");
+    let mut commits = sys.bus.subscribe(COMMITS_SUBJECT, None).await.unwrap();
+    let mut dlq = sys.bus.subscribe("ai.dlq.v1", None).await.unwrap();
+    let mut acks = sys.bus.subscribe(ACK_SUBJECT, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let request = |id: &str, target: &str| PolicyRequest {
+        service: "mesh-9".into(),
+        id: id.into(),
+        anomalies: vec!["scan-31".into(), "scan-32".into()],
+        action: "drop".into(),
+        target: target.into(),
+        protocol: "tcp".into(),
+        ports: "22".into(),
+        ttl_ms: 600_000,
+        requested_at_ms: now_ms,
+        ..Default::default()
+    };
+    let publish = |subject: &'static str, bytes: Vec<u8>| {
+        let bus = sys.bus.clone();
+        async move { bus.publish(subject, bytes).await.unwrap() }
+    };
+    // The request first, then what it rests on.
+    publish(
+        POLICY_REQUEST_SUBJECT,
+        ai.seal_bytes(&request("net-ssh", "198.51.100.0/24")),
+    )
+    .await;
+    publish(
+        POLICY_REQUEST_SUBJECT,
+        ai.seal_bytes(&request("elsewhere", "203.0.113.0/24")),
+    )
+    .await;
+    publish(
+        POLICY_REQUEST_SUBJECT,
+        Signer::from_secret([78; 32]).seal_bytes(&request("forged", "198.51.100.0/24")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for k in [31, 32] {
+        publish(ANOMALIES_SUBJECT, anomaly(&ai, k)).await;
+    }
+    // Committed by all four: the two anomalies, the request admitted, the
+    // other refused.
+    let mut refused = BTreeMap::new();
+    let mut policies: BTreeMap<String, u32> = BTreeMap::new();
+    let t = Instant::now();
+    while policies.values().filter(|n| **n >= 3).count() < 4 || refused.len() < 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "commits: policies {policies:?}, refusals {refused:?}"
+        );
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), commits.next()).await else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        let ev = CommitEvent::decode(&env.payload[..]).unwrap();
+        *policies.entry(ev.validator.clone()).or_insert(0) += ev.policies;
+        if ev.refused > 0 {
+            *refused.entry(ev.validator).or_insert(0) += ev.refused;
+        }
+    }
+    assert!(refused.values().all(|n| *n == 1), "{refused:?}");
+    assert!(policies.values().all(|n| *n == 3), "{policies:?}");
+    // The forged one: dead-lettered by each validator, with the reason.
+    let mut forged = BTreeSet::new();
+    let t = Instant::now();
+    while forged.len() < 4 && t.elapsed() < Duration::from_secs(10) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), dlq.next()).await else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        let dl = pb::DeadLetter::decode(&env.payload[..]).unwrap();
+        if dl.subject == POLICY_REQUEST_SUBJECT {
+            assert!(dl.reason.starts_with("policy request refused"), "{dl:?}");
+            forged.insert(dl.sender);
+        }
+    }
+    assert_eq!(forged.len(), 4, "{forged:?}");
+    // The agent: both sources blocked whole (the anomalies' own policies)
+    // and the network's port 22 as a rule.
+    let mut applied = BTreeMap::new();
+    let t = Instant::now();
+    while applied.len() < 3 && t.elapsed() < Duration::from_secs(10) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
+            continue;
+        };
+        let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
+        let a = PolicyAck::decode(&env.payload[..]).unwrap();
+        assert_eq!(a.status, "applied", "{a:?}");
+        applied.insert(a.target.clone(), a.reason.clone());
+    }
+    assert_eq!(
+        applied.get("198.51.100.0/24").map(String::as_str),
+        Some("rule drop_in_tcp_22 (drop ingress tcp 22)"),
+        "{applied:?}"
+    );
+    assert!(applied.contains_key("198.51.100.31") && applied.contains_key("198.51.100.32"));
+    let body = common::http_get(&sys, "/api/v1/mesh/enforcement").await;
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rule = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["target"] == "198.51.100.0/24")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(rule["rule"], "drop ingress tcp 22", "{rule}");
+    assert_eq!(rule["anomalies"], serde_json::json!(["scan-31", "scan-32"]));
+    let body = common::http_get(&sys, "/api/v1/mesh/anomalies/scan-31").await;
+    let a: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let requested = a["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["request"] == "net-ssh")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(requested["rule"], "drop ingress tcp 22", "{requested}");
+    // The request is in each validator's tables as one (written by the
+    // persistence worker behind the commits: waited for).
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    for i in 1..=4 {
+        let db = dir.join(format!("validators/validator-{i}/blocks.db"));
+        let url = format!("sqlite://{}?mode=ro", db.display());
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let want = ["anomaly", "anomaly", "policy_request", "refused"];
+        let t = Instant::now();
+        loop {
+            let kinds: Vec<String> = sqlx::query("SELECT type FROM transactions ORDER BY type")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if kinds == want {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "validator-{i}: {kinds:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pool.close().await;
+    }
+    sys.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
