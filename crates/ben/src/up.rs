@@ -48,6 +48,11 @@ pub struct UpArgs {
     /// The network namespace (`ip netns` name) the sensor's interface is in.
     #[arg(long, value_name = "NAME", requires = "sensor_iface")]
     pub sensor_netns: Option<String>,
+    /// Ask the validators to block a whole network (a /24, a /64) once
+    /// this many of its addresses attack within a minute (0: never; it
+    /// cuts off the network's innocent hosts too).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub network_sources: usize,
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
@@ -80,6 +85,7 @@ async fn up(args: UpArgs) -> Result<()> {
             .nats
             .clone()
             .map(|url| ben_embedded::NatsConfig { url, prefix: None }),
+        mesh_network_sources: args.network_sources,
         ..Config::default()
     };
     if let Some(iface) = &args.sensor_iface {

@@ -72,6 +72,9 @@
 //!                                 # (at most one step per every_ms; windows kept across steps),
 //!                                 # signed anomalies to the validators; its feedback loop
 //!                                 # calibrates its threshold
+//! network_sources = 0             # ask the validators to block a whole /24 (/64) once this many
+//!                                 # of its addresses attack within a minute (0: never; it cuts
+//!                                 # off the network's innocent hosts too)
 //!
 //! [enforcer]                      # CyberMesh's enforcement agent on this host (none without this
 //! backend = "dry-run"             # table; it needs [validators]): "nftables", "iptables" (root),
@@ -162,6 +165,7 @@ pub struct Sensor {
 #[serde(deny_unknown_fields)]
 struct MeshCfg {
     every_ms: Option<u64>,
+    network_sources: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -516,6 +520,9 @@ pub struct ClusterConfig {
     /// `[mesh] every_ms`: the AI service judges arriving flows at most once
     /// per this (none: no AI service).
     pub mesh_every: Option<Duration>,
+    /// `[mesh] network_sources` (0: the AI service never asks for a
+    /// network).
+    pub mesh_network_sources: usize,
 }
 
 impl ClusterConfig {
@@ -619,6 +626,12 @@ impl ClusterConfig {
             }
         };
         counts.insert("sensor", usize::from(sensor.is_some()));
+        let mesh_network_sources = f.mesh.as_ref().and_then(|m| m.network_sources).unwrap_or(0);
+        if mesh_network_sources == 1 {
+            return Err(format!(
+                "{p}: [mesh] network_sources = 1 would block a whole network for one address: 0 (off) or at least 2"
+            ));
+        }
         let mesh_every = match f.mesh {
             None => None,
             Some(_) if validator_addrs.is_empty() => {
@@ -705,6 +718,7 @@ impl ClusterConfig {
             enforcer,
             sensor,
             mesh_every,
+            mesh_network_sources,
             store,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
             cpu,
@@ -1056,6 +1070,17 @@ mod tests {
         assert!(e.contains("[mesh] needs [validators]"), "{e}");
         let c = parse(&format!("prefix = \"a\"\n{v4}[mesh]\nevery_ms = 1000\n")).unwrap();
         assert_eq!(c.mesh_every, Some(Duration::from_secs(1)));
+        assert_eq!(c.mesh_network_sources, 0);
+        let c = parse(&format!(
+            "prefix = \"a\"\n{v4}[mesh]\nnetwork_sources = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.mesh_network_sources, 3);
+        let e = parse(&format!(
+            "prefix = \"a\"\n{v4}[mesh]\nnetwork_sources = 1\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("network_sources = 1"), "{e}");
         assert!(c.started().iter().any(|(id, _)| id == "mesh-1"));
         assert!(!c.started().iter().any(|(id, _)| id == "sensor-1"));
         let e = parse("prefix = \"a\"\n[sensor]\nfilter = \"udp\"\n").unwrap_err();

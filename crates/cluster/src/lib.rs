@@ -388,6 +388,7 @@ fn component_env(cfg: &ClusterConfig) -> Result<ben_runtime::Env, String> {
     if let Some(every) = cfg.mesh_every {
         env.mesh_every = every;
     }
+    env.mesh_network_sources = cfg.mesh_network_sources;
     if let Some(x) = &cfg.sensor {
         env.sensor = ben_runtime::table::SensorEnv {
             iface: Some(x.iface.clone()),

@@ -60,6 +60,9 @@ pub struct Config {
     /// The CyberMesh AI service judges arriving flows at most once per this
     /// (streaming; the seed's 5 s cycle is a value of it).
     pub mesh_every: Duration,
+    /// The AI service asks for a network's block once this many of its
+    /// addresses attack within a minute (0: never).
+    pub mesh_network_sources: usize,
     /// Keys of components outside this process (joining over NATS),
     /// trusted as the ids given, each in its id's role.
     pub trust: Vec<(String, ben_wire::VerifyingKey)>,
@@ -100,6 +103,7 @@ impl Default for Config {
             prepare_timeout_ms: 10_000,
             nats: None,
             mesh_every: ben_runtime::table::MESH_EVERY,
+            mesh_network_sources: 0,
             trust: vec![],
             bus_layer: None,
             sensor: Default::default(),
@@ -493,6 +497,7 @@ fn component_env(
     );
     env.lucius_file = Some(cfg.data_dir.join("lucius.db"));
     env.mesh_every = cfg.mesh_every;
+    env.mesh_network_sources = cfg.mesh_network_sources;
     env.enforce.bus_url = cfg.nats.as_ref().map(|n| n.url.clone());
     env.sensor = cfg.sensor.clone();
     env.enforce.backend = cfg.enforce_backend.clone();

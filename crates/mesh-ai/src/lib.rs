@@ -23,6 +23,12 @@
 //! the whole state is kept in a file so a restart resumes it. It answers
 //! `ben.mesh.feedback.query` (`benctl mesh thresholds`, and an anomaly's
 //! lifecycle for `benctl mesh anomaly ID`).
+//!
+//! When attacks come from many addresses of one network, it may ask the
+//! validators to block the network ([`networks`]; off unless configured):
+//! a signed `PolicyRequest` on `ai.policy.v1` citing the anomalies.
+
+pub mod networks;
 
 use ben_component::{Deps, Publish};
 use ben_mesh_detect as detect;
@@ -127,6 +133,8 @@ pub struct MeshStats {
     pub publish_errors: AtomicU64,
     /// Times the feedback state could not be stored.
     pub feedback_write_errors: AtomicU64,
+    /// Policy requests for a network published.
+    pub network_requests: AtomicU64,
 }
 
 /// The CSV header of the sensor's rows.
@@ -143,7 +151,10 @@ pub async fn run(
     max_buffer: usize,
     stats: Arc<MeshStats>,
     feedback: FeedbackSettings,
+    networks: networks::NetworkConfig,
 ) -> Result<(), String> {
+    networks.check()?;
+    let mut networks = networks::Networks::new(networks);
     let header = csv_header();
     let names = detect::FlowTable::parse(&header)
         .map_err(|e| e.to_string())?
@@ -262,13 +273,13 @@ pub async fn run(
                 if last_step.elapsed() >= every {
                     last_step = tokio::time::Instant::now();
                     let step = stream.step(now_us());
-                    publish_step(&deps, &stats, &mut stream, step, &mut fb, &mut dirty, &mut counted).await;
+                    publish_step(&deps, &stats, &mut stream, step, Published { fb: &mut fb, dirty: &mut dirty, counted: &mut counted, networks: &mut networks }).await;
                 }
             }
             _ = tick.tick() => {
                 last_step = tokio::time::Instant::now();
                 let step = stream.step(now_us());
-                publish_step(&deps, &stats, &mut stream, step, &mut fb, &mut dirty, &mut counted).await;
+                publish_step(&deps, &stats, &mut stream, step, Published { fb: &mut fb, dirty: &mut dirty, counted: &mut counted, networks: &mut networks }).await;
             }
             m = commits.next() => {
                 let Some(m) = m else { break };
@@ -354,20 +365,33 @@ pub async fn run(
     Ok(())
 }
 
+/// What a step's publishing updates.
+struct Published<'a> {
+    fb: &'a mut Feedback,
+    dirty: &'a mut bool,
+    /// The stream's counts already added to the stats.
+    counted: &'a mut (u64, u64, u64),
+    networks: &'a mut networks::Networks,
+}
+
 /// Publishes what a step of the stream produced: new anomalies (sealed, on
 /// `ai.anomalies.v1`, into the feedback loop) with their evidence so far,
-/// and the complete evidence of anomalies whose window closed. Counts what
-/// the stream refused or filed late.
-#[allow(clippy::too_many_arguments)]
+/// a network's policy request when one is due, and the complete evidence
+/// of anomalies whose window closed. Counts what the stream refused or
+/// filed late.
 async fn publish_step(
     deps: &Deps,
     stats: &MeshStats,
     stream: &mut detect::Stream,
     step: detect::Step,
-    fb: &mut Feedback,
-    dirty: &mut bool,
-    counted: &mut (u64, u64, u64),
+    out: Published<'_>,
 ) {
+    let Published {
+        fb,
+        dirty,
+        counted,
+        networks,
+    } = out;
     // The stream's totals since this run began, added as they grow (a
     // restarted service starts a new stream).
     let c = stream.counts();
@@ -401,6 +425,10 @@ async fn publish_step(
             let e = &d.event;
             fb.published(&e.id, &e.class, e.confidence, detected_ms, now_ms);
             *dirty = true;
+            let source = e.source.as_ref().and_then(|s| s.ip.parse().ok());
+            if let Some(ask) = source.and_then(|s| networks.observe(&e.id, s, now_ms)) {
+                request_network(deps, stats, ask, networks.ttl_ms(), now_ms).await;
+            }
         }
         Publish::new(EVIDENCE, deps.signer.seal_bytes(&d.evidence))
             .send(deps.bus.as_ref(), &stats.publish_errors)
@@ -410,6 +438,37 @@ async fn publish_step(
         Publish::new(EVIDENCE, deps.signer.seal_bytes(e))
             .send(deps.bus.as_ref(), &stats.publish_errors)
             .await;
+    }
+}
+
+/// Asks the validators to block a network many of whose addresses attack.
+async fn request_network(
+    deps: &Deps,
+    stats: &MeshStats,
+    ask: networks::Ask,
+    ttl_ms: u64,
+    now_ms: u64,
+) {
+    let r = ben_mesh_wire::PolicyRequest {
+        service: deps.id.clone(),
+        id: format!("{}-net-{}-{now_ms}", deps.id, ask.target),
+        anomalies: ask.anomalies,
+        action: "drop".into(),
+        target: ask.target.to_string(),
+        ttl_ms,
+        requested_at_ms: now_ms,
+        ..Default::default()
+    };
+    tracing::warn!(service = %deps.id, network = %ask.target, sources = ask.sources, request = %r.id,
+        "attacks from {} addresses of one network: asking the validators to block it", ask.sources);
+    if Publish::new(
+        ben_mesh_wire::POLICY_REQUEST_SUBJECT,
+        deps.signer.seal_bytes(&r),
+    )
+    .send(deps.bus.as_ref(), &stats.publish_errors)
+    .await
+    {
+        stats.network_requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -103,6 +103,9 @@ pub struct Env {
     /// The CyberMesh AI service judges arriving flows at most once per this
     /// (streaming; the seed's 5 s cycle is a value of it).
     pub mesh_every: Duration,
+    /// The AI service asks for a network's block once this many of its
+    /// addresses attack within a minute (0: never; `ben_mesh_ai::networks`).
+    pub mesh_network_sources: usize,
     /// The enforcement agent's settings.
     pub enforce: EnforceEnv,
     /// The live sensor's settings.
@@ -156,6 +159,7 @@ impl Env {
             lucius_file: None,
             sidecar,
             mesh_every: MESH_EVERY,
+            mesh_network_sources: 0,
             enforce: EnforceEnv {
                 reconcile_ms: 5_000,
                 ..EnforceEnv::default()
@@ -650,6 +654,10 @@ fn build_validator(
 
 fn build_mesh(env: &Env, deps: Deps, _load: Arc<Load>) -> BoxFuture<'_, Result<Instance, String>> {
     let (every, stats, shared) = (env.mesh_every, env.shared.mesh.clone(), env.shared.clone());
+    let networks = ben_mesh_ai::networks::NetworkConfig {
+        min_sources: env.mesh_network_sources,
+        ..Default::default()
+    };
     let dir = env.data_dir.join("validators");
     let state = env.data_dir.join(format!("{}-feedback.json", deps.id));
     Box::pin(async move {
@@ -662,6 +670,7 @@ fn build_mesh(env: &Env, deps: Deps, _load: Arc<Load>) -> BoxFuture<'_, Result<I
         };
         // A state file that cannot be read stops the build, naming it.
         ben_mesh_ai::load_feedback(&feedback)?;
+        networks.check()?;
         Ok(Instance::new(Arc::new(move || {
             Box::pin(ben_mesh_ai::run(
                 deps.clone(),
@@ -669,6 +678,7 @@ fn build_mesh(env: &Env, deps: Deps, _load: Arc<Load>) -> BoxFuture<'_, Result<I
                 100_000,
                 stats.clone(),
                 feedback.clone(),
+                networks.clone(),
             ))
         })))
     })
