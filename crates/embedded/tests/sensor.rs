@@ -86,6 +86,13 @@ async fn a_live_scan_and_flood_are_named_and_the_benign_client_is_not() {
 /// would have held it back two minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_flow_icmp_flood_is_named_while_it_lasts() {
+    assert!(
+        std::process::Command::new("ping")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "ping is missing: install iputils-ping (scripts/test does)"
+    );
     let lan = Lan::new().expect("a LAN of namespaces (root)");
     let every = ben_embedded::Config::default().mesh_every;
     let (sys, dir) = live::start("sensor-icmp", &lan, every, false).await;
