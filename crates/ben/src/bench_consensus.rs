@@ -28,6 +28,14 @@ struct Outcome {
     p50_ms: f64,
     p99_ms: f64,
     dropped: u64,
+    /// Blocks validator 1 committed in the run, and the transactions in
+    /// them.
+    blocks: u64,
+    block_txs: u64,
+    /// Validator 1's round and committed height at the end (rounds past
+    /// heights + 2: rounds that timed out).
+    rounds: u64,
+    heights: u64,
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -94,6 +102,7 @@ async fn one_rate(
     let mut stops = vec![];
     let mut tasks = vec![];
     let mut commits0 = None;
+    let mut counters0: Option<Arc<Counters>> = None;
     for (i, secret) in secrets.iter().enumerate() {
         let settings = Settings {
             consensus: Config::new(n, i as NodeId),
@@ -126,7 +135,13 @@ async fn one_rate(
             arx,
             ctx,
             clock,
-            Arc::new(Counters::default()),
+            {
+                let c = Arc::new(Counters::default());
+                if i == 0 {
+                    counters0 = Some(c.clone());
+                }
+                c
+            },
             stop_rx,
         )));
         if i == 0 {
@@ -179,9 +194,11 @@ async fn one_rate(
         })
     };
     let mut latencies = vec![];
+    let (mut blocks, mut block_txs) = (0u64, 0u64);
     let deadline = start + Duration::from_secs(seconds) + Duration::from_secs(2);
     while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), commits.recv()).await {
         let now = Instant::now();
+        blocks += 1;
         let seqs: Vec<u64> = if signed {
             c.admitted
                 .iter()
@@ -197,6 +214,7 @@ async fn one_rate(
                 })
                 .unwrap_or_default()
         };
+        block_txs += seqs.len() as u64;
         if let Ok(s) = sent.lock() {
             for q in seqs {
                 if let Some(t) = s.get(&q) {
@@ -209,6 +227,12 @@ async fn one_rate(
         }
     }
     let _inputs = feeder.await.context("the feeder")?;
+    let (rounds, heights) = counters0.map_or((0, 0), |c| {
+        (
+            c.round.load(std::sync::atomic::Ordering::Relaxed),
+            c.height.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
     for s in stops {
         let _ = s.send(());
     }
@@ -223,6 +247,10 @@ async fn one_rate(
         p50_ms: quantile(&latencies, 0.5),
         p99_ms: quantile(&latencies, 0.99),
         dropped: dropped.load(std::sync::atomic::Ordering::Relaxed),
+        blocks,
+        block_txs,
+        rounds,
+        heights,
     })
 }
 
@@ -237,13 +265,17 @@ pub fn run(n: usize, rates: &[u64], tx_size: usize, seconds: u64, signed: bool) 
     for &rate in rates {
         let o = rt.block_on(one_rate(n, rate, tx_size, seconds, signed))?;
         println!(
-            "rate {rate}: offered {:.0} tx/s{}, committed {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms",
+            "rate {rate}: offered {:.0} tx/s{}, {} blocks of {:.0} tx on average, round {} at height {}, committed {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms",
             o.offered,
             if o.dropped > 0 {
                 format!(" ({} offers refused by full queues)", o.dropped)
             } else {
                 String::new()
             },
+            o.blocks,
+            o.block_txs as f64 / o.blocks.max(1) as f64,
+            o.rounds,
+            o.heights,
             o.committed,
             o.p50_ms,
             o.p99_ms

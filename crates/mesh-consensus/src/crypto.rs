@@ -178,7 +178,7 @@ mod tests {
         b.parent = g.id;
         b.qc = g.genesis_qc();
         b.time = 5;
-        b.payload = vec![b"tx".to_vec()];
+        b.payload = vec![b"tx".to_vec()].into();
         b.id = b.compute_id(&g.id);
         let data = b.vote_data();
         let vote = |i: usize| {
@@ -207,7 +207,7 @@ mod tests {
         };
         assert!(verify_certified(&b, &twice, &g.id, &set).is_err());
         let mut other = b.clone();
-        other.payload.push(b"more".to_vec());
+        other.payload.make_mut().push(b"more".to_vec());
         assert_eq!(
             verify_certified(&other, &qc, &g.id, &set),
             Err(CertError::BlockId)

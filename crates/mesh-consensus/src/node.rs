@@ -49,7 +49,7 @@ impl Config {
             base_timeout: 1_500,
             max_timeout: 12_000,
             heartbeat: 500,
-            max_block_txs: 2_000,
+            max_block_txs: 4_000,
             max_block_bytes: 2 << 20,
             fetch_max: 64,
             fetch_retry: 400,
@@ -1035,7 +1035,7 @@ impl<C: Crypto> Node<C> {
             qc: self.hqc.clone(),
             author: self.cfg.me,
             time: now.max(parent.time + 1),
-            payload,
+            payload: payload.into(),
         };
         block.id = block.compute_id(&self.chain);
         let p = Proposal {

@@ -195,7 +195,7 @@ mod tests {
             qc,
             author: 0,
             time: round,
-            payload: vec![vec![round as u8]],
+            payload: vec![vec![round as u8]].into(),
         };
         b.id = b.compute_id(&Hash::ZERO);
         b
@@ -248,7 +248,7 @@ mod tests {
         assert!(new1 && !new2);
         assert_eq!(v1, v2);
         let mut other = block(3, qc(2, 1));
-        other.payload.push(vec![9]);
+        other.payload.make_mut().push(vec![9]);
         other.id = other.compute_id(&Hash::ZERO);
         assert_eq!(
             s.vote(&other, None, &c),

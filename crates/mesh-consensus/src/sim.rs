@@ -768,8 +768,8 @@ impl Sim {
             .copied()
             .find(|t| !alt.payload.contains(&tx_bytes(*t)))
         {
-            Some(t) => alt.payload.push(tx_bytes(t)),
-            None => alt.payload.clear(),
+            Some(t) => alt.payload.make_mut().push(tx_bytes(t)),
+            None => alt.payload.make_mut().clear(),
         }
         let chain = self.genesis.id;
         alt.id = alt.compute_id(&chain);

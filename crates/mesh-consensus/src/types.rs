@@ -168,7 +168,48 @@ pub struct Block {
     /// freshness come out the same everywhere.
     pub time: Millis,
     /// Transactions, opaque here (the validator's state machine reads them).
-    pub payload: Vec<Vec<u8>>,
+    pub payload: Payload,
+}
+
+/// A block's transactions, shared: a block is held in several places at
+/// once (the block tree, the store, the proposal kept as equivocation
+/// evidence, the message to the peers), and copying two thousand
+/// transactions for each was a large share of a validator's time.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Payload(std::sync::Arc<Vec<Vec<u8>>>);
+
+impl std::ops::Deref for Payload {
+    type Target = [Vec<u8>];
+    fn deref(&self) -> &[Vec<u8>] {
+        &self.0
+    }
+}
+
+impl From<Vec<Vec<u8>>> for Payload {
+    fn from(v: Vec<Vec<u8>>) -> Payload {
+        Payload(std::sync::Arc::new(v))
+    }
+}
+
+impl FromIterator<Vec<u8>> for Payload {
+    fn from_iter<I: IntoIterator<Item = Vec<u8>>>(iter: I) -> Payload {
+        Payload::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl Payload {
+    /// The transactions to change (copied first if shared).
+    pub fn make_mut(&mut self) -> &mut Vec<Vec<u8>> {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<'a> IntoIterator for &'a Payload {
+    type Item = &'a Vec<u8>;
+    type IntoIter = std::slice::Iter<'a, Vec<u8>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 impl Block {
@@ -201,7 +242,7 @@ impl Block {
             },
             author: 0,
             time: 0,
-            payload: vec![name.as_bytes().to_vec()],
+            payload: vec![name.as_bytes().to_vec()].into(),
         };
         g.id = g.compute_id(&Hash::ZERO);
         g

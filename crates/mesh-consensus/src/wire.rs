@@ -259,13 +259,21 @@ fn tc(c: &t::TimeoutCert) -> PbTc {
 
 fn block(b: &t::Block) -> PbBlock {
     PbBlock {
+        payload: b.payload.to_vec(),
+        ..header(b)
+    }
+}
+
+/// `b` as a message without its transactions.
+fn header(b: &t::Block) -> PbBlock {
+    PbBlock {
         id: b.id.0.to_vec(),
         round: b.round,
         height: b.height,
         parent: b.parent.0.to_vec(),
         qc: Some(qc(&b.qc)),
         author: b.author as u32,
-        payload: b.payload.clone(),
+        payload: vec![],
         time: b.time,
     }
 }
@@ -401,7 +409,7 @@ fn from_block(b: PbBlock) -> Result<t::Block, DecodeError> {
         qc: from_qc(b.qc)?,
         author: author("block author", b.author)?,
         time: b.time,
-        payload: b.payload,
+        payload: b.payload.into(),
     })
 }
 
@@ -571,7 +579,15 @@ pub fn decode_durable(bytes: &[u8]) -> Result<crate::Durable, DecodeError> {
 
 /// The bytes of one block (a validator's committed-chain file).
 pub fn encode_block(b: &t::Block) -> Vec<u8> {
-    block(b).encode_to_vec()
+    // The header, then the transactions straight from the block (a field
+    // may come in any order): copying them into a message first cost as
+    // much as the encoding.
+    let h = header(b);
+    let size = b.payload.iter().map(|tx| tx.len() + 5).sum::<usize>();
+    let mut out = Vec::with_capacity(h.encoded_len() + size);
+    h.encode_raw(&mut out);
+    prost::encoding::bytes::encode_repeated(7, &b.payload[..], &mut out);
+    out
 }
 
 /// A block from its bytes.

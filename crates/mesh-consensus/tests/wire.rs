@@ -66,7 +66,7 @@ fn block() -> impl Strategy<Value = Block> {
                 qc,
                 author,
                 time,
-                payload,
+                payload: payload.into(),
             },
         )
 }

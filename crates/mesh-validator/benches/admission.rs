@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("state_machine_apply_block_opened_once", |b| {
         b.iter(|| {
             let mut sm = StateMachine::new(Config::default(), keys.clone());
-            let out = sm.apply_with(&block, &mut |tx| {
+            let out = sm.apply_with(&block, &mut |_, tx| {
                 opened.get(blake3::hash(tx).as_bytes()).cloned()
             });
             assert_eq!(out.admitted.len(), n);

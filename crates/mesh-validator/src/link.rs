@@ -4,7 +4,9 @@
 //! A frame is `len: u32 BE | from: u16 BE | sig: [u8; 64] | payload`,
 //! where `payload` is a [`ben_mesh_consensus::wire`] message and `sig`
 //! is the sender's Ed25519 signature over
-//! `BLAKE3("ben/v1/consensus/link" 0x00 chain from to payload)`: a frame
+//! `BLAKE3("ben/v1/consensus/link2" 0x00 chain from to BLAKE3(payload))`
+//! (the payload hashed once however many validators a message goes to;
+//! a block is megabytes): a frame
 //! from a key outside the validator set, for another validator, or for
 //! another chain never verifies. Each validator dials every other one and
 //! writes its messages to it; what it reads comes from the connections
@@ -70,13 +72,13 @@ impl LinkStats {
     }
 }
 
-fn digest(chain: &Hash, from: NodeId, to: NodeId, payload: &[u8]) -> [u8; 32] {
+fn digest(chain: &Hash, from: NodeId, to: NodeId, payload: &blake3::Hash) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(b"ben/v1/consensus/link\0");
+    h.update(b"ben/v1/consensus/link2\0");
     h.update(&chain.0);
     h.update(&from.to_be_bytes());
     h.update(&to.to_be_bytes());
-    h.update(payload);
+    h.update(payload.as_bytes());
     *h.finalize().as_bytes()
 }
 
@@ -154,16 +156,21 @@ impl Links {
 
     /// Queues `msg` for validator `to`.
     pub fn send(&self, to: NodeId, msg: &Envelope) {
+        let payload = wire::encode(msg);
+        self.send_encoded(to, &payload, &blake3::hash(&payload));
+    }
+
+    /// Queues an encoded message (`hash`: BLAKE3 of it) for `to`.
+    fn send_encoded(&self, to: NodeId, payload: &[u8], hash: &blake3::Hash) {
         let Some(Some(q)) = self.peers.get(to as usize) else {
             return;
         };
-        let payload = wire::encode(msg);
-        let sig = self.key.sign(&digest(&self.chain, self.me, to, &payload));
+        let sig = self.key.sign(&digest(&self.chain, self.me, to, hash));
         let mut frame = Vec::with_capacity(HEADER + payload.len());
         frame.extend_from_slice(&((2 + 64 + payload.len()) as u32).to_be_bytes());
         frame.extend_from_slice(&self.me.to_be_bytes());
         frame.extend_from_slice(&sig.to_bytes());
-        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(payload);
         match q.try_send(frame) {
             Ok(()) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -174,11 +181,13 @@ impl Links {
         }
     }
 
-    /// Queues `msg` for every other validator.
+    /// Queues `msg` for every other validator (encoded and hashed once).
     pub fn broadcast(&self, msg: &Envelope) {
+        let payload = wire::encode(msg);
+        let hash = blake3::hash(&payload);
         for to in 0..self.peers.len() as NodeId {
             if to != self.me {
-                self.send(to, msg);
+                self.send_encoded(to, &payload, &hash);
             }
         }
     }
@@ -277,7 +286,7 @@ async fn read(
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&buf[2..66]);
         let payload = &buf[66..];
-        let d = digest(&cfg.chain, from, cfg.me, payload);
+        let d = digest(&cfg.chain, from, cfg.me, &blake3::hash(payload));
         if key
             .verify(&d, &ed25519_dalek::Signature::from_bytes(&sig))
             .is_err()

@@ -6,8 +6,17 @@
 //! are taken by confidence, highest first, within a count and byte limit,
 //! skipping what the uncommitted blocks already carry.
 
-use ben_mesh_consensus::{Block, Pool};
+use ben_mesh_consensus::{Block, Hash, Pool};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// A transaction's digest (BLAKE3 of its bytes).
+pub type Digest = [u8; 32];
+
+/// The digest of `tx`.
+pub fn digest(tx: &[u8]) -> Digest {
+    *blake3::hash(tx).as_bytes()
+}
 
 /// What happened to an anomaly offered to the mempool.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +75,10 @@ pub struct Mempool {
     request_digests: HashMap<[u8; 32], u64>,
     /// Requests let go because [`MAX_REQUESTS`] were waiting.
     pub requests_evicted: u64,
+    /// The digests of blocks' transactions, by block id: each block is
+    /// hashed once (for batching past it, for forgetting what it
+    /// committed, for the state machine's opened envelopes).
+    block_digests: HashMap<Hash, Arc<Vec<Digest>>>,
     /// Anomalies let go because the mempool was full.
     pub evicted: u64,
     /// Anomalies refused because the mempool was full.
@@ -93,6 +106,7 @@ impl Mempool {
             request_ids: HashMap::new(),
             request_digests: HashMap::new(),
             requests_evicted: 0,
+            block_digests: HashMap::new(),
             evicted: 0,
             refused_full: 0,
             duplicates: 0,
@@ -141,10 +155,35 @@ impl Mempool {
         outcome
     }
 
+    /// The digests of `b`'s transactions, in order (hashed once per
+    /// block; forgotten when the state machine has applied it, or when
+    /// many are kept).
+    pub fn digests_of(&mut self, b: &Block) -> Arc<Vec<Digest>> {
+        if let Some(d) = self.block_digests.get(&b.id) {
+            return d.clone();
+        }
+        if self.block_digests.len() >= 256 {
+            self.block_digests.clear();
+        }
+        let d = Arc::new(b.payload.iter().map(|tx| digest(tx)).collect::<Vec<_>>());
+        self.block_digests.insert(b.id, d.clone());
+        d
+    }
+
+    /// A committed block's digests are no longer needed.
+    pub fn forget_block(&mut self, id: &Hash) {
+        self.block_digests.remove(id);
+    }
+
     /// Offers a verified anomaly: its id, confidence and the signed bytes
     /// that go into a block.
     pub fn offer(&mut self, id: &str, conf: f64, tx: Vec<u8>) -> Offered {
-        let digest = *blake3::hash(&tx).as_bytes();
+        let d = digest(&tx);
+        self.offer_hashed(id, conf, tx, d)
+    }
+
+    /// [`Mempool::offer`] with the transaction's digest already taken.
+    pub fn offer_hashed(&mut self, id: &str, conf: f64, tx: Vec<u8>, digest: Digest) -> Offered {
         if self.by_id.contains_key(id)
             || self.committed.contains(id)
             || self.committed_digests.contains(&digest)
@@ -206,8 +245,10 @@ impl Pool for Mempool {
             self.committed_digests.clear();
         }
         let mut ids = vec![];
-        for tx in &block.payload {
-            let d = *blake3::hash(tx).as_bytes();
+        // Kept: the validator's state machine takes them next
+        // ([`Mempool::forget_block`]).
+        let digests = self.digests_of(block);
+        for &d in digests.iter() {
             if let Some(id) = self.by_digest.get(&d) {
                 ids.push(id.clone());
             }
@@ -222,10 +263,10 @@ impl Pool for Mempool {
     }
 
     fn batch(&mut self, pending: &[&Block], max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        let taken: HashSet<[u8; 32]> = pending
-            .iter()
-            .flat_map(|b| b.payload.iter().map(|tx| *blake3::hash(tx).as_bytes()))
-            .collect();
+        let mut taken: HashSet<Digest> = HashSet::new();
+        for b in pending {
+            taken.extend(self.digests_of(b).iter().copied());
+        }
         let mut out = vec![];
         let mut bytes = 0;
         // Anomalies in this batch or the pending blocks: a request may
@@ -270,6 +311,14 @@ impl Pool for Mempool {
 mod tests {
     use super::*;
 
+    /// A block of `payload` (its id computed: blocks are known by it).
+    fn block(g: &Block, payload: Vec<Vec<u8>>) -> Block {
+        let mut b = g.clone();
+        b.payload = payload.into();
+        b.id = b.compute_id(&g.id);
+        b
+    }
+
     #[test]
     fn dedups_by_id_and_evicts_the_least_confident_when_full() {
         let mut m = Mempool::new(2);
@@ -292,14 +341,12 @@ mod tests {
             vec![b"a1".to_vec(), b"c".to_vec()]
         );
         let g = Block::genesis("t");
-        let mut pending = g.clone();
-        pending.payload = vec![b"a1".to_vec()];
+        let pending = block(&g, vec![b"a1".to_vec()]);
         assert_eq!(m.batch(&[&pending], 10, 1 << 20), vec![b"c".to_vec()]);
         assert_eq!(m.batch(&[], 1, 1 << 20), vec![b"a1".to_vec()]);
         // A transaction that arrives after the block carrying it committed
         // is a duplicate.
-        let mut late = g.clone();
-        late.payload = vec![b"z".to_vec()];
+        let late = block(&g, vec![b"z".to_vec()]);
         m.committed(&late);
         assert_eq!(m.offer("z", 0.9, b"z".to_vec()), Offered::Duplicate);
         // Committed: gone, and offered again it is a duplicate.
@@ -329,13 +376,11 @@ mod tests {
             vec![b"a".to_vec(), b"b".to_vec(), b"r1".to_vec()]
         );
         // a committed, b in a pending block: ready without them.
-        let mut blk = Block::genesis("t");
-        blk.payload = vec![b"a".to_vec()];
-        m.committed(&blk);
-        blk.payload = vec![b"b".to_vec()];
+        let g = Block::genesis("t");
+        m.committed(&block(&g, vec![b"a".to_vec()]));
+        let blk = block(&g, vec![b"b".to_vec()]);
         assert_eq!(m.batch(&[&blk], 10, 1 << 20), vec![b"r1".to_vec()]);
-        blk.payload = vec![b"b".to_vec(), b"r1".to_vec()];
-        m.committed(&blk);
+        m.committed(&block(&g, vec![b"b".to_vec(), b"r1".to_vec()]));
         assert!(m.is_empty());
         // Bounded: the oldest goes.
         for i in 0..MAX_REQUESTS + 1 {

@@ -76,7 +76,7 @@ pub struct Record {
     /// State root after it.
     pub root: Hash,
     /// Its transactions, in order.
-    pub payload: Vec<Vec<u8>>,
+    pub payload: ben_mesh_consensus::Payload,
     /// Admitted anomalies: transaction index, id, class, confidence.
     pub admitted: Vec<(usize, String, String, f64)>,
     /// Refused transactions: index and reason.

@@ -5,8 +5,14 @@
 //! * `safety` — the safety state, written (to a temporary file, fsynced,
 //!   renamed) **before** any message of the same step leaves (DESIGN.md
 //!   §4, invariant 9);
-//! * `store` — the block store (last commit, uncommitted blocks, highest
-//!   QC and TC), rewritten after a step that changed it;
+//! * `store` — the block store's head (last commit as a header — its
+//!   block is in `chain` — highest QC and TC), small, rewritten after a
+//!   step that changed it;
+//! * `blocks` — every block it stored, appended once (length-prefixed)
+//!   and fsynced before the head that follows it; compacted to the
+//!   uncommitted ones when it grows past [`BLOCK_LOG_COMPACT`] (a store
+//!   that held whole blocks was rewritten, megabytes a step, on every
+//!   step);
 //! * `chain` — every committed block, appended (length-prefixed), replayed
 //!   through the state machine at start.
 //!
@@ -144,6 +150,61 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     ben_control::private::replace(path, bytes)
 }
 
+/// The block log is rewritten with only the uncommitted blocks when it
+/// grows past this.
+pub const BLOCK_LOG_COMPACT: u64 = 64 << 20;
+
+/// The length-prefixed records of a file (a record cut short by a crash
+/// ends them).
+fn frames(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let n = u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
+        let bytes = b.get(at + 4..at + 4 + n)?;
+        at += 4 + n;
+        Some(bytes)
+    })
+}
+
+/// `bytes` as one length-prefixed record.
+fn frame(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// `b` without its transactions.
+fn header(b: &Block) -> Block {
+    Block {
+        id: b.id,
+        round: b.round,
+        height: b.height,
+        parent: b.parent,
+        qc: b.qc.clone(),
+        author: b.author,
+        time: b.time,
+        payload: Default::default(),
+    }
+}
+
+/// The head of the block store: everything but the blocks (the root as a
+/// header: its block is in the chain file).
+fn head(store: &Durable) -> Vec<u8> {
+    let r = &store.root.block;
+    let header = if r.height == 0 { r.clone() } else { header(r) };
+    wire::encode_durable(&Durable {
+        safety: store.safety.clone(),
+        root: ben_mesh_consensus::Root {
+            block: header,
+            qc: store.root.qc.clone(),
+            cert: store.root.cert.clone(),
+        },
+        blocks: vec![],
+        committed: vec![],
+        hqc: store.hqc.clone(),
+        htc: store.htc.clone(),
+    })
+}
+
 /// What the directory holds: the durable state, and the committed chain.
 fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> {
     ben_control::private::dir(dir).map_err(|e| files(dir, e))?;
@@ -159,19 +220,13 @@ fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(files(dir, e)),
     }
-    let mut chain = vec![];
+    let mut chain: Vec<Block> = vec![];
     match std::fs::read(dir.join("chain")) {
         Ok(b) => {
-            let mut at = 0;
-            while at + 4 <= b.len() {
-                let n = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
-                let Some(bytes) = b.get(at + 4..at + 4 + n) else {
-                    break;
-                };
+            for bytes in frames(&b) {
                 chain.push(
                     wire::decode_block(bytes).map_err(|e| files(dir, format!("chain: {e}")))?,
                 );
-                at += 4 + n;
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -181,6 +236,47 @@ fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> 
     // caught up, is in the file twice: the first copy counts.
     let mut seen = std::collections::HashSet::new();
     chain.retain(|b| seen.insert(b.height));
+    // The head names its root; the block is the chain file's (a store of
+    // an earlier version held it whole, and its blocks too).
+    if d.root.block.height > 0 {
+        match chain.iter().find(|b| b.height == d.root.block.height) {
+            Some(b) if b.id == d.root.block.id => d.root.block = b.clone(),
+            Some(b) => return Err(files(
+                dir,
+                format!(
+                    "store: its last commit at height {} is block {}, the chain file has {} there",
+                    b.height,
+                    d.root.block.id.short(),
+                    b.id.short()
+                ),
+            )),
+            None if d.root.block.compute_id(&genesis.id) == d.root.block.id => {}
+            None => {
+                return Err(files(
+                    dir,
+                    format!(
+                        "store: its last commit, block {} at height {}, is not in the chain file",
+                        d.root.block.id.short(),
+                        d.root.block.height
+                    ),
+                ))
+            }
+        }
+    }
+    match std::fs::read(dir.join("blocks")) {
+        Ok(b) => {
+            let mut ids: std::collections::HashSet<Hash> = d.blocks.iter().map(|b| b.id).collect();
+            for bytes in frames(&b) {
+                let block =
+                    wire::decode_block(bytes).map_err(|e| files(dir, format!("blocks: {e}")))?;
+                if block.height > d.root.block.height && ids.insert(block.id) {
+                    d.blocks.push(block);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(files(dir, e)),
+    }
     // The chain file is appended before the store is rewritten: it may
     // run ahead of the store's root, never behind.
     d.committed = chain
@@ -257,6 +353,18 @@ pub async fn run(
     let mut store = durable.clone();
     let mut chain_file =
         ben_control::private::append(&s.dir.join("chain")).map_err(|e| files(&s.dir, e))?;
+    // The block log starts as what the store holds (an earlier version's
+    // store held its blocks itself).
+    let log_path = s.dir.join("blocks");
+    let mut log_bytes = {
+        let mut b = vec![];
+        for x in &store.blocks {
+            frame(&mut b, &wire::encode_block(x));
+        }
+        write_durably(&log_path, &b).map_err(|e| files(&s.dir, format!("blocks: {e}")))?;
+        b.len() as u64
+    };
+    let mut block_log = ben_control::private::append(&log_path).map_err(|e| files(&s.dir, e))?;
     let mut pool = Mempool::new(s.mempool);
     let crypto = Ed25519::new(s.link.secret, s.link.keys.clone());
     let mut node = Node::new(s.consensus.clone(), crypto, &genesis, durable);
@@ -277,6 +385,7 @@ pub async fn run(
     loop {
         let mut step = std::mem::take(&mut out);
         let mut dirty = false;
+        let mut logged = false;
         for a in step.drain(..) {
             match a {
                 Action::PersistSafety(st) => {
@@ -286,6 +395,13 @@ pub async fn run(
                     store.safety = st;
                 }
                 Action::StoreBlock(b) => {
+                    let mut rec = vec![];
+                    frame(&mut rec, &wire::encode_block(&b));
+                    block_log
+                        .write_all(&rec)
+                        .map_err(|e| files(&s.dir, format!("appending block {}: {e}", b.height)))?;
+                    log_bytes += rec.len() as u64;
+                    logged = true;
                     store.blocks.push(b);
                     dirty = true;
                 }
@@ -311,8 +427,17 @@ pub async fn run(
                         .map_err(|e| {
                             files(&s.dir, format!("appending block {}: {e}", block.height))
                         })?;
-                    let a =
-                        sm.apply_with(&block, &mut |tx| opened.remove(blake3::hash(tx).as_bytes()));
+                    let a = if s.intake == Intake::BenchRaw {
+                        // Opaque transactions: the state machine sees the
+                        // block without them (it would refuse each, one
+                        // reason string apiece: not consensus's cost).
+                        sm.apply(&header(&block))
+                    } else {
+                        // The block's digests before the core forgets it.
+                        let digests = pool.digests_of(&block);
+                        sm.apply_with(&block, &mut |i, _| opened.remove(digests.get(i)?))
+                    };
+                    pool.forget_block(&block.id);
                     applied_to = block.height;
                     pool.remove_committed(a.admitted.iter().map(String::as_str));
                     counters.height.store(block.height, Ordering::Relaxed);
@@ -362,10 +487,25 @@ pub async fn run(
                 }
             }
         }
+        if logged {
+            // The blocks before the head that may name them.
+            block_log
+                .sync_data()
+                .map_err(|e| files(&s.dir, format!("syncing the block log: {e}")))?;
+        }
         if dirty {
-            let mut snapshot = store.clone();
-            snapshot.committed.clear();
-            write_durably(&s.dir.join("store"), &wire::encode_durable(&snapshot))
+            if log_bytes > BLOCK_LOG_COMPACT {
+                let mut b = vec![];
+                for x in &store.blocks {
+                    frame(&mut b, &wire::encode_block(x));
+                }
+                write_durably(&log_path, &b)
+                    .map_err(|e| files(&s.dir, format!("compacting the block log: {e}")))?;
+                block_log =
+                    ben_control::private::append(&log_path).map_err(|e| files(&s.dir, e))?;
+                log_bytes = b.len() as u64;
+            }
+            write_durably(&s.dir.join("store"), &head(&store))
                 .map_err(|e| files(&s.dir, format!("writing the block store: {e}")))?;
         }
         counters.round.store(node.round(), Ordering::Relaxed);
@@ -388,8 +528,9 @@ pub async fn run(
             },
             tx = anomalies.recv() => match tx {
                 Some(Offer { bytes: tx, .. }) if s.intake == Intake::BenchRaw => {
-                    let id = blake3::hash(&tx).to_hex();
-                    if pool.offer(&id[..32], 1.0, tx) != Offered::Added {
+                    let d = crate::mempool::digest(&tx);
+                    let id = hex::encode(&d[..16]);
+                    if pool.offer_hashed(&id, 1.0, tx, d) != Offered::Added {
                         counters.mempool_full.fetch_add(1, Ordering::Relaxed);
                     }
                     node.on_payload(now(), &mut pool, &mut out);
@@ -428,7 +569,8 @@ pub async fn run(
                 {
                     Ok(v) => {
                         let a = v.get();
-                        let offered = pool.offer(&a.id, a.confidence, tx.clone());
+                        let d = crate::mempool::digest(&tx);
+                        let offered = pool.offer_hashed(&a.id, a.confidence, tx, d);
                         if offered == Offered::Added {
                             // Kept for the state machine, so the signature is
                             // checked once (bounded: what waits longer is
@@ -436,7 +578,7 @@ pub async fn run(
                             if opened.len() >= 2 * s.mempool {
                                 opened.clear();
                             }
-                            opened.insert(*blake3::hash(&tx).as_bytes(), v.clone());
+                            opened.insert(d, v.clone());
                         }
                         match offered {
                             Offered::Duplicate => {

@@ -93,6 +93,10 @@ pub fn kind_of(tx: &[u8]) -> Option<String> {
         .map(|e| e.kind)
 }
 
+/// What [`StateMachine::apply_with`] asks of the envelopes a validator
+/// already opened: the block's `i`th transaction's, if it has it.
+pub type Opened<'a> = dyn FnMut(usize, &[u8]) -> Option<Verified<AnomalyEvent>> + 'a;
+
 /// An admitted policy request.
 struct Request {
     id: String,
@@ -221,11 +225,12 @@ impl StateMachine {
 
     /// Applies the next committed block.
     pub fn apply(&mut self, block: &Block) -> Applied {
-        self.apply_with(block, &mut |_| None)
+        self.apply_with(block, &mut |_, _| None)
     }
 
     /// [`StateMachine::apply`], with the envelopes this validator already
-    /// opened (its mempool verified them): `verified(tx)` returns what
+    /// opened (its mempool verified them): `verified(i, tx)` (the block's
+    /// `i`th transaction) returns what
     /// [`open_bytes`] returned for those exact bytes, so the signature is
     /// not checked twice. The answer is the same either way — the keyring
     /// is fixed for a run — so state roots agree whatever each validator
@@ -233,7 +238,7 @@ impl StateMachine {
     pub fn apply_with(
         &mut self,
         block: &Block,
-        verified: &mut dyn FnMut(&[u8]) -> Option<Verified<AnomalyEvent>>,
+        verified: &mut Opened<'_>,
     ) -> Applied {
         let now = block.time;
         let mut out = Applied::default();
@@ -245,7 +250,7 @@ impl StateMachine {
                 requests.push(i);
                 continue;
             }
-            match self.admit(tx, now, verified(tx)) {
+            match self.admit(tx, now, verified(i, tx)) {
                 Ok((id, rec)) => {
                     if rec.confidence >= self.cfg.policy_min_confidence {
                         out.policies
@@ -614,7 +619,7 @@ mod tests {
         b.height = height;
         b.time = time;
         b.author = 1;
-        b.payload = txs;
+        b.payload = txs.into();
         b
     }
 
@@ -806,7 +811,7 @@ mod tests {
         let mut fresh = StateMachine::new(Config::default(), k.clone());
         for b in &a {
             let mut half = 0;
-            let with = cached.apply_with(b, &mut |tx| {
+            let with = cached.apply_with(b, &mut |_, tx| {
                 half += 1;
                 (half % 2 == 0).then(|| open_bytes::<AnomalyEvent>(tx, &k).unwrap())
             });

@@ -312,11 +312,11 @@ async fn links_refuse_and_count_what_is_not_a_validator_frame() {
     let payload = ben_mesh_consensus::wire::encode(&env);
     let frame = |from: u16, key: &SigningKey, to: u16, chain: &Hash, payload: &[u8]| {
         let mut h = blake3::Hasher::new();
-        h.update(b"ben/v1/consensus/link\0");
+        h.update(b"ben/v1/consensus/link2\0");
         h.update(&chain.0);
         h.update(&from.to_be_bytes());
         h.update(&to.to_be_bytes());
-        h.update(payload);
+        h.update(blake3::hash(payload).as_bytes());
         let sig = key.sign(h.finalize().as_bytes());
         let mut f = ((2 + 64 + payload.len()) as u32).to_be_bytes().to_vec();
         f.extend_from_slice(&from.to_be_bytes());

@@ -100,7 +100,7 @@ impl World {
             qc: g.genesis_qc(),
             author: 0,
             time,
-            payload,
+            payload: payload.into(),
         };
         b.id = b.compute_id(chain);
         b
