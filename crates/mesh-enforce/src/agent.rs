@@ -170,7 +170,10 @@ impl Agent {
                 p.target.to_string(),
                 p.expires_at_ms,
             );
-            let offered = if p.in_scope(&self.deps.id, &self.host) {
+            let refused = self.backend.as_ref().and_then(|b| b.refuses(&p.spec));
+            let offered = if let Some(why) = refused {
+                Offer::Skipped(why)
+            } else if p.in_scope(&self.deps.id, &self.host) {
                 self.sched.offer(p, now)
             } else {
                 Offer::Skipped(format!(

@@ -35,6 +35,11 @@ pub trait Backend: Send + Sync {
         remove: &[(SetKey, Net)],
         now_ms: u64,
     ) -> Result<(), String>;
+    /// Why this backend cannot enforce policies shaped `spec`, if it
+    /// cannot (they are skipped with that reason, never half-applied).
+    fn refuses(&self, _spec: &crate::model::Spec) -> Option<String> {
+        None
+    }
     /// Makes the host's rules (policies with a port, protocol or rate
     /// limit) exactly `rules`, in one transaction where the backend has
     /// them; each stops matching at its time even if no agent is left to

@@ -24,10 +24,12 @@
 //! own, matching until its time) and a scope of hosts (an agent whose id
 //! or host name is not in it acks `skipped`).
 //!
-//! Not built yet (said here and in the note): ports and rate
-//! limits in the Kubernetes backend (it refuses those policies, so they
-//! are acked `failed` with the reason), and the Kubernetes backend in a
-//! binary (it is a library backend, tested against a recorded API).
+//! The Kubernetes backend renders ports as peers of their own and cannot
+//! rate-limit (such policies are acked `skipped` with the reason).
+//!
+//! Not built yet (said here and in the note): the Kubernetes
+//! backend in a binary (it is a library backend, tested against a
+//! recorded API).
 
 pub mod agent;
 pub mod backend;

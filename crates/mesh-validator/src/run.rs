@@ -241,15 +241,17 @@ fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> 
     if d.root.block.height > 0 {
         match chain.iter().find(|b| b.height == d.root.block.height) {
             Some(b) if b.id == d.root.block.id => d.root.block = b.clone(),
-            Some(b) => return Err(files(
-                dir,
-                format!(
+            Some(b) => {
+                return Err(files(
+                    dir,
+                    format!(
                     "store: its last commit at height {} is block {}, the chain file has {} there",
                     b.height,
                     d.root.block.id.short(),
                     b.id.short()
                 ),
-            )),
+                ))
+            }
             None if d.root.block.compute_id(&genesis.id) == d.root.block.id => {}
             None => {
                 return Err(files(

@@ -235,11 +235,7 @@ impl StateMachine {
     /// not checked twice. The answer is the same either way — the keyring
     /// is fixed for a run — so state roots agree whatever each validator
     /// had cached.
-    pub fn apply_with(
-        &mut self,
-        block: &Block,
-        verified: &mut Opened<'_>,
-    ) -> Applied {
+    pub fn apply_with(&mut self, block: &Block, verified: &mut Opened<'_>) -> Applied {
         let now = block.time;
         let mut out = Applied::default();
         // Requests after the block's anomalies: one may rest on an anomaly
