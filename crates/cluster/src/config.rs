@@ -80,6 +80,7 @@
 //! backend = "dry-run"             # table; it needs [validators]): "nftables", "iptables" (root),
 //! allow = ["10.0.0.0/8"]          # or "dry-run"; networks never blocked besides this host's own
 //! reconcile_ms = 5000             # addresses, the validators, NATS and the database; how often the
+//! labels = ["role=web"]           # (its labels: policies scoped to one are its, as to its id or host)
 //!                                 # host's table is read back and repaired. Another host runs
 //!                                 # `ben enforce --config F --id enforcer-2` with that id's key
 //!
@@ -175,6 +176,8 @@ struct EnforcerCfg {
     #[serde(default)]
     allow: Vec<String>,
     reconcile_ms: Option<u64>,
+    #[serde(default)]
+    labels: Vec<String>,
 }
 
 /// `[enforcer]`: the enforcement agent this cluster runs.
@@ -185,6 +188,8 @@ pub struct Enforcer {
     /// Networks never blocked besides the host's own and the servers'.
     pub allow: Vec<String>,
     pub reconcile_ms: u64,
+    /// Its labels (`key=value`): policies scoped to one are its.
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -602,10 +607,20 @@ impl ClusterConfig {
                     ben_mesh_enforce::model::Net::parse(a)
                         .map_err(|err| format!("{p}: [enforcer] allow #{}: {err}", i + 1))?;
                 }
+                for l in &e.labels {
+                    if !l.contains('=') {
+                        return Err(format!(
+                            "{p}: [enforcer] labels: {l:?} is not key=value"
+                        ));
+                    }
+                    ben_mesh_enforce::model::check_scope(l)
+                        .map_err(|e| format!("{p}: [enforcer] labels: {e}"))?;
+                }
                 Some(Enforcer {
                     backend,
                     allow: e.allow,
                     reconcile_ms: ms("enforcer", "reconcile_ms", e.reconcile_ms, 5_000)?,
+                    labels: e.labels,
                 })
             }
         };
@@ -1061,11 +1076,24 @@ mod tests {
             Some(Enforcer {
                 backend: "dry-run".into(),
                 allow: vec!["10.0.0.0/8".into()],
-                reconcile_ms: 5_000
+                reconcile_ms: 5_000,
+                labels: vec![],
             })
         );
         assert!(c.started().iter().any(|(id, _)| id == "enforcer-1"));
         assert!(!c.started().iter().any(|(id, _)| id == "mesh-1"));
+        let c = parse(&format!(
+            "prefix = \"a\"\n{v4}[enforcer]\nlabels = [\"role=web\", \"zone=eu-1\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.enforcer.unwrap().labels, ["role=web", "zone=eu-1"]);
+        for bad in ["web", "role=a b"] {
+            let e = parse(&format!(
+                "prefix = \"a\"\n{v4}[enforcer]\nlabels = [\"{bad}\"]\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains("[enforcer] labels"), "{e}");
+        }
         let e = parse("prefix = \"a\"\n[mesh]\n").unwrap_err();
         assert!(e.contains("[mesh] needs [validators]"), "{e}");
         let c = parse(&format!("prefix = \"a\"\n{v4}[mesh]\nevery_ms = 1000\n")).unwrap();

@@ -402,6 +402,7 @@ fn component_env(cfg: &ClusterConfig) -> Result<ben_runtime::Env, String> {
         env.enforce.backend = Some(e.backend.clone());
         env.enforce.allow = e.allow.clone();
         env.enforce.reconcile_ms = e.reconcile_ms;
+        env.enforce.labels = e.labels.clone();
     }
     Ok(env)
 }

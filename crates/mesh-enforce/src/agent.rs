@@ -37,6 +37,9 @@ pub struct Config {
     pub reconcile_ms: u64,
     /// Where verified policies are kept across restarts (none: memory).
     pub state: Option<PathBuf>,
+    /// This agent's labels (`key=value`): a policy scoped to one of them
+    /// is its to enforce, as one scoped to its id or host name.
+    pub labels: Vec<String>,
 }
 
 /// What a running agent counts.
@@ -173,14 +176,19 @@ impl Agent {
             let refused = self.backend.as_ref().and_then(|b| b.refuses(&p.spec));
             let offered = if let Some(why) = refused {
                 Offer::Skipped(why)
-            } else if p.in_scope(&self.deps.id, &self.host) {
+            } else if p.in_scope(&self.deps.id, &self.host, &self.cfg.labels) {
                 self.sched.offer(p, now)
             } else {
                 Offer::Skipped(format!(
-                    "not in the policy's scope ({}): this agent is {} on host {}",
+                    "not in the policy's scope ({}): this agent is {} on host {}{}",
                     p.scope.join(", "),
                     self.deps.id,
-                    self.host
+                    self.host,
+                    if self.cfg.labels.is_empty() {
+                        ", without labels".to_string()
+                    } else {
+                        format!(", labelled {}", self.cfg.labels.join(", "))
+                    }
                 ))
             };
             match offered {

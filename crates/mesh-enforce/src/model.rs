@@ -49,14 +49,20 @@ pub struct Policy {
     pub height: u64,
     /// That block's time (ms since the epoch).
     pub block_time_ms: u64,
-    /// The hosts that enforce it (agent ids or host names); empty: all.
+    /// The agents that enforce it: agent ids, host names or labels
+    /// (`key=value`); empty: all.
     pub scope: Vec<String>,
 }
 
 impl Policy {
-    /// Whether the agent `id` on host `host` enforces it.
-    pub fn in_scope(&self, id: &str, host: &str) -> bool {
-        self.scope.is_empty() || self.scope.iter().any(|s| s == id || s == host)
+    /// Whether the agent `id` on host `host`, labelled `labels`, enforces
+    /// it.
+    pub fn in_scope(&self, id: &str, host: &str, labels: &[String]) -> bool {
+        self.scope.is_empty()
+            || self
+                .scope
+                .iter()
+                .any(|s| s == id || s == host || labels.contains(s))
     }
 }
 

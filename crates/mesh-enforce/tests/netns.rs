@@ -368,6 +368,7 @@ impl Harness {
             allow,
             reconcile_ms: 300,
             state: Some(self.state.clone()),
+            labels: vec!["role=victim".into()],
         };
         let mut keyring = (*self.world.keyring).clone();
         let signer = Signer::from_secret([55; 32]);
@@ -692,6 +693,17 @@ async fn rules_scenario(fw: Fw) {
     );
     assert!(o1 >= 190, "the other host lost datagrams: {o1} of 200");
 
+    // Scoped by a label this agent carries: its to enforce.
+    let mut labelled = h.world.request("r-label", &a_ip, "an-label", 60_000);
+    labelled.action = "reject".into();
+    labelled.rate = 0;
+    labelled.protocol = "tcp".into();
+    labelled.ports = "9000".into();
+    labelled.scope = vec!["role=victim".into(), "web-9".into()];
+    h.publish(h.world.requested(&labelled, &a_ip, 13, now, |_| {}))
+        .await;
+    let ack = next_ack(&mut acks, "applied", &a_ip).await;
+    assert!(ack.reason.contains("reject_in_tcp_9000"), "{ack:?}");
     // Scoped to another host: skipped, saying why.
     let mut scoped = h.world.request("r-scope", &h.n.ip(202), "an-scope", 60_000);
     scoped.scope = vec!["enforcer-9".into()];
@@ -704,7 +716,7 @@ async fn rules_scenario(fw: Fw) {
     h.n.flush_rules();
     let n = &h.n;
     wait_for("the deleted rules restored", Duration::from_secs(3), || {
-        n.rules().matches("ben|").count() == 2
+        n.rules().matches("ben|").count() == 3
     })
     .await;
     assert!(!h.n.connects_to(&attacker, 201, 8080));
@@ -714,7 +726,7 @@ async fn rules_scenario(fw: Fw) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.start();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(h.n.rules().matches("ben|").count(), 2, "{}", h.n.rules());
+    assert_eq!(h.n.rules().matches("ben|").count(), 3, "{}", h.n.rules());
     assert!(!h.n.connects_to(&attacker, 201, 8080));
 
     // The port policy's time is up: the port opens, the rate limit stays.
@@ -729,7 +741,7 @@ async fn rules_scenario(fw: Fw) {
     next_ack(&mut acks, "expired", &a_ip).await;
     let n = &h.n;
     wait_for("the expired rule removed", Duration::from_secs(3), || {
-        n.rules().matches("ben|").count() == 1
+        n.rules().matches("ben|").count() == 2
     })
     .await;
     assert!(h.n.connects_to(&other, 202, 8080));

@@ -139,7 +139,15 @@ fn a_requested_policy_must_say_what_its_request_in_the_block_says() {
     let p = v.verify(&good).expect("the request's policy verifies");
     assert_eq!(p[0].spec.describe(), "rate-limit 10/s ingress tcp 22");
     assert_eq!(p[0].scope, ["web-1"]);
-    assert!(p[0].in_scope("web-1", "h") && !p[0].in_scope("enforcer-1", "h"));
+    assert!(p[0].in_scope("web-1", "h", &[]) && !p[0].in_scope("enforcer-1", "h", &[]));
+    assert!(p[0].in_scope("enforcer-1", "web-1", &[]), "by host name");
+    let mut labelled = r.clone();
+    labelled.scope = vec!["role=web".into()];
+    let p = v
+        .verify(&w.requested(&labelled, "192.0.2.7", 8, now, |_| {}))
+        .unwrap();
+    assert!(p[0].in_scope("enforcer-1", "h", &["role=web".into()]));
+    assert!(!p[0].in_scope("enforcer-1", "h", &["role=db".into()]));
     type Edit = Box<dyn Fn(&mut ben_mesh_wire::BlockPolicy)>;
     let cases: Vec<(Edit, &str)> = vec![
         (

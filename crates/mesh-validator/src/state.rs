@@ -19,8 +19,8 @@
 //!   AI-service key asks for another shape of policy — a network, a port
 //!   and protocol, a rate limit, an egress block, some hosts only. It is
 //!   admitted when it is fresh and not a replay, every anomaly it names is
-//!   committed (earlier, or earlier in the same block) and came from
-//!   inside its target, a network target is no wider than the chain's
+//!   committed (earlier, or earlier in the same block; no longer ago than
+//!   a request's longest TTL) and came from inside its target, a network target is no wider than the chain's
 //!   limit and rests on anomalies from at least two of its addresses, and
 //!   its TTL is within the chain's maximum. Its policy's id comes from its
 //!   target, shape and scope, so asking again extends it;
@@ -460,6 +460,12 @@ impl StateMachine {
                 .anomalies
                 .get(a)
                 .ok_or_else(|| fail(format!("anomaly {a} is not committed")))?;
+            if rec.committed_at.saturating_add(self.cfg.request_max_ttl) < now {
+                return Err(fail(format!(
+                    "anomaly {a} was committed {} ms before the block, longer ago than a request's longest TTL",
+                    now - rec.committed_at
+                )));
+            }
             if !target.contains(rec.source) {
                 return Err(fail(format!(
                     "anomaly {a} came from {}, outside the target {target}",
@@ -780,6 +786,21 @@ mod tests {
             .unwrap();
         assert_eq!(net.spec, Spec::parse("drop", 0, "", "tcp", "22").unwrap());
         assert_eq!(net.anomalies, ["a2", "a3"]);
+        // Fresh, but resting on an anomaly committed longer ago than a
+        // request's longest TTL: refused.
+        let later = t + 3 * 3_600_000;
+        let out = sm.apply(&block(
+            3,
+            later,
+            vec![ai.seal_bytes(&request("r13", &["a1"], "192.0.2.9", later))],
+        ));
+        assert!(
+            out.refused[0]
+                .1
+                .contains("longer ago than a request's longest TTL"),
+            "{:?}",
+            out.refused
+        );
     }
 
     #[test]

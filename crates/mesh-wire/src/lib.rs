@@ -185,7 +185,8 @@ pub struct BlockPolicy {
     /// Packets a second, for `rate-limit`.
     #[prost(uint32, tag = "9")]
     pub rate: u32,
-    /// The hosts (agent ids or host names) that enforce it; empty: all.
+    /// The agents that enforce it (agent ids, host names or labels
+    /// `key=value`); empty: all.
     #[prost(string, repeated, tag = "10")]
     pub scope: Vec<String>,
     /// The request in the same block it came from (empty: from an
@@ -237,8 +238,8 @@ pub struct PolicyRequest {
     /// How long it should hold (ms from its block).
     #[prost(uint64, tag = "10")]
     pub ttl_ms: u64,
-    /// The hosts that should enforce it (agent ids or host names); empty:
-    /// every agent.
+    /// The agents that should enforce it (agent ids, host names or labels
+    /// `key=value`); empty: every agent.
     #[prost(string, repeated, tag = "11")]
     pub scope: Vec<String>,
     /// When it was asked (ms since the epoch): a request older than the

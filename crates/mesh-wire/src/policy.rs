@@ -254,17 +254,26 @@ pub fn request_policy_id(target: &Net, spec: &Spec, scope: &[String]) -> String 
     format!("req-{}", &h.finalize().to_hex()[..16])
 }
 
-/// A scope entry (a host name or agent id): 1 to 128 of `A-Z a-z 0-9 . _ -`.
+/// A scope entry: a host name or agent id (1 to 128 of `A-Z a-z 0-9 .
+/// _ -`), or a label `key=value` (the key may carry a `prefix/`, as
+/// Kubernetes labels do) that agents configured with it match.
 pub fn check_scope(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let word = |w: &str, extra: &[u8]| {
+        !w.is_empty()
+            && w.len() <= 128
+            && w.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') || extra.contains(&b)
+            })
+    };
+    let ok = match s.split_once('=') {
+        Some((k, v)) => word(k, b"/") && word(v, b""),
+        None => word(s, b""),
+    };
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "scope {s:?}: a host name or agent id of 1 to 128 letters, digits, '.', '_' or '-'"
+            "scope {s:?}: a host name or agent id (letters, digits, '.', '_', '-'; at most 128), or a label key=value"
         ))
     }
 }
@@ -478,7 +487,17 @@ mod tests {
             );
         }
         assert!(check_scope("web-1.example").is_ok());
-        for bad in ["", "a b", "x;rm", &"h".repeat(129)] {
+        assert!(check_scope("app.kubernetes.io/name=web").is_ok());
+        for bad in [
+            "",
+            "a b",
+            "x;rm",
+            &"h".repeat(129),
+            "=web",
+            "app=",
+            "a=b=c",
+            "k=v/w",
+        ] {
             assert!(check_scope(bad).is_err(), "{bad}");
         }
     }

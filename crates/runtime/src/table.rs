@@ -146,6 +146,8 @@ pub struct EnforceEnv {
     /// The network namespace (`ip netns` name) whose firewall it holds;
     /// none: the host's.
     pub netns: Option<String>,
+    /// Its labels (`key=value`): policies scoped to one are its.
+    pub labels: Vec<String>,
 }
 
 impl Env {
@@ -536,6 +538,7 @@ fn build_enforcer(
             allow,
             reconcile_ms: env.enforce.reconcile_ms,
             state: Some(state),
+            labels: env.enforce.labels.clone(),
         };
         let counters = shared.enforcer.clone();
         let netns = env.enforce.netns.clone();

@@ -187,7 +187,7 @@ mod tests {
                 ("spine", with(&["ack", "heartbeat"])),
                 ("detector", with(&["ack", "heartbeat", "signal"])),
                 ("lucius", with(&["ack", "heartbeat"])),
-                ("mesh", with(&["anomaly", "evidence"])),
+                ("mesh", with(&["anomaly", "evidence", "policy_request"])),
                 ("validator", with(&["commit", "policy", "reputation"])),
                 ("enforcer", with(&["policy_ack"])),
                 ("sensor", with(&["flows"])),
