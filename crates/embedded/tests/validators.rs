@@ -36,20 +36,31 @@ fn anomaly(signer: &Signer, k: usize) -> Vec<u8> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_ones() {
-    let dir = std::env::temp_dir().join(format!("ben-validators-up-{}", std::process::id()));
+/// A data directory named after `name`, emptied.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ben-validators-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("BEN_BLOT_KEY", "validators test key 0123456789abcdef");
-    let ai = Signer::from_secret([77; 32]);
-    let sys = System::start(Config {
-        data_dir: dir.clone(),
+    dir
+}
+
+/// `ben up` on `dir`, trusting `ai` as the AI service `mesh-9`.
+async fn start(dir: &std::path::Path, ai: &Signer) -> System {
+    System::start(Config {
+        data_dir: dir.to_path_buf(),
         api_addr: "127.0.0.1:0".parse().unwrap(),
         trust: vec![("mesh-9".into(), ai.public())],
         ..Config::default()
     })
     .await
-    .expect("ben up starts");
+    .expect("ben up starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_ones() {
+    let dir = fresh_dir("up");
+    let ai = Signer::from_secret([77; 32]);
+    let sys = start(&dir, &ai).await;
     let mut commits = sys.bus.subscribe(COMMITS_SUBJECT, None).await.unwrap();
     let mut dlq = sys.bus.subscribe("ai.dlq.v1", None).await.unwrap();
     let mut policies = sys.bus.subscribe(POLICY_SUBJECT, None).await.unwrap();
@@ -361,20 +372,9 @@ async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_one
 /// the height they reached, committing new anomalies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validators_resume_their_chain_when_ben_up_restarts() {
-    let dir = std::env::temp_dir().join(format!("ben-validators-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::env::set_var("BEN_BLOT_KEY", "validators test key 0123456789abcdef");
+    let dir = fresh_dir("restart");
     let ai = Signer::from_secret([79; 32]);
-    let start = || async {
-        System::start(Config {
-            data_dir: dir.clone(),
-            api_addr: "127.0.0.1:0".parse().unwrap(),
-            trust: vec![("mesh-9".into(), ai.public())],
-            ..Config::default()
-        })
-        .await
-        .expect("ben up starts")
-    };
+    let up = || start(&dir, &ai);
     // Commits of `ids` by all four; returns each validator's heights.
     async fn committed(
         sys: &System,
@@ -418,10 +418,10 @@ async fn validators_resume_their_chain_when_ben_up_restarts() {
             .max()
             .unwrap_or(0)
     };
-    let sys = start().await;
+    let sys = up().await;
     let before = committed(&sys, 0..10, &ai).await;
     sys.shutdown().await;
-    let sys = start().await;
+    let sys = up().await;
     let after = committed(&sys, 10..20, &ai).await;
     // Each validator goes on from where it was (one that lagged at the
     // stop commits what the others had, once); none starts over, and
@@ -451,18 +451,9 @@ async fn validators_resume_their_chain_when_ben_up_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_request_is_committed_checked_and_enforced_as_asked() {
     use ben_mesh_wire::{PolicyAck, PolicyRequest, ACK_SUBJECT, POLICY_REQUEST_SUBJECT};
-    let dir = std::env::temp_dir().join(format!("ben-validators-req-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::env::set_var("BEN_BLOT_KEY", "validators test key 0123456789abcdef");
+    let dir = fresh_dir("req");
     let ai = Signer::from_secret([77; 32]);
-    let sys = System::start(Config {
-        data_dir: dir.clone(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        trust: vec![("mesh-9".into(), ai.public())],
-        ..Config::default()
-    })
-    .await
-    .expect("ben up starts");
+    let sys = start(&dir, &ai).await;
     let mut commits = sys.bus.subscribe(COMMITS_SUBJECT, None).await.unwrap();
     let mut dlq = sys.bus.subscribe("ai.dlq.v1", None).await.unwrap();
     let mut acks = sys.bus.subscribe(ACK_SUBJECT, None).await.unwrap();

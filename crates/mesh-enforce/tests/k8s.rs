@@ -19,6 +19,40 @@ fn cfg() -> K8sConfig {
     }
 }
 
+/// What the API answers for an object that is not there.
+fn not_found() -> http::Response<Body> {
+    http::Response::builder()
+        .status(404)
+        .body(Body::from(
+            br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
+                .to_vec(),
+        ))
+        .unwrap()
+}
+
+/// The read-back: one GET per direction, answered with `ingress` for
+/// the ingress object and "not found" for the egress one.
+async fn answer_reads(
+    api: &mut tower_test::mock::Handle<http::Request<Body>, http::Response<Body>>,
+    ingress: &[u8],
+) {
+    for (name, held) in [
+        ("ben-block-ingress", Some(ingress.to_vec())),
+        ("ben-block-egress", None),
+    ] {
+        let (req, reply) = api.next_request().await.expect("a read");
+        assert_eq!(req.method(), http::Method::GET);
+        assert_eq!(
+            req.uri().path(),
+            format!("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/{name}")
+        );
+        match held {
+            Some(b) => reply.send_response(http::Response::new(Body::from(b))),
+            None => reply.send_response(not_found()),
+        }
+    }
+}
+
 fn nets(list: &[&str]) -> BTreeSet<Net> {
     list.iter().map(|s| Net::parse(s).unwrap()).collect()
 }
@@ -145,29 +179,7 @@ async fn server_side_apply_requests_are_exactly_these() {
     assert_eq!(sent, want);
     reply.send_response(http::Response::new(Body::from(body.to_vec())));
     // 2. The read-back: one GET per direction.
-    for (name, held) in [
-        ("ben-block-ingress", Some(body.to_vec())),
-        ("ben-block-egress", None),
-    ] {
-        let (req, reply) = api.next_request().await.expect("a read");
-        assert_eq!(req.method(), http::Method::GET);
-        assert_eq!(
-            req.uri().path(),
-            format!("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/{name}")
-        );
-        match held {
-            Some(b) => reply.send_response(http::Response::new(Body::from(b))),
-            None => reply.send_response(
-                http::Response::builder()
-                    .status(404)
-                    .body(Body::from(
-                        br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
-                            .to_vec(),
-                    ))
-                    .unwrap(),
-            ),
-        }
-    }
+    answer_reads(&mut api, &body).await;
     let (applied, read) = call.await.unwrap();
     applied.unwrap();
     let held = read.unwrap();
@@ -319,22 +331,7 @@ async fn a_port_rule_is_one_apply_and_reads_back() {
     assert_eq!(sent, want);
     assert_eq!(sent["spec"]["ingress"][2]["ports"][0]["endPort"], 21);
     reply.send_response(http::Response::new(Body::from(body.to_vec())));
-    for held in [Some(body.to_vec()), None] {
-        let (req, reply) = api.next_request().await.expect("a read");
-        assert_eq!(req.method(), http::Method::GET);
-        match held {
-            Some(b) => reply.send_response(http::Response::new(Body::from(b))),
-            None => reply.send_response(
-                http::Response::builder()
-                    .status(404)
-                    .body(Body::from(
-                        br#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
-                            .to_vec(),
-                    ))
-                    .unwrap(),
-            ),
-        }
-    }
+    answer_reads(&mut api, &body).await;
     let (applied, read) = call.await.unwrap();
     applied.unwrap();
     let held = read.unwrap();

@@ -445,23 +445,33 @@ async fn iptables_a_committed_policy_drops_the_attacker_and_the_host_stays_that_
     scenario(Fw::Ipt).await
 }
 
+impl Harness {
+    /// An agent on `n`'s victim, its state in a directory named `name`,
+    /// started; the subscriptions to acks and dead letters.
+    async fn new(n: Net3, name: &str) -> (Harness, ben_bus::Subscription, ben_bus::Subscription) {
+        let bus = Arc::new(InProcessBus::default());
+        let acks = bus.subscribe(ACK_SUBJECT, None).await.unwrap();
+        let dlq = bus.subscribe(DLQ_SUBJECT, None).await.unwrap();
+        let state =
+            std::env::temp_dir().join(format!("ben-{name}-{}-{:?}", std::process::id(), n.fw));
+        let _ = std::fs::remove_dir_all(&state);
+        let mut h = Harness {
+            bus,
+            world: World::new(),
+            n,
+            state,
+            task: None,
+            counters: Arc::new(Counters::default()),
+        };
+        h.start();
+        (h, acks, dlq)
+    }
+}
+
 async fn scenario(fw: Fw) {
     let n = Net3::new(fw, 0);
     n.foreign();
-    let bus = Arc::new(InProcessBus::default());
-    let mut acks = bus.subscribe(ACK_SUBJECT, None).await.unwrap();
-    let mut dlq = bus.subscribe(DLQ_SUBJECT, None).await.unwrap();
-    let state = std::env::temp_dir().join(format!("ben-enforce-{}-{fw:?}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let mut h = Harness {
-        bus,
-        world: World::new(),
-        n,
-        state,
-        task: None,
-        counters: Arc::new(Counters::default()),
-    };
-    h.start();
+    let (mut h, mut acks, mut dlq) = Harness::new(n, "enforce").await;
     let (attacker, other) = (h.n.attacker.clone(), h.n.other.clone());
     let (a_ip, o_ip) = (h.n.ip(201), h.n.ip(202));
     assert!(
@@ -634,21 +644,7 @@ async fn iptables_ports_rate_limits_and_scopes_are_enforced_as_requested() {
 /// skipped; a deleted rule comes back; a restart rebuilds the rules; and
 /// at its time the port opens again.
 async fn rules_scenario(fw: Fw) {
-    let n = Net3::new(fw, 1);
-    let bus = Arc::new(InProcessBus::default());
-    let mut acks = bus.subscribe(ACK_SUBJECT, None).await.unwrap();
-    let state =
-        std::env::temp_dir().join(format!("ben-enforce-rules-{}-{fw:?}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let mut h = Harness {
-        bus,
-        world: World::new(),
-        n,
-        state,
-        task: None,
-        counters: Arc::new(Counters::default()),
-    };
-    h.start();
+    let (mut h, mut acks, _dlq) = Harness::new(Net3::new(fw, 1), "enforce-rules").await;
     let (attacker, other) = (h.n.attacker.clone(), h.n.other.clone());
     let a_ip = h.n.ip(201);
     assert!(h.n.connects_to(&attacker, 201, 8080));

@@ -150,13 +150,10 @@ impl World {
             }
             _ => self.qc(&block, &chain, &self.secrets[..3]),
         };
-        self.envelope[0].seal_bytes(&PolicyEvent {
-            validator: "validator-1".into(),
-            height,
-            block: ben_mesh_consensus::wire::encode_block(&block),
-            qc: ben_mesh_consensus::wire::encode_qc(&qc),
-            chain: self.chain.hex(),
-            policies: vec![BlockPolicy {
+        self.announce(
+            &block,
+            &qc,
+            vec![BlockPolicy {
                 id: format!("block-{target}"),
                 action: "drop".into(),
                 target: target.into(),
@@ -164,6 +161,19 @@ impl World {
                 anomalies: vec![anomaly],
                 ..Default::default()
             }],
+        )
+    }
+
+    /// `policies` of `block`, certified by `qc`, as validator 1 announces
+    /// them.
+    fn announce(&self, block: &Block, qc: &QuorumCert, policies: Vec<BlockPolicy>) -> Vec<u8> {
+        self.envelope[0].seal_bytes(&PolicyEvent {
+            validator: "validator-1".into(),
+            height: block.height,
+            block: ben_mesh_consensus::wire::encode_block(block),
+            qc: ben_mesh_consensus::wire::encode_qc(qc),
+            chain: self.chain.hex(),
+            policies,
         })
     }
 }
@@ -220,14 +230,7 @@ impl World {
             request: r.id.clone(),
         };
         edit(&mut p);
-        self.envelope[0].seal_bytes(&PolicyEvent {
-            validator: "validator-1".into(),
-            height,
-            block: ben_mesh_consensus::wire::encode_block(&block),
-            qc: ben_mesh_consensus::wire::encode_qc(&qc),
-            chain: self.chain.hex(),
-            policies: vec![p],
-        })
+        self.announce(&block, &qc, vec![p])
     }
 }
 
