@@ -515,6 +515,16 @@ async fn a_policy_request_is_committed_checked_and_enforced_as_asked() {
         let ev = CommitEvent::decode(&env.payload[..]).unwrap();
         *policies.entry(ev.validator.clone()).or_insert(0) += ev.policies;
         if ev.refused > 0 {
+            // Said as a refused request, with the reason; not taken for a
+            // refused anomaly.
+            assert!(ev.rejected.is_empty(), "{ev:?}");
+            let r = &ev.rejected_requests;
+            assert!(
+                r.len() == 1
+                    && r[0].id == "elsewhere"
+                    && r[0].reason.contains("outside the target"),
+                "{ev:?}"
+            );
             *refused.entry(ev.validator).or_insert(0) += ev.refused;
         }
     }

@@ -204,6 +204,8 @@ pub async fn run(
     let now_ms = || (deps.clock.now_ns() / 1_000_000).max(0) as u64;
     let mut dirty = false;
     let mut saved_at = 0u64;
+    // Refused requests already said (bounded: cleared when large).
+    let mut refused_requests = std::collections::HashSet::new();
     loop {
         tokio::select! {
             m = flows.next() => {
@@ -286,6 +288,17 @@ pub async fn run(
                 match ben_wire::open_bytes::<CommitEvent>(&m.payload, &deps.keyring) {
                     Ok(v) => {
                         let c = v.into_inner();
+                        // Its own requests refused: said, with the reason
+                        // (once, by the validator that announces first).
+                        if refused_requests.len() > 10_000 {
+                            refused_requests.clear();
+                        }
+                        for r in &c.rejected_requests {
+                            if r.id.starts_with(&format!("{}-", deps.id)) && refused_requests.insert(r.id.clone()) {
+                                tracing::warn!(service = %deps.id, request = %r.id, reason = %r.reason,
+                                    "the validators refused a policy request");
+                            }
+                        }
                         let rejected: Vec<(String, String)> =
                             c.rejected.into_iter().map(|r| (r.id, r.reason)).collect();
                         fb.commit(&c.validator, c.height, &c.anomalies, &rejected, now_ms());

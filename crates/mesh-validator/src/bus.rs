@@ -301,6 +301,14 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                             reason: reason.clone(),
                         })
                         .collect(),
+                    rejected_requests: c
+                        .rejected_requests
+                        .iter()
+                        .map(|(id, reason)| ben_mesh_wire::RejectedAnomaly {
+                            id: id.clone(),
+                            reason: reason.clone(),
+                        })
+                        .collect(),
                 };
                 if let Err(e) = deps
                     .bus

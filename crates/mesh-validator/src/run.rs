@@ -72,8 +72,22 @@ pub enum Intake {
 fn anomaly_id(tx: &[u8]) -> Option<String> {
     use prost::Message;
     let env = ben_wire::pb::SignedEnvelope::decode(tx).ok()?;
+    if env.kind != <AnomalyEvent as ben_wire::Kind>::KIND {
+        return None;
+    }
     let ev = AnomalyEvent::decode(&env.payload[..]).ok()?;
     (!ev.id.is_empty() && ev.id.len() <= 128).then_some(ev.id)
+}
+
+/// The id a policy request envelope names, read without verifying it.
+fn request_id(tx: &[u8]) -> Option<String> {
+    use prost::Message;
+    let env = ben_wire::pb::SignedEnvelope::decode(tx).ok()?;
+    if env.kind != <ben_mesh_wire::PolicyRequest as ben_wire::Kind>::KIND {
+        return None;
+    }
+    let r = ben_mesh_wire::PolicyRequest::decode(&env.payload[..]).ok()?;
+    (!r.id.is_empty() && r.id.len() <= 128).then_some(r.id)
 }
 
 /// A committed block, as the state machine saw it.
@@ -91,6 +105,8 @@ pub struct Committed {
     pub refused: Vec<(usize, String)>,
     /// Refused anomalies whose id could be read: id and reason.
     pub rejected: Vec<(String, String)>,
+    /// Refused policy requests whose id could be read: id and reason.
+    pub rejected_requests: Vec<(String, String)>,
     /// Policies created or extended.
     pub policies: Vec<Policy>,
     /// Policies that expired.
@@ -453,6 +469,13 @@ pub async fn run(
                             .iter()
                             .filter_map(|(i, why)| {
                                 anomaly_id(block.payload.get(*i)?).map(|id| (id, why.clone()))
+                            })
+                            .collect(),
+                        rejected_requests: a
+                            .refused
+                            .iter()
+                            .filter_map(|(i, why)| {
+                                request_id(block.payload.get(*i)?).map(|id| (id, why.clone()))
                             })
                             .collect(),
                         refused: a.refused.clone(),

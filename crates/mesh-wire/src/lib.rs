@@ -132,6 +132,10 @@ pub struct CommitEvent {
     /// read), with the reason: the feedback loop's REJECTED.
     #[prost(message, repeated, tag = "10")]
     pub rejected: Vec<RejectedAnomaly>,
+    /// Policy requests the state machine refused in it, with the reason
+    /// (the id is the request's).
+    #[prost(message, repeated, tag = "11")]
+    pub rejected_requests: Vec<RejectedAnomaly>,
 }
 
 /// An anomaly a block refused, and why.
