@@ -67,27 +67,26 @@ pub enum Intake {
     BenchRaw,
 }
 
-/// The id an anomaly envelope names, read without verifying it (for
-/// telling the AI service which of its anomalies a block refused).
-fn anomaly_id(tx: &[u8]) -> Option<String> {
+/// The id an anomaly or policy request envelope names, read without
+/// verifying it (for telling the AI service which of its anomalies and
+/// requests a block refused), and whether it is a request.
+fn tx_id(tx: &[u8]) -> Option<(bool, String)> {
+    use ben_wire::Kind;
     use prost::Message;
     let env = ben_wire::pb::SignedEnvelope::decode(tx).ok()?;
-    if env.kind != <AnomalyEvent as ben_wire::Kind>::KIND {
+    let (request, id) = if env.kind == ben_mesh_wire::PolicyRequest::KIND {
+        (
+            true,
+            ben_mesh_wire::PolicyRequest::decode(&env.payload[..])
+                .ok()?
+                .id,
+        )
+    } else if env.kind == AnomalyEvent::KIND {
+        (false, AnomalyEvent::decode(&env.payload[..]).ok()?.id)
+    } else {
         return None;
-    }
-    let ev = AnomalyEvent::decode(&env.payload[..]).ok()?;
-    (!ev.id.is_empty() && ev.id.len() <= 128).then_some(ev.id)
-}
-
-/// The id a policy request envelope names, read without verifying it.
-fn request_id(tx: &[u8]) -> Option<String> {
-    use prost::Message;
-    let env = ben_wire::pb::SignedEnvelope::decode(tx).ok()?;
-    if env.kind != <ben_mesh_wire::PolicyRequest as ben_wire::Kind>::KIND {
-        return None;
-    }
-    let r = ben_mesh_wire::PolicyRequest::decode(&env.payload[..]).ok()?;
-    (!r.id.is_empty() && r.id.len() <= 128).then_some(r.id)
+    };
+    (!id.is_empty() && id.len() <= 128).then_some((request, id))
 }
 
 /// A committed block, as the state machine saw it.
@@ -334,6 +333,19 @@ impl From<Vec<u8>> for Offer {
     }
 }
 
+/// Counts what the mempool did with an offer that did not add it.
+fn count(counters: &Counters, offered: &Offered) {
+    match offered {
+        Offered::Duplicate => {
+            counters.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        Offered::Full | Offered::Evicted(_) => {
+            counters.mempool_full.fetch_add(1, Ordering::Relaxed);
+        }
+        Offered::Added => {}
+    }
+}
+
 /// Runs validator `s.consensus.me` until `stop` fires (or its sender is
 /// dropped): anomalies arrive on `anomalies`, each committed block is
 /// reported on `commits`.
@@ -459,25 +471,25 @@ pub async fn run(
                     applied_to = block.height;
                     pool.remove_committed(a.admitted.iter().map(String::as_str));
                     counters.height.store(block.height, Ordering::Relaxed);
+                    let (mut rejected, mut rejected_requests) = (vec![], vec![]);
+                    for (i, why) in &a.refused {
+                        if let Some((request, id)) = block.payload.get(*i).and_then(|tx| tx_id(tx))
+                        {
+                            let to = if request {
+                                &mut rejected_requests
+                            } else {
+                                &mut rejected
+                            };
+                            to.push((id, why.clone()));
+                        }
+                    }
                     let report = Committed {
                         height: block.height,
                         time: block.time,
                         block: block.id,
                         admitted: a.admitted.clone(),
-                        rejected: a
-                            .refused
-                            .iter()
-                            .filter_map(|(i, why)| {
-                                anomaly_id(block.payload.get(*i)?).map(|id| (id, why.clone()))
-                            })
-                            .collect(),
-                        rejected_requests: a
-                            .refused
-                            .iter()
-                            .filter_map(|(i, why)| {
-                                request_id(block.payload.get(*i)?).map(|id| (id, why.clone()))
-                            })
-                            .collect(),
+                        rejected,
+                        rejected_requests,
                         refused: a.refused.clone(),
                         policies: a.policies.clone(),
                         expired: a.expired.clone(),
@@ -560,67 +572,48 @@ pub async fn run(
                     }
                     node.on_payload(now(), &mut pool, &mut out);
                 }
-                Some(Offer { bytes: tx, opened: None })
-                    if state::kind_of(&tx).as_deref()
-                        == Some(<ben_mesh_wire::PolicyRequest as ben_wire::Kind>::KIND) =>
-                {
-                    match ben_wire::open_bytes::<ben_mesh_wire::PolicyRequest>(&tx, &keyring) {
-                        Ok(v) => {
+                Some(Offer { bytes: tx, opened: checked }) => {
+                    let t = match checked {
+                        Some(v) => Ok(state::Tx::Anomaly(v)),
+                        None => state::open_tx(&tx, &keyring),
+                    };
+                    match t {
+                        Ok(state::Tx::Request(v)) => {
                             let r = v.into_inner();
                             let needs = r
                                 .anomalies
                                 .into_iter()
                                 .filter(|a| sm.anomaly(a).is_none())
                                 .collect();
-                            match pool.offer_request(&r.id, needs, tx) {
-                                Offered::Duplicate => {
-                                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Offered::Evicted(_) | Offered::Full => {
-                                    counters.mempool_full.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Offered::Added => {}
-                            }
+                            count(&counters, &pool.offer_request(&r.id, needs, tx));
                             node.on_payload(now(), &mut pool, &mut out);
                         }
-                        Err(e) => {
+                        Ok(state::Tx::Anomaly(v)) => {
+                            let a = v.get();
+                            let d = crate::mempool::digest(&tx);
+                            let offered = pool.offer_hashed(&a.id, a.confidence, tx, d);
+                            if offered == Offered::Added {
+                                // Kept for the state machine, so the signature is
+                                // checked once (bounded: what waits longer is
+                                // verified again when its block commits).
+                                if opened.len() >= 2 * s.mempool {
+                                    opened.clear();
+                                }
+                                opened.insert(d, v.clone());
+                            }
+                            count(&counters, &offered);
+                            node.on_payload(now(), &mut pool, &mut out);
+                        }
+                        Err((request, e)) => {
                             counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "policy request refused before the mempool");
+                            if request {
+                                tracing::warn!(error = %e, "policy request refused before the mempool");
+                            } else {
+                                tracing::warn!(error = %e, "anomaly refused before the mempool");
+                            }
                         }
                     }
                 }
-                Some(Offer { bytes: tx, opened: checked }) => match checked
-                    .map_or_else(|| ben_wire::open_bytes::<AnomalyEvent>(&tx, &keyring), Ok)
-                {
-                    Ok(v) => {
-                        let a = v.get();
-                        let d = crate::mempool::digest(&tx);
-                        let offered = pool.offer_hashed(&a.id, a.confidence, tx, d);
-                        if offered == Offered::Added {
-                            // Kept for the state machine, so the signature is
-                            // checked once (bounded: what waits longer is
-                            // verified again when its block commits).
-                            if opened.len() >= 2 * s.mempool {
-                                opened.clear();
-                            }
-                            opened.insert(d, v.clone());
-                        }
-                        match offered {
-                            Offered::Duplicate => {
-                                counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Offered::Full | Offered::Evicted(_) => {
-                                counters.mempool_full.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Offered::Added => {}
-                        }
-                        node.on_payload(now(), &mut pool, &mut out);
-                    }
-                    Err(e) => {
-                        counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "anomaly refused before the mempool");
-                    }
-                },
                 None => return Ok(()),
             },
             _ = tokio::time::sleep(std::time::Duration::from_millis(wake)) => {

@@ -32,7 +32,7 @@ use ben_mesh_consensus::{Block, Hash, Height, Millis, NodeId};
 use ben_mesh_detect::wire::AnomalyEvent;
 use ben_mesh_wire::policy::{check_scope, refuse_target, request_policy_id, Net, Spec};
 use ben_mesh_wire::PolicyRequest;
-use ben_wire::{open_bytes, Keyring, Verified};
+use ben_wire::{open, Keyring, Verified, WireError};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -86,11 +86,23 @@ fn class_weight(class: &str) -> f64 {
     }
 }
 
-/// The kind a transaction's envelope names, read without verifying it.
-pub fn kind_of(tx: &[u8]) -> Option<String> {
-    ben_wire::pb::SignedEnvelope::decode(tx)
-        .ok()
-        .map(|e| e.kind)
+/// What a block transaction carries, its envelope verified.
+pub enum Tx {
+    Anomaly(Verified<AnomalyEvent>),
+    Request(Verified<PolicyRequest>),
+}
+
+/// Opens a transaction: its envelope decoded once and verified as the
+/// kind it names (a policy request, or else an anomaly). On refusal, the
+/// error and whether it named a policy request.
+pub fn open_tx(tx: &[u8], keyring: &Keyring) -> Result<Tx, (bool, WireError)> {
+    let env = ben_wire::pb::SignedEnvelope::decode(tx)
+        .map_err(|e| (false, WireError::Envelope(e.to_string())))?;
+    if env.kind == <PolicyRequest as ben_wire::Kind>::KIND {
+        open(&env, keyring).map(Tx::Request).map_err(|e| (true, e))
+    } else {
+        open(&env, keyring).map(Tx::Anomaly).map_err(|e| (false, e))
+    }
 }
 
 /// What [`StateMachine::apply_with`] asks of the envelopes a validator
@@ -231,7 +243,7 @@ impl StateMachine {
     /// [`StateMachine::apply`], with the envelopes this validator already
     /// opened (its mempool verified them): `verified(i, tx)` (the block's
     /// `i`th transaction) returns what
-    /// [`open_bytes`] returned for those exact bytes, so the signature is
+    /// [`ben_wire::open_bytes`] returned for those exact bytes, so the signature is
     /// not checked twice. The answer is the same either way — the keyring
     /// is fixed for a run — so state roots agree whatever each validator
     /// had cached.
@@ -242,11 +254,29 @@ impl StateMachine {
         // the same block commits.
         let mut requests = vec![];
         for (i, tx) in block.payload.iter().enumerate() {
-            if kind_of(tx).as_deref() == Some(<PolicyRequest as ben_wire::Kind>::KIND) {
-                requests.push(i);
-                continue;
-            }
-            match self.admit(tx, now, verified(i, tx)) {
+            let opened = match verified(i, tx) {
+                Some(v) => Ok(Tx::Anomaly(v)),
+                None => open_tx(tx, &self.keyring),
+            };
+            let v = match opened {
+                Ok(Tx::Anomaly(v)) => v,
+                Ok(Tx::Request(r)) => {
+                    requests.push((i, r));
+                    continue;
+                }
+                Err((request, e)) => {
+                    out.refused.push((
+                        i,
+                        if request {
+                            format!("policy request: {e}")
+                        } else {
+                            e.to_string()
+                        },
+                    ));
+                    continue;
+                }
+            };
+            match self.admit(v, now) {
                 Ok((id, rec)) => {
                     if rec.confidence >= self.cfg.policy_min_confidence {
                         out.policies
@@ -266,8 +296,8 @@ impl StateMachine {
                 Err(reason) => out.refused.push((i, reason)),
             }
         }
-        for i in requests {
-            match self.admit_request(&block.payload[i], now) {
+        for (i, r) in requests {
+            match self.admit_request(r, now) {
                 Ok(r) => {
                     self.requests.insert(r.id.clone(), now);
                     out.requests.push((i, r.id.clone()));
@@ -303,14 +333,9 @@ impl StateMachine {
 
     fn admit(
         &self,
-        tx: &[u8],
+        v: Verified<AnomalyEvent>,
         now: Millis,
-        opened: Option<Verified<AnomalyEvent>>,
     ) -> Result<(String, AnomalyRecord), String> {
-        let v = match opened {
-            Some(v) => v,
-            None => open_bytes::<AnomalyEvent>(tx, &self.keyring).map_err(|e| e.to_string())?,
-        };
         let signer = v.signer().to_string();
         let a = v.into_inner();
         if a.id.is_empty() || a.id.len() > 128 {
@@ -393,10 +418,8 @@ impl StateMachine {
     }
 
     /// A policy request, checked (see the module documentation).
-    fn admit_request(&self, tx: &[u8], now: Millis) -> Result<Request, String> {
-        let r = open_bytes::<PolicyRequest>(tx, &self.keyring)
-            .map_err(|e| format!("policy request: {e}"))?
-            .into_inner();
+    fn admit_request(&self, r: Verified<PolicyRequest>, now: Millis) -> Result<Request, String> {
+        let r = r.into_inner();
         if r.id.is_empty() || r.id.len() > 128 {
             return Err(format!(
                 "policy request id of {} bytes (1 to 128 expected)",
@@ -830,7 +853,7 @@ mod tests {
             let mut half = 0;
             let with = cached.apply_with(b, &mut |_, tx| {
                 half += 1;
-                (half % 2 == 0).then(|| open_bytes::<AnomalyEvent>(tx, &k).unwrap())
+                (half % 2 == 0).then(|| ben_wire::open_bytes::<AnomalyEvent>(tx, &k).unwrap())
             });
             assert_eq!(with, fresh.apply(b));
         }
