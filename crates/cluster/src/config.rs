@@ -642,11 +642,8 @@ impl ClusterConfig {
         };
         counts.insert("sensor", usize::from(sensor.is_some()));
         let mesh_network_sources = f.mesh.as_ref().and_then(|m| m.network_sources).unwrap_or(0);
-        if mesh_network_sources == 1 {
-            return Err(format!(
-                "{p}: [mesh] network_sources = 1 would block a whole network for one address: 0 (off) or at least 2"
-            ));
-        }
+        ben_runtime::table::check_network_sources(mesh_network_sources)
+            .map_err(|e| format!("{p}: [mesh] {e}"))?;
         let mesh_every = match f.mesh {
             None => None,
             Some(_) if validator_addrs.is_empty() => {

@@ -21,7 +21,7 @@
 //! (optionally in a network namespace, for tests).
 
 use crate::backend::{Backend, Held};
-use crate::model::{Action, Allowlist, Direction, Net, Protocol};
+use crate::model::{Action, Allowlist, Direction, Net};
 use crate::schedule::{Change, SetKey};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -155,10 +155,8 @@ pub fn render_rule_chains(rules: &[Change], v6: bool, now_ms: u64) -> String {
             "-d"
         };
         out += &format!("-A {} {addr} {}", rules_chain(spec.direction), c.target);
-        match spec.protocol {
-            Protocol::Any => {}
-            Protocol::Icmp if v6 => out += " -p ipv6-icmp",
-            p => out += &format!(" -p {}", p.name()),
+        if let Some(p) = spec.protocol.l4_name(v6) {
+            out += &format!(" -p {p}");
         }
         if let Some(p) = spec.ports {
             out += &format!(" --dport {}:{}", p.from, p.to);
@@ -167,17 +165,16 @@ pub fn render_rule_chains(rules: &[Change], v6: bool, now_ms: u64) -> String {
             (c.expires_at_ms.div_ceil(1_000) as i64).saturating_mul(1_000_000_000),
         );
         out += &format!(" -m time --datestop {}", until.trim_end_matches('Z'));
+        let comment = crate::nft::rule_comment(c);
         if let Action::RateLimit(r) = spec.action {
-            let mut h = blake3::Hasher::new();
-            h.update(crate::nft::rule_comment(c).as_bytes());
+            // A bucket of its own, named after the rule.
+            let name = &blake3::hash(comment.as_bytes()).to_hex()[..12];
             out += &format!(
-                " -m hashlimit --hashlimit-above {r}/sec --hashlimit-burst {r} --hashlimit-name ben{}",
-                &h.finalize().to_hex()[..12]
+                " -m hashlimit --hashlimit-above {r}/sec --hashlimit-burst {r} --hashlimit-name ben{name}"
             );
         }
         out += &format!(
-            " -m comment --comment \"{}\" -j {}\n",
-            crate::nft::rule_comment(c),
+            " -m comment --comment \"{comment}\" -j {}\n",
             verdict(spec.action)
         );
     }

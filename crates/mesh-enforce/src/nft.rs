@@ -23,7 +23,7 @@
 //! a timeout given as a string).
 
 use crate::backend::{Backend, Held};
-use crate::model::{Action, Allowlist, Direction, Net, Protocol};
+use crate::model::{Action, Allowlist, Direction, Net};
 use crate::schedule::{Change, SetKey};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -198,12 +198,7 @@ pub fn render_rules(rules: &[Change], now_ms: u64) -> Value {
         let mut expr = vec![json!({"match": {"op": "==",
             "left": {"payload": {"protocol": if v6 { "ip6" } else { "ip" }, "field": field}},
             "right": target_json(&c.target)}})];
-        let proto = match spec.protocol {
-            Protocol::Any => None,
-            Protocol::Icmp if v6 => Some("ipv6-icmp"),
-            p => Some(p.name()),
-        };
-        if let Some(p) = proto {
+        if let Some(p) = spec.protocol.l4_name(v6) {
             expr.push(json!({"match": {"op": "==",
                 "left": {"meta": {"key": "l4proto"}}, "right": p}}));
         }

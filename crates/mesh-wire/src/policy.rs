@@ -124,6 +124,16 @@ impl Protocol {
         }
     }
 
+    /// Its name as iptables and nftables match it for a target of that
+    /// family (`ipv6-icmp` for ICMP to IPv6); none for every protocol.
+    pub fn l4_name(self, v6: bool) -> Option<&'static str> {
+        match self {
+            Protocol::Any => None,
+            Protocol::Icmp if v6 => Some("ipv6-icmp"),
+            p => Some(p.name()),
+        }
+    }
+
     /// Its name in messages (`any` for [`Protocol::Any`]).
     pub fn name(self) -> &'static str {
         match self {

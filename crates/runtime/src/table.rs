@@ -655,6 +655,16 @@ fn build_validator(
     })
 }
 
+/// Whether an AI service may run with `network_sources` (the check its
+/// own settings make, for a config file to say at load).
+pub fn check_network_sources(n: usize) -> Result<(), String> {
+    ben_mesh_ai::networks::NetworkConfig {
+        min_sources: n,
+        ..Default::default()
+    }
+    .check()
+}
+
 fn build_mesh(env: &Env, deps: Deps, _load: Arc<Load>) -> BoxFuture<'_, Result<Instance, String>> {
     let (every, stats, shared) = (env.mesh_every, env.shared.mesh.clone(), env.shared.clone());
     let networks = ben_mesh_ai::networks::NetworkConfig {
