@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor", "block"])]
+    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor", "block", "bus"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -40,6 +40,7 @@ pub struct BenchArgs {
     /// With `--cluster`: the offered rate (records/s) of the latency run
     /// (default 50000). consensus: the offered rates (tx/s,
     /// comma-separated, one line each; default 5000,10000,20000,40000).
+    /// bus: the latency pass's rate (anomalies/s; default 1000).
     #[arg(long, value_delimiter = ',')]
     pub rate: Vec<u64>,
     /// With `--cluster`: no JetStream (every subject on core NATS), to
@@ -63,7 +64,7 @@ pub struct BenchArgs {
     /// consensus: bytes per transaction.
     #[arg(long, default_value_t = 512)]
     pub tx_size: usize,
-    /// consensus: seconds per rate.
+    /// consensus: seconds per rate; bus: seconds of the latency pass.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// consensus: signed anomalies (each verified) instead of opaque bytes.
@@ -88,6 +89,12 @@ pub struct BenchArgs {
     /// sensor: UDP datagrams sent over the veth pair.
     #[arg(long, default_value_t = 2_000_000)]
     pub packets: u64,
+    /// bus: which buses, comma-separated (the same anomalies through each).
+    #[arg(long, value_delimiter = ',', default_value = "nats,kafka")]
+    pub kind: Vec<String>,
+    /// bus: Kafka's bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
     /// sensor: payload bytes per datagram.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
@@ -113,6 +120,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
             args.seconds,
             args.signed,
         );
+    }
+    if args.what == "bus" {
+        return crate::bench_bus::run(crate::bench_bus::Args {
+            kinds: &args.kind,
+            records: args.records,
+            rate: args.rate.first().copied().unwrap_or(1_000),
+            seconds: args.seconds,
+            nats: args.nats.as_deref().unwrap_or("nats://127.0.0.1:4222"),
+            brokers: &args.brokers,
+        });
     }
     if args.what == "loop" {
         return crate::bench_loop::run(args.runs, args.every_ms);

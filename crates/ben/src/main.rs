@@ -3,6 +3,7 @@
 mod bench;
 mod bench_activation;
 mod bench_block;
+mod bench_bus;
 mod bench_cluster;
 mod bench_consensus;
 mod bench_enforce;

@@ -1804,26 +1804,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     assert!(line.contains("| chain height "), "{line}");
 
     // Signed anomalies from the AI service's key: committed once each.
-    // Signed with the AI service's key, as if it had published them.
-    let (ai, _) = cluster::keys::load(&c.cfg.key_dir, "mesh-1").unwrap();
-    let now_us = ben_time::now_ns() / 1_000;
-    for k in 0..20u32 {
-        let ev = ben_mesh_detect::wire::AnomalyEvent {
-            id: format!("cl-an-{k}"),
-            class: "portscan".into(),
-            confidence: 0.9,
-            source: Some(ben_mesh_detect::wire::Endpoint {
-                ip: format!("10.9.0.{}", k + 1),
-                port: 0,
-            }),
-            window_end_us: now_us,
-            ..Default::default()
-        };
-        c.bus
-            .publish(ben_mesh_detect::wire::ANOMALIES_SUBJECT, ai.seal_bytes(&ev))
-            .await
-            .unwrap();
-    }
+    publish_anomalies(&c, "cl-an", 9, 0..20).await;
     wait_for("20 anomalies committed", Duration::from_secs(30), || {
         let s = seen.lock().unwrap();
         s.iter()
@@ -1837,22 +1818,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     // The agent checked each block policy against the validators' keys
     // and acks each source once (a dry run), though four validators
     // announce it; `benctl mesh enforcement | validators` show it all.
-    let mut applied = BTreeMap::new();
-    let t = Instant::now();
-    while applied.len() < 20 && t.elapsed() < Duration::from_secs(20) {
-        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
-            continue;
-        };
-        let a = ben_wire::open_bytes::<ben_mesh_wire::PolicyAck>(&m.payload, &c.keyring)
-            .expect("an ack signed by the agent")
-            .into_inner();
-        assert_eq!(
-            (a.status.as_str(), a.backend.as_str()),
-            ("applied", "dry-run"),
-            "{a:?}"
-        );
-        *applied.entry(a.target).or_insert(0) += 1;
-    }
+    let applied = applied_acks(&c, &mut acks, 20).await;
     assert_eq!(applied.len(), 20, "{applied:?}");
     let e = get_json(c.api, "/api/v1/mesh/enforcement").await;
     assert_eq!(e["entries"].as_array().map(Vec::len), Some(20), "{e}");
@@ -1862,88 +1828,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     // The whole loop across processes: a recorded port scan's flows on
     // ben.mesh.flows → the AI service's anomaly → the validators' block →
     // the agent's ack → the feedback loop's lifecycle, COMMITTED, acked.
-    let scanner = "203.0.113.66";
-    let mut anomalies = c
-        .bus
-        .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
-        .await
-        .unwrap();
-    let capture = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/portscan.pcap"),
-    )
-    .unwrap();
-    // One replay: the AI service keeps its windows open across the
-    // batches the replay arrives in and judges it as it comes (before
-    // streaming, a replay straddling two of its batches was split and
-    // this test replayed up to three times).
-    let (_, rows) = ben_mesh_flows::replay_rows(&capture, ben_time::now_ns() as u64).unwrap();
-    let replayed = Instant::now();
-    let (sensor, _) = cluster::keys::load(&c.cfg.key_dir, "sensor-test").unwrap();
-    let mut seq = ben_mesh_sensor::Numbering::starting_at(ben_time::now_ns() as u64);
-    for batch in ben_mesh_sensor::seal_batches(
-        &sensor,
-        "sensor-test",
-        &mut seq,
-        rows,
-        ben_mesh_sensor::batch_bytes(c.bus.max_payload()),
-    ) {
-        c.bus.publish(ben_mesh_ai::FLOWS, batch).await.unwrap();
-    }
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    let scan = loop {
-        let Ok(m) = tokio::time::timeout_at(until, anomalies.next()).await else {
-            // What the AI service took (`processed`: flows judged) and
-            // refused (dead letters), for whoever reads the failure.
-            panic!(
-                "no anomaly for the scan: {:#}",
-                c.status().await["components"]["mesh-1"]
-            );
-        };
-        let a = ben_wire::open_bytes::<ben_mesh_detect::wire::AnomalyEvent>(
-            &m.unwrap().payload,
-            &c.keyring,
-        )
-        .expect("signed by the AI service")
-        .into_inner();
-        if a.source.as_ref().is_some_and(|s| s.ip == scanner) {
-            break a;
-        }
-    };
-    let t = Instant::now();
-    let acked = loop {
-        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "no ack for the scanner"
-            );
-            continue;
-        };
-        let a = ben_wire::open_bytes::<ben_mesh_wire::PolicyAck>(&m.payload, &c.keyring)
-            .unwrap()
-            .into_inner();
-        if a.target == scanner {
-            break a;
-        }
-    };
-    assert_eq!(acked.status, "applied", "{acked:?}");
-    let blocked_in = replayed.elapsed();
-    let t = Instant::now();
-    let life = loop {
-        let a = get_json(c.api, &format!("/api/v1/mesh/anomalies/{}", scan.id)).await;
-        if a["lifecycle"]["state"] == "COMMITTED"
-            && a["lifecycle"]["acks"]
-                .as_array()
-                .is_some_and(|x| !x.is_empty())
-        {
-            break a;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "lifecycle: {a}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(life["height"].as_u64().unwrap() >= 1, "{life}");
-    assert_eq!(life["policies"][0]["target"], scanner, "{life}");
-    let th = get_json(c.api, "/api/v1/mesh/thresholds").await;
-    assert!(th["counts"]["COMMITTED"].as_u64() >= Some(1), "{th}");
+    let blocked_in = scan_through_the_loop(&c, &mut acks).await;
     // 20 test anomalies' sources and the scanner, in the agent's books
     // and on the status line.
     let st = c
@@ -2114,6 +1999,146 @@ async fn validators_run_as_processes_and_ride_out_kills() {
     c.stop().await;
 }
 
+/// Signed anomalies, as if the AI service (`mesh-1`) had published them:
+/// ids `<tag>-<k>`, sources `10.<net>.0.<k+1>`.
+async fn publish_anomalies(c: &Cluster, tag: &str, net: u8, ks: std::ops::Range<u32>) {
+    let (ai, _) = cluster::keys::load(&c.cfg.key_dir, "mesh-1").unwrap();
+    let now_us = ben_time::now_ns() / 1_000;
+    for k in ks {
+        let ev = ben_mesh_detect::wire::AnomalyEvent {
+            id: format!("{tag}-{k}"),
+            class: "portscan".into(),
+            confidence: 0.9,
+            source: Some(ben_mesh_detect::wire::Endpoint {
+                ip: format!("10.{net}.0.{}", k + 1),
+                port: 0,
+            }),
+            window_end_us: now_us,
+            ..Default::default()
+        };
+        c.bus
+            .publish(ben_mesh_detect::wire::ANOMALIES_SUBJECT, ai.seal_bytes(&ev))
+            .await
+            .unwrap();
+    }
+}
+
+/// Acks until `n` targets were acked `applied` (a dry run), within 20 s:
+/// how often each target was acked.
+async fn applied_acks(
+    c: &Cluster,
+    acks: &mut ben_bus::Subscription,
+    n: usize,
+) -> BTreeMap<String, usize> {
+    let mut applied = BTreeMap::new();
+    let t = Instant::now();
+    while applied.len() < n && t.elapsed() < Duration::from_secs(20) {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
+            continue;
+        };
+        let a = ben_wire::open_bytes::<ben_mesh_wire::PolicyAck>(&m.payload, &c.keyring)
+            .expect("an ack signed by the agent")
+            .into_inner();
+        assert_eq!(
+            (a.status.as_str(), a.backend.as_str()),
+            ("applied", "dry-run"),
+            "{a:?}"
+        );
+        *applied.entry(a.target).or_insert(0) += 1;
+    }
+    applied
+}
+
+/// A recorded port scan's flows replayed on `ben.mesh.flows` go through
+/// the whole loop: the AI service's anomaly, the validators' block, the
+/// agent's ack, the feedback lifecycle COMMITTED and acked. Returns the
+/// time from the replay to the ack.
+async fn scan_through_the_loop(c: &Cluster, acks: &mut ben_bus::Subscription) -> Duration {
+    let scanner = "203.0.113.66";
+    let mut anomalies = c
+        .bus
+        .subscribe(ben_mesh_detect::wire::ANOMALIES_SUBJECT, None)
+        .await
+        .unwrap();
+    let capture = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh/portscan.pcap"),
+    )
+    .unwrap();
+    // One replay: the AI service keeps its windows open across the
+    // batches the replay arrives in and judges it as it comes (before
+    // streaming, a replay straddling two of its batches was split and
+    // this test replayed up to three times).
+    let (_, rows) = ben_mesh_flows::replay_rows(&capture, ben_time::now_ns() as u64).unwrap();
+    let replayed = Instant::now();
+    let (sensor, _) = cluster::keys::load(&c.cfg.key_dir, "sensor-test").unwrap();
+    let mut seq = ben_mesh_sensor::Numbering::starting_at(ben_time::now_ns() as u64);
+    for batch in ben_mesh_sensor::seal_batches(
+        &sensor,
+        "sensor-test",
+        &mut seq,
+        rows,
+        ben_mesh_sensor::batch_bytes(c.bus.max_payload()),
+    ) {
+        c.bus.publish(ben_mesh_ai::FLOWS, batch).await.unwrap();
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let scan = loop {
+        let Ok(m) = tokio::time::timeout_at(until, anomalies.next()).await else {
+            // What the AI service took (`processed`: flows judged) and
+            // refused (dead letters), for whoever reads the failure.
+            panic!(
+                "no anomaly for the scan: {:#}",
+                c.status().await["components"]["mesh-1"]
+            );
+        };
+        let a = ben_wire::open_bytes::<ben_mesh_detect::wire::AnomalyEvent>(
+            &m.unwrap().payload,
+            &c.keyring,
+        )
+        .expect("signed by the AI service")
+        .into_inner();
+        if a.source.as_ref().is_some_and(|s| s.ip == scanner) {
+            break a;
+        }
+    };
+    let t = Instant::now();
+    let acked = loop {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), acks.next()).await else {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no ack for the scanner"
+            );
+            continue;
+        };
+        let a = ben_wire::open_bytes::<ben_mesh_wire::PolicyAck>(&m.payload, &c.keyring)
+            .unwrap()
+            .into_inner();
+        if a.target == scanner {
+            break a;
+        }
+    };
+    assert_eq!(acked.status, "applied", "{acked:?}");
+    let blocked_in = replayed.elapsed();
+    let t = Instant::now();
+    let life = loop {
+        let a = get_json(c.api, &format!("/api/v1/mesh/anomalies/{}", scan.id)).await;
+        if a["lifecycle"]["state"] == "COMMITTED"
+            && a["lifecycle"]["acks"]
+                .as_array()
+                .is_some_and(|x| !x.is_empty())
+        {
+            break a;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "lifecycle: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(life["height"].as_u64().unwrap() >= 1, "{life}");
+    assert_eq!(life["policies"][0]["target"], scanner, "{life}");
+    let th = get_json(c.api, "/api/v1/mesh/thresholds").await;
+    assert!(th["counts"]["COMMITTED"].as_u64() >= Some(1), "{th}");
+    blocked_in
+}
+
 /// Four free loopback addresses for `[validators] addrs`, quoted.
 fn validator_addrs() -> Vec<String> {
     (0..4)
@@ -2217,4 +2242,97 @@ async fn a_live_scan_is_named_across_processes() {
         took.as_secs_f64()
     );
     c.stop().await;
+}
+
+/// CyberMesh's eight topics on Kafka (`[bus] kind = "kafka"`; a tansu
+/// broker of the test's own), everything else on NATS, each component its
+/// own process: signed anomalies published to Kafka are committed by the
+/// four validators, whose block policies the agent applies and acks; a
+/// recorded scan goes through the whole loop (flows on NATS → the AI
+/// service's anomaly on Kafka → block → ack → feedback lifecycle
+/// COMMITTED). The agent killed with SIGKILL while anomalies keep coming
+/// is restarted and resumes from its committed offsets: every new source
+/// is acked. A wildcard over a Kafka topic and a missing broker are
+/// refused with the reason.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_loop_runs_on_kafka_across_processes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let broker = ben_bus_kafka::testing::Broker::in_memory();
+    let addrs = validator_addrs();
+    let topics = format!(
+        "k{}x{}.",
+        std::process::id(),
+        ben_time::now_ns() % 1_000_000_000
+    );
+    let extra = format!(
+        "backoff_initial_ms = 1000\nbackoff_max_ms = 1000\n[validators]\naddrs = [{}]\n[enforcer]\nbackend = \"dry-run\"\n[mesh]\nevery_ms = 1000\n[bus]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic_prefix = \"{topics}\"\n",
+        addrs.join(", "),
+        broker.addr()
+    );
+    let mut c = Cluster::start_all("kafka", 1, 0, "", "", "", &extra, &[], 6).await;
+    // The topics are Kafka's: the test's own bus is the split one.
+    let e = c
+        .bus
+        .subscribe("control.>", None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("carried on Kafka"), "{e}");
+    let mut acks = c
+        .bus
+        .subscribe(ben_mesh_wire::ACK_SUBJECT, None)
+        .await
+        .unwrap();
+    let seen = watch_commits(c.bus.clone(), c.keyring.clone());
+    let t0 = Instant::now();
+    wait_for(
+        "every validator committing (announced on Kafka)",
+        Duration::from_secs(60),
+        || (1..=4).all(|i| top(&seen, Some(&format!("validator-{i}")), t0) >= 2),
+    )
+    .await;
+    publish_anomalies(&c, "ka-an", 8, 0..10).await;
+    let applied = applied_acks(&c, &mut acks, 10).await;
+    assert_eq!(applied.len(), 10, "{applied:?}");
+    let blocked_in = scan_through_the_loop(&c, &mut acks).await;
+
+    // The agent killed: anomalies keep coming; restarted, it reads on from
+    // the offsets it committed and acks the new sources.
+    let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();
+    let st = c.status().await;
+    let old = pid_of(&st, "enforcer-1").expect("the agent's pid");
+    assert!(signal(old, "-KILL"));
+    let killed = Instant::now();
+    publish_anomalies(&c, "ka-down", 7, 0..10).await;
+    c.wait("the agent restarted", Duration::from_secs(30), |s| {
+        pid_of(s, "enforcer-1").is_some_and(|p| p != old)
+    })
+    .await;
+    let mut resumed = BTreeMap::new();
+    let t = Instant::now();
+    while resumed.len() < 10 && t.elapsed() < Duration::from_secs(40) {
+        for (target, n) in applied_acks(&c, &mut acks, 1).await {
+            if target.starts_with("10.7.0.") {
+                *resumed.entry(target).or_insert(0) += n;
+            }
+        }
+    }
+    assert_eq!(resumed.len(), 10, "acked after the restart: {resumed:?}");
+    let back = killed.elapsed();
+    println!(
+        "CyberMesh on Kafka across processes: scan replayed -> ack applied in {:.2} s; agent killed with 10 anomalies on their way: all 10 sources acked {:.1} s after the kill",
+        blocked_in.as_secs_f64(),
+        back.as_secs_f64()
+    );
+    c.stop().await;
+
+    // No broker: a process on Kafka says so and does not start.
+    let cfg = ClusterConfig::parse(
+        Path::new("/tmp/k.toml"),
+        "prefix = \"kafka-none\"\n[bus]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let e = cluster::connect(&cfg).await.err().expect("no broker");
+    assert!(e.contains("127.0.0.1:1"), "{e}");
 }

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     // shells
     ("ben-bus", 2),
     ("ben-bus-nats", 2),
+    ("ben-bus-kafka", 2),
     ("ben-store", 2),
     ("ben-sql", 2),
     ("ben-bee", 2),

@@ -45,6 +45,10 @@ pub enum BusError {
     /// A durable subject's message the broker did not confirm it stored.
     #[error("`{subject}` was not stored: {reason}")]
     NotStored { subject: String, reason: String },
+    /// What this bus cannot do (a wildcard over subjects another broker
+    /// carries, request/reply on a Kafka topic…), said with what to do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What happened to one published message.
@@ -61,13 +65,23 @@ pub struct Subscription {
     pub rx: mpsc::Receiver<Message>,
     /// How the source stops delivering (see [`Subscription::drain`]).
     drain: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// Told each time a message taken by [`Subscription::next`] has been
+    /// handled (see [`Subscription::with_handled`]).
+    handled: Option<Box<dyn FnMut() + Send + Sync>>,
+    /// A message was handed out and not yet reported handled.
+    taken: bool,
 }
 
 impl Subscription {
     /// Messages arrive on `rx`; draining closes it (nothing new gets in,
     /// what is in it can still be read).
     pub fn new(rx: mpsc::Receiver<Message>) -> Subscription {
-        Subscription { rx, drain: None }
+        Subscription {
+            rx,
+            drain: None,
+            handled: None,
+            taken: false,
+        }
     }
 
     /// Messages arrive on `rx`; draining calls `drain`, which must make
@@ -80,11 +94,32 @@ impl Subscription {
         Subscription {
             rx,
             drain: Some(Box::new(drain)),
+            handled: None,
+            taken: false,
         }
     }
 
+    /// For sources that acknowledge what was handled (a Kafka consumer
+    /// commits its offsets only then): `handled` is called once for each
+    /// message [`Subscription::next`] returned, when `next` is called
+    /// again — the caller is done with the previous one. A message taken
+    /// and never followed by another `next` (the process died, or the
+    /// subscription was dropped) is not reported, so such a source
+    /// delivers it again: at least once.
+    pub fn with_handled(mut self, handled: impl FnMut() + Send + Sync + 'static) -> Subscription {
+        self.handled = Some(Box::new(handled));
+        self
+    }
+
     pub async fn next(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        if std::mem::take(&mut self.taken) {
+            if let Some(h) = self.handled.as_mut() {
+                h();
+            }
+        }
+        let m = self.rx.recv().await;
+        self.taken = m.is_some();
+        m
     }
 
     /// Stops new deliveries to this subscription (in a queue group, the
@@ -106,6 +141,18 @@ pub trait Bus: Send + Sync {
         payload: Vec<u8>,
     ) -> BoxFuture<'a, Result<PublishReport, BusError>>;
     /// `queue`: join a queue group (one member receives each message).
+    /// Publishes with a key: a bus that partitions its subjects (Kafka)
+    /// keeps the order of the messages of one key; the others ignore it.
+    /// Wrappers forward it.
+    fn publish_keyed<'a>(
+        &'a self,
+        subject: &'a str,
+        key: &'a [u8],
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        let _ = key;
+        self.publish(subject, payload)
+    }
     fn subscribe<'a>(
         &'a self,
         subject: &'a str,
@@ -431,6 +478,19 @@ impl<B: Bus> Bus for PrefixedBus<B> {
         Box::pin(async move { self.inner.publish(&self.full(subject), payload).await })
     }
 
+    fn publish_keyed<'a>(
+        &'a self,
+        subject: &'a str,
+        key: &'a [u8],
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        Box::pin(async move {
+            self.inner
+                .publish_keyed(&self.full(subject), key, payload)
+                .await
+        })
+    }
+
     fn connected(&self) -> bool {
         self.inner.connected()
     }
@@ -516,6 +576,38 @@ mod tests {
         assert!(!valid_subject("ben.data.*", false));
         assert!(!valid_subject("ben..x", true));
         assert!(!valid_subject("ben.>.x", true));
+    }
+
+    /// A message counts as handled when the next one is asked for; the one
+    /// in hand when the subscription ends is not reported.
+    #[tokio::test]
+    async fn handled_is_reported_when_the_next_message_is_asked_for() {
+        let (tx, rx) = mpsc::channel(8);
+        let n = Arc::new(AtomicU64::new(0));
+        let counted = n.clone();
+        let mut sub = Subscription::new(rx).with_handled(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        for i in 0..3u8 {
+            tx.send(Message {
+                subject: "s".into(),
+                payload: vec![i],
+                reply: None,
+            })
+            .await
+            .unwrap();
+        }
+        drop(tx);
+        assert_eq!(sub.next().await.unwrap().payload, [0]);
+        assert_eq!(n.load(Ordering::Relaxed), 0);
+        assert_eq!(sub.next().await.unwrap().payload, [1]);
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        assert_eq!(sub.next().await.unwrap().payload, [2]);
+        assert!(sub.next().await.is_none());
+        assert_eq!(n.load(Ordering::Relaxed), 3);
+        // Nothing more was taken: nothing more is reported.
+        assert!(sub.next().await.is_none());
+        assert_eq!(n.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

@@ -48,6 +48,17 @@
 //! max_age_s = 86400               # stored messages older than this are dropped
 //! max_bytes = 67108864            # the stream's size limit (oldest dropped first)
 //!
+//! [bus]                           # where CyberMesh's eight topics go (ai.anomalies.v1,
+//! kind = "nats"                   # ai.evidence.v1, ai.policy.v1, control.commits.v1,
+//!                                 # control.policy.v1, control.reputation.v1,
+//!                                 # control.policy.ack.v1, ai.dlq.v1); "kafka": on Kafka
+//!                                 # (ben built with --features kafka), everything else on NATS
+//! brokers = "127.0.0.1:9092"      # Kafka's bootstrap servers
+//! topic_prefix = ""               # before every topic name (clusters sharing a Kafka: one each)
+//! partitions = 3                  # of the topics created on start when missing
+//! replication = 1
+//! max_message_bytes = 1048576     # the topics' and clients' limit (evidence: up to 512 KB)
+//!
 //! [store]                         # where staged artifacts live (see ben_bus_nats::store)
 //! kind = "nats"                   # the NATS object store bucket BEN_<prefix> (JetStream needed);
 //!                                 # "files": store_dir, shared by the processes of one machine
@@ -132,6 +143,8 @@ struct FileCfg {
     #[serde(default)]
     store: StoreCfg,
     #[serde(default)]
+    bus: BusCfg,
+    #[serde(default)]
     registry: RegistryCfg,
     #[serde(default)]
     cpu: BTreeMap<String, String>,
@@ -203,6 +216,27 @@ struct ValidatorsCfg {
 #[serde(deny_unknown_fields)]
 struct StoreCfg {
     kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusCfg {
+    kind: Option<String>,
+    brokers: Option<String>,
+    topic_prefix: Option<String>,
+    partitions: Option<u64>,
+    replication: Option<u64>,
+    max_message_bytes: Option<u64>,
+}
+
+/// `[bus] kind = "kafka"`: CyberMesh's topics on Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kafka {
+    pub brokers: String,
+    pub topic_prefix: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -511,6 +545,9 @@ pub struct ClusterConfig {
     pub hung_after: Duration,
     /// `[store] kind`.
     pub store: StoreKind,
+    /// `[bus] kind = "kafka"`: CyberMesh's topics on Kafka (`None`: on
+    /// NATS like everything else).
+    pub kafka: Option<Kafka>,
     /// `[registry] ttl_ms`: how long an entry outlives its last write.
     pub registry_ttl: Duration,
     /// `[cpu]`: scheduling classes by role (the rest run normal).
@@ -717,6 +754,7 @@ impl ClusterConfig {
                 ))
             }
         };
+        let kafka = kafka_cfg(&p.to_string(), f.bus)?;
         let cpu = cpu_cfg(&p.to_string(), f.cpu)?;
         let registry_ttl_ms = ms("registry", "ttl_ms", f.registry.ttl_ms, 5000)?;
         if registry_ttl_ms < 2000 {
@@ -732,6 +770,7 @@ impl ClusterConfig {
             mesh_every,
             mesh_network_sources,
             store,
+            kafka,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
             cpu,
             nats,
@@ -882,6 +921,64 @@ pub fn control_config(cfg: &ClusterConfig) -> ben_control::Config {
         api_addr: cfg.api,
         prepare_timeout_ms: cfg.prepare_timeout_ms,
         ..ben_control::Config::default()
+    }
+}
+
+/// `[bus]`: NATS for everything (the default), or Kafka for CyberMesh's
+/// topics.
+fn kafka_cfg(p: &str, b: BusCfg) -> Result<Option<Kafka>, String> {
+    let kafka_only = [
+        ("brokers", b.brokers.is_some()),
+        ("topic_prefix", b.topic_prefix.is_some()),
+        ("partitions", b.partitions.is_some()),
+        ("replication", b.replication.is_some()),
+        ("max_message_bytes", b.max_message_bytes.is_some()),
+    ];
+    match b.kind.as_deref() {
+        None | Some("nats") => {
+            if let Some((k, _)) = kafka_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{p}: [bus] {k} is a Kafka setting, but [bus] kind is \"nats\" (set kind = \"kafka\" to use it)"
+                ));
+            }
+            Ok(None)
+        }
+        Some("kafka") => {
+            let brokers = b.brokers.unwrap_or_else(|| "127.0.0.1:9092".into());
+            if brokers.trim().is_empty() {
+                return Err(format!("{p}: [bus] brokers is empty (host:port[,host:port…])"));
+            }
+            let topic_prefix = b.topic_prefix.unwrap_or_default();
+            if !topic_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(format!(
+                    "{p}: [bus] topic_prefix = {topic_prefix:?}: letters, digits, `.`, `_` and `-` only (Kafka's topic names)"
+                ));
+            }
+            let count = |k: &str, v: Option<u64>, d: u64, (min, max): (u64, u64)| match v
+                .unwrap_or(d)
+            {
+                n if (min..=max).contains(&n) => Ok(n),
+                n => Err(format!("{p}: [bus] {k} = {n}: from {min} to {max}")),
+            };
+            Ok(Some(Kafka {
+                brokers,
+                topic_prefix,
+                partitions: count("partitions", b.partitions, 3, (1, 1024))? as i32,
+                replication: count("replication", b.replication, 1, (1, 16))? as i32,
+                max_message_bytes: count(
+                    "max_message_bytes",
+                    b.max_message_bytes,
+                    1 << 20,
+                    (1024, 64 << 20),
+                )? as usize,
+            }))
+        }
+        Some(other) => Err(format!(
+            "{p}: [bus] kind = {other:?}: \"nats\" (the default) or \"kafka\" (CyberMesh's topics on Kafka)"
+        )),
     }
 }
 
@@ -1126,5 +1223,46 @@ mod tests {
         assert!(c.started().iter().any(|(id, _)| id == "sensor-1"));
         let e = ClusterConfig::load(Path::new("/nonexistent/c.toml")).unwrap_err();
         assert!(e.contains("/nonexistent/c.toml"), "{e}");
+    }
+
+    #[test]
+    fn bus_kafka_is_checked() {
+        assert_eq!(parse("prefix = \"a\"\n").unwrap().kafka, None);
+        let c = parse("prefix = \"a\"\n[bus]\nkind = \"kafka\"\n").unwrap();
+        assert_eq!(
+            c.kafka,
+            Some(Kafka {
+                brokers: "127.0.0.1:9092".into(),
+                topic_prefix: String::new(),
+                partitions: 3,
+                replication: 1,
+                max_message_bytes: 1 << 20,
+            })
+        );
+        for (text, want) in [
+            (
+                "kind = \"amqp\"",
+                "[bus] kind = \"amqp\": \"nats\" (the default) or \"kafka\"",
+            ),
+            (
+                "brokers = \"k:9092\"",
+                "[bus] brokers is a Kafka setting, but [bus] kind is \"nats\"",
+            ),
+            (
+                "kind = \"kafka\"\npartitions = 0",
+                "[bus] partitions = 0: from 1 to 1024",
+            ),
+            (
+                "kind = \"kafka\"\ntopic_prefix = \"a b\"",
+                "[bus] topic_prefix = \"a b\": letters, digits",
+            ),
+            (
+                "kind = \"kafka\"\nmax_message_bytes = 10",
+                "[bus] max_message_bytes = 10: from 1024 to",
+            ),
+        ] {
+            let e = parse(&format!("prefix = \"a\"\n[bus]\n{text}\n")).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

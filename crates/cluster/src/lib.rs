@@ -170,12 +170,49 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<dyn Bus>, String> {
 /// Connects as component `id`: with `[jetstream]` on, its reads of the
 /// durable subjects go through consumers named by `id`, so a restarted
 /// process gets what was published while it was down.
+///
+/// With `[bus] kind = "kafka"`, CyberMesh's topics go to Kafka
+/// ([`ben_bus_kafka::Split`]) and the rest to NATS; `id` then also names
+/// the process's Kafka consumer groups, so a restarted process resumes
+/// from its committed offsets.
 pub async fn connect_as(cfg: &ClusterConfig, id: Option<&str>) -> Result<Arc<dyn Bus>, String> {
     let nats = nats_bus(cfg, id).await?;
-    Ok(Arc::new(ben_bus::PrefixedBus::new(
-        nats,
-        cfg.prefix.clone(),
-    )))
+    let bus: Arc<dyn Bus> = Arc::new(ben_bus::PrefixedBus::new(nats, cfg.prefix.clone()));
+    match &cfg.kafka {
+        None => Ok(bus),
+        Some(k) => kafka(k, id, bus).await,
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka(
+    k: &config::Kafka,
+    id: Option<&str>,
+    rest: Arc<dyn Bus>,
+) -> Result<Arc<dyn Bus>, String> {
+    let bus = ben_bus_kafka::KafkaBus::connect(ben_bus_kafka::Config {
+        brokers: k.brokers.clone(),
+        topic_prefix: k.topic_prefix.clone(),
+        partitions: k.partitions,
+        replication: k.replication,
+        max_message_bytes: k.max_message_bytes,
+        member: id.map(str::to_string),
+        ..ben_bus_kafka::Config::default()
+    })
+    .await?;
+    Ok(Arc::new(ben_bus_kafka::Split::new(Arc::new(bus), rest)))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka(
+    k: &config::Kafka,
+    _id: Option<&str>,
+    _rest: Arc<dyn Bus>,
+) -> Result<Arc<dyn Bus>, String> {
+    Err(format!(
+        "[bus] kind = \"kafka\" (brokers {}): this ben was built without Kafka; build it with `cargo build --release -p ben-cli --features kafka`",
+        k.brokers
+    ))
 }
 
 /// The cluster's NATS connection without the prefix (its subjects are

@@ -86,6 +86,15 @@ impl Bus for Tap {
         self.inner.publish(subject, payload)
     }
 
+    fn publish_keyed<'a>(
+        &'a self,
+        subject: &'a str,
+        key: &'a [u8],
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        self.inner.publish_keyed(subject, key, payload)
+    }
+
     fn connected(&self) -> bool {
         self.inner.connected()
     }

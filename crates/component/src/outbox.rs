@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Publish {
     pub subject: String,
     pub payload: Vec<u8>,
+    /// Keeps the order of one key's messages on a bus that partitions
+    /// (see [`ben_bus::Bus::publish_keyed`]).
+    pub key: Option<Vec<u8>>,
 }
 
 impl Publish {
@@ -15,7 +18,14 @@ impl Publish {
         Publish {
             subject: subject.into(),
             payload,
+            key: None,
         }
+    }
+
+    /// Keyed: the messages of one key stay in order.
+    pub fn keyed(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
     }
 
     /// Publishes it now; a publish that fails (an error, or a subscriber
@@ -23,7 +33,11 @@ impl Publish {
     /// accepted nothing is lost silently. Returns whether it went out (to
     /// at least one subscriber, or to the broker).
     pub async fn send(self, bus: &dyn ben_bus::Bus, errors: &AtomicU64) -> bool {
-        published(bus.publish(&self.subject, self.payload).await, errors)
+        let r = match &self.key {
+            Some(k) => bus.publish_keyed(&self.subject, k, self.payload).await,
+            None => bus.publish(&self.subject, self.payload).await,
+        };
+        published(r, errors)
     }
 }
 

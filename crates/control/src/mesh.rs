@@ -170,15 +170,7 @@ impl View {
                     return;
                 }
                 for id in &ev.anomalies {
-                    if self.anomalies.insert(id.clone(), ev.height).is_none() {
-                        self.order.push_back(id.clone());
-                    }
-                }
-                while self.order.len() > ANOMALIES {
-                    if let Some(old) = self.order.pop_front() {
-                        self.anomalies.remove(&old);
-                        self.policies.remove(&old);
-                    }
+                    self.remember(id, ev.height);
                 }
                 self.blocks.insert(
                     ev.height,
@@ -214,6 +206,20 @@ impl View {
         );
     }
 
+    /// An anomaly committed at `height`, kept among the newest
+    /// [`ANOMALIES`] (the oldest forgotten with its policies).
+    fn remember(&mut self, id: &str, height: u64) {
+        if self.anomalies.insert(id.to_string(), height).is_none() {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > ANOMALIES {
+            if let Some(old) = self.order.pop_front() {
+                self.anomalies.remove(&old);
+                self.policies.remove(&old);
+            }
+        }
+    }
+
     /// A block's policies (each validator announces them; kept once).
     pub fn policy(&mut self, ev: PolicyEvent) {
         for p in ev.policies {
@@ -236,9 +242,11 @@ impl View {
                 height: ev.height,
             };
             for a in p.anomalies {
-                if !self.anomalies.contains_key(&a) {
-                    continue; // not kept (or not committed here)
-                }
+                // The policy's block is verified and certified: its
+                // anomalies are committed at its height, whether its
+                // commit announcement came first or not (on Kafka the two
+                // topics keep no order between them).
+                self.remember(&a, ev.height);
                 let list = self.policies.entry(a).or_default();
                 if !list.contains(&view) {
                     list.push(view.clone());
@@ -454,7 +462,7 @@ mod tests {
                 action: "drop".into(),
                 target: "10.0.0.9/32".into(),
                 expires_at_ms: 9_000,
-                anomalies: vec!["an-2".into(), "unknown".into()],
+                anomalies: vec!["an-2".into(), "an-3-late".into()],
                 ..Default::default()
             }],
             ..PolicyEvent::default()
@@ -474,6 +482,10 @@ mod tests {
         assert_eq!(a.policies.len(), 1);
         assert_eq!(a.policies[0].target, "10.0.0.9/32");
         assert!(v.anomaly("an-1").unwrap().policies.is_empty());
+        // An anomaly whose policy came before its commit announcement (on
+        // Kafka the two topics keep no order between them) is kept, with
+        // the policy: the policy's certified block commits it.
+        assert_eq!(v.anomaly("an-3-late").unwrap().policies.len(), 1);
         assert!(v.anomaly("unknown").is_none());
         assert!(v.forks.is_empty());
         // A different block at a kept height is a fork: shown, not merged.

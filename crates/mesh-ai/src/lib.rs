@@ -431,7 +431,10 @@ async fn publish_step(
             continue;
         }
         stats.published.fetch_add(1, Ordering::Relaxed);
+        // Keyed by source: one source's anomalies in order; evidence by
+        // anomaly, so a window's later, complete evidence follows the first.
         let sent = Publish::new(ANOMALIES, deps.signer.seal_bytes(&d.event))
+            .keyed(source_key(&d.event))
             .send(deps.bus.as_ref(), &stats.publish_errors)
             .await;
         if sent {
@@ -444,14 +447,24 @@ async fn publish_step(
             }
         }
         Publish::new(EVIDENCE, deps.signer.seal_bytes(&d.evidence))
+            .keyed(d.event.id.clone())
             .send(deps.bus.as_ref(), &stats.publish_errors)
             .await;
     }
     for e in &step.evidence {
         Publish::new(EVIDENCE, deps.signer.seal_bytes(e))
+            .keyed(e.anomaly_id.clone())
             .send(deps.bus.as_ref(), &stats.publish_errors)
             .await;
     }
+}
+
+/// The key of an anomaly's messages: its source address.
+fn source_key(e: &detect::wire::AnomalyEvent) -> Vec<u8> {
+    e.source
+        .as_ref()
+        .map(|s| s.ip.clone().into_bytes())
+        .unwrap_or_default()
 }
 
 /// Asks the validators to block a network many of whose addresses attack.
@@ -478,6 +491,7 @@ async fn request_network(
         ben_mesh_wire::POLICY_REQUEST_SUBJECT,
         deps.signer.seal_bytes(&r),
     )
+    .keyed(r.target.clone())
     .send(deps.bus.as_ref(), &stats.publish_errors)
     .await
     {

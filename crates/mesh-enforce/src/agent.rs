@@ -110,7 +110,11 @@ impl Agent {
         if let Err(e) = self
             .deps
             .bus
-            .publish(ACK_SUBJECT, self.deps.signer.seal_bytes(&ack))
+            .publish_keyed(
+                ACK_SUBJECT,
+                self.deps.id.as_bytes(),
+                self.deps.signer.seal_bytes(&ack),
+            )
             .await
         {
             self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);

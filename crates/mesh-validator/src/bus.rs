@@ -258,7 +258,11 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                     };
                     if let Err(e) = deps
                         .bus
-                        .publish(REPUTATION_SUBJECT, deps.signer.seal_bytes(&ev))
+                        .publish_keyed(
+                            REPUTATION_SUBJECT,
+                            deps.id.as_bytes(),
+                            deps.signer.seal_bytes(&ev),
+                        )
                         .await
                     {
                         counters.publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +280,11 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                     };
                     if let Err(e) = deps
                         .bus
-                        .publish(POLICY_SUBJECT, deps.signer.seal_bytes(&ev))
+                        .publish_keyed(
+                            POLICY_SUBJECT,
+                            deps.id.as_bytes(),
+                            deps.signer.seal_bytes(&ev),
+                        )
                         .await
                     {
                         counters.publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +320,11 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                 };
                 if let Err(e) = deps
                     .bus
-                    .publish(COMMITS_SUBJECT, deps.signer.seal_bytes(&ev))
+                    .publish_keyed(
+                        COMMITS_SUBJECT,
+                        deps.id.as_bytes(),
+                        deps.signer.seal_bytes(&ev),
+                    )
                     .await
                 {
                     counters.publish_errors.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,335 @@
+//! One subscription: a consumer of its own, read on a task, its offsets
+//! committed for what the component handled.
+
+use crate::{client, message_max, Config, Counters, COMMIT_EVERY};
+use ben_bus::{BusError, Message, Subscription};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages read ahead of the component.
+const AHEAD: usize = 256;
+/// How long the metadata and offset lookups of a new subscription may take.
+const LOOKUP: Duration = Duration::from_secs(10);
+
+pub(crate) struct Spec<'a> {
+    pub cfg: &'a Config,
+    pub subject: &'a str,
+    pub topic: String,
+    pub group: String,
+    /// A queue group: Kafka's group protocol shares the partitions.
+    pub shared: bool,
+    /// Commit offsets (an observer's groups are never seen again).
+    pub commit: bool,
+    pub counters: Arc<Counters>,
+}
+
+/// Says what the broker refused, where the operator sees it.
+struct Ctx {
+    group: String,
+    counters: Arc<Counters>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn post_rebalance(
+        &self,
+        _c: &rdkafka::consumer::BaseConsumer<Self>,
+        r: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match r {
+            rdkafka::consumer::Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(group = %self.group, ?parts, "Kafka group: partitions assigned");
+            }
+            rdkafka::consumer::Rebalance::Revoke(_) => {
+                tracing::info!(group = %self.group, "Kafka group: partitions revoked");
+            }
+            rdkafka::consumer::Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, "Kafka group: rebalance failed: {e}");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            self.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(group = %self.group, "Kafka refused an offset commit: {e} (those messages come again)");
+        }
+    }
+}
+
+type Kc = StreamConsumer<Ctx>;
+
+pub(crate) async fn subscribe(s: Spec<'_>) -> Result<Subscription, BusError> {
+    let fetch_n = (2 * message_max(s.cfg)).max(1 << 20);
+    let fetch = fetch_n.to_string();
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        BusError::Unsupported(format!(
+            "Kafka at {}: {what} for `{}`: {e}",
+            s.cfg.brokers, s.topic
+        ))
+    };
+    let consumer: Kc = client(s.cfg)
+        .set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "20")
+        .set("fetch.max.bytes", &fetch)
+        .set("max.partition.fetch.bytes", &fetch)
+        .set(
+            "receive.message.max.bytes",
+            (fetch_n + (1 << 20)).to_string(),
+        )
+        .set(
+            "session.timeout.ms",
+            s.cfg.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            (2 * s.cfg.session_timeout.as_millis()).to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (s.cfg.session_timeout.as_millis() / 5).max(100).to_string(),
+        )
+        .create_with_context(Ctx {
+            group: s.group.clone(),
+            counters: s.counters.clone(),
+        })
+        .map_err(|e| failed("a consumer", &e))?;
+    let consumer = Arc::new(consumer);
+    if s.shared {
+        consumer
+            .subscribe(&[&s.topic])
+            .map_err(|e| failed("joining the group", &e))?;
+    } else {
+        let (c, topic) = (consumer.clone(), s.topic.clone());
+        let tpl = tokio::task::spawn_blocking(move || starts(&c, &topic))
+            .await
+            .map_err(|e| failed("looking up offsets", &e))?
+            .map_err(|e| failed("looking up offsets", &e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| failed("assigning partitions", &e))?;
+    }
+    let (tx, rx) = mpsc::channel(AHEAD);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let handled = Arc::new(AtomicU64::new(0));
+    tokio::spawn(pump(Pump {
+        consumer,
+        subject: s.subject.to_string(),
+        topic: s.topic.clone(),
+        group: s.group,
+        commit: s.commit,
+        tx,
+        stop: stop_rx,
+        handled: handled.clone(),
+        counters: s.counters,
+    }));
+    Ok(Subscription::with_drain(rx, move || {
+        let _ = stop_tx.send(());
+    })
+    .with_handled(move || {
+        handled.fetch_add(1, Ordering::Relaxed);
+    }))
+}
+
+/// Where a plain subscription starts on each partition: its group's
+/// committed offset, or the end of the partition now (so what is published
+/// after `subscribe` returns is read, and nothing older).
+fn starts(c: &Kc, topic: &str) -> KafkaResult<TopicPartitionList> {
+    let md = c.fetch_metadata(Some(topic), Timeout::After(LOOKUP))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut want = TopicPartitionList::new();
+    for p in &parts {
+        want.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(want, Timeout::After(LOOKUP))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= 0 => o,
+            _ => c.fetch_watermarks(topic, p, Timeout::After(LOOKUP))?.1,
+        };
+        tpl.add_partition_offset(topic, p, Offset::Offset(at))?;
+    }
+    Ok(tpl)
+}
+
+struct Pump {
+    consumer: Arc<Kc>,
+    subject: String,
+    topic: String,
+    group: String,
+    commit: bool,
+    tx: mpsc::Sender<Message>,
+    stop: oneshot::Receiver<()>,
+    handled: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+/// Reads the consumer into the subscription's queue, committing what was
+/// handled every [`COMMIT_EVERY`] and at the end.
+async fn pump(p: Pump) {
+    let Pump {
+        consumer,
+        subject,
+        topic,
+        group,
+        commit,
+        tx,
+        mut stop,
+        handled,
+        counters,
+    } = p;
+    let mut book = Book {
+        topic,
+        ..Book::default()
+    };
+    let mut tick = tokio::time::interval(COMMIT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<Message> = None;
+    let mut stopping = false;
+    let mut last_error: Option<tokio::time::Instant> = None;
+    loop {
+        if stopping && pending.is_none() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stop, if !stopping => stopping = true,
+            _ = tx.closed() => break,
+            _ = tick.tick() => {
+                if commit {
+                    book.commit(&consumer, handled.load(Ordering::Relaxed));
+                }
+            }
+            permit = tx.reserve(), if pending.is_some() => match permit {
+                Ok(permit) => {
+                    if let Some(m) = pending.take() {
+                        permit.send(m);
+                    }
+                }
+                Err(_) => break,
+            },
+            m = consumer.recv(), if pending.is_none() && !stopping => match m {
+                Ok(m) => {
+                    book.read(m.partition(), m.offset());
+                    pending = Some(Message {
+                        subject: subject.clone(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        reply: None,
+                    });
+                }
+                Err(e) => {
+                    counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                    // Said once in a while: librdkafka reports every failed
+                    // connection attempt while a broker is away.
+                    if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        tracing::warn!(group = %group, subject = %subject, "Kafka consumer: {e} (reading on)");
+                        last_error = Some(tokio::time::Instant::now());
+                    }
+                }
+            },
+        }
+    }
+    if commit {
+        book.commit_sync(&consumer, handled.load(Ordering::Relaxed));
+    }
+}
+
+/// Offsets read, in the order handed to the component.
+#[derive(Default)]
+struct Book {
+    topic: String,
+    read: VecDeque<(i32, i64)>,
+    /// Messages counted as handled so far.
+    done: u64,
+}
+
+impl Book {
+    fn read(&mut self, partition: i32, offset: i64) {
+        self.read.push_back((partition, offset));
+    }
+
+    /// The next offset per partition for what was handled since the last
+    /// call (`handled` counts every message handled so far).
+    fn take(&mut self, handled: u64) -> BTreeMap<i32, i64> {
+        let mut next = BTreeMap::new();
+        while self.done < handled {
+            let Some((p, o)) = self.read.pop_front() else {
+                break;
+            };
+            next.insert(p, o + 1);
+            self.done += 1;
+        }
+        next
+    }
+
+    fn list(&mut self, handled: u64) -> Option<TopicPartitionList> {
+        let next = self.take(handled);
+        if next.is_empty() {
+            return None;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(o))
+                .ok()?;
+        }
+        Some(tpl)
+    }
+
+    fn commit(&mut self, c: &Kc, handled: u64) {
+        if let Some(tpl) = self.list(handled) {
+            if let Err(e) = c.commit(&tpl, CommitMode::Async) {
+                tracing::warn!("Kafka offset commit not sent: {e} (those messages come again)");
+            }
+        }
+    }
+
+    fn commit_sync(&mut self, c: &Kc, handled: u64) {
+        if let Some(tpl) = self.list(handled) {
+            if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!("Kafka offset commit at the end: {e} (those messages come again)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only what was handled is committed, per partition, as the next
+    /// offset to read; what was read ahead is not.
+    #[test]
+    fn commits_cover_only_handled_messages() {
+        let mut b = Book::default();
+        for (p, o) in [(0, 10), (1, 5), (0, 11), (2, 7), (1, 6)] {
+            b.read(p, o);
+        }
+        assert!(b.take(0).is_empty());
+        assert_eq!(b.take(2), BTreeMap::from([(0, 11), (1, 6)]));
+        assert!(b.take(2).is_empty());
+        assert_eq!(b.take(4), BTreeMap::from([(0, 12), (2, 8)]));
+        // More handled than read (cannot happen, but never panics).
+        assert_eq!(b.take(9), BTreeMap::from([(1, 7)]));
+    }
+}

@@ -1,0 +1,513 @@
+//! # CyberMesh on Kafka
+//!
+//! Seed 002 makes Kafka the bus of CyberMesh. This crate carries the eight
+//! CyberMesh topics ([`TOPICS`]) on a Kafka cluster through `rdkafka`
+//! (librdkafka built from the crate's bundled sources: Debian's is too old
+//! for current brokers), behind the same [`Bus`] trait every component
+//! uses; [`Split`] sends those topics to Kafka and every other subject
+//! (heartbeats, intent, flows, queries) to the bus it wraps, so a component
+//! does not know which broker carries what.
+//!
+//! * **Producer**: idempotent, `acks=all`; `publish` returns once the
+//!   broker stored the message, and a message the broker did not take
+//!   within [`Config::delivery_timeout`] is an error the caller sees
+//!   ([`BusError::NotStored`]), never a silent loss. `publish_keyed` keys a
+//!   message so that the order of one key's messages holds (one
+//!   partition): the AI service keys anomalies and evidence by source and
+//!   requests by target, each validator its announcements by its id, an
+//!   agent its acks by its id.
+//! * **Consumers**: each subscription is a consumer of its own whose
+//!   offsets are committed only for messages handled (see
+//!   [`ben_bus::Subscription::with_handled`]: a message counts as handled
+//!   when the component asks for the next one), every
+//!   [`COMMIT_EVERY`] and when the subscription ends: at least once
+//!   (duplicates are harmless: anomaly ids and policy ids). A plain
+//!   subscription (no queue group) of a component named by
+//!   [`Config::member`] takes every partition under a group named by the
+//!   component, the topic and the subscription's rank in the process, so a
+//!   restarted process resumes where it stopped; it starts at the end of
+//!   each partition the first time (what is published after `subscribe`
+//!   returned is delivered, as on NATS). A subscription in a queue group
+//!   joins the Kafka consumer group of that name: partitions are shared
+//!   among the members and a member that dies has its partitions taken over
+//!   (a new group starts at the oldest message the broker keeps).
+//! * **Topics** are created on connect when missing, with
+//!   [`Config::partitions`], [`Config::replication`] and the topic's
+//!   `max.message.bytes` set explicitly to [`Config::max_message_bytes`]
+//!   (1 MiB: the seed's evidence messages go up to 512 KB); the producer's
+//!   and consumers' limits follow it.
+
+mod consume;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+use ben_bus::{BoxFuture, Bus, BusError, Message, PublishReport, Subscription};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The CyberMesh topics, as seed 002 names them.
+pub const TOPICS: [&str; 8] = [
+    "ai.anomalies.v1",
+    "ai.evidence.v1",
+    "ai.policy.v1",
+    "control.commits.v1",
+    "control.policy.v1",
+    "control.reputation.v1",
+    "control.policy.ack.v1",
+    "ai.dlq.v1",
+];
+
+/// How often a consumer commits the offsets of what was handled.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(500);
+
+/// Where and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Put before every topic name (empty: the seed's names exactly); two
+    /// Ben clusters sharing one Kafka set different ones.
+    pub topic_prefix: String,
+    /// Partitions of a topic this creates.
+    pub partitions: i32,
+    /// Replication factor of a topic this creates.
+    pub replication: i32,
+    /// The largest message, on the topics this creates and in the clients.
+    pub max_message_bytes: usize,
+    /// The component this process is: its plain subscriptions' consumer
+    /// groups are named by it and resume after a restart. `None` (an
+    /// observer): groups of its own each time, starting at the end.
+    pub member: Option<String>,
+    /// How long the producer tries to store a message before the publish
+    /// fails.
+    pub delivery_timeout: Duration,
+    /// How long a consumer may be silent before its group gives its
+    /// partitions to another member.
+    pub session_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            partitions: 3,
+            replication: 1,
+            max_message_bytes: 1 << 20,
+            member: None,
+            delivery_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters a process can show.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Publishes the broker did not store (returned as errors).
+    pub not_stored: AtomicU64,
+    /// Offset commits the broker refused (the messages come again).
+    pub commit_errors: AtomicU64,
+    /// Errors a consumer met while reading (it goes on reading).
+    pub read_errors: AtomicU64,
+}
+
+/// The CyberMesh topics on Kafka. Subjects that are not among them are
+/// refused (see [`Split`] for a bus that carries everything).
+pub struct KafkaBus {
+    cfg: Config,
+    producer: FutureProducer,
+    /// Plain subscriptions made so far, per topic (their groups' names).
+    ranks: Mutex<BTreeMap<String, u32>>,
+    /// A random name for an observer's groups.
+    observer: String,
+    counters: Arc<Counters>,
+}
+
+impl KafkaBus {
+    /// Connects: makes the producer and creates the topics that are
+    /// missing. An unreachable broker is an error naming it.
+    pub async fn connect(cfg: Config) -> Result<KafkaBus, String> {
+        if cfg.partitions < 1 || cfg.replication < 1 {
+            return Err(format!(
+                "Kafka: partitions ({}) and replication ({}) must be at least 1",
+                cfg.partitions, cfg.replication
+            ));
+        }
+        if cfg.max_message_bytes < 1024 {
+            return Err(format!(
+                "Kafka: max_message_bytes {} is too small (at least 1024)",
+                cfg.max_message_bytes
+            ));
+        }
+        let producer: FutureProducer = client(&cfg)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set(
+                "message.timeout.ms",
+                cfg.delivery_timeout.as_millis().to_string(),
+            )
+            .set("message.max.bytes", message_max(&cfg).to_string())
+            .create()
+            .map_err(|e| format!("Kafka producer for {}: {e}", cfg.brokers))?;
+        ensure_topics(&cfg).await?;
+        let mut raw = [0u8; 8];
+        getrandom::getrandom(&mut raw).map_err(|e| format!("randomness: {e}"))?;
+        Ok(KafkaBus {
+            cfg,
+            producer,
+            ranks: Mutex::default(),
+            observer: hex::encode(raw),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Whether `subject` is one of the topics this carries.
+    pub fn carries(&self, subject: &str) -> bool {
+        TOPICS.contains(&subject)
+    }
+
+    /// The Kafka topic of a subject.
+    pub fn topic(&self, subject: &str) -> String {
+        format!("{}{subject}", self.cfg.topic_prefix)
+    }
+
+    fn refuse(&self, subject: &str) -> BusError {
+        BusError::Unsupported(format!(
+            "`{subject}` is not one of the CyberMesh topics carried on Kafka ({})",
+            TOPICS.join(", ")
+        ))
+    }
+
+    async fn produce(
+        &self,
+        subject: &str,
+        key: Option<&[u8]>,
+        payload: Vec<u8>,
+    ) -> Result<PublishReport, BusError> {
+        if !self.carries(subject) {
+            return Err(self.refuse(subject));
+        }
+        let not_stored = |reason: String| {
+            self.counters.not_stored.fetch_add(1, Ordering::Relaxed);
+            BusError::NotStored {
+                subject: subject.to_string(),
+                reason,
+            }
+        };
+        if payload.len() > self.cfg.max_message_bytes {
+            return Err(not_stored(format!(
+                "{} bytes, over the {} a message may have (max_message_bytes)",
+                payload.len(),
+                self.cfg.max_message_bytes
+            )));
+        }
+        let topic = self.topic(subject);
+        let mut rec = FutureRecord::<[u8], [u8]>::to(&topic).payload(&payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        match self
+            .producer
+            .send(rec, Timeout::After(self.cfg.delivery_timeout))
+            .await
+        {
+            Ok(_) => Ok(PublishReport {
+                delivered: 1,
+                dropped: 0,
+            }),
+            Err((e, _)) => Err(not_stored(format!("Kafka at {}: {e}", self.cfg.brokers))),
+        }
+    }
+
+    /// The consumer group of a subscription.
+    fn group(&self, topic: &str, queue: Option<&str>) -> String {
+        if let Some(q) = queue {
+            return format!("ben.queue.{q}.{topic}");
+        }
+        let rank = {
+            let mut r = self.ranks.lock().unwrap_or_else(|p| p.into_inner());
+            let n = r.entry(topic.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        match &self.cfg.member {
+            Some(m) => format!("ben.member.{m}.{topic}.{rank}"),
+            None => format!("ben.observer.{}.{topic}.{rank}", self.observer),
+        }
+    }
+}
+
+/// The settings every client of this crate shares.
+fn client(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000");
+    c
+}
+
+/// A client's request limit: a message and its batch framing.
+fn message_max(cfg: &Config) -> usize {
+    cfg.max_message_bytes + 64 * 1024
+}
+
+/// Creates the topics that are missing; one that exists is left as it is.
+async fn ensure_topics(cfg: &Config) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client(cfg)
+        .create()
+        .map_err(|e| format!("Kafka admin client for {}: {e}", cfg.brokers))?;
+    let names: Vec<String> = TOPICS
+        .iter()
+        .map(|t| format!("{}{t}", cfg.topic_prefix))
+        .collect();
+    let max = cfg.max_message_bytes.to_string();
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(n, cfg.partitions, TopicReplication::Fixed(cfg.replication))
+                .set("max.message.bytes", &max)
+        })
+        .collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| {
+        format!(
+            "Kafka at {}: creating the CyberMesh topics: {e} (is the broker up?)",
+            cfg.brokers
+        )
+    })?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, e)) => {
+                return Err(format!(
+                    "Kafka at {}: creating topic `{name}`: {e}",
+                    cfg.brokers
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Bus for KafkaBus {
+    fn publish<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        Box::pin(self.produce(subject, None, payload))
+    }
+
+    fn publish_keyed<'a>(
+        &'a self,
+        subject: &'a str,
+        key: &'a [u8],
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        Box::pin(self.produce(subject, Some(key), payload))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        Box::pin(async move {
+            if !self.carries(subject) {
+                return Err(self.refuse(subject));
+            }
+            let topic = self.topic(subject);
+            let group = self.group(&topic, queue);
+            consume::subscribe(consume::Spec {
+                cfg: &self.cfg,
+                subject,
+                topic,
+                group,
+                shared: queue.is_some(),
+                commit: queue.is_some() || self.cfg.member.is_some(),
+                counters: self.counters.clone(),
+            })
+            .await
+        })
+    }
+
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        _payload: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, BusError>> {
+        Box::pin(async move {
+            Err(BusError::Unsupported(format!(
+                "request/reply on `{subject}`: the Kafka topics carry no requests"
+            )))
+        })
+    }
+
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.cfg.max_message_bytes)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            let p = self.producer.clone();
+            let t = self.cfg.delivery_timeout;
+            tokio::task::spawn_blocking(move || p.flush(Timeout::After(t)))
+                .await
+                .map_err(|_| BusError::Closed)?
+                .map_err(|e| BusError::NotStored {
+                    subject: "(flush)".into(),
+                    reason: e.to_string(),
+                })
+        })
+    }
+}
+
+/// The CyberMesh topics on Kafka, every other subject on `rest`.
+pub struct Split {
+    kafka: Arc<KafkaBus>,
+    rest: Arc<dyn Bus>,
+}
+
+impl Split {
+    pub fn new(kafka: Arc<KafkaBus>, rest: Arc<dyn Bus>) -> Split {
+        Split { kafka, rest }
+    }
+
+    pub fn kafka(&self) -> &Arc<KafkaBus> {
+        &self.kafka
+    }
+
+    /// A wildcard that would take a Kafka topic's messages from the other
+    /// bus, where they never are: refused, naming the topic.
+    fn check_pattern(&self, pattern: &str) -> Result<(), BusError> {
+        match TOPICS.iter().find(|t| ben_bus::matches(pattern, t)) {
+            Some(t) if pattern != *t => Err(BusError::Unsupported(format!(
+                "`{pattern}` would match `{t}`, which is carried on Kafka: subscribe to it by its name"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Bus for Split {
+    fn publish<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        if self.kafka.carries(subject) {
+            self.kafka.publish(subject, payload)
+        } else {
+            self.rest.publish(subject, payload)
+        }
+    }
+
+    fn publish_keyed<'a>(
+        &'a self,
+        subject: &'a str,
+        key: &'a [u8],
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
+        if self.kafka.carries(subject) {
+            self.kafka.publish_keyed(subject, key, payload)
+        } else {
+            self.rest.publish_keyed(subject, key, payload)
+        }
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        if self.kafka.carries(subject) {
+            return self.kafka.subscribe(subject, queue);
+        }
+        if let Err(e) = self.check_pattern(subject) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.rest.subscribe(subject, queue)
+    }
+
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, BusError>> {
+        if self.kafka.carries(subject) {
+            self.kafka.request(subject, payload, timeout)
+        } else {
+            self.rest.request(subject, payload, timeout)
+        }
+    }
+
+    fn reply<'a>(
+        &'a self,
+        to: &'a Message,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        self.rest.reply(to, payload)
+    }
+
+    fn connected(&self) -> bool {
+        self.rest.connected()
+    }
+
+    /// The smaller of the two: a producer sizing its messages by it fits
+    /// on either.
+    fn max_payload(&self) -> Option<usize> {
+        let k = self.kafka.max_payload();
+        match (k, self.rest.max_payload()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.kafka.flush().await?;
+            self.rest.flush().await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eight_topics_are_the_mesh_subjects() {
+        for t in TOPICS {
+            assert!(ben_bus::valid_subject(t, false), "{t}");
+        }
+        assert_eq!(
+            TOPICS
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            8
+        );
+    }
+}
