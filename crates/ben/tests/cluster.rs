@@ -1787,19 +1787,7 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         6,
     )
     .await;
-    let mut acks = c
-        .bus
-        .subscribe(ben_mesh_wire::ACK_SUBJECT, None)
-        .await
-        .unwrap();
-    let seen = watch_commits(c.bus.clone(), c.keyring.clone());
-    let t0 = Instant::now();
-    wait_for(
-        "every validator committing",
-        Duration::from_secs(60),
-        || (1..=4).all(|i| top(&seen, Some(&format!("validator-{i}")), t0) >= 2),
-    )
-    .await;
+    let (mut acks, seen, t0) = mesh_committing(&c).await;
     let line = cluster::status_line(&c.status().await);
     assert!(line.contains("| chain height "), "{line}");
 
@@ -1997,6 +1985,25 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         heights.len()
     );
     c.stop().await;
+}
+
+/// The agent's acks subscribed, every validator's commits watched, and
+/// every validator seen committing: (acks, commits, since when).
+async fn mesh_committing(c: &Cluster) -> (ben_bus::Subscription, Commits, Instant) {
+    let acks = c
+        .bus
+        .subscribe(ben_mesh_wire::ACK_SUBJECT, None)
+        .await
+        .unwrap();
+    let seen = watch_commits(c.bus.clone(), c.keyring.clone());
+    let t0 = Instant::now();
+    wait_for(
+        "every validator committing",
+        Duration::from_secs(60),
+        || (1..=4).all(|i| top(&seen, Some(&format!("validator-{i}")), t0) >= 2),
+    )
+    .await;
+    (acks, seen, t0)
 }
 
 /// Signed anomalies, as if the AI service (`mesh-1`) had published them:
@@ -2279,19 +2286,7 @@ async fn the_mesh_loop_runs_on_kafka_across_processes() {
         .err()
         .expect("refused");
     assert!(e.to_string().contains("carried on Kafka"), "{e}");
-    let mut acks = c
-        .bus
-        .subscribe(ben_mesh_wire::ACK_SUBJECT, None)
-        .await
-        .unwrap();
-    let seen = watch_commits(c.bus.clone(), c.keyring.clone());
-    let t0 = Instant::now();
-    wait_for(
-        "every validator committing (announced on Kafka)",
-        Duration::from_secs(60),
-        || (1..=4).all(|i| top(&seen, Some(&format!("validator-{i}")), t0) >= 2),
-    )
-    .await;
+    let (mut acks, _, _) = mesh_committing(&c).await;
     publish_anomalies(&c, "ka-an", 8, 0..10).await;
     let applied = applied_acks(&c, &mut acks, 10).await;
     assert_eq!(applied.len(), 10, "{applied:?}");
