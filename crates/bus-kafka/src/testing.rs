@@ -55,29 +55,35 @@ impl Broker {
                 .unwrap_or(0)
         ));
         std::fs::create_dir_all(&dir).expect("the broker's directory");
-        let mut b = Broker::start(&format!("sqlite://{}/tansu.db", dir.display()));
-        b.dir = Some(dir);
+        // tansu reads a sqlite:// path as relative to its working
+        // directory: it runs in its own.
+        let b = Broker::new("sqlite://tansu.db", Some(dir));
+        b.restart();
         b
     }
 
     /// Starts a broker keeping its data in `storage` (`memory://tansu/`,
     /// `sqlite://FILE`) and waits until it listens.
     pub fn start(storage: &str) -> Broker {
+        let b = Broker::new(storage, None);
+        b.restart();
+        b
+    }
+
+    fn new(storage: &str, dir: Option<PathBuf>) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free loopback port");
         let log = std::env::temp_dir().join(format!("ben-tansu-{}-{port}.log", std::process::id()));
-        let b = Broker {
+        Broker {
             bin: bin(),
             port,
             storage: storage.to_string(),
             log,
-            dir: None,
+            dir,
             child: Mutex::new(None),
-        };
-        b.restart();
-        b
+        }
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
@@ -109,7 +115,11 @@ impl Broker {
             .open(&self.log)
             .expect("the broker's log file");
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d);
+        }
+        let child = cmd
             .args([
                 "broker",
                 "--listener-url",
