@@ -2292,6 +2292,36 @@ async fn the_mesh_loop_runs_on_kafka_across_processes() {
     assert_eq!(applied.len(), 10, "{applied:?}");
     let blocked_in = scan_through_the_loop(&c, &mut acks).await;
 
+    // A forged anomaly (a sensor's key may not sign one): every validator
+    // dead-letters it on ai.dlq.v1, on Kafka, and the supervisor counts
+    // those dead letters on its status line.
+    let before = c.status().await["other_dead_letters"]
+        .as_u64()
+        .expect("the count");
+    let (sensor, _) = cluster::keys::load(&c.cfg.key_dir, "sensor-test").unwrap();
+    let forged = ben_mesh_detect::wire::AnomalyEvent {
+        id: "ka-forged".into(),
+        class: "portscan".into(),
+        confidence: 0.9,
+        ..Default::default()
+    };
+    c.bus
+        .publish(
+            ben_mesh_detect::wire::ANOMALIES_SUBJECT,
+            sensor.seal_bytes(&forged),
+        )
+        .await
+        .unwrap();
+    let st = c
+        .wait(
+            "the validators' dead letters counted",
+            Duration::from_secs(20),
+            |s| s["other_dead_letters"].as_u64() >= Some(before + 4),
+        )
+        .await;
+    let line = cluster::status_line(&st);
+    assert!(line.contains("| other dead letters "), "{line}");
+
     // The agent killed: anomalies keep coming; restarted, it reads on from
     // the offsets it committed and acks the new sources.
     let pid_of = |st: &Value, id: &str| st["components"][id]["pid"].as_u64();

@@ -632,6 +632,11 @@ pub async fn cluster_up(
     // from the children means anything (see `kill_hung`).
     let nats = nats_bus(cfg, None).await?;
     let bus: Arc<dyn Bus> = Arc::new(ben_bus::PrefixedBus::new(nats.clone(), cfg.prefix.clone()));
+    // CyberMesh's dead letters are on Kafka when its topics are.
+    let bus = match &cfg.kafka {
+        None => bus,
+        Some(k) => kafka(k, Some("supervisor"), bus).await?,
+    };
 
     let observed = Arc::new(Mutex::new(Observed {
         health: ben_orchestrator::Health::new(ben_orchestrator::HealthLimits::default()),
@@ -869,10 +874,18 @@ async fn observe(
             }
         }
     }));
+    // Ben's dead letters and CyberMesh's (`ai.dlq.v1`, on Kafka when the
+    // cluster's CyberMesh topics are).
     let mut dlq = sub(subjects::DLQ).await?;
+    let mut ai_dlq = sub(ben_mesh_wire::DLQ_SUBJECT).await?;
     let (o, k) = (observed.clone(), keyring.clone());
     tasks.push(tokio::spawn(async move {
-        while let Some(m) = dlq.next().await {
+        loop {
+            let m = tokio::select! {
+                m = dlq.next() => m,
+                m = ai_dlq.next() => m,
+            };
+            let Some(m) = m else { break };
             // Only a dead letter signed by the component it names counts
             // in the books; others are counted apart, never trusted (the
             // ledger dead-letters them with the reason).
@@ -1352,6 +1365,11 @@ pub fn status_line(s: &serde_json::Value) -> String {
             count("flows_late"),
             count("flow_batches_missing"),
         );
+    // Dead letters off the data path (control plane, CyberMesh's ai.dlq.v1).
+    let chain = match count("other_dead_letters") {
+        0 => chain,
+        n => format!("{chain} | other dead letters {n}"),
+    };
     format!(
         "processes {}/{} healthy | restarts {} | accepted {}{delivered} | dead letters {} | in flight {} | lost {} | signals {} | publish errors {}{chain}",
         healthy,
