@@ -92,6 +92,13 @@ pub(crate) async fn subscribe(s: Spec<'_>) -> Result<Subscription, BusError> {
             "receive.message.max.bytes",
             (fetch_n + (1 << 20)).to_string(),
         )
+        // What librdkafka prefetches for a consumer the component has not
+        // read yet: bounded to a few fetches (its default, 64 MiB per
+        // consumer, is gigabytes over a cluster's processes).
+        .set(
+            "queued.max.messages.kbytes",
+            (2 * fetch_n / 1024).to_string(),
+        )
         .set(
             "session.timeout.ms",
             s.cfg.session_timeout.as_millis().to_string(),
