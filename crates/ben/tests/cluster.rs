@@ -679,6 +679,43 @@ async fn records_flow_with_every_component_in_its_own_process() {
         st["records"]
     );
     assert_eq!(st["records"]["dead_letters"], 0);
+    // The control process serves every process's counters for Prometheus
+    // (GET /metrics, behind the token): one sample per process.
+    let (code, text) = http(c.api, "GET", "/metrics", b"").await;
+    assert_eq!(code, 200, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let components: std::collections::BTreeSet<&str> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "ben_records_processed_total")
+        .filter_map(|s| s.labels.get("component"))
+        .collect();
+    for id in [
+        "control",
+        "sidecar-1",
+        "proxy-1",
+        "spine-1",
+        "detector-1",
+        "lucius-1",
+    ] {
+        assert!(
+            components.contains(id),
+            "{id} not in {components:?}\n{text}"
+        );
+    }
+    let detector = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "ben_signals_emitted_total")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(detector, Some(prometheus_parse::Value::Counter(v)) if v >= 1.0),
+        "{text}"
+    );
+    TOKENS.lock().unwrap().remove(&c.api);
+    let (code, _) = http(c.api, "GET", "/metrics", b"").await;
+    assert_eq!(code, 401, "/metrics without the token");
     c.stop().await;
 }
 

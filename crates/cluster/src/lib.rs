@@ -453,7 +453,24 @@ async fn run_control(
     keyring: Keyring,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let refusing = refuse_bad_metrics(bus.clone(), keyring.clone(), signer.clone()).await?;
+    let latest: Latest = Arc::default();
+    let refusing =
+        follow_metrics(bus.clone(), keyring.clone(), signer.clone(), latest.clone()).await?;
+    // GET /metrics: every process's latest verified counters.
+    let metrics = ben_control::MetricsSource::default();
+    metrics.set(move || {
+        let now = ben_time::now_ns();
+        let current: Vec<ComponentMetrics> = latest
+            .lock()
+            .map(|l| {
+                l.values()
+                    .filter(|m| now - m.at_ns < METRICS_KEPT_NS)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        ben_runtime::metrics::prometheus(&current, &[])
+    });
     // The API's token: DATA_DIR/api.token, made by the first start (benctl
     // --data-dir DATA_DIR reads it there).
     ben_control::private::dir(&cfg.data_dir)?;
@@ -461,6 +478,7 @@ async fn run_control(
     let control = ben_runtime::start_control(
         ben_control::Config {
             api_token: Some(api_token),
+            metrics,
             ..control_config(cfg)
         },
         ben_control::Deps {
@@ -490,15 +508,23 @@ async fn run_control(
     Ok(())
 }
 
-/// The control process refuses metrics that do not verify, or are not
+/// Each process's newest verified metrics, by id.
+type Latest = Arc<Mutex<BTreeMap<String, ComponentMetrics>>>;
+
+/// How long a process that stopped reporting stays in `/metrics`.
+const METRICS_KEPT_NS: i64 = 30_000_000_000;
+
+/// The control process keeps each process's newest verified metrics (for
+/// `GET /metrics`) and refuses metrics that do not verify, or are not
 /// about the process that signed them, as the ledger refuses every other
 /// message: a dead letter with the reason, signed as the ledger
 /// (invariant 8). The supervisor's books never count them (see
 /// [`observe`]).
-async fn refuse_bad_metrics(
+async fn follow_metrics(
     bus: Arc<dyn Bus>,
     keyring: Keyring,
     signer: Arc<Signer>,
+    latest: Latest,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let mut sub = bus
         .subscribe("ben.metrics.*", None)
@@ -506,8 +532,14 @@ async fn refuse_bad_metrics(
         .map_err(|e| e.to_string())?;
     Ok(tokio::spawn(async move {
         while let Some(m) = sub.next().await {
-            let Err(reason) = open_metrics(&m.payload, &keyring) else {
-                continue;
+            let reason = match open_metrics(&m.payload, &keyring) {
+                Ok(cm) => {
+                    if let Ok(mut l) = latest.lock() {
+                        l.insert(cm.id.clone(), cm);
+                    }
+                    continue;
+                }
+                Err(reason) => reason,
             };
             let key_id = <pb::SignedEnvelope as prost::Message>::decode(m.payload.as_slice())
                 .map(|e| e.key_id.chars().take(64).collect())
@@ -1420,7 +1452,7 @@ mod tests {
     }
 
     /// The control process dead-letters refused metrics with the reason,
-    /// signed as the ledger, and lets good ones pass.
+    /// signed as the ledger, and keeps good ones (for `/metrics`).
     #[tokio::test]
     async fn refused_metrics_are_dead_lettered() {
         let bus: Arc<dyn Bus> = Arc::new(ben_bus::InProcessBus::default());
@@ -1430,7 +1462,8 @@ mod tests {
         let mut ring = Keyring::new();
         ring.trust("spine-1", Role::Spine, spine.public());
         ring.trust(ben_wire::LEDGER_ID, Role::Ledger, control.public());
-        let task = refuse_bad_metrics(bus.clone(), ring.clone(), control.clone())
+        let latest: Latest = Arc::default();
+        let task = follow_metrics(bus.clone(), ring.clone(), control.clone(), latest.clone())
             .await
             .unwrap();
         let mut dlq = bus.subscribe(subjects::DLQ, None).await.unwrap();
@@ -1460,6 +1493,11 @@ mod tests {
             got.push((dl.subject, dl.reason, dl.key_id));
         }
         task.abort();
+        assert_eq!(
+            latest.lock().unwrap().keys().collect::<Vec<_>>(),
+            ["spine-1"],
+            "only the verified metrics are kept"
+        );
         assert_eq!(
             got,
             vec![

@@ -15,6 +15,7 @@
 //! | GET | `/api/v1/bees` | issued BEEs (as the sidecars report them) and revoked subjects |
 //! | POST | `/api/v1/bees/revoke` | `{subject}`: revoke an app identity; sidecars drop its connections and refuse it |
 //! | GET | `/api/v1/health` | `{"status": "ok"}`; the one endpoint that needs no token |
+//! | GET | `/metrics` | the process's counters in Prometheus' text format (`ben up`: every component's; cluster mode: every process's); 503 until they run |
 //!
 //! Every endpoint but the health check needs the API token
 //! (`Authorization: Bearer <token>`, [`crate::auth`]); without it: 401.
@@ -43,6 +44,7 @@ struct AppState {
     bus: Arc<dyn ben_bus::Bus>,
     bees: Arc<crate::bees::Bees>,
     mesh: Arc<crate::mesh::Watch>,
+    metrics: crate::MetricsSource,
     max_artifact_bytes: usize,
     max_json_bytes: usize,
 }
@@ -406,6 +408,25 @@ async fn revoke_bee(State(st): State<AppState>, body: Body) -> ApiResult {
     ))
 }
 
+/// The process's counters in Prometheus' text format (behind the token,
+/// as every route but health: Prometheus sends it with `authorization`).
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let text = st.metrics.render().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics yet: the components of this process are still starting",
+        )
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 async fn health() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
@@ -439,6 +460,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         bus,
         bees,
         mesh,
+        metrics: cfg.metrics.clone(),
         max_artifact_bytes: cfg.max_artifact_bytes,
         max_json_bytes: cfg.max_json_bytes,
     };
@@ -460,6 +482,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         .route("/api/v1/bees", get(list_bees))
         .route("/api/v1/bees/revoke", post(revoke_bee))
         .route(crate::auth::HEALTH, get(health))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Around every route and the fallback: no handler (not even a

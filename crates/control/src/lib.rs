@@ -184,6 +184,34 @@ pub struct Config {
     /// require nobody's ack.
     #[serde(skip)]
     pub roles: RoleArtifacts,
+    /// What `GET /metrics` serves: the process's counters in Prometheus'
+    /// text format, set by the mode once its components run.
+    #[serde(skip)]
+    pub metrics: MetricsSource,
+}
+
+/// The source of the API's `GET /metrics` (Prometheus text), set once by
+/// whoever knows the process's counters (`ben up`: every component's;
+/// cluster mode's control process: every process's signed metrics).
+#[derive(Clone, Default)]
+pub struct MetricsSource(Arc<std::sync::OnceLock<Arc<dyn Fn() -> String + Send + Sync>>>);
+
+impl MetricsSource {
+    /// Sets the renderer; false if one was set already.
+    pub fn set(&self, render: impl Fn() -> String + Send + Sync + 'static) -> bool {
+        self.0.set(Arc::new(render)).is_ok()
+    }
+
+    /// The text now; `None` before a renderer is set.
+    pub fn render(&self) -> Option<String> {
+        self.0.get().map(|f| f())
+    }
+}
+
+impl std::fmt::Debug for MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetricsSource(set: {})", self.0.get().is_some())
+    }
 }
 
 impl Default for Config {
@@ -201,6 +229,7 @@ impl Default for Config {
             max_artifact_bytes: 64 << 20,
             max_json_bytes: 4 << 20,
             roles: Vec::new(),
+            metrics: MetricsSource::default(),
         }
     }
 }

@@ -152,6 +152,60 @@ impl Stats {
         m
     }
 
+    /// Every kind's counters and every instance's load, in Prometheus'
+    /// text format (`GET /metrics` on the API).
+    pub fn prometheus(&self, restarts: &ben_orchestrator::Restarts) -> String {
+        let mut per = Vec::new();
+        for k in &KINDS {
+            let mut m = ComponentMetrics {
+                role: k.role.to_string(),
+                ..ComponentMetrics::default()
+            };
+            (k.probe)(&self.shared, &mut m);
+            if m != (ComponentMetrics {
+                role: k.role.to_string(),
+                ..ComponentMetrics::default()
+            }) {
+                per.push(m);
+            }
+        }
+        for (id, l) in &self.loads {
+            per.push(ComponentMetrics {
+                id: id.clone(),
+                role: ben_runtime::kind_of_id(id)
+                    .map_or("", |k| k.role)
+                    .to_string(),
+                processed: l.processed.load(Ordering::Relaxed),
+                queue_depth: l.queue_depth.load(Ordering::Relaxed),
+                publish_errors: l.publish_errors.load(Ordering::Relaxed),
+                ..ComponentMetrics::default()
+            });
+        }
+        ben_runtime::metrics::prometheus(
+            &per,
+            &[
+                (
+                    "ben_dead_letters_total",
+                    "Dead letters (Ben's and CyberMesh's) signed by the component they name.",
+                    true,
+                    self.dead_letters.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "ben_unverified_dead_letters_total",
+                    "Dead letters that did not verify (never trusted).",
+                    true,
+                    self.unverified_dead_letters.load(Ordering::Relaxed) as f64,
+                ),
+                (
+                    "ben_restarts_total",
+                    "Component restarts by the orchestrator.",
+                    true,
+                    restarts.total.load(Ordering::Relaxed) as f64,
+                ),
+            ],
+        )
+    }
+
     /// Records processed by the instances whose kind stands at `hop`.
     fn processed(&self, hop: Hop) -> u64 {
         self.loads
@@ -212,6 +266,7 @@ impl System {
         let (identities, keyring) = identities(&cfg, &ledger_signer)?;
         let keyring_arc = Arc::new(keyring.clone());
 
+        let metrics = ben_control::MetricsSource::default();
         let ben_runtime::ControlPlane {
             handle: control,
             responder,
@@ -221,6 +276,7 @@ impl System {
                 api_addr: cfg.api_addr,
                 api_token: Some(api_token),
                 prepare_timeout_ms: cfg.prepare_timeout_ms,
+                metrics: metrics.clone(),
                 ..ben_control::Config::default()
             },
             ben_control::Deps {
@@ -273,6 +329,10 @@ impl System {
         }
         let restarts = Arc::new(ben_orchestrator::Restarts::default());
         tasks.extend(ben_orchestrator::supervise(specs, restarts.clone()));
+        {
+            let (stats, restarts) = (stats.clone(), restarts.clone());
+            metrics.set(move || stats.prometheus(&restarts));
+        }
         let health = Arc::new(Mutex::new(ben_orchestrator::Health::new(
             ben_orchestrator::HealthLimits::default(),
         )));

@@ -263,6 +263,47 @@ async fn flow(sys: System) {
         );
     }
     assert!(sys.status_line().await.contains("healthy 6"));
+    // The same counters for Prometheus (GET /metrics, behind the token).
+    let text = http_get(&sys, "/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let value = |name: &str, (k, v): (&str, &str)| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(k) == Some(v))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(x) | prometheus_parse::Value::Gauge(x) => x,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(
+        value("ben_signals_emitted_total", ("role", "detector")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("ben_records_accepted_total", ("role", "sidecar")),
+        Some(sys.stats.totals().accepted as f64),
+        "{text}"
+    );
+    let spines: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "ben_records_processed_total" && s.labels.get("role") == Some("spine")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(x) => x,
+            _ => f64::NAN,
+        })
+        .sum();
+    assert_eq!(spines, 17.0, "{text}");
+    assert_eq!(
+        value("ben_records_processed_total", ("role", "sidecar")),
+        Some(57.0),
+        "{text}"
+    );
     sys.shutdown().await;
 }
 

@@ -89,3 +89,287 @@ mod tests {
         );
     }
 }
+
+/// One Prometheus metric family: name, help, type, and how to read it.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    read: fn(&ComponentMetrics) -> Option<f64>,
+}
+
+const fn counter(
+    name: &'static str,
+    help: &'static str,
+    read: fn(&ComponentMetrics) -> Option<f64>,
+) -> Family {
+    Family {
+        name,
+        help,
+        counter: true,
+        read,
+    }
+}
+
+const fn gauge(
+    name: &'static str,
+    help: &'static str,
+    read: fn(&ComponentMetrics) -> Option<f64>,
+) -> Family {
+    Family {
+        name,
+        help,
+        counter: false,
+        read,
+    }
+}
+
+/// Whether `m` is one instance's (it has an id), not a kind's sum: what
+/// every instance keeps (records handled, queue, publish errors) is only
+/// said per instance.
+fn per_instance(m: &ComponentMetrics) -> bool {
+    !m.id.is_empty()
+}
+
+/// A counter that only some kinds keep: absent where it is 0.
+fn some(v: u64) -> Option<f64> {
+    (v > 0).then_some(v as f64)
+}
+
+/// What each component's counters become, with conventional names and
+/// units (counters end in `_total`, times in seconds).
+const FAMILIES: &[Family] = &[
+    counter(
+        "ben_records_processed_total",
+        "Records the component handled.",
+        |m| per_instance(m).then_some(m.processed as f64),
+    ),
+    gauge(
+        "ben_queue_depth",
+        "Messages waiting for the component.",
+        |m| per_instance(m).then_some(m.queue_depth as f64),
+    ),
+    counter(
+        "ben_publish_errors_total",
+        "Messages the component could not publish after accepting what they carry.",
+        |m| per_instance(m).then_some(m.publish_errors as f64),
+    ),
+    counter(
+        "ben_records_accepted_total",
+        "Records the sidecar accepted from apps.",
+        |m| some(m.accepted),
+    ),
+    counter(
+        "ben_records_rejected_total",
+        "Records the sidecar refused, with the reason sent to the app.",
+        |m| some(m.rejected),
+    ),
+    counter(
+        "ben_signals_delivered_total",
+        "Signals the sidecar handed to apps.",
+        |m| some(m.signals_delivered),
+    ),
+    counter(
+        "ben_signals_emitted_total",
+        "Signals detectors emitted.",
+        |m| some(m.signals),
+    ),
+    counter(
+        "ben_flags_total",
+        "Flags detectors saw set on records.",
+        |m| some(m.flags),
+    ),
+    gauge(
+        "ben_lucius_observations",
+        "Observations Lucius holds.",
+        |m| some(m.stored),
+    ),
+    counter(
+        "ben_lucius_written_total",
+        "Observations Lucius wrote.",
+        |m| some(m.written),
+    ),
+    counter(
+        "ben_lucius_dropped_total",
+        "Observations Lucius dropped because its queue was full.",
+        |m| some(m.dropped),
+    ),
+    gauge(
+        "ben_record_age_p50_seconds",
+        "Median age of the records that reached the component in the last interval, since the sidecar received them.",
+        |m| m.age_p50_us.map(|u| u as f64 / 1e6),
+    ),
+    gauge(
+        "ben_record_age_p99_seconds",
+        "99th percentile age of the records that reached the component in the last interval.",
+        |m| m.age_p99_us.map(|u| u as f64 / 1e6),
+    ),
+    gauge(
+        "ben_mesh_chain_height",
+        "The highest block height the CyberMesh validators committed.",
+        |m| some(m.chain_height),
+    ),
+    gauge(
+        "ben_mesh_validators_halted",
+        "CyberMesh validators halted because their database does not take their blocks.",
+        |m| some(m.halted.len() as u64),
+    ),
+    gauge(
+        "ben_mesh_enforced_entries",
+        "Entries the CyberMesh enforcement agent holds.",
+        |m| some(m.blocked),
+    ),
+    gauge(
+        "ben_mesh_breaker_open",
+        "1 while the enforcement agent's circuit breaker holds policies back.",
+        |m| m.breaker_open.then_some(1.0),
+    ),
+    counter(
+        "ben_mesh_frames_captured_total",
+        "Frames the CyberMesh sensor captured.",
+        |m| some(m.captured),
+    ),
+    counter(
+        "ben_mesh_capture_kernel_drops_total",
+        "Packets the kernel dropped because the capture ring was full.",
+        |m| some(m.capture_drops),
+    ),
+    counter(
+        "ben_mesh_capture_undecodable_total",
+        "Captured frames that did not decode.",
+        |m| some(m.capture_undecodable),
+    ),
+    counter(
+        "ben_mesh_flows_dropped_total",
+        "Flows the AI service refused because its open windows were full.",
+        |m| some(m.flows_dropped),
+    ),
+    counter(
+        "ben_mesh_flows_late_total",
+        "Flows that reached the AI service after their window closed.",
+        |m| some(m.flows_late),
+    ),
+    counter(
+        "ben_mesh_flow_batches_missing_total",
+        "Sensor flow batches the AI service never got.",
+        |m| some(m.flow_batches_missing),
+    ),
+];
+
+/// A label value as the text format writes it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Components' counters in Prometheus' text exposition format (0.0.4):
+/// one family per counter, one sample per component labelled `role` and,
+/// when it has one, `component` (its id); `extra` are process-wide
+/// samples (name, help, counter or not, value). Families no component
+/// reports are left out.
+pub fn prometheus(components: &[ComponentMetrics], extra: &[(&str, &str, bool, f64)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for f in FAMILIES {
+        let samples: Vec<(String, f64)> = components
+            .iter()
+            .filter_map(|m| {
+                let v = (f.read)(m)?;
+                let labels = if m.id.is_empty() {
+                    format!("role=\"{}\"", label(&m.role))
+                } else {
+                    format!("component=\"{}\",role=\"{}\"", label(&m.id), label(&m.role))
+                };
+                Some((labels, v))
+            })
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let kind = if f.counter { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{}{{{labels}}} {v}", f.name);
+        }
+    }
+    for (name, help, is_counter, v) in extra {
+        let kind = if *is_counter { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {v}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    use super::*;
+
+    /// The text parses as Prometheus' format, each family once with its
+    /// type, each component's sample labelled.
+    #[test]
+    fn components_render_as_prometheus_text() {
+        let sidecar = ComponentMetrics {
+            id: "sidecar-1".into(),
+            role: "sidecar".into(),
+            accepted: 7,
+            processed: 7,
+            age_p50_us: Some(1_500),
+            ..ComponentMetrics::default()
+        };
+        let validators = ComponentMetrics {
+            role: "validator".into(),
+            chain_height: 12,
+            halted: vec!["validator-2".into()],
+            ..ComponentMetrics::default()
+        };
+        let text = prometheus(
+            &[sidecar, validators],
+            &[("ben_dead_letters_total", "Dead letters.", true, 3.0)],
+        );
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+        let find = |name: &str| {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == name)
+                .collect::<Vec<_>>()
+        };
+        let acc = find("ben_records_accepted_total");
+        assert_eq!(acc.len(), 1, "{text}");
+        assert_eq!(acc[0].labels.get("component"), Some("sidecar-1"));
+        assert!(matches!(acc[0].value, prometheus_parse::Value::Counter(v) if v == 7.0));
+        let h = find("ben_mesh_chain_height");
+        assert_eq!(h[0].labels.get("role"), Some("validator"));
+        assert_eq!(h[0].labels.get("component"), None);
+        assert!(matches!(h[0].value, prometheus_parse::Value::Gauge(v) if v == 12.0));
+        assert!(
+            matches!(find("ben_record_age_p50_seconds")[0].value, prometheus_parse::Value::Gauge(v) if (v - 0.0015).abs() < 1e-12)
+        );
+        assert_eq!(find("ben_mesh_validators_halted").len(), 1);
+        assert!(
+            matches!(find("ben_dead_letters_total")[0].value, prometheus_parse::Value::Counter(v) if v == 3.0)
+        );
+        // Kinds' counters nobody reported are left out; every family is
+        // declared once.
+        assert!(find("ben_lucius_written_total").is_empty());
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let names: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert_eq!(types, names.len(), "{text}");
+        // A label value is escaped.
+        let odd = ComponentMetrics {
+            id: "a\"b\\c".into(),
+            role: "spine".into(),
+            ..ComponentMetrics::default()
+        };
+        let t = prometheus(&[odd], &[]);
+        assert!(t.contains(r#"component="a\"b\\c""#), "{t}");
+    }
+}
