@@ -137,6 +137,18 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: MeshCmd,
     },
+    /// Dead letters, Ben's and CyberMesh's: the newest, who refused what
+    /// and why, and how many in all.
+    Dlq {
+        /// How many of the newest to show (the API keeps 1,000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -585,6 +597,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             started(&api, r, &wait)
         }
         Cmd::Status { version, json, api } => status(&Api::new(api), version.as_deref(), json),
+        Cmd::Dlq { limit, json, api } => dlq(&Api::new(api), limit, json),
         Cmd::History { json, api } => history(&Api::new(api), json),
         Cmd::Rollback { wait, api } => {
             let api = Api::new(api);
@@ -1008,6 +1021,34 @@ fn history(api: &Api, as_json: bool) -> Result<ExitCode> {
             time(e["at_ns"].as_i64().unwrap_or_default()),
             e["version"].as_str().unwrap_or_default(),
             e["what"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dlq(api: &Api, limit: usize, as_json: bool) -> Result<ExitCode> {
+    let r = api.call("GET", &format!("/api/v1/dlq?limit={limit}"), None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if as_json {
+        println!("{}", r.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let b = &r.body;
+    println!(
+        "dead letters  {} in all ({} did not verify; the newest {} kept)",
+        b["total"], b["unverified"], b["kept"]
+    );
+    for l in b["letters"].as_array().cloned().unwrap_or_default() {
+        let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+        println!(
+            "{}  {:<14} refused {} ({} bytes): {}",
+            time(l["at_ns"].as_i64().unwrap_or_default()),
+            s("sender"),
+            s("subject"),
+            l["size"],
+            s("reason")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -409,3 +409,62 @@ fn bee_list_and_revoke_through_the_api() {
         .unwrap()
         .contains("x/1/ff"));
 }
+
+/// `benctl dlq`: the dead letters the control plane saw, with who refused
+/// what and why; one that does not verify is counted apart, never shown.
+#[test]
+fn dead_letters_are_read_with_their_reasons() {
+    let ben = Ben::start("dlq");
+    let spine = testkit::sim_signer("spine-0");
+    let letter = ben_wire::pb::DeadLetter {
+        subject: "ben.data.spine".into(),
+        reason: "record refused: field `amount` is not a number".into(),
+        at_ns: ben_time::now_ns(),
+        sender: "spine-0".into(),
+        size: 42,
+        key_id: String::new(),
+    };
+    let forged = ben_wire::pb::DeadLetter {
+        sender: "spine-1".into(),
+        ..letter.clone()
+    };
+    ben.rt.block_on(async {
+        ben.bus
+            .publish(ben_control::subjects::DLQ, spine.seal_bytes(&letter))
+            .await
+            .unwrap();
+        // Signed by spine-0 in spine-1's name.
+        ben.bus
+            .publish(ben_mesh_wire::DLQ_SUBJECT, spine.seal_bytes(&forged))
+            .await
+            .unwrap();
+    });
+    let mut v = serde_json::Value::Null;
+    for _ in 0..50 {
+        let o = ben.ctl(&["dlq", "--json", "--api", &ben.api], None);
+        assert!(o.status.success(), "{}", err(&o));
+        v = serde_json::from_slice(&o.stdout).unwrap();
+        if v["total"] == 1 && v["unverified"] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        (v["total"].as_u64(), v["unverified"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let o = ben.ctl(&["dlq", "--api", &ben.api], None);
+    let text = out(&o);
+    assert!(
+        text.contains("dead letters  1 in all (1 did not verify"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spine-0        refused ben.data.spine (42 bytes): record refused: field `amount` is not a number"),
+        "{text}"
+    );
+    // Without the token: refused.
+    let o = benctl(&["dlq", "--api", &ben.api], None);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -12,6 +12,7 @@
 //! | GET | `/api/v1/status`, `/api/v1/status/{version}` | active version, deploy phase, per-component states |
 //! | GET | `/api/v1/history` | the audit log |
 //! | GET | `/api/v1/active` | the active version, its artifacts and roles |
+//! | GET | `/api/v1/dlq?limit=N` | the newest dead letters (Ben's and CyberMesh's) with their reasons, and the counts |
 //! | GET | `/api/v1/bees` | issued BEEs (as the sidecars report them) and revoked subjects |
 //! | POST | `/api/v1/bees/revoke` | `{subject}`: revoke an app identity; sidecars drop its connections and refuse it |
 //! | GET | `/api/v1/health` | `{"status": "ok"}`; the one endpoint that needs no token |
@@ -44,6 +45,7 @@ struct AppState {
     bus: Arc<dyn ben_bus::Bus>,
     bees: Arc<crate::bees::Bees>,
     mesh: Arc<crate::mesh::Watch>,
+    dlq: Arc<crate::dlq::Dlq>,
     metrics: crate::MetricsSource,
     max_artifact_bytes: usize,
     max_json_bytes: usize,
@@ -56,6 +58,7 @@ pub struct Parts {
     pub bus: Arc<dyn ben_bus::Bus>,
     pub bees: Arc<crate::bees::Bees>,
     pub mesh: Arc<crate::mesh::Watch>,
+    pub dlq: Arc<crate::dlq::Dlq>,
 }
 
 /// An error response: status + `{"error": …}` (+ `missing` for staging).
@@ -385,6 +388,26 @@ async fn mesh_anomaly(State(st): State<AppState>, Path(id): Path<String>) -> Api
     Ok(json(StatusCode::OK, &out))
 }
 
+/// The newest dead letters with their reasons (`?limit=N`, default 50),
+/// and the counts.
+async fn dead_letters(
+    State(st): State<AppState>,
+    q: Result<axum::extract::Query<BlocksQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let q =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (expected ?limit=N)")))?;
+    let book = st.dlq.book.lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the dead-letter book is unavailable (a reader panicked)",
+        )
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        &book.view(q.limit.unwrap_or(50).min(crate::dlq::KEPT)),
+    ))
+}
+
 async fn list_bees(State(st): State<AppState>) -> ApiResult {
     Ok(json(StatusCode::OK, &st.bees.list()))
 }
@@ -453,6 +476,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         bus,
         bees,
         mesh,
+        dlq,
     } = parts;
     let state = AppState {
         ledger,
@@ -460,6 +484,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         bus,
         bees,
         mesh,
+        dlq,
         metrics: cfg.metrics.clone(),
         max_artifact_bytes: cfg.max_artifact_bytes,
         max_json_bytes: cfg.max_json_bytes,
@@ -479,6 +504,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         .route("/api/v1/mesh/validators", get(mesh_validators))
         .route("/api/v1/mesh/anomalies/{id}", get(mesh_anomaly))
         .route("/api/v1/mesh/thresholds", get(mesh_thresholds))
+        .route("/api/v1/dlq", get(dead_letters))
         .route("/api/v1/bees", get(list_bees))
         .route("/api/v1/bees/revoke", post(revoke_bee))
         .route(crate::auth::HEALTH, get(health))

@@ -66,6 +66,7 @@ pub mod api;
 pub mod auth;
 pub mod bees;
 mod db;
+pub mod dlq;
 pub mod mesh;
 pub use db::Database;
 pub mod ledger;
@@ -301,6 +302,8 @@ pub enum ControlError {
     Bees(String),
     #[error("the CyberMesh view: {0}")]
     Mesh(String),
+    #[error("the dead-letter book: {0}")]
+    Dlq(String),
     #[error("bus: {0}")]
     Bus(#[from] ben_bus::BusError),
     #[error(transparent)]
@@ -327,6 +330,7 @@ pub struct Handle {
     api: api::Server,
     bees: Arc<bees::Bees>,
     mesh: Arc<mesh::Watch>,
+    dlq: Arc<dlq::Dlq>,
 }
 
 impl Handle {
@@ -345,6 +349,7 @@ impl Handle {
         self.api.shutdown().await;
         self.bees.stop();
         self.mesh.stop();
+        self.dlq.stop();
         self.ledger.shutdown().await;
     }
 }
@@ -387,6 +392,9 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
     )
     .await
     .map_err(ControlError::Mesh)?;
+    let dlq = dlq::Dlq::start(deps.bus.clone(), deps.keyring.clone())
+        .await
+        .map_err(ControlError::Dlq)?;
     let api = api::Server::start(
         listener,
         api::Parts {
@@ -395,6 +403,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
             bus: deps.bus.clone(),
             bees: bees.clone(),
             mesh: mesh.clone(),
+            dlq: dlq.clone(),
         },
         &cfg,
     );
@@ -405,6 +414,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
         api,
         bees,
         mesh,
+        dlq,
     })
 }
 
