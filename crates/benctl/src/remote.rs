@@ -108,6 +108,15 @@ pub enum Cmd {
         #[command(flatten)]
         api: ApiArg,
     },
+    /// The staged versions, newest first: bundle, digest, when staged,
+    /// artifacts, and which one is active.
+    Versions {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// The ledger's audit log.
     History {
         #[arg(long)]
@@ -598,6 +607,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         }
         Cmd::Status { version, json, api } => status(&Api::new(api), version.as_deref(), json),
         Cmd::Dlq { limit, json, api } => dlq(&Api::new(api), limit, json),
+        Cmd::Versions { json, api } => versions(&Api::new(api), json),
         Cmd::History { json, api } => history(&Api::new(api), json),
         Cmd::Rollback { wait, api } => {
             let api = Api::new(api);
@@ -1021,6 +1031,36 @@ fn history(api: &Api, as_json: bool) -> Result<ExitCode> {
             time(e["at_ns"].as_i64().unwrap_or_default()),
             e["version"].as_str().unwrap_or_default(),
             e["what"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn versions(api: &Api, as_json: bool) -> Result<ExitCode> {
+    let r = api.call("GET", "/api/v1/versions", None)?;
+    if !r.ok() {
+        return Ok(refused(&r));
+    }
+    if as_json {
+        println!("{}", r.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut all = r.body.as_array().cloned().unwrap_or_default();
+    all.sort_by_key(|v| std::cmp::Reverse(v["staged_ns"].as_i64().unwrap_or_default()));
+    if all.is_empty() {
+        println!("no version staged (benctl stage DIR)");
+    }
+    for v in all {
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let digest = s("digest");
+        println!(
+            "{} {:<18} {:<12} staged {}  digest {}  {} artifacts",
+            if v["active"] == true { "*" } else { " " },
+            s("version"),
+            s("bundle"),
+            time(v["staged_ns"].as_i64().unwrap_or_default()),
+            &digest[..digest.len().min(16)],
+            v["artifacts"]
         );
     }
     Ok(ExitCode::SUCCESS)

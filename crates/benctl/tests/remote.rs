@@ -195,9 +195,25 @@ fn stage_deploy_wait_status_history_against_the_api() {
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("already staged"), "{}", out(&o));
 
+    // Staged, not active yet.
+    let o = ben.ctl(&["versions", "--api", &ben.api], None);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).starts_with(&format!("  {version}")), "{}", out(&o));
+    assert!(out(&o).contains("shop"), "{}", out(&o));
+
     ben.wait_registered(3);
     let o = ben.ctl(&["deploy", &version, "--wait", "--api", &ben.api], None);
     assert!(o.status.success(), "{}\n{}", out(&o), err(&o));
+    // Active now: marked.
+    let vs = ben.ctl(&["versions", "--api", &ben.api], None);
+    assert!(
+        out(&vs).starts_with(&format!("* {version}")),
+        "{}",
+        out(&vs)
+    );
+    let vs = ben.ctl(&["versions", "--json", "--api", &ben.api], None);
+    let v: serde_json::Value = serde_json::from_slice(&vs.stdout).unwrap();
+    assert_eq!(v[0]["active"], true, "{v}");
     let text = out(&o);
     assert!(text.contains(&format!("{version} finalized")), "{text}");
     for id in ["sidecar-1", "spine-1", "detector-1"] {
