@@ -216,7 +216,7 @@ pub enum MeshCmd {
 }
 
 /// GETs `path`; prints the JSON with `--json`, else hands it to `show`.
-fn mesh_get(api: &Api, path: &str, json: bool, show: impl FnOnce(&Value)) -> Result<ExitCode> {
+fn get_and_show(api: &Api, path: &str, json: bool, show: impl FnOnce(&Value)) -> Result<ExitCode> {
     let r = api.call("GET", path, None)?;
     if !r.ok() {
         return Ok(refused(&r));
@@ -383,16 +383,7 @@ fn ms_rfc3339(ms: u64) -> String {
     ben_time::format_rfc3339(ms as i64 * 1_000_000)
 }
 
-fn mesh_enforcement(api: &Api, json: bool) -> Result<ExitCode> {
-    let r = api.call("GET", "/api/v1/mesh/enforcement", None)?;
-    if !r.ok() {
-        return Ok(refused(&r));
-    }
-    if json {
-        println!("{}", r.body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let b = &r.body;
+fn mesh_enforcement(b: &Value) {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let u = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let rows = b
@@ -428,7 +419,6 @@ fn mesh_enforcement(api: &Api, json: bool) -> Result<ExitCode> {
             anomalies.join(",")
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -606,9 +596,18 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             started(&api, r, &wait)
         }
         Cmd::Status { version, json, api } => status(&Api::new(api), version.as_deref(), json),
-        Cmd::Dlq { limit, json, api } => dlq(&Api::new(api), limit, json),
-        Cmd::Versions { json, api } => versions(&Api::new(api), json),
-        Cmd::History { json, api } => history(&Api::new(api), json),
+        Cmd::Dlq { limit, json, api } => get_and_show(
+            &Api::new(api),
+            &format!("/api/v1/dlq?limit={limit}"),
+            json,
+            dlq,
+        ),
+        Cmd::Versions { json, api } => {
+            get_and_show(&Api::new(api), "/api/v1/versions", json, versions)
+        }
+        Cmd::History { json, api } => {
+            get_and_show(&Api::new(api), "/api/v1/history", json, history)
+        }
         Cmd::Rollback { wait, api } => {
             let api = Api::new(api);
             let r = api.call("POST", "/api/v1/rollback", None)?;
@@ -627,10 +626,15 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         } => lucius_query(&Api::new(api), schema, flag, since, limit, json),
         Cmd::Mesh {
             cmd: MeshCmd::Enforcement { json, api },
-        } => mesh_enforcement(&Api::new(api), json),
+        } => get_and_show(
+            &Api::new(api),
+            "/api/v1/mesh/enforcement",
+            json,
+            mesh_enforcement,
+        ),
         Cmd::Mesh {
             cmd: MeshCmd::Blocks { limit, json, api },
-        } => mesh_get(
+        } => get_and_show(
             &Api::new(api),
             &format!("/api/v1/mesh/blocks?limit={limit}"),
             json,
@@ -638,7 +642,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         ),
         Cmd::Mesh {
             cmd: MeshCmd::Validators { json, api },
-        } => mesh_get(
+        } => get_and_show(
             &Api::new(api),
             "/api/v1/mesh/validators",
             json,
@@ -646,7 +650,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
         ),
         Cmd::Mesh {
             cmd: MeshCmd::Thresholds { json, api },
-        } => mesh_get(
+        } => get_and_show(
             &Api::new(api),
             "/api/v1/mesh/thresholds",
             json,
@@ -656,7 +660,7 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             cmd: MeshCmd::Anomaly { id, json, api },
         } => {
             let path = format!("/api/v1/mesh/anomalies/{}", percent(&id));
-            mesh_get(&Api::new(api), &path, json, mesh_anomaly)
+            get_and_show(&Api::new(api), &path, json, mesh_anomaly)
         }
     }
 }
@@ -1016,16 +1020,8 @@ fn status(api: &Api, version: Option<&str>, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn history(api: &Api, as_json: bool) -> Result<ExitCode> {
-    let r = api.call("GET", "/api/v1/history", None)?;
-    if !r.ok() {
-        return Ok(refused(&r));
-    }
-    if as_json {
-        println!("{}", r.body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for e in r.body.as_array().cloned().unwrap_or_default() {
+fn history(body: &Value) {
+    for e in body.as_array().cloned().unwrap_or_default() {
         println!(
             "{}  {:<18}  {}",
             time(e["at_ns"].as_i64().unwrap_or_default()),
@@ -1033,19 +1029,10 @@ fn history(api: &Api, as_json: bool) -> Result<ExitCode> {
             e["what"].as_str().unwrap_or_default()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-fn versions(api: &Api, as_json: bool) -> Result<ExitCode> {
-    let r = api.call("GET", "/api/v1/versions", None)?;
-    if !r.ok() {
-        return Ok(refused(&r));
-    }
-    if as_json {
-        println!("{}", r.body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut all = r.body.as_array().cloned().unwrap_or_default();
+fn versions(body: &Value) {
+    let mut all = body.as_array().cloned().unwrap_or_default();
     all.sort_by_key(|v| std::cmp::Reverse(v["staged_ns"].as_i64().unwrap_or_default()));
     if all.is_empty() {
         println!("no version staged (benctl stage DIR)");
@@ -1063,19 +1050,9 @@ fn versions(api: &Api, as_json: bool) -> Result<ExitCode> {
             v["artifacts"]
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-fn dlq(api: &Api, limit: usize, as_json: bool) -> Result<ExitCode> {
-    let r = api.call("GET", &format!("/api/v1/dlq?limit={limit}"), None)?;
-    if !r.ok() {
-        return Ok(refused(&r));
-    }
-    if as_json {
-        println!("{}", r.body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let b = &r.body;
+fn dlq(b: &Value) {
     println!(
         "dead letters  {} in all ({} did not verify; the newest {} kept)",
         b["total"], b["unverified"], b["kept"]
@@ -1091,7 +1068,6 @@ fn dlq(api: &Api, limit: usize, as_json: bool) -> Result<ExitCode> {
             s("reason")
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// RFC 3339 UTC with milliseconds, from ns since the epoch.
