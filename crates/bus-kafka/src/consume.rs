@@ -146,7 +146,11 @@ pub(crate) async fn subscribe(s: Spec<'_>) -> Result<Subscription, BusError> {
         counters: s.counters,
     }));
     Ok(Subscription::with_drain(rx, move || {
-        let _ = stop_tx.send(());
+        // A pump that already ended (its consumer failed, or the queue
+        // closed) has nothing left to stop: it committed on its way out.
+        if stop_tx.send(()).is_err() {
+            tracing::debug!("Kafka subscription drained after its reader ended");
+        }
     })
     .with_handled(move || {
         handled.fetch_add(1, Ordering::Relaxed);

@@ -398,6 +398,15 @@ impl Split {
         &self.kafka
     }
 
+    /// The bus that carries `subject`.
+    fn of(&self, subject: &str) -> &dyn Bus {
+        if self.kafka.carries(subject) {
+            self.kafka.as_ref()
+        } else {
+            self.rest.as_ref()
+        }
+    }
+
     /// A wildcard that would take a Kafka topic's messages from the other
     /// bus, where they never are: refused, naming the topic.
     fn check_pattern(&self, pattern: &str) -> Result<(), BusError> {
@@ -416,11 +425,7 @@ impl Bus for Split {
         subject: &'a str,
         payload: Vec<u8>,
     ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
-        if self.kafka.carries(subject) {
-            self.kafka.publish(subject, payload)
-        } else {
-            self.rest.publish(subject, payload)
-        }
+        self.of(subject).publish(subject, payload)
     }
 
     fn publish_keyed<'a>(
@@ -429,11 +434,7 @@ impl Bus for Split {
         key: &'a [u8],
         payload: Vec<u8>,
     ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
-        if self.kafka.carries(subject) {
-            self.kafka.publish_keyed(subject, key, payload)
-        } else {
-            self.rest.publish_keyed(subject, key, payload)
-        }
+        self.of(subject).publish_keyed(subject, key, payload)
     }
 
     fn subscribe<'a>(
@@ -456,11 +457,7 @@ impl Bus for Split {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Message, BusError>> {
-        if self.kafka.carries(subject) {
-            self.kafka.request(subject, payload, timeout)
-        } else {
-            self.rest.request(subject, payload, timeout)
-        }
+        self.of(subject).request(subject, payload, timeout)
     }
 
     fn reply<'a>(
@@ -497,17 +494,27 @@ impl Bus for Split {
 mod tests {
     use super::*;
 
+    /// The topics are the subjects the CyberMesh components use, each once.
     #[test]
     fn the_eight_topics_are_the_mesh_subjects() {
+        let used = [
+            ben_mesh_detect::wire::ANOMALIES_SUBJECT,
+            ben_mesh_detect::wire::EVIDENCE_SUBJECT,
+            ben_mesh_wire::POLICY_REQUEST_SUBJECT,
+            ben_mesh_wire::COMMITS_SUBJECT,
+            ben_mesh_wire::POLICY_SUBJECT,
+            ben_mesh_wire::REPUTATION_SUBJECT,
+            ben_mesh_wire::ACK_SUBJECT,
+            ben_mesh_wire::DLQ_SUBJECT,
+        ];
+        let topics: std::collections::BTreeSet<&str> = TOPICS.into_iter().collect();
+        assert_eq!(
+            topics,
+            used.into_iter().collect(),
+            "TOPICS and the subjects differ"
+        );
         for t in TOPICS {
             assert!(ben_bus::valid_subject(t, false), "{t}");
         }
-        assert_eq!(
-            TOPICS
-                .iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            8
-        );
     }
 }

@@ -147,10 +147,9 @@ pub trait Bus: Send + Sync {
     fn publish_keyed<'a>(
         &'a self,
         subject: &'a str,
-        key: &'a [u8],
+        _key: &'a [u8],
         payload: Vec<u8>,
     ) -> BoxFuture<'a, Result<PublishReport, BusError>> {
-        let _ = key;
         self.publish(subject, payload)
     }
     fn subscribe<'a>(

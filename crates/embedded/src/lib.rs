@@ -157,15 +157,14 @@ impl Stats {
     pub fn prometheus(&self, restarts: &ben_orchestrator::Restarts) -> String {
         let mut per = Vec::new();
         for k in &KINDS {
-            let mut m = ComponentMetrics {
+            // A kind this process does not run adds nothing to it.
+            let none = ComponentMetrics {
                 role: k.role.to_string(),
                 ..ComponentMetrics::default()
             };
+            let mut m = none.clone();
             (k.probe)(&self.shared, &mut m);
-            if m != (ComponentMetrics {
-                role: k.role.to_string(),
-                ..ComponentMetrics::default()
-            }) {
+            if m != none {
                 per.push(m);
             }
         }

@@ -117,10 +117,8 @@ const fn gauge(
     read: fn(&ComponentMetrics) -> Option<f64>,
 ) -> Family {
     Family {
-        name,
-        help,
         counter: false,
-        read,
+        ..counter(name, help, read)
     }
 }
 
@@ -269,8 +267,12 @@ fn label(v: &str) -> String {
 /// samples (name, help, counter or not, value). Families no component
 /// reports are left out.
 pub fn prometheus(components: &[ComponentMetrics], extra: &[(&str, &str, bool, f64)]) -> String {
-    use std::fmt::Write;
     let mut out = String::new();
+    // A family's HELP and TYPE lines.
+    let header = |out: &mut String, name: &str, help: &str, counter: bool| {
+        let kind = if counter { "counter" } else { "gauge" };
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    };
     for f in FAMILIES {
         let samples: Vec<(String, f64)> = components
             .iter()
@@ -287,18 +289,14 @@ pub fn prometheus(components: &[ComponentMetrics], extra: &[(&str, &str, bool, f
         if samples.is_empty() {
             continue;
         }
-        let kind = if f.counter { "counter" } else { "gauge" };
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+        header(&mut out, f.name, f.help, f.counter);
         for (labels, v) in samples {
-            let _ = writeln!(out, "{}{{{labels}}} {v}", f.name);
+            out.push_str(&format!("{}{{{labels}}} {v}\n", f.name));
         }
     }
-    for (name, help, is_counter, v) in extra {
-        let kind = if *is_counter { "counter" } else { "gauge" };
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {v}");
+    for (name, help, counter, v) in extra {
+        header(&mut out, name, help, *counter);
+        out.push_str(&format!("{name} {v}\n"));
     }
     out
 }
