@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// What to measure.
-    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor", "block", "bus"])]
+    #[arg(value_parser = ["datapath", "activation", "enforce", "consensus", "loop", "sensor", "block", "bus", "dashboard"])]
     pub what: String,
     /// Records to send for the throughput run.
     #[arg(long, default_value_t = 200_000)]
@@ -27,9 +27,11 @@ pub struct BenchArgs {
     /// whether a rate is sustained (nothing dropped, nothing queued up).
     #[arg(long, default_value_t = 0)]
     pub offered: u64,
-    /// App connections sending batches concurrently in the throughput run.
-    #[arg(long, default_value_t = 2)]
-    pub connections: usize,
+    /// App connections sending batches concurrently in the throughput run
+    /// (default 2); dashboard: HTTP connections the load is spread over
+    /// (default 16).
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Brute-force bursts for the latency run (one signal each).
     #[arg(long, default_value_t = 200)]
     pub signals: usize,
@@ -41,6 +43,7 @@ pub struct BenchArgs {
     /// (default 50000). consensus: the offered rates (tx/s,
     /// comma-separated, one line each; default 5000,10000,20000,40000).
     /// bus: the latency pass's rate (anomalies/s; default 1000).
+    /// dashboard: requests/s offered (default 1000).
     #[arg(long, value_delimiter = ',')]
     pub rate: Vec<u64>,
     /// With `--cluster`: no JetStream (every subject on core NATS), to
@@ -64,7 +67,8 @@ pub struct BenchArgs {
     /// consensus: bytes per transaction.
     #[arg(long, default_value_t = 512)]
     pub tx_size: usize,
-    /// consensus: seconds per rate; bus: seconds of the latency pass.
+    /// consensus: seconds per rate; bus: seconds of the latency pass;
+    /// dashboard: seconds of load.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// consensus: signed anomalies (each verified) instead of opaque bytes.
@@ -129,6 +133,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             seconds: args.seconds,
             nats: args.nats.as_deref().unwrap_or("nats://127.0.0.1:4222"),
             brokers: &args.brokers,
+        });
+    }
+    if args.what == "dashboard" {
+        return crate::bench_dashboard::run(crate::bench_dashboard::Args {
+            rate: args.rate.first().copied().unwrap_or(1_000),
+            seconds: args.seconds.max(1),
+            connections: args.connections.unwrap_or(16),
         });
     }
     if args.what == "loop" {
@@ -227,7 +238,7 @@ async fn datapath(args: BenchArgs) -> Result<()> {
     // The app's connections (an app with several workers): batches dealt
     // round robin, each connection sending its next batch once the
     // previous one is accepted.
-    let conns = args.connections.max(1);
+    let conns = args.connections.unwrap_or(2).max(1);
     let mut lanes: Vec<Vec<Vec<Vec<u8>>>> = (0..conns).map(|_| Vec::new()).collect();
     for (i, b) in batches.into_iter().enumerate() {
         lanes[i % conns].push(b);

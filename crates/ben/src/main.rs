@@ -6,6 +6,7 @@ mod bench_block;
 mod bench_bus;
 mod bench_cluster;
 mod bench_consensus;
+mod bench_dashboard;
 mod bench_enforce;
 mod bench_loop;
 mod bench_sensor;

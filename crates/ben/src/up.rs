@@ -132,6 +132,12 @@ async fn up(args: UpArgs) -> Result<()> {
         sys.cfg.socket_path().display(),
         sys.cfg.data_dir.display()
     );
+    match sys.control.login_link() {
+        Ok(link) => println!(
+            "ben up: dashboard {link} (this link logs one browser in, once, within 15 minutes; `benctl dashboard` prints another)"
+        ),
+        Err(e) => println!("ben up: no dashboard login link: {e}; `benctl dashboard` asks for one"),
+    }
     let mut child = None;
     if args.demo {
         let dir = crate::shop::write_bundle(&sys.cfg.data_dir.join("demo-bundle"))?;

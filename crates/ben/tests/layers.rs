@@ -15,6 +15,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("ben-wire", 0),
     ("ben-time", 0),
     ("ben-mesh-wire", 0),
+    // static files: the dashboard's built app (no dependencies)
+    ("ben-dashboard-ui", 0),
     // cores
     ("ben-bitspec", 1),
     ("ben-blot", 1),

@@ -146,6 +146,15 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: MeshCmd,
     },
+    /// A one-time link that logs a browser in to the dashboard (read
+    /// only; works once, within 15 minutes).
+    Dashboard {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArg,
+    },
     /// Dead letters, Ben's and CyberMesh's: the newest, who refused what
     /// and why, and how many in all.
     Dlq {
@@ -596,6 +605,22 @@ pub fn run(cmd: Cmd) -> Result<ExitCode> {
             started(&api, r, &wait)
         }
         Cmd::Status { version, json, api } => status(&Api::new(api), version.as_deref(), json),
+        Cmd::Dashboard { json, api } => {
+            let r = Api::new(api).call("POST", "/api/v1/login-link", None)?;
+            if !r.ok() {
+                return Ok(refused(&r));
+            }
+            if json {
+                println!("{}", r.body);
+            } else {
+                println!(
+                    "{}\n(logs one browser in, once, within {} s; read only)",
+                    r.body["url"].as_str().unwrap_or(""),
+                    r.body["expires_in_s"].as_u64().unwrap_or(0)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Dlq { limit, json, api } => get_and_show(
             &Api::new(api),
             &format!("/api/v1/dlq?limit={limit}"),

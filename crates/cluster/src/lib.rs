@@ -458,19 +458,7 @@ async fn run_control(
         follow_metrics(bus.clone(), keyring.clone(), signer.clone(), latest.clone()).await?;
     // GET /metrics: every process's latest verified counters.
     let metrics = ben_control::MetricsSource::default();
-    metrics.set(move || {
-        let now = ben_time::now_ns();
-        let current: Vec<ComponentMetrics> = latest
-            .lock()
-            .map(|l| {
-                l.values()
-                    .filter(|m| now - m.at_ns < METRICS_KEPT_NS)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        ben_runtime::metrics::prometheus(&current, &[])
-    });
+    metrics.set(Current(latest));
     // The API's token: DATA_DIR/api.token, made by the first start (benctl
     // --data-dir DATA_DIR reads it there).
     ben_control::private::dir(&cfg.data_dir)?;
@@ -510,6 +498,38 @@ async fn run_control(
 
 /// Each process's newest verified metrics, by id.
 type Latest = Arc<Mutex<BTreeMap<String, ComponentMetrics>>>;
+
+/// The processes reporting now (within [`METRICS_KEPT_NS`]): what the
+/// control process's API serves (`/metrics`, the dashboard).
+struct Current(Latest);
+
+impl Current {
+    fn now(&self) -> Vec<ComponentMetrics> {
+        let now = ben_time::now_ns();
+        self.0
+            .lock()
+            .map(|l| {
+                l.values()
+                    .filter(|m| now - m.at_ns < METRICS_KEPT_NS)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl ben_control::Telemetry for Current {
+    fn prometheus(&self) -> String {
+        ben_runtime::metrics::prometheus(&self.now(), &[])
+    }
+
+    fn components(&self) -> Vec<serde_json::Value> {
+        self.now()
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect()
+    }
+}
 
 /// How long a process that stopped reporting stays in `/metrics`.
 const METRICS_KEPT_NS: i64 = 30_000_000_000;

@@ -15,11 +15,16 @@
 //! | GET | `/api/v1/dlq?limit=N` | the newest dead letters (Ben's and CyberMesh's) with their reasons, and the counts |
 //! | GET | `/api/v1/bees` | issued BEEs (as the sidecars report them) and revoked subjects |
 //! | POST | `/api/v1/bees/revoke` | `{subject}`: revoke an app identity; sidecars drop its connections and refuse it |
-//! | GET | `/api/v1/health` | `{"status": "ok"}`; the one endpoint that needs no token |
+//! | POST | `/api/v1/login-link` | a one-time link a browser logs in with (`benctl dashboard`) |
+//! | GET | `/login?code=…` | trades a one-time code for a read-only session cookie, then `/` |
+//! | GET | `/`, `/assets/…` | the dashboard's page and script (no data; no token) |
+//! | GET | `/api/dashboard/…` | the dashboard's API ([`crate::dashboard`]) |
+//! | GET | `/api/v1/health` | `{"status": "ok"}`; needs no token |
 //! | GET | `/metrics` | the process's counters in Prometheus' text format (`ben up`: every component's; cluster mode: every process's); 503 until they run |
 //!
-//! Every endpoint but the health check needs the API token
-//! (`Authorization: Bearer <token>`, [`crate::auth`]); without it: 401.
+//! Every endpoint but the health check, the login and the page needs the
+//! API token (`Authorization: Bearer <token>`) or, for reads, a browser
+//! session ([`crate::auth`]); without either: 401.
 
 use crate::ledger::StageRequest;
 use crate::{Config, ControlError, LedgerClient};
@@ -39,14 +44,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 #[derive(Clone)]
-struct AppState {
-    ledger: LedgerClient,
+pub(crate) struct AppState {
+    pub(crate) ledger: LedgerClient,
     store: Arc<dyn Store>,
-    bus: Arc<dyn ben_bus::Bus>,
+    pub(crate) bus: Arc<dyn ben_bus::Bus>,
     bees: Arc<crate::bees::Bees>,
-    mesh: Arc<crate::mesh::Watch>,
-    dlq: Arc<crate::dlq::Dlq>,
-    metrics: crate::MetricsSource,
+    pub(crate) mesh: Arc<crate::mesh::Watch>,
+    pub(crate) dlq: Arc<crate::dlq::Dlq>,
+    pub(crate) dashboard: Arc<crate::dashboard::Dashboard>,
+    pub(crate) logins: Arc<crate::auth::Logins>,
+    pub(crate) metrics: crate::MetricsSource,
     max_artifact_bytes: usize,
     max_json_bytes: usize,
 }
@@ -59,9 +66,12 @@ pub struct Parts {
     pub bees: Arc<crate::bees::Bees>,
     pub mesh: Arc<crate::mesh::Watch>,
     pub dlq: Arc<crate::dlq::Dlq>,
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
+    pub logins: Arc<crate::auth::Logins>,
 }
 
 /// An error response: status + `{"error": …}` (+ `missing` for staging).
+#[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
@@ -69,7 +79,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -229,8 +243,16 @@ async fn lucius(
     State(st): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let query = lucius_query(&q)?;
+    Ok(axum::Json(ask_lucius(&st, query).await?).into_response())
+}
+
+/// A Lucius query from URL parameters (schema, flag, since_ns, limit).
+pub(crate) fn lucius_query(
+    q: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let mut query = serde_json::Map::new();
-    for (k, v) in &q {
+    for (k, v) in q {
         let val = match k.as_str() {
             "schema" | "flag" => serde_json::Value::String(v.clone()),
             "since_ns" | "limit" => serde_json::Value::from(v.parse::<i64>().map_err(|_| {
@@ -245,7 +267,15 @@ async fn lucius(
         };
         query.insert(k.clone(), val);
     }
-    let body = serde_json::to_vec(&query).unwrap_or_default();
+    Ok(query)
+}
+
+/// Lucius' answer to `query` over the bus.
+pub(crate) async fn ask_lucius(
+    st: &AppState,
+    query: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value, ApiError> {
+    let body = serde_json::Value::Object(query).to_string().into_bytes();
     let reply = st
         .bus
         .request("ben.lucius.query", body, std::time::Duration::from_secs(5))
@@ -265,7 +295,7 @@ async fn lucius(
     if let Some(err) = json.get("error").and_then(|e| e.as_str()) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, err.to_string()));
     }
-    Ok(axum::Json(json).into_response())
+    Ok(json)
 }
 
 /// `GET /api/v1/mesh/enforcement`: asks the enforcement agent over the
@@ -450,6 +480,79 @@ async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+#[derive(Deserialize)]
+struct LoginQuery {
+    code: Option<String>,
+}
+
+/// `GET /login?code=…`: a one-time code for a session cookie, then to the
+/// dashboard.
+async fn login(
+    State(st): State<AppState>,
+    q: Result<axum::extract::Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let code = q.ok().and_then(|q| q.0.code).unwrap_or_default();
+    match st.logins.redeem(&code) {
+        Some(session) => (
+            StatusCode::SEE_OTHER,
+            [
+                (axum::http::header::LOCATION, "/".to_string()),
+                (
+                    axum::http::header::SET_COOKIE,
+                    format!(
+                        "{}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                        crate::auth::SESSION_COOKIE,
+                        crate::auth::SESSION_TTL.as_secs()
+                    ),
+                ),
+                (axum::http::header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+        )
+            .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "This login link was used already, has expired, or is not this Ben's. Each link works once, for 15 minutes: run `benctl dashboard` for a new one.\n",
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /api/v1/login-link`: a new one-time link for a browser (needs the
+/// token: `benctl dashboard`).
+async fn login_link(State(st): State<AppState>, headers: axum::http::HeaderMap) -> ApiResult {
+    let code = st
+        .logins
+        .code()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:7420");
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "url": format!("http://{host}{}?code={code}", crate::auth::LOGIN),
+            "expires_in_s": crate::auth::LOGIN_CODE_TTL.as_secs(),
+        }),
+    ))
+}
+
+/// The dashboard's page and script, built into the binary.
+async fn ui(uri: axum::http::Uri) -> Response {
+    match ben_dashboard_ui::file(uri.path()) {
+        Some((bytes, content_type)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, content_type),
+                (axum::http::header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => not_found().await.into_response(),
+    }
+}
+
 async fn health() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
@@ -477,7 +580,10 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         bees,
         mesh,
         dlq,
+        dashboard,
+        logins,
     } = parts;
+    let gate = crate::auth::Gate::new(cfg.api_token.as_ref(), logins.clone());
     let state = AppState {
         ledger,
         store,
@@ -485,11 +591,29 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         bees,
         mesh,
         dlq,
+        dashboard,
+        logins,
         metrics: cfg.metrics.clone(),
         max_artifact_bytes: cfg.max_artifact_bytes,
         max_json_bytes: cfg.max_json_bytes,
     };
-    Router::new()
+    crate::dashboard::start_sampler(state.clone());
+    use crate::dashboard as d;
+    let mut r = Router::new();
+    for path in ben_dashboard_ui::PATHS {
+        r = r.route(path, get(ui));
+    }
+    r.route("/api/dashboard/overview", get(d::overview))
+        .route("/api/dashboard/series", get(d::series))
+        .route("/api/dashboard/anomalies", get(d::anomalies))
+        .route("/api/dashboard/anomalies/{id}", get(d::anomaly))
+        .route("/api/dashboard/blocks", get(d::blocks))
+        .route("/api/dashboard/enforcement", get(d::enforcement))
+        .route("/api/dashboard/intent", get(d::intent))
+        .route("/api/dashboard/search", get(d::search))
+        .route("/api/dashboard/stream", get(d::stream))
+        .route(crate::auth::LOGIN, get(login))
+        .route("/api/v1/login-link", post(login_link))
         .route("/api/v1/artifacts/{key}", put(put_artifact))
         .route("/api/v1/versions", post(stage).get(versions))
         .route("/api/v1/deploy", post(deploy))
@@ -514,7 +638,7 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         // Around every route and the fallback: no handler (not even a
         // 404) runs without the token.
         .layer(axum::middleware::from_fn_with_state(
-            crate::auth::Gate::new(cfg.api_token.as_ref()),
+            gate,
             crate::auth::require_token,
         ))
         // Our own limits apply (read_body); axum's default 2 MB one would
@@ -522,6 +646,9 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
+
+/// How long a stopping API waits for open requests.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The running HTTP server.
 pub struct Server {
@@ -547,10 +674,21 @@ impl Server {
         }
     }
 
+    /// Stops taking connections and waits for open requests, at most
+    /// [`SHUTDOWN_GRACE`]; a connection still open then is dropped.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "the API still had open connections; dropped them"
+            );
+            self.task.abort();
+        }
     }
 }

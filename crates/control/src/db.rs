@@ -277,6 +277,8 @@ impl Db {
                 role: c.try_get(1)?,
                 state: c.try_get(2)?,
                 reason: c.try_get(3)?,
+                prepared_ns: None,
+                active_ns: None,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

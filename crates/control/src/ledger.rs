@@ -99,6 +99,31 @@ pub struct ComponentDeployState {
     pub state: String,
     /// Why it failed.
     pub reason: Option<String>,
+    /// When the ledger took its prepared ack, and its active ack (ledger
+    /// clock, ns): how the deploy went component by component. Kept while
+    /// the control process runs; a record read back from the database has
+    /// the states only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared_ns: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_ns: Option<i64>,
+}
+
+/// Stamps when each component in `now_states` reached prepared and active,
+/// keeping the times `before` already had.
+fn stamp(before: &[ComponentDeployState], now_states: &mut [ComponentDeployState], now: i64) {
+    for c in now_states.iter_mut() {
+        if let Some(b) = before.iter().find(|b| b.id == c.id) {
+            c.prepared_ns = c.prepared_ns.or(b.prepared_ns);
+            c.active_ns = c.active_ns.or(b.active_ns);
+        }
+        if matches!(c.state.as_str(), "prepared" | "activating" | "active") {
+            c.prepared_ns.get_or_insert(now);
+        }
+        if c.state == "active" {
+            c.active_ns.get_or_insert(now);
+        }
+    }
 }
 
 /// One deploy: the version, its phase or outcome, and every required
@@ -921,6 +946,8 @@ impl Actor {
                     role: self.role_of(id),
                     state: state.to_string(),
                     reason,
+                    prepared_ns: None,
+                    active_ns: None,
                 }
             })
             .collect()
@@ -1022,7 +1049,8 @@ impl Actor {
                         d.phase = DeployPhase::Finalized;
                         d.ended_ns = Some(now);
                         // Active, or dropped after activate (it catches up).
-                        if let Some(last) = last {
+                        if let Some(mut last) = last {
+                            stamp(&d.components, &mut last, now);
                             d.components = last;
                         }
                     }
@@ -1052,7 +1080,10 @@ impl Actor {
                     Phase::Activating => DeployPhase::Activating,
                 };
                 match (all, touched) {
-                    (Some(all), _) => rec.components = all,
+                    (Some(mut all), _) => {
+                        stamp(&rec.components, &mut all, now);
+                        rec.components = all;
+                    }
                     (None, Some(c)) => {
                         if let (Some(s), Some(e)) = (
                             d.components.get(c),
@@ -1061,6 +1092,7 @@ impl Actor {
                             let (state, reason) = state_of(s);
                             e.state = state.to_string();
                             e.reason = reason;
+                            stamp(&[], std::slice::from_mut(e), now);
                         }
                     }
                     (None, None) => {}

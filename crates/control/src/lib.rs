@@ -19,6 +19,8 @@
 //! * the **HTTP API** ([`api`], `127.0.0.1:7420` by default): upload
 //!   artifacts, stage, deploy, status, versions, history, rollback, and the
 //!   active version for components that start late. `benctl` talks to it.
+//!   It also serves the **dashboard** ([`dashboard`]): its API, its live
+//!   stream, and the single-page app built into the binary.
 //!
 //! ```no_run
 //! # async fn f(bus: std::sync::Arc<dyn ben_bus::Bus>, store: std::sync::Arc<dyn ben_store::Store>,
@@ -65,6 +67,7 @@
 pub mod api;
 pub mod auth;
 pub mod bees;
+pub mod dashboard;
 mod db;
 pub mod dlq;
 pub mod mesh;
@@ -189,23 +192,40 @@ pub struct Config {
     /// text format, set by the mode once its components run.
     #[serde(skip)]
     pub metrics: MetricsSource,
+    /// The dashboard's caches and stream.
+    pub dashboard: dashboard::Settings,
 }
 
-/// The source of the API's `GET /metrics` (Prometheus text), set once by
-/// whoever knows the process's counters (`ben up`: every component's;
-/// cluster mode's control process: every process's signed metrics).
+/// What a process knows of its components' counters, for the API.
+pub trait Telemetry: Send + Sync {
+    /// `GET /metrics`: Prometheus' text format.
+    fn prometheus(&self) -> String;
+    /// Each component's (or each process's) counters in their JSON wire
+    /// form (`ben_runtime::metrics::ComponentMetrics`), for the dashboard.
+    fn components(&self) -> Vec<serde_json::Value>;
+}
+
+/// The source of the API's `GET /metrics` and the dashboard's counters, set
+/// once by whoever knows the process's counters (`ben up`: every
+/// component's; cluster mode's control process: every process's signed
+/// metrics).
 #[derive(Clone, Default)]
-pub struct MetricsSource(Arc<std::sync::OnceLock<Arc<dyn Fn() -> String + Send + Sync>>>);
+pub struct MetricsSource(Arc<std::sync::OnceLock<Arc<dyn Telemetry>>>);
 
 impl MetricsSource {
-    /// Sets the renderer; false if one was set already.
-    pub fn set(&self, render: impl Fn() -> String + Send + Sync + 'static) -> bool {
-        self.0.set(Arc::new(render)).is_ok()
+    /// Sets the source; false if one was set already.
+    pub fn set(&self, source: impl Telemetry + 'static) -> bool {
+        self.0.set(Arc::new(source)).is_ok()
     }
 
-    /// The text now; `None` before a renderer is set.
+    /// The Prometheus text now; `None` before a source is set.
     pub fn render(&self) -> Option<String> {
-        self.0.get().map(|f| f())
+        self.0.get().map(|t| t.prometheus())
+    }
+
+    /// The components' counters now (none before a source is set).
+    pub fn components(&self) -> Vec<serde_json::Value> {
+        self.0.get().map(|t| t.components()).unwrap_or_default()
     }
 }
 
@@ -231,6 +251,7 @@ impl Default for Config {
             max_json_bytes: 4 << 20,
             roles: Vec::new(),
             metrics: MetricsSource::default(),
+            dashboard: dashboard::Settings::default(),
         }
     }
 }
@@ -331,9 +352,22 @@ pub struct Handle {
     bees: Arc<bees::Bees>,
     mesh: Arc<mesh::Watch>,
     dlq: Arc<dlq::Dlq>,
+    dashboard: Arc<dashboard::Dashboard>,
+    logins: Arc<auth::Logins>,
 }
 
 impl Handle {
+    /// A new one-time link a browser logs in to the dashboard with (used
+    /// once, within [`auth::LOGIN_CODE_TTL`]).
+    pub fn login_link(&self) -> Result<String, String> {
+        Ok(format!(
+            "http://{}{}?code={}",
+            self.api_addr,
+            auth::LOGIN,
+            self.logins.code()?
+        ))
+    }
+
     /// Where the API listens (the real port when configured with port 0).
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
@@ -346,6 +380,8 @@ impl Handle {
 
     /// Stops the API, then the ledger service; waits for both.
     pub async fn shutdown(self) {
+        // The live streams first: the server waits for open connections.
+        self.dashboard.stop();
         self.api.shutdown().await;
         self.bees.stop();
         self.mesh.stop();
@@ -395,6 +431,8 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
     let dlq = dlq::Dlq::start(deps.bus.clone(), deps.keyring.clone())
         .await
         .map_err(ControlError::Dlq)?;
+    let dashboard = dashboard::Dashboard::new(cfg.dashboard.clone());
+    let logins = Arc::new(auth::Logins::default());
     let api = api::Server::start(
         listener,
         api::Parts {
@@ -404,6 +442,8 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
             bees: bees.clone(),
             mesh: mesh.clone(),
             dlq: dlq.clone(),
+            dashboard: dashboard.clone(),
+            logins: logins.clone(),
         },
         &cfg,
     );
@@ -415,6 +455,8 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Handle, ControlError> {
         bees,
         mesh,
         dlq,
+        dashboard,
+        logins,
     })
 }
 

@@ -1,9 +1,11 @@
 //! What the control plane knows of CyberMesh's chain, for `benctl mesh
 //! blocks | validators | anomaly ID`: it listens to what the validators
 //! announce (`control.commits.v1`, `control.reputation.v1`,
-//! `control.policy.v1`), each message verified (only a validator's key may
-//! sign them, in its own name; the rest is dead-lettered with the reason),
-//! and keeps a bounded view.
+//! `control.policy.v1`) and what the enforcement agents acknowledge
+//! (`control.policy.ack.v1`), each message verified (only a validator's key
+//! may sign the first three, only an agent's the acks, each in its own
+//! name; the rest is dead-lettered with the reason), and keeps a bounded
+//! view. The dashboard reads it too.
 //!
 //! [`View`] is the core (messages and arrival time in, answers out, no
 //! I/O); [`Watch`] is its shell on the bus. The view holds what arrived
@@ -12,7 +14,7 @@
 //! (`blocks`, `transactions`, `anomalies`, `validators`).
 
 use ben_bus::Bus;
-use ben_mesh_wire::{CommitEvent, PolicyEvent, ReputationEvent};
+use ben_mesh_wire::{CommitEvent, PolicyAck, PolicyEvent, ReputationEvent};
 use ben_time::Clock;
 use ben_wire::{Keyring, Signer};
 use serde::Serialize;
@@ -23,6 +25,8 @@ use std::sync::{Arc, Mutex};
 pub const BLOCKS: usize = 1_024;
 /// Anomalies the view keeps (the newest).
 pub const ANOMALIES: usize = 100_000;
+/// Policies whose acks the view keeps (the newest).
+pub const ACKED_POLICIES: usize = 100_000;
 
 /// Why the AI service's feedback loop gave no answer.
 #[derive(Debug)]
@@ -110,6 +114,19 @@ pub struct PolicyView {
     pub height: u64,
 }
 
+/// What one enforcement agent said of a policy.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct AckView {
+    pub agent: String,
+    /// `applied`, `failed`, `skipped` or `expired`.
+    pub status: String,
+    pub reason: String,
+    pub target: String,
+    pub backend: String,
+    /// When the control plane heard it (ms since the epoch).
+    pub at_ms: u64,
+}
+
 /// One anomaly's way through the chain.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct AnomalyView {
@@ -120,6 +137,21 @@ pub struct AnomalyView {
     pub time_ms: u64,
     /// The policies made from it (with others, possibly).
     pub policies: Vec<PolicyView>,
+    /// The agents' acks of those policies, by policy id.
+    pub acks: BTreeMap<String, Vec<AckView>>,
+}
+
+/// Running totals since the control process started.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Totals {
+    /// The highest committed height announced.
+    pub height: u64,
+    /// Anomalies and policies committed (each counted once).
+    pub anomalies: u64,
+    pub policies: u64,
+    /// Acks by status (`applied`, `failed`, …).
+    pub acks: BTreeMap<String, u64>,
+    pub forks: usize,
 }
 
 /// The view: fed verified announcements, answers the API.
@@ -133,6 +165,13 @@ pub struct View {
     anomalies: HashMap<String, u64>,
     order: VecDeque<String>,
     policies: HashMap<String, Vec<PolicyView>>,
+    /// Acks by policy id, the newest [`ACKED_POLICIES`] policies'.
+    acks: HashMap<String, Vec<AckView>>,
+    ack_order: VecDeque<String>,
+    /// Policy ids counted once.
+    policy_ids: HashMap<String, ()>,
+    policy_order: VecDeque<String>,
+    totals: Totals,
     /// Two different blocks announced at one height (never, while the
     /// validators are safe): the heights.
     pub forks: Vec<u64>,
@@ -211,6 +250,7 @@ impl View {
     fn remember(&mut self, id: &str, height: u64) {
         if self.anomalies.insert(id.to_string(), height).is_none() {
             self.order.push_back(id.to_string());
+            self.totals.anomalies += 1;
         }
         while self.order.len() > ANOMALIES {
             if let Some(old) = self.order.pop_front() {
@@ -231,6 +271,15 @@ impl View {
                 &p.ports,
             )
             .map_or_else(|e| format!("unreadable: {e}"), |s| s.describe());
+            if self.policy_ids.insert(p.id.clone(), ()).is_none() {
+                self.totals.policies += 1;
+                self.policy_order.push_back(p.id.clone());
+                while self.policy_order.len() > ACKED_POLICIES {
+                    if let Some(old) = self.policy_order.pop_front() {
+                        self.policy_ids.remove(&old);
+                    }
+                }
+            }
             let view = PolicyView {
                 id: p.id,
                 action: p.action,
@@ -253,6 +302,58 @@ impl View {
                 }
             }
         }
+    }
+
+    /// An agent's ack of a policy, heard at `now_ms` (a repeated one, same
+    /// agent and status, is kept once).
+    pub fn ack(&mut self, ev: PolicyAck, now_ms: u64) {
+        let view = AckView {
+            agent: ev.agent,
+            status: ev.status,
+            reason: ev.reason,
+            target: ev.target,
+            backend: ev.backend,
+            at_ms: now_ms,
+        };
+        let list = match self.acks.get_mut(&ev.policy) {
+            Some(l) => l,
+            None => {
+                self.ack_order.push_back(ev.policy.clone());
+                while self.ack_order.len() > ACKED_POLICIES {
+                    if let Some(old) = self.ack_order.pop_front() {
+                        self.acks.remove(&old);
+                    }
+                }
+                self.acks.entry(ev.policy).or_default()
+            }
+        };
+        if list
+            .iter()
+            .any(|a| a.agent == view.agent && a.status == view.status)
+        {
+            return;
+        }
+        *self.totals.acks.entry(view.status.clone()).or_insert(0) += 1;
+        list.push(view);
+    }
+
+    /// The totals now.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            height: self.blocks.keys().next_back().copied().unwrap_or(0),
+            forks: self.forks.len(),
+            ..self.totals.clone()
+        }
+    }
+
+    /// The newest `limit` committed anomalies, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<AnomalyView> {
+        self.order
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|id| self.anomaly(id))
+            .collect()
     }
 
     /// Every validator heard from, with its lag and reputation.
@@ -292,12 +393,18 @@ impl View {
     pub fn anomaly(&self, id: &str) -> Option<AnomalyView> {
         let height = *self.anomalies.get(id)?;
         let b = self.blocks.get(&height);
+        let policies = self.policies.get(id).cloned().unwrap_or_default();
+        let acks = policies
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), self.acks.get(&p.id)?.clone())))
+            .collect();
         Some(AnomalyView {
             id: id.to_string(),
             height,
             block: b.map(|b| b.block.clone()).unwrap_or_default(),
             time_ms: b.map(|b| b.time_ms).unwrap_or(0),
-            policies: self.policies.get(id).cloned().unwrap_or_default(),
+            policies,
+            acks,
         })
     }
 }
@@ -325,6 +432,7 @@ impl Watch {
             ben_mesh_wire::COMMITS_SUBJECT,
             ben_mesh_wire::REPUTATION_SUBJECT,
             ben_mesh_wire::POLICY_SUBJECT,
+            ben_mesh_wire::ACK_SUBJECT,
         ] {
             let mut sub = bus
                 .subscribe(subject, None)
@@ -372,6 +480,7 @@ impl Watch {
             Commit(CommitEvent),
             Reputation(ReputationEvent),
             Policy(PolicyEvent),
+            Ack(PolicyAck),
         }
         let open = |e: ben_wire::WireError| e.to_string();
         let v = match subject {
@@ -381,6 +490,11 @@ impl Watch {
                     .into_inner(),
             ),
             ben_mesh_wire::REPUTATION_SUBJECT => Verified::Reputation(
+                ben_wire::open_bytes(bytes, keyring)
+                    .map_err(open)?
+                    .into_inner(),
+            ),
+            ben_mesh_wire::ACK_SUBJECT => Verified::Ack(
                 ben_wire::open_bytes(bytes, keyring)
                     .map_err(open)?
                     .into_inner(),
@@ -396,6 +510,7 @@ impl Watch {
             Verified::Commit(ev) => view.commit(ev, now_ms),
             Verified::Reputation(ev) => view.reputation(ev),
             Verified::Policy(ev) => view.policy(ev),
+            Verified::Ack(ev) => view.ack(ev, now_ms),
         }
         Ok(())
     }
@@ -488,6 +603,30 @@ mod tests {
         assert_eq!(v.anomaly("an-3-late").unwrap().policies.len(), 1);
         assert!(v.anomaly("unknown").is_none());
         assert!(v.forks.is_empty());
+        // Acks attach to the anomaly through its policy; one agent's
+        // repeated ack counts once.
+        let ack = |agent: &str, status: &str| PolicyAck {
+            agent: agent.into(),
+            policy: "p1".into(),
+            status: status.into(),
+            target: "10.0.0.9/32".into(),
+            ..PolicyAck::default()
+        };
+        v.ack(ack("agent-1", "applied"), 70_000);
+        v.ack(ack("agent-1", "applied"), 70_001);
+        v.ack(ack("agent-2", "failed"), 70_002);
+        let a = v.anomaly("an-2").unwrap();
+        assert_eq!(a.acks["p1"].len(), 2);
+        assert_eq!(a.acks["p1"][0].at_ms, 70_000);
+        let t = v.totals();
+        assert_eq!((t.height, t.anomalies, t.policies), (5, 3, 1));
+        assert_eq!(
+            t.acks,
+            BTreeMap::from([("applied".into(), 1), ("failed".into(), 1)])
+        );
+        // Newest first: an-3-late came with the policy, after an-1, an-2.
+        let recent: Vec<_> = v.recent(2).into_iter().map(|a| a.id).collect();
+        assert_eq!(recent, ["an-3-late", "an-2"]);
         // A different block at a kept height is a fork: shown, not merged.
         v.commit(commit("validator-4", 3, "other", &[], 13), 60_000);
         assert_eq!(v.forks, [3]);

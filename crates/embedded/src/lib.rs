@@ -136,6 +136,27 @@ pub struct Stats {
     pub first_dead_letters: Arc<Mutex<Vec<String>>>,
 }
 
+/// What the API serves of `ben up`'s counters: `/metrics` and the
+/// dashboard's.
+struct Telemetry {
+    stats: Arc<Stats>,
+    restarts: Arc<ben_orchestrator::Restarts>,
+}
+
+impl ben_control::Telemetry for Telemetry {
+    fn prometheus(&self) -> String {
+        self.stats.prometheus(&self.restarts)
+    }
+
+    fn components(&self) -> Vec<serde_json::Value> {
+        self.stats
+            .per()
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect()
+    }
+}
+
 impl Stats {
     /// Every kind's counters, summed (with every instance's publish
     /// errors).
@@ -152,9 +173,9 @@ impl Stats {
         m
     }
 
-    /// Every kind's counters and every instance's load, in Prometheus'
-    /// text format (`GET /metrics` on the API).
-    pub fn prometheus(&self, restarts: &ben_orchestrator::Restarts) -> String {
+    /// Every kind's counters (one entry a kind, no id) and every
+    /// instance's load (one entry an instance).
+    fn per(&self) -> Vec<ComponentMetrics> {
         let mut per = Vec::new();
         for k in &KINDS {
             // A kind this process does not run adds nothing to it.
@@ -180,8 +201,14 @@ impl Stats {
                 ..ComponentMetrics::default()
             });
         }
+        per
+    }
+
+    /// Every kind's counters and every instance's load, in Prometheus'
+    /// text format (`GET /metrics` on the API).
+    pub fn prometheus(&self, restarts: &ben_orchestrator::Restarts) -> String {
         ben_runtime::metrics::prometheus(
-            &per,
+            &self.per(),
             &[
                 (
                     "ben_dead_letters_total",
@@ -328,10 +355,10 @@ impl System {
         }
         let restarts = Arc::new(ben_orchestrator::Restarts::default());
         tasks.extend(ben_orchestrator::supervise(specs, restarts.clone()));
-        {
-            let (stats, restarts) = (stats.clone(), restarts.clone());
-            metrics.set(move || stats.prometheus(&restarts));
-        }
+        metrics.set(Telemetry {
+            stats: stats.clone(),
+            restarts: restarts.clone(),
+        });
         let health = Arc::new(Mutex::new(ben_orchestrator::Health::new(
             ben_orchestrator::HealthLimits::default(),
         )));
