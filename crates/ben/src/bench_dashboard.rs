@@ -113,9 +113,19 @@ async fn bench(args: Args) -> Result<()> {
     let total = args.rate * args.seconds;
     let gap = Duration::from_secs_f64(1.0 / args.rate as f64);
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    // On a terminal only (indicatif hides it otherwise).
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    )
+    .with_style(
+        indicatif::ProgressStyle::with_template("requests {bar:30} {pos}/{len} ({eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let mut tasks = Vec::new();
     for k in 0..args.connections {
         let head = head.clone();
+        let bar = bar.clone();
         let n = args.connections as u64;
         tasks.push(tokio::spawn(async move {
             let mut c = BufReader::new(tokio::net::TcpStream::connect(addr).await?);
@@ -130,6 +140,7 @@ async fn bench(args: Args) -> Result<()> {
                     late: tokio::time::Instant::now().saturating_duration_since(due),
                     hit,
                 });
+                bar.inc(1);
                 i += n;
             }
             Ok::<_, anyhow::Error>(out)
@@ -141,6 +152,7 @@ async fn bench(args: Args) -> Result<()> {
         answers.extend(t.await??);
     }
     let took = began.elapsed().saturating_sub(Duration::from_millis(100));
+    bar.finish_and_clear();
     traffic.abort();
     let mut lat: Vec<Duration> = answers.iter().map(|a| a.late).collect();
     lat.sort();

@@ -93,6 +93,21 @@ fn summary(c: &Counters, cap: &CaptureStats) -> String {
     s
 }
 
+/// A progress-wrapped reader whose bar is cleared when reading ends.
+struct ClearOnDrop<R>(indicatif::ProgressBarIter<R>);
+
+impl<R: Read> Read for ClearOnDrop<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R> Drop for ClearOnDrop<R> {
+    fn drop(&mut self) {
+        self.0.progress.finish_and_clear();
+    }
+}
+
 pub fn run(args: FlowsArgs) -> Result<()> {
     let cfg = Config {
         flow_timeout_ns: secs("flow-timeout", args.flow_timeout)?,
@@ -121,10 +136,22 @@ pub fn run(args: FlowsArgs) -> Result<()> {
     let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
         Box::new(io::stdin())
     } else {
-        Box::new(
-            std::fs::File::open(&args.file)
-                .with_context(|| format!("opening capture {}", args.file.display()))?,
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("opening capture {}", args.file.display()))?;
+        // How far through the capture, on a terminal only (indicatif
+        // hides it otherwise); cleared before the summary.
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(len),
+            indicatif::ProgressDrawTarget::stderr(),
         )
+        .with_style(
+            indicatif::ProgressStyle::with_template(
+                "reading {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Box::new(ClearOnDrop(bar.wrap_read(file)))
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -26,7 +26,19 @@ use std::process::ExitCode;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ben", version, about = "Runs Ben's components")]
+#[command(
+    name = "ben",
+    version,
+    about = "Runs Ben's components",
+    after_help = "Examples:
+  ben up --demo                         the whole system in one process, with the demo shop and port scan
+  ben up --demo --netns                 (root) the security path on live traffic in network namespaces
+  ben cluster up --config cluster.toml  every component as its own supervised process over NATS
+  ben flows capture.pcap > flows.csv    one feature row per flow of a capture
+  ben detect --pcap capture.pcap        the detection engines over a capture: anomalies as JSON lines
+  ben bench dashboard                   the dashboard's overview under 1,000 requests/s
+  ben completions bash > /etc/bash_completion.d/ben"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -76,12 +88,23 @@ enum Cmd {
     /// CyberMesh sensor: read a pcap/pcapng file and print one CIC-style
     /// feature row per bidirectional flow (summary on stderr).
     Flows(flows::FlowsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     log::init(cli.log_format);
     match cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ben", &mut script);
+            // A closed pipe (`| head`) is no error worth a panic.
+            let _closed_pipe_is_fine = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            ExitCode::SUCCESS
+        }
         Cmd::Up(args) => match up::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

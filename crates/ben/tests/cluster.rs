@@ -70,6 +70,39 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, 
     (code, body)
 }
 
+/// Every process's own `/metrics` (each on a port of its own, found
+/// through `metrics_dir/<id>.json` as Prometheus' file_sd finds it),
+/// scraped with the API token and parsed; and each refused without it.
+async fn own_metrics(c: &Cluster) -> BTreeMap<String, prometheus_parse::Scrape> {
+    let mut out = BTreeMap::new();
+    let dir = c.cfg.metrics_dir();
+    let token = std::fs::read_to_string(c.cfg.data_dir.join("api.token")).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = e.unwrap().path();
+        let sd: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let id = sd[0]["labels"]["ben_process"].as_str().unwrap().to_string();
+        let addr: SocketAddr = sd[0]["targets"][0].as_str().unwrap().parse().unwrap();
+        TOKENS
+            .lock()
+            .unwrap()
+            .insert(addr, token.trim().to_string());
+        let (code, text) = http(addr, "GET", "/metrics", b"").await;
+        assert_eq!(code, 200, "{id}'s /metrics: {text}");
+        TOKENS.lock().unwrap().remove(&addr);
+        let (code, _) = http(addr, "GET", "/metrics", b"").await;
+        assert_eq!(code, 401, "{id}'s /metrics without the token");
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("{id}'s /metrics is not Prometheus text ({e}):\n{text}"));
+        let mine = scrape.samples.iter().any(|s| {
+            s.metric == "ben_records_processed_total"
+                && s.labels.get("component") == Some(id.as_str())
+        });
+        assert!(mine, "{id}'s /metrics has no sample of its own:\n{text}");
+        out.insert(id, scrape);
+    }
+    out
+}
+
 async fn get_json(addr: SocketAddr, path: &str) -> Value {
     let (code, body) = http(addr, "GET", path, b"").await;
     assert_eq!(code, 200, "GET {path}: {body}");
@@ -713,10 +746,35 @@ async fn records_flow_with_every_component_in_its_own_process() {
         matches!(detector, Some(prometheus_parse::Value::Counter(v)) if v >= 1.0),
         "{text}"
     );
+    // Each process's own port: every kind of this cluster.
+    let own = own_metrics(&c).await;
+    for id in ["sidecar-1", "proxy-1", "spine-1", "detector-1", "lucius-1"] {
+        assert!(
+            own.contains_key(id),
+            "{id} has no metrics port: {:?}",
+            own.keys()
+        );
+    }
+    let signals = own["detector-1"]
+        .samples
+        .iter()
+        .find(|s| s.metric == "ben_signals_emitted_total")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(signals, Some(prometheus_parse::Value::Counter(v)) if v >= 1.0),
+        "{signals:?}"
+    );
     TOKENS.lock().unwrap().remove(&c.api);
     let (code, _) = http(c.api, "GET", "/metrics", b"").await;
     assert_eq!(code, 401, "/metrics without the token");
+    let targets = c.cfg.metrics_dir();
     c.stop().await;
+    // A process that stopped takes its target away.
+    let left = std::fs::read_dir(&targets).map_or(0, |d| d.count());
+    assert_eq!(
+        left, 0,
+        "metrics target files left after the cluster stopped"
+    );
 }
 
 /// kill -9 of a spine while records flow: the supervisor restarts it, the
@@ -2020,6 +2078,24 @@ async fn validators_run_as_processes_and_ride_out_kills() {
         resumed.as_secs_f64(),
         thaw_took.as_secs_f64(),
         heights.len()
+    );
+    // The CyberMesh kinds' own metrics ports.
+    let own = own_metrics(&c).await;
+    for id in ["validator-1", "validator-4", "mesh-1", "enforcer-1"] {
+        assert!(
+            own.contains_key(id),
+            "{id} has no metrics port: {:?}",
+            own.keys()
+        );
+    }
+    let height = own["validator-1"]
+        .samples
+        .iter()
+        .find(|s| s.metric == "ben_mesh_chain_height")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(height, Some(prometheus_parse::Value::Gauge(h)) if h >= 1.0),
+        "validator-1's chain height: {height:?}"
     );
     c.stop().await;
 }

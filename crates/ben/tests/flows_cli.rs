@@ -74,3 +74,27 @@ fn flows_jsonl_and_bad_input() {
         "and it says why"
     );
 }
+
+/// `ben completions SHELL` prints a script naming the subcommands, and
+/// `--help` shows examples.
+#[test]
+fn completions_and_help_examples() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ben"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = String::from_utf8_lossy(&o.stdout);
+    for cmd in ["up", "cluster", "bench", "flows", "detect"] {
+        assert!(script.contains(cmd), "no {cmd} in the completions");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_ben"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("ben up --demo"),
+        "{help}"
+    );
+}

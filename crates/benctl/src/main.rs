@@ -9,7 +9,7 @@ mod remote;
 
 use anyhow::{Context, Result};
 use ben_intent::{Bundle, Evaluator};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,14 +18,27 @@ use std::process::ExitCode;
 #[command(
     name = "benctl",
     version,
-    about = "Build, test, evaluate, stage and deploy Ben intent bundles"
+    about = "Build, test, evaluate, stage and deploy Ben intent bundles",
+    after_help = "Examples:
+  benctl build examples/shop            compile and check a bundle, write ben.lock
+  benctl test examples/shop             run its test blocks
+  benctl stage examples/shop            upload and stage it on the running Ben
+  benctl deploy VERSION --wait          deploy; wait until every component proved it switched
+  benctl status --json                  the active version and the deploy, as JSON
+  benctl dashboard                      a one-time link that logs a browser in
+  benctl mesh anomaly ID                one anomaly from detection to the agents' acks
+  benctl completions zsh > ~/.zfunc/_benctl
+
+Against a Ben: --api URL (or $BEN_API), the token from --token, $BEN_API_TOKEN or api.token
+in --data-dir / $BEN_DATA_DIR. Commands that show state take --json (one spelling everywhere)."
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+/// How `build` reports (`--json` on every command that prints).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
     Human,
     Json,
@@ -37,9 +50,9 @@ enum Cmd {
     Build {
         /// The bundle directory (holds ben.toml).
         dir: PathBuf,
-        /// Diagnostics format.
-        #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        /// Print JSON (the diagnostics, or the summary) instead of text.
+        #[arg(long)]
+        json: bool,
         /// Fail instead of writing ben.lock when it would change (for CI).
         #[arg(long)]
         locked: bool,
@@ -64,16 +77,19 @@ enum Cmd {
     },
     #[command(flatten)]
     Remote(remote::Cmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Build {
-            dir,
-            format,
+        Cmd::Build { dir, json, locked } => build(
+            &dir,
+            if json { Format::Json } else { Format::Human },
             locked,
-        } => build(&dir, format, locked),
+        ),
         Cmd::Test { dir } => test(&dir),
         Cmd::Eval {
             dir,
@@ -89,6 +105,14 @@ fn main() -> ExitCode {
             &data_dir,
         ),
         Cmd::Remote(c) => remote::run(c),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "benctl", &mut script);
+            // A closed pipe (`| head`) is no error worth a panic.
+            let _closed_pipe_is_fine = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match r {
         Ok(code) => code,

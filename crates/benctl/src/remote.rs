@@ -844,7 +844,17 @@ fn stage(api: &Api, dir: &Path) -> Result<ExitCode> {
     }
     let (mut uploaded, mut present) = (0, 0);
     let mut artifacts = serde_json::Map::new();
+    // Drawn on a terminal only (indicatif hides it otherwise).
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(b.artifacts.iter().map(|a| a.bytes.len() as u64).sum()),
+        indicatif::ProgressDrawTarget::stderr(),
+    )
+    .with_style(
+        indicatif::ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     for a in &b.artifacts {
+        bar.set_message(a.name.clone());
         let hash = a.hash.to_hex().to_string();
         let r = api.send(
             "PUT",
@@ -860,7 +870,9 @@ fn stage(api: &Api, dir: &Path) -> Result<ExitCode> {
             }
         }
         artifacts.insert(a.name.clone(), Value::String(hash));
+        bar.inc(a.bytes.len() as u64);
     }
+    bar.finish_and_clear();
     let r = api.call(
         "POST",
         "/api/v1/versions",

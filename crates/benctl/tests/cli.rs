@@ -150,7 +150,7 @@ fn eval_schema_form_and_migration_from_v1() {
 #[test]
 fn build_prints_digest_and_is_reproducible() {
     let a = shop_copy();
-    let o1 = benctl(&["build", a.to_str().unwrap(), "--format", "json"]);
+    let o1 = benctl(&["build", a.to_str().unwrap(), "--json"]);
     assert!(o1.status.success(), "{}", stderr(&o1));
     let j1: serde_json::Value = serde_json::from_str(&stdout(&o1)).unwrap();
     // Same sources with other whitespace, comments and file names: same digest.
@@ -162,7 +162,7 @@ fn build_prints_digest_and_is_reproducible() {
         format!("# a comment\n\n{}", src.replace("  flag", "      flag")),
     )
     .unwrap();
-    let o2 = benctl(&["build", b.to_str().unwrap(), "--format", "json"]);
+    let o2 = benctl(&["build", b.to_str().unwrap(), "--json"]);
     let j2: serde_json::Value = serde_json::from_str(&stdout(&o2)).unwrap();
     assert_eq!(j1["digest"], j2["digest"]);
     assert_eq!(j1["lock_written"], false, "the committed lock is current");
@@ -172,7 +172,7 @@ fn build_prints_digest_and_is_reproducible() {
         src.replace("status >= 500", "status >= 501"),
     )
     .unwrap();
-    let o3 = benctl(&["build", b.to_str().unwrap(), "--format", "json"]);
+    let o3 = benctl(&["build", b.to_str().unwrap(), "--json"]);
     let j3: serde_json::Value = serde_json::from_str(&stdout(&o3)).unwrap();
     assert_ne!(j1["digest"], j3["digest"]);
 }
@@ -263,7 +263,7 @@ fn diagnostics_as_json() {
         "pack p2 on http.request v2 {\n  flag x = stauts > 1\n}\n",
     )
     .unwrap();
-    let o = benctl(&["build", d.to_str().unwrap(), "--format", "json"]);
+    let o = benctl(&["build", d.to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let diags = j["diagnostics"].as_array().unwrap();
@@ -281,4 +281,26 @@ fn not_a_bundle_is_a_clear_error() {
     let o = benctl(&["build", "/nonexistent/bundle"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("has no ben.toml"), "{}", stderr(&o));
+}
+
+/// Completion scripts name every command; `--help` shows examples; the
+/// one JSON flag is `--json` (the old `--format json` is refused).
+#[test]
+fn completions_help_examples_and_one_json_flag() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = benctl(&["completions", shell]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let script = stdout(&o);
+        for cmd in ["stage", "deploy", "dashboard", "dlq", "versions"] {
+            assert!(script.contains(cmd), "{shell} completions lack {cmd}");
+        }
+    }
+    let help = stdout(&benctl(&["--help"]));
+    assert!(
+        help.contains("Examples:") && help.contains("benctl deploy VERSION --wait"),
+        "{help}"
+    );
+    let o = benctl(&["build", "examples/nowhere", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--format"), "{}", stderr(&o));
 }

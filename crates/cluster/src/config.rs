@@ -153,6 +153,14 @@ struct FileCfg {
     enforcer: Option<EnforcerCfg>,
     mesh: Option<MeshCfg>,
     sensor: Option<SensorCfg>,
+    #[serde(default)]
+    metrics: MetricsCfg,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsCfg {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -565,6 +573,11 @@ pub struct ClusterConfig {
     /// `[mesh] network_sources` (0: the AI service never asks for a
     /// network).
     pub mesh_network_sources: usize,
+    /// `[metrics] listen`: the address every process but the control
+    /// process serves its own `/metrics` on, on a port of its own (the
+    /// kernel picks it; `metrics_dir` tells Prometheus where). `"off"`:
+    /// none (their counters still reach the control process's).
+    pub metrics_listen: Option<std::net::IpAddr>,
 }
 
 impl ClusterConfig {
@@ -678,6 +691,13 @@ impl ClusterConfig {
             }
         };
         counts.insert("sensor", usize::from(sensor.is_some()));
+        let metrics_listen = match f.metrics.listen.as_deref().map(str::trim) {
+            None => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            Some("off") => None,
+            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+                format!("{p}: [metrics] listen = {a:?}: an IP address (each process takes a port of its own, written to the metrics dir for Prometheus' file_sd), or \"off\"")
+            })?),
+        };
         let mesh_network_sources = f.mesh.as_ref().and_then(|m| m.network_sources).unwrap_or(0);
         ben_runtime::table::check_network_sources(mesh_network_sources)
             .map_err(|e| format!("{p}: [mesh] {e}"))?;
@@ -769,6 +789,7 @@ impl ClusterConfig {
             sensor,
             mesh_every,
             mesh_network_sources,
+            metrics_listen,
             store,
             kafka,
             registry_ttl: Duration::from_millis(registry_ttl_ms),
@@ -848,6 +869,12 @@ impl ClusterConfig {
             )?),
             data_dir,
         })
+    }
+
+    /// Where each process writes where its `/metrics` is, one
+    /// `<id>.json` each in Prometheus' `file_sd` format.
+    pub fn metrics_dir(&self) -> PathBuf {
+        self.data_dir.join("metrics")
     }
 
     /// Where the control process writes the address its API listens on.

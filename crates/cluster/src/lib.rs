@@ -242,16 +242,21 @@ type Probe = Box<dyn Fn(&mut ComponentMetrics) + Send + Sync>;
 async fn publish_metrics(
     bus: Arc<dyn Bus>,
     signer: Arc<Signer>,
-    id: String,
-    role: &'static str,
-    load: Arc<Load>,
-    probe: Probe,
+    of: Reporting,
     last: Arc<tokio::sync::Notify>,
+    mine: Mine,
 ) {
+    let Reporting {
+        id,
+        role,
+        load,
+        probe,
+    } = of;
     let started_ns = ben_time::now_ns();
     let mut seq = 0;
     let subject = metrics_subject(&id);
     let mut ending = false;
+    let mut failed: u64 = 0;
     loop {
         seq += 1;
         let mut m = ComponentMetrics {
@@ -272,7 +277,10 @@ async fn publish_metrics(
         m.age_p99_us = ages.quantile_us(0.99);
         probe(&mut m);
         let json = serde_json::to_string(&m).unwrap_or_default();
-        if bus
+        if let Ok(mut own) = mine.lock() {
+            *own = Some(m);
+        }
+        if let Err(e) = bus
             .publish(
                 &subject,
                 signer.seal_bytes(&Metrics {
@@ -281,9 +289,13 @@ async fn publish_metrics(
                 }),
             )
             .await
-            .is_err()
         {
-            return;
+            // The supervisor marks the process late without them; say why
+            // (once, then every 100th), and keep trying.
+            failed += 1;
+            if failed == 1 || failed.is_multiple_of(100) {
+                tracing::warn!(%id, error = %e, failed, "metrics not published");
+            }
         }
         if ending {
             return;
@@ -291,6 +303,97 @@ async fn publish_metrics(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = last.notified() => ending = true,
+        }
+    }
+}
+
+/// Whose metrics a process publishes, and where they come from.
+struct Reporting {
+    id: String,
+    role: &'static str,
+    load: Arc<Load>,
+    probe: Probe,
+}
+
+/// This process's newest metrics, for its own `/metrics`.
+type Mine = Arc<Mutex<Option<ComponentMetrics>>>;
+
+/// What a component process's own `/metrics` serves: its newest metrics.
+struct Own(Mine);
+
+impl Own {
+    fn now(&self) -> Vec<ComponentMetrics> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.clone())
+            .into_iter()
+            .collect()
+    }
+}
+
+impl ben_control::Telemetry for Own {
+    fn prometheus(&self) -> String {
+        ben_runtime::metrics::prometheus(&self.now(), &[])
+    }
+
+    fn components(&self) -> Vec<serde_json::Value> {
+        self.now()
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect()
+    }
+}
+
+/// A process's own `/metrics` listener and the file that tells
+/// Prometheus where it is.
+struct OwnMetrics {
+    server: ben_control::api::Server,
+    file: PathBuf,
+}
+
+impl OwnMetrics {
+    /// Binds a port of its own on `[metrics] listen` and writes
+    /// `metrics_dir/<id>.json` (Prometheus' `file_sd` format, labels
+    /// `ben_process`, `ben_role`, `ben_cluster`); `/metrics` needs the
+    /// API token (`api.token` in the data dir), as the control process's.
+    async fn start(
+        cfg: &ClusterConfig,
+        ip: std::net::IpAddr,
+        id: &str,
+        role: &str,
+        mine: Mine,
+    ) -> Result<OwnMetrics, String> {
+        ben_control::private::dir(&cfg.data_dir)?;
+        let token = ben_control::auth::token_file(&cfg.data_dir, ben_runtime::random32()?)?;
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.map_err(|e| {
+            format!("{id}: binding its metrics port on {ip}: {e} ([metrics] listen)")
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("{id}: its metrics port: {e}"))?;
+        let source = ben_control::MetricsSource::default();
+        source.set(Own(mine));
+        let server = ben_control::api::Server::serve(
+            listener,
+            ben_control::api::metrics_router(&token, source),
+        );
+        let dir = cfg.metrics_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let file = dir.join(format!("{id}.json"));
+        let sd = serde_json::json!([{
+            "targets": [addr.to_string()],
+            "labels": { "ben_process": id, "ben_role": role, "ben_cluster": cfg.prefix },
+        }]);
+        write_atomic(&file, &sd.to_string())?;
+        Ok(OwnMetrics { server, file })
+    }
+
+    /// Stops serving and removes the file (Prometheus drops the target).
+    async fn stop(self) {
+        self.server.shutdown().await;
+        if let Err(e) = std::fs::remove_file(&self.file) {
+            tracing::warn!(file = %self.file.display(), error = %e, "metrics target file not removed");
         }
     }
 }
@@ -371,14 +474,22 @@ pub async fn run_component(
     let shared = env.shared.clone();
     let outgoing = bus.clone();
     let last = Arc::new(tokio::sync::Notify::new());
+    let mine: Mine = Arc::default();
+    let own = match cfg.metrics_listen {
+        Some(ip) => Some(OwnMetrics::start(cfg, ip, id, kind.role, mine.clone()).await?),
+        None => None,
+    };
     let metrics = tokio::spawn(publish_metrics(
         bus,
         signer,
-        id.to_string(),
-        kind.role,
-        load,
-        Box::new(move |m| (kind.probe)(&shared, m)),
+        Reporting {
+            id: id.to_string(),
+            role: kind.role,
+            load,
+            probe: Box::new(move |m| (kind.probe)(&shared, m)),
+        },
         last.clone(),
+        mine,
     ));
     // The supervisor kills a process that has not exited this long after
     // SIGTERM; draining gets most of it (a leaving detector serves, silent,
@@ -391,6 +502,9 @@ pub async fn run_component(
     // otherwise be counted lost.
     last.notify_one();
     let _ = tokio::time::timeout(Duration::from_millis(500), metrics).await;
+    if let Some(own) = own {
+        own.stop().await;
+    }
     // What the last batches and the final figures published may still sit
     // in the client's write buffer: exiting now would lose them.
     match tokio::time::timeout(Duration::from_secs(2), outgoing.flush()).await {
@@ -482,10 +596,13 @@ async fn run_control(
     let m = tokio::spawn(publish_metrics(
         bus,
         signer,
-        "control".into(),
-        "control",
-        Arc::new(Load::default()),
-        Box::new(|_| {}),
+        Reporting {
+            id: "control".into(),
+            role: "control",
+            load: Arc::new(Load::default()),
+            probe: Box::new(|_| {}),
+        },
+        Arc::default(),
         Arc::default(),
     ));
     write_atomic(&cfg.api_file(), &control.handle.api_addr().to_string())?;

@@ -464,7 +464,11 @@ async fn revoke_bee(State(st): State<AppState>, body: Body) -> ApiResult {
 /// The process's counters in Prometheus' text format (behind the token,
 /// as every route but health: Prometheus sends it with `authorization`).
 async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let text = st.metrics.render().ok_or_else(|| {
+    prometheus_text(&st.metrics)
+}
+
+fn prometheus_text(source: &crate::MetricsSource) -> Result<Response, ApiError> {
+    let text = source.render().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no metrics yet: the components of this process are still starting",
@@ -647,6 +651,30 @@ pub fn router(parts: Parts, cfg: &Config) -> Router {
         .with_state(state)
 }
 
+/// `GET /metrics` alone, behind `token`: what each cluster process but the
+/// control process serves on a port of its own.
+pub fn metrics_router(token: &crate::auth::ApiToken, source: crate::MetricsSource) -> Router {
+    let gate = crate::auth::Gate::new(Some(token), Arc::default());
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let source = source.clone();
+                async move { prometheus_text(&source) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this port serves only GET /metrics (the API is the control process's)",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::require_token,
+        ))
+}
+
 /// How long a stopping API waits for open requests.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -659,7 +687,11 @@ pub struct Server {
 impl Server {
     /// Serves the API on `listener` until [`Server::shutdown`].
     pub fn start(listener: TcpListener, parts: Parts, cfg: &Config) -> Server {
-        let app = router(parts, cfg);
+        Server::serve(listener, router(parts, cfg))
+    }
+
+    /// Serves `app` on `listener` until [`Server::shutdown`].
+    pub fn serve(listener: TcpListener, app: Router) -> Server {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
