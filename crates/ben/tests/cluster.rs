@@ -2361,6 +2361,17 @@ async fn a_live_scan_is_named_across_processes() {
         named.class,
         took.as_secs_f64()
     );
+    // The sensor's own metrics port: what it captured.
+    let own = own_metrics(&c).await;
+    let captured = own["sensor-1"]
+        .samples
+        .iter()
+        .find(|s| s.metric == "ben_mesh_frames_captured_total")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(captured, Some(prometheus_parse::Value::Counter(v)) if v >= 1.0),
+        "sensor-1's captured frames: {captured:?}"
+    );
     c.stop().await;
 }
 

@@ -373,6 +373,11 @@ impl Handle {
         self.api_addr
     }
 
+    /// The dashboard (its stream can be sent to directly).
+    pub fn dashboard(&self) -> Arc<dashboard::Dashboard> {
+        self.dashboard.clone()
+    }
+
     /// Talks to the ledger service directly (what the API uses).
     pub fn client(&self) -> LedgerClient {
         self.client.clone()

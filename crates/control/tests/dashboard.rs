@@ -291,3 +291,80 @@ async fn the_stream_sends_the_overview_and_deploys_live() {
     );
     h.shutdown().await;
 }
+
+/// Over real HTTP: a reader that stops reading falls behind the stream's
+/// buffer; when it reads again it gets `event: resync` (how many it
+/// missed) and the stream goes on, instead of ending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_a_resync_over_http() {
+    let env = Env::new("dash-slow", Arc::new(SystemClock));
+    let mut cfg: Config = env.config();
+    cfg.dashboard.stream_buffer = 8;
+    cfg.dashboard.sample_ms = 60_000;
+    let h = env.start(cfg).await;
+    let addr = h.api_addr();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /api/dashboard/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {BEARER}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The reader reads nothing while 200 events of 64 KiB go out: the
+    // socket's buffers fill, the server stops taking events for it, and it
+    // falls more than 8 behind.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pad = "x".repeat(64 * 1024);
+    let d = h.dashboard();
+    for i in 0..200 {
+        d.send("overview", &serde_json::json!({ "i": i, "pad": pad }));
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Now it reads: somewhere in what comes, a resync, then newer events.
+    let mut seen: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let resync_at = loop {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("no resync within 20 s")
+            .unwrap();
+        assert!(n > 0, "the stream ended instead of resyncing");
+        // Only the new bytes (and a needle's length before them) are
+        // searched.
+        let from = seen.len().saturating_sub(16);
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(at) = find(&seen[from..], b"event: resync") {
+            break from + at;
+        }
+    };
+    let after = String::from_utf8_lossy(&seen[resync_at..]).to_string();
+    assert!(
+        after.contains("missed"),
+        "{}",
+        &after[..after.len().min(200)]
+    );
+    // The stream goes on: the next event after the resync arrives.
+    d.send("deploy", &serde_json::json!({ "after": "resync" }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while find(&seen[resync_at..], b"\"after\":\"resync\"").is_none() {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("nothing after the resync")
+            .unwrap();
+        assert!(n > 0, "the stream ended after the resync");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    h.shutdown().await;
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
