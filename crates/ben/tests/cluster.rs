@@ -746,6 +746,29 @@ async fn records_flow_with_every_component_in_its_own_process() {
         matches!(detector, Some(prometheus_parse::Value::Counter(v)) if v >= 1.0),
         "{text}"
     );
+    // The control process serves the dashboard: the page, and the
+    // overview with every process's counters and health.
+    let (code, page) = http(c.api, "GET", "/", b"").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("/assets/app.js"), "{page}");
+    let o = get_json(c.api, "/api/dashboard/overview").await;
+    assert!(
+        o["records"]["total"].as_u64() >= Some(17 + n as u64),
+        "{o:#}"
+    );
+    let healthy: Vec<&str> = o["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["health"] == "ok")
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    for id in ["sidecar-1", "proxy-1", "spine-1", "detector-1", "lucius-1"] {
+        assert!(
+            healthy.contains(&id),
+            "{id} not healthy in the overview: {o:#}"
+        );
+    }
     // Each process's own port: every kind of this cluster.
     let own = own_metrics(&c).await;
     for id in ["sidecar-1", "proxy-1", "spine-1", "detector-1", "lucius-1"] {
