@@ -136,6 +136,24 @@ pub fn render_rules() -> Vec<(bool, &'static str, Vec<String>)> {
     out
 }
 
+/// `iptables-restore --noflush` input that makes the jump chains
+/// (`BEN-INPUT`, `BEN-OUTPUT`) of one family hold exactly their rules
+/// ([`render_rules`]), made when missing: one transaction, so the host is
+/// never without them while they are rewritten.
+pub fn render_jump_chains(v6: bool) -> String {
+    let mut out = String::from("*filter\n");
+    for d in [Direction::Ingress, Direction::Egress] {
+        // Declaring a chain with --noflush creates or empties it.
+        out += &format!(":{} - [0:0]\n", chain_of(d).1);
+    }
+    for (r6, chain, args) in render_rules() {
+        if r6 == v6 {
+            out += &format!("-A {chain} {}\n", args.join(" "));
+        }
+    }
+    out + "COMMIT\n"
+}
+
 /// `iptables-restore --noflush` input (`v6`: for `ip6tables-restore`)
 /// that makes the rules' chains hold exactly the rules of that family in
 /// `rules` (those whose time is up left out).
@@ -313,20 +331,19 @@ impl Backend for Iptables {
                     self.run(bin, &["-w", "-N", rules_chain(d)], None)?;
                 }
             }
+            // The jump chains emptied and refilled in one transaction:
+            // flushing them and adding rules one command at a time left
+            // the host unprotected in between (an agent restarting let
+            // blocked sources through for as long as that took).
+            let restore = if v6 {
+                "ip6tables-restore"
+            } else {
+                "iptables-restore"
+            };
+            self.run(restore, &["--noflush", "-w"], Some(&render_jump_chains(v6)))?;
             for d in [Direction::Ingress, Direction::Egress] {
                 let (hook, chain) = chain_of(d);
-                // Made if missing, emptied, refilled; jumped to first.
-                if self.run(bin, &["-w", "-L", chain, "-n"], None).is_err() {
-                    self.run(bin, &["-w", "-N", chain], None)?;
-                }
-                self.run(bin, &["-w", "-F", chain], None)?;
-                for (r6, c, args) in render_rules() {
-                    if r6 == v6 && c == chain {
-                        let mut a = vec!["-w", "-A", chain];
-                        a.extend(args.iter().map(String::as_str));
-                        self.run(bin, &a, None)?;
-                    }
-                }
+                // Jumped to first.
                 if self
                     .run(bin, &["-w", "-C", hook, "-j", chain], None)
                     .is_err()
@@ -431,6 +448,30 @@ mod tests {
             text,
             "del ben-drop4_in_net 192.0.2.9\nadd ben-drop4_in_net 192.0.2.0/24 timeout 60\n"
         );
+    }
+
+    #[test]
+    fn the_jump_chains_are_rewritten_in_one_transaction() {
+        let t = render_jump_chains(false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "*filter");
+        assert_eq!(lines[1..3], [":BEN-INPUT - [0:0]", ":BEN-OUTPUT - [0:0]"]);
+        assert_eq!(*lines.last().unwrap(), "COMMIT");
+        // In each chain: the allowlist first, the verdict sets, then the
+        // rules' chain; IPv4 sets only.
+        let input: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("-A BEN-INPUT "))
+            .copied()
+            .collect();
+        assert!(
+            input[0].contains("--match-set ben-allow4 src -j ACCEPT"),
+            "{t}"
+        );
+        assert_eq!(*input.last().unwrap(), "-A BEN-INPUT -j BEN-RULES-IN");
+        assert!(input.iter().any(|l| l.ends_with("-j DROP")), "{t}");
+        assert!(!t.contains("allow6"), "{t}");
+        assert!(render_jump_chains(true).contains("ben-allow6"));
     }
 
     #[test]
