@@ -318,27 +318,17 @@ struct Reporting {
 /// This process's newest metrics, for its own `/metrics`.
 type Mine = Arc<Mutex<Option<ComponentMetrics>>>;
 
-/// What a component process's own `/metrics` serves: its newest metrics.
-struct Own(Mine);
+/// What an API serves of processes' counters (`/metrics`, the
+/// dashboard's): the metrics `now` returns.
+struct Processes<F>(F);
 
-impl Own {
-    fn now(&self) -> Vec<ComponentMetrics> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|m| m.clone())
-            .into_iter()
-            .collect()
-    }
-}
-
-impl ben_control::Telemetry for Own {
+impl<F: Fn() -> Vec<ComponentMetrics> + Send + Sync> ben_control::Telemetry for Processes<F> {
     fn prometheus(&self) -> String {
-        ben_runtime::metrics::prometheus(&self.now(), &[])
+        ben_runtime::metrics::prometheus(&(self.0)(), &[])
     }
 
     fn components(&self) -> Vec<serde_json::Value> {
-        self.now()
+        (self.0)()
             .iter()
             .filter_map(|m| serde_json::to_value(m).ok())
             .collect()
@@ -373,7 +363,13 @@ impl OwnMetrics {
             .local_addr()
             .map_err(|e| format!("{id}: its metrics port: {e}"))?;
         let source = ben_control::MetricsSource::default();
-        source.set(Own(mine));
+        source.set(Processes(move || {
+            mine.lock()
+                .ok()
+                .and_then(|m| m.clone())
+                .into_iter()
+                .collect()
+        }));
         let server = ben_control::api::Server::serve(
             listener,
             ben_control::api::metrics_router(&token, source),
@@ -572,7 +568,7 @@ async fn run_control(
         follow_metrics(bus.clone(), keyring.clone(), signer.clone(), latest.clone()).await?;
     // GET /metrics: every process's latest verified counters.
     let metrics = ben_control::MetricsSource::default();
-    metrics.set(Current(latest));
+    metrics.set(Processes(move || current(&latest)));
     // The API's token: DATA_DIR/api.token, made by the first start (benctl
     // --data-dir DATA_DIR reads it there).
     ben_control::private::dir(&cfg.data_dir)?;
@@ -618,34 +614,17 @@ type Latest = Arc<Mutex<BTreeMap<String, ComponentMetrics>>>;
 
 /// The processes reporting now (within [`METRICS_KEPT_NS`]): what the
 /// control process's API serves (`/metrics`, the dashboard).
-struct Current(Latest);
-
-impl Current {
-    fn now(&self) -> Vec<ComponentMetrics> {
-        let now = ben_time::now_ns();
-        self.0
-            .lock()
-            .map(|l| {
-                l.values()
-                    .filter(|m| now - m.at_ns < METRICS_KEPT_NS)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl ben_control::Telemetry for Current {
-    fn prometheus(&self) -> String {
-        ben_runtime::metrics::prometheus(&self.now(), &[])
-    }
-
-    fn components(&self) -> Vec<serde_json::Value> {
-        self.now()
-            .iter()
-            .filter_map(|m| serde_json::to_value(m).ok())
-            .collect()
-    }
+fn current(latest: &Latest) -> Vec<ComponentMetrics> {
+    let now = ben_time::now_ns();
+    latest
+        .lock()
+        .map(|l| {
+            l.values()
+                .filter(|m| now - m.at_ns < METRICS_KEPT_NS)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How long a process that stopped reporting stays in `/metrics`.

@@ -301,6 +301,11 @@ pub(crate) async fn ask_lucius(
 /// `GET /api/v1/mesh/enforcement`: asks the enforcement agent over the
 /// bus what it holds.
 async fn mesh_enforcement(State(st): State<AppState>) -> Result<Response, ApiError> {
+    Ok(axum::Json(ask_enforcement(&st).await?).into_response())
+}
+
+/// What the enforcement agent holds, as it answers over the bus.
+pub(crate) async fn ask_enforcement(st: &AppState) -> Result<serde_json::Value, ApiError> {
     let reply = st
         .bus
         .request(
@@ -315,13 +320,12 @@ async fn mesh_enforcement(State(st): State<AppState>) -> Result<Response, ApiErr
                 format!("no enforcement agent answered: {e}"),
             )
         })?;
-    let json: serde_json::Value = serde_json::from_slice(&reply.payload).map_err(|e| {
+    serde_json::from_slice(&reply.payload).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("the enforcement agent answered garbage: {e}"),
         )
-    })?;
-    Ok(axum::Json(json).into_response())
+    })
 }
 
 #[derive(Deserialize)]

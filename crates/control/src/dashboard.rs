@@ -579,28 +579,12 @@ pub(crate) async fn anomaly(
 }
 
 pub(crate) async fn enforcement(State(st): State<AppState>) -> Result<Response, ApiError> {
-    cached(&st, Tier::Heavy, "enforcement".into(), async {
-        let reply = st
-            .bus
-            .request(
-                ben_mesh_wire::ENFORCEMENT_QUERY,
-                vec![],
-                Duration::from_secs(3),
-            )
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("no enforcement agent answered: {e}"),
-                )
-            })?;
-        serde_json::from_slice(&reply.payload).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("the enforcement agent answered garbage: {e}"),
-            )
-        })
-    })
+    cached(
+        &st,
+        Tier::Heavy,
+        "enforcement".into(),
+        crate::api::ask_enforcement(&st),
+    )
     .await
 }
 
@@ -833,19 +817,7 @@ mod tests {
         });
         let t = timeline(Some(&chain), Some(&life));
         let steps: Vec<&str> = t.iter().map(|s| s["step"].as_str().unwrap()).collect();
-        assert_eq!(
-            steps,
-            [
-                "flows",
-                "detected",
-                "published",
-                "admitted",
-                "committed",
-                "policy",
-                "ack",
-                "feedback"
-            ]
-        );
+        assert_eq!(steps, STEPS);
         assert!(t[5]["detail"].as_str().unwrap().contains("10.0.0.9/32"));
         assert!(t[6]["detail"]
             .as_str()
