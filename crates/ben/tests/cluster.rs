@@ -778,6 +778,22 @@ async fn records_flow_with_every_component_in_its_own_process() {
             own.keys()
         );
     }
+    // Record ages as a histogram: every record that reached the detector.
+    let ages = own["detector-1"]
+        .samples
+        .iter()
+        .find(|s| s.metric == "ben_record_age_seconds")
+        .map(|s| s.value.clone());
+    match ages {
+        Some(prometheus_parse::Value::Histogram(b)) => {
+            let all = b
+                .iter()
+                .find(|x| x.less_than.is_infinite())
+                .map(|x| x.count);
+            assert!(all >= Some(17.0 + n as f64), "{b:?}");
+        }
+        other => panic!("detector-1's record ages are no histogram: {other:?}"),
+    }
     let signals = own["detector-1"]
         .samples
         .iter()

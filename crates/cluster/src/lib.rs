@@ -257,6 +257,8 @@ async fn publish_metrics(
     let subject = metrics_subject(&id);
     let mut ending = false;
     let mut failed: u64 = 0;
+    // Every record's age since start: the histogram `/metrics` serves.
+    let mut all_ages = ben_component::age::AgeCounts::empty();
     loop {
         seq += 1;
         let mut m = ComponentMetrics {
@@ -272,6 +274,8 @@ async fn publish_metrics(
             ..ComponentMetrics::default()
         };
         let ages = load.ages.take();
+        all_ages.add(&ages);
+        ben_runtime::metrics::set_age_histogram(&mut m, &all_ages);
         m.age_n = ages.total();
         m.age_p50_us = ages.quantile_us(0.5);
         m.age_p99_us = ages.quantile_us(0.99);

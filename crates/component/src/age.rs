@@ -55,6 +55,17 @@ impl Ages {
         self.buckets[i].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The counts so far, kept.
+    pub fn snapshot(&self) -> AgeCounts {
+        AgeCounts {
+            counts: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
     /// The counts so far, and starts again from zero.
     pub fn take(&self) -> AgeCounts {
         AgeCounts {
@@ -73,7 +84,65 @@ pub struct AgeCounts {
     counts: Vec<u64>,
 }
 
+/// The bounds (seconds) of the Prometheus histogram of record ages
+/// (`ben_record_age_seconds`): 100 µs to 10 s.
+pub const HISTOGRAM_BOUNDS_S: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// Record ages as a Prometheus histogram: cumulative counts at each of
+/// [`HISTOGRAM_BOUNDS_S`], the count and the sum (seconds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgeHistogram {
+    pub le: Vec<u64>,
+    pub count: u64,
+    pub sum_s: f64,
+}
+
 impl AgeCounts {
+    /// No records.
+    pub fn empty() -> AgeCounts {
+        AgeCounts {
+            counts: vec![0; BUCKETS],
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &AgeCounts) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    /// As a Prometheus histogram. A record counts at a bound when its
+    /// bucket's upper bound is within it, so an age near a bound may count
+    /// at the next one (buckets are 19 % wide); the sum takes each record
+    /// at the geometric middle of its bucket (within 10 %).
+    pub fn histogram(&self) -> AgeHistogram {
+        let mut le = vec![0u64; HISTOGRAM_BOUNDS_S.len()];
+        let mut sum_s = 0.0;
+        for (i, c) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let upper_s = upper_us(i) as f64 / 1e6;
+            let mid_s = if i == 0 {
+                0.0
+            } else {
+                upper_s / 2f64.powf(0.5 / PER_DOUBLING)
+            };
+            sum_s += mid_s * *c as f64;
+            for (j, bound) in HISTOGRAM_BOUNDS_S.iter().enumerate() {
+                if upper_s <= *bound * (1.0 + 1e-9) {
+                    le[j] += c;
+                }
+            }
+        }
+        AgeHistogram {
+            le,
+            count: self.total(),
+            sum_s,
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -100,6 +169,33 @@ impl AgeCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_histogram_is_cumulative_and_adds_up() {
+        let a = Ages::default();
+        a.record(50_000, 3); // 50 µs
+        a.record(2_000_000, 2); // 2 ms
+        a.record(30_000_000_000, 1); // 30 s: past every bound
+        let mut total = a.snapshot();
+        assert_eq!(total.total(), 6, "a snapshot keeps the counts");
+        let h = total.histogram();
+        assert_eq!(h.count, 6);
+        assert_eq!(h.le[0], 3, "100 µs");
+        assert_eq!(h.le[4], 5, "2.5 ms");
+        assert_eq!(*h.le.last().unwrap(), 5, "10 s");
+        assert!(h.le.windows(2).all(|w| w[0] <= w[1]));
+        let exact = 3.0 * 50e-6 + 2.0 * 2e-3 + 30.0;
+        assert!(
+            (h.sum_s - exact).abs() / exact < 0.1,
+            "{} vs {exact}",
+            h.sum_s
+        );
+        // Intervals add up to the running total.
+        total.add(&a.take());
+        assert_eq!(total.histogram().count, 12);
+        assert_eq!(a.take().total(), 0);
+        assert_eq!(AgeCounts::empty().histogram().count, 0);
+    }
 
     #[test]
     fn quantiles_are_within_a_bucket_of_the_truth() {

@@ -190,7 +190,7 @@ impl Stats {
             }
         }
         for (id, l) in &self.loads {
-            per.push(ComponentMetrics {
+            let mut m = ComponentMetrics {
                 id: id.clone(),
                 role: ben_runtime::kind_of_id(id)
                     .map_or("", |k| k.role)
@@ -199,7 +199,10 @@ impl Stats {
                 queue_depth: l.queue_depth.load(Ordering::Relaxed),
                 publish_errors: l.publish_errors.load(Ordering::Relaxed),
                 ..ComponentMetrics::default()
-            });
+            };
+            // Nothing takes the ages in `ben up`: they count since start.
+            ben_runtime::metrics::set_age_histogram(&mut m, &l.ages.snapshot());
+            per.push(m);
         }
         per
     }

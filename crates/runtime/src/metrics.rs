@@ -3,6 +3,7 @@
 //! sums them over the kinds it runs. Each kind's `probe` in the component
 //! table adds its own counters to one of these.
 
+use ben_component::age::HISTOGRAM_BOUNDS_S;
 use serde::{Deserialize, Serialize};
 
 /// The AI service's flows on a status line (both modes), when it dropped,
@@ -53,6 +54,12 @@ pub struct ComponentMetrics {
     pub age_n: u64,
     pub age_p50_us: Option<u64>,
     pub age_p99_us: Option<u64>,
+    /// Every record's age since the component started, as a histogram:
+    /// cumulative counts at `ben_component::age::HISTOGRAM_BOUNDS_S`, the
+    /// count and the sum (seconds).
+    pub age_le: Vec<u64>,
+    pub age_count: u64,
+    pub age_sum_s: f64,
     /// CyberMesh validators: the highest committed height, and those
     /// halted because their database does not take their blocks.
     pub chain_height: u64,
@@ -294,11 +301,43 @@ pub fn prometheus(components: &[ComponentMetrics], extra: &[(&str, &str, bool, f
             out.push_str(&format!("{}{{{labels}}} {v}\n", f.name));
         }
     }
+    let histograms: Vec<&ComponentMetrics> = components
+        .iter()
+        .filter(|m| m.age_count > 0 && m.age_le.len() == HISTOGRAM_BOUNDS_S.len())
+        .collect();
+    if !histograms.is_empty() {
+        let name = "ben_record_age_seconds";
+        out.push_str(&format!(
+            "# HELP {name} How old records were when they reached the component (since the sidecar received them), since it started.\n# TYPE {name} histogram\n"
+        ));
+        for m in histograms {
+            let labels = if m.id.is_empty() {
+                format!("role=\"{}\"", label(&m.role))
+            } else {
+                format!("component=\"{}\",role=\"{}\"", label(&m.id), label(&m.role))
+            };
+            for (bound, n) in HISTOGRAM_BOUNDS_S.iter().zip(&m.age_le) {
+                out.push_str(&format!("{name}_bucket{{{labels},le=\"{bound}\"}} {n}\n"));
+            }
+            out.push_str(&format!(
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {}\n",
+                m.age_count, m.age_sum_s, m.age_count
+            ));
+        }
+    }
     for (name, help, counter, v) in extra {
         header(&mut out, name, help, *counter);
         out.push_str(&format!("{name} {v}\n"));
     }
     out
+}
+
+/// `m`'s age histogram set from `counts` (every record since start).
+pub fn set_age_histogram(m: &mut ComponentMetrics, counts: &ben_component::age::AgeCounts) {
+    let h = counts.histogram();
+    m.age_le = h.le;
+    m.age_count = h.count;
+    m.age_sum_s = h.sum_s;
 }
 
 #[cfg(test)]
@@ -309,7 +348,9 @@ mod prometheus_tests {
     /// type, each component's sample labelled.
     #[test]
     fn components_render_as_prometheus_text() {
-        let sidecar = ComponentMetrics {
+        let ages = ben_component::age::Ages::default();
+        ages.record(2_000_000, 7);
+        let mut sidecar = ComponentMetrics {
             id: "sidecar-1".into(),
             role: "sidecar".into(),
             accepted: 7,
@@ -317,6 +358,7 @@ mod prometheus_tests {
             age_p50_us: Some(1_500),
             ..ComponentMetrics::default()
         };
+        set_age_histogram(&mut sidecar, &ages.snapshot());
         let validators = ComponentMetrics {
             role: "validator".into(),
             chain_height: 12,
@@ -348,6 +390,19 @@ mod prometheus_tests {
             matches!(find("ben_record_age_p50_seconds")[0].value, prometheus_parse::Value::Gauge(v) if (v - 0.0015).abs() < 1e-12)
         );
         assert_eq!(find("ben_mesh_validators_halted").len(), 1);
+        // The age histogram: seven records of 2 ms, by bound.
+        let h = find("ben_record_age_seconds");
+        assert_eq!(h.len(), 1, "{text}");
+        assert_eq!(h[0].labels.get("component"), Some("sidecar-1"));
+        match &h[0].value {
+            prometheus_parse::Value::Histogram(b) => {
+                let at = |le: f64| b.iter().find(|x| x.less_than == le).map(|x| x.count);
+                assert_eq!(at(0.001), Some(0.0));
+                assert_eq!(at(0.0025), Some(7.0));
+                assert_eq!(at(f64::INFINITY), Some(7.0));
+            }
+            v => panic!("not a histogram: {v:?}"),
+        }
         assert!(
             matches!(find("ben_dead_letters_total")[0].value, prometheus_parse::Value::Counter(v) if v == 3.0)
         );
