@@ -698,11 +698,16 @@ impl Server {
     pub fn serve(listener: TcpListener, app: Router) -> Server {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let addr = listener.local_addr().ok();
+            let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
+                    // Sent, or its sender dropped: either way, stop.
+                    let _stop = stop_rx.await;
                 })
                 .await;
+            if let Err(e) = served {
+                tracing::error!(?addr, error = %e, "the HTTP server stopped with an error");
+            }
         });
         Server {
             stop: Some(stop_tx),
