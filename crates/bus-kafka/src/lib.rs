@@ -368,6 +368,15 @@ impl Bus for KafkaBus {
         Some(self.cfg.max_message_bytes)
     }
 
+    fn errors(&self) -> ben_bus::BusErrors {
+        let c = &self.counters;
+        ben_bus::BusErrors {
+            not_stored: c.not_stored.load(Ordering::Relaxed),
+            commit_errors: c.commit_errors.load(Ordering::Relaxed),
+            read_errors: c.read_errors.load(Ordering::Relaxed),
+        }
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             let p = self.producer.clone();
@@ -474,6 +483,10 @@ impl Bus for Split {
 
     /// The smaller of the two: a producer sizing its messages by it fits
     /// on either.
+    fn errors(&self) -> ben_bus::BusErrors {
+        self.kafka.errors() + self.rest.errors()
+    }
+
     fn max_payload(&self) -> Option<usize> {
         let k = self.kafka.max_payload();
         match (k, self.rest.max_payload()) {

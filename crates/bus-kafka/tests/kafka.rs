@@ -225,6 +225,16 @@ async fn a_publish_the_broker_did_not_store_is_an_error() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    // What a process reports with its metrics, through the split bus it
+    // uses (the NATS side adds none).
+    let split = Split::new(Arc::new(bus), Arc::new(InProcessBus::default()));
+    assert_eq!(
+        split.errors(),
+        ben_bus::BusErrors {
+            not_stored: 1,
+            ..Default::default()
+        }
+    );
     println!(
         "broker away: the publish failed after {:.1} s: {e}",
         t.elapsed().as_secs_f64()

@@ -133,6 +133,30 @@ impl Subscription {
     }
 }
 
+/// What went wrong inside a bus client that no single call returned: a
+/// process reports them with its metrics (never silent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusErrors {
+    /// Publishes the broker did not store (each also returned as an
+    /// error to its caller).
+    pub not_stored: u64,
+    /// Offset commits the broker refused (those messages come again).
+    pub commit_errors: u64,
+    /// Errors consumers met while reading (they go on reading).
+    pub read_errors: u64,
+}
+
+impl std::ops::Add for BusErrors {
+    type Output = BusErrors;
+    fn add(self, o: BusErrors) -> BusErrors {
+        BusErrors {
+            not_stored: self.not_stored + o.not_stored,
+            commit_errors: self.commit_errors + o.commit_errors,
+            read_errors: self.read_errors + o.read_errors,
+        }
+    }
+}
+
 /// The bus every component uses.
 pub trait Bus: Send + Sync {
     fn publish<'a>(
@@ -175,6 +199,11 @@ pub trait Bus: Send + Sync {
     /// validator's block policies, which carry the block) size them by it.
     fn max_payload(&self) -> Option<usize> {
         None
+    }
+    /// The client's errors so far that no call returned (none for a bus
+    /// whose every error is a call's). Wrappers forward it.
+    fn errors(&self) -> BusErrors {
+        BusErrors::default()
     }
     /// Waits until everything published so far has left this process (a
     /// networked client buffers writes: a process that exits without this
@@ -496,6 +525,10 @@ impl<B: Bus> Bus for PrefixedBus<B> {
 
     fn max_payload(&self) -> Option<usize> {
         self.inner.max_payload()
+    }
+
+    fn errors(&self) -> BusErrors {
+        self.inner.errors()
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {

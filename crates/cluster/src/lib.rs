@@ -280,6 +280,9 @@ async fn publish_metrics(
         m.age_p50_us = ages.quantile_us(0.5);
         m.age_p99_us = ages.quantile_us(0.99);
         probe(&mut m);
+        let e = bus.errors();
+        (m.bus_not_stored, m.bus_commit_errors, m.bus_read_errors) =
+            (e.not_stored, e.commit_errors, e.read_errors);
         let json = serde_json::to_string(&m).unwrap_or_default();
         if let Ok(mut own) = mine.lock() {
             *own = Some(m);
@@ -1449,6 +1452,9 @@ fn status_json(
         "flows_dropped": current.values().map(|m| m.flows_dropped).sum::<u64>(),
         "flows_late": current.values().map(|m| m.flows_late).sum::<u64>(),
         "flow_batches_missing": current.values().map(|m| m.flow_batches_missing).sum::<u64>(),
+        "bus_not_stored": current.values().map(|m| m.bus_not_stored).sum::<u64>(),
+        "bus_commit_errors": current.values().map(|m| m.bus_commit_errors).sum::<u64>(),
+        "bus_read_errors": current.values().map(|m| m.bus_read_errors).sum::<u64>(),
         "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
@@ -1516,6 +1522,11 @@ pub fn status_line(s: &serde_json::Value) -> String {
             count("flows_dropped"),
             count("flows_late"),
             count("flow_batches_missing"),
+        )
+        + &ben_runtime::metrics::bus_status(
+            count("bus_not_stored"),
+            count("bus_commit_errors"),
+            count("bus_read_errors"),
         );
     // Dead letters off the data path (control plane, CyberMesh's ai.dlq.v1).
     let chain = match count("other_dead_letters") {

@@ -103,6 +103,10 @@ impl Bus for Tap {
         self.inner.max_payload()
     }
 
+    fn errors(&self) -> ben_bus::BusErrors {
+        self.inner.errors()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
         self.inner.flush()
     }

@@ -83,10 +83,34 @@ pub struct ComponentMetrics {
     /// Sensors' batches of flows the AI service never got (gaps in their
     /// numbers).
     pub flow_batches_missing: u64,
+    /// The bus client's errors no call returned (`ben_bus::BusErrors`):
+    /// publishes the broker did not store, offset commits it refused,
+    /// errors consumers met while reading (Kafka).
+    pub bus_not_stored: u64,
+    pub bus_commit_errors: u64,
+    pub bus_read_errors: u64,
+}
+
+/// The bus's errors on a status line (both modes), when there are any:
+/// ` | bus: N not stored, C offset commits refused, R read errors`.
+pub fn bus_status(not_stored: u64, commit_errors: u64, read_errors: u64) -> String {
+    if not_stored + commit_errors + read_errors == 0 {
+        return String::new();
+    }
+    format!(" | bus: {not_stored} not stored, {commit_errors} offset commits refused, {read_errors} read errors")
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bus_errors_show_only_when_there_are_some() {
+        assert_eq!(super::bus_status(0, 0, 0), "");
+        assert_eq!(
+            super::bus_status(2, 0, 1),
+            " | bus: 2 not stored, 0 offset commits refused, 1 read errors"
+        );
+    }
+
     #[test]
     fn ai_flows_show_only_when_something_was_lost_or_late() {
         assert_eq!(super::ai_flows_status(0, 0, 0), "");
@@ -258,6 +282,21 @@ const FAMILIES: &[Family] = &[
         "ben_mesh_flow_batches_missing_total",
         "Sensor flow batches the AI service never got.",
         |m| some(m.flow_batches_missing),
+    ),
+    counter(
+        "ben_bus_not_stored_total",
+        "Publishes the broker did not store (each also an error to its caller).",
+        |m| some(m.bus_not_stored),
+    ),
+    counter(
+        "ben_bus_commit_errors_total",
+        "Consumer offset commits the broker refused (those messages come again).",
+        |m| some(m.bus_commit_errors),
+    ),
+    counter(
+        "ben_bus_read_errors_total",
+        "Errors the bus's consumers met while reading (they go on reading).",
+        |m| some(m.bus_read_errors),
     ),
 ];
 
