@@ -877,6 +877,12 @@ impl ClusterConfig {
         self.data_dir.join("metrics")
     }
 
+    /// Where the control process leaves a one-time dashboard link for
+    /// `ben cluster up` to print (0600; removed once read).
+    pub fn login_file(&self) -> PathBuf {
+        self.data_dir.join("dashboard.login")
+    }
+
     /// Where the control process writes the address its API listens on.
     pub fn api_file(&self) -> PathBuf {
         self.data_dir.join("control.api")

@@ -608,6 +608,11 @@ async fn run_control(
         Arc::default(),
         Arc::default(),
     ));
+    // A one-time dashboard link for `ben cluster up` to print (private,
+    // as the token is; `benctl dashboard` makes more).
+    let link = control.handle.login_link()?;
+    ben_control::private::replace(&cfg.login_file(), link.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", cfg.login_file().display()))?;
     write_atomic(&cfg.api_file(), &control.handle.api_addr().to_string())?;
     shutdown.await;
     m.abort();
@@ -833,6 +838,13 @@ pub async fn cluster_up(
         return Err(e);
     }
     let api = std::fs::read_to_string(cfg.api_file()).unwrap_or_default();
+    // The control process's one-time dashboard link, used up here.
+    let login = std::fs::read_to_string(cfg.login_file()).unwrap_or_default();
+    if !login.is_empty() {
+        if let Err(e) = std::fs::remove_file(cfg.login_file()) {
+            tracing::warn!(error = %e, "the dashboard login link file stays");
+        }
+    }
     say(format!(
         "ben cluster up: {} processes on NATS {} (prefix {}); API http://{}  sidecar {}  data {}",
         started.len(),
@@ -842,6 +854,13 @@ pub async fn cluster_up(
         cfg.socket.display(),
         cfg.data_dir.display()
     ));
+    if !login.trim().is_empty() {
+        say(format!(
+            "ben cluster up: dashboard {} (this link logs one browser in, once, within 15 minutes; `benctl dashboard --data-dir {}` prints another)",
+            login.trim(),
+            cfg.data_dir.display()
+        ));
+    }
 
     let sup = Arc::new(Mutex::new(Some(sup)));
     let running = Running {
