@@ -219,7 +219,7 @@ async function renderSearch(params) {
     const r = await api(`/api/dashboard/search?${params}`);
     const recs = r.records || [];
     results.replaceChildren(
-      h('p', { class: 'muted' }, `${count(r.count ?? recs.length)} found${r.dropped ? `, ${count(r.dropped)} dropped by Lucius` : ''}`),
+      h('p', { class: 'muted' }, `${count(r.count ?? recs.length)} found, ${count(recs.length)} shown${r.dropped ? `; ${count(r.dropped)} dropped by Lucius` : ''}`),
       table([
         ['when', (x) => (x.at_ns ? new Date(x.at_ns / 1e6).toLocaleTimeString() : '')],
         ['schema', (x) => x.schema || ''], ['flags', (x) => (x.flags || []).join(', ')],
