@@ -253,7 +253,17 @@ async function route() {
 function connect() {
   const es = new EventSource('/api/dashboard/stream');
   es.addEventListener('open', () => { live.textContent = 'live'; live.className = 'live on'; });
-  es.addEventListener('error', () => { live.textContent = 'reconnecting…'; live.className = 'live'; });
+  es.addEventListener('error', () => {
+    live.className = 'live';
+    if (es.readyState === EventSource.CLOSED) {
+      // The server refused the stream (a session that expired, a Ben
+      // restarted): say so, and let the page ask (it shows the login).
+      live.textContent = 'disconnected';
+      route();
+    } else {
+      live.textContent = 'reconnecting…';
+    }
+  });
   es.addEventListener('overview', (ev) => {
     state.overview = JSON.parse(ev.data);
     const p = state.overview;
