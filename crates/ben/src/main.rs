@@ -101,9 +101,15 @@ fn main() -> ExitCode {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "ben", &mut script);
-            // A closed pipe (`| head`) is no error worth a panic.
-            let _closed_pipe_is_fine = std::io::Write::write_all(&mut std::io::stdout(), &script);
-            ExitCode::SUCCESS
+            // A closed pipe (`| head`) is no error worth reporting; any
+            // other (a full disk under `> file`) is.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("ben completions: writing the script: {e}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Cmd::Up(args) => match up::run(args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -109,9 +109,15 @@ fn main() -> ExitCode {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "benctl", &mut script);
-            // A closed pipe (`| head`) is no error worth a panic.
-            let _closed_pipe_is_fine = std::io::Write::write_all(&mut std::io::stdout(), &script);
-            Ok(ExitCode::SUCCESS)
+            // A closed pipe (`| head`) is no error worth reporting; any
+            // other (a full disk under `> file`) is.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("benctl completions: writing the script: {e}");
+                    Ok(ExitCode::from(2))
+                }
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
     };
     match r {

@@ -295,6 +295,18 @@ fn completions_help_examples_and_one_json_flag() {
             assert!(script.contains(cmd), "{shell} completions lack {cmd}");
         }
     }
+    // A script that could not be written (a full disk) is an error.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_benctl"))
+        .args(["completions", "bash"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
     let help = stdout(&benctl(&["--help"]));
     assert!(
         help.contains("Examples:") && help.contains("benctl deploy VERSION --wait"),
