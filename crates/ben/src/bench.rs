@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use ben_embedded::{Config, System};
 use serde_json::json;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -195,15 +196,19 @@ pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn datapath(args: BenchArgs) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("ben-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A `ben up` in a scratch dir `ben-bench-<name>-<pid>` (returned), on
+/// NATS when given, with the example bundle deployed and this process
+/// attested as the shop app.
+pub(crate) async fn shop_system(name: &str, nats: Option<String>) -> Result<(System, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("ben-bench-{name}-{}", std::process::id()));
+    // A scratch dir an earlier run left behind, if any.
+    let _left_behind = std::fs::remove_dir_all(&dir);
     let bundle = crate::shop::write_bundle(&dir.join("bundle"))?;
     let sys = System::start(Config {
         data_dir: dir.join("data"),
         api_addr: "127.0.0.1:0".parse()?,
         extra_selectors: vec![crate::shop::selector_for_this_process()?],
-        nats: args.nats.clone().map(|url| ben_embedded::NatsConfig {
+        nats: nats.map(|url| ben_embedded::NatsConfig {
             url,
             prefix: Some(format!("benbench{}", std::process::id())),
         }),
@@ -214,6 +219,19 @@ async fn datapath(args: BenchArgs) -> Result<()> {
     sys.deploy_dir(&bundle)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    Ok((sys, dir))
+}
+
+/// Stops `sys` and removes its scratch dir (saying so when it stays).
+pub(crate) async fn stop_shop_system(sys: System, dir: &Path) {
+    sys.shutdown().await;
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        eprintln!("ben bench: {} stays behind: {e}", dir.display());
+    }
+}
+
+async fn datapath(args: BenchArgs) -> Result<()> {
+    let (sys, dir) = shop_system("datapath", args.nats.clone()).await?;
     let mut app = ben_client::Client::connect(sys.cfg.socket_path(), "shop_web").await?;
 
     // Throughput: a mix that exercises both routes (most to Lucius,
@@ -323,7 +341,6 @@ async fn datapath(args: BenchArgs) -> Result<()> {
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or_default()
     );
-    sys.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    stop_shop_system(sys, &dir).await;
     Ok(())
 }

@@ -9,8 +9,7 @@
 //! achieved, p50/p90/p99/max, how many answers came from the cache.
 
 use crate::bench::pct;
-use anyhow::{anyhow, bail, Context, Result};
-use ben_embedded::{Config, System};
+use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -65,18 +64,7 @@ async fn bench(args: Args) -> Result<()> {
     if args.rate == 0 || args.connections == 0 || args.seconds == 0 {
         bail!("--rate, --connections and --seconds must be above 0");
     }
-    let dir = std::env::temp_dir().join(format!("ben-bench-dashboard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let bundle = crate::shop::write_bundle(&dir.join("bundle"))?;
-    let sys = System::start(Config {
-        data_dir: dir.join("data"),
-        api_addr: "127.0.0.1:0".parse()?,
-        extra_selectors: vec![crate::shop::selector_for_this_process()?],
-        ..Config::default()
-    })
-    .await
-    .map_err(|e| anyhow!(e))?;
-    sys.deploy_dir(&bundle).await.map_err(|e| anyhow!(e))?;
+    let (sys, dir) = crate::bench::shop_system("dashboard", None).await?;
     // Traffic through the data path while the dashboard is read, so its
     // counters move (200 records/s, as an app would send them).
     let mut app = ben_client::Client::connect(sys.cfg.socket_path(), "shop_web").await?;
@@ -98,7 +86,7 @@ async fn bench(args: Args) -> Result<()> {
         }
     });
     let addr = sys.api_addr();
-    let token = std::fs::read_to_string(dir.join("data").join("api.token"))
+    let token = std::fs::read_to_string(sys.cfg.data_dir.join("api.token"))
         .context("reading the API token")?;
     let head = format!(
         "GET /api/dashboard/overview HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
@@ -174,7 +162,6 @@ async fn bench(args: Args) -> Result<()> {
             "goal": "p99 < 50 ms at 1,000 requests/s from cache",
         })
     );
-    sys.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    crate::bench::stop_shop_system(sys, &dir).await;
     Ok(())
 }
