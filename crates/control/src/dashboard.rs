@@ -64,6 +64,16 @@ impl Default for Settings {
     }
 }
 
+/// Bytes each cache holds at most (keys and answers): whoever may read
+/// (a browser session too) picks the keys — search parameters, anomaly
+/// ids — so the caches are bounded by size, not by count. An answer
+/// larger than this is served, not kept.
+pub const CACHE_BYTES: u64 = 64 << 20;
+
+fn weight(key: &str, answer: &Bytes) -> u32 {
+    u32::try_from(key.len() + answer.len()).unwrap_or(u32::MAX)
+}
+
 /// Points of the rate series kept (one a second: five minutes).
 pub const SERIES: usize = 300;
 
@@ -93,6 +103,7 @@ struct Sample {
     records: u64,
     flags: u64,
     signals: u64,
+    blocked: u64,
 }
 
 /// The dashboard's state: caches, the live stream, the rate series.
@@ -116,11 +127,13 @@ impl Dashboard {
         let (events, _) = broadcast::channel(settings.stream_buffer.max(1));
         Arc::new(Dashboard {
             live: moka::future::Cache::builder()
-                .max_capacity(10_000)
+                .weigher(|k: &String, v: &Bytes| weight(k, v))
+                .max_capacity(CACHE_BYTES)
                 .time_to_live(ttl(settings.live_ttl_ms))
                 .build(),
             heavy: moka::future::Cache::builder()
-                .max_capacity(1_000)
+                .weigher(|k: &String, v: &Bytes| weight(k, v))
+                .max_capacity(CACHE_BYTES)
                 .time_to_live(ttl(settings.heavy_ttl_ms))
                 .build(),
             settings,
@@ -135,10 +148,17 @@ impl Dashboard {
     /// Sends an event to every stream reader (none listening: dropped, as
     /// nobody is owed it).
     pub fn send(&self, name: &'static str, data: &serde_json::Value) {
-        let _nobody_listens = self.events.send(Event {
-            name,
-            data: data.to_string().into(),
-        });
+        self.broadcast(name, data.to_string().into());
+    }
+
+    /// [`Dashboard::send`] of JSON already written.
+    fn send_json(&self, name: &'static str, json: &[u8]) {
+        self.broadcast(name, String::from_utf8_lossy(json).into());
+    }
+
+    fn broadcast(&self, name: &'static str, data: Arc<str>) {
+        // An error here means no reader is connected: nobody missed it.
+        let _no_reader = self.events.send(Event { name, data });
     }
 
     /// A new stream reader, and what tells it the API stops.
@@ -187,9 +207,15 @@ enum Tier {
     Heavy,
 }
 
-/// The answer for `key` from `tier`, loading it with `load` on a miss (one
-/// loader per key however many ask together; a failed load is not kept).
-async fn cached<F>(st: &AppState, tier: Tier, key: String, load: F) -> Result<Response, ApiError>
+/// The answer for `key` from `tier` as JSON bytes, loading it with `load`
+/// on a miss (one loader per key however many ask together; a failed load
+/// is not kept), and whether it was a hit.
+async fn cached_bytes<F>(
+    st: &AppState,
+    tier: Tier,
+    key: String,
+    load: F,
+) -> Result<(Bytes, bool), ApiError>
 where
     F: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
 {
@@ -208,15 +234,22 @@ where
         })
         .await
         .map_err(|e: Arc<ApiError>| e.as_ref().clone())?;
-    let hit = if loaded.load(Ordering::Relaxed) {
-        "miss"
-    } else {
-        "hit"
-    };
+    Ok((bytes, !loaded.load(Ordering::Relaxed)))
+}
+
+/// [`cached_bytes`] as the API's answer, saying `x-ben-cache: hit|miss`.
+async fn cached<F>(st: &AppState, tier: Tier, key: String, load: F) -> Result<Response, ApiError>
+where
+    F: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let (bytes, hit) = cached_bytes(st, tier, key, load).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),
-            (header::HeaderName::from_static("x-ben-cache"), hit),
+            (
+                header::HeaderName::from_static("x-ben-cache"),
+                if hit { "hit" } else { "miss" },
+            ),
         ],
         bytes,
     )
@@ -238,6 +271,7 @@ fn sample(st: &AppState, now_ms: u64) -> Sample {
         records: sum(&c, "accepted"),
         flags: sum(&c, "flags"),
         signals: sum(&c, "signals"),
+        blocked: sum(&c, "blocked"),
     }
 }
 
@@ -257,7 +291,7 @@ fn view(st: &AppState) -> Result<std::sync::MutexGuard<'_, crate::mesh::View>, A
 /// The AI service's threshold and lifecycle counts (heavy: a round trip),
 /// or why there are none.
 async fn feedback(st: &AppState) -> serde_json::Value {
-    let r = cached(st, Tier::Heavy, "feedback".into(), async {
+    let r = cached_bytes(st, Tier::Heavy, "feedback".into(), async {
         crate::mesh::ask_feedback(st.bus.as_ref(), "", Duration::from_secs(2))
             .await
             .map(|mut v| {
@@ -271,16 +305,10 @@ async fn feedback(st: &AppState) -> serde_json::Value {
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
     })
     .await;
-    match r {
-        Ok(resp) => body_json(resp).await,
+    match r.map(|(b, _)| serde_json::from_slice(&b)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => serde_json::json!({ "error": format!("the cached answer is not JSON: {e}") }),
         Err(e) => serde_json::json!({ "error": e.message() }),
-    }
-}
-
-async fn body_json(resp: Response) -> serde_json::Value {
-    match axum::body::to_bytes(resp.into_body(), usize::MAX).await {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
-        Err(_) => serde_json::Value::Null,
     }
 }
 
@@ -307,13 +335,11 @@ async fn load_overview(st: &AppState) -> Result<serde_json::Value, ApiError> {
         .filter_map(|c| Some((c.get("id")?.as_str()?, c)))
         .filter(|(id, _)| !id.is_empty())
         .collect();
-    let ledger_clock_ms = now;
     let components: Vec<serde_json::Value> = status
         .components
         .iter()
         .map(|c| {
-            let age =
-                ledger_clock_ms.saturating_sub((c.last_heartbeat_ns / 1_000_000).max(0) as u64);
+            let age = now.saturating_sub((c.last_heartbeat_ns / 1_000_000).max(0) as u64);
             let m = by_id.get(c.id.as_str());
             let field = |f: &str| {
                 m.and_then(|m| m.get(f))
@@ -371,8 +397,11 @@ async fn load_overview(st: &AppState) -> Result<serde_json::Value, ApiError> {
 }
 
 pub(crate) async fn overview(State(st): State<AppState>) -> Result<Response, ApiError> {
-    cached(&st, Tier::Live, "overview".into(), load_overview(&st)).await
+    cached(&st, Tier::Live, OVERVIEW.into(), load_overview(&st)).await
 }
+
+/// The overview's cache key.
+const OVERVIEW: &str = "overview";
 
 pub(crate) async fn series(State(st): State<AppState>) -> Response {
     axum::Json(serde_json::json!({ "points": st.dashboard.series() })).into_response()
@@ -688,8 +717,17 @@ pub(crate) fn start_sampler(st: AppState) {
                     st.dashboard.send("deploy", &now);
                 }
             }
-            // The chain.
-            let totals = st.mesh.view.lock().map(|v| v.totals()).ok();
+            // The chain (a poisoned view is said every 600 looks, a minute
+            // at the default pace: the API answers 500 for it too).
+            let totals = match st.mesh.view.lock() {
+                Ok(v) => Some(v.totals()),
+                Err(_) => {
+                    if n % 600 == 1 {
+                        tracing::error!("the CyberMesh view is poisoned; the dashboard's chain stands still until the control process restarts");
+                    }
+                    None
+                }
+            };
             if let Some(t) = totals {
                 if t != last_chain {
                     if t.acks != last_chain.acks {
@@ -720,7 +758,7 @@ pub(crate) fn start_sampler(st: AppState) {
                     signals_per_s: rate(s.signals, p.signals),
                     anomalies: last_chain.anomalies,
                     policies: last_chain.policies,
-                    blocked: sum(&st.metrics.components(), "blocked"),
+                    blocked: s.blocked,
                 };
                 if let Ok(mut series) = d.series.lock() {
                     if series.len() >= SERIES {
@@ -730,9 +768,13 @@ pub(crate) fn start_sampler(st: AppState) {
                 }
             }
             last_sample = Some(s);
-            if let Ok(resp) = overview(State(st.clone())).await {
-                let v = body_json(resp).await;
-                st.dashboard.send("overview", &v);
+            // The cached bytes as they are: the stream's readers get what
+            // the API answers, not a copy parsed and written again.
+            match cached_bytes(&st, Tier::Live, OVERVIEW.into(), load_overview(&st)).await {
+                Ok((bytes, _)) => st.dashboard.send_json("overview", &bytes),
+                Err(e) => {
+                    tracing::warn!(error = e.message(), "the dashboard's overview did not load")
+                }
             }
         }
     });
@@ -778,6 +820,27 @@ mod tests {
         // Stopping ends the stream (the server can then stop).
         d.stop();
         assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_caches_are_bounded_by_bytes() {
+        let d = Dashboard::new(Settings::default());
+        let mib = Bytes::from(vec![b'x'; 1 << 20]);
+        for i in 0..100 {
+            d.heavy.insert(format!("search:{i}"), mib.clone()).await;
+        }
+        d.heavy.run_pending_tasks().await;
+        assert!(
+            d.heavy.weighted_size() <= CACHE_BYTES,
+            "{}",
+            d.heavy.weighted_size()
+        );
+        assert!(d.heavy.entry_count() < 100);
+        // One answer larger than the whole cache is not kept.
+        let huge = Bytes::from(vec![b'x'; (CACHE_BYTES + 1) as usize]);
+        d.live.insert("overview".into(), huge).await;
+        d.live.run_pending_tasks().await;
+        assert!(d.live.get("overview").await.is_none());
     }
 
     #[test]
