@@ -330,11 +330,24 @@ pub(crate) async fn ask_enforcement(st: &AppState) -> Result<serde_json::Value, 
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BlocksQuery {
+pub(crate) struct LimitQuery {
     limit: Option<usize>,
 }
 
-fn mesh_view(st: &AppState) -> Result<std::sync::MutexGuard<'_, crate::mesh::View>, ApiError> {
+/// `?limit=N` of a list endpoint: `default` when absent, at most `max`.
+pub(crate) type Limit =
+    Result<axum::extract::Query<LimitQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The limit asked for, or 400 saying what was expected.
+pub(crate) fn limit(q: Limit, default: usize, max: usize) -> Result<usize, ApiError> {
+    let q =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (expected ?limit=N)")))?;
+    Ok(q.limit.unwrap_or(default).min(max))
+}
+
+pub(crate) fn mesh_view(
+    st: &AppState,
+) -> Result<std::sync::MutexGuard<'_, crate::mesh::View>, ApiError> {
     st.mesh.view.lock().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -346,17 +359,13 @@ fn mesh_view(st: &AppState) -> Result<std::sync::MutexGuard<'_, crate::mesh::Vie
 /// `GET /api/v1/mesh/blocks?limit=N`: the newest committed blocks (20 by
 /// default), as the validators announced them since the control process
 /// started; `forks` lists heights announced with two different blocks.
-async fn mesh_blocks(
-    State(st): State<AppState>,
-    q: Result<axum::extract::Query<BlocksQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
-    let q =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (expected ?limit=N)")))?;
+async fn mesh_blocks(State(st): State<AppState>, q: Limit) -> ApiResult {
+    let n = limit(q, 20, crate::mesh::BLOCKS)?;
     let v = mesh_view(&st)?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
-            "blocks": v.blocks(q.limit.unwrap_or(20).min(crate::mesh::BLOCKS)),
+            "blocks": v.blocks(n),
             "forks": v.forks,
         }),
     ))
@@ -424,22 +433,15 @@ async fn mesh_anomaly(State(st): State<AppState>, Path(id): Path<String>) -> Api
 
 /// The newest dead letters with their reasons (`?limit=N`, default 50),
 /// and the counts.
-async fn dead_letters(
-    State(st): State<AppState>,
-    q: Result<axum::extract::Query<BlocksQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
-    let q =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (expected ?limit=N)")))?;
+async fn dead_letters(State(st): State<AppState>, q: Limit) -> ApiResult {
+    let n = limit(q, 50, crate::dlq::KEPT)?;
     let book = st.dlq.book.lock().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the dead-letter book is unavailable (a reader panicked)",
         )
     })?;
-    Ok(json(
-        StatusCode::OK,
-        &book.view(q.limit.unwrap_or(50).min(crate::dlq::KEPT)),
-    ))
+    Ok(json(StatusCode::OK, &book.view(n)))
 }
 
 async fn list_bees(State(st): State<AppState>) -> ApiResult {

@@ -24,7 +24,7 @@
 //! it missed) and goes on from the newest, instead of being cut off: the
 //! app then reloads what it shows.
 
-use crate::api::{ApiError, AppState};
+use crate::api::{limit, mesh_view, ApiError, AppState, Limit};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -279,15 +279,6 @@ fn now_ms() -> u64 {
     (ben_time::now_ns() / 1_000_000).max(0) as u64
 }
 
-fn view(st: &AppState) -> Result<std::sync::MutexGuard<'_, crate::mesh::View>, ApiError> {
-    st.mesh.view.lock().map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the CyberMesh view is poisoned (a panic while it was held); restart the control process",
-        )
-    })
-}
-
 /// The AI service's threshold and lifecycle counts (heavy: a round trip),
 /// or why there are none.
 async fn feedback(st: &AppState) -> serde_json::Value {
@@ -320,7 +311,7 @@ async fn load_overview(st: &AppState) -> Result<serde_json::Value, ApiError> {
     let comps = st.metrics.components();
     let rates = st.dashboard.last_point();
     let (totals, validators, forks) = {
-        let v = view(st)?;
+        let v = mesh_view(st)?;
         (v.totals(), v.validators(), v.forks.clone())
     };
     let status = st.ledger.status(None).await?;
@@ -407,38 +398,18 @@ pub(crate) async fn series(State(st): State<AppState>) -> Response {
     axum::Json(serde_json::json!({ "points": st.dashboard.series() })).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Limit {
-    limit: Option<usize>,
-}
-
-type LimitQuery = Result<Query<Limit>, axum::extract::rejection::QueryRejection>;
-
-fn limit(q: LimitQuery, default: usize, max: usize) -> Result<usize, ApiError> {
-    let q =
-        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e} (expected ?limit=N)")))?;
-    Ok(q.limit.unwrap_or(default).min(max))
-}
-
-pub(crate) async fn anomalies(
-    State(st): State<AppState>,
-    q: LimitQuery,
-) -> Result<Response, ApiError> {
+pub(crate) async fn anomalies(State(st): State<AppState>, q: Limit) -> Result<Response, ApiError> {
     let n = limit(q, 50, 1_000)?;
     cached(&st, Tier::Live, format!("anomalies:{n}"), async {
-        Ok(serde_json::json!({ "anomalies": view(&st)?.recent(n) }))
+        Ok(serde_json::json!({ "anomalies": mesh_view(&st)?.recent(n) }))
     })
     .await
 }
 
-pub(crate) async fn blocks(
-    State(st): State<AppState>,
-    q: LimitQuery,
-) -> Result<Response, ApiError> {
+pub(crate) async fn blocks(State(st): State<AppState>, q: Limit) -> Result<Response, ApiError> {
     let n = limit(q, 20, crate::mesh::BLOCKS)?;
     cached(&st, Tier::Live, format!("blocks:{n}"), async {
-        let v = view(&st)?;
+        let v = mesh_view(&st)?;
         Ok(serde_json::json!({ "blocks": v.blocks(n), "forks": v.forks }))
     })
     .await
@@ -583,7 +554,7 @@ pub(crate) async fn anomaly(
         ));
     }
     cached(&st, Tier::Live, format!("anomaly:{id}"), async {
-        let chain = view(&st)?.anomaly(&id);
+        let chain = mesh_view(&st)?.anomaly(&id);
         let life = crate::mesh::ask_feedback(st.bus.as_ref(), &id, Duration::from_secs(2)).await;
         let (lifecycle, lifecycle_error) = match life {
             Ok(v) if v.get("lifecycle").is_some() => (Some(v["lifecycle"].clone()), None),
