@@ -839,7 +839,16 @@ pub async fn cluster_up(
     }
     let api = std::fs::read_to_string(cfg.api_file()).unwrap_or_default();
     // The control process's one-time dashboard link, used up here.
-    let login = std::fs::read_to_string(cfg.login_file()).unwrap_or_default();
+    let login = match std::fs::read_to_string(cfg.login_file()) {
+        Ok(l) => l,
+        // Not written yet (the control process is late): `benctl
+        // dashboard` makes one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            tracing::warn!(file = %cfg.login_file().display(), error = %e, "the dashboard login link was not read");
+            String::new()
+        }
+    };
     if !login.is_empty() {
         if let Err(e) = std::fs::remove_file(cfg.login_file()) {
             tracing::warn!(error = %e, "the dashboard login link file stays");

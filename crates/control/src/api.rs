@@ -519,12 +519,17 @@ async fn login(
             ],
         )
             .into_response(),
-        None => (
+        None => {
+            // Someone holding a used, expired or made-up code: said, so
+            // guessing shows in the logs.
+            tracing::warn!("a dashboard login was refused: the code was used, expired or unknown");
+            (
             StatusCode::UNAUTHORIZED,
             [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             "This login link was used already, has expired, or is not this Ben's. Each link works once, for 15 minutes: run `benctl dashboard` for a new one.\n",
         )
-            .into_response(),
+            .into_response()
+        }
     }
 }
 
