@@ -9,7 +9,7 @@ use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,10 +117,20 @@ pub(crate) async fn subscribe(s: Spec<'_>) -> Result<Subscription, BusError> {
         })
         .map_err(|e| failed("a consumer", &e))?;
     let consumer = Arc::new(consumer);
+    let (watch_tx, watch_rx) = oneshot::channel::<()>();
     if s.shared {
         consumer
             .subscribe(&[&s.topic])
             .map_err(|e| failed("joining the group", &e))?;
+        tokio::spawn(watch(Watch {
+            consumer: consumer.clone(),
+            topic: s.topic.clone(),
+            group: s.group.clone(),
+            every: s.cfg.session_timeout,
+            stalls: Stalls::new(2 * s.cfg.session_timeout),
+            ended: watch_rx,
+            counters: s.counters.clone(),
+        }));
     } else {
         let (c, topic) = (consumer.clone(), s.topic.clone());
         let tpl = tokio::task::spawn_blocking(move || starts(&c, &topic))
@@ -144,6 +154,7 @@ pub(crate) async fn subscribe(s: Spec<'_>) -> Result<Subscription, BusError> {
         stop: stop_rx,
         handled: handled.clone(),
         counters: s.counters,
+        _watch: watch_tx,
     }));
     Ok(Subscription::with_drain(rx, move || {
         // A pump that already ended (its consumer failed, or the queue
@@ -194,6 +205,8 @@ struct Pump {
     stop: oneshot::Receiver<()>,
     handled: Arc<AtomicU64>,
     counters: Arc<Counters>,
+    /// Dropped when the pump ends, which ends the group's watch.
+    _watch: oneshot::Sender<()>,
 }
 
 /// Reads the consumer into the subscription's queue, committing what was
@@ -209,6 +222,7 @@ async fn pump(p: Pump) {
         mut stop,
         handled,
         counters,
+        _watch,
     } = p;
     let mut book = Book {
         topic,
@@ -263,6 +277,184 @@ async fn pump(p: Pump) {
     }
     if commit {
         book.commit_sync(&consumer, handled.load(Ordering::Relaxed));
+    }
+}
+
+/// A shared group's watch for partitions no member reads.
+struct Watch {
+    consumer: Arc<Kc>,
+    topic: String,
+    group: String,
+    every: Duration,
+    stalls: Stalls,
+    ended: oneshot::Receiver<()>,
+    counters: Arc<Counters>,
+}
+
+/// Every `every`, looks at the partitions this member does not hold: one
+/// whose messages wait while the group's committed offset on it stands still
+/// (for [`Stalls`]' window) is read by no member — a member that died
+/// without its group handing its partitions over (tansu 0.6.0 drops a dead
+/// member without a new generation, so the survivors keep their old
+/// assignment), or a group that lost a member's assignment. Said, counted,
+/// and mended by leaving the group and joining it again as a new member,
+/// which makes the group hand out every partition anew. A group whose
+/// members read everything is never touched.
+async fn watch(w: Watch) {
+    let Watch {
+        consumer,
+        topic,
+        group,
+        every,
+        mut stalls,
+        mut ended,
+        counters,
+    } = w;
+    let start = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut ended => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let (c, t) = (consumer.clone(), topic.clone());
+        let seen = match tokio::task::spawn_blocking(move || others(&c, &t)).await {
+            Ok(Ok(seen)) => seen,
+            Ok(Err(e)) => {
+                tracing::debug!(group = %group, "Kafka group watch: could not read the group's offsets: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(group = %group, "Kafka group watch ended: {e}");
+                return;
+            }
+        };
+        let stalled = stalls.observe(start.elapsed(), &seen);
+        if stalled.is_empty() {
+            continue;
+        }
+        counters.group_rejoins.fetch_add(1, Ordering::Relaxed);
+        let waiting: i64 = seen
+            .iter()
+            .filter(|p| stalled.contains(&p.partition))
+            .map(|p| p.end - p.committed)
+            .sum();
+        tracing::warn!(
+            group = %group,
+            partitions = ?stalled,
+            waiting,
+            "Kafka group: partitions that no member reads (messages wait, the group's offsets stand still for {} s); leaving and rejoining the group so they are handed out again",
+            stalls.window().as_secs()
+        );
+        consumer.unsubscribe();
+        if let Err(e) = consumer.subscribe(&[&topic]) {
+            tracing::error!(group = %group, "Kafka group: rejoining failed: {e}; this subscription reads nothing more");
+            counters.read_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        stalls.clear();
+    }
+}
+
+/// The partitions of `topic` this member does not hold: where the group
+/// stands on each (its committed offset, or the oldest message kept when it
+/// has none) and where the partition ends.
+fn others(c: &Kc, topic: &str) -> KafkaResult<Vec<Seen>> {
+    let mine: BTreeSet<i32> = c
+        .assignment()?
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let md = c.fetch_metadata(Some(topic), Timeout::After(LOOKUP))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| !mine.contains(p))
+        .collect();
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut want = TopicPartitionList::new();
+    for p in &parts {
+        want.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(want, Timeout::After(LOOKUP))?;
+    let mut seen = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (low, end) = c.fetch_watermarks(topic, p, Timeout::After(LOOKUP))?;
+        let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= low => o,
+            _ => low,
+        };
+        seen.push(Seen {
+            partition: p,
+            committed,
+            end,
+        });
+    }
+    Ok(seen)
+}
+
+/// A partition as the group watch saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    partition: i32,
+    /// The group's next offset to read on it.
+    committed: i64,
+    /// The partition's end (the next offset to be written).
+    end: i64,
+}
+
+/// Which partitions stand still with messages waiting (pure: the watch
+/// hands it what it saw and the time).
+struct Stalls {
+    window: Duration,
+    /// Per partition with messages waiting: the group's offset and since
+    /// when it has stood there.
+    standing: BTreeMap<i32, (i64, Duration)>,
+}
+
+impl Stalls {
+    fn new(window: Duration) -> Stalls {
+        Stalls {
+            window,
+            standing: BTreeMap::new(),
+        }
+    }
+
+    fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The partitions (of those seen now) whose group offset has stood
+    /// below their end for at least the window.
+    fn observe(&mut self, now: Duration, seen: &[Seen]) -> Vec<i32> {
+        let waiting: BTreeSet<i32> = seen
+            .iter()
+            .filter(|p| p.committed < p.end)
+            .map(|p| p.partition)
+            .collect();
+        self.standing.retain(|p, _| waiting.contains(p));
+        let mut stalled = Vec::new();
+        for p in seen.iter().filter(|p| waiting.contains(&p.partition)) {
+            match self.standing.get(&p.partition) {
+                Some(&(at, since)) if at == p.committed => {
+                    if now.saturating_sub(since) >= self.window {
+                        stalled.push(p.partition);
+                    }
+                }
+                _ => {
+                    self.standing.insert(p.partition, (p.committed, now));
+                }
+            }
+        }
+        stalled
+    }
+
+    fn clear(&mut self) {
+        self.standing.clear();
     }
 }
 
@@ -342,5 +534,55 @@ mod tests {
         assert_eq!(b.take(4), BTreeMap::from([(0, 12), (2, 8)]));
         // More handled than read (cannot happen, but never panics).
         assert_eq!(b.take(9), BTreeMap::from([(1, 7)]));
+    }
+
+    fn seen(partition: i32, committed: i64, end: i64) -> Seen {
+        Seen {
+            partition,
+            committed,
+            end,
+        }
+    }
+
+    /// A partition is stalled only once its group offset has stood below
+    /// its end for the whole window; one that moves, catches up or is
+    /// taken by this member starts over.
+    #[test]
+    fn a_partition_is_stalled_after_standing_with_messages_waiting_for_the_window() {
+        let s = Duration::from_secs;
+        let mut st = Stalls::new(s(20));
+        // 0 waits and stands; 1 moves; 2 has nothing waiting.
+        assert!(st
+            .observe(s(0), &[seen(0, 5, 9), seen(1, 3, 9), seen(2, 7, 7)])
+            .is_empty());
+        assert!(st
+            .observe(s(10), &[seen(0, 5, 9), seen(1, 4, 9), seen(2, 7, 8)])
+            .is_empty());
+        assert_eq!(
+            st.observe(s(20), &[seen(0, 5, 12), seen(1, 6, 12), seen(2, 8, 8)]),
+            vec![0],
+            "0 stood at 5 for 20 s with messages waiting"
+        );
+        // 1 stood at 6 from 20 s; 2 waits from 30 s.
+        assert_eq!(
+            st.observe(s(30), &[seen(0, 5, 12), seen(1, 6, 12), seen(2, 8, 9)]),
+            vec![0]
+        );
+        assert_eq!(
+            st.observe(s(40), &[seen(0, 5, 12), seen(1, 6, 12), seen(2, 8, 9)]),
+            vec![0, 1]
+        );
+        // 0 now held by this member (not seen), 1 caught up: neither again.
+        assert_eq!(
+            st.observe(s(50), &[seen(1, 12, 12), seen(2, 8, 9)]),
+            vec![2]
+        );
+        assert!(st
+            .observe(s(60), &[seen(0, 5, 12), seen(1, 12, 13)])
+            .is_empty());
+        st.clear();
+        assert!(st.observe(s(70), &[seen(0, 5, 12)]).is_empty());
+        assert!(st.observe(s(80), &[seen(0, 5, 12)]).is_empty());
+        assert_eq!(st.observe(s(90), &[seen(0, 5, 12)]), vec![0]);
     }
 }

@@ -30,19 +30,27 @@
 //!   returned is delivered, as on NATS). A subscription in a queue group
 //!   joins the Kafka consumer group of that name: partitions are shared
 //!   among the members and a member that dies has its partitions taken over
-//!   (a new group starts at the oldest message the broker keeps).
+//!   (a new group starts at the oldest message the broker keeps). Each
+//!   member also watches the partitions it does not hold: one that no
+//!   member reads (messages wait, the group's offset stands still for two
+//!   session timeouts) is said, counted ([`Counters::group_rejoins`]) and
+//!   mended by rejoining the group as a new member (tansu 0.6.0 keeps a
+//!   dead member's partitions unassigned otherwise).
 //! * **Topics** are created on connect when missing, with
 //!   [`Config::partitions`], [`Config::replication`] and the topic's
 //!   `max.message.bytes` set explicitly to [`Config::max_message_bytes`]
 //!   (1 MiB: the seed's evidence messages go up to 512 KB); the producer's
-//!   and consumers' limits follow it.
+//!   and consumers' limits follow it. A topic that exists already is used
+//!   as it is, unless its `max.message.bytes` is smaller than
+//!   [`Config::max_message_bytes`]: then connecting fails, naming the
+//!   topic, both sizes and what to change.
 
 mod consume;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
 use ben_bus::{BoxFuture, Bus, BusError, Message, PublishReport, Subscription};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
@@ -118,6 +126,9 @@ pub struct Counters {
     pub commit_errors: AtomicU64,
     /// Errors a consumer met while reading (it goes on reading).
     pub read_errors: AtomicU64,
+    /// Times a queue group member left and rejoined its group because
+    /// partitions stood unread (see `consume::watch`).
+    pub group_rejoins: AtomicU64,
 }
 
 /// The CyberMesh topics on Kafka. Subjects that are not among them are
@@ -270,7 +281,11 @@ fn message_max(cfg: &Config) -> usize {
     cfg.max_message_bytes + 64 * 1024
 }
 
-/// Creates the topics that are missing; one that exists is left as it is.
+/// Creates the topics that are missing; one that exists is left as it is,
+/// but must take messages as large as [`Config::max_message_bytes`] (an
+/// existing topic with a smaller `max.message.bytes` would refuse the
+/// seed's large evidence messages at run time: refused here, at start,
+/// with what to change).
 async fn ensure_topics(cfg: &Config) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = client(cfg)
         .create()
@@ -294,10 +309,11 @@ async fn ensure_topics(cfg: &Config) -> Result<(), String> {
             cfg.brokers
         )
     })?;
+    let mut existing = Vec::new();
     for r in results {
         match r {
             Ok(_) => {}
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(name),
             Err((name, e)) => {
                 return Err(format!(
                     "Kafka at {}: creating topic `{name}`: {e}",
@@ -306,7 +322,54 @@ async fn ensure_topics(cfg: &Config) -> Result<(), String> {
             }
         }
     }
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let specs: Vec<ResourceSpecifier<'_>> = existing
+        .iter()
+        .map(|n| ResourceSpecifier::Topic(n))
+        .collect();
+    let described = admin.describe_configs(&specs, &opts).await.map_err(|e| {
+        format!(
+            "Kafka at {}: reading the existing CyberMesh topics' settings: {e}",
+            cfg.brokers
+        )
+    })?;
+    for (name, r) in existing.iter().zip(described) {
+        let limit = match r {
+            Ok(res) => res
+                .get("max.message.bytes")
+                .and_then(|e| e.value.as_deref())
+                .map(str::to_string),
+            Err(e) => {
+                return Err(format!(
+                    "Kafka at {}: reading the settings of topic `{name}`: {e}",
+                    cfg.brokers
+                ))
+            }
+        };
+        check_limit(name, limit.as_deref(), cfg.max_message_bytes)?;
+    }
     Ok(())
+}
+
+/// An existing topic's `max.message.bytes` against the largest message Ben
+/// sends on it. A broker that reports none (tansu, for a topic created
+/// without it) is taken at its word.
+fn check_limit(topic: &str, limit: Option<&str>, need: usize) -> Result<(), String> {
+    let Some(v) = limit else {
+        tracing::debug!(topic, "Kafka topic reports no max.message.bytes");
+        return Ok(());
+    };
+    match v.trim().parse::<u64>() {
+        Ok(have) if have >= need as u64 => Ok(()),
+        Ok(have) => Err(format!(
+            "Kafka topic `{topic}` exists with max.message.bytes = {have}, under the {need} bytes Ben sends on it (evidence messages go up to 512 KB): raise the topic's max.message.bytes to at least {need}, or lower [bus] max_message_bytes"
+        )),
+        Err(_) => Err(format!(
+            "Kafka topic `{topic}` reports max.message.bytes = `{v}`, not a number of bytes: fix the topic's setting"
+        )),
+    }
 }
 
 impl Bus for KafkaBus {
@@ -374,6 +437,7 @@ impl Bus for KafkaBus {
             not_stored: c.not_stored.load(Ordering::Relaxed),
             commit_errors: c.commit_errors.load(Ordering::Relaxed),
             read_errors: c.read_errors.load(Ordering::Relaxed),
+            group_rejoins: c.group_rejoins.load(Ordering::Relaxed),
         }
     }
 
@@ -529,5 +593,19 @@ mod tests {
         for t in TOPICS {
             assert!(ben_bus::valid_subject(t, false), "{t}");
         }
+    }
+
+    #[test]
+    fn an_existing_topic_must_take_the_largest_message() {
+        assert!(check_limit("t", Some("1048576"), 1 << 20).is_ok());
+        assert!(check_limit("t", Some(" 2000000 "), 1 << 20).is_ok());
+        assert!(check_limit("t", None, 1 << 20).is_ok());
+        let e = check_limit("ai.evidence.v1", Some("1000012"), 1 << 20).unwrap_err();
+        assert!(
+            e.contains("`ai.evidence.v1`") && e.contains("1000012") && e.contains("1048576"),
+            "{e}"
+        );
+        let e = check_limit("t", Some("big"), 1 << 20).unwrap_err();
+        assert!(e.contains("`big`"), "{e}");
     }
 }

@@ -65,6 +65,27 @@ async fn keyed_messages_keep_their_order_large_ones_pass_and_refusals_are_said()
     let bus = KafkaBus::connect(cfg(&broker, &p, None)).await.unwrap();
     // Connecting again finds the topics there: no error.
     let again = KafkaBus::connect(cfg(&broker, &p, None)).await.unwrap();
+    // Topics that exist with a smaller message limit than this client's
+    // (made by a client that sends only 4 KB): refused at start, naming
+    // the topic, both sizes and what to change.
+    let small = prefix("small");
+    KafkaBus::connect(Config {
+        max_message_bytes: 4096,
+        ..cfg(&broker, &small, None)
+    })
+    .await
+    .unwrap();
+    let e = KafkaBus::connect(cfg(&broker, &small, None))
+        .await
+        .err()
+        .expect("an existing topic with a 4 KB limit is refused");
+    assert!(
+        e.contains("max.message.bytes = 4096")
+            && e.contains("1048576")
+            && e.contains(&format!("{small}.ai."))
+            && e.contains("raise"),
+        "{e}"
+    );
     let mut sub = bus.subscribe(ANOMALIES, None).await.unwrap();
     let keys: Vec<String> = (0..10).map(|k| format!("10.0.0.{k}")).collect();
     for seq in 0..30 {
@@ -380,42 +401,35 @@ async fn child_group_member() {
 /// Two members of one queue group, one a process of its own: killed with
 /// SIGKILL mid-batch, its partitions go to the other, which reads what the
 /// dead one had not committed. Every message is handled at least once.
+/// Twice: the dead member led the group, and it did not.
 ///
-/// Ignored: tansu 0.6.0 notices the dead member (it answers the survivor's
-/// heartbeat with a rebalance) but keeps the group's generation and answers
-/// the survivor's SyncGroup with its old assignment, ignoring the one the
-/// leader sent: the dead member's partitions stay unread (measured: 90 of
-/// 361 messages after 60 s). Run with `--ignored` against a broker that
-/// rebalances.
+/// tansu 0.6.0 drops the dead member without a new generation, so the
+/// survivor's rejoin gets its old assignment back and the dead member's
+/// partitions stay unread: the group watch (`consume::watch`) sees them
+/// stand with messages waiting and rejoins as a new member, which hands
+/// every partition out again. A broker that rebalances on its own hands
+/// them over before the watch would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6.0 does not reassign a dead group member's partitions"]
 async fn a_killed_group_member_hands_its_partitions_over() {
+    killed_group_member(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_group_leader_hands_its_partitions_over() {
+    killed_group_member(true).await;
+}
+
+/// `leader`: the member killed joined first (and so leads the group).
+async fn killed_group_member(leader: bool) {
     let broker = Broker::in_memory();
     let p = prefix("group");
     let c = cfg(&broker, &p, Some("enforcer-1"));
     let bus = KafkaBus::connect(c.clone()).await.unwrap();
-    let out = std::env::temp_dir().join(format!("ben-kafka-child-{}.txt", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "ben-kafka-child-{}-{leader}.txt",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&out);
-    // This member first: it leads the group.
-    let mut sub = bus.subscribe(ANOMALIES, Some("q")).await.unwrap();
-    let probe = body("probe", 0);
-    bus.publish(ANOMALIES, probe.clone()).await.unwrap();
-    assert_eq!(
-        next(&mut sub, Duration::from_secs(30))
-            .await
-            .map(|m| m.payload),
-        Some(probe),
-        "the first member alone reads everything"
-    );
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_group_member", "--nocapture"])
-        .env("BEN_KAFKA_CHILD_BROKERS", &c.brokers)
-        .env("BEN_KAFKA_CHILD_PREFIX", &c.topic_prefix)
-        .env("BEN_KAFKA_CHILD_OUT", &out)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Both in the group: probes until each has read one.
     let child_read = |out: &std::path::Path| -> BTreeSet<usize> {
         std::fs::read_to_string(out)
             .unwrap_or_default()
@@ -423,9 +437,47 @@ async fn a_killed_group_member_hands_its_partitions_over() {
             .filter_map(|l| l.parse().ok())
             .collect()
     };
+    let spawn = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "child_group_member", "--nocapture"])
+            .env("BEN_KAFKA_CHILD_BROKERS", &c.brokers)
+            .env("BEN_KAFKA_CHILD_PREFIX", &c.topic_prefix)
+            .env("BEN_KAFKA_CHILD_OUT", &out)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let probe = body("probe", 0);
     let mut mine: BTreeMap<usize, usize> = BTreeMap::new();
+    // The first member alone reads everything: the probe.
+    let (mut child, mut sub) = if leader {
+        let child = spawn();
+        bus.publish(ANOMALIES, probe.clone()).await.unwrap();
+        let t = Instant::now();
+        while !child_read(&out).contains(&0) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the child alone did not read the probe\n{}",
+                broker.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (child, bus.subscribe(ANOMALIES, Some("q")).await.unwrap())
+    } else {
+        let mut sub = bus.subscribe(ANOMALIES, Some("q")).await.unwrap();
+        bus.publish(ANOMALIES, probe.clone()).await.unwrap();
+        assert_eq!(
+            next(&mut sub, Duration::from_secs(30))
+                .await
+                .map(|m| m.payload),
+            Some(probe),
+            "the first member alone reads everything"
+        );
+        mine.insert(0, 1);
+        (spawn(), sub)
+    };
+    // Both in the group: probes until each has read one.
     let mut seq = 1usize;
-    mine.insert(0, 1);
     let t = Instant::now();
     loop {
         for _ in 0..6 {
@@ -438,7 +490,7 @@ async fn a_killed_group_member_hands_its_partitions_over() {
         while let Some(m) = next(&mut sub, Duration::from_millis(300)).await {
             *mine.entry(parse(&m).1).or_insert(0) += 1;
         }
-        if !mine.is_empty() && !child_read(&out).is_empty() {
+        if mine.keys().any(|k| *k > 0) && child_read(&out).iter().any(|k| *k > 0) {
             break;
         }
         assert!(
@@ -469,6 +521,11 @@ async fn a_killed_group_member_hands_its_partitions_over() {
             *mine.entry(parse(&m).1).or_insert(0) += 1;
         }
     }
+    assert_eq!(
+        bus.errors().group_rejoins,
+        0,
+        "a group whose members read everything was rejoined"
+    );
     let _ = child.kill();
     let _ = child.wait();
     let killed = Instant::now();
@@ -492,8 +549,10 @@ async fn a_killed_group_member_hands_its_partitions_over() {
     }
     let took_over = killed.elapsed();
     let again = theirs.iter().filter(|s| mine.contains_key(s)).count();
+    let rejoins = bus.errors().group_rejoins;
     println!(
-        "group member killed after handling {} of the batch: {:.1} s later the other had handled the rest ({} messages handled by both)",
+        "group {} killed after handling {} of the batch: {:.1} s later the other had handled the rest ({} messages handled by both, {rejoins} rejoins over unread partitions)",
+        if leader { "leader" } else { "member" },
         theirs.iter().filter(|s| **s >= first).count(),
         took_over.as_secs_f64(),
         again

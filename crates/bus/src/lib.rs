@@ -144,6 +144,9 @@ pub struct BusErrors {
     pub commit_errors: u64,
     /// Errors consumers met while reading (they go on reading).
     pub read_errors: u64,
+    /// Times a queue group member rejoined its group because partitions
+    /// stood unread by any member (Kafka).
+    pub group_rejoins: u64,
 }
 
 impl std::ops::Add for BusErrors {
@@ -153,6 +156,7 @@ impl std::ops::Add for BusErrors {
             not_stored: self.not_stored + o.not_stored,
             commit_errors: self.commit_errors + o.commit_errors,
             read_errors: self.read_errors + o.read_errors,
+            group_rejoins: self.group_rejoins + o.group_rejoins,
         }
     }
 }

@@ -281,8 +281,17 @@ async fn publish_metrics(
         m.age_p99_us = ages.quantile_us(0.99);
         probe(&mut m);
         let e = bus.errors();
-        (m.bus_not_stored, m.bus_commit_errors, m.bus_read_errors) =
-            (e.not_stored, e.commit_errors, e.read_errors);
+        (
+            m.bus_not_stored,
+            m.bus_commit_errors,
+            m.bus_read_errors,
+            m.bus_group_rejoins,
+        ) = (
+            e.not_stored,
+            e.commit_errors,
+            e.read_errors,
+            e.group_rejoins,
+        );
         let json = serde_json::to_string(&m).unwrap_or_default();
         if let Ok(mut own) = mine.lock() {
             *own = Some(m);
@@ -1483,6 +1492,7 @@ fn status_json(
         "bus_not_stored": current.values().map(|m| m.bus_not_stored).sum::<u64>(),
         "bus_commit_errors": current.values().map(|m| m.bus_commit_errors).sum::<u64>(),
         "bus_read_errors": current.values().map(|m| m.bus_read_errors).sum::<u64>(),
+        "bus_group_rejoins": current.values().map(|m| m.bus_group_rejoins).sum::<u64>(),
         "halted": current.values().flat_map(|m| m.halted.iter().cloned()).collect::<Vec<_>>(),
         "rejected_heartbeats": o.health.rejected.values().sum::<u64>(),
     })
@@ -1555,6 +1565,7 @@ pub fn status_line(s: &serde_json::Value) -> String {
             count("bus_not_stored"),
             count("bus_commit_errors"),
             count("bus_read_errors"),
+            count("bus_group_rejoins"),
         );
     // Dead letters off the data path (control plane, CyberMesh's ai.dlq.v1).
     let chain = match count("other_dead_letters") {

@@ -89,25 +89,41 @@ pub struct ComponentMetrics {
     pub bus_not_stored: u64,
     pub bus_commit_errors: u64,
     pub bus_read_errors: u64,
+    /// Queue group rejoins over partitions no member read (Kafka).
+    pub bus_group_rejoins: u64,
 }
 
 /// The bus's errors on a status line (both modes), when there are any:
-/// ` | bus: N not stored, C offset commits refused, R read errors`.
-pub fn bus_status(not_stored: u64, commit_errors: u64, read_errors: u64) -> String {
-    if not_stored + commit_errors + read_errors == 0 {
+/// ` | bus: N not stored, C offset commits refused, R read errors` (and,
+/// when any, `, G group rejoins over unread partitions`).
+pub fn bus_status(
+    not_stored: u64,
+    commit_errors: u64,
+    read_errors: u64,
+    group_rejoins: u64,
+) -> String {
+    if not_stored + commit_errors + read_errors + group_rejoins == 0 {
         return String::new();
     }
-    format!(" | bus: {not_stored} not stored, {commit_errors} offset commits refused, {read_errors} read errors")
+    let rejoins = match group_rejoins {
+        0 => String::new(),
+        n => format!(", {n} group rejoins over unread partitions"),
+    };
+    format!(" | bus: {not_stored} not stored, {commit_errors} offset commits refused, {read_errors} read errors{rejoins}")
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn bus_errors_show_only_when_there_are_some() {
-        assert_eq!(super::bus_status(0, 0, 0), "");
+        assert_eq!(super::bus_status(0, 0, 0, 0), "");
         assert_eq!(
-            super::bus_status(2, 0, 1),
+            super::bus_status(2, 0, 1, 0),
             " | bus: 2 not stored, 0 offset commits refused, 1 read errors"
+        );
+        assert_eq!(
+            super::bus_status(0, 0, 0, 3),
+            " | bus: 0 not stored, 0 offset commits refused, 0 read errors, 3 group rejoins over unread partitions"
         );
     }
 
@@ -297,6 +313,11 @@ const FAMILIES: &[Family] = &[
         "ben_bus_read_errors_total",
         "Errors the bus's consumers met while reading (they go on reading).",
         |m| some(m.bus_read_errors),
+    ),
+    counter(
+        "ben_bus_group_rejoins_total",
+        "Times a queue group member left and rejoined its group because partitions stood unread by any member.",
+        |m| some(m.bus_group_rejoins),
     ),
 ];
 
