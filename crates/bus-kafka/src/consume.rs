@@ -172,18 +172,7 @@ pub(crate) async fn subscribe(s: Spec<'_>) -> Result<Subscription, BusError> {
 /// committed offset, or the end of the partition now (so what is published
 /// after `subscribe` returns is read, and nothing older).
 fn starts(c: &Kc, topic: &str) -> KafkaResult<TopicPartitionList> {
-    let md = c.fetch_metadata(Some(topic), Timeout::After(LOOKUP))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut want = TopicPartitionList::new();
-    for p in &parts {
-        want.add_partition(topic, *p);
-    }
-    let committed = c.committed_offsets(want, Timeout::After(LOOKUP))?;
+    let (parts, committed) = group_offsets(c, topic, &BTreeSet::new())?;
     let mut tpl = TopicPartitionList::new();
     for p in parts {
         let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
@@ -193,6 +182,32 @@ fn starts(c: &Kc, topic: &str) -> KafkaResult<TopicPartitionList> {
         tpl.add_partition_offset(topic, p, Offset::Offset(at))?;
     }
     Ok(tpl)
+}
+
+/// The partitions of `topic` but `except`, and the group's committed
+/// offsets on them.
+fn group_offsets(
+    c: &Kc,
+    topic: &str,
+    except: &BTreeSet<i32>,
+) -> KafkaResult<(Vec<i32>, TopicPartitionList)> {
+    let md = c.fetch_metadata(Some(topic), Timeout::After(LOOKUP))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| !except.contains(p))
+        .collect();
+    if parts.is_empty() {
+        return Ok((parts, TopicPartitionList::new()));
+    }
+    let mut want = TopicPartitionList::new();
+    for p in &parts {
+        want.add_partition(topic, *p);
+    }
+    let committed = c.committed_offsets(want, Timeout::After(LOOKUP))?;
+    Ok((parts, committed))
 }
 
 struct Pump {
@@ -365,22 +380,7 @@ fn others(c: &Kc, topic: &str) -> KafkaResult<Vec<Seen>> {
         .iter()
         .map(|e| e.partition())
         .collect();
-    let md = c.fetch_metadata(Some(topic), Timeout::After(LOOKUP))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .filter(|p| !mine.contains(p))
-        .collect();
-    if parts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut want = TopicPartitionList::new();
-    for p in &parts {
-        want.add_partition(topic, *p);
-    }
-    let committed = c.committed_offsets(want, Timeout::After(LOOKUP))?;
+    let (parts, committed) = group_offsets(c, topic, &mine)?;
     let mut seen = Vec::with_capacity(parts.len());
     for p in parts {
         let (low, end) = c.fetch_watermarks(topic, p, Timeout::After(LOOKUP))?;
