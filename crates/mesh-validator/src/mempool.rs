@@ -7,7 +7,12 @@
 //! skipping what the uncommitted blocks already carry.
 
 use ben_mesh_consensus::{Block, Hash, Pool};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The maps' hasher: seeded per map, several times faster than SipHash on
+/// these keys (ids and digests of transactions whose signatures were
+/// checked, so not an attacker's free choice).
+type Fast = foldhash::fast::RandomState;
 use std::sync::Arc;
 
 /// A transaction's digest (BLAKE3 of its bytes).
@@ -56,29 +61,29 @@ type Confidence = u64;
 pub struct Mempool {
     max: usize,
     seq: u64,
-    by_id: HashMap<String, Entry>,
+    by_id: HashMap<String, Entry, Fast>,
     /// Transaction digest → id, to forget what a committed block carried.
-    by_digest: HashMap<[u8; 32], String>,
+    by_digest: HashMap<[u8; 32], String, Fast>,
     /// (confidence, newest-first arrival) → id: the last is the most
     /// confident and, among equals, the oldest.
-    order: BTreeSet<(Confidence, u64, String)>,
+    order: BTreeMap<(Confidence, u64), String>,
     /// Ids committed recently: offered again, they are duplicates.
-    committed: HashSet<String>,
+    committed: HashSet<String, Fast>,
     /// Digests of transactions committed recently, whether or not they
     /// were waiting here: one that arrives after its block committed (a
     /// backlog between the bus and this mempool) is a duplicate, not a
     /// transaction to propose again.
-    committed_digests: HashSet<[u8; 32]>,
+    committed_digests: HashSet<[u8; 32], Fast>,
     /// Policy requests by arrival, and their ids.
-    requests: std::collections::BTreeMap<u64, Request>,
-    request_ids: HashMap<String, u64>,
-    request_digests: HashMap<[u8; 32], u64>,
+    requests: BTreeMap<u64, Request>,
+    request_ids: HashMap<String, u64, Fast>,
+    request_digests: HashMap<[u8; 32], u64, Fast>,
     /// Requests let go because [`MAX_REQUESTS`] were waiting.
     pub requests_evicted: u64,
     /// The digests of blocks' transactions, by block id: each block is
     /// hashed once (for batching past it, for forgetting what it
     /// committed, for the state machine's opened envelopes).
-    block_digests: HashMap<Hash, Arc<Vec<Digest>>>,
+    block_digests: HashMap<Hash, Arc<Vec<Digest>>, Fast>,
     /// Anomalies let go because the mempool was full.
     pub evicted: u64,
     /// Anomalies refused because the mempool was full.
@@ -97,16 +102,16 @@ impl Mempool {
         Mempool {
             max: max.max(1),
             seq: 0,
-            by_id: HashMap::new(),
-            by_digest: HashMap::new(),
-            order: BTreeSet::new(),
-            committed: HashSet::new(),
-            committed_digests: HashSet::new(),
+            by_id: HashMap::default(),
+            by_digest: HashMap::default(),
+            order: BTreeMap::new(),
+            committed: HashSet::default(),
+            committed_digests: HashSet::default(),
             requests: Default::default(),
-            request_ids: HashMap::new(),
-            request_digests: HashMap::new(),
+            request_ids: HashMap::default(),
+            request_digests: HashMap::default(),
             requests_evicted: 0,
-            block_digests: HashMap::new(),
+            block_digests: HashMap::default(),
             evicted: 0,
             refused_full: 0,
             duplicates: 0,
@@ -194,24 +199,26 @@ impl Mempool {
         let c = confidence(conf);
         let mut outcome = Offered::Added;
         if self.by_id.len() >= self.max {
-            let Some(lowest) = self.order.first().cloned() else {
+            let Some((&(lowest, _), _)) = self.order.first_key_value() else {
                 return Offered::Full;
             };
-            if lowest.0 >= c {
+            if lowest >= c {
                 self.refused_full += 1;
                 return Offered::Full;
             }
-            self.order.remove(&lowest);
-            if let Some(e) = self.by_id.remove(&lowest.2) {
+            let Some((_, gone)) = self.order.pop_first() else {
+                return Offered::Full;
+            };
+            if let Some(e) = self.by_id.remove(&gone) {
                 self.by_digest.remove(&e.digest);
             }
             self.evicted += 1;
-            outcome = Offered::Evicted(lowest.2);
+            outcome = Offered::Evicted(gone);
         }
         self.seq += 1;
         // Oldest first among equal confidence when batching (ordered by
         // the complement of the arrival number), so none starves.
-        self.order.insert((c, u64::MAX - self.seq, id.to_string()));
+        self.order.insert((c, u64::MAX - self.seq), id.to_string());
         self.by_digest.insert(digest, id.to_string());
         self.by_id.insert(
             id.to_string(),
@@ -231,7 +238,7 @@ impl Mempool {
         }
         for id in ids {
             if let Some(e) = self.by_id.remove(id) {
-                self.order.remove(&(e.key.0, e.key.1, id.to_string()));
+                self.order.remove(&e.key);
                 self.by_digest.remove(&e.digest);
             }
             self.committed.insert(id.to_string());
@@ -263,7 +270,7 @@ impl Pool for Mempool {
     }
 
     fn batch(&mut self, pending: &[&Block], max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        let mut taken: HashSet<Digest> = HashSet::new();
+        let mut taken: HashSet<Digest, Fast> = HashSet::default();
         for b in pending {
             taken.extend(self.digests_of(b).iter().copied());
         }
@@ -271,11 +278,11 @@ impl Pool for Mempool {
         let mut bytes = 0;
         // Anomalies in this batch or the pending blocks: a request may
         // rest on them.
-        let mut present: HashSet<&str> = taken
+        let mut present: HashSet<&str, Fast> = taken
             .iter()
             .filter_map(|d| self.by_digest.get(d).map(String::as_str))
             .collect();
-        for (_, _, id) in self.order.iter().rev() {
+        for id in self.order.values().rev() {
             if out.len() >= max_txs {
                 break;
             }

@@ -346,6 +346,73 @@ fn count(counters: &Counters, offered: &Offered) {
     }
 }
 
+/// Offers taken off the anomalies channel in one go at most, and for how
+/// long (offers not opened yet cost a signature check each; votes and
+/// proposals should not wait behind many).
+const DRAIN: usize = 512;
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// What an offer goes into.
+struct Inbox<'a> {
+    pool: &'a mut Mempool,
+    opened: &'a mut std::collections::HashMap<[u8; 32], Verified<AnomalyEvent>>,
+    sm: &'a StateMachine,
+    keyring: &'a Keyring,
+    counters: &'a Counters,
+}
+
+/// One offer into the mempool: opened (unless opened already), then
+/// offered by its id; what the mempool did not add is counted.
+fn offer(s: &Settings, i: &mut Inbox<'_>, o: Offer) {
+    let Offer { bytes: tx, opened } = o;
+    if s.intake == Intake::BenchRaw {
+        let d = crate::mempool::digest(&tx);
+        let id = hex::encode(&d[..16]);
+        if i.pool.offer_hashed(&id, 1.0, tx, d) != Offered::Added {
+            i.counters.mempool_full.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    let t = match opened {
+        Some(v) => Ok(state::Tx::Anomaly(v)),
+        None => state::open_tx(&tx, i.keyring),
+    };
+    match t {
+        Ok(state::Tx::Request(v)) => {
+            let r = v.into_inner();
+            let needs = r
+                .anomalies
+                .into_iter()
+                .filter(|a| i.sm.anomaly(a).is_none())
+                .collect();
+            count(i.counters, &i.pool.offer_request(&r.id, needs, tx));
+        }
+        Ok(state::Tx::Anomaly(v)) => {
+            let a = v.get();
+            let d = crate::mempool::digest(&tx);
+            let offered = i.pool.offer_hashed(&a.id, a.confidence, tx, d);
+            if offered == Offered::Added {
+                // Kept for the state machine, so the signature is checked
+                // once (bounded: what waits longer is verified again when
+                // its block commits).
+                if i.opened.len() >= 2 * s.mempool {
+                    i.opened.clear();
+                }
+                i.opened.insert(d, v.clone());
+            }
+            count(i.counters, &offered);
+        }
+        Err((request, e)) => {
+            i.counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
+            if request {
+                tracing::warn!(error = %e, "policy request refused before the mempool");
+            } else {
+                tracing::warn!(error = %e, "anomaly refused before the mempool");
+            }
+        }
+    }
+}
+
 /// Runs validator `s.consensus.me` until `stop` fires (or its sender is
 /// dropped): anomalies arrive on `anomalies`, each committed block is
 /// reported on `commits`.
@@ -409,6 +476,9 @@ pub async fn run(
     let mut out = vec![];
     node.start(now(), &mut pool, &mut out);
     let mut applied_to = sm.height();
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let mut timer_at: Millis = 0;
     // Envelopes the mempool opened, by digest of their bytes.
     let mut opened: std::collections::HashMap<[u8; 32], ben_wire::Verified<AnomalyEvent>> =
         std::collections::HashMap::new();
@@ -556,67 +626,47 @@ pub async fn run(
             }
             continue;
         }
-        let wake = node.next_wake().saturating_sub(now());
+        // One timer, moved only when the core's next wake moves.
+        let wake = node.next_wake();
+        if wake != timer_at {
+            timer_at = wake;
+            let after = std::time::Duration::from_millis(wake.saturating_sub(now()));
+            timer.as_mut().reset(tokio::time::Instant::now() + after);
+        }
         tokio::select! {
             _ = &mut stop => return Ok(()),
             m = inbound.recv() => match m {
                 Some((from, env)) => node.on_message(from, env, now(), &mut pool, &mut out),
                 None => return Ok(()),
             },
-            tx = anomalies.recv() => match tx {
-                Some(Offer { bytes: tx, .. }) if s.intake == Intake::BenchRaw => {
-                    let d = crate::mempool::digest(&tx);
-                    let id = hex::encode(&d[..16]);
-                    if pool.offer_hashed(&id, 1.0, tx, d) != Offered::Added {
-                        counters.mempool_full.fetch_add(1, Ordering::Relaxed);
+            tx = anomalies.recv() => {
+                let Some(mut o) = tx else { return Ok(()) };
+                // What else is queued goes in too (bounded), then the core
+                // hears of it once: a select, a timer and a step per
+                // offer cost more than the offer.
+                let (mut taken, began) = (1, std::time::Instant::now());
+                loop {
+                    offer(&s, &mut Inbox {
+                        pool: &mut pool,
+                        opened: &mut opened,
+                        sm: &sm,
+                        keyring: &keyring,
+                        counters: &counters,
+                    }, o);
+                    if taken >= DRAIN || began.elapsed() >= DRAIN_FOR {
+                        break;
                     }
-                    node.on_payload(now(), &mut pool, &mut out);
-                }
-                Some(Offer { bytes: tx, opened: checked }) => {
-                    let t = match checked {
-                        Some(v) => Ok(state::Tx::Anomaly(v)),
-                        None => state::open_tx(&tx, &keyring),
-                    };
-                    match t {
-                        Ok(state::Tx::Request(v)) => {
-                            let r = v.into_inner();
-                            let needs = r
-                                .anomalies
-                                .into_iter()
-                                .filter(|a| sm.anomaly(a).is_none())
-                                .collect();
-                            count(&counters, &pool.offer_request(&r.id, needs, tx));
-                            node.on_payload(now(), &mut pool, &mut out);
-                        }
-                        Ok(state::Tx::Anomaly(v)) => {
-                            let a = v.get();
-                            let d = crate::mempool::digest(&tx);
-                            let offered = pool.offer_hashed(&a.id, a.confidence, tx, d);
-                            if offered == Offered::Added {
-                                // Kept for the state machine, so the signature is
-                                // checked once (bounded: what waits longer is
-                                // verified again when its block commits).
-                                if opened.len() >= 2 * s.mempool {
-                                    opened.clear();
-                                }
-                                opened.insert(d, v.clone());
-                            }
-                            count(&counters, &offered);
-                            node.on_payload(now(), &mut pool, &mut out);
-                        }
-                        Err((request, e)) => {
-                            counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
-                            if request {
-                                tracing::warn!(error = %e, "policy request refused before the mempool");
-                            } else {
-                                tracing::warn!(error = %e, "anomaly refused before the mempool");
-                            }
-                        }
+                    match anomalies.try_recv() {
+                        Ok(next) => o = next,
+                        Err(_) => break,
                     }
+                    taken += 1;
                 }
-                None => return Ok(()),
-            },
-            _ = tokio::time::sleep(std::time::Duration::from_millis(wake)) => {
+                node.on_payload(now(), &mut pool, &mut out);
+            }
+            _ = &mut timer => {
+                // Fired: set again next time round, wherever the wake is.
+                timer_at = Millis::MAX;
                 node.on_tick(now(), &mut pool, &mut out);
             }
         }
