@@ -630,7 +630,9 @@ pub async fn run(
         let wake = node.next_wake();
         if wake != timer_at {
             timer_at = wake;
-            let after = std::time::Duration::from_millis(wake.saturating_sub(now()));
+            // At most an hour ahead (the core's timeouts are capped far
+            // below; an Instant past the clock's range would panic).
+            let after = std::time::Duration::from_millis(wake.saturating_sub(now()).min(3_600_000));
             timer.as_mut().reset(tokio::time::Instant::now() + after);
         }
         tokio::select! {
