@@ -4,6 +4,8 @@
 //! The app is this test binary, attested by the kernel's view of it (the
 //! cluster config's selector names its executable and uid).
 
+mod common;
+
 use ben_bus::Bus;
 use ben_client::Client;
 use ben_cluster::{self as cluster, ClusterConfig};
@@ -58,16 +60,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, 
     s.write_all(body).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    common::response(&out)
 }
 
 /// Every process's own `/metrics` (each on a port of its own, found

@@ -7,6 +7,8 @@
 //! Needs Node.js, the app's npm packages and Debian's Chromium, which
 //! `scripts/test` installs, then runs this with `--ignored`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,16 +25,7 @@ fn http(addr: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, 
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    common::response(&out)
 }
 
 fn web_dir() -> PathBuf {

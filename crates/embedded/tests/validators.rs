@@ -36,6 +36,16 @@ fn anomaly(signer: &Signer, k: usize) -> Vec<u8> {
     })
 }
 
+/// The next block announcement on `control.commits.v1` within a second.
+async fn next_commit(commits: &mut ben_bus::Subscription) -> Option<CommitEvent> {
+    let m = tokio::time::timeout(Duration::from_secs(1), commits.next())
+        .await
+        .ok()??;
+    let env = pb::SignedEnvelope::decode(&m.payload[..]).expect("an envelope");
+    assert_eq!(env.kind, "commit");
+    Some(CommitEvent::decode(&env.payload[..]).expect("a commit"))
+}
+
 /// A data directory named after `name`, emptied.
 fn fresh_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ben-validators-{name}-{}", std::process::id()));
@@ -100,13 +110,9 @@ async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_one
                 t.elapsed() < Duration::from_secs(30),
                 "not every validator committed the first {last} anomalies in 30 s: {seen:?}"
             );
-            let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), commits.next()).await
-            else {
+            let Some(ev) = next_commit(&mut commits).await else {
                 continue;
             };
-            let env = pb::SignedEnvelope::decode(&m.payload[..]).expect("an envelope");
-            assert_eq!(env.kind, "commit");
-            let ev = CommitEvent::decode(&env.payload[..]).expect("a commit");
             assert!(ev.validator.starts_with("validator-"), "{ev:?}");
             assert_eq!(ev.refused, 0, "{ev:?}");
             roots
@@ -408,12 +414,9 @@ async fn validators_resume_their_chain_when_ben_up_restarts() {
                 t.elapsed() < Duration::from_secs(30),
                 "not committed by all four in 30 s: {seen:?}"
             );
-            let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), commits.next()).await
-            else {
+            let Some(ev) = next_commit(&mut commits).await else {
                 continue;
             };
-            let env = pb::SignedEnvelope::decode(&m.payload[..]).unwrap();
-            let ev = CommitEvent::decode(&env.payload[..]).unwrap();
             heights
                 .entry(ev.validator.clone())
                 .or_default()
