@@ -352,10 +352,13 @@ fn count(counters: &Counters, offered: &Offered) {
 const DRAIN: usize = 512;
 const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Envelopes the mempool opened, by digest of their bytes.
+type Opened = std::collections::HashMap<[u8; 32], Verified<AnomalyEvent>>;
+
 /// What an offer goes into.
 struct Inbox<'a> {
     pool: &'a mut Mempool,
-    opened: &'a mut std::collections::HashMap<[u8; 32], Verified<AnomalyEvent>>,
+    opened: &'a mut Opened,
     sm: &'a StateMachine,
     keyring: &'a Keyring,
     counters: &'a Counters,
@@ -368,9 +371,7 @@ fn offer(s: &Settings, i: &mut Inbox<'_>, o: Offer) {
     if s.intake == Intake::BenchRaw {
         let d = crate::mempool::digest(&tx);
         let id = hex::encode(&d[..16]);
-        if i.pool.offer_hashed(&id, 1.0, tx, d) != Offered::Added {
-            i.counters.mempool_full.fetch_add(1, Ordering::Relaxed);
-        }
+        count(i.counters, &i.pool.offer_hashed(&id, 1.0, tx, d));
         return;
     }
     let t = match opened {
@@ -479,9 +480,7 @@ pub async fn run(
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     let mut timer_at: Millis = 0;
-    // Envelopes the mempool opened, by digest of their bytes.
-    let mut opened: std::collections::HashMap<[u8; 32], ben_wire::Verified<AnomalyEvent>> =
-        std::collections::HashMap::new();
+    let mut opened = Opened::new();
     loop {
         let mut step = std::mem::take(&mut out);
         let mut dirty = false;
@@ -647,14 +646,15 @@ pub async fn run(
                 // hears of it once: a select, a timer and a step per
                 // offer cost more than the offer.
                 let (mut taken, began) = (1, std::time::Instant::now());
+                let mut inbox = Inbox {
+                    pool: &mut pool,
+                    opened: &mut opened,
+                    sm: &sm,
+                    keyring: &keyring,
+                    counters: &counters,
+                };
                 loop {
-                    offer(&s, &mut Inbox {
-                        pool: &mut pool,
-                        opened: &mut opened,
-                        sm: &sm,
-                        keyring: &keyring,
-                        counters: &counters,
-                    }, o);
+                    offer(&s, &mut inbox, o);
                     if taken >= DRAIN || began.elapsed() >= DRAIN_FOR {
                         break;
                     }
