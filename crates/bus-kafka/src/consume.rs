@@ -335,7 +335,9 @@ async fn watch(w: Watch) {
         let seen = match tokio::task::spawn_blocking(move || others(&c, &t)).await {
             Ok(Ok(seen)) => seen,
             Ok(Err(e)) => {
-                tracing::debug!(group = %group, "Kafka group watch: could not read the group's offsets: {e}");
+                // Said each time (once a session timeout at most): a watch
+                // that cannot read offsets (a broker away, an ACL) is blind.
+                tracing::warn!(group = %group, "Kafka group watch: could not read the group's offsets: {e} (partitions no member reads are not seen meanwhile)");
                 continue;
             }
             Err(e) => {
