@@ -1,5 +1,6 @@
 //! Signed anomalies a validator takes in per second, every signature
-//! verified: into the mempool (verify + offer), and through the state
+//! verified: into the mempool (verify + offer, one by one or in batches as
+//! a validator does), and through the state
 //! machine when their block commits (verify again + admission + policy +
 //! state root; or, as a validator runs it, with the envelopes its mempool
 //! opened). One core.
@@ -7,7 +8,7 @@
 use ben_mesh_consensus::{Block, Pool};
 use ben_mesh_detect::wire::{AnomalyEvent, Endpoint};
 use ben_mesh_validator::mempool::Mempool;
-use ben_mesh_validator::state::{Config, StateMachine};
+use ben_mesh_validator::state::{open_txs, Config, StateMachine, Tx};
 use ben_wire::{open_bytes, Keyring, Role, Signer};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
@@ -48,6 +49,21 @@ fn bench(c: &mut Criterion) {
                 let v = open_bytes::<AnomalyEvent>(tx, &keys).expect("signed");
                 assert_eq!(&v.get().id, id);
                 pool.offer(id, *conf, tx.clone());
+            }
+            pool.batch(&[], 100_000, 64 << 20).len()
+        })
+    });
+    // As a validator takes them in: opened 128 at a time, the signatures
+    // of each batch checked together (ZIP-215's rule).
+    g.bench_function("verify_in_batches_and_offer_to_mempool", |b| {
+        b.iter(|| {
+            let mut pool = Mempool::new(100_000);
+            for chunk in txs.chunks(128) {
+                let bytes: Vec<&[u8]> = chunk.iter().map(|t| t.2.as_slice()).collect();
+                for ((id, conf, tx), v) in chunk.iter().zip(open_txs(&bytes, &keys)) {
+                    assert!(matches!(v, Ok(Tx::Anomaly(_))));
+                    pool.offer(id, *conf, tx.clone());
+                }
             }
             pool.batch(&[], 100_000, 64 << 20).len()
         })

@@ -348,9 +348,11 @@ fn count(counters: &Counters, offered: &Offered) {
 
 /// Offers taken off the anomalies channel in one go at most, and for how
 /// long (offers not opened yet cost a signature check each; votes and
-/// proposals should not wait behind many).
+/// proposals should not wait behind many); they are opened [`BATCH`] at a
+/// time, their signatures checked together.
 const DRAIN: usize = 512;
 const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(2);
+const BATCH: usize = 128;
 
 /// Envelopes the mempool opened, by digest of their bytes.
 type Opened = std::collections::HashMap<[u8; 32], Verified<AnomalyEvent>>;
@@ -364,20 +366,44 @@ struct Inbox<'a> {
     counters: &'a Counters,
 }
 
-/// One offer into the mempool: opened (unless opened already), then
-/// offered by its id; what the mempool did not add is counted.
-fn offer(s: &Settings, i: &mut Inbox<'_>, o: Offer) {
-    let Offer { bytes: tx, opened } = o;
+/// Offers into the mempool: those not opened yet opened together
+/// ([`state::open_txs`]), then each offered by its id; what the mempool
+/// did not add is counted. Empties `offers`.
+fn offer_all(s: &Settings, i: &mut Inbox<'_>, offers: &mut Vec<Offer>) {
     if s.intake == Intake::BenchRaw {
-        let d = crate::mempool::digest(&tx);
-        let id = hex::encode(&d[..16]);
-        count(i.counters, &i.pool.offer_hashed(&id, 1.0, tx, d));
+        for Offer { bytes: tx, .. } in offers.drain(..) {
+            let d = crate::mempool::digest(&tx);
+            let id = hex::encode(&d[..16]);
+            count(i.counters, &i.pool.offer_hashed(&id, 1.0, tx, d));
+        }
         return;
     }
-    let t = match opened {
-        Some(v) => Ok(state::Tx::Anomaly(v)),
-        None => state::open_tx(&tx, i.keyring),
-    };
+    let unopened: Vec<&[u8]> = offers
+        .iter()
+        .filter(|o| o.opened.is_none())
+        .map(|o| o.bytes.as_slice())
+        .collect();
+    let mut fresh = state::open_txs(&unopened, i.keyring).into_iter();
+    for Offer { bytes, opened } in offers.drain(..) {
+        let t = match opened {
+            Some(v) => Ok(state::Tx::Anomaly(v)),
+            None => match fresh.next() {
+                Some(t) => t,
+                // open_txs answers every transaction.
+                None => break,
+            },
+        };
+        offer(s, i, bytes, t);
+    }
+}
+
+/// One opened offer into the mempool.
+fn offer(
+    s: &Settings,
+    i: &mut Inbox<'_>,
+    tx: Vec<u8>,
+    t: Result<state::Tx, (bool, ben_wire::WireError)>,
+) {
     match t {
         Ok(state::Tx::Request(v)) => {
             let r = v.into_inner();
@@ -641,11 +667,11 @@ pub async fn run(
                 None => return Ok(()),
             },
             tx = anomalies.recv() => {
-                let Some(mut o) = tx else { return Ok(()) };
-                // What else is queued goes in too (bounded), then the core
-                // hears of it once: a select, a timer and a step per
-                // offer cost more than the offer.
-                let (mut taken, began) = (1, std::time::Instant::now());
+                let Some(o) = tx else { return Ok(()) };
+                // What else is queued goes in too (bounded, a batch at a
+                // time), then the core hears of it once: a select, a timer
+                // and a step per offer cost more than the offer.
+                let (mut taken, began) = (0, std::time::Instant::now());
                 let mut inbox = Inbox {
                     pool: &mut pool,
                     opened: &mut opened,
@@ -653,16 +679,21 @@ pub async fn run(
                     keyring: &keyring,
                     counters: &counters,
                 };
+                let mut offers = Vec::with_capacity(BATCH);
+                offers.push(o);
                 loop {
-                    offer(&s, &mut inbox, o);
-                    if taken >= DRAIN || began.elapsed() >= DRAIN_FOR {
+                    while offers.len() < BATCH {
+                        match anomalies.try_recv() {
+                            Ok(next) => offers.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let more = offers.len() == BATCH;
+                    taken += offers.len();
+                    offer_all(&s, &mut inbox, &mut offers);
+                    if !more || taken >= DRAIN || began.elapsed() >= DRAIN_FOR {
                         break;
                     }
-                    match anomalies.try_recv() {
-                        Ok(next) => o = next,
-                        Err(_) => break,
-                    }
-                    taken += 1;
                 }
                 node.on_payload(now(), &mut pool, &mut out);
             }

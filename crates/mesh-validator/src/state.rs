@@ -5,7 +5,8 @@
 //! Per block (its time is the only clock read):
 //! * **admission** of each transaction: a `SignedEnvelope` of an
 //!   `anomaly` signed by an AI-service key of the configured keyring
-//!   (role and signature checked by `ben_wire::open`), a sane id,
+//!   (role and signature checked by `ben_wire::open_all`, whose verdict on
+//!   an envelope does not depend on what is checked with it), a sane id,
 //!   confidence and source address, not a duplicate id, its window ended
 //!   no longer than `max_age` before the block and not in its future;
 //!   refused transactions are listed with the reason;
@@ -32,7 +33,7 @@ use ben_mesh_consensus::{Block, Hash, Height, Millis, NodeId};
 use ben_mesh_detect::wire::AnomalyEvent;
 use ben_mesh_wire::policy::{check_scope, refuse_target, request_policy_id, Net, Spec};
 use ben_mesh_wire::PolicyRequest;
-use ben_wire::{open, Keyring, Verified, WireError};
+use ben_wire::{open_all, Keyring, Verified, WireError};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -92,16 +93,57 @@ pub enum Tx {
     Request(Verified<PolicyRequest>),
 }
 
-/// Opens a transaction: its envelope decoded once and verified as the
-/// kind it names (a policy request, or else an anomaly). On refusal, the
-/// error and whether it named a policy request.
-pub fn open_tx(tx: &[u8], keyring: &Keyring) -> Result<Tx, (bool, WireError)> {
-    let env = ben_wire::pb::SignedEnvelope::decode(tx)
-        .map_err(|e| (false, WireError::Envelope(e.to_string())))?;
-    if env.kind == <PolicyRequest as ben_wire::Kind>::KIND {
-        open(&env, keyring).map(Tx::Request).map_err(|e| (true, e))
-    } else {
-        open(&env, keyring).map(Tx::Anomaly).map_err(|e| (false, e))
+/// Opens transactions: each envelope decoded once and verified as the
+/// kind it names (a policy request, or else an anomaly), the anomalies'
+/// signatures checked in one batch and the requests' in another by
+/// [`ben_wire::open_all`], whose verdict on an envelope is its own
+/// whatever came with it (validators batch differently and must agree).
+/// One answer per transaction, in order; a refusal carries the error and
+/// whether it named a policy request.
+pub fn open_txs(txs: &[&[u8]], keyring: &Keyring) -> Vec<Result<Tx, (bool, WireError)>> {
+    let mut out: Vec<Option<Result<Tx, (bool, WireError)>>> = Vec::with_capacity(txs.len());
+    let (mut anomalies, mut requests) = (Batch::default(), Batch::default());
+    for (i, tx) in txs.iter().enumerate() {
+        match ben_wire::pb::SignedEnvelope::decode(*tx) {
+            Ok(env) => {
+                out.push(None);
+                if env.kind == <PolicyRequest as ben_wire::Kind>::KIND {
+                    requests.push(i, env);
+                } else {
+                    anomalies.push(i, env);
+                }
+            }
+            Err(e) => out.push(Some(Err((false, WireError::Envelope(e.to_string()))))),
+        }
+    }
+    for (i, r) in anomalies.open::<AnomalyEvent>(keyring) {
+        out[i] = Some(r.map(Tx::Anomaly).map_err(|e| (false, e)));
+    }
+    for (i, r) in requests.open::<PolicyRequest>(keyring) {
+        out[i] = Some(r.map(Tx::Request).map_err(|e| (true, e)));
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Envelopes of one kind to open together, with where each came from.
+#[derive(Default)]
+struct Batch {
+    at: Vec<usize>,
+    envs: Vec<ben_wire::pb::SignedEnvelope>,
+}
+
+impl Batch {
+    fn push(&mut self, at: usize, env: ben_wire::pb::SignedEnvelope) {
+        self.at.push(at);
+        self.envs.push(env);
+    }
+
+    fn open<T: ben_wire::Kind>(
+        self,
+        keyring: &Keyring,
+    ) -> impl Iterator<Item = (usize, Result<Verified<T>, WireError>)> {
+        let opened = open_all::<T>(&self.envs, keyring);
+        self.at.into_iter().zip(opened)
     }
 }
 
@@ -194,6 +236,9 @@ pub struct StateMachine {
     keyring: Arc<Keyring>,
     height: Height,
     anomalies: BTreeMap<String, AnomalyRecord>,
+    /// Each anomaly's leaf of the state root, made once (the same keys as
+    /// `anomalies`: inserted and dropped with them).
+    anomaly_leaves: BTreeMap<String, [u8; 32]>,
     policies: BTreeMap<String, Policy>,
     /// Admitted request ids and their block time (kept as long as
     /// anomalies, so a replay is refused).
@@ -209,6 +254,7 @@ impl StateMachine {
             keyring,
             height: 0,
             anomalies: BTreeMap::new(),
+            anomaly_leaves: BTreeMap::new(),
             policies: BTreeMap::new(),
             requests: BTreeMap::new(),
             validators: BTreeMap::new(),
@@ -242,21 +288,40 @@ impl StateMachine {
 
     /// [`StateMachine::apply`], with the envelopes this validator already
     /// opened (its mempool verified them): `verified(i, tx)` (the block's
-    /// `i`th transaction) returns what
-    /// [`ben_wire::open_bytes`] returned for those exact bytes, so the signature is
-    /// not checked twice. The answer is the same either way — the keyring
-    /// is fixed for a run — so state roots agree whatever each validator
-    /// had cached.
+    /// `i`th transaction) returns what [`ben_wire::open_all`] or
+    /// [`ben_wire::open_bytes`] (which accepts no more) returned for those
+    /// exact bytes, so the signature is not checked twice; the others are
+    /// opened together ([`open_txs`]). The answer is the same either way —
+    /// the keyring is fixed for a run, and an envelope's verdict is its
+    /// own — so state roots agree whatever each validator had cached.
     pub fn apply_with(&mut self, block: &Block, verified: &mut Opened<'_>) -> Applied {
         let now = block.time;
         let mut out = Applied::default();
+        let cached: Vec<Option<Verified<AnomalyEvent>>> = block
+            .payload
+            .iter()
+            .enumerate()
+            .map(|(i, tx)| verified(i, tx))
+            .collect();
+        let unopened: Vec<&[u8]> = block
+            .payload
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(tx, _)| tx.as_slice())
+            .collect();
+        let mut fresh = open_txs(&unopened, &self.keyring).into_iter();
         // Requests after the block's anomalies: one may rest on an anomaly
         // the same block commits.
         let mut requests = vec![];
-        for (i, tx) in block.payload.iter().enumerate() {
-            let opened = match verified(i, tx) {
+        for (i, c) in cached.into_iter().enumerate() {
+            let opened = match c {
                 Some(v) => Ok(Tx::Anomaly(v)),
-                None => open_tx(tx, &self.keyring),
+                None => match fresh.next() {
+                    Some(t) => t,
+                    // open_txs answers every transaction.
+                    None => break,
+                },
             };
             let v = match opened {
                 Ok(Tx::Anomaly(v)) => v,
@@ -283,14 +348,14 @@ impl StateMachine {
                             .push(self.policy_for(&id, &rec, block.height, now));
                     }
                     out.detail.push((i, rec.class.clone(), rec.confidence));
-                    self.anomalies.insert(
-                        id.clone(),
-                        AnomalyRecord {
-                            height: block.height,
-                            committed_at: now,
-                            ..rec
-                        },
-                    );
+                    let rec = AnomalyRecord {
+                        height: block.height,
+                        committed_at: now,
+                        ..rec
+                    };
+                    self.anomaly_leaves
+                        .insert(id.clone(), anomaly_leaf(&id, &rec));
+                    self.anomalies.insert(id.clone(), rec);
                     out.admitted.push(id);
                 }
                 Err(reason) => out.refused.push((i, reason)),
@@ -319,7 +384,12 @@ impl StateMachine {
         }
         out.expired = expired;
         let keep_after = now.saturating_sub(self.cfg.retention);
+        let before = self.anomalies.len();
         self.anomalies.retain(|_, a| a.committed_at > keep_after);
+        if self.anomalies.len() != before {
+            let kept = &self.anomalies;
+            self.anomaly_leaves.retain(|id, _| kept.contains_key(id));
+        }
         self.requests.retain(|_, at| *at > keep_after);
         // Reputation: who proposed it, who certified its parent.
         self.validators.entry(block.author).or_default().proposed += 1;
@@ -542,30 +612,16 @@ impl StateMachine {
 
     /// BLAKE3 Merkle root over every record, sorted by key (leaves are
     /// domain-separated by table; an odd node is carried up unhashed).
+    /// An anomaly's leaf is made when it is committed, not per block.
     pub fn root(&self) -> Hash {
-        let mut leaves: Vec<[u8; 32]> = Vec::new();
-        let leaf = |table: &str, key: &str, value: String| {
-            let mut h = blake3::Hasher::new();
-            h.update(b"ben/v1/validator-state/");
-            h.update(table.as_bytes());
-            h.update(&[0]);
-            h.update(&(key.len() as u64).to_le_bytes());
-            h.update(key.as_bytes());
-            h.update(value.as_bytes());
-            *h.finalize().as_bytes()
-        };
-        for (id, a) in &self.anomalies {
-            let v = format!(
-                "{}|{}|{}|{}|{}|{}",
-                a.class,
-                a.confidence.to_bits(),
-                a.source,
-                a.signer,
-                a.height,
-                a.committed_at
-            );
-            leaves.push(leaf("anomaly", id, v));
-        }
+        let mut leaves: Vec<[u8; 32]> = Vec::with_capacity(
+            self.anomaly_leaves.len()
+                + self.policies.len()
+                + self.requests.len()
+                + self.validators.len()
+                + 1,
+        );
+        leaves.extend(self.anomaly_leaves.values());
         for (id, p) in &self.policies {
             let v = format!(
                 "{}|{}|{}|{}|{}|{}|{}",
@@ -577,19 +633,19 @@ impl StateMachine {
                 p.scope.join(","),
                 p.request.as_deref().unwrap_or("")
             );
-            leaves.push(leaf("policy", id, v));
+            leaves.push(leaf("policy", id, &v));
         }
         for (id, at) in &self.requests {
-            leaves.push(leaf("request", id, at.to_string()));
+            leaves.push(leaf("request", id, &at.to_string()));
         }
         for (n, r) in &self.validators {
             leaves.push(leaf(
                 "validator",
                 &n.to_string(),
-                format!("{}|{}", r.proposed, r.voted),
+                &format!("{}|{}", r.proposed, r.voted),
             ));
         }
-        leaves.push(leaf("height", "", self.height.to_string()));
+        leaves.push(leaf("height", "", &self.height.to_string()));
         while leaves.len() > 1 {
             leaves = leaves
                 .chunks(2)
@@ -608,6 +664,32 @@ impl StateMachine {
         }
         Hash(leaves[0])
     }
+}
+
+/// A leaf of the state root: its table, key and value, domain-separated.
+fn leaf(table: &str, key: &str, value: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"ben/v1/validator-state/");
+    h.update(table.as_bytes());
+    h.update(&[0]);
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key.as_bytes());
+    h.update(value.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// A committed anomaly's leaf.
+fn anomaly_leaf(id: &str, a: &AnomalyRecord) -> [u8; 32] {
+    let v = format!(
+        "{}|{}|{}|{}|{}|{}",
+        a.class,
+        a.confidence.to_bits(),
+        a.source,
+        a.signer,
+        a.height,
+        a.committed_at
+    );
+    leaf("anomaly", id, &v)
 }
 
 #[cfg(test)]
@@ -824,6 +906,50 @@ mod tests {
             "{:?}",
             out.refused
         );
+    }
+
+    /// The anomalies' leaves are made once, when committed: they stay
+    /// those of the records kept, through expiry, and a validator that
+    /// replays the chain (its leaves all made afresh) has the same root.
+    #[test]
+    fn kept_leaves_follow_the_anomalies_through_expiry() {
+        let (ai, k) = keys();
+        let cfg = Config {
+            retention: 10_000,
+            max_age: 60_000,
+            ..Config::default()
+        };
+        let mut sm = StateMachine::new(cfg.clone(), k.clone());
+        let mut blocks = vec![];
+        for h in 1..=12u64 {
+            let t = 1_000_000 + h * 3_000;
+            let txs = (0..4)
+                .map(|i| {
+                    ai.seal_bytes(&anomaly(
+                        &format!("h{h}-{i}"),
+                        0.9,
+                        &format!("10.2.{h}.{i}"),
+                        t,
+                    ))
+                })
+                .collect();
+            let b = block(h, t, txs);
+            let out = sm.apply(&b);
+            assert_eq!(out.admitted.len(), 4, "{:?}", out.refused);
+            let made: BTreeMap<String, [u8; 32]> = sm
+                .anomalies
+                .iter()
+                .map(|(id, a)| (id.clone(), anomaly_leaf(id, a)))
+                .collect();
+            assert_eq!(sm.anomaly_leaves, made, "height {h}");
+            blocks.push(b);
+        }
+        // Retention 10 s, a block every 3 s: the oldest went.
+        assert!(sm.anomaly("h1-0").is_none());
+        assert_eq!(sm.anomalies.len(), 16);
+        let mut replayed = StateMachine::new(cfg, k);
+        let roots: Vec<Hash> = blocks.iter().map(|b| replayed.apply(b).root).collect();
+        assert_eq!(roots.last(), Some(&sm.root()));
     }
 
     #[test]

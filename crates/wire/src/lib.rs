@@ -271,6 +271,108 @@ impl<T> Verified<T> {
 /// role may sign this kind, decodes it, and checks that a body naming its
 /// sender (or role) names the signer's (invariant 8).
 pub fn open<T: Kind>(env: &pb::SignedEnvelope, keys: &Keyring) -> Result<Verified<T>, WireError> {
+    let (bound, sig) = signer_of::<T>(env, keys)?;
+    bound
+        .key
+        .verify(&domain(&env.kind, &env.payload), &sig)
+        .map_err(|_| WireError::BadSignature(env.key_id.clone()))?;
+    finish(env, bound)
+}
+
+/// [`open`] for many envelopes of one kind, their signatures checked
+/// together (Ed25519 batch verification, the terms of one signer's key
+/// added up first: a fraction of the work of checking them one by one).
+///
+/// What one envelope gets does not depend on what came with it: the rule
+/// is ZIP-215's (the `ed25519-zebra` crate's), the **cofactored** equation
+/// `8·(sB − R − hA) = 0`, for the batch and, when a batch fails, for each
+/// envelope alone, so whoever opens the same envelope in other company
+/// comes to the same answer (validators rely on that). The batch's
+/// coefficients are drawn from its contents (128 bits each, see
+/// [`Coefficients`]), so an invalid signature passes inside a batch with
+/// probability 2⁻¹²⁸ and a signer cannot pick signatures after them.
+/// It accepts everything [`open`] accepts and, besides, only signatures no
+/// honest signer makes (built by the key's holder with a small-order
+/// component, or with `R` encoded non-canonically). A failed batch costs
+/// a second check per envelope.
+pub fn open_all<T: Kind>(
+    envs: &[pb::SignedEnvelope],
+    keys: &Keyring,
+) -> Vec<Result<Verified<T>, WireError>> {
+    let checked: Vec<_> = envs.iter().map(|e| signer_of::<T>(e, keys)).collect();
+    let mut items = Vec::with_capacity(envs.len());
+    let mut seed = blake3::Hasher::new_derive_key("ben/v1 signature batch coefficients");
+    for (i, c) in checked.iter().enumerate() {
+        let Ok((bound, sig)) = c else { continue };
+        let msg = domain(&envs[i].kind, &envs[i].payload);
+        let key = bound.key.to_bytes();
+        seed.update(&key);
+        seed.update(&sig.to_bytes());
+        seed.update(&(msg.len() as u64).to_le_bytes());
+        seed.update(&msg);
+        let item = ed25519_zebra::batch::Item::from((key.into(), *sig, &msg));
+        items.push((i, item));
+    }
+    let mut good = vec![false; envs.len()];
+    let batch_holds = items.len() > 1 && {
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        for (_, item) in &items {
+            batch.queue(item.clone());
+        }
+        batch.verify(Coefficients(seed.finalize_xof())).is_ok()
+    };
+    for (i, item) in items {
+        good[i] = batch_holds || item.verify_single().is_ok();
+    }
+    checked
+        .into_iter()
+        .zip(envs)
+        .zip(good)
+        .map(|((c, env), good)| {
+            let (bound, _) = c?;
+            if !good {
+                return Err(WireError::BadSignature(env.key_id.clone()));
+            }
+            finish(env, bound)
+        })
+        .collect()
+}
+
+/// A batch's random coefficients: BLAKE3's output stream over everything
+/// the batch holds (keys, signatures, messages), the way Fiat–Shamir turns
+/// a verifier's coins into a hash. Deterministic (the check needs no
+/// outside randomness) and unknown to a signer until its signatures are
+/// fixed.
+struct Coefficients(blake3::OutputReader);
+
+impl rand_core::RngCore for Coefficients {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.0.fill(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.0.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill(dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0.fill(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for Coefficients {}
+
+/// What [`open`] checks before the signature: the kind, that the signer's
+/// key is trusted, and the signature's length.
+fn signer_of<'k, T: Kind>(
+    env: &pb::SignedEnvelope,
+    keys: &'k Keyring,
+) -> Result<(&'k Bound, Signature), WireError> {
     if env.kind != T::KIND {
         return Err(WireError::WrongKind {
             expected: T::KIND,
@@ -286,12 +388,12 @@ pub fn open<T: Kind>(env: &pb::SignedEnvelope, keys: &Keyring) -> Result<Verifie
         .as_slice()
         .try_into()
         .map_err(|_| WireError::BadSignatureBytes)?;
-    let sig = Signature::from_bytes(&sig_bytes);
-    bound
-        .key
-        .verify(&domain(&env.kind, &env.payload), &sig)
-        .map_err(|_| WireError::BadSignature(env.key_id.clone()))?;
-    // Checked after the signature: a refusal then names who really signed.
+    Ok((bound, Signature::from_bytes(&sig_bytes)))
+}
+
+/// What [`open`] checks after the signature (so a refusal names who
+/// really signed): the role, the payload, the sender it names.
+fn finish<T: Kind>(env: &pb::SignedEnvelope, bound: &Bound) -> Result<Verified<T>, WireError> {
     if !bound.role.may_sign(T::KIND) {
         return Err(WireError::RoleMayNotSign {
             id: bound.component.clone(),
@@ -537,12 +639,143 @@ mod tests {
         check(pb::BeeRoster::default(), |m, id, _| m.sidecar = id.into());
     }
 
+    /// Envelopes of every sort `open` refuses, and good ones from several
+    /// keys, in one ring: the signer ids are spine-1 … spine-3 and the
+    /// ledger.
+    fn assorted(choices: &[(u8, u8)]) -> (Vec<pb::SignedEnvelope>, Keyring) {
+        let spines: Vec<Signer> = (1..=3).map(signer).collect();
+        let ledger = signer(9);
+        let mut keys = Keyring::new();
+        for (i, s) in spines.iter().enumerate() {
+            keys.trust_id(&format!("spine-{}", i + 1), s.public())
+                .unwrap();
+        }
+        keys.trust(LEDGER_ID, Role::Ledger, ledger.public());
+        let envs = choices
+            .iter()
+            .enumerate()
+            .map(|(n, &(who, how))| {
+                let w = (who % 3) as usize;
+                let ack = pb::Ack {
+                    component: format!("spine-{}", w + 1),
+                    version: format!("v{n}"),
+                    ..Default::default()
+                };
+                let mut env = spines[w].seal(&ack);
+                match how % 8 {
+                    0 => env.payload.push(0x7a),
+                    1 => env.signature[5] ^= 1,
+                    2 => {
+                        env.signature.pop();
+                    }
+                    3 => env = signer(7).seal(&ack),
+                    4 => env = ledger.seal(&ack),
+                    5 => env.kind = "signal".into(),
+                    // Signed by another spine than the one it names.
+                    6 => env = spines[(w + 1) % 3].seal(&ack),
+                    _ => {}
+                }
+                env
+            })
+            .collect();
+        (envs, keys)
+    }
+
+    #[test]
+    fn open_all_answers_each_envelope_as_open_does() {
+        // Good ones only (one batch), then one bad among them, then each
+        // sort of refusal.
+        let good: Vec<(u8, u8)> = (0..40).map(|i| (i, 7)).collect();
+        let mut one_bad = good.clone();
+        one_bad[17].1 = 1;
+        let every: Vec<(u8, u8)> = (0..16).map(|i| (i, i)).collect();
+        for choices in [&good[..], &one_bad[..], &every[..], &good[..1], &[]] {
+            let (envs, keys) = assorted(choices);
+            let all = open_all::<pb::Ack>(&envs, &keys);
+            let each: Vec<_> = envs.iter().map(|e| open::<pb::Ack>(e, &keys)).collect();
+            assert_eq!(all, each);
+        }
+        let (envs, keys) = assorted(&one_bad);
+        let all = open_all::<pb::Ack>(&envs, &keys);
+        assert_eq!(all.iter().filter(|r| r.is_ok()).count(), 39);
+        assert_eq!(
+            all[17],
+            Err(WireError::BadSignature(signer(3).id().to_string()))
+        );
+    }
+
+    /// A signature whose `R` carries a point of order 8: its key's holder
+    /// can make one (an honest signer never does). The cofactorless check
+    /// of [`open`] refuses it; [`open_all`]'s cofactored rule takes it,
+    /// the same way alone and in any company.
+    #[test]
+    fn open_all_gives_a_crafted_signature_the_same_verdict_in_any_company() {
+        use curve25519_dalek::{constants, EdwardsPoint, Scalar};
+        use sha2::{Digest as _, Sha512};
+        let s = signer(1);
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let ack = pb::Ack {
+            component: "spine-1".into(),
+            version: "crafted".into(),
+            ..Default::default()
+        };
+        let payload = ack.encode_to_vec();
+        let msg = domain("ack", &payload);
+        let r = Scalar::from_bytes_mod_order([42; 32]);
+        let big_r: EdwardsPoint =
+            constants::ED25519_BASEPOINT_POINT * r + constants::EIGHT_TORSION[1];
+        let r_bytes = big_r.compress().to_bytes();
+        let h = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(r_bytes)
+                .chain_update(s.public().as_bytes())
+                .chain_update(&msg),
+        );
+        let sig_s = r + h * key.to_scalar();
+        let mut signature = r_bytes.to_vec();
+        signature.extend_from_slice(sig_s.as_bytes());
+        let crafted = pb::SignedEnvelope {
+            kind: "ack".into(),
+            key_id: s.id().into(),
+            payload,
+            signature,
+        };
+        let (mut envs, keys) = assorted(&(0..30).map(|i| (i * 3, 7)).collect::<Vec<_>>());
+        assert_eq!(
+            open::<pb::Ack>(&crafted, &keys),
+            Err(WireError::BadSignature(s.id().to_string()))
+        );
+        let alone = open_all::<pb::Ack>(std::slice::from_ref(&crafted), &keys);
+        assert_eq!(alone[0].as_ref().map(|v| v.get()), Ok(&ack));
+        for at in [0, 13, 30] {
+            envs.insert(at, crafted.clone());
+            let all = open_all::<pb::Ack>(&envs, &keys);
+            assert!(all.iter().all(|r| r.is_ok()), "at {at}");
+            envs.remove(at);
+        }
+        // With a bad one beside it, the batch fails and each is judged
+        // alone: the crafted one still passes, the bad one does not.
+        envs[4].signature[0] ^= 1;
+        envs.insert(9, crafted);
+        let all = open_all::<pb::Ack>(&envs, &keys);
+        assert!(all[9].is_ok());
+        assert!(all[4].is_err());
+        assert_eq!(all.iter().filter(|r| r.is_ok()).count(), 30);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_or_verify(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             let s = signer(4);
             let keys = ring(&s, "spine-1");
             prop_assert!(open_bytes::<pb::Ack>(&bytes, &keys).is_err());
+        }
+
+        #[test]
+        fn open_all_is_open_for_each(choices in prop::collection::vec((any::<u8>(), any::<u8>()), 0..24)) {
+            let (envs, keys) = assorted(&choices);
+            let each: Vec<_> = envs.iter().map(|e| open::<pb::Ack>(e, &keys)).collect();
+            prop_assert_eq!(open_all::<pb::Ack>(&envs, &keys), each);
         }
     }
 }
