@@ -122,6 +122,21 @@ impl Subscription {
         m
     }
 
+    /// [`Subscription::next`] without waiting: a message already
+    /// delivered, or none (nothing is there now, or the subscription
+    /// ended: `next` tells which). Reports the previous one handled, as
+    /// `next` does.
+    pub fn try_next(&mut self) -> Option<Message> {
+        if std::mem::take(&mut self.taken) {
+            if let Some(h) = self.handled.as_mut() {
+                h();
+            }
+        }
+        let m = self.rx.try_recv().ok();
+        self.taken = m.is_some();
+        m
+    }
+
     /// Stops new deliveries to this subscription (in a queue group, the
     /// other members get them from now on); [`Subscription::next`] still
     /// returns every message delivered before, then `None`.
@@ -644,6 +659,35 @@ mod tests {
         // Nothing more was taken: nothing more is reported.
         assert!(sub.next().await.is_none());
         assert_eq!(n.load(Ordering::Relaxed), 3);
+    }
+
+    /// `try_next` takes what is there without waiting, and counts as
+    /// asking for the next message.
+    #[tokio::test]
+    async fn try_next_takes_what_is_there_and_reports_the_one_before() {
+        let (tx, rx) = mpsc::channel(8);
+        let n = Arc::new(AtomicU64::new(0));
+        let counted = n.clone();
+        let mut sub = Subscription::new(rx).with_handled(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let msg = |i: u8| Message {
+            subject: "s".into(),
+            payload: vec![i],
+            reply: None,
+        };
+        assert!(sub.try_next().is_none());
+        tx.send(msg(0)).await.unwrap();
+        tx.send(msg(1)).await.unwrap();
+        assert_eq!(sub.next().await.unwrap().payload, [0]);
+        assert_eq!(sub.try_next().unwrap().payload, [1]);
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+        // Nothing there: the one in hand is reported, nothing taken.
+        assert!(sub.try_next().is_none());
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+        tx.send(msg(2)).await.unwrap();
+        assert_eq!(sub.next().await.unwrap().payload, [2]);
+        assert_eq!(n.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use ben_component::Deps;
 use ben_mesh_consensus::{Config, Hash, NodeId};
 use ben_mesh_detect::wire::{AnomalyEvent, ANOMALIES_SUBJECT};
 use ed25519_dalek::SigningKey;
+use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -343,42 +344,66 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
                     m = requests.next() => (m, false),
                 };
                 let Some(m) = m else { break };
-                // Checked here, once for an anomaly (the validator takes it
-                // as is); a request (rare) is checked again by the
-                // validator, which reads what it rests on.
-                let checked = if anomaly {
-                    ben_wire::open_bytes::<AnomalyEvent>(&m.payload, &deps.keyring).map(Some)
-                } else {
-                    ben_wire::open_bytes::<ben_mesh_wire::PolicyRequest>(&m.payload, &deps.keyring)
-                        .map(|_| None)
-                };
-                match checked {
-                    Ok(opened) => {
-                        let offer = crate::run::Offer {
-                            bytes: m.payload,
-                            opened,
-                        };
-                        if atx.send(offer).await.is_err() {
-                            break;
+                if !anomaly {
+                    // A request (rare) is checked here and again by the
+                    // validator, which reads what it rests on.
+                    match ben_wire::open_bytes::<ben_mesh_wire::PolicyRequest>(
+                        &m.payload,
+                        &deps.keyring,
+                    ) {
+                        Ok(_) => {
+                            if atx.send(m.payload.into()).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => refuse(&deps, &counters, false, m.payload, e).await,
+                    }
+                    continue;
+                }
+                // Anomalies are checked here, once (the validator takes
+                // them as they are), with those already waiting: their
+                // signatures in one batch (`ben_wire::open_all`, whose
+                // verdict on each is its own).
+                let mut batch = vec![m];
+                while batch.len() < FORWARD_BATCH {
+                    match sub.try_next() {
+                        Some(m) => batch.push(m),
+                        None => break,
+                    }
+                }
+                let mut envs = Vec::with_capacity(batch.len());
+                let mut kept = Vec::with_capacity(batch.len());
+                for m in batch {
+                    match ben_wire::pb::SignedEnvelope::decode(m.payload.as_slice()) {
+                        Ok(env) => {
+                            envs.push(env);
+                            kept.push(m.payload);
+                        }
+                        Err(e) => {
+                            let e = ben_wire::WireError::Envelope(e.to_string());
+                            refuse(&deps, &counters, true, m.payload, e).await;
                         }
                     }
-                    Err(e) => {
-                        counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
-                        let (subject, what) = if anomaly {
-                            (ANOMALIES_SUBJECT, "anomaly")
-                        } else {
-                            (POLICY_REQUEST_SUBJECT, "policy request")
-                        };
-                        let size = m.payload.len();
-                        deps.dead_letter_to(
-                            ben_mesh_wire::DLQ_SUBJECT,
-                            subject,
-                            format!("{what} refused: {e}"),
-                            size,
-                            &m.payload,
-                        )
-                        .await;
+                }
+                let opened = ben_wire::open_all::<AnomalyEvent>(&envs, &deps.keyring);
+                let mut closed = false;
+                for (bytes, v) in kept.into_iter().zip(opened) {
+                    match v {
+                        Ok(v) => {
+                            let offer = crate::run::Offer {
+                                bytes,
+                                opened: Some(v),
+                            };
+                            if atx.send(offer).await.is_err() {
+                                closed = true;
+                                break;
+                            }
+                        }
+                        Err(e) => refuse(&deps, &counters, true, bytes, e).await,
                     }
+                }
+                if closed {
+                    break;
                 }
             }
         }
@@ -390,4 +415,33 @@ pub async fn serve(deps: Deps, settings: Settings, counters: Arc<Counters>) -> R
     };
     announce.abort();
     r
+}
+
+/// Anomalies taken off the bus and checked together at most.
+const FORWARD_BATCH: usize = 128;
+
+/// An anomaly or policy request refused before the validator: counted and
+/// dead-lettered with the reason.
+async fn refuse(
+    deps: &Deps,
+    counters: &Counters,
+    anomaly: bool,
+    payload: Vec<u8>,
+    e: ben_wire::WireError,
+) {
+    counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
+    let (subject, what) = if anomaly {
+        (ANOMALIES_SUBJECT, "anomaly")
+    } else {
+        (POLICY_REQUEST_SUBJECT, "policy request")
+    };
+    let size = payload.len();
+    deps.dead_letter_to(
+        ben_mesh_wire::DLQ_SUBJECT,
+        subject,
+        format!("{what} refused: {e}"),
+        size,
+        &payload,
+    )
+    .await;
 }
