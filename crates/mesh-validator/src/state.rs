@@ -908,6 +908,55 @@ mod tests {
         );
     }
 
+    /// A signature only its key's holder can build, which the two checks
+    /// judge apart (`ben_wire::seal_with_torsion`): whether a validator
+    /// opened it with others in one batch, refused it one by one at its
+    /// intake (so it was not kept), or opens it when its block commits,
+    /// the block's outcome and state root are the same.
+    #[test]
+    fn a_crafted_signature_gets_one_verdict_however_it_was_opened() {
+        let (ai, k) = keys();
+        let t: u64 = 5_000_000;
+        let mut txs: Vec<Vec<u8>> = (0..6)
+            .map(|i| ai.seal_bytes(&anomaly(&format!("c{i}"), 0.8, &format!("10.3.0.{i}"), t)))
+            .collect();
+        let crafted = ben_wire::seal_with_torsion([5; 32], &anomaly("crafted", 0.8, "10.3.1.1", t));
+        txs.insert(3, crafted.encode_to_vec());
+        let b = block(1, t, txs.clone());
+        let fresh = StateMachine::new(Config::default(), k.clone()).apply(&b);
+        assert_eq!(fresh.admitted.len(), 7, "{:?}", fresh.refused);
+        assert!(fresh.admitted.iter().any(|id| id == "crafted"));
+        // Opened in one batch, as a mempool does.
+        let all: Vec<&[u8]> = txs.iter().map(Vec::as_slice).collect();
+        let batch = open_txs(&all, &k);
+        let mut sm = StateMachine::new(Config::default(), k.clone());
+        let with_batch = sm.apply_with(&b, &mut |i, _| match batch.get(i) {
+            Some(Ok(Tx::Anomaly(v))) => Some(v.clone()),
+            _ => None,
+        });
+        assert_eq!(with_batch, fresh);
+        // Opened one by one, cofactorless: the crafted one is refused
+        // there and so not kept; the block still admits it.
+        let mut sm = StateMachine::new(Config::default(), k.clone());
+        let mut kept = 0;
+        let with_single = sm.apply_with(&b, &mut |_, tx| {
+            let v = ben_wire::open_bytes::<AnomalyEvent>(tx, &k).ok();
+            kept += usize::from(v.is_some());
+            v
+        });
+        assert_eq!(kept, 6);
+        assert_eq!(with_single, fresh);
+        // Beside a bad signature the batch fails and each is judged alone:
+        // the same verdicts.
+        let mut bad = txs.clone();
+        let mut env = ben_wire::pb::SignedEnvelope::decode(&bad[5][..]).unwrap();
+        env.signature[1] ^= 1;
+        bad[5] = env.encode_to_vec();
+        let all: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
+        let verdicts: Vec<bool> = open_txs(&all, &k).iter().map(Result::is_ok).collect();
+        assert_eq!(verdicts, [true, true, true, true, true, false, true]);
+    }
+
     /// The anomalies' leaves are made once, when committed: they stay
     /// those of the records kept, through expiry, and a validator that
     /// replays the chain (its leaves all made afresh) has the same root.

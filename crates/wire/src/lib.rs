@@ -434,6 +434,39 @@ pub fn open_bytes<T: Kind>(bytes: &[u8], keys: &Keyring) -> Result<Verified<T>, 
     open(&env, keys)
 }
 
+/// Test support: `msg` sealed by `secret`'s key with a signature no
+/// honest signer makes — its `R` carries a point of order 8, so the
+/// cofactorless check ([`open`]) refuses it and the cofactored one
+/// ([`open_all`]) takes it. Only the key's holder can build one; tests use
+/// it to show that validators come to one verdict on it however they
+/// batch.
+#[cfg(any(test, feature = "test-support"))]
+pub fn seal_with_torsion<T: Kind>(secret: [u8; 32], msg: &T) -> pb::SignedEnvelope {
+    use curve25519_dalek::{constants, Scalar};
+    use sha2::{Digest as _, Sha512};
+    let key = SigningKey::from_bytes(&secret);
+    let payload = msg.encode_to_vec();
+    let m = domain(T::KIND, &payload);
+    let r = Scalar::from_hash(Sha512::new().chain_update(b"nonce").chain_update(&m));
+    let big_r = constants::ED25519_BASEPOINT_POINT * r + constants::EIGHT_TORSION[1];
+    let r_bytes = big_r.compress().to_bytes();
+    let h = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(r_bytes)
+            .chain_update(key.verifying_key().as_bytes())
+            .chain_update(&m),
+    );
+    let s = r + h * key.to_scalar();
+    let mut signature = r_bytes.to_vec();
+    signature.extend_from_slice(s.as_bytes());
+    pb::SignedEnvelope {
+        kind: T::KIND.to_string(),
+        key_id: key_id(&key.verifying_key()),
+        payload,
+        signature,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,42 +737,18 @@ mod tests {
         );
     }
 
-    /// A signature whose `R` carries a point of order 8: its key's holder
-    /// can make one (an honest signer never does). The cofactorless check
-    /// of [`open`] refuses it; [`open_all`]'s cofactored rule takes it,
-    /// the same way alone and in any company.
+    /// A signature whose `R` carries a point of order 8 ([`seal_with_torsion`]):
+    /// the cofactorless check of [`open`] refuses it; [`open_all`]'s
+    /// cofactored rule takes it, the same way alone and in any company.
     #[test]
     fn open_all_gives_a_crafted_signature_the_same_verdict_in_any_company() {
-        use curve25519_dalek::{constants, EdwardsPoint, Scalar};
-        use sha2::{Digest as _, Sha512};
         let s = signer(1);
-        let key = SigningKey::from_bytes(&[1; 32]);
         let ack = pb::Ack {
             component: "spine-1".into(),
             version: "crafted".into(),
             ..Default::default()
         };
-        let payload = ack.encode_to_vec();
-        let msg = domain("ack", &payload);
-        let r = Scalar::from_bytes_mod_order([42; 32]);
-        let big_r: EdwardsPoint =
-            constants::ED25519_BASEPOINT_POINT * r + constants::EIGHT_TORSION[1];
-        let r_bytes = big_r.compress().to_bytes();
-        let h = Scalar::from_hash(
-            Sha512::new()
-                .chain_update(r_bytes)
-                .chain_update(s.public().as_bytes())
-                .chain_update(&msg),
-        );
-        let sig_s = r + h * key.to_scalar();
-        let mut signature = r_bytes.to_vec();
-        signature.extend_from_slice(sig_s.as_bytes());
-        let crafted = pb::SignedEnvelope {
-            kind: "ack".into(),
-            key_id: s.id().into(),
-            payload,
-            signature,
-        };
+        let crafted = seal_with_torsion([1; 32], &ack);
         let (mut envs, keys) = assorted(&(0..30).map(|i| (i * 3, 7)).collect::<Vec<_>>());
         assert_eq!(
             open::<pb::Ack>(&crafted, &keys),
