@@ -162,7 +162,19 @@ fn files(dir: &Path, error: impl ToString) -> RunError {
 /// Writes `bytes` to `path` durably (temporary file, fsynced, renamed
 /// over it, directory fsynced), only this user reading it.
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    ben_control::private::replace(path, bytes)
+    on_disk(|| ben_control::private::replace(path, bytes))
+}
+
+/// Runs `f` — writes that wait for the disk (fsync) — without holding up
+/// the runtime's other tasks: on a multi-threaded runtime the worker hands
+/// them to another thread meanwhile (`ben up` runs four validators and the
+/// rest of the system on one runtime). A single-threaded runtime has no
+/// other thread: `f` just runs.
+fn on_disk<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// The block log is rewritten with only the uncommitted blocks when it
@@ -507,6 +519,9 @@ pub async fn run(
     tokio::pin!(timer);
     let mut timer_at: Millis = 0;
     let mut opened = Opened::new();
+    // Blocks as they were encoded into the block log, by id, until they
+    // commit (the chain file and the report take the same bytes).
+    let mut encoded: std::collections::HashMap<Hash, (Height, Vec<u8>)> = Default::default();
     loop {
         let mut step = std::mem::take(&mut out);
         let mut dirty = false;
@@ -520,13 +535,14 @@ pub async fn run(
                     store.safety = st;
                 }
                 Action::StoreBlock(b) => {
-                    let mut rec = vec![];
-                    frame(&mut rec, &wire::encode_block(&b));
+                    let enc = wire::encode_block(&b);
                     block_log
-                        .write_all(&rec)
+                        .write_all(&(enc.len() as u32).to_be_bytes())
+                        .and_then(|_| block_log.write_all(&enc))
                         .map_err(|e| files(&s.dir, format!("appending block {}: {e}", b.height)))?;
-                    log_bytes += rec.len() as u64;
+                    log_bytes += 4 + enc.len() as u64;
                     logged = true;
+                    encoded.insert(b.id, (b.height, enc));
                     store.blocks.push(b);
                     dirty = true;
                 }
@@ -544,14 +560,18 @@ pub async fn run(
                     if block.height <= applied_to {
                         continue;
                     }
-                    let bytes = wire::encode_block(&block);
-                    chain_file
-                        .write_all(&(bytes.len() as u32).to_be_bytes())
-                        .and_then(|_| chain_file.write_all(&bytes))
-                        .and_then(|_| chain_file.sync_data())
-                        .map_err(|e| {
-                            files(&s.dir, format!("appending block {}: {e}", block.height))
-                        })?;
+                    let bytes = match encoded.remove(&block.id) {
+                        Some((_, b)) => b,
+                        None => wire::encode_block(&block),
+                    };
+                    encoded.retain(|_, (h, _)| *h > block.height);
+                    on_disk(|| {
+                        chain_file
+                            .write_all(&(bytes.len() as u32).to_be_bytes())
+                            .and_then(|_| chain_file.write_all(&bytes))
+                            .and_then(|_| chain_file.sync_data())
+                    })
+                    .map_err(|e| files(&s.dir, format!("appending block {}: {e}", block.height)))?;
                     let a = if s.intake == Intake::BenchRaw {
                         // Opaque transactions: the state machine sees the
                         // block without them (it would refuse each, one
@@ -621,8 +641,7 @@ pub async fn run(
         }
         if logged {
             // The blocks before the head that may name them.
-            block_log
-                .sync_data()
+            on_disk(|| block_log.sync_data())
                 .map_err(|e| files(&s.dir, format!("syncing the block log: {e}")))?;
         }
         if dirty {
