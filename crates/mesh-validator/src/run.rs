@@ -526,6 +526,7 @@ pub async fn run(
         let mut step = std::mem::take(&mut out);
         let mut dirty = false;
         let mut logged = false;
+        let mut commits_due = vec![];
         for a in step.drain(..) {
             match a {
                 Action::PersistSafety(st) => {
@@ -557,77 +558,10 @@ pub async fn run(
                 Action::Send { to, msg } => links.send(to, &msg),
                 Action::Broadcast(msg) => links.broadcast(&msg),
                 Action::Commit { block, qc, cert } => {
-                    if block.height <= applied_to {
-                        continue;
-                    }
-                    let bytes = match encoded.remove(&block.id) {
-                        Some((_, b)) => b,
-                        None => wire::encode_block(&block),
-                    };
-                    encoded.retain(|_, (h, _)| *h > block.height);
-                    on_disk(|| {
-                        chain_file
-                            .write_all(&(bytes.len() as u32).to_be_bytes())
-                            .and_then(|_| chain_file.write_all(&bytes))
-                            .and_then(|_| chain_file.sync_data())
-                    })
-                    .map_err(|e| files(&s.dir, format!("appending block {}: {e}", block.height)))?;
-                    let a = if s.intake == Intake::BenchRaw {
-                        // Opaque transactions: the state machine sees the
-                        // block without them (it would refuse each, one
-                        // reason string apiece: not consensus's cost).
-                        sm.apply(&header(&block))
-                    } else {
-                        // The block's digests before the core forgets it.
-                        let digests = pool.digests_of(&block);
-                        sm.apply_with(&block, &mut |i, _| opened.remove(digests.get(i)?))
-                    };
-                    pool.forget_block(&block.id);
-                    applied_to = block.height;
-                    pool.remove_committed(a.admitted.iter().map(String::as_str));
-                    counters.height.store(block.height, Ordering::Relaxed);
-                    let (mut rejected, mut rejected_requests) = (vec![], vec![]);
-                    for (i, why) in &a.refused {
-                        if let Some((request, id)) = block.payload.get(*i).and_then(|tx| tx_id(tx))
-                        {
-                            let to = if request {
-                                &mut rejected_requests
-                            } else {
-                                &mut rejected
-                            };
-                            to.push((id, why.clone()));
-                        }
-                    }
-                    let report = Committed {
-                        height: block.height,
-                        time: block.time,
-                        block: block.id,
-                        admitted: a.admitted.clone(),
-                        rejected,
-                        rejected_requests,
-                        refused: a.refused.clone(),
-                        policies: a.policies.clone(),
-                        expired: a.expired.clone(),
-                        root: a.root,
-                        block_bytes: bytes,
-                        qc: qc.clone(),
-                        reputation: reputation(&sm),
-                    };
-                    if let Some(p) = &persist {
-                        // Waits while the queue is full; a stop still stops.
-                        tokio::select! {
-                            _ = &mut stop => return Ok(()),
-                            r = p.push(Record::new(&block, &a, report.reputation.clone())) => {
-                                r.map_err(RunError::Database)?
-                            }
-                        }
-                    }
-                    store.blocks.retain(|b| b.height > block.height);
-                    store.root = ben_mesh_consensus::Root { block, qc, cert };
-                    dirty = true;
-                    if commits.send(report).await.is_err() {
-                        return Ok(());
-                    }
+                    // Taken once the step's messages are on their way: a
+                    // commit comes first in a step, before the vote or
+                    // proposal that follows, and it waits for the disk.
+                    commits_due.push((block, qc, cert));
                 }
                 Action::Equivocation { author, round, .. } => {
                     counters.equivocations.fetch_add(1, Ordering::Relaxed);
@@ -637,6 +571,78 @@ pub async fn run(
                         "validator proposed two blocks in one round; evidence kept"
                     );
                 }
+            }
+        }
+        for (block, qc, cert) in commits_due.drain(..) {
+            if block.height <= applied_to {
+                continue;
+            }
+            let bytes = match encoded.remove(&block.id) {
+                Some((_, b)) => b,
+                None => wire::encode_block(&block),
+            };
+            encoded.retain(|_, (h, _)| *h > block.height);
+            on_disk(|| {
+                chain_file
+                    .write_all(&(bytes.len() as u32).to_be_bytes())
+                    .and_then(|_| chain_file.write_all(&bytes))
+                    .and_then(|_| chain_file.sync_data())
+            })
+            .map_err(|e| files(&s.dir, format!("appending block {}: {e}", block.height)))?;
+            let a = if s.intake == Intake::BenchRaw {
+                // Opaque transactions: the state machine sees the
+                // block without them (it would refuse each, one
+                // reason string apiece: not consensus's cost).
+                sm.apply(&header(&block))
+            } else {
+                // The block's digests before the core forgets it.
+                let digests = pool.digests_of(&block);
+                sm.apply_with(&block, &mut |i, _| opened.remove(digests.get(i)?))
+            };
+            pool.forget_block(&block.id);
+            applied_to = block.height;
+            pool.remove_committed(a.admitted.iter().map(String::as_str));
+            counters.height.store(block.height, Ordering::Relaxed);
+            let (mut rejected, mut rejected_requests) = (vec![], vec![]);
+            for (i, why) in &a.refused {
+                if let Some((request, id)) = block.payload.get(*i).and_then(|tx| tx_id(tx)) {
+                    let to = if request {
+                        &mut rejected_requests
+                    } else {
+                        &mut rejected
+                    };
+                    to.push((id, why.clone()));
+                }
+            }
+            let report = Committed {
+                height: block.height,
+                time: block.time,
+                block: block.id,
+                admitted: a.admitted.clone(),
+                rejected,
+                rejected_requests,
+                refused: a.refused.clone(),
+                policies: a.policies.clone(),
+                expired: a.expired.clone(),
+                root: a.root,
+                block_bytes: bytes,
+                qc: qc.clone(),
+                reputation: reputation(&sm),
+            };
+            if let Some(p) = &persist {
+                // Waits while the queue is full; a stop still stops.
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    r = p.push(Record::new(&block, &a, report.reputation.clone())) => {
+                        r.map_err(RunError::Database)?
+                    }
+                }
+            }
+            store.blocks.retain(|b| b.height > block.height);
+            store.root = ben_mesh_consensus::Root { block, qc, cert };
+            dirty = true;
+            if commits.send(report).await.is_err() {
+                return Ok(());
             }
         }
         if logged {
