@@ -236,10 +236,22 @@ async fn one_rate(
     for s in stops {
         let _ = s.send(());
     }
-    for t in tasks {
+    for t in &tasks {
         t.abort();
     }
+    // Stopped before their files go (an aborted task still running could
+    // write one more into the directory being removed); a validator that
+    // failed during the run makes its figures worthless.
+    let mut failed = None;
+    for (i, t) in tasks.into_iter().enumerate() {
+        if let Ok(Err(e)) = t.await {
+            failed.get_or_insert(format!("validator {i} stopped during the run: {e}"));
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(f) = failed {
+        anyhow::bail!(f);
+    }
     latencies.sort_by(f64::total_cmp);
     Ok(Outcome {
         offered: total as f64 / seconds as f64,
