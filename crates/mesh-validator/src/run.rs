@@ -379,7 +379,7 @@ struct Inbox<'a> {
 }
 
 /// Offers into the mempool: those not opened yet opened together
-/// ([`state::open_txs`]), then each offered by its id; what the mempool
+/// ([`state::open_rest`]), then each offered by its id; what the mempool
 /// did not add is counted. Empties `offers`.
 fn offer_all(s: &Settings, i: &mut Inbox<'_>, offers: &mut Vec<Offer>) {
     if s.intake == Intake::BenchRaw {
@@ -390,22 +390,14 @@ fn offer_all(s: &Settings, i: &mut Inbox<'_>, offers: &mut Vec<Offer>) {
         }
         return;
     }
-    let unopened: Vec<&[u8]> = offers
-        .iter()
-        .filter(|o| o.opened.is_none())
-        .map(|o| o.bytes.as_slice())
-        .collect();
-    let mut fresh = state::open_txs(&unopened, i.keyring).into_iter();
-    for Offer { bytes, opened } in offers.drain(..) {
-        let t = match opened {
-            Some(v) => Ok(state::Tx::Anomaly(v)),
-            None => match fresh.next() {
-                Some(t) => t,
-                // open_txs answers every transaction.
-                None => break,
-            },
-        };
-        offer(s, i, bytes, t);
+    let opened = state::open_rest(
+        offers
+            .iter_mut()
+            .map(|o| (o.bytes.as_slice(), o.opened.take())),
+        i.keyring,
+    );
+    for (o, t) in offers.drain(..).zip(opened) {
+        offer(s, i, o.bytes, t);
     }
 }
 

@@ -125,6 +125,28 @@ pub fn open_txs(txs: &[&[u8]], keyring: &Keyring) -> Vec<Result<Tx, (bool, WireE
     out.into_iter().flatten().collect()
 }
 
+/// Transactions of which some were opened already (`Some`, an anomaly):
+/// the others opened together by [`open_txs`]. One answer each, in order.
+pub fn open_rest<'a>(
+    txs: impl IntoIterator<Item = (&'a [u8], Option<Verified<AnomalyEvent>>)>,
+    keyring: &Keyring,
+) -> Vec<Result<Tx, (bool, WireError)>> {
+    let txs: Vec<_> = txs.into_iter().collect();
+    let unopened: Vec<&[u8]> = txs
+        .iter()
+        .filter(|(_, o)| o.is_none())
+        .map(|(tx, _)| *tx)
+        .collect();
+    // open_txs answers each transaction it is given, in order.
+    let mut fresh = open_txs(&unopened, keyring).into_iter();
+    txs.into_iter()
+        .filter_map(|(_, o)| match o {
+            Some(v) => Some(Ok(Tx::Anomaly(v))),
+            None => fresh.next(),
+        })
+        .collect()
+}
+
 /// Envelopes of one kind to open together, with where each came from.
 #[derive(Default)]
 struct Batch {
@@ -297,32 +319,18 @@ impl StateMachine {
     pub fn apply_with(&mut self, block: &Block, verified: &mut Opened<'_>) -> Applied {
         let now = block.time;
         let mut out = Applied::default();
-        let cached: Vec<Option<Verified<AnomalyEvent>>> = block
-            .payload
-            .iter()
-            .enumerate()
-            .map(|(i, tx)| verified(i, tx))
-            .collect();
-        let unopened: Vec<&[u8]> = block
-            .payload
-            .iter()
-            .zip(&cached)
-            .filter(|(_, c)| c.is_none())
-            .map(|(tx, _)| tx.as_slice())
-            .collect();
-        let mut fresh = open_txs(&unopened, &self.keyring).into_iter();
+        let opened = open_rest(
+            block
+                .payload
+                .iter()
+                .enumerate()
+                .map(|(i, tx)| (tx.as_slice(), verified(i, tx))),
+            &self.keyring,
+        );
         // Requests after the block's anomalies: one may rest on an anomaly
         // the same block commits.
         let mut requests = vec![];
-        for (i, c) in cached.into_iter().enumerate() {
-            let opened = match c {
-                Some(v) => Ok(Tx::Anomaly(v)),
-                None => match fresh.next() {
-                    Some(t) => t,
-                    // open_txs answers every transaction.
-                    None => break,
-                },
-            };
+        for (i, opened) in opened.into_iter().enumerate() {
             let v = match opened {
                 Ok(Tx::Anomaly(v)) => v,
                 Ok(Tx::Request(r)) => {
