@@ -234,6 +234,8 @@ async fn one_rate(
         )
     });
     for s in stops {
+        // A validator that already ended has dropped its receiver; why it
+        // ended is in its task's result, read below.
         let _ = s.send(());
     }
     for t in &tasks {
@@ -248,7 +250,9 @@ async fn one_rate(
             failed.get_or_insert(format!("validator {i} stopped during the run: {e}"));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("ben bench consensus: {} stays behind: {e}", dir.display());
+    }
     if let Some(f) = failed {
         anyhow::bail!(f);
     }
