@@ -629,16 +629,23 @@ mod tests {
         assert!(!valid_subject("ben.>.x", true));
     }
 
+    /// A subscription fed by the returned sender, counting the messages
+    /// reported handled.
+    fn counted_subscription() -> (mpsc::Sender<Message>, Arc<AtomicU64>, Subscription) {
+        let (tx, rx) = mpsc::channel(8);
+        let n = Arc::new(AtomicU64::new(0));
+        let counted = n.clone();
+        let sub = Subscription::new(rx).with_handled(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        (tx, n, sub)
+    }
+
     /// A message counts as handled when the next one is asked for; the one
     /// in hand when the subscription ends is not reported.
     #[tokio::test]
     async fn handled_is_reported_when_the_next_message_is_asked_for() {
-        let (tx, rx) = mpsc::channel(8);
-        let n = Arc::new(AtomicU64::new(0));
-        let counted = n.clone();
-        let mut sub = Subscription::new(rx).with_handled(move || {
-            counted.fetch_add(1, Ordering::Relaxed);
-        });
+        let (tx, n, mut sub) = counted_subscription();
         for i in 0..3u8 {
             tx.send(Message {
                 subject: "s".into(),
@@ -665,12 +672,7 @@ mod tests {
     /// asking for the next message.
     #[tokio::test]
     async fn try_next_takes_what_is_there_and_reports_the_one_before() {
-        let (tx, rx) = mpsc::channel(8);
-        let n = Arc::new(AtomicU64::new(0));
-        let counted = n.clone();
-        let mut sub = Subscription::new(rx).with_handled(move || {
-            counted.fetch_add(1, Ordering::Relaxed);
-        });
+        let (tx, n, mut sub) = counted_subscription();
         let msg = |i: u8| Message {
             subject: "s".into(),
             payload: vec![i],

@@ -46,6 +46,30 @@ async fn next_commit(commits: &mut ben_bus::Subscription) -> Option<CommitEvent>
     Some(CommitEvent::decode(&env.payload[..]).expect("a commit"))
 }
 
+/// Reads block announcements until all four validators have committed
+/// every id of `want`, each announcement shown to `each` first, within
+/// 30 s of `since`; `seen` gathers what each validator committed.
+async fn until_all_commit(
+    commits: &mut ben_bus::Subscription,
+    want: &BTreeSet<String>,
+    since: Instant,
+    seen: &mut BTreeMap<String, BTreeSet<String>>,
+    mut each: impl FnMut(&CommitEvent),
+) {
+    while seen.len() < 4 || seen.values().any(|s| !s.is_superset(want)) {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "not every validator committed these {} anomalies in 30 s: {seen:?}",
+            want.len()
+        );
+        let Some(ev) = next_commit(commits).await else {
+            continue;
+        };
+        each(&ev);
+        seen.entry(ev.validator).or_default().extend(ev.anomalies);
+    }
+}
+
 /// A data directory named after `name`, emptied.
 fn fresh_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ben-validators-{name}-{}", std::process::id()));
@@ -105,22 +129,15 @@ async fn four_validators_in_ben_up_commit_signed_anomalies_and_refuse_forged_one
                 .unwrap();
         }
         let upto: BTreeSet<String> = (0..last).map(|k| format!("scan-{k}")).collect();
-        while seen.len() < 4 || seen.values().any(|s| !s.is_superset(&upto)) {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "not every validator committed the first {last} anomalies in 30 s: {seen:?}"
-            );
-            let Some(ev) = next_commit(&mut commits).await else {
-                continue;
-            };
+        until_all_commit(&mut commits, &upto, t, &mut seen, |ev| {
             assert!(ev.validator.starts_with("validator-"), "{ev:?}");
             assert_eq!(ev.refused, 0, "{ev:?}");
             roots
                 .entry(ev.height)
                 .or_default()
                 .insert(ev.state_root.clone());
-            seen.entry(ev.validator).or_default().extend(ev.anomalies);
-        }
+        })
+        .await;
     }
     assert!(seen.values().all(|s| *s == want), "{seen:?}");
     let committed_in = t.elapsed();
@@ -408,21 +425,13 @@ async fn validators_resume_their_chain_when_ben_up_restarts() {
         let want: BTreeSet<String> = ids.map(|k| format!("scan-{k}")).collect();
         let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut heights: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-        let t = Instant::now();
-        while seen.len() < 4 || seen.values().any(|s| !s.is_superset(&want)) {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "not committed by all four in 30 s: {seen:?}"
-            );
-            let Some(ev) = next_commit(&mut commits).await else {
-                continue;
-            };
+        until_all_commit(&mut commits, &want, Instant::now(), &mut seen, |ev| {
             heights
                 .entry(ev.validator.clone())
                 .or_default()
                 .insert(ev.height);
-            seen.entry(ev.validator).or_default().extend(ev.anomalies);
-        }
+        })
+        .await;
         heights
     }
     let top = |h: &BTreeMap<String, BTreeSet<u64>>| {
