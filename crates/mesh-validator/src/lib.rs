@@ -16,12 +16,15 @@
 //! dead-lettered); commits, policies (with their block and QC) and
 //! reputation out, signed by the validator; `ben up` runs four.
 //!
-//! Not built yet: the SQL persistence worker, `ben validator`, validators
-//! in cluster mode.
+//! [`persist`] writes each committed block into SQL; [`slots`] keeps a
+//! small record durable with one data flush (the safety state, the block
+//! store's head). `ben validator` (`ben`'s cluster mode) runs one as its
+//! own process.
 
 pub mod bus;
 pub mod link;
 pub mod mempool;
 pub mod persist;
 pub mod run;
+pub mod slots;
 pub mod state;

@@ -2,25 +2,31 @@
 //! with verified anomalies, committed blocks run through the state machine
 //! and reported, and what must survive a crash kept in its directory:
 //!
-//! * `safety` — the safety state, written (to a temporary file, fsynced,
-//!   renamed) **before** any message of the same step leaves (DESIGN.md
-//!   §4, invariant 9);
-//! * `store` — the block store's head (last commit as a header — its
-//!   block is in `chain` — highest QC and TC), small, rewritten after a
-//!   step that changed it;
+//! * `safety.slots` — the safety state, written durably **before** any
+//!   message of the same step leaves (DESIGN.md §4, invariant 9), into a
+//!   [`Slots`] file: one data flush a write;
+//! * `head.slots` — the block store's head (last commit as a header — its
+//!   block is in `chain` — highest QC and TC), small, written the same way
+//!   after a step that changed it;
 //! * `blocks` — every block it stored, appended once (length-prefixed)
 //!   and fsynced before the head that follows it; compacted to the
 //!   uncommitted ones when it grows past [`BLOCK_LOG_COMPACT`] (a store
 //!   that held whole blocks was rewritten, megabytes a step, on every
 //!   step);
 //! * `chain` — every committed block, appended (length-prefixed), replayed
-//!   through the state machine at start.
+//!   through the state machine at start. Appended without waiting for the
+//!   disk: a committed block was already durable in `blocks`, so after a
+//!   crash the blocks the chain file lost are taken from there (the chain
+//!   file is flushed before `blocks` drops them when it is compacted).
 //!
-//! It loads all three before it opens its links.
+//! It loads them all before it opens its links. An earlier version's
+//! `safety` and `store` (files replaced whole) are read when the slot
+//! files are not there yet.
 
 use crate::link::{LinkConfig, Links};
 use crate::mempool::{Mempool, Offered};
 use crate::persist::{Persistence, Record, Status, Target};
+use crate::slots::Slots;
 use crate::state::{self, Policy, StateMachine};
 use ben_mesh_consensus::{
     wire, Action, Block, Config, Durable, Ed25519, Hash, Height, Millis, Node,
@@ -182,15 +188,56 @@ fn on_disk<T>(f: impl FnOnce() -> T) -> T {
 pub const BLOCK_LOG_COMPACT: u64 = 64 << 20;
 
 /// The length-prefixed records of a file (a record cut short by a crash
-/// ends them).
-fn frames(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// ends them), each with the offset just past it.
+fn frames(b: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
     let mut at = 0;
     std::iter::from_fn(move || {
         let n = u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
         let bytes = b.get(at + 4..at + 4 + n)?;
         at += 4 + n;
-        Some(bytes)
+        Some((bytes, at))
     })
+}
+
+/// The safety state's file, and the block store head's.
+const SAFETY: &str = "safety.slots";
+const HEAD: &str = "head.slots";
+
+/// The newest record of slot file `name` in `dir`, or else the whole of
+/// `earlier` (what an earlier version wrote instead), or nothing.
+fn read_record(dir: &Path, name: &str, earlier: &str) -> Result<Option<Vec<u8>>, RunError> {
+    if let Some(b) = Slots::read(&dir.join(name)).map_err(|e| files(dir, e))? {
+        return Ok(Some(b));
+    }
+    match std::fs::read(dir.join(earlier)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(files(dir, e)),
+    }
+}
+
+/// Committed blocks above `chain`'s last that the chain file lost in a
+/// crash (it is appended without waiting for the disk), up to the root
+/// the head names: found in the block log, which held each durably before
+/// the head named it. Empty when they do not link up to the chain.
+fn lost_commits(chain: &[Block], logged: &[Block], root: &Block, genesis: &Block) -> Vec<Block> {
+    let last = chain.last().unwrap_or(genesis);
+    let by_id: std::collections::HashMap<Hash, &Block> = logged.iter().map(|b| (b.id, b)).collect();
+    let mut lost = vec![];
+    let mut at = root.id;
+    while let Some(b) = by_id.get(&at).filter(|b| b.height > last.height) {
+        lost.push((*b).clone());
+        at = b.parent;
+    }
+    lost.reverse();
+    let links = lost
+        .first()
+        .is_some_and(|b| b.parent == last.id && b.height == last.height + 1);
+    if links {
+        lost
+    } else {
+        vec![]
+    }
 }
 
 /// `bytes` as one length-prefixed record.
@@ -235,34 +282,66 @@ fn head(store: &Durable) -> Vec<u8> {
 /// What the directory holds: the durable state, and the committed chain.
 fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> {
     ben_control::private::dir(dir).map_err(|e| files(dir, e))?;
-    let mut d = match std::fs::read(dir.join("store")) {
-        Ok(b) => wire::decode_durable(&b).map_err(|e| files(dir, format!("store: {e}")))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Durable::genesis(genesis),
-        Err(e) => return Err(files(dir, e)),
+    let mut d = match read_record(dir, HEAD, "store")? {
+        Some(b) => wire::decode_durable(&b).map_err(|e| files(dir, format!("{HEAD}: {e}")))?,
+        None => Durable::genesis(genesis),
     };
-    match std::fs::read(dir.join("safety")) {
-        Ok(b) => {
-            d.safety = wire::decode_safety(&b).map_err(|e| files(dir, format!("safety: {e}")))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(files(dir, e)),
+    if let Some(b) = read_record(dir, SAFETY, "safety")? {
+        d.safety = wire::decode_safety(&b).map_err(|e| files(dir, format!("{SAFETY}: {e}")))?;
     }
     let mut chain: Vec<Block> = vec![];
-    match std::fs::read(dir.join("chain")) {
+    let chain_path = dir.join("chain");
+    let mut chain_file = ben_control::private::append(&chain_path).map_err(|e| files(dir, e))?;
+    let b = std::fs::read(&chain_path).map_err(|e| files(dir, e))?;
+    let mut whole = 0;
+    for (bytes, end) in frames(&b) {
+        chain.push(wire::decode_block(bytes).map_err(|e| files(dir, format!("chain: {e}")))?);
+        whole = end;
+    }
+    if whole < b.len() {
+        // A record cut short by a crash: what is appended next must
+        // follow the last whole one.
+        chain_file
+            .set_len(whole as u64)
+            .map_err(|e| files(dir, format!("chain: cutting a torn record: {e}")))?;
+    }
+    // A block appended, then re-committed after a crash before the store
+    // caught up, is in the file twice: the first copy counts.
+    let mut seen = std::collections::HashSet::new();
+    chain.retain(|b| seen.insert(b.height));
+    let mut logged = vec![];
+    match std::fs::read(dir.join("blocks")) {
         Ok(b) => {
-            for bytes in frames(&b) {
-                chain.push(
-                    wire::decode_block(bytes).map_err(|e| files(dir, format!("chain: {e}")))?,
+            for (bytes, _) in frames(&b) {
+                logged.push(
+                    wire::decode_block(bytes).map_err(|e| files(dir, format!("blocks: {e}")))?,
                 );
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(files(dir, e)),
     }
-    // A block appended, then re-committed after a crash before the store
-    // caught up, is in the file twice: the first copy counts.
-    let mut seen = std::collections::HashSet::new();
-    chain.retain(|b| seen.insert(b.height));
+    let lost = lost_commits(&chain, &logged, &d.root.block, genesis);
+    for b in &lost {
+        let enc = wire::encode_block(b);
+        chain_file
+            .write_all(&(enc.len() as u32).to_be_bytes())
+            .and_then(|_| chain_file.write_all(&enc))
+            .map_err(|e| files(dir, format!("chain: restoring block {}: {e}", b.height)))?;
+    }
+    if !lost.is_empty() {
+        tracing::warn!(
+            from = lost[0].height,
+            to = d.root.block.height,
+            "committed blocks the chain file lost in a crash restored from the block log"
+        );
+    }
+    chain.extend(lost);
+    // Durable before the block log is compacted (at start it keeps only
+    // the uncommitted blocks).
+    chain_file
+        .sync_data()
+        .map_err(|e| files(dir, format!("chain: {e}")))?;
     // The head names its root; the block is the chain file's (a store of
     // an earlier version held it whole, and its blocks too).
     if d.root.block.height > 0 {
@@ -292,19 +371,11 @@ fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> 
             }
         }
     }
-    match std::fs::read(dir.join("blocks")) {
-        Ok(b) => {
-            let mut ids: std::collections::HashSet<Hash> = d.blocks.iter().map(|b| b.id).collect();
-            for bytes in frames(&b) {
-                let block =
-                    wire::decode_block(bytes).map_err(|e| files(dir, format!("blocks: {e}")))?;
-                if block.height > d.root.block.height && ids.insert(block.id) {
-                    d.blocks.push(block);
-                }
-            }
+    let mut ids: std::collections::HashSet<Hash> = d.blocks.iter().map(|b| b.id).collect();
+    for block in logged {
+        if block.height > d.root.block.height && ids.insert(block.id) {
+            d.blocks.push(block);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(files(dir, e)),
     }
     // The chain file is appended before the store is rewritten: it may
     // run ahead of the store's root, never behind.
@@ -493,6 +564,15 @@ pub async fn run(
         b.len() as u64
     };
     let mut block_log = ben_control::private::append(&log_path).map_err(|e| files(&s.dir, e))?;
+    // The slot files hold what was loaded from the start (from an earlier
+    // version's files too, which are then no longer read).
+    let slots = |name: &str, bytes: &[u8]| {
+        Slots::open(&s.dir.join(name))
+            .and_then(|mut f| f.write(bytes).map(|_| f))
+            .map_err(|e| files(&s.dir, format!("{name}: {e}")))
+    };
+    let mut safety_file = slots(SAFETY, &wire::encode_safety(&store.safety))?;
+    let mut head_file = slots(HEAD, &head(&store))?;
     let mut pool = Mempool::new(s.mempool);
     let crypto = Ed25519::new(s.link.secret, s.link.keys.clone());
     let mut node = Node::new(s.consensus.clone(), crypto, &genesis, durable);
@@ -523,7 +603,7 @@ pub async fn run(
             match a {
                 Action::PersistSafety(st) => {
                     // Invariant 9: durable before anything after it leaves.
-                    write_durably(&s.dir.join("safety"), &wire::encode_safety(&st))
+                    on_disk(|| safety_file.write(&wire::encode_safety(&st)))
                         .map_err(|e| files(&s.dir, format!("writing the safety state: {e}")))?;
                     store.safety = st;
                 }
@@ -574,13 +654,12 @@ pub async fn run(
                 None => wire::encode_block(&block),
             };
             encoded.retain(|_, (h, _)| *h > block.height);
-            on_disk(|| {
-                chain_file
-                    .write_all(&(bytes.len() as u32).to_be_bytes())
-                    .and_then(|_| chain_file.write_all(&bytes))
-                    .and_then(|_| chain_file.sync_data())
-            })
-            .map_err(|e| files(&s.dir, format!("appending block {}: {e}", block.height)))?;
+            // Not waited for: the block is durable in the block log, where
+            // a crash's losses are taken back from (`lost_commits`).
+            chain_file
+                .write_all(&(bytes.len() as u32).to_be_bytes())
+                .and_then(|_| chain_file.write_all(&bytes))
+                .map_err(|e| files(&s.dir, format!("appending block {}: {e}", block.height)))?;
             let a = if s.intake == Intake::BenchRaw {
                 // Opaque transactions: the state machine sees the
                 // block without them (it would refuse each, one
@@ -644,6 +723,10 @@ pub async fn run(
         }
         if dirty {
             if log_bytes > BLOCK_LOG_COMPACT {
+                // The committed blocks leave the log: the chain file
+                // holds them durably first.
+                on_disk(|| chain_file.sync_data())
+                    .map_err(|e| files(&s.dir, format!("syncing the chain file: {e}")))?;
                 let mut b = vec![];
                 for x in &store.blocks {
                     frame(&mut b, &wire::encode_block(x));
@@ -654,8 +737,8 @@ pub async fn run(
                     ben_control::private::append(&log_path).map_err(|e| files(&s.dir, e))?;
                 log_bytes = b.len() as u64;
             }
-            write_durably(&s.dir.join("store"), &head(&store))
-                .map_err(|e| files(&s.dir, format!("writing the block store: {e}")))?;
+            on_disk(|| head_file.write(&head(&store)))
+                .map_err(|e| files(&s.dir, format!("writing the block store's head: {e}")))?;
         }
         counters.round.store(node.round(), Ordering::Relaxed);
         if let Some(p) = persist.as_ref().filter(|p| p.halted()) {
@@ -720,5 +803,109 @@ pub async fn run(
                 node.on_tick(now(), &mut pool, &mut out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Block `h` of a chain (ids made up: `load` follows parent links and
+    /// heights, it does not recompute ids).
+    fn block(genesis: &Block, h: u64) -> Block {
+        let id = |h: u64| {
+            if h == 0 {
+                genesis.id
+            } else {
+                Hash([h as u8; 32])
+            }
+        };
+        Block {
+            id: id(h),
+            round: h,
+            height: h,
+            parent: id(h - 1),
+            qc: genesis.qc.clone(),
+            author: 0,
+            time: h,
+            payload: vec![vec![h as u8; 40]].into(),
+        }
+    }
+
+    fn framed(blocks: &[Block]) -> Vec<u8> {
+        let mut b = vec![];
+        for x in blocks {
+            frame(&mut b, &wire::encode_block(x));
+        }
+        b
+    }
+
+    #[test]
+    fn commits_the_chain_file_lost_in_a_crash_come_back_from_the_block_log() {
+        let dir = std::env::temp_dir().join(format!("ben-validator-load-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ben_control::private::dir(&dir).unwrap();
+        let genesis = Block::genesis("load-test");
+        let blocks: Vec<Block> = (1..=5).map(|h| block(&genesis, h)).collect();
+        // The head names block 4 as its last commit; the chain file kept
+        // blocks 1 and 2 whole and block 3 cut short; the block log holds
+        // 2 to 5 (1 went when it was compacted).
+        let mut d = Durable::genesis(&genesis);
+        d.root.block = blocks[3].clone();
+        Slots::open(&dir.join(HEAD))
+            .unwrap()
+            .write(&head(&d))
+            .unwrap();
+        let mut chain = framed(&blocks[..3]);
+        chain.truncate(chain.len() - 7);
+        std::fs::write(dir.join("chain"), &chain).unwrap();
+        std::fs::write(dir.join("blocks"), framed(&blocks[1..])).unwrap();
+
+        let (loaded, chain) = load(&dir, &genesis).unwrap();
+        let heights = |bs: &[Block]| bs.iter().map(|b| b.height).collect::<Vec<_>>();
+        assert_eq!(heights(&chain), [1, 2, 3, 4]);
+        assert_eq!(loaded.root.block.id, blocks[3].id);
+        assert_eq!(
+            loaded.root.block.payload.len(),
+            1,
+            "the root's block, whole"
+        );
+        assert_eq!(heights(&loaded.blocks), [5]);
+        // The chain file now holds 1 to 4 whole (the torn record cut off),
+        // so a second start reads the same.
+        let on_disk = std::fs::read(dir.join("chain")).unwrap();
+        assert_eq!(on_disk, framed(&blocks[..4]));
+        let (_, again) = load(&dir, &genesis).unwrap();
+        assert_eq!(heights(&again), [1, 2, 3, 4]);
+
+        // A gap the block log cannot fill is said, not skipped.
+        std::fs::write(dir.join("chain"), framed(&blocks[..1])).unwrap();
+        std::fs::write(dir.join("blocks"), framed(&blocks[2..])).unwrap();
+        let e = load(&dir, &genesis).unwrap_err().to_string();
+        assert!(e.contains("is not in the chain file"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_earlier_versions_files_are_read_when_the_slot_files_are_missing() {
+        let dir = std::env::temp_dir().join(format!("ben-validator-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ben_control::private::dir(&dir).unwrap();
+        let genesis = Block::genesis("old-files");
+        let mut d = Durable::genesis(&genesis);
+        d.safety.last_voted_round = 17;
+        std::fs::write(dir.join("safety"), wire::encode_safety(&d.safety)).unwrap();
+        std::fs::write(dir.join("store"), head(&d)).unwrap();
+        let (loaded, _) = load(&dir, &genesis).unwrap();
+        assert_eq!(loaded.safety.last_voted_round, 17);
+        // Once the slot file holds a record, it is what counts.
+        d.safety.last_voted_round = 18;
+        Slots::open(&dir.join(SAFETY))
+            .unwrap()
+            .write(&wire::encode_safety(&d.safety))
+            .unwrap();
+        let (loaded, _) = load(&dir, &genesis).unwrap();
+        assert_eq!(loaded.safety.last_voted_round, 18);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
