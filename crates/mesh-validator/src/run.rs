@@ -437,13 +437,9 @@ const DRAIN: usize = 512;
 const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(2);
 const BATCH: usize = 128;
 
-/// Envelopes the mempool opened, by digest of their bytes.
-type Opened = std::collections::HashMap<[u8; 32], Verified<AnomalyEvent>>;
-
 /// What an offer goes into.
 struct Inbox<'a> {
     pool: &'a mut Mempool,
-    opened: &'a mut Opened,
     sm: &'a StateMachine,
     keyring: &'a Keyring,
     counters: &'a Counters,
@@ -455,9 +451,7 @@ struct Inbox<'a> {
 fn offer_all(s: &Settings, i: &mut Inbox<'_>, offers: &mut Vec<Offer>) {
     if s.intake == Intake::BenchRaw {
         for Offer { bytes: tx, .. } in offers.drain(..) {
-            let d = crate::mempool::digest(&tx);
-            let id = hex::encode(&d[..16]);
-            count(i.counters, &i.pool.offer_hashed(&id, 1.0, tx, d));
+            count(i.counters, &i.pool.offer_opaque(tx));
         }
         return;
     }
@@ -468,17 +462,12 @@ fn offer_all(s: &Settings, i: &mut Inbox<'_>, offers: &mut Vec<Offer>) {
         i.keyring,
     );
     for (o, t) in offers.drain(..).zip(opened) {
-        offer(s, i, o.bytes, t);
+        offer(i, o.bytes, t);
     }
 }
 
 /// One opened offer into the mempool.
-fn offer(
-    s: &Settings,
-    i: &mut Inbox<'_>,
-    tx: Vec<u8>,
-    t: Result<state::Tx, (bool, ben_wire::WireError)>,
-) {
+fn offer(i: &mut Inbox<'_>, tx: Vec<u8>, t: Result<state::Tx, (bool, ben_wire::WireError)>) {
     match t {
         Ok(state::Tx::Request(v)) => {
             let r = v.into_inner();
@@ -490,19 +479,9 @@ fn offer(
             count(i.counters, &i.pool.offer_request(&r.id, needs, tx));
         }
         Ok(state::Tx::Anomaly(v)) => {
-            let a = v.get();
-            let d = crate::mempool::digest(&tx);
-            let offered = i.pool.offer_hashed(&a.id, a.confidence, tx, d);
-            if offered == Offered::Added {
-                // Kept for the state machine, so the signature is checked
-                // once (bounded: what waits longer is verified again when
-                // its block commits).
-                if i.opened.len() >= 2 * s.mempool {
-                    i.opened.clear();
-                }
-                i.opened.insert(d, v.clone());
-            }
-            count(i.counters, &offered);
+            // The envelope waits with it, for the state machine: its
+            // signature is checked once.
+            count(i.counters, &i.pool.offer_opened(tx, v));
         }
         Err((request, e)) => {
             i.counters.anomalies_refused.fetch_add(1, Ordering::Relaxed);
@@ -590,7 +569,6 @@ pub async fn run(
     let timer = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(timer);
     let mut timer_at: Millis = 0;
-    let mut opened = Opened::new();
     // Blocks as they were encoded into the block log, by id, until they
     // commit (the chain file and the report take the same bytes).
     let mut encoded: std::collections::HashMap<Hash, (Height, Vec<u8>)> = Default::default();
@@ -647,6 +625,7 @@ pub async fn run(
         }
         for (block, qc, cert) in commits_due.drain(..) {
             if block.height <= applied_to {
+                pool.take_opened(&block.id);
                 continue;
             }
             let bytes = match encoded.remove(&block.id) {
@@ -666,11 +645,9 @@ pub async fn run(
                 // reason string apiece: not consensus's cost).
                 sm.apply(&header(&block))
             } else {
-                // The block's digests before the core forgets it.
-                let digests = pool.digests_of(&block);
-                sm.apply_with(&block, &mut |i, _| opened.remove(digests.get(i)?))
+                let mut opened = pool.take_opened(&block.id);
+                sm.apply_with(&block, &mut |i, _| opened.get_mut(i)?.take())
             };
-            pool.forget_block(&block.id);
             applied_to = block.height;
             pool.remove_committed(a.admitted.iter().map(String::as_str));
             counters.height.store(block.height, Ordering::Relaxed);
@@ -774,7 +751,6 @@ pub async fn run(
                 let (mut taken, began) = (0, std::time::Instant::now());
                 let mut inbox = Inbox {
                     pool: &mut pool,
-                    opened: &mut opened,
                     sm: &sm,
                     keyring: &keyring,
                     counters: &counters,
