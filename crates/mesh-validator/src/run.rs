@@ -15,9 +15,10 @@
 //!   step);
 //! * `chain` — every committed block, appended (length-prefixed), replayed
 //!   through the state machine at start. Appended without waiting for the
-//!   disk: a committed block was already durable in `blocks`, so after a
-//!   crash the blocks the chain file lost are taken from there (the chain
-//!   file is flushed before `blocks` drops them when it is compacted).
+//!   disk (its writeback started at once): a committed block was already
+//!   durable in `blocks`, so after a crash the blocks the chain file lost
+//!   are taken from there (the chain file is flushed before `blocks` drops
+//!   them when it is compacted).
 //!
 //! It loads them all before it opens its links. An earlier version's
 //! `safety` and `store` (files replaced whole) are read when the slot
