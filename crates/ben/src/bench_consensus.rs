@@ -1,9 +1,10 @@
 //! `ben bench consensus --validators 4 --rate R[,R…] --tx-size 512
 //! --seconds S`: validators over their own TCP links on loopback (each
 //! with its files: safety state fsynced before every vote, block store,
-//! chain file), all in this process; transactions offered to every
-//! validator at each rate in turn; what validator 1 commits is counted and
-//! each transaction's latency taken from its offer to the commit of its
+//! chain file), all in this process; once they have connected and
+//! committed a first block, transactions offered to every validator at
+//! each rate in turn; what validator 1 commits is counted and each
+//! transaction's latency taken from its offer to the commit of its
 //! block. One line per rate, ending `committed C tx/s, p50 X ms, p99 Y ms`.
 //!
 //! By default transactions are opaque bytes (consensus measured alone, as
@@ -16,7 +17,7 @@ use ben_mesh_detect::wire::{AnomalyEvent, Endpoint};
 use ben_mesh_validator::link::LinkConfig;
 use ben_mesh_validator::run::{run as run_validator, Committed, Counters, Intake, Settings};
 use ben_wire::{Keyring, Role, Signer};
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -166,8 +167,29 @@ async fn one_rate(
             }
         })
         .collect();
-    let sent: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Warm-up: the clock starts once the validators have connected and
+    // committed a block (one transaction outside the numbered ones), as
+    // the `hotstuff_rs` harness starts after its first commit.
+    let warm = if signed {
+        signed_tx(&ai, u64::MAX, tx_size)
+    } else {
+        raw_tx(u64::MAX, tx_size)
+    };
+    for input in &inputs {
+        input
+            .send(warm.clone().into())
+            .await
+            .context("a validator stopped before the run")?;
+    }
+    let warmed = tokio::time::timeout(Duration::from_secs(30), commits.recv()).await;
+    anyhow::ensure!(
+        matches!(warmed, Ok(Some(_))),
+        "no block committed within 30 s of the start"
+    );
+    // Offer times, in ns since `start` (0: not offered yet): lock-free, so
+    // the feeder and the collector do not wait on each other.
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let dropped = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let feeder = {
         let (sent, dropped) = (sent.clone(), dropped.clone());
@@ -179,12 +201,11 @@ async fn one_rate(
                 let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
                 while seq < due {
                     let tx = &txs[seq as usize];
-                    if let Ok(mut s) = sent.lock() {
-                        s.insert(seq, Instant::now());
-                    }
+                    let at = start.elapsed().as_nanos().max(1) as u64;
+                    sent[seq as usize].store(at, Ordering::Relaxed);
                     for input in &inputs {
                         if input.try_send(tx.clone().into()).is_err() {
-                            dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     seq += 1;
@@ -196,8 +217,9 @@ async fn one_rate(
     let mut latencies = vec![];
     let (mut blocks, mut block_txs) = (0u64, 0u64);
     let deadline = start + Duration::from_secs(seconds) + Duration::from_secs(2);
+    let window = Duration::from_secs(seconds);
     while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), commits.recv()).await {
-        let now = Instant::now();
+        let now = start.elapsed();
         blocks += 1;
         let seqs: Vec<u64> = if signed {
             c.admitted
@@ -215,22 +237,22 @@ async fn one_rate(
                 .unwrap_or_default()
         };
         block_txs += seqs.len() as u64;
-        if let Ok(s) = sent.lock() {
-            for q in seqs {
-                if let Some(t) = s.get(&q) {
-                    // Counted only within the offered window.
-                    if t.duration_since(start) < Duration::from_secs(seconds) {
-                        latencies.push(now.duration_since(*t).as_secs_f64() * 1e3);
-                    }
-                }
+        for q in seqs {
+            let Some(at) = sent.get(q as usize) else {
+                continue;
+            };
+            let at = Duration::from_nanos(at.load(Ordering::Relaxed));
+            // Counted only within the offered window.
+            if !at.is_zero() && at < window {
+                latencies.push(now.saturating_sub(at).as_secs_f64() * 1e3);
             }
         }
     }
     let _inputs = feeder.await.context("the feeder")?;
     let (rounds, heights) = counters0.map_or((0, 0), |c| {
         (
-            c.round.load(std::sync::atomic::Ordering::Relaxed),
-            c.height.load(std::sync::atomic::Ordering::Relaxed),
+            c.round.load(Ordering::Relaxed),
+            c.height.load(Ordering::Relaxed),
         )
     });
     for s in stops {
@@ -262,7 +284,7 @@ async fn one_rate(
         committed: latencies.len() as f64 / seconds as f64,
         p50_ms: quantile(&latencies, 0.5),
         p99_ms: quantile(&latencies, 0.99),
-        dropped: dropped.load(std::sync::atomic::Ordering::Relaxed),
+        dropped: dropped.load(Ordering::Relaxed),
         blocks,
         block_txs,
         rounds,
