@@ -22,7 +22,7 @@
 //!
 //! It loads them all before it opens its links. An earlier version's
 //! `safety` and `store` (files replaced whole) are read when the slot
-//! files are not there yet.
+//! files are not there yet, and removed once the slot files hold them.
 
 use crate::link::{LinkConfig, Links};
 use crate::mempool::{Mempool, Offered};
@@ -243,6 +243,27 @@ fn read_record(dir: &Path, name: &str, earlier: &str) -> Result<Option<Vec<u8>>,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(files(dir, e)),
     }
+}
+
+/// Removes an earlier version's `safety` and `store` once the slot files
+/// hold what was read from them: left behind, they would be read again
+/// were a slot file lost, and an old safety state could sign a second
+/// vote in a round.
+fn retire_earlier_files(dir: &Path) -> Result<(), RunError> {
+    let mut removed = false;
+    for name in ["safety", "store"] {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(files(dir, format!("removing the earlier {name}: {e}"))),
+        }
+    }
+    if removed {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| files(dir, e))?;
+    }
+    Ok(())
 }
 
 /// Committed blocks above `chain`'s last that the chain file lost in a
@@ -586,6 +607,7 @@ pub async fn run(
     };
     let mut safety_file = slots(SAFETY, &wire::encode_safety(&store.safety))?;
     let mut head_file = slots(HEAD, &head(&store))?;
+    retire_earlier_files(&s.dir)?;
     let mut pool = Mempool::new(s.mempool);
     let crypto = Ed25519::new(s.link.secret, s.link.keys.clone());
     let mut node = Node::new(s.consensus.clone(), crypto, &genesis, durable);
@@ -852,6 +874,14 @@ mod tests {
         }
     }
 
+    /// An empty private directory for test `name`.
+    fn fresh(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ben-validator-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ben_control::private::dir(&dir).unwrap();
+        dir
+    }
+
     fn framed(blocks: &[Block]) -> Vec<u8> {
         let mut b = vec![];
         for x in blocks {
@@ -862,9 +892,7 @@ mod tests {
 
     #[test]
     fn commits_the_chain_file_lost_in_a_crash_come_back_from_the_block_log() {
-        let dir = std::env::temp_dir().join(format!("ben-validator-load-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        ben_control::private::dir(&dir).unwrap();
+        let dir = fresh("load");
         let genesis = Block::genesis("load-test");
         let blocks: Vec<Block> = (1..=5).map(|h| block(&genesis, h)).collect();
         // The head names block 4 as its last commit; the chain file kept
@@ -908,9 +936,7 @@ mod tests {
 
     #[test]
     fn an_earlier_versions_files_are_read_when_the_slot_files_are_missing() {
-        let dir = std::env::temp_dir().join(format!("ben-validator-old-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        ben_control::private::dir(&dir).unwrap();
+        let dir = fresh("old");
         let genesis = Block::genesis("old-files");
         let mut d = Durable::genesis(&genesis);
         d.safety.last_voted_round = 17;
@@ -926,6 +952,12 @@ mod tests {
             .unwrap();
         let (loaded, _) = load(&dir, &genesis).unwrap();
         assert_eq!(loaded.safety.last_voted_round, 18);
+        // Retired, the earlier files cannot come back if a slot file goes.
+        retire_earlier_files(&dir).unwrap();
+        assert!(!dir.join("safety").exists() && !dir.join("store").exists());
+        std::fs::remove_file(dir.join(SAFETY)).unwrap();
+        let (loaded, _) = load(&dir, &genesis).unwrap();
+        assert_eq!(loaded.safety.last_voted_round, 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
