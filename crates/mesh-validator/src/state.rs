@@ -27,7 +27,11 @@
 //!   target, shape and scope, so asking again extends it;
 //! * **validator reputation**: the block's author proposed one more block
 //!   that committed, each signer of the QC it carries voted one more;
-//! * the **state root**: a BLAKE3 Merkle root over the sorted records.
+//! * the **state root**: a BLAKE3 Merkle root over the records: each
+//!   record a leaf, in one of 16,384 buckets by its table and key, each
+//!   bucket's hash over its leaves sorted, the root over the buckets'
+//!   hashes, the validators and the height; a block hashes again only the
+//!   buckets it changed.
 
 use ben_mesh_consensus::{Block, Hash, Height, Millis, NodeId};
 use ben_mesh_detect::wire::AnomalyEvent;
@@ -258,9 +262,9 @@ pub struct StateMachine {
     keyring: Arc<Keyring>,
     height: Height,
     anomalies: BTreeMap<String, AnomalyRecord>,
-    /// Each anomaly's leaf of the state root, made once (the same keys as
-    /// `anomalies`: inserted and dropped with them).
-    anomaly_leaves: BTreeMap<String, [u8; 32]>,
+    /// The state root's leaves of anomalies, policies and requests, each
+    /// made when its record changes, in buckets whose hashes are kept.
+    leaves: Leaves,
     policies: BTreeMap<String, Policy>,
     /// Admitted request ids and their block time (kept as long as
     /// anomalies, so a replay is refused).
@@ -276,7 +280,7 @@ impl StateMachine {
             keyring,
             height: 0,
             anomalies: BTreeMap::new(),
-            anomaly_leaves: BTreeMap::new(),
+            leaves: Leaves::new(),
             policies: BTreeMap::new(),
             requests: BTreeMap::new(),
             validators: BTreeMap::new(),
@@ -361,8 +365,7 @@ impl StateMachine {
                         committed_at: now,
                         ..rec
                     };
-                    self.anomaly_leaves
-                        .insert(id.clone(), anomaly_leaf(&id, &rec));
+                    self.leaves.set("anomaly", &id, anomaly_leaf(&id, &rec));
                     self.anomalies.insert(id.clone(), rec);
                     out.admitted.push(id);
                 }
@@ -373,6 +376,8 @@ impl StateMachine {
             match self.admit_request(r, now) {
                 Ok(r) => {
                     self.requests.insert(r.id.clone(), now);
+                    self.leaves
+                        .set("request", &r.id, leaf("request", &r.id, &now.to_string()));
                     out.requests.push((i, r.id.clone()));
                     out.policies.push(self.request_policy(r, block.height, now));
                 }
@@ -389,22 +394,37 @@ impl StateMachine {
             .collect();
         for id in &expired {
             self.policies.remove(id);
+            self.leaves.remove("policy", id);
         }
         out.expired = expired;
         let keep_after = now.saturating_sub(self.cfg.retention);
-        let before = self.anomalies.len();
-        self.anomalies.retain(|_, a| a.committed_at > keep_after);
-        if self.anomalies.len() != before {
-            let kept = &self.anomalies;
-            self.anomaly_leaves.retain(|id, _| kept.contains_key(id));
+        let gone: Vec<String> = self
+            .anomalies
+            .iter()
+            .filter(|(_, a)| a.committed_at <= keep_after)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.anomalies.remove(&id);
+            self.leaves.remove("anomaly", &id);
         }
-        self.requests.retain(|_, at| *at > keep_after);
+        let gone: Vec<String> = self
+            .requests
+            .iter()
+            .filter(|(_, at)| **at <= keep_after)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.requests.remove(&id);
+            self.leaves.remove("request", &id);
+        }
         // Reputation: who proposed it, who certified its parent.
         self.validators.entry(block.author).or_default().proposed += 1;
         for (a, _) in &block.qc.votes {
             self.validators.entry(*a).or_default().voted += 1;
         }
         self.height = block.height;
+        self.leaves.refresh();
         out.root = self.root();
         out
     }
@@ -492,7 +512,9 @@ impl StateMachine {
         if !p.anomalies.iter().any(|x| x == anomaly) {
             p.anomalies.push(anomaly.to_string());
         }
-        p.clone()
+        let p = p.clone();
+        self.leaves.set("policy", &p.id, policy_leaf(&p));
+        p
     }
 
     /// A policy request, checked (see the module documentation).
@@ -615,63 +637,131 @@ impl StateMachine {
                 p.anomalies.push(a);
             }
         }
-        p.clone()
+        let p = p.clone();
+        self.leaves.set("policy", &p.id, policy_leaf(&p));
+        p
     }
 
-    /// BLAKE3 Merkle root over every record, sorted by key (leaves are
-    /// domain-separated by table; an odd node is carried up unhashed).
-    /// An anomaly's leaf is made when it is committed, not per block.
+    /// The state root: BLAKE3 over the hashes of [`BUCKETS`] buckets, then
+    /// the validators' leaves and the height's. A record's bucket comes
+    /// from BLAKE3 of its table and key; a bucket's hash is BLAKE3 over
+    /// its leaves sorted by table and key (leaves domain-separated by
+    /// table). A block changes the buckets of the records it changes, and
+    /// only those are hashed again: every leaf was hashed again every
+    /// block before, a cost that grew with the state.
     pub fn root(&self) -> Hash {
-        let mut leaves: Vec<[u8; 32]> = Vec::with_capacity(
-            self.anomaly_leaves.len()
-                + self.policies.len()
-                + self.requests.len()
-                + self.validators.len()
-                + 1,
-        );
-        leaves.extend(self.anomaly_leaves.values());
-        for (id, p) in &self.policies {
-            let v = format!(
-                "{}|{}|{}|{}|{}|{}|{}",
-                p.target,
-                p.expires_at,
-                p.height,
-                p.anomalies.join(","),
-                p.spec.describe(),
-                p.scope.join(","),
-                p.request.as_deref().unwrap_or("")
-            );
-            leaves.push(leaf("policy", id, &v));
-        }
-        for (id, at) in &self.requests {
-            leaves.push(leaf("request", id, &at.to_string()));
-        }
+        let mut h = blake3::Hasher::new();
+        h.update(b"ben/v1/validator-state/root\0");
+        h.update(self.leaves.hashes().as_flattened());
         for (n, r) in &self.validators {
-            leaves.push(leaf(
+            h.update(&leaf(
                 "validator",
                 &n.to_string(),
                 &format!("{}|{}", r.proposed, r.voted),
             ));
         }
-        leaves.push(leaf("height", "", &self.height.to_string()));
-        while leaves.len() > 1 {
-            leaves = leaves
-                .chunks(2)
-                .map(|pair| match pair {
-                    [a, b] => {
-                        let mut h = blake3::Hasher::new();
-                        h.update(b"ben/v1/validator-state/node\0");
-                        h.update(a);
-                        h.update(b);
-                        *h.finalize().as_bytes()
-                    }
-                    [a] => *a,
-                    _ => unreachable!("chunks(2) yields one or two"),
-                })
-                .collect();
-        }
-        Hash(leaves[0])
+        h.update(&leaf("height", "", &self.height.to_string()));
+        Hash(*h.finalize().as_bytes())
     }
+}
+
+/// Buckets of the state root's leaves.
+pub const BUCKETS: usize = 1 << 14;
+
+/// The state root's leaves of anomalies, policies and requests by
+/// (bucket, table, key), and each bucket's hash.
+struct Leaves {
+    by_key: BTreeMap<(u16, &'static str, String), [u8; 32]>,
+    hashes: Vec<[u8; 32]>,
+    /// Buckets changed since their hashes were taken.
+    dirty: std::collections::BTreeSet<u16>,
+}
+
+impl Leaves {
+    fn new() -> Leaves {
+        let empty = Leaves::hash_of(std::iter::empty());
+        Leaves {
+            by_key: BTreeMap::new(),
+            hashes: vec![empty; BUCKETS],
+            dirty: Default::default(),
+        }
+    }
+
+    fn bucket(table: &str, key: &str) -> u16 {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ben/v1/validator-state/bucket\0");
+        h.update(table.as_bytes());
+        h.update(&[0]);
+        h.update(key.as_bytes());
+        let b = h.finalize();
+        (u16::from_le_bytes([b.as_bytes()[0], b.as_bytes()[1]]) as usize % BUCKETS) as u16
+    }
+
+    fn set(&mut self, table: &'static str, key: &str, leaf: [u8; 32]) {
+        let b = Leaves::bucket(table, key);
+        self.by_key.insert((b, table, key.to_string()), leaf);
+        self.dirty.insert(b);
+    }
+
+    fn remove(&mut self, table: &'static str, key: &str) {
+        let b = Leaves::bucket(table, key);
+        if self.by_key.remove(&(b, table, key.to_string())).is_some() {
+            self.dirty.insert(b);
+        }
+    }
+
+    fn hash_of<'a>(leaves: impl Iterator<Item = &'a [u8; 32]>) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ben/v1/validator-state/bucket-hash\0");
+        for l in leaves {
+            h.update(l);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    fn bucket_hash(&self, b: u16) -> [u8; 32] {
+        Leaves::hash_of(
+            self.by_key
+                .range((b, "", String::new())..)
+                .take_while(|(k, _)| k.0 == b)
+                .map(|(_, l)| l),
+        )
+    }
+
+    /// Takes the hashes of the buckets changed since the last time.
+    fn refresh(&mut self) {
+        for b in std::mem::take(&mut self.dirty) {
+            self.hashes[b as usize] = self.bucket_hash(b);
+        }
+    }
+
+    /// Every bucket's hash (those changed since [`Leaves::refresh`] taken
+    /// now).
+    fn hashes(&self) -> std::borrow::Cow<'_, [[u8; 32]]> {
+        if self.dirty.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.hashes);
+        }
+        let mut v = self.hashes.clone();
+        for &b in &self.dirty {
+            v[b as usize] = self.bucket_hash(b);
+        }
+        std::borrow::Cow::Owned(v)
+    }
+}
+
+/// A policy's leaf.
+fn policy_leaf(p: &Policy) -> [u8; 32] {
+    let v = format!(
+        "{}|{}|{}|{}|{}|{}|{}",
+        p.target,
+        p.expires_at,
+        p.height,
+        p.anomalies.join(","),
+        p.spec.describe(),
+        p.scope.join(","),
+        p.request.as_deref().unwrap_or("")
+    );
+    leaf("policy", &p.id, &v)
 }
 
 /// A leaf of the state root: its table, key and value, domain-separated.
@@ -901,6 +991,9 @@ mod tests {
         assert_eq!(net.anomalies, ["a2", "a3"]);
         // Fresh, but resting on an anomaly committed longer ago than a
         // request's longest TTL: refused.
+        // Requests and their policies in the kept buckets.
+        assert!(!sm.requests.is_empty() && !sm.policies.is_empty());
+        assert_eq!(sm.root(), from_scratch(&sm));
         let later = t + 3 * 3_600_000;
         let out = sm.apply(&block(
             3,
@@ -913,7 +1006,8 @@ mod tests {
                 .contains("longer ago than a request's longest TTL"),
             "{:?}",
             out.refused
-        );
+        ); // Expired and retained away: gone from the kept buckets too.
+        assert_eq!(sm.root(), from_scratch(&sm));
     }
 
     /// A signature only its key's holder can build, which the two checks
@@ -968,6 +1062,27 @@ mod tests {
     /// The anomalies' leaves are made once, when committed: they stay
     /// those of the records kept, through expiry, and a validator that
     /// replays the chain (its leaves all made afresh) has the same root.
+    /// The root of `sm`'s records, every leaf and bucket made afresh.
+    fn from_scratch(sm: &StateMachine) -> Hash {
+        let mut l = Leaves::new();
+        for (id, a) in &sm.anomalies {
+            l.set("anomaly", id, anomaly_leaf(id, a));
+        }
+        for (id, p) in &sm.policies {
+            assert_eq!(id, &p.id);
+            l.set("policy", id, policy_leaf(p));
+        }
+        for (id, at) in &sm.requests {
+            l.set("request", id, leaf("request", id, &at.to_string()));
+        }
+        l.refresh();
+        let mut fresh = StateMachine::new(sm.cfg.clone(), sm.keyring.clone());
+        fresh.leaves = l;
+        fresh.validators = sm.validators.clone();
+        fresh.height = sm.height;
+        fresh.root()
+    }
+
     #[test]
     fn kept_leaves_follow_the_anomalies_through_expiry() {
         let (ai, k) = keys();
@@ -998,7 +1113,17 @@ mod tests {
                 .iter()
                 .map(|(id, a)| (id.clone(), anomaly_leaf(id, a)))
                 .collect();
-            assert_eq!(sm.anomaly_leaves, made, "height {h}");
+            let kept: BTreeMap<String, [u8; 32]> = sm
+                .leaves
+                .by_key
+                .iter()
+                .filter(|(k, _)| k.1 == "anomaly")
+                .map(|(k, l)| (k.2.clone(), *l))
+                .collect();
+            assert_eq!(kept, made, "height {h}");
+            // The buckets kept up to date give the root the whole state
+            // gives, hashed afresh.
+            assert_eq!(sm.root(), from_scratch(&sm), "height {h}");
             blocks.push(b);
         }
         // Retention 10 s, a block every 3 s: the oldest went.
