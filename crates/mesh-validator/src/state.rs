@@ -29,9 +29,10 @@
 //!   that committed, each signer of the QC it carries voted one more;
 //! * the **state root**: a BLAKE3 Merkle root over the records: each
 //!   record a leaf, in one of 16,384 buckets by its table and key, each
-//!   bucket's hash over its leaves sorted, the root over the buckets'
-//!   hashes, the validators and the height; a block hashes again only the
-//!   buckets it changed.
+//!   bucket's hash over its leaves sorted, the root over the digest of
+//!   the buckets' hashes, the validators and the height; a block hashes
+//!   again only the buckets it changed (and their digest when it changed
+//!   any).
 
 use ben_mesh_consensus::{Block, Hash, Height, Millis, NodeId};
 use ben_mesh_detect::wire::AnomalyEvent;
@@ -642,8 +643,8 @@ impl StateMachine {
         p
     }
 
-    /// The state root: BLAKE3 over the hashes of [`BUCKETS`] buckets, then
-    /// the validators' leaves and the height's. A record's bucket comes
+    /// The state root: BLAKE3 over the digest of the [`BUCKETS`] buckets'
+    /// hashes, then the validators' leaves and the height's. A record's bucket comes
     /// from BLAKE3 of its table and key; a bucket's hash is BLAKE3 over
     /// its leaves sorted by table and key (leaves domain-separated by
     /// table). A block changes the buckets of the records it changes, and
@@ -652,7 +653,7 @@ impl StateMachine {
     pub fn root(&self) -> Hash {
         let mut h = blake3::Hasher::new();
         h.update(b"ben/v1/validator-state/root\0");
-        h.update(self.leaves.hashes().as_flattened());
+        h.update(&self.leaves.digest());
         for (n, r) in &self.validators {
             h.update(&leaf(
                 "validator",
@@ -673,6 +674,8 @@ pub const BUCKETS: usize = 1 << 14;
 struct Leaves {
     by_key: BTreeMap<(u16, &'static str, String), [u8; 32]>,
     hashes: Vec<[u8; 32]>,
+    /// BLAKE3 over `hashes` (512 KiB), taken again only when one changed.
+    digest: [u8; 32],
     /// Buckets changed since their hashes were taken.
     dirty: std::collections::BTreeSet<u16>,
 }
@@ -680,11 +683,20 @@ struct Leaves {
 impl Leaves {
     fn new() -> Leaves {
         let empty = Leaves::hash_of(std::iter::empty());
+        let hashes = vec![empty; BUCKETS];
         Leaves {
             by_key: BTreeMap::new(),
-            hashes: vec![empty; BUCKETS],
+            digest: Leaves::digest_of(&hashes),
+            hashes,
             dirty: Default::default(),
         }
+    }
+
+    fn digest_of(hashes: &[[u8; 32]]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ben/v1/validator-state/buckets\0");
+        h.update(hashes.as_flattened());
+        *h.finalize().as_bytes()
     }
 
     fn bucket(table: &str, key: &str) -> u16 {
@@ -728,24 +740,29 @@ impl Leaves {
         )
     }
 
-    /// Takes the hashes of the buckets changed since the last time.
+    /// Takes the hashes of the buckets changed since the last time, and
+    /// their digest when any did.
     fn refresh(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
         for b in std::mem::take(&mut self.dirty) {
             self.hashes[b as usize] = self.bucket_hash(b);
         }
+        self.digest = Leaves::digest_of(&self.hashes);
     }
 
-    /// Every bucket's hash (those changed since [`Leaves::refresh`] taken
-    /// now).
-    fn hashes(&self) -> std::borrow::Cow<'_, [[u8; 32]]> {
+    /// The digest of every bucket's hash (those changed since
+    /// [`Leaves::refresh`] taken now).
+    fn digest(&self) -> [u8; 32] {
         if self.dirty.is_empty() {
-            return std::borrow::Cow::Borrowed(&self.hashes);
+            return self.digest;
         }
         let mut v = self.hashes.clone();
         for &b in &self.dirty {
             v[b as usize] = self.bucket_hash(b);
         }
-        std::borrow::Cow::Owned(v)
+        Leaves::digest_of(&v)
     }
 }
 
