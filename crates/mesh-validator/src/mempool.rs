@@ -283,14 +283,8 @@ impl Mempool {
     /// read from it, the envelope kept for the state machine (so it is
     /// checked once).
     pub fn offer_opened(&mut self, tx: Vec<u8>, v: Verified<AnomalyEvent>) -> Offered {
-        let a = v.get();
-        if self.by_id.contains_key(a.id.as_str()) || self.committed.contains(a.id.as_str()) {
-            self.duplicates += 1;
-            return Offered::Duplicate;
-        }
-        let (id, c) = (a.id.as_str().into(), confidence(a.confidence));
-        let fp = self.fp(&tx);
-        self.add(Some(id), c, tx, fp, Some(v))
+        let (id, conf) = (v.get().id.clone(), v.get().confidence);
+        self.offer_anomaly(&id, conf, tx, Some(v))
     }
 
     /// Offers an opaque transaction (`ben bench consensus`): no id, known
@@ -427,19 +421,18 @@ impl Pool for Mempool {
     }
 
     fn batch(&mut self, pending: &[&Block], max_txs: usize, max_bytes: usize) -> Vec<Vec<u8>> {
-        let mut taken: HashSet<u64, Fast> = HashSet::default();
-        for b in pending {
-            taken.extend(self.fps_of(b).iter().copied());
-        }
+        let pending_fps: Vec<Arc<Vec<u64>>> = pending.iter().map(|b| self.fps_of(b)).collect();
+        let taken: HashSet<u64, Fast> =
+            pending_fps.iter().flat_map(|f| f.iter().copied()).collect();
         let mut out = vec![];
         let mut bytes = 0;
         // Anomalies in this batch or the pending blocks: a request may
         // rest on them (looked for only when a request waits).
         let mut present: HashSet<&str, Fast> = HashSet::default();
         if !self.requests.is_empty() {
-            for b in pending {
-                for tx in &b.payload {
-                    if let Some(Slot::Anomaly(seq)) = self.find(self.fp(tx), tx) {
+            for (b, fps) in pending.iter().zip(&pending_fps) {
+                for (tx, &fp) in b.payload.iter().zip(fps.iter()) {
+                    if let Some(Slot::Anomaly(seq)) = self.find(fp, tx) {
                         if let Some(id) = self.entries.get(&seq).and_then(|e| e.id.as_deref()) {
                             present.insert(id);
                         }

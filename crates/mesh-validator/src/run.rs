@@ -296,6 +296,12 @@ fn frame(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// `bytes` appended to `file` as one length-prefixed record.
+fn append_frame(file: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    file.write_all(bytes)
+}
+
 /// `b` without its transactions.
 fn header(b: &Block) -> Block {
     Block {
@@ -354,6 +360,11 @@ fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> 
         chain_file
             .set_len(whole as u64)
             .map_err(|e| files(dir, format!("chain: cutting a torn record: {e}")))?;
+        tracing::warn!(
+            kept = whole,
+            cut = b.len() - whole,
+            "the chain file ended in a record cut short by a crash: cut off"
+        );
     }
     // A block appended, then re-committed after a crash before the store
     // caught up, is in the file twice: the first copy counts.
@@ -373,10 +384,7 @@ fn load(dir: &Path, genesis: &Block) -> Result<(Durable, Vec<Block>), RunError> 
     }
     let lost = lost_commits(&chain, &logged, &d.root.block, genesis);
     for b in &lost {
-        let enc = wire::encode_block(b);
-        chain_file
-            .write_all(&(enc.len() as u32).to_be_bytes())
-            .and_then(|_| chain_file.write_all(&enc))
+        append_frame(&mut chain_file, &wire::encode_block(b))
             .map_err(|e| files(dir, format!("chain: restoring block {}: {e}", b.height)))?;
     }
     if !lost.is_empty() {
@@ -643,9 +651,7 @@ pub async fn run(
                 }
                 Action::StoreBlock(b) => {
                     let enc = wire::encode_block(&b);
-                    block_log
-                        .write_all(&(enc.len() as u32).to_be_bytes())
-                        .and_then(|_| block_log.write_all(&enc))
+                    append_frame(&mut block_log, &enc)
                         .map_err(|e| files(&s.dir, format!("appending block {}: {e}", b.height)))?;
                     log_bytes += 4 + enc.len() as u64;
                     logged = true;
@@ -691,9 +697,7 @@ pub async fn run(
             encoded.retain(|_, (h, _)| *h > block.height);
             // Not waited for: the block is durable in the block log, where
             // a crash's losses are taken back from (`lost_commits`).
-            chain_file
-                .write_all(&(bytes.len() as u32).to_be_bytes())
-                .and_then(|_| chain_file.write_all(&bytes))
+            append_frame(&mut chain_file, &bytes)
                 .map_err(|e| files(&s.dir, format!("appending block {}: {e}", block.height)))?;
             // Its writing to the disk started now, not waited for: the
             // flush before a compaction then finds little left (it found

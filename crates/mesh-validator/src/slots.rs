@@ -156,17 +156,18 @@ impl Slots {
 mod tests {
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
+    /// An empty directory for test `name`, and the slot file's path in it.
+    fn dir(name: &str) -> (PathBuf, PathBuf) {
         let d = std::env::temp_dir().join(format!("ben-slots-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        let p = d.join("s");
+        (d, p)
     }
 
     #[test]
     fn the_newest_record_is_read_back_and_a_missing_file_is_none() {
-        let d = dir("newest");
-        let p = d.join("s");
+        let (d, p) = dir("newest");
         assert_eq!(Slots::read(&p).unwrap(), None);
         let mut s = Slots::open(&p).unwrap();
         for i in 0..5u8 {
@@ -184,8 +185,7 @@ mod tests {
 
     #[test]
     fn a_file_made_and_never_written_holds_nothing() {
-        let d = dir("fresh");
-        let p = d.join("s");
+        let (d, p) = dir("fresh");
         drop(Slots::open(&p).unwrap());
         assert_eq!(Slots::read(&p).unwrap(), None);
         std::fs::remove_dir_all(d).unwrap();
@@ -193,8 +193,7 @@ mod tests {
 
     #[test]
     fn a_torn_write_leaves_the_record_before_it() {
-        let d = dir("torn");
-        let p = d.join("s");
+        let (d, p) = dir("torn");
         let mut s = Slots::open(&p).unwrap();
         s.write(b"one").unwrap();
         s.write(b"two").unwrap();
@@ -218,8 +217,7 @@ mod tests {
 
     #[test]
     fn a_record_larger_than_its_slot_grows_the_file() {
-        let d = dir("grow");
-        let p = d.join("s");
+        let (d, p) = dir("grow");
         let mut s = Slots::open(&p).unwrap();
         s.write(b"small").unwrap();
         let big = vec![7u8; 3 * PAGE];

@@ -387,35 +387,18 @@ impl StateMachine {
         }
         out.refused.sort_by_key(|r| r.0);
         // Expiry, by the block's time.
-        let expired: Vec<String> = self
-            .policies
-            .iter()
-            .filter(|(_, p)| p.expires_at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired = keys_where(&self.policies, |p| p.expires_at <= now);
         for id in &expired {
             self.policies.remove(id);
             self.leaves.remove("policy", id);
         }
         out.expired = expired;
         let keep_after = now.saturating_sub(self.cfg.retention);
-        let gone: Vec<String> = self
-            .anomalies
-            .iter()
-            .filter(|(_, a)| a.committed_at <= keep_after)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
+        for id in keys_where(&self.anomalies, |a| a.committed_at <= keep_after) {
             self.anomalies.remove(&id);
             self.leaves.remove("anomaly", &id);
         }
-        let gone: Vec<String> = self
-            .requests
-            .iter()
-            .filter(|(_, at)| **at <= keep_after)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
+        for id in keys_where(&self.requests, |at| *at <= keep_after) {
             self.requests.remove(&id);
             self.leaves.remove("request", &id);
         }
@@ -764,6 +747,14 @@ impl Leaves {
         }
         Leaves::digest_of(&v)
     }
+}
+
+/// The keys of `m` whose values `f` picks.
+fn keys_where<V>(m: &BTreeMap<String, V>, f: impl Fn(&V) -> bool) -> Vec<String> {
+    m.iter()
+        .filter(|(_, v)| f(v))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// A policy's leaf.
