@@ -1,6 +1,7 @@
 //! Detection throughput in flows/s on the committed test split: the whole
-//! pipeline (window stats, three engines, ensemble, aggregation), and the
-//! LightGBM engine alone for comparison.
+//! pipeline (window stats, three engines, ensemble, aggregation), with and
+//! without straddling windows, and the LightGBM engine alone for
+//! comparison.
 
 use ben_mesh_detect::{defaults, Baseline, Config, Detector, FlowTable, LgbmModel};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -23,20 +24,28 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("detect");
     g.throughput(Throughput::Elements(table.flows.len() as u64));
     g.sample_size(10);
-    g.bench_function("pipeline", |b| {
-        b.iter(|| {
-            let mut det = Detector::new(
-                Config::default(),
-                model.clone(),
-                "bench",
-                &baseline,
-                defaults::RULES,
-                &table.feature_names,
-            )
-            .expect("detector");
-            black_box(det.run(&table).summary.anomalies)
-        })
-    });
+    // The default (straddling windows on), and each flow judged against its
+    // own window only.
+    for (name, straddle) in [("pipeline", true), ("pipeline_own_window_only", false)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let cfg = Config {
+                    straddle,
+                    ..Config::default()
+                };
+                let mut det = Detector::new(
+                    cfg,
+                    model.clone(),
+                    "bench",
+                    &baseline,
+                    defaults::RULES,
+                    &table.feature_names,
+                )
+                .expect("detector");
+                black_box(det.run(&table).summary.anomalies)
+            })
+        });
+    }
     // LightGBM alone over rows in model order (source metrics left at 0).
     let names = model.feature_names().to_vec();
     let cols: Vec<Option<usize>> = names

@@ -116,7 +116,11 @@
 //!   flows flagged. The figures, their caveats and how to regenerate the
 //!   data are in `scripts/mesh/README.md`.
 //! * Windows are tumbling, aligned to multiples of `window_secs` of flow
-//!   start time; a flow belongs to the window it starts in. Replaying a file
+//!   start time; a flow belongs to the window it starts in, and anomalies
+//!   are keyed by it. Each flow is also judged against its source over the
+//!   window offset by half a window that holds it (`Config::straddle`, on
+//!   by default): an attack's first or last seconds cut off by a window's
+//!   edge are judged with the rest of the attack. Replaying a file
 //!   ([`Detector::run`]) processes it window by window; live, [`Stream`]
 //!   judges flows as they arrive against the windows it keeps open, emits an
 //!   anomaly the first time its (source, window, class) has a flagged flow,

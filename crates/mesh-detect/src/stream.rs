@@ -16,8 +16,17 @@
 //!   add to its evidence. Rates are per window length, so a window's
 //!   metrics only grow towards their final value: what is flagged early
 //!   would be flagged at the end too, in all but contrived cases.
-//! * **Close.** A window closes when the flow clock passes its end plus
-//!   `lateness_secs`. Every flow of it is judged again against the
+//! * **Straddling windows** (`Config::straddle`): each flow is judged
+//!   against its own window and against the window offset by half a window
+//!   that holds it (its window's first half with the previous window's
+//!   second, or its second half with the next window's first), keeping the
+//!   more confident verdict. So a window keeps the flows it needs from its
+//!   neighbours: the previous window's second half is kept after that
+//!   window closes, and a window closes half a window later than it would
+//!   alone, when the window straddling its end is complete.
+//! * **Close.** A window closes when the flow clock passes its end (plus
+//!   half a window when straddling) plus `lateness_secs`. Every flow of it
+//!   is judged again against the
 //!   complete window, exactly as [`Detector::run`] would: an anomaly
 //!   only that pass finds is emitted then, and an emitted anomaly whose
 //!   flows grew gets its complete evidence (same anomaly id; the last
@@ -38,7 +47,7 @@
 //!
 //! Pure: time is an argument, nothing is read from a clock.
 
-use crate::detector::{Detection, Detector, Scored};
+use crate::detector::{Detection, Detector, Scored, Side, SourceView};
 use crate::flow::FlowRecord;
 use crate::math::SourceScore;
 use crate::window::SourceStats;
@@ -119,7 +128,14 @@ pub struct Stream {
     clock: Option<(i64, i64)>,
     open_flows: usize,
     counts: StreamCounts,
+    /// The second half of the last closed window's flows, by source: the
+    /// first half of the next window's `Before` straddling window.
+    tail: Option<(i64, BTreeMap<IpAddr, Vec<FlowRecord>>)>,
 }
+
+/// A source's metrics over the two straddling windows of one of its
+/// windows (`Before`, `After`), and the math engine's reading of them.
+type Around = [(SourceStats, SourceScore); 2];
 
 impl Stream {
     pub fn new(det: Detector, cfg: StreamConfig) -> Stream {
@@ -133,6 +149,7 @@ impl Stream {
             clock: None,
             open_flows: 0,
             counts: StreamCounts::default(),
+            tail: None,
         }
     }
 
@@ -149,7 +166,8 @@ impl Stream {
         &self.counts
     }
 
-    /// Flows held in open windows.
+    /// Flows held: in open windows, and the second half of the last
+    /// closed one (kept for straddling).
     pub fn open_flows(&self) -> usize {
         self.open_flows
     }
@@ -217,29 +235,51 @@ impl Stream {
             return out;
         };
         let mut windows = std::mem::take(&mut self.windows);
-        for (&w, sources) in windows.iter_mut() {
-            for (&src, s) in sources.iter_mut() {
-                if s.judged == s.flows.len() {
-                    continue;
-                }
-                let (st, score) = self.source_state(src, &s.flows);
-                let flagged = self.judge_from(s, s.judged, &st, &score);
-                self.det.summary.flows += (s.flows.len() - s.judged) as u64;
-                self.det.summary.flagged_flows += flagged as u64;
-                s.judged = s.flows.len();
-                self.emit_new(w, src, s, &st, &score, t, &mut out);
-            }
+        let todo: Vec<(i64, IpAddr)> = windows
+            .iter()
+            .flat_map(|(&w, m)| {
+                m.iter()
+                    .filter(|(_, s)| s.judged < s.flows.len())
+                    .map(move |(&src, _)| (w, src))
+            })
+            .collect();
+        for (w, src) in todo {
+            let around = self.around_open(&windows, w, src);
+            let Some(s) = windows.get_mut(&w).and_then(|m| m.get_mut(&src)) else {
+                continue;
+            };
+            let (st, score) = self.source_state(src, &s.flows);
+            let flagged = self.judge_from(w, s, s.judged, &st, &score, around.as_ref());
+            self.det.summary.flows += (s.flows.len() - s.judged) as u64;
+            self.det.summary.flagged_flows += flagged as u64;
+            s.judged = s.flows.len();
+            self.emit_new(w, src, s, &st, &score, around.as_ref(), t, &mut out);
         }
         self.windows = windows;
         let lateness = (self.cfg.lateness_secs.max(0.0) * 1e6) as i64;
+        // With straddling windows a window is complete only when the one
+        // straddling its end is: half a window later.
+        let wait = if self.det.config().straddle {
+            self.window_us / 2
+        } else {
+            0
+        };
         while let Some((&w, _)) = self.windows.iter().next() {
-            let end = (w + 1).saturating_mul(self.window_us);
+            let end = (w + 1).saturating_mul(self.window_us).saturating_add(wait);
             if end.saturating_add(lateness) > t {
                 break;
             }
             let sources = self.windows.remove(&w).unwrap_or_default();
             self.floor = self.floor.max(w + 1);
             self.close(w, sources, t, &mut out);
+        }
+        // The kept half of a closed window is dropped once the window after
+        // it would have closed too: no window left needs it.
+        if let Some((k, _)) = self.tail {
+            let next_end = (k + 2).saturating_mul(self.window_us).saturating_add(wait);
+            if next_end.saturating_add(lateness) <= t {
+                self.drop_tail();
+            }
         }
         out
     }
@@ -248,15 +288,81 @@ impl Stream {
     pub fn finish(&mut self) -> Step {
         let mut out = Step::default();
         let t = self.clock.map_or(0, |c| c.0);
-        let windows = std::mem::take(&mut self.windows);
-        for (w, sources) in windows {
+        // One at a time: closing a window reads the next one's flows.
+        while let Some((w, sources)) = self.windows.pop_first() {
             self.floor = self.floor.max(w + 1);
             self.close(w, sources, t, &mut out);
         }
+        self.drop_tail();
         out
     }
 
-    fn source_state(&self, src: IpAddr, flows: &[FlowRecord]) -> (SourceStats, SourceScore) {
+    fn drop_tail(&mut self) {
+        if let Some((_, old)) = self.tail.take() {
+            let n: usize = old.values().map(Vec::len).sum();
+            self.open_flows = self.open_flows.saturating_sub(n);
+        }
+    }
+
+    /// `src`'s metrics over the straddling windows of window `w`, from its
+    /// flows in the window before (`prev`), in `w` (`cur`) and in the one
+    /// after (`next`). None when straddling is off.
+    fn around(
+        &self,
+        w: i64,
+        src: IpAddr,
+        prev: &[FlowRecord],
+        cur: &[FlowRecord],
+        next: &[FlowRecord],
+    ) -> Option<Around> {
+        if !self.det.config().straddle {
+            return None;
+        }
+        let mid = |k: i64| {
+            k.saturating_mul(self.window_us)
+                .saturating_add(self.window_us / 2)
+        };
+        // Position, not time, decides the half a flow is in: a late flow
+        // filed in a window counts in it.
+        let before = prev
+            .iter()
+            .filter(|f| f.start_us >= mid(w - 1))
+            .chain(cur.iter().filter(|f| f.start_us < mid(w)));
+        let after = cur
+            .iter()
+            .filter(|f| f.start_us >= mid(w))
+            .chain(next.iter().filter(|f| f.start_us < mid(w + 1)));
+        Some([
+            self.source_state(src, before),
+            self.source_state(src, after),
+        ])
+    }
+
+    /// [`Stream::around`] for an open window `w` of `windows`.
+    fn around_open(
+        &self,
+        windows: &BTreeMap<i64, BTreeMap<IpAddr, Source>>,
+        w: i64,
+        src: IpAddr,
+    ) -> Option<Around> {
+        let flows = |k: i64| {
+            windows
+                .get(&k)
+                .and_then(|m| m.get(&src))
+                .map_or(&[][..], |s| &s.flows[..])
+        };
+        let prev = match &self.tail {
+            Some((k, t)) if *k == w - 1 => t.get(&src).map_or(&[][..], |v| &v[..]),
+            _ => flows(w - 1),
+        };
+        self.around(w, src, prev, flows(w), flows(w + 1))
+    }
+
+    fn source_state<'a>(
+        &self,
+        src: IpAddr,
+        flows: impl IntoIterator<Item = &'a FlowRecord>,
+    ) -> (SourceStats, SourceScore) {
         let st = SourceStats::by_source(
             flows,
             &self.det.cols,
@@ -278,6 +384,7 @@ impl Stream {
         s: &mut Source,
         st: &SourceStats,
         score: &SourceScore,
+        around: Option<&Around>,
         at_us: i64,
         out: &mut Step,
     ) -> usize {
@@ -289,7 +396,7 @@ impl Stream {
             if s.emitted.iter().any(|(c, _)| *c == class) {
                 continue;
             }
-            let built = self.build(w, src, s, class, st, score);
+            let built = self.build(w, src, s, class, st, score, around);
             s.emitted.push((class, members_of(s, class)));
             out.detections.push(self.det.emit(built, at_us));
             n += 1;
@@ -297,6 +404,7 @@ impl Stream {
         n
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         &self,
         w: i64,
@@ -305,16 +413,29 @@ impl Stream {
         class: usize,
         st: &SourceStats,
         score: &SourceScore,
+        around: Option<&Around>,
     ) -> (crate::wire::AnomalyEvent, EvidenceEvent) {
         let refs: Vec<&FlowRecord> = s.flows.iter().collect();
         let start = w.saturating_mul(self.window_us);
+        let side = |k: usize| {
+            around.map_or_else(SourceView::default, |a| SourceView {
+                stats: Some(&a[k].0),
+                score: Some(&a[k].1),
+            })
+        };
         self.det.build_detection(
             &refs,
             src,
             class,
             &class_members(s, class),
-            Some(st),
-            Some(score),
+            [
+                SourceView {
+                    stats: Some(st),
+                    score: Some(score),
+                },
+                side(0),
+                side(1),
+            ],
             start,
             start.saturating_add(self.window_us),
         )
@@ -331,18 +452,37 @@ impl Stream {
         self.det.evidence(&refs, &class_members(s, class), id, name)
     }
 
-    /// Judges `s`'s flows from index `from` against `st` and `score`;
-    /// the flagged ones join `s.flagged`. Returns how many were flagged.
+    /// Judges `s`'s flows (window `w`) from index `from` against `st` and
+    /// `score` and, when straddling, the straddling windows' `around`; the
+    /// flagged ones join `s.flagged`. Returns how many were flagged.
     fn judge_from(
         &mut self,
+        w: i64,
         s: &mut Source,
         from: usize,
         st: &SourceStats,
         score: &SourceScore,
+        around: Option<&Around>,
     ) -> usize {
         let before = s.flagged.len();
+        let start = w.saturating_mul(self.window_us);
+        let own = SourceView {
+            stats: Some(st),
+            score: Some(score),
+        };
         for i in from..s.flows.len() {
-            if let (_, Some(mut sc)) = self.det.judge(&s.flows[i], st, Some(score)) {
+            let other = around.map(|a| {
+                let side = Side::of(s.flows[i].start_us, start, self.window_us);
+                let (st, sc) = &a[side as usize - 1];
+                (
+                    side,
+                    SourceView {
+                        stats: Some(st),
+                        score: Some(sc),
+                    },
+                )
+            });
+            if let (_, Some(mut sc)) = self.det.judge_both(&s.flows[i], own, other) {
                 sc.flow = i;
                 s.flagged.push(sc);
             }
@@ -353,7 +493,22 @@ impl Stream {
     /// The whole window judged again, as [`Detector::run`] judges it.
     fn close(&mut self, w: i64, mut sources: BTreeMap<IpAddr, Source>, t: i64, out: &mut Step) {
         let mut quiet = Vec::new();
-        for (&src, s) in sources.iter_mut() {
+        let arounds: Vec<Option<Around>> = sources
+            .iter()
+            .map(|(&src, s)| {
+                let prev = match &self.tail {
+                    Some((k, t)) if *k == w - 1 => t.get(&src).map_or(&[][..], |v| &v[..]),
+                    _ => &[][..],
+                };
+                let next = self
+                    .windows
+                    .get(&(w + 1))
+                    .and_then(|m| m.get(&src))
+                    .map_or(&[][..], |s| &s.flows[..]);
+                self.around(w, src, prev, &s.flows, next)
+            })
+            .collect();
+        for ((&src, s), around) in sources.iter_mut().zip(&arounds) {
             self.open_flows = self.open_flows.saturating_sub(s.flows.len());
             let (st, score) = self.source_state(src, &s.flows);
             // Flows that arrived after the last step are judged here first.
@@ -361,10 +516,11 @@ impl Stream {
             s.judged = s.flows.len();
             let before = s.flagged.len();
             s.flagged.clear();
-            let flagged = self.judge_from(s, 0, &st, &score);
+            let flagged = self.judge_from(w, s, 0, &st, &score, around.as_ref());
             self.det.summary.flagged_flows += flagged.saturating_sub(before) as u64;
             let emitted_before = s.emitted.len();
-            self.counts.at_close += self.emit_new(w, src, s, &st, &score, t, out) as u64;
+            self.counts.at_close +=
+                self.emit_new(w, src, s, &st, &score, around.as_ref(), t, out) as u64;
             for k in 0..emitted_before {
                 let class = s.emitted[k].0;
                 let now = members_of(s, class);
@@ -383,6 +539,24 @@ impl Stream {
             self.det.math.update(src, &st);
         }
         self.det.summary.windows += 1;
+        // Keep the second half of this window for the next one's `Before`
+        // straddling window (held flows: they count in `open_flows`).
+        self.drop_tail();
+        if self.det.config().straddle {
+            let mid = w
+                .saturating_mul(self.window_us)
+                .saturating_add(self.window_us / 2);
+            let mut tail = BTreeMap::new();
+            for (src, s) in sources {
+                let half: Vec<FlowRecord> =
+                    s.flows.into_iter().filter(|f| f.start_us >= mid).collect();
+                if !half.is_empty() {
+                    self.open_flows += half.len();
+                    tail.insert(src, half);
+                }
+            }
+            self.tail = Some((w, tail));
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use ben_mesh_detect::wire::{AnomalyEvent, EvidenceEvent};
-use ben_mesh_detect::{defaults, Config, FlowTable, LgbmModel};
+use ben_mesh_detect::{defaults, Config, FlowTable, LgbmModel, Stream, StreamConfig};
 use ben_wire::{open, open_bytes, Keyring, Signer};
 
 fn flood_of(n: usize) -> FlowTable {
@@ -194,4 +194,98 @@ fn mutated_inputs_give_errors_not_panics() {
         )
         .is_err());
     }
+}
+
+/// A port scan whose last two probes start just after a window's edge: on
+/// their own they are two empty flows, which no engine names; judged with
+/// the straddling window (the scan's last five seconds and them) they are
+/// the scan's, and that window publishes too. Without straddling it stays
+/// silent: the tail a window cut off is what leave-one-family-out missed.
+#[test]
+fn a_scan_tail_cut_off_by_a_window_edge_is_still_named() {
+    let split = common::test_split();
+    let scan: Vec<_> = split
+        .flows
+        .iter()
+        .filter(|f| f.label.as_deref() == Some("portscan"))
+        .take(200)
+        .cloned()
+        .collect();
+    assert_eq!(scan.len(), 200, "the test split has portscan flows");
+    let src = scan[0].endpoints.src_ip;
+    let window = 10_000_000i64;
+    let edge = 180_000 * window; // a window's start
+    let n = scan.len() as i64;
+    let flows = scan
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut f)| {
+            let i = i as i64;
+            f.id = format!("scan-{i}");
+            f.endpoints.src_ip = src;
+            f.endpoints.dst_port = 1000 + i as u16;
+            // 198 probes in the 8 s before the edge, 2 in the 0.2 s after
+            f.start_us = if i < n - 2 {
+                edge - 8_000_000 + i * 8_000_000 / (n - 2)
+            } else {
+                edge + (i - (n - 2)) * 100_000
+            };
+            f
+        })
+        .collect();
+    let table = FlowTable {
+        feature_names: split.feature_names.clone(),
+        flows,
+    };
+    let windows_named = |straddle: bool| {
+        let cfg = Config {
+            straddle,
+            ..Config::default()
+        };
+        let mut det = common::detector(cfg, &table);
+        let report = det.run(&table);
+        let tail_flagged = report.verdicts[table.flows.len() - 2..]
+            .iter()
+            .filter(|v| v.class != 0)
+            .count();
+        let mut windows: Vec<(i64, String)> = report
+            .detections
+            .iter()
+            .filter(|d| d.published)
+            .map(|d| (d.event.window_start_us, d.event.class.clone()))
+            .collect();
+        windows.sort();
+        (tail_flagged, windows)
+    };
+    let (tail, windows) = windows_named(false);
+    assert_eq!(tail, 0, "two empty flows alone are not an attack");
+    assert_eq!(windows, vec![(edge - window, "portscan".to_string())]);
+    let (tail, windows) = windows_named(true);
+    assert_eq!(tail, 2, "the tail judged with the scan");
+    assert_eq!(
+        windows,
+        vec![
+            (edge - window, "portscan".to_string()),
+            (edge, "portscan".to_string())
+        ]
+    );
+
+    // Live: the tail's anomaly comes out on the tail's arrival, not when
+    // its window closes.
+    let mut stream = Stream::new(
+        common::detector(Config::default(), &table),
+        StreamConfig::default(),
+    );
+    let mut on_arrival = Vec::new();
+    for f in &table.flows {
+        stream.push([f.clone()], f.start_us);
+        for d in stream.step(f.start_us).detections {
+            on_arrival.push((d.event.window_start_us, f.id.clone()));
+        }
+    }
+    let at_close = stream.finish().detections.len();
+    assert_eq!(at_close, 0);
+    assert_eq!(on_arrival.len(), 2, "{on_arrival:?}");
+    assert_eq!(on_arrival[1].0, edge);
+    assert_eq!(on_arrival[1].1, format!("scan-{}", n - 2));
 }

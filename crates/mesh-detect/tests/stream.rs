@@ -282,3 +282,33 @@ fn a_flow_from_far_ahead_does_not_close_every_window() {
     assert_eq!(stream.counts().late, 0);
     assert_eq!(stream.detector().summary().flows, 3);
 }
+
+/// The second half of a closed window, kept for the next window's
+/// straddling one, is held (counted in `open_flows`) only until that next
+/// window would have closed too, and `finish` lets it go.
+#[test]
+fn the_kept_half_window_is_let_go() {
+    let table = common::test_split();
+    let window_us = (Config::default().window_secs * 1e6) as i64;
+    let mut f = table.flows[0].clone();
+    f.features[duration_col()] = 0.0;
+    let w0 = f.start_us.div_euclid(window_us) * window_us;
+    f.start_us = w0 + window_us * 3 / 4; // second half of its window
+    for finish in [false, true] {
+        let mut stream = Stream::new(
+            common::detector(Config::default(), table),
+            StreamConfig::default(),
+        );
+        stream.push([f.clone()], 0);
+        // its window closes 1.5 windows + 2 s after its start: kept
+        let closed = w0 + window_us * 3 / 2 + 2_000_000 - f.start_us;
+        stream.step(closed);
+        assert_eq!(stream.open_flows(), 1, "kept for the next window");
+        if finish {
+            stream.finish();
+        } else {
+            stream.step(closed + window_us);
+        }
+        assert_eq!(stream.open_flows(), 0, "finish: {finish}");
+    }
+}
