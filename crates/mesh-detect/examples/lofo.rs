@@ -3,7 +3,7 @@
 //! family each (`scripts/mesh/lofo.py` writes them).
 //!
 //! ```text
-//! cargo run --release -p ben-mesh-detect --example lofo -- DIR [--rules FILE] [--benign FILE] [--eval NAME]
+//! cargo run --release -p ben-mesh-detect --example lofo -- DIR [--rules FILE] [--benign FILE] [--eval NAME] [--own-window-only]
 //! ```
 //!
 //! `DIR` holds one folder per held-out family (or is one such folder), each
@@ -15,6 +15,7 @@
 //! model over a benign-only flow CSV (a real capture through `ben flows`)
 //! and counts its flagged flows. `--eval NAME` reads NAME instead of
 //! `eval.csv` (lofo.py also writes `eval-test.csv`: the test rounds only).
+//! `--own-window-only` turns straddling windows off (`Config::straddle`).
 //!
 //! Per family it prints: flows of the family; flow recall (verdict ≠
 //! benign); class-correct share (verdict = the family's class); anomaly
@@ -49,7 +50,7 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn detector(dir: &Path, rules: &str, table: &FlowTable) -> Detector {
+fn detector(dir: &Path, rules: &str, table: &FlowTable, straddle: bool) -> Detector {
     let model = LgbmModel::parse(&read(&dir.join("mesh-lgbm.txt"))).expect("model");
     let baseline = Baseline::parse(&read(&dir.join("mesh-baseline.json"))).expect("baseline");
     let name = dir
@@ -57,7 +58,10 @@ fn detector(dir: &Path, rules: &str, table: &FlowTable) -> Detector {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     Detector::new(
-        Config::default(),
+        Config {
+            straddle,
+            ..Config::default()
+        },
         model,
         name,
         &baseline,
@@ -102,9 +106,9 @@ fn engines(det: &mut Detector, table: &FlowTable) -> Vec<(f64, bool)> {
     out
 }
 
-fn evaluate(dir: &Path, eval: &str, rules: &str, real: Option<&FlowTable>) -> Row {
+fn evaluate(dir: &Path, eval: &str, rules: &str, real: Option<&FlowTable>, straddle: bool) -> Row {
     let table = FlowTable::parse(&read(&dir.join(eval))).expect("eval file parses");
-    let mut det = detector(dir, rules, &table);
+    let mut det = detector(dir, rules, &table, straddle);
     let classes = det.classes().to_vec();
     let eng = engines(&mut det, &table);
     let report = det.run(&table);
@@ -141,7 +145,7 @@ fn evaluate(dir: &Path, eval: &str, rules: &str, real: Option<&FlowTable>) -> Ro
         .filter(|(ip, w)| published.contains(&(ip.to_string(), *w)))
         .count();
     let real_flagged = real.map(|t| {
-        let mut d = detector(dir, rules, t);
+        let mut d = detector(dir, rules, t, straddle);
         let r = d.run(t);
         (
             r.verdicts.iter().filter(|v| v.class != 0).count(),
@@ -180,8 +184,10 @@ fn main() {
     let mut rules_path: Option<PathBuf> = None;
     let mut benign_path: Option<PathBuf> = None;
     let mut eval = "eval.csv".to_string();
+    let mut straddle = true;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--own-window-only" => straddle = false,
             "--eval" => eval = args.next().expect("--eval NAME"),
             "--rules" => rules_path = args.next().map(PathBuf::from),
             "--benign" => benign_path = args.next().map(PathBuf::from),
@@ -213,7 +219,7 @@ fn main() {
     let (mut tn, mut tr, mut tp, mut tf) = (0usize, 0.0f64, 0usize, 0.0f64);
     let mut worst = (f64::INFINITY, String::new());
     for d in &dirs {
-        let r = evaluate(d, &eval, &rules, real.as_ref());
+        let r = evaluate(d, &eval, &rules, real.as_ref(), straddle);
         let far = r.benign_flagged as f64 / r.benign.max(1) as f64;
         println!(
             "| {} | {} | {:.4} | {:.4} | {} | {:.4} | {:.4} | {:.4} | {}/{} ({:.3} %) | {} |{}",

@@ -60,7 +60,7 @@ pub struct Config {
     pub id_seed: u64,
     /// Also judge each flow against its source over the window half a
     /// window earlier or later (the one centred on the edge of its own
-    /// window nearest to it), keeping the more confident verdict. An
+    /// window nearest to it) when its own window does not flag it. An
     /// attack's first or last seconds that fall into a window of their
     /// own are then judged together with the rest of the attack, not as a
     /// handful of flows (windows holding an attack's tail were most of
@@ -557,9 +557,9 @@ impl Detector {
     }
 
     /// Judges one flow against its source over its own window and, when
-    /// [`Config::straddle`] is set and `other` is given, over the
-    /// straddling window too: a flagged verdict wins over an unflagged
-    /// one, then the more confident.
+    /// that does not flag it, [`Config::straddle`] is set and `other` is
+    /// given, over the straddling window: its verdict is taken when it
+    /// flags the flow or is the more confident.
     pub(crate) fn judge_both(
         &mut self,
         flow: &FlowRecord,
@@ -568,7 +568,8 @@ impl Detector {
     ) -> (FlowVerdict, Option<Scored>) {
         let empty = SourceStats::default();
         let a = self.judge(flow, own.stats.unwrap_or(&empty), own.score);
-        let Some((side, view)) = other.filter(|_| self.cfg.straddle) else {
+        // A flow its own window flags needs no second look.
+        let Some((side, view)) = other.filter(|_| self.cfg.straddle && a.1.is_none()) else {
             return a;
         };
         let other_stats = view.stats.unwrap_or(&empty);
@@ -588,13 +589,7 @@ impl Detector {
         if let Some(s) = b.1.as_mut() {
             s.side = side;
         }
-        let b_wins = match (&a.1, &b.1) {
-            (None, Some(_)) => true,
-            (Some(x), Some(y)) => y.confidence > x.confidence,
-            (None, None) => b.0.confidence > a.0.confidence,
-            (Some(_), None) => false,
-        };
-        if b_wins {
+        if b.1.is_some() || b.0.confidence > a.0.confidence {
             b
         } else {
             a

@@ -117,8 +117,9 @@
 //!   data are in `scripts/mesh/README.md`.
 //! * Windows are tumbling, aligned to multiples of `window_secs` of flow
 //!   start time; a flow belongs to the window it starts in, and anomalies
-//!   are keyed by it. Each flow is also judged against its source over the
-//!   window offset by half a window that holds it (`Config::straddle`, on
+//!   are keyed by it. A flow its window does not flag is judged again
+//!   against its source over the window offset by half a window that
+//!   holds it (`Config::straddle`, on
 //!   by default): an attack's first or last seconds cut off by a window's
 //!   edge are judged with the rest of the attack. Replaying a file
 //!   ([`Detector::run`]) processes it window by window; live, [`Stream`]

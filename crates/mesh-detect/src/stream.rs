@@ -17,10 +17,10 @@
 //!   metrics only grow towards their final value: what is flagged early
 //!   would be flagged at the end too, in all but contrived cases.
 //! * **Straddling windows** (`Config::straddle`): each flow is judged
-//!   against its own window and against the window offset by half a window
-//!   that holds it (its window's first half with the previous window's
-//!   second, or its second half with the next window's first), keeping the
-//!   more confident verdict. So a window keeps the flows it needs from its
+//!   against its own window and, when that does not flag it, against the
+//!   window offset by half a window that holds it (its window's first half
+//!   with the previous window's second, or its second half with the next
+//!   window's first). So a window keeps the flows it needs from its
 //!   neighbours: the previous window's second half is kept after that
 //!   window closes, and a window closes half a window later than it would
 //!   alone, when the window straddling its end is complete.

@@ -119,11 +119,14 @@ pub enum SourceMetric {
     MaxFlowFwdBytes,
     /// Forward share of all payload bytes.
     UploadRatio,
+    /// Share of flows that got no packet back (probes nothing answered,
+    /// payload or not).
+    UnansweredRatio,
 }
 
 impl SourceMetric {
     /// Every metric, in a fixed order.
-    pub const ALL: [SourceMetric; 16] = [
+    pub const ALL: [SourceMetric; 17] = [
         Self::Flows,
         Self::FlowsPerSec,
         Self::DistinctDstPorts,
@@ -140,6 +143,7 @@ impl SourceMetric {
         Self::BwdBytes,
         Self::MaxFlowFwdBytes,
         Self::UploadRatio,
+        Self::UnansweredRatio,
     ];
 
     /// The name used in rule and baseline files (without the `src.` prefix).
@@ -161,6 +165,7 @@ impl SourceMetric {
             Self::BwdBytes => "bwd_bytes",
             Self::MaxFlowFwdBytes => "max_flow_fwd_bytes",
             Self::UploadRatio => "upload_ratio",
+            Self::UnansweredRatio => "unanswered_ratio",
         }
     }
 
@@ -173,7 +178,7 @@ impl SourceMetric {
 /// Aggregates of one source over one window.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourceStats {
-    values: [f64; 16],
+    values: [f64; 17],
 }
 
 impl SourceStats {
@@ -206,6 +211,7 @@ impl SourceStats {
             fwd_bytes: f64,
             bwd_bytes: f64,
             max_fwd: f64,
+            unanswered: f64,
         }
         let mut acc: HashMap<IpAddr, Acc> = HashMap::new();
         for f in flows {
@@ -223,6 +229,9 @@ impl SourceStats {
                 }
             }
             a.fwd_pkts += FlowColumns::get(cols.fwd_packets, f);
+            if cols.bwd_packets.is_some() && FlowColumns::get(cols.bwd_packets, f) <= 0.0 {
+                a.unanswered += 1.0;
+            }
             *a.per_port.entry((e.dst_ip, e.dst_port)).or_default() += 1.0;
             if auth_ports.contains(&e.dst_port) {
                 a.auth += 1.0;
@@ -276,6 +285,7 @@ impl SourceStats {
                         0.0
                     },
                 );
+                set(SourceMetric::UnansweredRatio, a.unanswered / n);
                 (ip, s)
             })
             .collect()
@@ -314,8 +324,27 @@ mod tests {
         assert_eq!(a.get(SourceMetric::MaxAuthFlowsToOnePort), 2.0);
         assert_eq!(a.get(SourceMetric::FwdPacketsPerSec), 0.7);
         assert_eq!(a.get(SourceMetric::UploadRatio), 0.75);
+        // no backward packet column: nothing counts as unanswered
+        assert_eq!(a.get(SourceMetric::UnansweredRatio), 0.0);
         let b = &s[&"10.0.0.2".parse::<IpAddr>().unwrap()];
         assert_eq!(b.get(SourceMetric::EmptyRatio), 0.0);
         assert_eq!(b.get(SourceMetric::MaxFlowFwdBytes), 50.0);
+    }
+
+    #[test]
+    fn unanswered_probes_count_whatever_their_payload() {
+        // a UDP probe with a payload and no answer, one without, one answered
+        let t = FlowTable::from_csv(
+            "src_ip,dst_ip,dst_port,protocol,ts,total_fwd_packets,total_backward_packets,total_length_of_fwd_packets,total_length_of_bwd_packets\n\
+             10.0.0.1,10.0.0.9,1001,17,1,1,0,72,0\n\
+             10.0.0.1,10.0.0.9,1002,17,1,1,0,0,0\n\
+             10.0.0.1,10.0.0.9,53,17,1,1,1,40,90\n",
+        )
+        .unwrap();
+        let cols = FlowColumns::resolve(&t);
+        let s = SourceStats::by_source(&t.flows, &cols, 10.0, &[]);
+        let a = &s[&"10.0.0.1".parse::<IpAddr>().unwrap()];
+        assert!((a.get(SourceMetric::UnansweredRatio) - 2.0 / 3.0).abs() < 1e-12);
+        assert!((a.get(SourceMetric::EmptyRatio) - 1.0 / 3.0).abs() < 1e-12);
     }
 }
