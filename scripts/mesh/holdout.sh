@@ -334,7 +334,7 @@ lane() { # round function...
 # ---- rounds ----------------------------------------------------------------------
 for r in $(seq 1 "$rounds"); do
   pcap="$out/round-$r.pcap"
-  ns hub tcpdump -Z root -q -n -i br0 -s 0 -B 65536 -w "$pcap" >/dev/null 2>&1 &
+  ip netns exec "$HUB" tcpdump -Z root -q -n -i br0 -s 0 -B 65536 -w "$pcap" >/dev/null 2>&1 &
   dump=$!
   sleep 1
   rm -f "$work/stop"

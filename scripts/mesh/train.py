@@ -87,7 +87,7 @@ SOURCE_METRICS = [
     "flows", "flows_per_sec", "distinct_dst_ports", "distinct_dst_ips", "empty_ratio",
     "syn_only_ratio", "fwd_packets_per_sec", "mean_fwd_payload", "max_flows_to_one_port",
     "auth_flows", "max_auth_flows_to_one_port", "mean_duration_secs", "fwd_bytes",
-    "bwd_bytes", "max_flow_fwd_bytes", "upload_ratio",
+    "bwd_bytes", "max_flow_fwd_bytes", "upload_ratio", "unanswered_ratio",
 ]
 
 
@@ -113,7 +113,8 @@ def source_stats(rows, col, auth_ports, offset_us=0):
         keys.append(key)
         a = acc.setdefault(key, {"flows": 0.0, "ports": set(), "ips": set(), "empty": 0.0,
                                  "syn_only": 0.0, "fwd_pkts": 0.0, "per_port": {}, "auth": 0.0,
-                                 "dur": 0.0, "fwd": 0.0, "bwd": 0.0, "max_fwd": 0.0})
+                                 "dur": 0.0, "fwd": 0.0, "bwd": 0.0, "max_fwd": 0.0,
+                                 "unanswered": 0.0})
         port = int(float(row[col["destination_port"]]))
         dst = row[col["destination_ip"]]
         fwd, bwd = num(row, "total_length_of_fwd_packets"), num(row, "total_length_of_bwd_packets")
@@ -125,6 +126,8 @@ def source_stats(rows, col, auth_ports, offset_us=0):
             if num(row, "syn_flag_count") > 0 or int(float(row[col["protocol"]])) != 6:
                 a["syn_only"] += 1
         a["fwd_pkts"] += num(row, "total_fwd_packets")
+        if num(row, "total_backward_packets") <= 0:
+            a["unanswered"] += 1
         a["per_port"][(dst, port)] = a["per_port"].get((dst, port), 0.0) + 1
         if port in auth_ports:
             a["auth"] += 1
@@ -147,6 +150,7 @@ def source_stats(rows, col, auth_ports, offset_us=0):
             "auth_flows": a["auth"], "max_auth_flows_to_one_port": max(auth) if auth else 0.0,
             "mean_duration_secs": a["dur"] / n / 1e6, "fwd_bytes": a["fwd"], "bwd_bytes": a["bwd"],
             "max_flow_fwd_bytes": a["max_fwd"], "upload_ratio": a["fwd"] / total if total > 0 else 0.0,
+            "unanswered_ratio": a["unanswered"] / n,
         }
     return [stats[k] for k in keys], stats
 
@@ -156,6 +160,7 @@ MODEL_SOURCE_METRICS = [
     "flows", "distinct_dst_ports", "distinct_dst_ips", "empty_ratio", "syn_only_ratio",
     "fwd_packets_per_sec", "mean_fwd_payload", "max_flows_to_one_port",
     "max_auth_flows_to_one_port", "mean_duration_secs", "max_flow_fwd_bytes", "upload_ratio",
+    "unanswered_ratio",
 ]
 
 
@@ -412,9 +417,16 @@ def augment(ds, tr, rng, share=0.5):
             continue
         rows = out[m]
         col = lambda n: rows[:, j[n]]
-        if d == 0:  # many ports, mostly empty flows: a scan
+        if d == 0:  # many ports, mostly empty or mostly unanswered flows: a scan
             rows[:, j["src_distinct_dst_ports"]] = far("src_distinct_dst_ports", k)
-            rows[:, j["src_empty_ratio"]] = rng.uniform(0.6, 1.0, k)
+            # half: empty probes (SYN, connect, FIN, empty UDP), answered or
+            # not; half: probes that carry a payload nobody answers (UDP
+            # probes with protocol payloads)
+            probe = rng.uniform(0.0, 1.0, k) < 0.5
+            rows[:, j["src_empty_ratio"]] = np.where(probe, rng.uniform(0.0, 1.0, k),
+                                                     rng.uniform(0.6, 1.0, k))
+            rows[:, j["src_unanswered_ratio"]] = np.where(probe, rng.uniform(0.8, 1.0, k),
+                                                          rng.uniform(0.0, 1.0, k))
             rows[:, j["src_syn_only_ratio"]] = col("src_empty_ratio") * rng.uniform(0.0, 1.0, k)
             rows[:, j["src_flows"]] = np.maximum(col("src_flows"), col("src_distinct_dst_ports"))
         elif d == 1:  # many addresses: a sweep
