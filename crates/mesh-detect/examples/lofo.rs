@@ -239,6 +239,9 @@ fn main() {
                 .map(|(a, b)| format!(" {a}/{b} |"))
                 .unwrap_or_default()
         );
+        if r.flows == 0 {
+            continue; // a benign-only folder: its false alarms are its row
+        }
         tn += r.flows;
         tr += r.flow_recall * r.flows as f64;
         tp += r.pairs;
