@@ -65,7 +65,9 @@ pub struct Config {
     /// own are then judged together with the rest of the attack, not as a
     /// handful of flows (windows holding an attack's tail were most of
     /// what leave-one-family-out missed). Anomalies stay keyed by the
-    /// flow's own window. Costs a second judgment per flow.
+    /// flow's own window. Costs a second judgment for a flow its own
+    /// window does not flag (only a rule check when, as with the seed's
+    /// weights, nothing passes without a rule).
     pub straddle: bool,
 }
 
@@ -186,6 +188,31 @@ fn fill_row(row: &mut [f64], inputs: &[ModelInput], flow: &FlowRecord, stats: &S
 pub(crate) struct SourceView<'a> {
     pub(crate) stats: Option<&'a SourceStats>,
     pub(crate) score: Option<&'a crate::math::SourceScore>,
+}
+
+/// Every source's metrics over one window, and the math engine's reading
+/// of them ([`Detector::window_state`]).
+pub(crate) type WindowState = (
+    HashMap<IpAddr, SourceStats>,
+    HashMap<IpAddr, crate::math::SourceScore>,
+);
+
+impl<'a> SourceView<'a> {
+    /// One source's metrics and score.
+    pub(crate) fn of(stats: &'a SourceStats, score: &'a crate::math::SourceScore) -> Self {
+        Self {
+            stats: Some(stats),
+            score: Some(score),
+        }
+    }
+
+    /// `src`'s view of a window all of whose sources were measured.
+    pub(crate) fn of_source(state: &'a WindowState, src: &IpAddr) -> Self {
+        Self {
+            stats: state.0.get(src),
+            score: state.1.get(src),
+        }
+    }
 }
 
 /// Which window a flow was judged against: its own, or the straddling one
@@ -433,14 +460,7 @@ impl Detector {
 
     /// The metrics of every source among `flows` (one window of
     /// `window_us`) and the math engine's reading of them.
-    pub(crate) fn window_state(
-        &self,
-        flows: &[&FlowRecord],
-        window_us: i64,
-    ) -> (
-        HashMap<IpAddr, SourceStats>,
-        HashMap<IpAddr, crate::math::SourceScore>,
-    ) {
+    pub(crate) fn window_state(&self, flows: &[&FlowRecord], window_us: i64) -> WindowState {
         let stats = SourceStats::by_source(
             flows.iter().copied(),
             &self.cols,
@@ -467,30 +487,22 @@ impl Detector {
         window_us: i64,
         straddling: Option<[&[&FlowRecord]; 2]>,
     ) -> (Vec<FlowVerdict>, Vec<Detection>) {
-        let (stats, source_scores) = self.window_state(flows, window_us);
+        let state = self.window_state(flows, window_us);
         let around = straddling
             .filter(|_| self.cfg.straddle)
             .map(|sides| sides.map(|fl| self.window_state(fl, window_us)));
+        let views_of = |src: &IpAddr| {
+            around
+                .as_ref()
+                .map(|a| [0, 1].map(|k| SourceView::of_source(&a[k], src)))
+        };
         let mut verdicts = Vec::with_capacity(flows.len());
         let mut flagged: Vec<Scored> = Vec::new();
         for (fi, flow) in flows.iter().enumerate() {
             let src = &flow.endpoints.src_ip;
-            let own = SourceView {
-                stats: stats.get(src),
-                score: source_scores.get(src),
-            };
-            let other = around.as_ref().map(|a| {
-                let side = Side::of(flow.start_us, window_start_us, window_us);
-                let (st, sc) = &a[side as usize - 1];
-                (
-                    side,
-                    SourceView {
-                        stats: st.get(src),
-                        score: sc.get(src),
-                    },
-                )
-            });
-            let (verdict, scored) = self.judge_both(flow, own, other);
+            let own = SourceView::of_source(&state, src);
+            let (verdict, scored) =
+                self.judge_both(flow, own, views_of(src), window_start_us, window_us);
             verdicts.push(verdict);
             if let Some(mut s) = scored {
                 s.flow = fi;
@@ -515,40 +527,24 @@ impl Detector {
         let mut flagged_sources: Vec<IpAddr> = Vec::new();
         for ((src, class), members) in groups {
             flagged_sources.push(src);
-            let side = |k: usize| {
-                around
-                    .as_ref()
-                    .map(|a| SourceView {
-                        stats: a[k].0.get(&src),
-                        score: a[k].1.get(&src),
-                    })
-                    .unwrap_or_default()
-            };
-            let views = [
-                SourceView {
-                    stats: stats.get(&src),
-                    score: source_scores.get(&src),
-                },
-                side(0),
-                side(1),
-            ];
             let built = self.build_detection(
                 flows,
                 src,
                 class,
                 &members,
-                views,
+                SourceView::of_source(&state, &src),
+                views_of(&src),
                 window_start_us,
                 window_end_us,
             );
             detections.push(self.emit(built, window_end_us));
         }
         // Flagged sources do not teach the baseline their traffic.
-        let mut srcs: Vec<&IpAddr> = stats.keys().collect();
+        let mut srcs: Vec<&IpAddr> = state.0.keys().collect();
         srcs.sort();
         for src in srcs {
             if !flagged_sources.contains(src) {
-                if let Some(s) = stats.get(src) {
+                if let Some(s) = state.0.get(src) {
                     self.math.update(*src, s);
                 }
             }
@@ -556,22 +552,28 @@ impl Detector {
         (verdicts, detections)
     }
 
-    /// Judges one flow against its source over its own window and, when
-    /// that does not flag it, [`Config::straddle`] is set and `other` is
-    /// given, over the straddling window: its verdict is taken when it
+    /// Judges one flow against its source over its own window (starting
+    /// at `window_start_us`, `window_us` long) and, when that does not flag
+    /// it, [`Config::straddle`] is set and `around` is given (the source
+    /// over the `Before` and `After` straddling windows), over the
+    /// straddling window that holds the flow: its verdict is taken when it
     /// flags the flow or is the more confident.
     pub(crate) fn judge_both(
         &mut self,
         flow: &FlowRecord,
         own: SourceView<'_>,
-        other: Option<(Side, SourceView<'_>)>,
+        around: Option<[SourceView<'_>; 2]>,
+        window_start_us: i64,
+        window_us: i64,
     ) -> (FlowVerdict, Option<Scored>) {
         let empty = SourceStats::default();
         let a = self.judge(flow, own.stats.unwrap_or(&empty), own.score);
         // A flow its own window flags needs no second look.
-        let Some((side, view)) = other.filter(|_| self.cfg.straddle && a.1.is_none()) else {
+        let Some(around) = around.filter(|_| self.cfg.straddle && a.1.is_none()) else {
             return a;
         };
+        let side = Side::of(flow.start_us, window_start_us, window_us);
+        let view = around[side as usize - 1];
         let other_stats = view.stats.unwrap_or(&empty);
         // With the weights such that nothing passes the threshold without
         // a rule (the seed's: 0.5 + 0.2 = 0.70, not above it), a second
@@ -733,7 +735,8 @@ impl Detector {
         src: IpAddr,
         class: usize,
         members: &[Scored],
-        views: [SourceView<'_>; 3],
+        own: SourceView<'_>,
+        around: Option<[SourceView<'_>; 2]>,
         window_start_us: i64,
         window_end_us: i64,
     ) -> (AnomalyEvent, EvidenceEvent) {
@@ -747,7 +750,10 @@ impl Detector {
         let SourceView {
             stats: st,
             score: source_score,
-        } = views[rep.side as usize];
+        } = match (rep.side, around) {
+            (Side::Own, _) | (_, None) => own,
+            (side, Some(a)) => a[side as usize - 1],
+        };
         let rep_flow = flows[rep.flow];
         let mut targets: HashMap<(IpAddr, u16, u8), u64> = HashMap::new();
         for m in members {

@@ -47,7 +47,7 @@
 //!
 //! Pure: time is an argument, nothing is read from a clock.
 
-use crate::detector::{Detection, Detector, Scored, Side, SourceView};
+use crate::detector::{Detection, Detector, Scored, SourceView};
 use crate::flow::FlowRecord;
 use crate::math::SourceScore;
 use crate::window::SourceStats;
@@ -244,7 +244,11 @@ impl Stream {
             })
             .collect();
         for (w, src) in todo {
-            let around = self.around_open(&windows, w, src);
+            let cur = windows
+                .get(&w)
+                .and_then(|m| m.get(&src))
+                .map_or(&[][..], |s| &s.flows[..]);
+            let around = self.around_in(&windows, w, src, cur);
             let Some(s) = windows.get_mut(&w).and_then(|m| m.get_mut(&src)) else {
                 continue;
             };
@@ -338,12 +342,15 @@ impl Stream {
         ])
     }
 
-    /// [`Stream::around`] for an open window `w` of `windows`.
-    fn around_open(
+    /// [`Stream::around`] for window `w`, whose flows of `src` are `cur`:
+    /// the window before is the kept half of a closed one or still open in
+    /// `windows`, the window after is open in `windows`.
+    fn around_in(
         &self,
         windows: &BTreeMap<i64, BTreeMap<IpAddr, Source>>,
         w: i64,
         src: IpAddr,
+        cur: &[FlowRecord],
     ) -> Option<Around> {
         let flows = |k: i64| {
             windows
@@ -355,7 +362,7 @@ impl Stream {
             Some((k, t)) if *k == w - 1 => t.get(&src).map_or(&[][..], |v| &v[..]),
             _ => flows(w - 1),
         };
-        self.around(w, src, prev, flows(w), flows(w + 1))
+        self.around(w, src, prev, cur, flows(w + 1))
     }
 
     fn source_state<'a>(
@@ -417,25 +424,13 @@ impl Stream {
     ) -> (crate::wire::AnomalyEvent, EvidenceEvent) {
         let refs: Vec<&FlowRecord> = s.flows.iter().collect();
         let start = w.saturating_mul(self.window_us);
-        let side = |k: usize| {
-            around.map_or_else(SourceView::default, |a| SourceView {
-                stats: Some(&a[k].0),
-                score: Some(&a[k].1),
-            })
-        };
         self.det.build_detection(
             &refs,
             src,
             class,
             &class_members(s, class),
-            [
-                SourceView {
-                    stats: Some(st),
-                    score: Some(score),
-                },
-                side(0),
-                side(1),
-            ],
+            SourceView::of(st, score),
+            views(around),
             start,
             start.saturating_add(self.window_us),
         )
@@ -466,23 +461,12 @@ impl Stream {
     ) -> usize {
         let before = s.flagged.len();
         let start = w.saturating_mul(self.window_us);
-        let own = SourceView {
-            stats: Some(st),
-            score: Some(score),
-        };
+        let own = SourceView::of(st, score);
         for i in from..s.flows.len() {
-            let other = around.map(|a| {
-                let side = Side::of(s.flows[i].start_us, start, self.window_us);
-                let (st, sc) = &a[side as usize - 1];
-                (
-                    side,
-                    SourceView {
-                        stats: Some(st),
-                        score: Some(sc),
-                    },
-                )
-            });
-            if let (_, Some(mut sc)) = self.det.judge_both(&s.flows[i], own, other) {
+            let judged =
+                self.det
+                    .judge_both(&s.flows[i], own, views(around), start, self.window_us);
+            if let (_, Some(mut sc)) = judged {
                 sc.flow = i;
                 s.flagged.push(sc);
             }
@@ -495,18 +479,7 @@ impl Stream {
         let mut quiet = Vec::new();
         let arounds: Vec<Option<Around>> = sources
             .iter()
-            .map(|(&src, s)| {
-                let prev = match &self.tail {
-                    Some((k, t)) if *k == w - 1 => t.get(&src).map_or(&[][..], |v| &v[..]),
-                    _ => &[][..],
-                };
-                let next = self
-                    .windows
-                    .get(&(w + 1))
-                    .and_then(|m| m.get(&src))
-                    .map_or(&[][..], |s| &s.flows[..]);
-                self.around(w, src, prev, &s.flows, next)
-            })
+            .map(|(&src, s)| self.around_in(&self.windows, w, src, &s.flows))
             .collect();
         for ((&src, s), around) in sources.iter_mut().zip(&arounds) {
             self.open_flows = self.open_flows.saturating_sub(s.flows.len());
@@ -558,6 +531,11 @@ impl Stream {
             self.tail = Some((w, tail));
         }
     }
+}
+
+/// The straddling windows' views of [`Around`].
+fn views(around: Option<&Around>) -> Option<[SourceView<'_>; 2]> {
+    around.map(|a| [0, 1].map(|k| SourceView::of(&a[k].0, &a[k].1)))
 }
 
 fn class_members(s: &Source, class: usize) -> Vec<Scored> {
